@@ -1,0 +1,1 @@
+//! Dockerfile parsing and lowering. Does no I/O.

@@ -1,0 +1,1 @@
+//! Test harness for kiln end-to-end tests.

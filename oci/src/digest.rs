@@ -1,0 +1,157 @@
+//! `sha256:<hex>` content digests.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
+    Invalid(String),
+}
+
+/// A sha256 content digest. Only sha256 is accepted: it is what every registry and
+/// OCI layout we meet uses, and refusing the rest keeps path building safe
+/// (the hex part is validated, so it can be used as a file name).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    hex: String,
+}
+
+impl Digest {
+    pub fn from_sha256_bytes(bytes: &[u8]) -> Self {
+        Digest { hex: hex::encode(bytes) }
+    }
+
+    /// Digest of a byte slice.
+    pub fn of(data: &[u8]) -> Self {
+        Self::from_sha256_bytes(&Sha256::digest(data))
+    }
+
+    pub fn algorithm(&self) -> &'static str {
+        "sha256"
+    }
+
+    /// The 64 hex digits, safe to use as a file name.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
+    /// First 12 hex digits, for progress output.
+    pub fn short(&self) -> &str {
+        &self.hex[..12]
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| DigestError::Invalid(s.to_string()))?;
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(DigestError::Invalid(s.to_string()));
+        }
+        Ok(Digest { hex: hex.to_string() })
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A writer that hashes and counts everything passing through it on its way to `inner`.
+/// Used to get a layer's diffID (uncompressed) and digest (compressed) in one pass.
+pub struct Sha256Writer<W> {
+    inner: W,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Sha256Writer<W> {
+    pub fn new(inner: W) -> Self {
+        Sha256Writer { inner, hasher: Sha256::new(), len: 0 }
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// Returns the inner writer, the digest and the byte count of what was written.
+    pub fn finish(self) -> (W, Digest, u64) {
+        let d = Digest::from_sha256_bytes(&self.hasher.finalize());
+        (self.inner, d, self.len)
+    }
+}
+
+impl<W: Write> Write for Sha256Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        let d = Digest::of(b"");
+        assert_eq!(
+            d.to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+    }
+
+    #[test]
+    fn rejects_bad_digests() {
+        for bad in ["", "sha256:", "md5:abc", "sha256:../../etc/passwd", &format!("sha256:{}", "A".repeat(64))] {
+            assert!(bad.parse::<Digest>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn writer_counts_and_hashes() {
+        let mut w = Sha256Writer::new(Vec::new());
+        w.write_all(b"hello").unwrap();
+        let (inner, d, n) = w.finish();
+        assert_eq!(inner, b"hello");
+        assert_eq!(n, 5);
+        assert_eq!(d, Digest::of(b"hello"));
+    }
+}

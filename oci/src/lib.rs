@@ -1,0 +1,15 @@
+//! Small OCI types shared by kiln's crates.
+//!
+//! `snapshotter` and `cache` both speak in digests and descriptors; keeping those
+//! here (and not in `builder`) lets the dependency arrows point one way.
+//! Manifests, indexes and descriptors come from `oci-spec`; the image config is our
+//! own struct because `oci-spec` drops `Healthcheck`/`OnBuild`/`Shell` and writes maps
+//! in random order (non-reproducible digests).
+
+pub mod config;
+pub mod digest;
+pub mod media;
+
+pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};
+pub use digest::{Digest, DigestError, Sha256Writer};
+pub use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, Platform};
