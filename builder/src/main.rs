@@ -1,1 +1,58 @@
-fn main() {}
+//! The `kiln` binary.
+
+mod cli;
+mod copy;
+mod export;
+mod fsutil;
+mod idmap;
+mod image;
+mod progress;
+mod sandbox;
+mod solver;
+mod timefmt;
+mod userns;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, CommandKind};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        CommandKind::Sandbox { spec } => ExitCode::from(sandbox::main(&spec).clamp(0, 255) as u8),
+        CommandKind::Build(args) => {
+            // Validate before entering the namespace so flag errors are reported once.
+            let opts = match args.validate() {
+                Ok(o) => o,
+                Err(e) => return fail(&e),
+            };
+            match userns::enter() {
+                Ok(userns::Entered::ChildExited(code)) => return ExitCode::from(code.clamp(0, 255) as u8),
+                Ok(userns::Entered::Inside) => {}
+                Err(e) => return fail(&e.context("entering the build's user namespace")),
+            }
+            init_tracing();
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
+            };
+            match rt.block_on(solver::build(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    // Frontend errors carry their own `file:line:col` and caret; print them as is.
+    eprintln!("error: {e:#}");
+    ExitCode::from(1)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,179 @@
+//! Command-line flags → validated `BuildOptions`.
+//!
+//! Flags are declared once (clap derive), parsed into low-level `BuildArgs`, then
+//! validated into the high-level `BuildOptions` that the solver consumes. Every
+//! validation error names the flag.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kiln_cache::reference::Reference;
+
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about = "Daemonless, rootless container image builder")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CommandKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CommandKind {
+    /// Build an image from a Dockerfile and a context directory.
+    Build(BuildArgs),
+    /// Internal: run one RUN step inside its sandbox.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox { spec: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name (and optionally tag) of the image, e.g. registry:5000/app:1. Repeatable.
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tags: Vec<String>,
+    /// Push the image to the registry of each tag.
+    #[arg(long)]
+    pub push: bool,
+    /// Write the result somewhere: type=oci,dest=DIR (an OCI image layout).
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Path of the Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Build-time variable, KEY=VALUE (or KEY to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Build this stage and stop.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Write the image (manifest) digest to this file.
+    #[arg(long = "digest-file", value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
+    /// Build context directory.
+    pub context: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    OciLayout { dest: PathBuf },
+}
+
+/// Everything a build needs, validated.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    pub dockerfile: PathBuf,
+    pub tags: Vec<Reference>,
+    pub push: bool,
+    pub outputs: Vec<Output>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub insecure_registries: Vec<String>,
+    pub digest_file: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub source_date_epoch: Option<i64>,
+}
+
+impl BuildArgs {
+    pub fn validate(self) -> Result<BuildOptions> {
+        if !self.context.is_dir() {
+            bail!("build context {:?} is not a directory", self.context);
+        }
+        let context = self.context.canonicalize().with_context(|| format!("resolving context {:?}", self.context))?;
+        let dockerfile = match self.file {
+            Some(f) => f,
+            None => context.join("Dockerfile"),
+        };
+        let tags = self
+            .tags
+            .iter()
+            .map(|t| t.parse::<Reference>().map_err(|e| anyhow!("-t {t}: {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        if self.push && tags.is_empty() {
+            bail!("--push needs at least one -t REF to push to");
+        }
+        let outputs = self.outputs.iter().map(|o| parse_output(o)).collect::<Result<Vec<_>>>()?;
+        let mut build_args = BTreeMap::new();
+        for a in &self.build_args {
+            match a.split_once('=') {
+                Some((k, v)) if !k.is_empty() => {
+                    build_args.insert(k.to_string(), v.to_string());
+                }
+                Some(_) => bail!("--build-arg {a:?}: expected KEY=VALUE"),
+                None => {
+                    // Docker takes a bare KEY from the environment, and ignores it if unset.
+                    if let Ok(v) = std::env::var(a) {
+                        build_args.insert(a.clone(), v);
+                    }
+                }
+            }
+        }
+        let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if !v.is_empty() => Some(v.parse().map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?),
+            _ => None,
+        };
+        Ok(BuildOptions {
+            context,
+            dockerfile,
+            tags,
+            push: self.push,
+            outputs,
+            build_args,
+            target: self.target,
+            insecure_registries: self.insecure_registries,
+            digest_file: self.digest_file,
+            state_dir: state_dir()?,
+            source_date_epoch,
+        })
+    }
+}
+
+/// `$KILN_ROOT`, else `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
+pub fn state_dir() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KILN_ROOT").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p).join("kiln"));
+    }
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).context("neither KILN_ROOT nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/kiln"))
+}
+
+pub fn parse_output(spec: &str) -> Result<Output> {
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            _ => bail!("--output {spec:?}: unknown field {part:?} (expected type=oci,dest=DIR)"),
+        }
+    }
+    match kind.as_deref() {
+        Some("oci") => {
+            let dest = dest.ok_or_else(|| anyhow!("--output {spec:?}: type=oci needs dest=DIR"))?;
+            Ok(Output::OciLayout { dest })
+        }
+        Some(other) => bail!("--output {spec:?}: unsupported type {other:?} (supported: oci)"),
+        None => bail!("--output {spec:?}: missing type= (e.g. type=oci,dest=DIR)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_oci_output() {
+        assert_eq!(parse_output("type=oci,dest=/x").unwrap(), Output::OciLayout { dest: "/x".into() });
+        assert!(parse_output("type=oci").unwrap_err().to_string().contains("dest="));
+        assert!(parse_output("type=tar,dest=x").unwrap_err().to_string().contains("unsupported type"));
+        assert!(parse_output("dest=x").unwrap_err().to_string().contains("missing type"));
+        assert!(parse_output("type=oci,foo=1").unwrap_err().to_string().contains("unknown field"));
+    }
+}

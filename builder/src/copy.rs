@@ -1,0 +1,264 @@
+//! COPY (and, for now, local ADD) into a step's rootfs.
+//!
+//! Docker's rules kept here: a directory source copies its *contents*; a destination
+//! ending in `/` (or several sources, or an existing directory) is a directory; file
+//! modes and mtimes come from the context, ownership is 0:0 unless `--chown`;
+//! symlinks are copied as symlinks, never followed; missing parent directories are
+//! created 0755 root-owned.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{chown, Gid, Uid};
+
+use crate::fsutil::{container_path, context_path, resolve_in_root};
+
+/// Ownership applied to everything a COPY writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct CopyRequest<'a> {
+    pub context: &'a Path,
+    pub sources: &'a [String],
+    pub dest: &'a str,
+    pub workdir: &'a str,
+    pub owner: Owner,
+    pub chmod: Option<u32>,
+}
+
+/// Copy into the rootfs at `root`; returns the number of entries written.
+pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
+    if req.sources.is_empty() {
+        bail!("COPY needs at least one source");
+    }
+    let dest = container_path(req.workdir, req.dest);
+    let dest_is_dir = req.dest.ends_with('/') || req.sources.len() > 1 || {
+        let host = resolve_in_root(root, &dest, true)?;
+        host.is_dir()
+    };
+    let mut written = 0;
+    for src in req.sources {
+        let matches = expand_source(req.context, src)?;
+        for host_src in matches {
+            let md = fs::symlink_metadata(&host_src).with_context(|| format!("COPY source {src:?}"))?;
+            let target = if md.is_dir() {
+                dest.clone()
+            } else if dest_is_dir {
+                dest.join(host_src.file_name().context("source without a file name")?)
+            } else {
+                dest.clone()
+            };
+            ensure_parents(root, &target)?;
+            if md.is_dir() {
+                let host_dir = resolve_in_root(root, &target, true)?;
+                if !host_dir.exists() {
+                    fs::create_dir(&host_dir).with_context(|| format!("creating {}", target.display()))?;
+                    set_meta(&host_dir, &md, req.owner, req.chmod)?;
+                }
+                written += copy_dir_contents(&host_src, root, &target, req)?;
+            } else {
+                written += copy_entry(&host_src, &md, root, &target, req)?;
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// A source is a path in the context, possibly with `*`/`?` wildcards in its last
+/// component (full Docker globbing comes with the COPY issue).
+fn expand_source(context: &Path, src: &str) -> Result<Vec<PathBuf>> {
+    let path = context_path(context, src)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if !name.contains(['*', '?']) {
+        if fs::symlink_metadata(&path).is_err() {
+            bail!("COPY source {src:?} not found in the build context");
+        }
+        return Ok(vec![path]);
+    }
+    let dir = path.parent().unwrap_or(context);
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    if out.is_empty() {
+        bail!("COPY source {src:?} matched no files in the build context");
+    }
+    Ok(out)
+}
+
+fn wildcard(pat: &str, s: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], s) || (!s.is_empty() && go(p, &s[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    go(pat.as_bytes(), s.as_bytes())
+}
+
+/// Create missing parents of `target` (0755, root-owned, as Docker does).
+fn ensure_parents(root: &Path, target: &Path) -> Result<()> {
+    if let Some(parent) = target.parent() {
+        let host = resolve_in_root(root, parent, true)?;
+        if !host.is_dir() {
+            mkdir_p(root, parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// `mkdir -p` of a container path, resolving symlinks inside the root.
+pub fn mkdir_p(root: &Path, path: &Path) -> Result<()> {
+    let mut cur = PathBuf::from("/");
+    for c in path.components().skip(1) {
+        cur.push(c);
+        let host = resolve_in_root(root, &cur, true)?;
+        match fs::symlink_metadata(&host) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => bail!("cannot create directory {}: a file is in the way", cur.display()),
+            Err(_) => {
+                fs::create_dir(&host).with_context(|| format!("creating directory {}", cur.display()))?;
+                fs::set_permissions(&host, fs::Permissions::from_mode(0o755))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn copy_dir_contents(src_dir: &Path, root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> {
+    let mut entries: Vec<_> = fs::read_dir(src_dir)
+        .with_context(|| format!("reading {}", src_dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut n = 0;
+    for e in entries {
+        let md = fs::symlink_metadata(e.path())?;
+        let target = dest.join(e.file_name());
+        if md.is_dir() {
+            let host = resolve_in_root(root, &target, false)?;
+            match fs::symlink_metadata(&host) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    fs::remove_file(&host)?;
+                    fs::create_dir(&host)?;
+                }
+                Err(_) => fs::create_dir(&host).with_context(|| format!("creating {}", target.display()))?,
+            }
+            n += 1 + copy_dir_contents(&e.path(), root, &target, req)?;
+            set_meta(&host, &md, req.owner, req.chmod)?;
+        } else {
+            n += copy_entry(&e.path(), &md, root, &target, req)?;
+        }
+    }
+    Ok(n)
+}
+
+fn copy_entry(src: &Path, md: &fs::Metadata, root: &Path, target: &Path, req: &CopyRequest<'_>) -> Result<u64> {
+    // The parent is resolved inside the root; the last component is replaced, never followed.
+    let parent = resolve_in_root(root, target.parent().unwrap_or(Path::new("/")), true)?;
+    let host = parent.join(target.file_name().context("destination without a file name")?);
+    if let Ok(existing) = fs::symlink_metadata(&host) {
+        if existing.is_dir() {
+            bail!("cannot copy {} over the directory {}", src.display(), target.display());
+        }
+        fs::remove_file(&host).with_context(|| format!("replacing {}", target.display()))?;
+    }
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        let link = fs::read_link(src)?;
+        std::os::unix::fs::symlink(&link, &host).with_context(|| format!("creating symlink {}", target.display()))?;
+        chown_nofollow(&host, req.owner)?;
+        set_times(&host, md)?;
+    } else if ft.is_file() {
+        fs::copy(src, &host).with_context(|| format!("copying {} to {}", src.display(), target.display()))?;
+        set_meta(&host, md, req.owner, req.chmod)?;
+    } else {
+        bail!("COPY source {} is not a regular file, directory or symlink", src.display());
+    }
+    Ok(1)
+}
+
+fn chown_nofollow(p: &Path, owner: Owner) -> Result<()> {
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        Some(Uid::from_raw(owner.uid)),
+        Some(Gid::from_raw(owner.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .with_context(|| format!("chown {}:{} {}", owner.uid, owner.gid, p.display()))
+}
+
+fn set_meta(p: &Path, md: &fs::Metadata, owner: Owner, chmod: Option<u32>) -> Result<()> {
+    chown(p, Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(owner.gid)))
+        .with_context(|| format!("chown {}:{} {}", owner.uid, owner.gid, p.display()))?;
+    let mode = chmod.unwrap_or(md.mode() & 0o7777);
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
+    set_times(p, md)
+}
+
+fn set_times(p: &Path, md: &fs::Metadata) -> Result<()> {
+    let t = TimeSpec::new(md.mtime(), md.mtime_nsec());
+    utimensat(nix::fcntl::AT_FDCWD, p, &t, &t, UtimensatFlags::NoFollowSymlink)
+        .with_context(|| format!("setting times of {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("*.txt", "a.txt"));
+        assert!(!wildcard("*.txt", "a.md"));
+        assert!(wildcard("a?c", "abc"));
+        assert!(wildcard("*", ""));
+    }
+
+    #[test]
+    fn copies_file_into_dir_and_contents_of_dir() {
+        let ctx = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        fs::write(ctx.path().join("hello.txt"), "hi\n").unwrap();
+        fs::create_dir_all(ctx.path().join("d/sub")).unwrap();
+        fs::write(ctx.path().join("d/sub/x"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", ctx.path().join("d/link")).unwrap();
+        let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
+        let req = CopyRequest { context: ctx.path(), sources: &["hello.txt".into()], dest: "./", workdir: "/app", owner: me, chmod: None };
+        copy_into(root.path(), &req).unwrap();
+        assert_eq!(fs::read_to_string(root.path().join("app/hello.txt")).unwrap(), "hi\n");
+        let req = CopyRequest { context: ctx.path(), sources: &["d".into()], dest: "/out", workdir: "/", owner: me, chmod: None };
+        copy_into(root.path(), &req).unwrap();
+        assert_eq!(fs::read_to_string(root.path().join("out/sub/x")).unwrap(), "x");
+        assert_eq!(fs::read_link(root.path().join("out/link")).unwrap(), PathBuf::from("/etc/passwd"));
+        let req = CopyRequest { context: ctx.path(), sources: &["../etc/passwd".into()], dest: "/", workdir: "/", owner: me, chmod: None };
+        assert!(copy_into(root.path(), &req).is_err());
+    }
+
+    #[test]
+    fn symlinked_destination_stays_in_root() {
+        let ctx = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(ctx.path().join("f"), "f").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
+        let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
+        let req = CopyRequest { context: ctx.path(), sources: &["f".into()], dest: "/escape/", workdir: "/", owner: me, chmod: None };
+        copy_into(root.path(), &req).unwrap();
+        assert!(fs::read_dir(outside.path()).unwrap().next().is_none(), "wrote outside the root");
+        assert!(root.path().join(outside.path().strip_prefix("/").unwrap()).join("f").exists());
+    }
+}

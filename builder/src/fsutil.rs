@@ -1,0 +1,132 @@
+//! Path handling inside a rootfs the build does not trust.
+//!
+//! The merged rootfs of a step is an ordinary directory on the host; a symlink in
+//! the image (`/app -> /etc`) must resolve inside it, never to the host's /etc.
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Normalise an absolute container path lexically (`/a/./b/../c` → `/a/c`); `..`
+/// at the root stays at the root, as in the kernel.
+pub fn clean_abs(p: &str) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Join a possibly relative container path onto the working directory.
+pub fn container_path(workdir: &str, p: &str) -> PathBuf {
+    if p.starts_with('/') {
+        clean_abs(p)
+    } else {
+        let wd = if workdir.is_empty() { "/" } else { workdir };
+        clean_abs(&format!("{wd}/{p}"))
+    }
+}
+
+/// Resolve a container path to a host path under `root`, following symlinks of
+/// existing components as the container would see them (absolute targets are
+/// relative to `root`, `..` never climbs above it). The last component is followed
+/// too when `follow_last`. Missing components are appended as they are.
+pub fn resolve_in_root(root: &Path, path: &Path, follow_last: bool) -> Result<PathBuf> {
+    let mut resolved = PathBuf::new(); // relative to root
+    let mut pending: Vec<std::ffi::OsString> =
+        path.components().filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        }).rev().collect();
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&name);
+        let is_last = pending.is_empty();
+        let host = root.join(&candidate);
+        match std::fs::symlink_metadata(&host) {
+            Ok(md) if md.file_type().is_symlink() && (!is_last || follow_last) => {
+                links += 1;
+                if links > 40 {
+                    bail!("too many levels of symbolic links resolving {}", path.display());
+                }
+                let target = std::fs::read_link(&host).with_context(|| format!("reading link {}", host.display()))?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => pending.push(n.to_os_string()),
+                        Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => resolved = candidate,
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// Resolve a path given relative to the build context, refusing to leave it.
+pub fn context_path(context: &Path, src: &str) -> Result<PathBuf> {
+    let mut rel = PathBuf::new();
+    for c in Path::new(src).components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::ParentDir => {
+                if !rel.pop() {
+                    bail!("COPY source {src:?} points outside the build context");
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(context.join(rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_paths() {
+        assert_eq!(clean_abs("/a/./b/../c/"), PathBuf::from("/a/c"));
+        assert_eq!(clean_abs("/../.."), PathBuf::from("/"));
+        assert_eq!(container_path("/app", "./x"), PathBuf::from("/app/x"));
+        assert_eq!(container_path("", "x"), PathBuf::from("/x"));
+        assert_eq!(container_path("/app", "/y"), PathBuf::from("/y"));
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("real/dir")).unwrap();
+        std::os::unix::fs::symlink("/real", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", root.join("real/up")).unwrap();
+        assert_eq!(resolve_in_root(root, Path::new("/abs/dir/f"), true).unwrap(), root.join("real/dir/f"));
+        assert_eq!(resolve_in_root(root, Path::new("/real/up/passwd"), true).unwrap(), root.join("etc/passwd"));
+        assert_eq!(resolve_in_root(root, Path::new("/abs"), false).unwrap(), root.join("abs"));
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert!(resolve_in_root(root, Path::new("/loop/x"), true).is_err());
+    }
+
+    #[test]
+    fn context_paths_stay_inside() {
+        let c = Path::new("/ctx");
+        assert_eq!(context_path(c, "a/../b").unwrap(), PathBuf::from("/ctx/b"));
+        assert_eq!(context_path(c, "/abs").unwrap(), PathBuf::from("/ctx/abs"));
+        assert!(context_path(c, "../x").is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! The image being built: its config, its layers, and how each Dockerfile
+//! instruction changes the config and history.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use kiln_frontend::{Healthcheck, StepKind};
+use kiln_oci::{Digest, HealthConfig, History, ImageConfig};
+
+use crate::fsutil::container_path;
+
+/// A layer of the image being built.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+}
+
+/// The state of a stage between steps.
+#[derive(Debug, Clone)]
+pub struct ImageState {
+    pub config: ImageConfig,
+    pub layers: Vec<Layer>,
+    /// Whether CMD was set in this stage (ENTRYPOINT resets an inherited CMD only).
+    pub cmd_set_here: bool,
+}
+
+impl ImageState {
+    pub fn new(config: ImageConfig, layers: Vec<Layer>) -> Self {
+        ImageState { config, layers, cmd_set_here: false }
+    }
+
+    pub fn env(&self) -> Vec<String> {
+        self.config.config.as_ref().and_then(|c| c.env.clone()).unwrap_or_default()
+    }
+
+    pub fn workdir(&self) -> String {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".to_string())
+    }
+
+    pub fn user(&self) -> String {
+        self.config.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default()
+    }
+
+    pub fn push_history(&mut self, created: &str, created_by: &str, empty_layer: bool) {
+        self.config.history.push(History {
+            created: Some(created.to_string()),
+            created_by: Some(created_by.to_string()),
+            comment: Some("buildkit.dockerfile.v0".to_string()),
+            empty_layer,
+            ..Default::default()
+        });
+    }
+
+    pub fn push_layer(&mut self, layer: Layer) {
+        self.config.rootfs.diff_ids.push(layer.diff_id.clone());
+        self.layers.push(layer);
+    }
+
+    /// Apply an instruction that only changes the config. Returns false for steps
+    /// that touch the filesystem (RUN/COPY/ADD), which the solver handles.
+    pub fn apply_config_step(&mut self, kind: &StepKind) -> bool {
+        let cmd_set_here = &mut self.cmd_set_here;
+        let rc = self.config.run_config_mut();
+        match kind {
+            StepKind::Env(kvs) => {
+                let env = rc.env.get_or_insert_with(Vec::new);
+                for (k, v) in kvs {
+                    set_env(env, k, v);
+                }
+            }
+            StepKind::Workdir(p) => {
+                let cur = rc.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+                rc.working_dir = Some(container_path(&cur, p).to_string_lossy().into_owned());
+            }
+            StepKind::Cmd(argv) => {
+                rc.cmd = Some(argv.clone());
+                *cmd_set_here = true;
+            }
+            StepKind::Entrypoint(argv) => {
+                rc.entrypoint = Some(argv.clone());
+                if !*cmd_set_here {
+                    rc.cmd = None;
+                }
+            }
+            StepKind::User(u) => rc.user = Some(u.clone()),
+            StepKind::Label(kvs) => {
+                let labels = rc.labels.get_or_insert_with(BTreeMap::new);
+                for (k, v) in kvs {
+                    labels.insert(k.clone(), v.clone());
+                }
+            }
+            StepKind::Expose(ports) => {
+                let map = rc.exposed_ports.get_or_insert_with(BTreeMap::new);
+                for p in ports {
+                    map.insert(p.clone(), BTreeMap::new());
+                }
+            }
+            StepKind::Volume(vols) => {
+                let map = rc.volumes.get_or_insert_with(BTreeMap::new);
+                for v in vols {
+                    map.insert(v.clone(), BTreeMap::new());
+                }
+            }
+            StepKind::StopSignal(s) => rc.stop_signal = Some(s.clone()),
+            StepKind::Healthcheck(h) => rc.healthcheck = Some(health(h.as_ref())),
+            StepKind::Shell(argv) => rc.shell = Some(argv.clone()),
+            StepKind::OnBuild(trigger) => rc.on_build.get_or_insert_with(Vec::new).push(trigger.clone()),
+            StepKind::Maintainer(m) => self.config.author = Some(m.clone()),
+            StepKind::Arg(_) => {}
+            StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_) => return false,
+        }
+        true
+    }
+}
+
+fn health(h: Option<&Healthcheck>) -> HealthConfig {
+    match h {
+        None => HealthConfig { test: Some(vec!["NONE".to_string()]), ..Default::default() },
+        Some(h) => HealthConfig {
+            test: Some(h.test.clone()),
+            interval: h.interval,
+            timeout: h.timeout,
+            start_period: h.start_period,
+            start_interval: h.start_interval,
+            retries: h.retries,
+        },
+    }
+}
+
+pub fn set_env(env: &mut Vec<String>, k: &str, v: &str) {
+    let entry = format!("{k}={v}");
+    match env.iter_mut().find(|e| e.split_once('=').map(|(ek, _)| ek) == Some(k)) {
+        Some(e) => *e = entry,
+        None => env.push(entry),
+    }
+}
+
+/// Who a step runs as: uid, gid, supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Resolve USER (`name`, `uid`, `name:group`, `uid:gid`) through the image's
+/// /etc/passwd and /etc/group, as Docker does.
+pub fn resolve_user(root: &Path, user: &str) -> Result<RunAs> {
+    if user.is_empty() {
+        return Ok(RunAs { uid: 0, gid: 0, groups: Vec::new() });
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_db(root, "/etc/passwd");
+    let group = read_db(root, "/etc/group");
+    let (uid, primary_gid, name) = if let Ok(n) = u.parse::<u32>() {
+        let entry = passwd.iter().find(|f| f.get(2).and_then(|x| x.parse::<u32>().ok()) == Some(n));
+        (n, entry.and_then(|f| f.get(3)?.parse().ok()).unwrap_or(0), entry.map(|f| f[0].clone()))
+    } else {
+        let f = passwd
+            .iter()
+            .find(|f| f.first().map(String::as_str) == Some(u))
+            .with_context(|| format!("unable to find user {u}: no matching entries in the image's /etc/passwd"))?;
+        let uid = f.get(2).and_then(|x| x.parse().ok()).context("malformed /etc/passwd entry")?;
+        let gid = f.get(3).and_then(|x| x.parse().ok()).context("malformed /etc/passwd entry")?;
+        (uid, gid, Some(u.to_string()))
+    };
+    let gid = match g {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .iter()
+                .find(|f| f.first().map(String::as_str) == Some(g))
+                .and_then(|f| f.get(2)?.parse().ok())
+                .with_context(|| format!("unable to find group {g}: no matching entries in the image's /etc/group"))?,
+        },
+    };
+    // Supplementary groups only when the group was not given explicitly, as Docker.
+    let mut groups = Vec::new();
+    if let (None, Some(name)) = (g, name) {
+        for f in &group {
+            let members = f.get(3).map(|m| m.split(',').any(|x| x == name)).unwrap_or(false);
+            if let (true, Some(id)) = (members, f.get(2).and_then(|x| x.parse::<u32>().ok())) {
+                if id != gid && !groups.contains(&id) {
+                    groups.push(id);
+                }
+            }
+        }
+    }
+    Ok(RunAs { uid, gid, groups })
+}
+
+fn read_db(root: &Path, path: &str) -> Vec<Vec<String>> {
+    let host = match crate::fsutil::resolve_in_root(root, Path::new(path), true) {
+        Ok(p) => p,
+        Err(_) => return Vec::new(),
+    };
+    std::fs::read_to_string(host)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':').map(str::to_string).collect())
+        .collect()
+}
+
+/// Parse `--chown` (`user[:group]`) for COPY.
+pub fn resolve_chown(root: &Path, spec: &str) -> Result<crate::copy::Owner> {
+    if spec.is_empty() {
+        bail!("--chown needs user[:group]");
+    }
+    let r = resolve_user(root, spec)?;
+    Ok(crate::copy::Owner { uid: r.uid, gid: r.gid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_replaces_in_place() {
+        let mut env = vec!["PATH=/bin".to_string(), "A=1".to_string()];
+        set_env(&mut env, "A", "2");
+        set_env(&mut env, "B", "x=y");
+        assert_eq!(env, ["PATH=/bin", "A=2", "B=x=y"]);
+    }
+
+    #[test]
+    fn resolves_users_through_the_image() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("etc")).unwrap();
+        std::fs::write(t.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n").unwrap();
+        std::fs::write(t.path().join("etc/group"), "root:x:0:\napp:x:1000:\nwheel:x:10:app\n").unwrap();
+        assert_eq!(resolve_user(t.path(), "").unwrap(), RunAs { uid: 0, gid: 0, groups: vec![] });
+        assert_eq!(resolve_user(t.path(), "app").unwrap(), RunAs { uid: 1000, gid: 1000, groups: vec![10] });
+        assert_eq!(resolve_user(t.path(), "app:wheel").unwrap(), RunAs { uid: 1000, gid: 10, groups: vec![] });
+        assert_eq!(resolve_user(t.path(), "1234:5").unwrap(), RunAs { uid: 1234, gid: 5, groups: vec![] });
+        assert!(resolve_user(t.path(), "nobody").unwrap_err().to_string().contains("unable to find user nobody"));
+    }
+
+    #[test]
+    fn entrypoint_resets_inherited_cmd_only() {
+        let mut s = ImageState::new(ImageConfig::default(), vec![]);
+        s.config.run_config_mut().cmd = Some(vec!["sh".into()]);
+        s.apply_config_step(&StepKind::Entrypoint(vec!["/e".into()]));
+        assert_eq!(s.config.config.as_ref().unwrap().cmd, None);
+        s.apply_config_step(&StepKind::Cmd(vec!["c".into()]));
+        s.apply_config_step(&StepKind::Entrypoint(vec!["/f".into()]));
+        assert_eq!(s.config.config.as_ref().unwrap().cmd, Some(vec!["c".to_string()]));
+    }
+}

@@ -1,0 +1,204 @@
+//! The RUN sandbox.
+//!
+//! A RUN step executes in a fresh process started from `/proc/self/exe __sandbox SPEC`
+//! so that the namespace dance happens in a single-threaded process (the solver runs
+//! on a multi-threaded runtime, where fork+unshare is unsound). That process is
+//! already root of the build's user namespace; it unshares mount, pid, uts and ipc
+//! namespaces (and network for `--network=none`), forks the future pid 1, builds
+//! /proc, a minimal /dev, /sys and the host's /etc/hosts and /etc/resolv.conf inside
+//! the step's rootfs, pivots into it, drops to the step's user and execs the command.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{chdir, fork, pivot_root, sethostname, ForkResult, Gid, Uid};
+use serde::{Deserialize, Serialize};
+
+/// Everything the sandbox needs, passed as a JSON file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub rootfs: PathBuf,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub hostname: String,
+    pub network_none: bool,
+}
+
+/// Files and directories the sandbox mounts over inside the rootfs. The solver makes
+/// sure they exist before the step runs and keeps whatever it had to create out of
+/// the layer.
+pub const MOUNT_TARGETS: &[(&str, bool)] = &[
+    ("proc", true),
+    ("dev", true),
+    ("sys", true),
+    ("etc/hosts", false),
+    ("etc/resolv.conf", false),
+];
+
+/// Run `spec` in the sandbox, streaming its output to ours; returns the exit code
+/// (128+signal for a killed process).
+pub fn run(spec: &RunSpec, spec_path: &Path) -> Result<i32> {
+    std::fs::write(spec_path, serde_json::to_vec(spec)?).context("writing the sandbox spec")?;
+    let status = Command::new("/proc/self/exe")
+        .arg("__sandbox")
+        .arg(spec_path)
+        .stdin(Stdio::null())
+        .status()
+        .context("starting the RUN sandbox")?;
+    let _ = std::fs::remove_file(spec_path);
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Entry point of `kiln __sandbox SPEC`. Returns the process exit code.
+pub fn main(spec_path: &Path) -> i32 {
+    match sandbox(spec_path) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kiln sandbox: {e:#}");
+            125
+        }
+    }
+}
+
+fn sandbox(spec_path: &Path) -> Result<i32> {
+    let spec: RunSpec = serde_json::from_slice(&std::fs::read(spec_path).context("reading the sandbox spec")?)
+        .context("parsing the sandbox spec")?;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.network_none {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).context("unsharing the step's namespaces")?;
+    // SAFETY: this process is single-threaded (freshly exec'd, no runtime started).
+    match unsafe { fork() }.context("forking the step's init")? {
+        ForkResult::Parent { child } => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("waiting for the step"),
+            }
+        },
+        ForkResult::Child => {
+            let err = match enter_and_exec(&spec) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            eprintln!("kiln sandbox: {err:#}");
+            std::process::exit(if err.to_string().contains("executable file not found") { 127 } else { 125 });
+        }
+    }
+}
+
+enum Never {}
+
+fn enter_and_exec(spec: &RunSpec) -> Result<Never> {
+    let root = &spec.rootfs;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("making mounts private")?;
+    mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .context("bind-mounting the rootfs")?;
+    mount(
+        Some("proc"),
+        &root.join("proc"),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .context("mounting /proc")?;
+    setup_dev(&root.join("dev"))?;
+    // /sys: a read-only view of the host's; without it some tools misbehave. A new
+    // sysfs can only be mounted with our own network namespace.
+    if spec.network_none {
+        let _ = mount(Some("sysfs"), &root.join("sys"), Some("sysfs"), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>);
+    } else if mount(Some("/sys"), &root.join("sys"), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).is_ok() {
+        let _ = mount(None::<&str>, &root.join("sys"), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+    }
+    for f in ["etc/hosts", "etc/resolv.conf"] {
+        let host = Path::new("/").join(f);
+        let target = root.join(f);
+        if host.exists() && target.exists() {
+            mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .with_context(|| format!("binding /{f}"))?;
+        }
+    }
+    let _ = sethostname(&spec.hostname);
+
+    chdir(root).context("entering the rootfs")?;
+    pivot_root(".", ".").context("pivot_root into the rootfs")?;
+    umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
+    chdir("/").context("chdir /")?;
+    chdir(spec.cwd.as_str()).with_context(|| format!("chdir to working directory {}", spec.cwd))?;
+
+    let groups: Vec<Gid> = spec.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        // With a single-id map setgroups is denied; that only matters when the step
+        // asked for supplementary groups.
+        if !groups.is_empty() {
+            return Err(e).context("setting supplementary groups");
+        }
+    }
+    nix::unistd::setgid(Gid::from_raw(spec.gid)).with_context(|| format!("setgid {}", spec.gid))?;
+    nix::unistd::setuid(Uid::from_raw(spec.uid)).with_context(|| format!("setuid {}", spec.uid))?;
+
+    // execvp looks the program up in *our* PATH, so the step's environment must be
+    // ours first.
+    for (k, _) in std::env::vars_os() {
+        std::env::remove_var(k);
+    }
+    for kv in &spec.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            if !k.is_empty() {
+                std::env::set_var(k, v);
+            }
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        std::env::set_var("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    }
+    let argv: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()
+        .context("argument contains a NUL byte")?;
+    let prog = argv.first().context("empty command")?;
+    match nix::unistd::execvp(prog, &argv) {
+        Err(nix::errno::Errno::ENOENT) => anyhow::bail!("{}: executable file not found in $PATH", spec.argv[0]),
+        Err(e) => Err(e).with_context(|| format!("exec {}", spec.argv[0])),
+        Ok(never) => match never {},
+    }
+}
+
+/// A minimal /dev: a tmpfs with the host's harmless devices bound in (device nodes
+/// cannot be created in a user namespace, bind mounts of them can).
+fn setup_dev(dev: &Path) -> Result<()> {
+    mount(Some("tmpfs"), dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=65536k"))
+        .context("mounting a tmpfs on /dev")?;
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(name);
+        std::fs::File::create(&target).with_context(|| format!("creating /dev/{name}"))?;
+        let host = Path::new("/dev").join(name);
+        mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .with_context(|| format!("binding /dev/{name}"))?;
+    }
+    for d in ["pts", "shm"] {
+        std::fs::create_dir(dev.join(d)).with_context(|| format!("creating /dev/{d}"))?;
+    }
+    let _ = mount(Some("shm"), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k"));
+    let _ = mount(Some("devpts"), &dev.join("pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
+    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
+        let _ = std::os::unix::fs::symlink(target, dev.join(link));
+    }
+    Ok(())
+}

@@ -1,0 +1,579 @@
+//! Pulling and pushing images.
+//!
+//! oci-client is used for transport only (DESIGN.md): raw manifests, blob-level
+//! streaming, monolithic blob PUTs whose body streams from the store file (its
+//! high-level `push` holds layers in memory). On top we add what it lacks: retries
+//! (`retry.rs`), docker config.json credentials (`auth.rs`), platform selection
+//! (`platform.rs`), and error messages naming operation, registry and repository.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use kiln_oci::{media, Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Platform};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
+
+pub use crate::error::RegistryError;
+use crate::error::StoreError;
+use crate::platform::{platform_string, select};
+use crate::reference::Reference;
+use crate::retry::{is_transient, retry};
+use crate::store::ContentStore;
+
+/// How many blobs are transferred at once per image.
+pub const CONCURRENCY: usize = 4;
+
+const ACCEPT_MANIFESTS: &[&str] =
+    &[media::OCI_MANIFEST, media::DOCKER_MANIFEST, media::OCI_INDEX, media::DOCKER_MANIFEST_LIST];
+
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// `host[:port]` spoken to over plain HTTP. `localhost`, 127.0.0.0/8 and ::1 are
+    /// always plain HTTP, as the Docker daemon treats them as insecure.
+    pub insecure: Vec<String>,
+}
+
+/// A registry client for any number of registries. Cheap to clone; shares connections
+/// and tokens between clones.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: RegistryOptions,
+    /// One transport per registry host: the scheme and credentials are per host, and
+    /// loopback hosts are insecure whatever their port, which a single
+    /// `HttpsExcept(list)` client could not express without knowing ports up front.
+    transports: Mutex<HashMap<String, Transport>>,
+}
+
+/// The oci-client transport for one registry host, with its credentials.
+#[derive(Clone)]
+struct Transport {
+    client: oci_client::Client,
+    auth: RegistryAuth,
+}
+
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    pub manifest_digest: Digest,
+    pub manifest: ImageManifest,
+    pub manifest_bytes: Vec<u8>,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReport {
+    pub manifest_digest: Digest,
+    pub uploaded: Vec<Digest>,
+    pub mounted: Vec<Digest>,
+    pub skipped: Vec<Digest>,
+}
+
+/// What one attempt of an operation can fail with; decides retrying and the final error.
+#[derive(Debug)]
+enum Failure {
+    /// From oci-client: retried if transient.
+    Oci(OciDistributionError),
+    /// A body stream broke mid-way: retried.
+    Stream(io::Error),
+    /// Local store trouble: not retried.
+    Store(StoreError),
+    /// The registry sent something wrong (size mismatch, bad JSON): not retried.
+    Bad(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Oci(e) => write!(f, "{e}"),
+            Failure::Stream(e) => write!(f, "{e}"),
+            Failure::Store(e) => write!(f, "{e}"),
+            Failure::Bad(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl From<OciDistributionError> for Failure {
+    fn from(e: OciDistributionError) -> Self {
+        Failure::Oci(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+fn transient(f: &Failure) -> bool {
+    match f {
+        Failure::Oci(e) => is_transient(e),
+        Failure::Stream(_) => true,
+        Failure::Store(_) | Failure::Bad(_) => false,
+    }
+}
+
+fn into_error(op: String, target: String, f: Failure) -> RegistryError {
+    match f {
+        Failure::Store(source) => RegistryError::Store { op, target, source },
+        Failure::Bad(message) => RegistryError::BadContent { op, target, message },
+        other => {
+            let mut message = other.to_string();
+            if is_denied(&other) {
+                // Say what to do: credentials come from docker's config.json.
+                let host = target.split('/').next().unwrap_or(&target);
+                message.push_str(&format!(
+                    " (access denied: add credentials for {host} to docker's config.json, e.g. with `docker login {host}`)"
+                ));
+            }
+            RegistryError::Transport { op, target, message }
+        }
+    }
+}
+
+fn is_denied(f: &Failure) -> bool {
+    match f {
+        Failure::Oci(OciDistributionError::UnauthorizedError { .. })
+        | Failure::Oci(OciDistributionError::AuthenticationFailure(_)) => true,
+        Failure::Oci(OciDistributionError::ServerError { code, .. }) => *code == 401 || *code == 403,
+        Failure::Oci(OciDistributionError::RequestError(e)) => {
+            e.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403)
+        }
+        Failure::Oci(OciDistributionError::RegistryError { envelope, .. }) => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
+    }
+}
+
+/// Runs `f` with retries; on final failure, an error naming `op` and `r`'s repository.
+async fn attempt<T, F, Fut>(op: String, r: &Reference, f: F) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let what = format!("{op} {}", r.name());
+    retry(&what, transient, f).await.map_err(|e| into_error(op, r.name(), e))
+}
+
+fn short(d: &Digest) -> String {
+    format!("sha256:{}…", d.short())
+}
+
+/// Whether `registry` (`host[:port]`) is spoken to over plain HTTP.
+pub fn is_insecure(opts: &RegistryOptions, registry: &str) -> bool {
+    let host = host_of(registry);
+    if opts.insecure.iter().any(|i| i == registry || i == host) {
+        return true;
+    }
+    if host == "localhost" {
+        return true;
+    }
+    host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+/// `host` of `host[:port]` / `[v6]:port`.
+fn host_of(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match registry.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => registry,
+    }
+}
+
+fn parse_oci_digest(d: &oci_spec::image::Digest) -> Result<Digest, Failure> {
+    d.to_string()
+        .parse()
+        .map_err(|e: kiln_oci::DigestError| Failure::Bad(format!("unsupported digest: {e}")))
+}
+
+/// Whether manifest bytes are an index (or manifest list) rather than an image manifest.
+fn is_index_bytes(bytes: &[u8]) -> Result<bool, Failure> {
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Failure::Bad(format!("manifest is not JSON: {e}")))?;
+    match v.get("mediaType").and_then(|m| m.as_str()) {
+        Some(mt) if media::is_index(mt) => Ok(true),
+        Some(mt) if media::is_manifest(mt) => Ok(false),
+        Some(mt) => Err(Failure::Bad(format!("unsupported manifest media type {mt}"))),
+        // mediaType is optional in OCI; tell the two apart by their fields.
+        None => Ok(v.get("manifests").is_some()),
+    }
+}
+
+impl Registry {
+    pub fn new(opts: RegistryOptions) -> Self {
+        Registry { inner: Arc::new(Inner { opts, transports: Mutex::new(HashMap::new()) }) }
+    }
+
+    fn transport(&self, registry: &str) -> Transport {
+        let mut map = self.inner.transports.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(registry.to_string())
+            .or_insert_with(|| {
+                let insecure = is_insecure(&self.inner.opts, registry);
+                let protocol = if insecure {
+                    ClientProtocol::HttpsExcept(vec![registry.to_string()])
+                } else {
+                    ClientProtocol::Https
+                };
+                let config = ClientConfig {
+                    protocol,
+                    // A streamed monolithic PUT: one request per blob, body read from
+                    // the store file as it goes (never the whole layer in memory).
+                    use_monolithic_push: true,
+                    // We select platforms ourselves (raw manifests).
+                    platform_resolver: None,
+                    connect_timeout: Some(Duration::from_secs(30)),
+                    user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
+                    ..Default::default()
+                };
+                Transport {
+                    client: oci_client::Client::new(config),
+                    auth: crate::auth::credentials_for(registry),
+                }
+            })
+            .clone()
+    }
+
+    /// Authenticates for `op` on `r`'s repository (a bearer token exchange where the
+    /// registry asks for one; nothing for open registries).
+    async fn authenticate(&self, t: &Transport, r: &Reference, op: RegistryOperation) -> Result<(), RegistryError> {
+        let oref = r.to_oci();
+        let what = match op {
+            RegistryOperation::Pull => "authenticating to pull from",
+            RegistryOperation::Push => "authenticating to push to",
+        };
+        attempt(what.to_string(), r, || async {
+            t.client.auth(&oref, &t.auth, op).await.map(|_| ()).map_err(Failure::from)
+        })
+        .await
+    }
+
+    /// See the crate docs. Resolves `r` for `platform`, stores manifest, config and
+    /// layers in `store`.
+    pub async fn pull_image(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+        store: &ContentStore,
+    ) -> Result<PulledImage, RegistryError> {
+        let t = self.transport(r.registry());
+        self.authenticate(&t, r, RegistryOperation::Pull).await?;
+
+        // Resolve index → manifest (at most two levels: nested indexes are not a thing
+        // registries serve for images, and a loop guard costs nothing).
+        let mut current = r.clone();
+        let mut bytes;
+        let mut digest;
+        let mut depth = 0;
+        loop {
+            (bytes, digest) = self.fetch_manifest(&t, &current).await?;
+            let is_index = is_index_bytes(&bytes)
+                .map_err(|e| into_error("reading manifest of".into(), r.name(), e))?;
+            if !is_index {
+                break;
+            }
+            depth += 1;
+            if depth > 2 {
+                return Err(RegistryError::BadContent {
+                    op: "resolving".into(),
+                    target: r.to_string(),
+                    message: "indexes nested too deeply".into(),
+                });
+            }
+            let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadContent {
+                op: format!("parsing index {} of", short(&digest)),
+                target: r.to_string(),
+                message: e.to_string(),
+            })?;
+            // Keep the index too: a later export or a digest-pinned rebuild may need it.
+            store.put(&bytes).map_err(|source| RegistryError::Store {
+                op: "storing index of".into(),
+                target: r.to_string(),
+                source,
+            })?;
+            let chosen = select(index.manifests(), platform).ok_or_else(|| RegistryError::NoMatchingPlatform {
+                target: r.to_string(),
+                wanted: platform_string(platform),
+                available: index
+                    .manifests()
+                    .iter()
+                    .filter_map(|m| m.platform().as_ref().map(platform_string))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+            let d = parse_oci_digest(chosen.digest())
+                .map_err(|e| into_error("resolving".into(), r.to_string(), e))?;
+            current = r.with_digest(d);
+        }
+
+        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadContent {
+            op: format!("parsing manifest {} of", short(&digest)),
+            target: r.to_string(),
+            message: e.to_string(),
+        })?;
+        store.put(&bytes).map_err(|source| RegistryError::Store {
+            op: "storing manifest of".into(),
+            target: r.to_string(),
+            source,
+        })?;
+
+        let config_digest = parse_oci_digest(manifest.config().digest())
+            .map_err(|e| into_error("reading manifest of".into(), r.to_string(), e))?;
+        self.fetch_blob(&t, r, &config_digest, Some(manifest.config().size()), store).await?;
+        let config_bytes = store.read(&config_digest).map_err(|source| RegistryError::Store {
+            op: "reading config of".into(),
+            target: r.to_string(),
+            source,
+        })?;
+        let config = ImageConfig::from_bytes(&config_bytes).map_err(|e| RegistryError::BadContent {
+            op: format!("parsing config {} of", short(&config_digest)),
+            target: r.to_string(),
+            message: e.to_string(),
+        })?;
+
+        let layers: Vec<Descriptor> = manifest.layers().clone();
+        let mut wanted = Vec::new();
+        for l in &layers {
+            let d = parse_oci_digest(l.digest())
+                .map_err(|e| into_error("reading manifest of".into(), r.to_string(), e))?;
+            wanted.push((d, l.size()));
+        }
+        futures_util::stream::iter(wanted.iter())
+            .map(|(d, size)| self.fetch_blob(&t, r, d, Some(*size), store))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+
+        Ok(PulledImage {
+            manifest_digest: digest,
+            manifest,
+            manifest_bytes: bytes,
+            config_digest,
+            config,
+            layers,
+        })
+    }
+
+    /// GETs a manifest or index and checks its digest (against the reference's digest
+    /// when pinned).
+    async fn fetch_manifest(&self, t: &Transport, r: &Reference) -> Result<(Vec<u8>, Digest), RegistryError> {
+        let oref = r.to_oci();
+        let what = match r.digest() {
+            Some(d) => format!("pulling manifest {} from", short(d)),
+            None => format!("pulling manifest for tag {} from", r.tag().unwrap_or("latest")),
+        };
+        attempt(what, r, || async {
+            let (bytes, _) = t.client.pull_manifest_raw(&oref, &t.auth, ACCEPT_MANIFESTS).await?;
+            let digest = Digest::of(&bytes);
+            if let Some(want) = r.digest() {
+                if *want != digest {
+                    return Err(Failure::Bad(format!("manifest digest is {digest}, expected {want}")));
+                }
+            }
+            Ok((bytes.to_vec(), digest))
+        })
+        .await
+    }
+
+    /// Downloads one blob into the store unless it is there, verifying while streaming
+    /// and at commit.
+    async fn fetch_blob(
+        &self,
+        t: &Transport,
+        r: &Reference,
+        d: &Digest,
+        size: Option<u64>,
+        store: &ContentStore,
+    ) -> Result<(), RegistryError> {
+        if store.has(d) {
+            return Ok(());
+        }
+        let oref = r.to_oci();
+        let ds = d.to_string();
+        attempt(format!("pulling blob {} from", short(d)), r, || async {
+            let mut stream = t.client.pull_blob_stream(&oref, ds.as_str()).await?;
+            let mut w = store.writer()?;
+            let mut n: u64 = 0;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(Failure::Stream)?;
+                n += chunk.len() as u64;
+                if size.is_some_and(|s| n > s) {
+                    return Err(Failure::Bad(format!("blob is larger than the {} bytes announced", size.unwrap())));
+                }
+                // Blocking write of a page-cache-bound file: short, and keeps the blob
+                // writer (with its atomic commit) the single way into the store.
+                w.write_all(&chunk).map_err(|e| StoreError::io("writing", w.temp_path(), e))?;
+            }
+            if let Some(s) = size {
+                if n != s {
+                    return Err(Failure::Bad(format!("blob has {n} bytes, expected {s}")));
+                }
+            }
+            let expected = d.clone();
+            // fsync may take a while: off the async threads.
+            tokio::task::spawn_blocking(move || w.commit(Some(&expected)))
+                .await
+                .map_err(|e| Failure::Bad(format!("commit task failed: {e}")))??;
+            Ok(())
+        })
+        .await
+    }
+
+    /// See the crate docs: skip, mount or upload each blob, then PUT the manifest.
+    pub async fn push_image(
+        &self,
+        r: &Reference,
+        store: &ContentStore,
+        manifest: &[u8],
+        manifest_media_type: &str,
+        blobs: &[Descriptor],
+        mount_from: &[Reference],
+    ) -> Result<PushReport, RegistryError> {
+        let t = self.transport(r.registry());
+        self.authenticate(&t, r, RegistryOperation::Push).await?;
+
+        // Distinct blobs, in order (a layer can appear twice in a manifest).
+        let mut seen = BTreeSet::new();
+        let mut digests = Vec::new();
+        for b in blobs {
+            let d = parse_oci_digest(b.digest())
+                .map_err(|e| into_error("pushing to".into(), r.name(), e))?;
+            if seen.insert(d.clone()) {
+                digests.push(d);
+            }
+        }
+        // Mount sources must be other repositories of the same registry.
+        let sources: Vec<&Reference> = mount_from
+            .iter()
+            .filter(|m| m.registry() == r.registry() && m.repository() != r.repository())
+            .collect();
+
+        let outcomes: Vec<(Digest, Outcome)> = futures_util::stream::iter(digests)
+            .map(|d| {
+                let t = &t;
+                let sources = &sources;
+                async move {
+                    let o = self.push_blob(t, r, store, &d, sources).await?;
+                    Ok::<_, RegistryError>((d, o))
+                }
+            })
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+
+        let mut report = PushReport {
+            manifest_digest: Digest::of(manifest),
+            uploaded: Vec::new(),
+            mounted: Vec::new(),
+            skipped: Vec::new(),
+        };
+        for (d, o) in outcomes {
+            match o {
+                Outcome::Skipped => report.skipped.push(d),
+                Outcome::Mounted => report.mounted.push(d),
+                Outcome::Uploaded => report.uploaded.push(d),
+            }
+        }
+
+        let oref = r.to_oci();
+        let body = bytes::Bytes::copy_from_slice(manifest);
+        attempt(format!("pushing manifest {} to", short(&report.manifest_digest)), r, || async {
+            let ct = manifest_media_type
+                .parse()
+                .map_err(|_| Failure::Bad(format!("invalid media type {manifest_media_type:?}")))?;
+            t.client.push_manifest_raw(&oref, body.clone(), ct).await?;
+            Ok(())
+        })
+        .await?;
+        Ok(report)
+    }
+
+    async fn push_blob(
+        &self,
+        t: &Transport,
+        r: &Reference,
+        store: &ContentStore,
+        d: &Digest,
+        sources: &[&Reference],
+    ) -> Result<Outcome, RegistryError> {
+        let oref = r.to_oci();
+        let ds = d.to_string();
+        let exists = attempt(format!("checking blob {} in", short(d)), r, || async {
+            Ok(t.client.blob_exists(&oref, &ds).await?)
+        })
+        .await?;
+        if exists {
+            return Ok(Outcome::Skipped);
+        }
+        for src in sources {
+            // A failed mount is not an error: the registry may not have the blob there,
+            // or may not allow mounts; we fall back to the next source, then to upload.
+            match t.client.mount_blob(&oref, &src.to_oci(), &ds).await {
+                Ok(()) => return Ok(Outcome::Mounted),
+                Err(e) => tracing::debug!("mounting {} from {} into {}: {e}", d, src.name(), r.name()),
+            }
+        }
+        let path = store.blob_path(d);
+        let size = store.size(d).map_err(|source| RegistryError::Store {
+            op: format!("pushing blob {} to", short(d)),
+            target: r.name(),
+            source,
+        })?;
+        attempt(format!("pushing blob {} to", short(d)), r, || async {
+            // Reopened on each attempt: a consumed stream cannot be replayed.
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| Failure::Store(StoreError::io("opening", &path, e)))?;
+            let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+                .map_err(OciDistributionError::IoError);
+            t.client.push_blob_stream(&oref, body, &ds, Some(size)).await?;
+            Ok(())
+        })
+        .await?;
+        Ok(Outcome::Uploaded)
+    }
+}
+
+enum Outcome {
+    Skipped,
+    Mounted,
+    Uploaded,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_hosts() {
+        let o = RegistryOptions { insecure: vec!["myreg:5000".into(), "plain.example".into()] };
+        for (r, want) in [
+            ("localhost", true),
+            ("localhost:5000", true),
+            ("127.0.0.1:5000", true),
+            ("127.1.2.3", true),
+            ("[::1]:5000", true),
+            ("myreg:5000", true),
+            ("myreg:5001", false),
+            ("plain.example:8080", true),
+            ("docker.io", false),
+            ("10.0.0.1:5000", false),
+        ] {
+            assert_eq!(is_insecure(&o, r), want, "{r}");
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The local content store: an OCI image layout on disk.
+//!
+//! Layout: `root/oci-layout`, `root/index.json`, `root/blobs/sha256/<hex>`, plus
+//! `root/ingest/` for blobs being written. Blobs only ever enter `blobs/` by an atomic
+//! rename of a fully written, fsynced and digest-verified temp file, so a killed build
+//! never leaves a blob whose name lies about its content (DESIGN.md invariant).
+//! Temp names are unique per writer, so concurrent builds (threads or processes)
+//! writing the same blob do not clash: both renames put identical bytes in place.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kiln_oci::{Digest, Sha256Writer};
+
+pub use crate::error::StoreError;
+pub use crate::layout::export_layout;
+
+const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
+const EMPTY_INDEX: &str = "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[]}";
+
+/// The local content store (see module docs).
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    root: PathBuf,
+}
+
+impl ContentStore {
+    /// Opens the store at `root`, creating the layout if it is missing.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        init_layout(root)?;
+        let ingest = root.join("ingest");
+        fs::create_dir_all(&ingest).map_err(|e| StoreError::io("creating", &ingest, e))?;
+        Ok(ContentStore { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        // `Digest::hex` is validated lowercase hex, so it is a safe file name.
+        self.root.join("blobs").join("sha256").join(d.hex())
+    }
+
+    pub fn has(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// A writer to a fresh temp file in `root/ingest/`, hashing as it writes.
+    pub fn writer(&self) -> Result<BlobWriter, StoreError> {
+        let dir = self.root.join("ingest");
+        let (file, path) = create_unique(&dir, "blob")?;
+        Ok(BlobWriter {
+            inner: Some(Sha256Writer::new(file)),
+            temp: path,
+            blobs_dir: self.root.join("blobs").join("sha256"),
+        })
+    }
+
+    /// Stores `bytes` and returns their digest. A blob already present is not rewritten.
+    pub fn put(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let d = Digest::of(bytes);
+        if self.has(&d) {
+            return Ok(d);
+        }
+        let mut w = self.writer()?;
+        w.write_all(bytes).map_err(|e| StoreError::io("writing", &w.temp, e))?;
+        let (d2, _) = w.commit(Some(&d))?;
+        Ok(d2)
+    }
+
+    pub fn read(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
+        let p = self.blob_path(d);
+        fs::read(&p).map_err(|e| self.not_found_or(d, "reading", &p, e))
+    }
+
+    pub fn open_blob(&self, d: &Digest) -> Result<File, StoreError> {
+        let p = self.blob_path(d);
+        File::open(&p).map_err(|e| self.not_found_or(d, "opening", &p, e))
+    }
+
+    pub fn size(&self, d: &Digest) -> Result<u64, StoreError> {
+        let p = self.blob_path(d);
+        fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|e| self.not_found_or(d, "reading metadata of", &p, e))
+    }
+
+    fn not_found_or(&self, d: &Digest, op: &'static str, p: &Path, e: io::Error) -> StoreError {
+        if e.kind() == io::ErrorKind::NotFound {
+            StoreError::NotFound(d.clone())
+        } else {
+            StoreError::io(op, p, e)
+        }
+    }
+}
+
+/// Creates `oci-layout`, `index.json` and `blobs/sha256` under `root` if missing.
+/// Shared with layout export.
+pub(crate) fn init_layout(root: &Path) -> Result<(), StoreError> {
+    let blobs = root.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs).map_err(|e| StoreError::io("creating", &blobs, e))?;
+    let layout = root.join("oci-layout");
+    if !layout.exists() {
+        write_atomic(&layout, OCI_LAYOUT.as_bytes())?;
+    }
+    let index = root.join("index.json");
+    if !index.exists() {
+        write_atomic(&index, EMPTY_INDEX.as_bytes())?;
+    }
+    Ok(())
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a new file with a name unique across threads and processes
+/// (pid + per-process counter + time), refusing to reuse an existing name.
+pub(crate) fn create_unique(dir: &Path, prefix: &str) -> Result<(File, PathBuf), StoreError> {
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = dir.join(format!(".{prefix}-{}-{n}-{nanos}.tmp", std::process::id()));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(StoreError::io("creating", &path, e)),
+        }
+    }
+}
+
+/// Writes a small file atomically: temp file in the same directory, fsync, rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (mut f, tmp) = create_unique(dir, "write")?;
+    let res = f
+        .write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| fs::rename(&tmp, path));
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(StoreError::io("writing", path, e));
+    }
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Best effort: make a rename durable. Failing to fsync a directory is not worth
+/// failing a build for (some filesystems refuse it).
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A blob being written into the store. Nothing is visible under `blobs/` until
+/// [`BlobWriter::commit`]; dropping it without committing removes the temp file.
+pub struct BlobWriter {
+    inner: Option<Sha256Writer<File>>,
+    temp: PathBuf,
+    blobs_dir: PathBuf,
+}
+
+impl std::fmt::Debug for BlobWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobWriter").field("temp", &self.temp).finish()
+    }
+}
+
+impl BlobWriter {
+    /// Path of the temp file (for error messages).
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Fsyncs, verifies (`expected` must match if given; on mismatch the temp file is
+    /// removed), and renames into `blobs/`. Returns (digest, size).
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
+        let w = self.inner.take().expect("BlobWriter committed twice");
+        let (file, digest, size) = w.finish();
+        // From here on, `self.temp` is removed on error by Drop (inner is None, but the
+        // path is still ours until the rename succeeds).
+        if let Some(exp) = expected {
+            if *exp != digest {
+                return Err(StoreError::DigestMismatch { expected: exp.clone(), actual: digest });
+            }
+        }
+        file.sync_all().map_err(|e| StoreError::io("syncing", &self.temp, e))?;
+        // Blobs are immutable: read-only protects them when hard-linked into an export.
+        let _ = fs::set_permissions(&self.temp, std::os::unix::fs::PermissionsExt::from_mode(0o444));
+        drop(file);
+        let dest = self.blobs_dir.join(digest.hex());
+        // rename(2) atomically replaces an existing blob; a concurrent writer of the
+        // same digest wrote the same bytes, so either one winning is fine.
+        fs::rename(&self.temp, &dest).map_err(|e| StoreError::io("committing blob to", &dest, e))?;
+        self.temp = PathBuf::new();
+        sync_dir(&self.blobs_dir);
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Some(w) => w.write(buf),
+            None => Err(io::Error::other("BlobWriter already committed")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        self.inner.take();
+        if !self.temp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest_is_empty(s: &ContentStore) -> bool {
+        fs::read_dir(s.root().join("ingest")).unwrap().next().is_none()
+    }
+
+    #[test]
+    fn open_creates_layout() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("store");
+        let s = ContentStore::open(&root).unwrap();
+        assert!(root.join("oci-layout").is_file());
+        assert!(root.join("blobs/sha256").is_dir());
+        let idx: serde_json::Value =
+            serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
+        assert_eq!(idx["schemaVersion"], 2);
+        // Re-opening keeps what is there.
+        let d = s.put(b"x").unwrap();
+        let s2 = ContentStore::open(&root).unwrap();
+        assert!(s2.has(&d));
+    }
+
+    #[test]
+    fn put_read_size() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(t.path()).unwrap();
+        let d = s.put(b"hello").unwrap();
+        assert_eq!(d, Digest::of(b"hello"));
+        assert!(s.has(&d));
+        assert_eq!(s.read(&d).unwrap(), b"hello");
+        assert_eq!(s.size(&d).unwrap(), 5);
+        assert_eq!(s.put(b"hello").unwrap(), d);
+        let missing = Digest::of(b"nope");
+        assert!(matches!(s.read(&missing), Err(StoreError::NotFound(_))));
+        assert!(matches!(s.size(&missing), Err(StoreError::NotFound(_))));
+        assert!(matches!(s.open_blob(&missing), Err(StoreError::NotFound(_))));
+        assert!(ingest_is_empty(&s));
+    }
+
+    #[test]
+    fn commit_is_atomic() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(t.path()).unwrap();
+        let d = Digest::of(b"abcdef");
+        let mut w = s.writer().unwrap();
+        w.write_all(b"abc").unwrap();
+        // Half written: not visible.
+        assert!(!s.has(&d));
+        assert!(w.temp_path().starts_with(t.path().join("ingest")));
+        w.write_all(b"def").unwrap();
+        assert!(!s.has(&d));
+        let (got, size) = w.commit(Some(&d)).unwrap();
+        assert_eq!((got.clone(), size), (d.clone(), 6));
+        assert_eq!(s.read(&d).unwrap(), b"abcdef");
+        assert!(ingest_is_empty(&s));
+    }
+
+    #[test]
+    fn digest_mismatch_leaves_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(t.path()).unwrap();
+        let expected = Digest::of(b"right");
+        let mut w = s.writer().unwrap();
+        w.write_all(b"wrong").unwrap();
+        let err = w.commit(Some(&expected)).unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+        assert!(err.to_string().contains(&expected.to_string()));
+        assert!(!s.has(&expected));
+        assert!(!s.has(&Digest::of(b"wrong")));
+        assert!(ingest_is_empty(&s));
+    }
+
+    #[test]
+    fn drop_removes_temp() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(t.path()).unwrap();
+        let mut w = s.writer().unwrap();
+        w.write_all(b"partial").unwrap();
+        let p = w.temp_path().to_path_buf();
+        assert!(p.exists());
+        drop(w);
+        assert!(!p.exists());
+        assert!(ingest_is_empty(&s));
+        assert!(fs::read_dir(t.path().join("blobs/sha256")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn concurrent_writers_of_same_blob_both_succeed() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(t.path()).unwrap();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let d = Digest::of(&data);
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|sc| {
+            for _ in 0..8 {
+                sc.spawn(|| {
+                    let mut w = s.writer().unwrap();
+                    barrier.wait();
+                    for chunk in data.chunks(4096) {
+                        w.write_all(chunk).unwrap();
+                    }
+                    let (got, n) = w.commit(Some(&d)).unwrap();
+                    assert_eq!(got, d);
+                    assert_eq!(n, data.len() as u64);
+                });
+            }
+        });
+        assert_eq!(s.read(&d).unwrap(), data);
+        assert!(ingest_is_empty(&s));
+    }
+
+    #[test]
+    fn separate_store_handles_share_blobs() {
+        // Two builds open the same root independently (as two processes would).
+        let t = tempfile::tempdir().unwrap();
+        let a = ContentStore::open(t.path()).unwrap();
+        let b = ContentStore::open(t.path()).unwrap();
+        let d = a.put(b"shared").unwrap();
+        assert!(b.has(&d));
+        assert_eq!(b.put(b"shared").unwrap(), d);
+    }
+}

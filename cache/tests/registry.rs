@@ -1,0 +1,182 @@
+//! Pull/push against a real registry: Debian's `docker-registry` (CNCF distribution),
+//! started per test on a free loopback port and killed when the test ends.
+
+mod common;
+
+use common::*;
+use kiln_cache::{parse_platform, ContentStore, Registry, RegistryError, RegistryOptions};
+use kiln_oci::media;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_pull_mount_and_skip() {
+    let reg = TestRegistry::start();
+    let t = tempfile::tempdir().unwrap();
+    let src = ContentStore::open(&t.path().join("src")).unwrap();
+    // > 1 MiB so the streamed upload spans several body chunks.
+    let img = make_image(&src, "linux/amd64", 3 * 1024 * 1024 + 17, false);
+    let client = Registry::new(RegistryOptions::default());
+    let one = reg.reference("a/one:v1");
+    let all = sorted(vec![img.config.clone(), img.layer.clone()]);
+
+    // First push uploads everything.
+    let rep = client.push_image(&one, &src, &img.manifest, img.manifest_type, &img.blobs, &[]).await.unwrap();
+    assert_eq!(rep.manifest_digest, img.digest);
+    assert_eq!(sorted(rep.uploaded.clone()), all, "{rep:?}");
+    assert!(rep.mounted.is_empty() && rep.skipped.is_empty(), "{rep:?}");
+
+    // Pull back into a second store: identical bytes.
+    let dst = ContentStore::open(&t.path().join("dst")).unwrap();
+    let amd64 = parse_platform("linux/amd64").unwrap();
+    let pulled = client.pull_image(&one, &amd64, &dst).await.unwrap();
+    assert_eq!(pulled.manifest_digest, img.digest);
+    assert_eq!(pulled.manifest_bytes, img.manifest);
+    assert_eq!(pulled.config_digest, img.config);
+    assert_eq!(pulled.config.architecture, "amd64");
+    assert_eq!(pulled.layers.len(), 1);
+    for d in [&img.digest, &img.config, &img.layer] {
+        assert_eq!(dst.read(d).unwrap(), src.read(d).unwrap(), "{d}");
+    }
+    // Pulling again is a no-op on blobs and gives the same answer.
+    let again = client.pull_image(&one, &amd64, &dst).await.unwrap();
+    assert_eq!(again.manifest_digest, img.digest);
+    // By digest too.
+    let by_digest = client.pull_image(&one.with_digest(img.digest.clone()), &amd64, &dst).await.unwrap();
+    assert_eq!(by_digest.manifest_bytes, img.manifest);
+
+    // Same image to a/two, mounting from a/one: nothing uploaded.
+    let two = reg.reference("a/two:v1");
+    let rep = client
+        .push_image(&two, &src, &img.manifest, img.manifest_type, &img.blobs, &[reg.reference("a/one")])
+        .await
+        .unwrap();
+    assert!(rep.uploaded.is_empty(), "{rep:?}");
+    eprintln!("push to a/two: {rep:?}");
+    let mut got = rep.mounted.clone();
+    got.extend(rep.skipped.clone());
+    assert_eq!(sorted(got), all, "{rep:?}");
+    let pulled2 = client.pull_image(&two, &amd64, &ContentStore::open(&t.path().join("dst2")).unwrap()).await.unwrap();
+    assert_eq!(pulled2.manifest_digest, img.digest);
+
+    // Pushing to a/one again: everything is already there.
+    let rep = client.push_image(&one, &src, &img.manifest, img.manifest_type, &img.blobs, &[]).await.unwrap();
+    assert_eq!(sorted(rep.skipped.clone()), all, "{rep:?}");
+    assert!(rep.uploaded.is_empty() && rep.mounted.is_empty(), "{rep:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_missing_tag_names_the_registry() {
+    let reg = TestRegistry::start();
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(t.path()).unwrap();
+    let client = Registry::new(RegistryOptions::default());
+    let r = reg.reference("a/none:nope");
+    let err = client.pull_image(&r, &parse_platform("linux/amd64").unwrap(), &store).await.unwrap_err();
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(msg.contains(&format!("{}/a/none", reg.host)), "{msg}");
+    assert!(msg.contains("pulling manifest"), "{msg}");
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_of_missing_blob_names_blob_and_repo() {
+    let reg = TestRegistry::start();
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(t.path()).unwrap();
+    let img = make_image(&store, "linux/amd64", 100, false);
+    let other = ContentStore::open(&t.path().join("empty")).unwrap();
+    let client = Registry::new(RegistryOptions::default());
+    let r = reg.reference("demo/hello:v1");
+    let err = client.push_image(&r, &other, &img.manifest, img.manifest_type, &img.blobs, &[]).await.unwrap_err();
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(msg.contains("pushing blob sha256:"), "{msg}");
+    assert!(msg.contains(&format!("to {}/demo/hello", reg.host)), "{msg}");
+}
+
+/// Pushes two single-platform images by digest and an index under `tag`.
+async fn push_multi(
+    client: &Registry,
+    reg: &TestRegistry,
+    store: &ContentStore,
+    tag: &str,
+    docker: bool,
+) -> (TestImage, TestImage) {
+    let amd = make_image(store, "linux/amd64", 2000, docker);
+    let arm = make_image(store, "linux/arm64/v8", 3000, docker);
+    let r = reg.reference(tag);
+    for img in [&amd, &arm] {
+        client
+            .push_image(&r.with_digest(img.digest.clone()), store, &img.manifest, img.manifest_type, &img.blobs, &[])
+            .await
+            .unwrap();
+    }
+    let index_type = if docker { media::DOCKER_MANIFEST_LIST } else { media::OCI_INDEX };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": index_type,
+        "manifests": [
+            desc(amd.manifest_type, &amd.digest, amd.manifest.len(), Some("linux/amd64")),
+            desc(arm.manifest_type, &arm.digest, arm.manifest.len(), Some("linux/arm64/v8")),
+        ],
+    }))
+    .unwrap();
+    store.put(&index).unwrap();
+    client.push_image(&r, store, &index, index_type, &[], &[]).await.unwrap();
+    (amd, arm)
+}
+
+async fn check_index_pull(docker: bool) {
+    let reg = TestRegistry::start();
+    let t = tempfile::tempdir().unwrap();
+    let src = ContentStore::open(&t.path().join("src")).unwrap();
+    let client = Registry::new(RegistryOptions::default());
+    let (amd, arm) = push_multi(&client, &reg, &src, "multi/img:latest", docker).await;
+    let r = reg.reference("multi/img");
+
+    let dst = ContentStore::open(&t.path().join("dst")).unwrap();
+    // arm64 without a variant matches the arm64/v8 entry.
+    let p = client.pull_image(&r, &parse_platform("linux/arm64").unwrap(), &dst).await.unwrap();
+    assert_eq!(p.manifest_digest, arm.digest);
+    assert_eq!(p.config.architecture, "arm64");
+    assert_eq!(dst.read(&arm.layer).unwrap(), src.read(&arm.layer).unwrap());
+    assert!(!dst.has(&amd.layer), "the other platform's layer must not be pulled");
+
+    let p = client.pull_image(&r, &parse_platform("linux/amd64").unwrap(), &dst).await.unwrap();
+    assert_eq!(p.manifest_digest, amd.digest);
+    assert_eq!(p.config.architecture, "amd64");
+
+    let err = client.pull_image(&r, &parse_platform("linux/s390x").unwrap(), &dst).await.unwrap_err();
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(matches!(err, RegistryError::NoMatchingPlatform { .. }), "{msg}");
+    assert!(msg.contains("linux/s390x") && msg.contains("linux/arm64/v8"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_oci_index_picks_platform() {
+    check_index_pull(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_docker_manifest_list_picks_platform() {
+    check_index_pull(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_registry_is_retried_then_named() {
+    // A port nothing listens on: connection refused, which is transient → 3 attempts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let r: kiln_cache::Reference = format!("127.0.0.1:{port}/x/y:z").parse().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(t.path()).unwrap();
+    let start = std::time::Instant::now();
+    let err = Registry::new(RegistryOptions::default())
+        .pull_image(&r, &parse_platform("linux/amd64").unwrap(), &store)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}/x/y")), "{msg}");
+    // Backoff 200ms + 400ms between the three attempts.
+    assert!(start.elapsed() >= std::time::Duration::from_millis(600), "{:?}", start.elapsed());
+}

@@ -1,0 +1,942 @@
+//! Lowering: AST → [`BuildGraph`].
+//!
+//! This is where Docker's scoping rules live:
+//! - global ARGs (before the first FROM) and the automatic platform ARGs expand in
+//!   FROM lines; inside a stage a global ARG is visible only once re-declared;
+//! - `--build-arg` overrides declared ARGs' defaults and is otherwise ignored (except
+//!   the predefined proxy ARGs, which reach RUN without declaration);
+//! - the expansion environment of a stage is its base's env (base image config, or the
+//!   parent stage's env) plus ENV so far plus declared ARGs, ENV winning over ARG;
+//! - stage references (`FROM stage`, `COPY --from`, `RUN --mount=from=`) become
+//!   indices and dependency edges; cycles and unknown indices are errors.
+
+use crate::error::{Diag, Error, Location};
+use crate::expand::{expand_raw, expand_word};
+use crate::gofmt;
+use crate::graph::*;
+use crate::parser::{heredoc_word, CmdLine, Command, CopySource, Dockerfile, Flag, Instruction, Keyword};
+use crate::{Heredoc, LowerOptions};
+use std::collections::BTreeMap;
+
+const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+
+/// The PATH BuildKit puts in an image config that has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// ARGs Docker passes to RUN without a declaration when given with `--build-arg`.
+const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// The image refs named by FROM lines (expanded; not stage names, not `scratch`),
+/// deduplicated, in order.
+pub fn base_images(df: &Dockerfile, opts: &LowerOptions) -> Result<Vec<String>, Error> {
+    let cx = Cx::new(df, opts)?;
+    let mut out: Vec<String> = Vec::new();
+    for (i, sh) in cx.stages.iter().enumerate() {
+        if let Base::Image(r) = cx.base_of(i, sh)? {
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Lower a parsed Dockerfile to a build graph.
+pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> {
+    let cx = Cx::new(df, opts)?;
+    let target = match &opts.target {
+        None => cx.stages.len() - 1,
+        Some(t) => {
+            let lt = t.to_ascii_lowercase();
+            cx.stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(lt.as_str()))
+                .ok_or_else(|| Error::UnknownTarget { name: t.clone() })?
+        }
+    };
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut finals: Vec<Scope> = Vec::new();
+    let mut edges: Vec<Vec<(usize, Location)>> = Vec::new();
+    for (i, sh) in cx.stages.iter().enumerate() {
+        let (stage, scope, e) = cx.lower_stage(i, sh, &finals)?;
+        stages.push(stage);
+        finals.push(scope);
+        edges.push(e);
+    }
+    check_cycles(&cx, &stages, &edges)?;
+    Ok(BuildGraph { stages, target })
+}
+
+/// A stage as found in the AST: its FROM and the instructions after it.
+struct StageHead<'a> {
+    from: &'a Instruction,
+    name: Option<String>,
+    body: &'a [Instruction],
+}
+
+/// What a stage hands to stages built on it.
+#[derive(Clone, Default)]
+struct Scope {
+    env: Vec<(String, String)>,
+    /// Declared ARGs with effective values; inherited by stages built on this one.
+    args: Vec<(String, Option<String>)>,
+    /// ONBUILD triggers declared in this stage (run by stages built on it).
+    onbuild: Vec<(String, Location)>,
+    shell: Option<Vec<String>>,
+    workdir: Option<String>,
+}
+
+struct Cx<'a> {
+    df: &'a Dockerfile,
+    opts: &'a LowerOptions,
+    /// Global ARGs with their effective values.
+    globals: Vec<(String, Option<String>)>,
+    auto: Vec<(String, String)>,
+    stages: Vec<StageHead<'a>>,
+}
+
+impl<'a> Cx<'a> {
+    fn new(df: &'a Dockerfile, opts: &'a LowerOptions) -> Result<Self, Error> {
+        let mut cx = Cx { df, opts, globals: Vec::new(), auto: auto_args(opts), stages: Vec::new() };
+        let first_from = df.instructions.iter().position(|i| i.keyword == Keyword::From);
+        let Some(first_from) = first_from else {
+            let loc = df.instructions.first().map(|i| i.loc.clone()).unwrap_or(Location {
+                file: df.file_name.clone(),
+                line: 1,
+                column: 1,
+            });
+            return Err(Error::Stage(cx.diag(loc, "no FROM instruction: a Dockerfile must start with FROM (after optional ARGs)")));
+        };
+        for inst in &df.instructions[..first_from] {
+            let Command::Arg(args) = &inst.command else {
+                return Err(Error::Stage(cx.diag(
+                    inst.loc.clone(),
+                    format!("{} before the first FROM: only ARG may come before FROM", inst.keyword.as_str()),
+                )));
+            };
+            for (k, default) in args {
+                let v = match opts.build_args.get(k) {
+                    Some(v) => Some(v.clone()),
+                    None => match default {
+                        Some(d) => Some(cx.expand(inst, &inst.args_loc, d, &|n| cx.global(n))?),
+                        None => None,
+                    },
+                };
+                set(&mut cx.globals, k, v);
+            }
+        }
+        let rest = &df.instructions[first_from..];
+        let starts: Vec<usize> =
+            rest.iter().enumerate().filter(|(_, i)| i.keyword == Keyword::From).map(|(n, _)| n).collect();
+        for (n, &s) in starts.iter().enumerate() {
+            let end = starts.get(n + 1).copied().unwrap_or(rest.len());
+            let from = &rest[s];
+            let name = match &from.command {
+                Command::From { name: Some(nm), .. } => {
+                    let l = nm.to_ascii_lowercase();
+                    if !valid_stage_name(&l) {
+                        return Err(Error::Stage(cx.diag(
+                            from.args_loc.clone(),
+                            format!("invalid stage name {nm:?}: must start with a letter and contain only letters, digits, '-', '_' and '.'"),
+                        )));
+                    }
+                    if cx.stages.iter().any(|h: &StageHead| h.name.as_deref() == Some(l.as_str())) {
+                        return Err(Error::Stage(cx.diag(from.args_loc.clone(), format!("duplicate stage name {l:?}"))));
+                    }
+                    Some(l)
+                }
+                _ => None,
+            };
+            cx.stages.push(StageHead { from, name, body: &rest[s + 1..end] });
+        }
+        Ok(cx)
+    }
+
+    fn diag(&self, loc: Location, message: impl Into<String>) -> Diag {
+        let line_text = self.df.lines.get(loc.line.wrapping_sub(1)).cloned().unwrap_or_default();
+        Diag { loc, message: message.into(), line_text }
+    }
+
+    fn err(&self, loc: &Location, message: impl Into<String>) -> Error {
+        Error::Stage(self.diag(loc.clone(), message))
+    }
+
+    /// Lookup in the global scope (FROM lines, global ARG defaults).
+    fn global(&self, n: &str) -> Option<String> {
+        // A global ARG declared without a value does not hide an automatic one.
+        match self.globals.iter().find(|(k, v)| k == n && v.is_some()) {
+            Some((_, v)) => v.clone(),
+            None => self.auto.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()),
+        }
+    }
+
+    fn expand(
+        &self,
+        _inst: &Instruction,
+        loc: &Location,
+        word: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, Error> {
+        expand_word(word, self.df.escape, env).map_err(|m| Error::Expansion(self.diag(loc.clone(), m)))
+    }
+
+    fn stage_index(&self, name: &str) -> Option<usize> {
+        let l = name.to_ascii_lowercase();
+        self.stages.iter().position(|s| s.name.as_deref() == Some(l.as_str()))
+    }
+
+    fn base_of(&self, i: usize, sh: &StageHead) -> Result<Base, Error> {
+        let Command::From { image, .. } = &sh.from.command else { return Ok(Base::Scratch) };
+        let img = self.expand(sh.from, &sh.from.args_loc, image, &|n| self.global(n))?;
+        if img.is_empty() {
+            return Err(self.err(&sh.from.args_loc, format!("base name ({image}) should not be blank")));
+        }
+        if img.eq_ignore_ascii_case("scratch") {
+            return Ok(Base::Scratch);
+        }
+        let l = img.to_ascii_lowercase();
+        if let Some(j) = self.stages[..i].iter().position(|s| s.name.as_deref() == Some(l.as_str())) {
+            return Ok(Base::Stage(j));
+        }
+        Ok(Base::Image(img))
+    }
+
+    /// `--from=` / `from=`: a stage name, a stage index, or an image ref. A stage must
+    /// be defined before the current one (BuildKit dispatches stages in order).
+    fn resolve_from(&self, cur: usize, value: &str, loc: &Location) -> Result<CopyFrom, Error> {
+        if value.is_empty() {
+            return Err(self.err(loc, "from flag value can not be empty"));
+        }
+        let here = self.stages.get(cur).and_then(|s| s.name.clone()).unwrap_or_else(|| format!("stage-{cur}"));
+        let j = match self.stage_index(value) {
+            Some(j) => j,
+            None if value.bytes().all(|b| b.is_ascii_digit()) => match value.parse::<usize>() {
+                Ok(j) if j < self.stages.len() => j,
+                _ => return Err(self.err(loc, format!("invalid stage index {value}"))),
+            },
+            None => return Ok(CopyFrom::Image(value.to_string())),
+        };
+        if j >= cur {
+            return Err(self.err(
+                loc,
+                format!("cannot copy from stage {value:?}, it needs to be defined before current stage {here:?}"),
+            ));
+        }
+        Ok(CopyFrom::Stage(j))
+    }
+
+    fn lower_stage(
+        &self,
+        index: usize,
+        sh: &StageHead,
+        finals: &[Scope],
+    ) -> Result<(Stage, Scope, Vec<(usize, Location)>), Error> {
+        let base = self.base_of(index, sh)?;
+        let platform = match sh.from.flag("platform") {
+            Some(f) => Some(self.expand_flag(f, &|n| self.global(n))?),
+            None => None,
+        };
+        let mut scope = match &base {
+            Base::Scratch => Scope { workdir: Some("/".into()), ..Default::default() },
+            Base::Image(r) => Scope { env: self.opts.base_env.get(r).cloned().unwrap_or_default(), ..Default::default() },
+            Base::Stage(j) => finals.get(*j).cloned().unwrap_or_default(),
+        };
+        let triggers = std::mem::take(&mut scope.onbuild);
+        if !matches!(base, Base::Stage(_)) && !scope.env.iter().any(|(k, _)| k == "PATH") {
+            // BuildKit always gives a non-Windows image a PATH; it is visible to $PATH.
+            let windows = platform.as_deref().unwrap_or("").starts_with("windows")
+                || (platform.is_none() && self.opts.target_platform.os == "windows");
+            if !windows {
+                scope.env.push(("PATH".into(), DEFAULT_PATH.into()));
+            }
+        }
+        let mut edges: Vec<(usize, Location)> = Vec::new();
+        if let Base::Stage(j) = base {
+            edges.push((j, sh.from.loc.clone()));
+        }
+        let mut args: Vec<(String, Option<String>)> = std::mem::take(&mut scope.args);
+        let mut steps = Vec::new();
+        // ONBUILD triggers of a base stage run first, located at this FROM.
+        for (expr, tloc) in &triggers {
+            let inst = self.trigger(expr, tloc, &sh.from.loc)?;
+            let step = self.lower_inst(index, &inst, &mut scope, &mut args, &mut edges)?;
+            steps.push(step);
+        }
+        for inst in sh.body {
+            let step = self.lower_inst(index, inst, &mut scope, &mut args, &mut edges)?;
+            steps.push(step);
+        }
+        scope.args = args;
+        let mut deps: Vec<usize> = Vec::new();
+        for (d, _) in &edges {
+            if !deps.contains(d) {
+                deps.push(*d);
+            }
+        }
+        let stage = Stage { index, name: sh.name.clone(), base, platform, steps, deps, loc: sh.from.loc.clone() };
+        Ok((stage, scope, edges))
+    }
+
+    /// Parse an ONBUILD trigger into an instruction located at the FROM that runs it.
+    fn trigger(&self, expr: &str, onbuild_loc: &Location, from_loc: &Location) -> Result<Instruction, Error> {
+        let wrap = |e: Error| {
+            Error::Syntax(self.diag(from_loc.clone(), format!("ONBUILD trigger from line {}: {}", onbuild_loc.line, e.message())))
+        };
+        let mut df = crate::parser::parse_with_escape(&self.df.file_name, expr, self.df.escape).map_err(wrap)?;
+        if df.instructions.len() != 1 {
+            return Err(Error::Syntax(self.diag(from_loc.clone(), "onbuild trigger should be a single expression")));
+        }
+        let mut inst = df.instructions.remove(0);
+        inst.loc = from_loc.clone();
+        inst.args_loc = from_loc.clone();
+        for f in &mut inst.flags {
+            f.loc = from_loc.clone();
+        }
+        Ok(inst)
+    }
+
+    fn expand_flag(&self, f: &Flag, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Error> {
+        let v = f.value.as_deref().unwrap_or("");
+        expand_word(v, self.df.escape, env).map_err(|m| Error::Expansion(self.diag(f.loc.clone(), m)))
+    }
+
+    fn lower_inst(
+        &self,
+        index: usize,
+        inst: &Instruction,
+        scope: &mut Scope,
+        args: &mut Vec<(String, Option<String>)>,
+        edges: &mut Vec<(usize, Location)>,
+    ) -> Result<Step, Error> {
+        // Snapshot of the scope for this instruction: ENV wins over ARG.
+        let env_now = scope.env.clone();
+        let args_now = args.clone();
+        let lookup = move |n: &str| -> Option<String> {
+            if let Some((_, v)) = env_now.iter().find(|(k, _)| k == n) {
+                return Some(v.clone());
+            }
+            args_now.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.clone())
+        };
+        let aloc = &inst.args_loc;
+        let x = |w: &str| self.expand(inst, aloc, w, &lookup);
+        let shell: Vec<String> =
+            scope.shell.clone().unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect());
+        let wrap = |c: &CmdLine| -> (Vec<String>, bool) {
+            match c {
+                CmdLine::Exec(v) => (v.clone(), false),
+                CmdLine::Shell(s) => {
+                    let mut v = shell.clone();
+                    v.push(s.clone());
+                    (v, true)
+                }
+            }
+        };
+        let (kind, created_by) = match &inst.command {
+            Command::From { .. } => return Err(self.err(&inst.loc, "internal: FROM inside a stage body")),
+            Command::Run(c) => {
+                let c = match c {
+                    CmdLine::Shell(s) if !inst.heredocs.is_empty() => CmdLine::Shell(run_heredoc_script(s, &inst.heredocs, self.df.escape)),
+                    other => other.clone(),
+                };
+                let (argv, shell_form) = wrap(&c);
+                let mut build_env: Vec<(String, String)> = Vec::new();
+                let mut history_env: Vec<String> = Vec::new();
+                for (k, v) in args.iter() {
+                    match (scope.env.iter().find(|(ek, _)| ek == k), v) {
+                        (Some((_, ev)), _) => history_env.push(format!("{k}={ev}")),
+                        (None, Some(v)) => {
+                            build_env.push((k.clone(), v.clone()));
+                            history_env.push(format!("{k}={v}"));
+                        }
+                        (None, None) => history_env.push(format!("{k}=")),
+                    }
+                }
+                for p in PROXY_ARGS {
+                    if let Some(v) = self.opts.build_args.get(p) {
+                        if !args.iter().any(|(k, _)| k == p) && !scope.env.iter().any(|(k, _)| k == p) {
+                            build_env.push((p.to_string(), v.clone()));
+                        }
+                    }
+                }
+                let network = match inst.flag("network") {
+                    Some(f) => {
+                        let v = self.expand_flag(f, &lookup)?;
+                        if !matches!(v.as_str(), "default" | "none" | "host") {
+                            return Err(Error::Flag(self.diag(f.loc.clone(), format!("unsupported network mode {v:?} (expected default, none or host)"))));
+                        }
+                        Some(v)
+                    }
+                    None => None,
+                };
+                if let Some(f) = inst.flag("security") {
+                    let v = self.expand_flag(f, &lookup)?;
+                    match v.as_str() {
+                        "sandbox" => {}
+                        "insecure" => return Err(Error::Flag(self.diag(f.loc.clone(), "--security=insecure is not supported by kiln (rootless builds cannot grant it)"))),
+                        _ => return Err(Error::Flag(self.diag(f.loc.clone(), format!("unsupported security mode {v:?}")))),
+                    }
+                }
+                let mut mounts = Vec::new();
+                for f in inst.flag_values("mount") {
+                    let v = self.expand_flag(f, &lookup)?;
+                    let m = self.parse_mount(index, &v, f, edges)?;
+                    mounts.push(m);
+                }
+                let mut cb = String::from("RUN ");
+                if !history_env.is_empty() {
+                    cb.push_str(&format!("|{} {} ", history_env.len(), history_env.join(" ")));
+                }
+                cb.push_str(&argv.join(" "));
+                cb.push_str(" # buildkit");
+                (StepKind::Run { argv, shell_form, build_env, network, mounts, heredocs: inst.heredocs.clone() }, cb)
+            }
+            Command::Cmd(c) => {
+                let (argv, _) = wrap(c);
+                let cb = format!("CMD {}", gofmt::quote_slice(&argv));
+                (StepKind::Cmd(argv), cb)
+            }
+            Command::Entrypoint(c) => {
+                let (argv, _) = wrap(c);
+                let cb = format!("ENTRYPOINT {}", gofmt::quote_slice(&argv));
+                (StepKind::Entrypoint(argv), cb)
+            }
+            Command::Shell(v) => {
+                scope.shell = Some(v.clone());
+                (StepKind::Shell(v.clone()), format!("SHELL [{}]", v.join(" ")))
+            }
+            Command::Copy { sources, dest } | Command::Add { sources, dest } => {
+                let is_add = inst.keyword == Keyword::Add;
+                let fx = |name: &str| -> Result<Option<String>, Error> {
+                    match inst.flag(name) {
+                        Some(f) => Ok(Some(self.expand_flag(f, &lookup)?)),
+                        None => Ok(None),
+                    }
+                };
+                let from = match inst.flag("from") {
+                    Some(f) => {
+                        let raw = f.value.clone().unwrap_or_default();
+                        let v = self.expand_flag(f, &|_: &str| None)?;
+                        if v != raw {
+                            return Err(Error::Flag(self.diag(
+                                f.loc.clone(),
+                                "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+                            )));
+                        }
+                        let cf = self.resolve_from(index, &v, &f.loc)?;
+                        if let CopyFrom::Stage(j) = cf {
+                            edges.push((j, f.loc.clone()));
+                        }
+                        Some(cf)
+                    }
+                    None => None,
+                };
+                let mut srcs = Vec::new();
+                let mut heredocs = Vec::new();
+                for s in sources {
+                    match s {
+                        CopySource::Path(p) => srcs.push(x(p)?),
+                        CopySource::Heredoc(h) => {
+                            let Some(hd) = inst.heredocs.get(*h) else { continue };
+                            let mut hd = hd.clone();
+                            if hd.expand {
+                                hd.content = expand_raw(&hd.content, '\\', &lookup)
+                                    .map_err(|m| Error::Expansion(self.diag(aloc.clone(), m)))?;
+                            }
+                            heredocs.push(hd);
+                        }
+                    }
+                }
+                let dest = x(dest)?;
+                let mut exclude = Vec::new();
+                for f in inst.flag_values("exclude") {
+                    exclude.push(self.expand_flag(f, &lookup)?);
+                }
+                let spec = CopySpec {
+                    sources: srcs,
+                    dest,
+                    from,
+                    chown: fx("chown")?,
+                    chmod: fx("chmod")?,
+                    link: inst.flag_bool("link"),
+                    parents: inst.flag_bool("parents"),
+                    exclude,
+                    heredocs,
+                    checksum: fx("checksum")?,
+                    keep_git_dir: inst.flag_bool("keep-git-dir"),
+                    unpack: inst.flag("unpack").map(|_| inst.flag_bool("unpack")),
+                };
+                let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+                if !is_add && spec.sources.iter().any(|s| is_url(s)) {
+                    return Err(Error::Syntax(self.diag(aloc.clone(), "source can't be a URL for COPY")));
+                }
+                if spec.checksum.is_some() && (spec.sources.len() != 1 || !spec.heredocs.is_empty()) {
+                    return Err(Error::Flag(self.diag(aloc.clone(), "checksum can't be specified for multiple sources")));
+                }
+                let mut cb = String::from(if is_add { "ADD" } else { "COPY" });
+                if spec.parents {
+                    cb.push_str(" --parents");
+                }
+                if let Some(c) = &spec.chown {
+                    cb.push_str(&format!(" --chown={c}"));
+                }
+                if let Some(c) = &spec.chmod {
+                    cb.push_str(&format!(" --chmod={c}"));
+                }
+                for s in &spec.sources {
+                    cb.push(' ');
+                    cb.push_str(s);
+                }
+                for h in &spec.heredocs {
+                    cb.push_str(" <<");
+                    cb.push_str(&h.name);
+                }
+                cb.push(' ');
+                cb.push_str(&spec.dest);
+                cb.push_str(" # buildkit");
+                (if is_add { StepKind::Add(spec) } else { StepKind::Copy(spec) }, cb)
+            }
+            Command::Env(pairs) => {
+                let mut out = Vec::new();
+                for (k, v) in pairs {
+                    out.push((x(k)?, x(v)?));
+                }
+                for (k, v) in &out {
+                    set(&mut scope.env, k, v.clone());
+                }
+                let cb = format!("ENV {}", kv_join(&out));
+                (StepKind::Env(out), cb)
+            }
+            Command::Label(pairs) => {
+                let mut out = Vec::new();
+                for (k, v) in pairs {
+                    out.push((x(k)?, x(v)?));
+                }
+                let cb = format!("LABEL {}", kv_join(&out));
+                (StepKind::Label(out), cb)
+            }
+            Command::Arg(decls) => {
+                let mut out = Vec::new();
+                let mut hist = Vec::new();
+                for (k, default) in decls {
+                    // --build-arg wins; else the expanded default; else the global
+                    // value (a global ARG or an automatic platform ARG).
+                    let v = match (self.opts.build_args.get(k), default) {
+                        (Some(b), _) => Some(b.clone()),
+                        (None, Some(d)) => {
+                            let env_now = scope.env.clone();
+                            let args_now = args.clone();
+                            let l = |n: &str| -> Option<String> {
+                                if let Some((_, v)) = env_now.iter().find(|(k, _)| k == n) {
+                                    return Some(v.clone());
+                                }
+                                args_now.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.clone())
+                            };
+                            Some(self.expand(inst, aloc, d, &l)?)
+                        }
+                        (None, None) => self.global(k),
+                    };
+                    hist.push(match &v {
+                        Some(v) => format!("{k}={v}"),
+                        None => k.clone(),
+                    });
+                    set(args, k, v.clone());
+                    out.push((k.clone(), v));
+                }
+                (StepKind::Arg(out), format!("ARG {}", hist.join(" ")))
+            }
+            Command::Expose(words) => {
+                let mut ports: Vec<String> = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for w in words {
+                    let e = x(w)?;
+                    // EXPOSE splits words after expansion (BuildKit's ProcessWords).
+                    for word in crate::words::split_ws(&e) {
+                        for p in expand_ports(&word).map_err(|m| Error::Syntax(self.diag(aloc.clone(), m)))? {
+                            if seen.insert(p.clone()) {
+                                ports.push(p);
+                            }
+                        }
+                    }
+                }
+                let mut sorted = ports.clone();
+                sorted.sort();
+                let items: Vec<String> = sorted.iter().map(|p| format!("{p}:{{}}")).collect();
+                let cb = format!("EXPOSE map[{}]", items.join(" "));
+                (StepKind::Expose(ports), cb)
+            }
+            Command::Volume(words) => {
+                let mut out = Vec::new();
+                for w in words {
+                    let e = x(w)?;
+                    if e.trim().is_empty() {
+                        return Err(Error::Syntax(self.diag(aloc.clone(), "VOLUME specified can not be an empty string")));
+                    }
+                    out.push(e);
+                }
+                let cb = format!("VOLUME [{}]", out.join(" "));
+                (StepKind::Volume(out), cb)
+            }
+            Command::Workdir(w) => {
+                let e = x(w)?;
+                if e.is_empty() {
+                    return Err(Error::Syntax(self.diag(aloc.clone(), "WORKDIR can not be empty")));
+                }
+                let wd = if e.starts_with('/') {
+                    clean_path(&e)
+                } else {
+                    match &scope.workdir {
+                        Some(cur) => clean_path(&format!("{cur}/{e}")),
+                        None => e.clone(),
+                    }
+                };
+                scope.workdir = Some(wd.clone()).filter(|w| w.starts_with('/'));
+                let cb = format!("WORKDIR {wd}");
+                (StepKind::Workdir(wd), cb)
+            }
+            Command::User(u) => {
+                let e = x(u)?;
+                let cb = format!("USER {e}");
+                (StepKind::User(e), cb)
+            }
+            Command::StopSignal(s) => {
+                let e = x(s)?;
+                if !valid_signal(&e) {
+                    return Err(Error::Syntax(self.diag(aloc.clone(), format!("invalid stop signal {e:?}"))));
+                }
+                let cb = format!("STOPSIGNAL {e}");
+                (StepKind::StopSignal(e), cb)
+            }
+            Command::OnBuild(e) => {
+                scope.onbuild.push((e.clone(), inst.loc.clone()));
+                (StepKind::OnBuild(e.clone()), format!("ONBUILD {e}"))
+            }
+            Command::Maintainer(m) => (StepKind::Maintainer(m.clone()), format!("MAINTAINER {m}")),
+            Command::Healthcheck(None) => {
+                let cb = "HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}".to_string();
+                (StepKind::Healthcheck(None), cb)
+            }
+            Command::Healthcheck(Some(c)) => {
+                let test = match c {
+                    CmdLine::Exec(v) => {
+                        let mut t = vec!["CMD".to_string()];
+                        t.extend(v.iter().cloned());
+                        t
+                    }
+                    CmdLine::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+                };
+                let dur = |name: &str| -> Result<Option<i64>, Error> {
+                    let Some(f) = inst.flag(name) else { return Ok(None) };
+                    let v = f.value.as_deref().unwrap_or("");
+                    let d = gofmt::parse_duration(v).map_err(|m| Error::Flag(self.diag(f.loc.clone(), m)))?;
+                    if d < 0 || (d > 0 && d < 1_000_000) {
+                        return Err(Error::Flag(self.diag(f.loc.clone(), format!("--{name} cannot be less than 1ms"))));
+                    }
+                    Ok(Some(d))
+                };
+                let retries = match inst.flag("retries") {
+                    Some(f) => {
+                        let v = f.value.as_deref().unwrap_or("");
+                        let r: i64 = v.parse().map_err(|_| Error::Flag(self.diag(f.loc.clone(), format!("invalid --retries value {v:?}"))))?;
+                        if r < 0 {
+                            return Err(Error::Flag(self.diag(f.loc.clone(), "--retries cannot be negative")));
+                        }
+                        Some(r)
+                    }
+                    None => None,
+                };
+                let hc = Healthcheck {
+                    test,
+                    interval: dur("interval")?,
+                    timeout: dur("timeout")?,
+                    start_period: dur("start-period")?,
+                    start_interval: dur("start-interval")?,
+                    retries,
+                };
+                let d = |o: Option<i64>| gofmt::duration(o.unwrap_or(0));
+                let cb = format!(
+                    "HEALTHCHECK {{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+                    hc.test.join(" "),
+                    d(hc.interval),
+                    d(hc.timeout),
+                    d(hc.start_period),
+                    d(hc.start_interval),
+                    hc.retries.unwrap_or(0)
+                );
+                (StepKind::Healthcheck(Some(hc)), cb)
+            }
+        };
+        Ok(Step { loc: inst.loc.clone(), source: inst.source.clone(), kind, created_by })
+    }
+
+    /// `--mount=type=cache,target=/x,...` (already expanded) → [`RunMount`].
+    fn parse_mount(
+        &self,
+        index: usize,
+        v: &str,
+        f: &Flag,
+        edges: &mut Vec<(usize, Location)>,
+    ) -> Result<RunMount, Error> {
+        let bad = |m: String| Error::Flag(self.diag(f.loc.clone(), m));
+        let mut kind = "bind".to_string();
+        let mut options = BTreeMap::new();
+        for field in split_csv(v).map_err(bad)? {
+            let (k, val) = match field.split_once('=') {
+                Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.to_string())),
+                None => (field.trim().to_ascii_lowercase(), None),
+            };
+            let key = match k.as_str() {
+                "type" => {
+                    kind = val.clone().unwrap_or_default();
+                    continue;
+                }
+                "target" | "dst" | "destination" => "target",
+                "source" | "src" => "source",
+                "from" => "from",
+                "readonly" | "ro" => "readonly",
+                "rw" | "readwrite" => {
+                    let b = parse_bool(val.as_deref()).ok_or_else(|| bad(format!("invalid value for {k}: {val:?}")))?;
+                    options.insert("readonly".into(), (!b).to_string());
+                    continue;
+                }
+                "id" | "sharing" | "mode" | "uid" | "gid" | "required" | "size" | "env" => k.as_str(),
+                _ => return Err(bad(format!("unexpected key '{k}' in mount option {field:?}"))),
+            };
+            let value = match key {
+                "readonly" | "required" => {
+                    parse_bool(val.as_deref()).ok_or_else(|| bad(format!("invalid value for {k}: {val:?}")))?.to_string()
+                }
+                _ => val.ok_or_else(|| bad(format!("mount option {k} requires a value")))?,
+            };
+            options.insert(key.to_string(), value);
+        }
+        if !matches!(kind.as_str(), "bind" | "cache" | "tmpfs" | "secret" | "ssh") {
+            return Err(bad(format!("unsupported mount type {kind:?}")));
+        }
+        if matches!(kind.as_str(), "bind" | "cache" | "tmpfs") && !options.contains_key("target") {
+            return Err(bad(format!("mount type={kind} requires a target")));
+        }
+        if let Some(s) = options.get("sharing") {
+            if !matches!(s.as_str(), "shared" | "private" | "locked") {
+                return Err(bad(format!("unsupported sharing value {s:?}")));
+            }
+        }
+        let from = match options.get("from") {
+            Some(fv) => {
+                let cf = self.resolve_from(index, fv, &f.loc)?;
+                if let CopyFrom::Stage(j) = cf {
+                    edges.push((j, f.loc.clone()));
+                }
+                Some(cf)
+            }
+            None => None,
+        };
+        Ok(RunMount { kind, options, from })
+    }
+}
+
+/// The automatic platform ARGs.
+fn auto_args(opts: &LowerOptions) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for (prefix, p) in [("TARGET", &opts.target_platform), ("BUILD", &opts.build_platform)] {
+        v.push((format!("{prefix}PLATFORM"), p.to_string()));
+        v.push((format!("{prefix}OS"), p.os.clone()));
+        v.push((format!("{prefix}ARCH"), p.architecture.clone()));
+        v.push((format!("{prefix}VARIANT"), p.variant.clone().unwrap_or_default()));
+    }
+    v
+}
+
+/// Insert or replace, keeping first-declaration order.
+fn set<V: Clone>(list: &mut Vec<(String, V)>, k: &str, v: V) {
+    match list.iter_mut().find(|(n, _)| n == k) {
+        Some(e) => e.1 = v,
+        None => list.push((k.to_string(), v)),
+    }
+}
+
+fn kv_join(kv: &[(String, String)]) -> String {
+    kv.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
+fn valid_stage_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|f| f.is_ascii_lowercase())
+        && c.all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '_' | '.'))
+}
+
+fn valid_signal(s: &str) -> bool {
+    if s.is_empty() {
+        return false;
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u32>().is_ok_and(|n| n > 0 && n < 65);
+    }
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-')
+}
+
+fn parse_bool(v: Option<&str>) -> Option<bool> {
+    match v.map(|s| s.to_ascii_lowercase()) {
+        None => Some(true),
+        Some(s) if s == "true" || s == "1" => Some(true),
+        Some(s) if s == "false" || s == "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// CSV fields as Go's encoding/csv reads one record: commas separate, `"` quotes.
+fn split_csv(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut inq = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if inq && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            '"' => inq = !inq,
+            ',' if !inq => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if inq {
+        return Err(format!("unterminated quote in mount option {s:?}"));
+    }
+    out.push(cur);
+    Ok(out.into_iter().filter(|f| !f.trim().is_empty()).collect())
+}
+
+/// `80`, `80/udp`, `8000-8002/tcp` → normalized `port/proto` strings.
+fn expand_ports(s: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match s.split_once('/') {
+        Some((p, pr)) => (p, pr.to_ascii_lowercase()),
+        None => (s, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto {proto:?} in EXPOSE {s:?}"));
+    }
+    // An "ip:" prefix is accepted by Docker's parser and ignored for EXPOSE.
+    let ports = ports.rsplit(':').next().unwrap_or(ports);
+    let parse = |p: &str| p.parse::<u16>().map_err(|_| format!("invalid port {p:?} in EXPOSE {s:?}"));
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(ports)?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(format!("invalid port range {ports:?} in EXPOSE"));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// Go's `path.Clean` for the paths WORKDIR produces.
+fn clean_path(p: &str) -> String {
+    let abs = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|l| *l != "..") {
+                    parts.pop();
+                } else if !abs {
+                    parts.push("..");
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    let j = parts.join("/");
+    match (abs, j.is_empty()) {
+        (true, _) => format!("/{j}"),
+        (false, true) => ".".into(),
+        (false, false) => j,
+    }
+}
+
+/// The shell script of a heredoc RUN, as BuildKit builds it: `RUN <<EOF` alone runs the
+/// body; otherwise the command and its bodies are handed to the shell together.
+fn run_heredoc_script(cmd: &str, heredocs: &[Heredoc], escape: char) -> String {
+    if heredocs.len() == 1 && heredoc_word(cmd.trim(), escape).is_some() {
+        if heredocs[0].content.starts_with("#!") {
+            return format!("/dev/pipes/{}", heredocs[0].name);
+        }
+        return heredocs[0].content.clone();
+    }
+    let mut full = cmd.to_string();
+    for h in heredocs {
+        full.push('\n');
+        full.push_str(&h.content);
+        full.push_str(&h.name);
+    }
+    full
+}
+
+/// Dependency cycles (possible through `COPY --from` a later stage).
+fn check_cycles(cx: &Cx, stages: &[Stage], edges: &[Vec<(usize, Location)>]) -> Result<(), Error> {
+    let n = stages.len();
+    let mut state = vec![0u8; n];
+    for root in 0..n {
+        if state[root] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        state[root] = 1;
+        while let Some(top) = stack.last_mut() {
+            let (s, i) = (top.0, top.1);
+            if let Some((d, loc)) = edges[s].get(i) {
+                top.1 += 1;
+                let d = *d;
+                if d >= n {
+                    continue;
+                }
+                match state[d] {
+                    0 => {
+                        state[d] = 1;
+                        stack.push((d, 0));
+                    }
+                    1 => {
+                        let name = stages[d].name.clone().unwrap_or_else(|| d.to_string());
+                        return Err(cx.err(loc, format!("circular dependency detected on stage: {name}")));
+                    }
+                    _ => {}
+                }
+            } else {
+                state[s] = 2;
+                stack.pop();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_paths() {
+        assert_eq!(expand_ports("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(expand_ports("53/UDP").unwrap(), vec!["53/udp"]);
+        assert_eq!(expand_ports("8000-8002").unwrap(), vec!["8000/tcp", "8001/tcp", "8002/tcp"]);
+        assert!(expand_ports("http").is_err());
+        assert!(expand_ports("9-1").is_err());
+        assert_eq!(clean_path("/app/./a/../b/"), "/app/b");
+        assert_eq!(clean_path("/../x"), "/x");
+        assert_eq!(split_csv("type=cache,target=\"/a,b\"").unwrap(), vec!["type=cache", "target=/a,b"]);
+    }
+}

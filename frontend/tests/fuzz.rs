@@ -1,0 +1,120 @@
+//! "Never panic" check: garbage bytes, token soup and every truncation/mutation of real
+//! Dockerfiles go through parse + base_images + lower + needed; any panic fails the test.
+//! Deterministic (a fixed-seed xorshift), so failures reproduce.
+
+use kiln_frontend::*;
+use std::collections::BTreeMap;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const CORPUS: &[&str] = &[
+    "FROM 127.0.0.1:5000/base/busybox:latest\nWORKDIR /app\nCOPY hello.txt ./\nRUN echo \"built by RUN\" > /app/built.txt && chmod 0640 /app/built.txt\nENV GREETING=\"hello world\"\nCMD [\"cat\", \"/app/hello.txt\"]\n",
+    "# syntax=docker/dockerfile:1\n# escape=`\nARG BASE=alpine\nFROM --platform=$BUILDPLATFORM ${BASE:-x} AS build\nARG TARGETARCH\nRUN --mount=type=cache,target=/c `\n    echo $TARGETARCH\nCOPY --from=build --chown=1:1 a b\nFROM build\nCOPY <<EOF /x\n${TARGETARCH}\nEOF\n",
+    "ARG V=1\nFROM x AS a\nARG V\nENV A=${V:+set} B=${V#1} C=${V//1/2} D=\"${V%%*}\"\nRUN <<-EOT bash\n\techo $A\n\tEOT\nHEALTHCHECK --interval=1m --retries=2 CMD [\"true\"]\nEXPOSE 80-82/udp 443\nVOLUME [\"/v\"]\nONBUILD RUN x\nSHELL [\"/bin/bash\",\"-c\"]\nFROM scratch\nCOPY --from=a /a /a\nCOPY --from=0 /b /b\nLABEL a=b \"c d\"=e\nUSER ${U:-nobody}\nSTOPSIGNAL SIGTERM\nENTRYPOINT [\"/a\"]\n",
+    "FROM a AS one\nCOPY --from=two /x /x\nFROM b AS two\nRUN --mount=from=one,target=/o,ro true\nADD --checksum=sha256:00 --keep-git-dir --unpack https://x /y\n",
+];
+
+const TOKENS: &[&str] = &[
+    "FROM ", "RUN ", "COPY ", "ADD ", "ENV ", "ARG ", "LABEL ", "EXPOSE ", "VOLUME ", "WORKDIR ", "USER ",
+    "STOPSIGNAL ", "HEALTHCHECK ", "SHELL ", "ONBUILD ", "MAINTAINER ", "CMD ", "ENTRYPOINT ", " AS ", "--from=",
+    "--mount=", "--platform=", "--link", "--chown=", "--exclude=", "--interval=", "--retries=", "type=cache,",
+    "target=", "$", "${", "}", ":-", ":+", ":?", "#", "##", "%", "%%", "/", "//", "\\", "`", "\"", "'", "<<",
+    "<<-", "EOF", "\n", "\r\n", "\t", " ", "=", "[", "]", ",", "# escape=`\n", "# syntax=x\n", "scratch", "0",
+    "1", "a", "A", "*", "?", "[a-z]", "\u{feff}", "é", "NONE", "CMD", "80/tcp", "1-3", "-",
+];
+
+fn opts() -> Vec<LowerOptions> {
+    vec![
+        LowerOptions::default(),
+        LowerOptions {
+            build_args: BTreeMap::from([("V".into(), "2".into()), ("BASE".into(), "".into())]),
+            target: Some("a".into()),
+            target_platform: Platform { os: "linux".into(), architecture: "arm".into(), variant: Some("v7".into()) },
+            build_platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
+            base_env: BTreeMap::from([("x".into(), vec![("PATH".into(), "/bin".into())])]),
+        },
+    ]
+}
+
+fn exercise(text: &str) {
+    let Ok(df) = parse("Dockerfile", text) else { return };
+    for o in opts() {
+        let _ = base_images(&df, &o);
+        if let Ok(g) = lower(&df, &o) {
+            let n = g.needed();
+            assert!(n.last() == Some(&g.target));
+            assert!(n.iter().all(|&i| i < g.stages.len()));
+        }
+    }
+}
+
+#[test]
+fn errors_render_without_panicking() {
+    for text in ["", "\n", "X", "FROM", "RUN \\", "\u{feff}", "FROM x\nCOPY <<E\n"] {
+        if let Err(e) = parse("Dockerfile", text).and_then(|df| lower(&df, &LowerOptions::default())) {
+            let _ = e.to_string();
+            let _ = e.location();
+        }
+    }
+}
+
+#[test]
+fn truncations_of_real_dockerfiles() {
+    for doc in CORPUS {
+        assert!(parse("Dockerfile", doc).is_ok(), "{doc}");
+        for (i, _) in doc.char_indices() {
+            exercise(&doc[..i]);
+            exercise(&doc[i..]);
+        }
+    }
+}
+
+#[test]
+fn random_bytes() {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..3000 {
+        let len = r.below(200);
+        let bytes: Vec<u8> = (0..len).map(|_| r.next() as u8).collect();
+        exercise(&String::from_utf8_lossy(&bytes));
+    }
+}
+
+#[test]
+fn token_soup_and_mutations() {
+    let mut r = Rng(42);
+    for _ in 0..5000 {
+        let n = r.below(40);
+        let mut s = String::from("FROM x\n");
+        for _ in 0..n {
+            s.push_str(TOKENS[r.below(TOKENS.len())]);
+        }
+        exercise(&s);
+    }
+    for doc in CORPUS {
+        for _ in 0..1000 {
+            let mut s = doc.to_string();
+            for _ in 0..1 + r.below(4) {
+                let idx: Vec<usize> = s.char_indices().map(|(i, _)| i).chain([s.len()]).collect();
+                let at = idx[r.below(idx.len())];
+                if r.below(2) == 0 {
+                    s.insert_str(at, TOKENS[r.below(TOKENS.len())]);
+                } else if let Some(c) = s[at..].chars().next() {
+                    s.replace_range(at..at + c.len_utf8(), "");
+                }
+            }
+            exercise(&s);
+        }
+    }
+}

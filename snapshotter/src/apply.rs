@@ -1,0 +1,524 @@
+//! Unpacking an OCI layer tar into a directory in overlayfs format.
+//!
+//! Each layer gets its own directory, later used as an overlay lowerdir (mounted with
+//! `userxattr`), so whiteouts become 0/0 character devices and opaque directories get
+//! `user.overlay.opaque=y`. All writes go through [`Root`], which resolves parent
+//! directories with openat2(`RESOLVE_IN_ROOT`); final components are never followed.
+//!
+//! Known limitations (by design of one-directory-per-layer):
+//! - a hardlink must point to an earlier entry of the same layer; a link to a file of
+//!   a lower layer is an error ([`ApplyError::HardlinkTarget`]);
+//! - an entry below a symlink that lives in a *lower* layer (`lib -> usr/lib` in the
+//!   base, `lib/x` in this layer) creates a real directory `lib` here, which shadows
+//!   the symlink in the merged view. Docker-built layers do not do this.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+use kiln_oci::media::LayerCompression;
+use kiln_oci::{Digest, Sha256Writer};
+
+pub use crate::error::ApplyError;
+use crate::safepath::{normalize, Components, NormalizeError, Root};
+use crate::sys::{self, cstr};
+use crate::whiteout::{self, Kind};
+use crate::xattr;
+
+/// The result of unpacking a layer.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// sha256 of the uncompressed tar stream (all of it, including end padding).
+    pub diff_id: Digest,
+    /// Number of tar entries processed (extension headers not counted).
+    pub entries: u64,
+    /// Things deliberately not reproduced, each with the entry name and why: device
+    /// nodes that need privileges, ownership not mapped in our user namespace,
+    /// xattrs the filesystem refused, AUFS metadata, unknown entry types.
+    pub skipped: Vec<String>,
+}
+
+/// Unpack one OCI layer tar stream into `target` (an existing, empty directory), in
+/// overlay format. See the module docs for the rules.
+pub fn apply_layer<R: Read>(reader: R, compression: LayerCompression, target: &Path) -> Result<Applied, ApplyError> {
+    let decoded: Box<dyn Read + '_> = match compression {
+        LayerCompression::None => Box::new(reader),
+        // Multi-member: some tools write concatenated gzip members.
+        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        LayerCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader).map_err(ApplyError::Read)?),
+    };
+    // The tar reader reads 512-byte headers one at a time: buffer the decoded stream
+    // so that each of those is not a decompressor (or, uncompressed, a syscall) call.
+    let decoded = io::BufReader::with_capacity(128 * 1024, decoded);
+    let mut hashing = HashingReader { inner: decoded, hash: Sha256Writer::new(io::sink()) };
+
+    let root = Root::open(target).map_err(|source| ApplyError::Target { path: target.to_path_buf(), source })?;
+    let mut state = State { root, skipped: Vec::new(), dir_times: Vec::new() };
+    let mut entries = 0u64;
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        for entry in archive.entries().map_err(ApplyError::Read)? {
+            let entry = entry.map_err(ApplyError::Read)?;
+            if state.apply_entry(entry)? {
+                entries += 1;
+            }
+        }
+    }
+    // The tar reader stops at the first zero block; the diffID covers the whole
+    // decompressed stream, so read the rest (second zero block, record padding).
+    io::copy(&mut hashing, &mut io::sink()).map_err(ApplyError::Read)?;
+    state.finish_dir_times()?;
+    let (_, diff_id, _) = hashing.hash.finish();
+    Ok(Applied { diff_id, entries, skipped: state.skipped })
+}
+
+/// Hashes everything read through it: the diffID is computed while streaming.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256Writer<io::Sink>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// Metadata of one entry, with PAX records taking precedence over header fields.
+struct Meta {
+    uid: u64,
+    gid: u64,
+    mode: u32,
+    mtime: (i64, u32),
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+struct State {
+    root: Root,
+    skipped: Vec<String>,
+    /// Directory mtimes, applied at the end: writing children changes them.
+    dir_times: Vec<(Components, (i64, u32))>,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn io_err<'a>(path: &'a str, op: &'static str) -> impl FnOnce(io::Error) -> ApplyError + 'a {
+    move |source| ApplyError::Io { path: path.to_string(), op, source }
+}
+
+fn unsafe_err(path: &str, reason: impl Into<String>) -> ApplyError {
+    ApplyError::Unsafe { path: path.to_string(), reason: reason.into() }
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+/// Parse a PAX time (`1700000000.5`, possibly negative) into (seconds, nanoseconds).
+fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
+    let (int, frac) = match v.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (v, ""),
+    };
+    let secs: i64 = int.parse().ok()?;
+    let mut nanos: u32 = 0;
+    let digits: String = frac.chars().take(9).collect();
+    if !digits.is_empty() {
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        nanos = format!("{digits:0<9}").parse().ok()?;
+    }
+    if secs < 0 && nanos > 0 {
+        // -1.5 means 1.5 s before the epoch: (-2 s, +0.5 s).
+        return Some((secs - 1, 1_000_000_000 - nanos));
+    }
+    Some((secs, nanos))
+}
+
+fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, path: &str) -> Result<Meta, ApplyError> {
+    let h = entry.header();
+    let bad = |what: &str| unsafe_err(path, format!("malformed {what} field in tar header"));
+    let mut m = Meta {
+        uid: h.uid().map_err(|_| bad("uid"))?,
+        gid: h.gid().map_err(|_| bad("gid"))?,
+        mode: h.mode().map_err(|_| bad("mode"))? & 0o7777,
+        mtime: (h.mtime().map_err(|_| bad("mtime"))? as i64, 0),
+        xattrs: Vec::new(),
+    };
+    if let Some(pax) = entry.pax_extensions().map_err(ApplyError::Read)? {
+        for rec in pax {
+            let rec = rec.map_err(ApplyError::Read)?;
+            let Ok(key) = rec.key() else { continue };
+            let val = rec.value_bytes();
+            let num = || std::str::from_utf8(val).ok().and_then(|s| s.parse::<u64>().ok());
+            match key {
+                "uid" => m.uid = num().ok_or_else(|| bad("PAX uid"))?,
+                "gid" => m.gid = num().ok_or_else(|| bad("PAX gid"))?,
+                "mtime" => {
+                    m.mtime = std::str::from_utf8(val).ok().and_then(parse_pax_time).ok_or_else(|| bad("PAX mtime"))?
+                }
+                k => {
+                    if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                        m.xattrs.push((name.to_string(), val.to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(m)
+}
+
+impl State {
+    /// Apply one tar entry. Returns false for entries that are not files of the
+    /// image (global PAX headers), which are not counted.
+    fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<bool, ApplyError> {
+        let raw_name = entry.path_bytes().into_owned();
+        let path = lossy(&raw_name);
+        let path = path.as_str();
+        let mut kind = entry.header().entry_type();
+        if kind == tar::EntryType::XGlobalHeader {
+            return Ok(false);
+        }
+        // Old (v7) tars mark directories only by a trailing slash.
+        if kind == tar::EntryType::Regular && raw_name.ends_with(b"/") {
+            kind = tar::EntryType::Directory;
+        }
+        let comps = normalize(&raw_name).map_err(|e| match e {
+            NormalizeError::Escapes => unsafe_err(path, "path climbs out of the root with \"..\""),
+            NormalizeError::Nul => unsafe_err(path, "path contains a NUL byte"),
+        })?;
+        let meta = read_meta(&mut entry, path)?;
+
+        let Some((name, parent)) = comps.split_last() else {
+            // The root itself (`./`): only a directory entry makes sense; it sets the
+            // root's metadata, as Docker does.
+            if kind != tar::EntryType::Directory {
+                return Err(unsafe_err(path, "a non-directory entry names the root"));
+            }
+            let fd = self.root.fd().try_clone_to_owned().map_err(io_err(path, "open root"))?;
+            self.set_owner_mode_fd(fd.as_fd(), &meta, path)?;
+            self.set_xattrs_fd(fd.as_fd(), &meta, path)?;
+            self.dir_times.push((Vec::new(), meta.mtime));
+            return Ok(true);
+        };
+
+        // Below an AUFS metadata directory (`.wh..wh.plnk/...`): not image content.
+        if parent.iter().any(|c| c.starts_with(whiteout::AUFS_META_PREFIX)) {
+            self.skipped.push(format!("{path}: AUFS metadata entry ignored"));
+            return Ok(true);
+        }
+        match whiteout::classify(name) {
+            Kind::Normal => {}
+            Kind::AufsMeta => {
+                self.skipped.push(format!("{path}: AUFS metadata entry ignored"));
+                return Ok(true);
+            }
+            Kind::Opaque => {
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                let dfd = sys::openat(pfd, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                    .map_err(io_err(path, "open opaque directory"))?;
+                let n = cstr(xattr::OPAQUE_XATTR.as_bytes()).unwrap();
+                xattr::fset(dfd.as_fd(), &n, b"y").map_err(io_err(path, "set user.overlay.opaque"))?;
+                return Ok(true);
+            }
+            Kind::Whiteout(real) => {
+                if real.is_empty() || real == b"." || real == b".." {
+                    return Err(unsafe_err(path, "whiteout of an invalid name"));
+                }
+                let real = cstr(real).map_err(io_err(path, "whiteout name"))?;
+                self.remove_existing(parent, &real, path)?;
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                sys::mknodat(pfd, &real, libc::S_IFCHR, 0).map_err(io_err(path, "create whiteout device"))?;
+                // Keep the marker's mtime so that diffing this directory again gives
+                // the same layer. Ownership stays root and mode 0, as overlay does.
+                sys::utimensat_nofollow(pfd, &real, meta.mtime.0, meta.mtime.1)
+                    .map_err(io_err(path, "set whiteout mtime"))?;
+                return Ok(true);
+            }
+        }
+
+        let cname = cstr(name).map_err(io_err(path, "name"))?;
+        use tar::EntryType as T;
+        match kind {
+            T::Directory => {
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                let existing = sys::fstatat_nofollow(pfd, &cname).map_err(io_err(path, "stat"))?;
+                match existing {
+                    // An existing directory stays (its children too); metadata is updated.
+                    Some(st) if sys::is_dir(&st) => {}
+                    Some(_) => {
+                        self.remove_existing(parent, &cname, path)?;
+                        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                        sys::mkdirat(pfd, &cname, 0o700).map_err(io_err(path, "mkdir"))?;
+                    }
+                    None => sys::mkdirat(pfd, &cname, 0o700).map_err(io_err(path, "mkdir"))?,
+                }
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                let dfd = sys::openat(pfd, &cname, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+                    .map_err(io_err(path, "open directory"))?;
+                self.set_owner_mode_fd(dfd.as_fd(), &meta, path)?;
+                self.set_xattrs_fd(dfd.as_fd(), &meta, path)?;
+                self.dir_times.push((comps.clone(), meta.mtime));
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                self.remove_existing(parent, &cname, path)?;
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                let fd = sys::openat(
+                    pfd,
+                    &cname,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                    0o600,
+                )
+                .map_err(io_err(path, "create file"))?;
+                let mut file = std::fs::File::from(fd);
+                copy_data(&mut entry, &mut file).map_err(|e| match e {
+                    CopyError::Read(e) => ApplyError::Read(e),
+                    CopyError::Write(e) => io_err(path, "write file")(e),
+                })?;
+                // Order matters: chown clears setuid/setgid and security.capability,
+                // so chown, then chmod, then xattrs.
+                self.set_owner_mode_fd(file.as_fd(), &meta, path)?;
+                self.set_xattrs_fd(file.as_fd(), &meta, path)?;
+                sys::futimens(file.as_fd(), meta.mtime.0, meta.mtime.1).map_err(io_err(path, "set mtime"))?;
+            }
+            T::Symlink => {
+                let target = entry.link_name_bytes().ok_or_else(|| unsafe_err(path, "symlink without a target"))?;
+                // The target is stored verbatim: we never follow it ourselves (parents
+                // are resolved in-root, final components not at all).
+                let target = cstr(&target).map_err(io_err(path, "symlink target"))?;
+                self.remove_existing(parent, &cname, path)?;
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                sys::symlinkat(&target, pfd, &cname).map_err(io_err(path, "symlink"))?;
+                self.finish_special(parent, &cname, &meta, path, false)?;
+            }
+            T::Link => {
+                let target = entry.link_name_bytes().ok_or_else(|| unsafe_err(path, "hardlink without a target"))?;
+                let tpath = lossy(&target);
+                let tcomps = normalize(&target).map_err(|_| {
+                    unsafe_err(path, format!("hardlink target {tpath:?} climbs out of the root"))
+                })?;
+                let Some((tname, tparent)) = tcomps.split_last() else {
+                    return Err(unsafe_err(path, "hardlink to the root directory"));
+                };
+                if tcomps == comps {
+                    return Ok(true); // a link to itself: nothing to do
+                }
+                let link_err = || ApplyError::HardlinkTarget { path: path.to_string(), target: tpath.clone() };
+                let tcname = cstr(tname).map_err(io_err(path, "hardlink target"))?;
+                let tpfd = match self.root.dir_owned(tparent, false) {
+                    Ok(fd) => fd,
+                    Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENOTDIR) => return Err(link_err()),
+                    Err(e) => return Err(io_err(path, "open hardlink target directory")(e)),
+                };
+                match sys::fstatat_nofollow(tpfd.as_fd(), &tcname).map_err(io_err(path, "stat hardlink target"))? {
+                    None => return Err(link_err()),
+                    Some(st) if sys::is_dir(&st) => {
+                        return Err(unsafe_err(path, format!("hardlink target {tpath:?} is a directory")))
+                    }
+                    Some(_) => {}
+                }
+                self.remove_existing(parent, &cname, path)?;
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                match sys::linkat(tpfd.as_fd(), &tcname, pfd, &cname) {
+                    Ok(()) => {}
+                    // Removing the old `path` may have removed the target (a link into
+                    // a directory that this entry replaced).
+                    Err(e) if errno(&e) == libc::ENOENT => return Err(link_err()),
+                    Err(e) => return Err(io_err(path, "hardlink")(e)),
+                }
+            }
+            T::Char | T::Block | T::Fifo => {
+                let major = entry.header().device_major().ok().flatten().unwrap_or(0);
+                let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+                let fmt = match kind {
+                    T::Char => libc::S_IFCHR,
+                    T::Block => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
+                };
+                self.remove_existing(parent, &cname, path)?;
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                let dev = if kind == T::Fifo { 0 } else { libc::makedev(major, minor) };
+                match sys::mknodat(pfd, &cname, fmt | 0o600, dev) {
+                    Ok(()) => {}
+                    // Real device nodes need CAP_MKNOD in the initial namespace; a
+                    // rootless build cannot make them (only 0/0 whiteouts). The
+                    // container gets its /dev from the runtime anyway.
+                    Err(e) if errno(&e) == libc::EPERM => {
+                        self.skipped.push(format!("{path}: device {major}:{minor} not created: {e}"));
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(io_err(path, "mknod")(e)),
+                }
+                self.finish_special(parent, &cname, &meta, path, true)?;
+            }
+            other => {
+                self.skipped.push(format!("{path}: unsupported tar entry type {:?} ignored", other));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Remove whatever is at parent/name (recursively for a directory), without
+    /// following symlinks. Missing is fine.
+    fn remove_existing(&mut self, parent: &[Vec<u8>], name: &std::ffi::CStr, path: &str) -> Result<(), ApplyError> {
+        let pfd = match self.root.dir(parent, true) {
+            Ok(fd) => fd,
+            Err(e) => return Err(io_err(path, "open parent directory")(e)),
+        };
+        let Some(st) = sys::fstatat_nofollow(pfd, name).map_err(io_err(path, "stat existing"))? else {
+            return Ok(());
+        };
+        if sys::is_dir(&st) {
+            sys::remove_tree(pfd, name).map_err(io_err(path, "remove existing directory"))?;
+        } else {
+            sys::unlinkat(pfd, name, 0).map_err(io_err(path, "remove existing file"))?;
+        }
+        self.root.invalidate();
+        Ok(())
+    }
+
+    fn chown_failed(&mut self, e: io::Error, meta: &Meta, path: &str) -> Result<(), ApplyError> {
+        // EINVAL: the uid/gid has no mapping in our user namespace (e.g. a single-uid
+        // map). The file stays owned by root; say so rather than fail the build.
+        if errno(&e) == libc::EINVAL {
+            self.skipped.push(format!("{path}: owner {}:{} not mapped in the user namespace: {e}", meta.uid, meta.gid));
+            return Ok(());
+        }
+        Err(io_err(path, "chown")(e))
+    }
+
+    fn ids(meta: &Meta, path: &str) -> Result<(u32, u32), ApplyError> {
+        let uid = u32::try_from(meta.uid).ok().filter(|&u| u != u32::MAX);
+        let gid = u32::try_from(meta.gid).ok().filter(|&g| g != u32::MAX);
+        match (uid, gid) {
+            (Some(u), Some(g)) => Ok((u, g)),
+            _ => Err(unsafe_err(path, format!("uid/gid {}:{} out of range", meta.uid, meta.gid))),
+        }
+    }
+
+    fn set_owner_mode_fd(&mut self, fd: BorrowedFd<'_>, meta: &Meta, path: &str) -> Result<(), ApplyError> {
+        let (uid, gid) = Self::ids(meta, path)?;
+        if let Err(e) = sys::fchown(fd, uid, gid) {
+            self.chown_failed(e, meta, path)?;
+        }
+        sys::fchmod(fd, meta.mode).map_err(io_err(path, "chmod"))
+    }
+
+    fn set_xattrs_fd(&mut self, fd: BorrowedFd<'_>, meta: &Meta, path: &str) -> Result<(), ApplyError> {
+        for (name, value) in &meta.xattrs {
+            if xattr::is_overlay_private(name) {
+                self.skipped.push(format!("{path}: overlay-private xattr {name} not applied"));
+                continue;
+            }
+            let c = cstr(name.as_bytes()).map_err(io_err(path, "xattr name"))?;
+            let r = xattr::fset(fd, &c, value);
+            self.xattr_result(r, name, path)?;
+        }
+        Ok(())
+    }
+
+    fn xattr_result(&mut self, r: io::Result<()>, name: &str, path: &str) -> Result<(), ApplyError> {
+        match r {
+            Ok(()) => Ok(()),
+            // trusted.* needs CAP_SYS_ADMIN in the initial namespace: expected to fail
+            // rootless, and meaningless inside a container anyway.
+            Err(e) if name.starts_with("trusted.") && matches!(errno(&e), libc::EPERM | libc::ENOTSUP) => Ok(()),
+            // File capabilities are what makes e.g. ping work: never drop them quietly.
+            Err(e) if name == "security.capability" => Err(io_err(path, "set security.capability")(e)),
+            Err(e) if matches!(errno(&e), libc::EPERM | libc::ENOTSUP) => {
+                self.skipped.push(format!("{path}: xattr {name} not set: {e}"));
+                Ok(())
+            }
+            Err(e) => Err(io_err(path, "set xattr")(e)),
+        }
+    }
+
+    /// Ownership, mode, xattrs and mtime of a node that cannot be opened for writing
+    /// (symlink, device, fifo): done by (parent fd, name) without following.
+    fn finish_special(
+        &mut self,
+        parent: &[Vec<u8>],
+        cname: &std::ffi::CStr,
+        meta: &Meta,
+        path: &str,
+        chmod: bool,
+    ) -> Result<(), ApplyError> {
+        let (uid, gid) = Self::ids(meta, path)?;
+        let pfd = self.root.dir_owned(parent, false).map_err(io_err(path, "open parent directory"))?;
+        if let Err(e) = sys::fchownat_nofollow(pfd.as_fd(), cname, uid, gid) {
+            self.chown_failed(e, meta, path)?;
+        }
+        if chmod {
+            sys::fchmodat(pfd.as_fd(), cname, meta.mode).map_err(io_err(path, "chmod"))?;
+        }
+        for (name, value) in &meta.xattrs {
+            if xattr::is_overlay_private(name) {
+                self.skipped.push(format!("{path}: overlay-private xattr {name} not applied"));
+                continue;
+            }
+            let c = cstr(name.as_bytes()).map_err(io_err(path, "xattr name"))?;
+            let r = xattr::lset(&sys::proc_path(pfd.as_fd(), cname.to_bytes()), &c, value);
+            self.xattr_result(r, name, path)?;
+        }
+        sys::utimensat_nofollow(pfd.as_fd(), cname, meta.mtime.0, meta.mtime.1).map_err(io_err(path, "set mtime"))
+    }
+
+    /// Second pass: directory mtimes, now that their children exist.
+    fn finish_dir_times(&mut self) -> Result<(), ApplyError> {
+        let times = std::mem::take(&mut self.dir_times);
+        for (comps, (sec, nsec)) in times.into_iter().rev() {
+            let path = lossy(&crate::safepath::join(&comps));
+            let Some((name, parent)) = comps.split_last() else {
+                sys::futimens(self.root.fd(), sec, nsec).map_err(io_err(&path, "set mtime"))?;
+                continue;
+            };
+            // The directory may have been removed or replaced by a later entry.
+            let Ok(pfd) = self.root.dir(parent, false) else { continue };
+            let cname = cstr(name).map_err(io_err(&path, "name"))?;
+            match sys::fstatat_nofollow(pfd, &cname) {
+                Ok(Some(st)) if sys::is_dir(&st) => {}
+                _ => continue,
+            }
+            sys::utimensat_nofollow(pfd, &cname, sec, nsec).map_err(io_err(&path, "set mtime"))?;
+        }
+        Ok(())
+    }
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copy entry data with a 64 KiB buffer, telling read (layer) errors from write
+/// (target filesystem) errors.
+fn copy_data<R: Read, W: Write>(r: &mut R, w: &mut W) -> Result<(), CopyError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pax_time;
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(parse_pax_time("1700000000"), Some((1700000000, 0)));
+        assert_eq!(parse_pax_time("1700000000.5"), Some((1700000000, 500_000_000)));
+        assert_eq!(parse_pax_time("-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(parse_pax_time("x"), None);
+    }
+}
