@@ -11,7 +11,6 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -82,43 +81,74 @@ fn find_in_path(cmd: &str) -> bool {
 }
 
 fn spawn_inside(plan: &MapPlan) -> Result<i32> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+
+    // Everything the child needs is prepared before fork: after it, only
+    // async-signal-safe calls. (std's Command cannot be used: spawn() waits for the
+    // exec, which here must wait for the parent to write the maps.)
+    let exe = CString::new("/proc/self/exe").expect("static string");
+    let argv: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .context("argument contains a NUL byte")?;
+    let mut envp: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != INSIDE_ENV)
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv)
+        })
+        .collect::<Result<_, _>>()
+        .context("environment contains a NUL byte")?;
+    envp.push(CString::new(format!("{INSIDE_ENV}=1")).expect("no NUL"));
     let (ready_r, ready_w) = nix::unistd::pipe().context("creating a pipe")?;
-    let ready_r_fd = ready_r.as_raw_fd();
-    let ready_w_fd = ready_w.as_raw_fd();
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.args(std::env::args_os().skip(1)).env(INSIDE_ENV, "1");
-    // SAFETY: runs in the forked child before exec; only async-signal-safe calls
-    // (unshare, read, close) are made.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::close(ready_w_fd);
+
+    // SAFETY: kiln is single-threaded here (no runtime started yet); the child only
+    // makes async-signal-safe calls before execve.
+    match unsafe { fork() }.context("forking")? {
+        ForkResult::Child => unsafe {
+            drop(ready_w);
             if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-                return Err(std::io::Error::last_os_error());
+                let msg = b"kiln: unshare(CLONE_NEWUSER) failed: user namespaces are not available here\n";
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(125);
             }
             let mut b = [0u8; 1];
-            let n = libc::read(ready_r_fd, b.as_mut_ptr().cast(), 1);
-            libc::close(ready_r_fd);
-            if n != 1 {
-                return Err(std::io::Error::other("parent did not set up the id maps"));
+            if libc::read(ready_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) != 1 {
+                libc::_exit(125);
             }
-            Ok(())
-        });
+            drop(ready_r);
+            let _ = nix::unistd::execve(&exe, &argv, &envp);
+            let msg = b"kiln: re-executing inside the user namespace failed\n";
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::_exit(125);
+        },
+        ForkResult::Parent { child } => {
+            drop(ready_r);
+            let mut ready_w = std::fs::File::from(OwnedFd::from(ready_w));
+            if let Err(e) = write_maps(child.as_raw() as u32, plan) {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
+            }
+            ready_w.write_all(b"1").context("releasing the namespaced child")?;
+            drop(ready_w);
+            // The child shares our terminal's process group, so Ctrl-C reaches it
+            // directly; we only wait for it and pass its status on.
+            ignore_interrupts_while(|| loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e).context("waiting for the namespaced kiln"),
+                }
+            })
+        }
     }
-    let mut child = cmd.spawn().context("starting kiln inside a user namespace")?;
-    drop(ready_r);
-    let pid = child.id();
-    let mut ready_w = std::fs::File::from(OwnedFd::from(ready_w));
-    if let Err(e) = write_maps(pid, plan) {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e);
-    }
-    ready_w.write_all(b"1").context("releasing the namespaced child")?;
-    drop(ready_w);
-    // The child shares our terminal's process group, so Ctrl-C reaches it directly;
-    // we only wait for it.
-    let status = ignore_interrupts_while(|| child.wait()).context("waiting for the namespaced kiln")?;
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 fn ignore_interrupts_while<T>(f: impl FnOnce() -> T) -> T {

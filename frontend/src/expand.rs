@@ -4,24 +4,28 @@
 //! One word goes in, one string comes out, with quotes removed, escapes resolved and
 //! `$NAME`, `${NAME}` and the `${NAME<op>word}` forms replaced. Unset variables expand
 //! to the empty string. Errors are plain messages; the caller attaches the location.
+//! The rules follow BuildKit's `shell.Lex` (read for semantics, not translated):
+//! patterns of `#`, `%` and `/` keep their escapes and know only `*` and `?`; `[` is an
+//! ordinary character; `${V/p}` without the second `/` is a syntax error.
 //!
-//! Heredoc bodies use a "raw" mode where quotes are ordinary characters (BuildKit does
-//! the same so that a COPY'd script keeps its quoting).
+//! Heredoc bodies of COPY/ADD use a mode where quotes are ordinary characters, so that
+//! a copied script keeps its quoting; escapes are still processed there (BuildKit does
+//! the same: `\$HOME` stays literal, and a lone backslash is dropped).
 
 /// Looks a variable up in the current scope.
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Expand one word (quotes removed).
 pub fn expand_word(word: &str, escape: char, env: Lookup<'_>) -> Result<String, String> {
-    let mut lx = Lexer { chars: word.chars().collect(), pos: 0, escape, env, raw: false, depth: 0 };
-    let (s, _) = lx.process(&[])?;
+    let mut lx = Lexer { chars: word.chars().collect(), pos: 0, escape, env, skip_quotes: false, depth: 0 };
+    let (s, _) = lx.process(&[], false)?;
     Ok(s)
 }
 
-/// Expand a heredoc body: variables only, quotes kept.
+/// Expand a heredoc body: variables and escapes, quotes kept as they are.
 pub fn expand_raw(text: &str, escape: char, env: Lookup<'_>) -> Result<String, String> {
-    let mut lx = Lexer { chars: text.chars().collect(), pos: 0, escape, env, raw: true, depth: 0 };
-    let (s, _) = lx.process(&[])?;
+    let mut lx = Lexer { chars: text.chars().collect(), pos: 0, escape, env, skip_quotes: true, depth: 0 };
+    let (s, _) = lx.process(&[], false)?;
     Ok(s)
 }
 
@@ -31,12 +35,15 @@ const MAX_DEPTH: usize = 64;
 /// Cap on an expanded word, so that `ENV A=$A$A` chains cannot exhaust memory.
 const MAX_LEN: usize = 1 << 20;
 
+const MISSING_BRACE: &str = "syntax error: missing '}'";
+
 struct Lexer<'a> {
     chars: Vec<char>,
     pos: usize,
     escape: char,
     env: Lookup<'a>,
-    raw: bool,
+    /// Quotes are ordinary characters (heredoc bodies).
+    skip_quotes: bool,
     depth: usize,
 }
 
@@ -53,101 +60,129 @@ impl Lexer<'_> {
         c
     }
 
-    /// Process until one of `stops` (unquoted) is consumed or the input ends.
-    /// Returns the text and the stop char that ended it (None = end of input).
-    fn process(&mut self, stops: &[char]) -> Result<(String, Option<char>), String> {
+    fn push_expansion(&mut self, out: &mut String) -> Result<(), String> {
+        let v = self.dollar()?;
+        out.push_str(&v);
+        if out.len() > MAX_LEN {
+            return Err(format!("expansion result is larger than {MAX_LEN} bytes"));
+        }
+        Ok(())
+    }
+
+    /// Process until one of `stops` (outside quotes) is consumed or the input ends.
+    /// Returns the text and the stop char that ended it (None = end of input). With
+    /// `raw_escapes` the escape char is kept in the output (for patterns).
+    fn process(&mut self, stops: &[char], raw_escapes: bool) -> Result<(String, Option<char>), String> {
         let mut out = String::new();
-        while let Some(c) = self.next() {
+        while let Some(c) = self.peek() {
             if stops.contains(&c) {
+                self.pos += 1;
                 return Ok((out, Some(c)));
             }
             match c {
-                '\'' if !self.raw => loop {
-                    match self.next() {
-                        None => return Err("unexpected end of statement while looking for matching single-quote".into()),
-                        Some('\'') => break,
-                        Some(x) => out.push(x),
+                '$' => self.push_expansion(&mut out)?,
+                '\'' if !self.skip_quotes => {
+                    self.pos += 1;
+                    loop {
+                        match self.next() {
+                            None => {
+                                return Err("unexpected end of statement while looking for matching single-quote".into())
+                            }
+                            Some('\'') => break,
+                            Some(x) => out.push(x),
+                        }
                     }
-                },
-                '"' if !self.raw => loop {
-                    match self.next() {
-                        None => return Err("unexpected end of statement while looking for matching double-quote".into()),
-                        Some('"') => break,
-                        Some('$') => {
-                            out.push_str(&self.dollar()?);
-                            if out.len() > MAX_LEN {
-                                return Err(format!("expansion result is larger than {MAX_LEN} bytes"));
+                }
+                '"' if !self.skip_quotes => {
+                    self.pos += 1;
+                    loop {
+                        match self.peek() {
+                            None => {
+                                return Err("unexpected end of statement while looking for matching double-quote".into())
+                            }
+                            Some('"') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            Some('$') => self.push_expansion(&mut out)?,
+                            Some(x) => {
+                                self.pos += 1;
+                                if x == self.escape {
+                                    if raw_escapes {
+                                        out.push(x);
+                                    }
+                                    match self.peek() {
+                                        None => continue,
+                                        Some(n) if n == '"' || n == '$' || n == self.escape => {
+                                            self.pos += 1;
+                                            out.push(n);
+                                        }
+                                        Some(_) if raw_escapes => {}
+                                        Some(_) => out.push(x),
+                                    }
+                                } else {
+                                    out.push(x);
+                                }
                             }
                         }
-                        Some(x) if x == self.escape => match self.peek() {
-                            None => {}
-                            Some(n) if n == '"' || n == '$' || n == self.escape => {
-                                self.pos += 1;
-                                out.push(n);
-                            }
-                            Some(_) => out.push(x),
-                        },
-                        Some(x) => out.push(x),
-                    }
-                },
-                '$' => {
-                    out.push_str(&self.dollar()?);
-                    if out.len() > MAX_LEN {
-                        return Err(format!("expansion result is larger than {MAX_LEN} bytes"));
                     }
                 }
                 x if x == self.escape => {
-                    if self.raw {
-                        match self.peek() {
-                            Some(n) if n == '$' || n == self.escape => {
-                                self.pos += 1;
-                                out.push(n);
-                            }
-                            _ => out.push(x),
-                        }
-                    } else if let Some(n) = self.next() {
-                        out.push(n);
+                    self.pos += 1;
+                    if raw_escapes {
+                        out.push(x);
+                    }
+                    match self.next() {
+                        Some(n) => out.push(n),
+                        None => break,
                     }
                 }
-                x => out.push(x),
+                x => {
+                    self.pos += 1;
+                    out.push(x);
+                }
             }
+        }
+        if !stops.is_empty() {
+            return Err(MISSING_BRACE.into());
         }
         Ok((out, None))
     }
 
+    /// A variable name as BuildKit reads one: a run of digits, one special parameter
+    /// (`$@`, `$$`, ... which are never set here), or letters/digits/underscores.
     fn name(&mut self) -> String {
         let mut name = String::new();
         match self.peek() {
             Some(c) if c.is_ascii_digit() => {
+                while let Some(c) = self.peek().filter(char::is_ascii_digit) {
+                    name.push(c);
+                    self.pos += 1;
+                }
+            }
+            Some(c) if matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!') => {
                 self.pos += 1;
                 name.push(c);
             }
             _ => {
-                while let Some(c) = self.peek() {
-                    if c.is_ascii_alphanumeric() || c == '_' {
-                        name.push(c);
-                        self.pos += 1;
-                    } else {
-                        break;
-                    }
+                while let Some(c) = self.peek().filter(|c| c.is_alphanumeric() || *c == '_') {
+                    name.push(c);
+                    self.pos += 1;
                 }
             }
         }
         name
     }
 
-    fn lookup(&self, name: &str) -> Option<String> {
-        (self.env)(name)
-    }
-
-    /// After a `$`.
+    /// At a `$`.
     fn dollar(&mut self) -> Result<String, String> {
+        self.pos += 1;
         if self.peek() != Some('{') {
             let name = self.name();
             if name.is_empty() {
                 return Ok("$".into());
             }
-            return Ok(self.lookup(&name).unwrap_or_default());
+            return Ok((self.env)(&name).unwrap_or_default());
         }
         self.pos += 1;
         if self.depth >= MAX_DEPTH {
@@ -161,162 +196,118 @@ impl Lexer<'_> {
 
     /// After `${`.
     fn brace(&mut self) -> Result<String, String> {
-        let name = self.name();
-        if name.is_empty() {
-            return Err(match self.peek() {
-                None => "missing '}'".into(),
-                Some(c) => format!("bad substitution: unexpected character {c:?} after ${{"),
-            });
+        match self.peek() {
+            None => return Err(MISSING_BRACE.into()),
+            Some('{' | '}' | ':') => return Err("syntax error: bad substitution".into()),
+            _ => {}
         }
-        let value = self.lookup(&name);
-        let Some(op) = self.next() else { return Err("missing '}'".into()) };
+        let name = self.name();
+        let value = (self.env)(&name);
+        let Some(mut op) = self.next() else { return Err(MISSING_BRACE.into()) };
+        let mut shown = op.to_string();
         match op {
             '}' => Ok(value.unwrap_or_default()),
-            ':' => {
-                let Some(op2) = self.next() else { return Err("missing '}'".into()) };
-                if !matches!(op2, '-' | '+' | '?') {
-                    return Err(format!("unsupported modifier ({op2}) in substitution"));
+            ':' | '+' | '-' | '?' | '#' | '%' => {
+                let colon = op == ':';
+                if colon {
+                    let Some(o) = self.next() else { return Err(MISSING_BRACE.into()) };
+                    op = o;
+                    shown.push(o);
                 }
-                let word = self.brace_word()?;
-                let set = value.as_deref().is_some_and(|v| !v.is_empty());
-                match op2 {
-                    '-' => Ok(if set { value.unwrap_or_default() } else { word }),
-                    '+' => Ok(if set { word } else { String::new() }),
-                    _ => {
-                        if set {
-                            Ok(value.unwrap_or_default())
-                        } else if word.is_empty() {
-                            Err(format!("{name}: is not allowed to be unset or empty"))
-                        } else {
-                            Err(format!("{name}: {word}"))
-                        }
+                let pattern = op == '#' || op == '%';
+                if colon && pattern {
+                    return Err(format!("unsupported modifier ({shown}) in substitution"));
+                }
+                let (mut word, _) = self.process(&['}'], pattern)?;
+                let set = value.is_some();
+                let empty = value.as_deref().is_none_or(str::is_empty);
+                match op {
+                    '-' => Ok(if !set || (colon && empty) { word } else { value.unwrap_or_default() }),
+                    '+' => Ok(if !set || (colon && empty) { String::new() } else { word }),
+                    '?' if !set => {
+                        Err(format!("{name}: {}", if word.is_empty() { "is not allowed to be unset" } else { &word }))
                     }
+                    '?' if colon && empty => {
+                        Err(format!("{name}: {}", if word.is_empty() { "is not allowed to be empty" } else { &word }))
+                    }
+                    '?' => Ok(value.unwrap_or_default()),
+                    '#' | '%' => {
+                        let greedy = word.starts_with(op);
+                        if greedy {
+                            word.remove(0);
+                        }
+                        let mut pat = compile(&word)?;
+                        let mut v: Vec<char> = value.unwrap_or_default().chars().collect();
+                        let n = v.len();
+                        if op == '%' {
+                            // A suffix match is a prefix match of the reversed string.
+                            pat.reverse();
+                            v.reverse();
+                        }
+                        let ends = match_ends(&pat, &v);
+                        let k = if greedy { ends.iter().rposition(|&b| b) } else { ends.iter().position(|&b| b) };
+                        if op == '%' {
+                            v.reverse();
+                        }
+                        Ok(match k {
+                            None => v.iter().collect(),
+                            Some(k) if op == '#' => v[k..].iter().collect(),
+                            Some(k) => v[..n - k].iter().collect(),
+                        })
+                    }
+                    _ => Err(format!("unsupported modifier ({shown}) in substitution")),
                 }
-            }
-            '-' => {
-                let word = self.brace_word()?;
-                Ok(value.unwrap_or(word))
-            }
-            '+' => {
-                let word = self.brace_word()?;
-                Ok(if value.is_some() { word } else { String::new() })
-            }
-            '?' => {
-                let word = self.brace_word()?;
-                match value {
-                    Some(v) => Ok(v),
-                    None if word.is_empty() => Err(format!("{name}: is not allowed to be unset")),
-                    None => Err(format!("{name}: {word}")),
-                }
-            }
-            '#' | '%' => {
-                let longest = self.peek() == Some(op);
-                if longest {
-                    self.pos += 1;
-                }
-                let mut pat = compile(&self.brace_word()?);
-                let mut v: Vec<char> = value.unwrap_or_default().chars().collect();
-                let n = v.len();
-                if op == '%' {
-                    // A suffix match is a prefix match of the reversed string.
-                    pat.reverse();
-                    v.reverse();
-                }
-                let ends = match_ends(&pat, &v);
-                let k = if longest { ends.iter().rposition(|&b| b) } else { ends.iter().position(|&b| b) };
-                if op == '%' {
-                    v.reverse();
-                }
-                Ok(match k {
-                    None => v.iter().collect(),
-                    Some(k) if op == '#' => v[k..].iter().collect(),
-                    Some(k) => v[..n - k].iter().collect(),
-                })
             }
             '/' => {
                 let all = self.peek() == Some('/');
                 if all {
                     self.pos += 1;
                 }
-                let (pat, stop) = self.process(&['/', '}'])?;
-                let repl = match stop {
-                    Some('/') => self.brace_word()?,
-                    Some(_) => String::new(),
-                    None => return Err("missing '}'".into()),
+                let pat = match self.process(&['/'], true) {
+                    Ok((p, _)) => p,
+                    Err(_) if self.peek().is_none() => return Err("syntax error: missing '/' in ${}".into()),
+                    Err(e) => return Err(e),
                 };
-                let pat = compile(&pat);
+                let (repl, _) = self.process(&['}'], true)?;
+                let pat = compile(&pat)?;
                 let v: Vec<char> = value.unwrap_or_default().chars().collect();
                 Ok(replace(&v, &pat, &repl, all))
             }
-            c => Err(format!("unsupported modifier ({c}) in substitution")),
-        }
-    }
-
-    /// The word of `${NAME<op>word}` up to the closing brace.
-    fn brace_word(&mut self) -> Result<String, String> {
-        match self.process(&['}'])? {
-            (w, Some(_)) => Ok(w),
-            (_, None) => Err("missing '}'".into()),
+            _ => Err(format!("unsupported modifier ({shown}) in substitution")),
         }
     }
 }
 
-/// A compiled shell glob pattern.
+/// A compiled substitution pattern: `*`, `?` and literal characters.
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Char(char),
     Any,
     Star,
-    Class { ranges: Vec<(char, char)>, negate: bool },
 }
 
-fn compile(p: &str) -> Vec<Tok> {
-    let c: Vec<char> = p.chars().collect();
+/// Compile a pattern whose escapes were kept: `\*`, `\?`, `\\` are literals, `\}` and
+/// `\/` lose the backslash, any other escape is an error (as in BuildKit).
+fn compile(p: &str) -> Result<Vec<Tok>, String> {
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < c.len() {
-        match c[i] {
+    let mut it = p.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
             '*' => out.push(Tok::Star),
             '?' => out.push(Tok::Any),
-            '\\' if i + 1 < c.len() => {
-                i += 1;
-                out.push(Tok::Char(c[i]));
-            }
-            '[' => {
-                // Find the closing bracket; an unclosed one is a literal '['.
-                let mut j = i + 1;
-                let negate = j < c.len() && (c[j] == '!' || c[j] == '^');
-                if negate {
-                    j += 1;
+            '\\' => match it.peek().copied() {
+                Some('}' | '/') => {}
+                Some(n @ ('*' | '?' | '\\')) => {
+                    it.next();
+                    out.push(Tok::Char(n));
                 }
-                let start = j;
-                let mut ranges = Vec::new();
-                let mut closed = false;
-                while j < c.len() {
-                    if c[j] == ']' && j > start {
-                        closed = true;
-                        break;
-                    }
-                    if j + 2 < c.len() && c[j + 1] == '-' && c[j + 2] != ']' {
-                        ranges.push((c[j], c[j + 2]));
-                        j += 3;
-                    } else {
-                        ranges.push((c[j], c[j]));
-                        j += 1;
-                    }
-                }
-                if closed {
-                    out.push(Tok::Class { ranges, negate });
-                    i = j;
-                } else {
-                    out.push(Tok::Char('['));
-                }
-            }
+                Some(n) => return Err(format!("invalid pattern ({p}) in substitution: invalid escape '\\{n}'")),
+                None => return Err(format!("invalid pattern ({p}) in substitution: trailing escape")),
+            },
             x => out.push(Tok::Char(x)),
         }
-        i += 1;
     }
-    out
+    Ok(out)
 }
 
 /// For every k, does the pattern match `s[..k]`? One dynamic-programming pass, so no
@@ -336,19 +327,9 @@ fn match_ends(p: &[Tok], s: &[char]) -> Vec<bool> {
                     nd[j] = any;
                 }
             }
-            _ => {
+            Tok::Any | Tok::Char(_) => {
                 for j in 1..=m {
-                    if dp[j - 1] {
-                        let c = s[j - 1];
-                        nd[j] = match t {
-                            Tok::Char(x) => *x == c,
-                            Tok::Any => true,
-                            Tok::Class { ranges, negate } => {
-                                ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *negate
-                            }
-                            Tok::Star => false,
-                        };
-                    }
+                    nd[j] = dp[j - 1] && (*t == Tok::Any || *t == Tok::Char(s[j - 1]));
                 }
             }
         }
@@ -391,6 +372,7 @@ mod tests {
             "E" => Some(String::new()),
             "P" => Some("/usr/local/bin/tool.tar.gz".into()),
             "S" => Some("a b".into()),
+            "G" => Some("a*b[c]".into()),
             _ => None,
         }
     }
@@ -407,6 +389,11 @@ mod tests {
             ("$", "$"),
             ("a$", "a$"),
             ("$1x", "x"),
+            ("$10", ""),
+            ("$$", ""),
+            ("a$@b", "ab"),
+            ("$é", ""),
+            ("$/", "$/"),
             ("${UNSET:-def}", "def"),
             ("${E:-def}", "def"),
             ("${A:-def}", "hello"),
@@ -427,9 +414,13 @@ mod tests {
             ("${A/l/L}", "heLlo"),
             ("${A//l/L}", "heLLo"),
             ("${A/l*/X}", "heX"),
-            ("${A/[a-h]/_}", "_ello"),
-            ("${A//[!l]/_}", "__ll_"),
-            ("${A/l}", "helo"),
+            ("${A/h?/_}", "_llo"),
+            ("${G/\\*/-}", "a-b[c]"),
+            ("${G/*/-}", "-"),
+            ("${G/[c]/x}", "a*bx"),
+            ("${G#a\\*}", "b[c]"),
+            ("${P/\\//:}", ":usr/local/bin/tool.tar.gz"),
+            ("${P//\\//:}", ":usr:local:bin:tool.tar.gz"),
             ("${UNSET:-${A}}", "hello"),
             ("${UNSET:-\"a b\"}", "a b"),
             ("'$A'", "$A"),
@@ -452,13 +443,19 @@ mod tests {
     fn expansion_errors() {
         let cases: &[(&str, &str)] = &[
             ("${UNSET:?boom}", "UNSET: boom"),
-            ("${E:?}", "E: is not allowed to be unset or empty"),
+            ("${E:?}", "E: is not allowed to be empty"),
+            ("${UNSET:?}", "UNSET: is not allowed to be unset"),
             ("${UNSET?}", "UNSET: is not allowed to be unset"),
-            ("${A", "missing '}'"),
-            ("${A:-x", "missing '}'"),
-            ("${}", "bad substitution: unexpected character '}' after ${"),
-            ("${A:x}", "unsupported modifier (x) in substitution"),
+            ("${A", "syntax error: missing '}'"),
+            ("${", "syntax error: missing '}'"),
+            ("${A:-x", "syntax error: missing '}'"),
+            ("${}", "syntax error: bad substitution"),
+            ("${:-x}", "syntax error: bad substitution"),
+            ("${A:x}", "unsupported modifier (:x) in substitution"),
+            ("${A:#x}", "unsupported modifier (:#) in substitution"),
             ("${A^}", "unsupported modifier (^) in substitution"),
+            ("${A/l}", "syntax error: missing '/' in ${}"),
+            ("${A/\\x/y}", "invalid pattern (\\x) in substitution: invalid escape '\\x'"),
             ("'abc", "unexpected end of statement while looking for matching single-quote"),
             ("\"abc", "unexpected end of statement while looking for matching double-quote"),
         ];
@@ -470,7 +467,8 @@ mod tests {
     #[test]
     fn backtick_escape_and_raw() {
         assert_eq!(expand_word("C:\\dir `$A", '`', &env).unwrap(), "C:\\dir $A");
-        assert_eq!(expand_raw("echo \"$A\" '${A}' \\$A \\n", '\\', &env).unwrap(), "echo \"hello\" 'hello' $A \\n");
+        // Quotes stay, escapes are processed (as BuildKit does for COPY heredocs).
+        assert_eq!(expand_raw("echo \"$A\" '${A}' \\$A \\n", '\\', &env).unwrap(), "echo \"hello\" 'hello' $A n");
     }
 
     #[test]

@@ -19,32 +19,41 @@ pub struct BuildGraph {
 impl BuildGraph {
     /// The stages the target needs, dependencies first, the target last.
     pub fn needed(&self) -> Vec<usize> {
-        let n = self.stages.len();
-        if self.target >= n {
-            return Vec::new();
-        }
-        let mut state = vec![0u8; n]; // 0 new, 1 on stack, 2 done
-        let mut out = Vec::new();
-        let mut stack: Vec<(usize, usize)> = vec![(self.target, 0)];
-        state[self.target] = 1;
-        while let Some((s, i)) = stack.last_mut() {
-            let s = *s;
-            if let Some(&d) = self.stages[s].deps.get(*i) {
-                *i += 1;
-                if d < n && state[d] == 0 {
-                    state[d] = 1;
-                    stack.push((d, 0));
-                }
-            } else {
-                state[s] = 2;
-                out.push(s);
-                stack.pop();
-            }
-        }
-        out
+        let deps: Vec<&[usize]> = self.stages.iter().map(|s| s.deps.as_slice()).collect();
+        dependency_order(self.target, &deps)
     }
 }
 
+/// Post-order walk from `target` over `deps`: dependencies first. Iterative, so deep
+/// chains cannot overflow the stack; out-of-range indices are ignored.
+pub(crate) fn dependency_order(target: usize, deps: &[&[usize]]) -> Vec<usize> {
+    let n = deps.len();
+    if target >= n {
+        return Vec::new();
+    }
+    let mut seen = vec![false; n];
+    let mut out = Vec::new();
+    let mut stack: Vec<(usize, usize)> = vec![(target, 0)];
+    seen[target] = true;
+    while let Some((s, i)) = stack.last_mut() {
+        let s = *s;
+        if let Some(&d) = deps[s].get(*i) {
+            *i += 1;
+            if d < n && !seen[d] {
+                seen[d] = true;
+                stack.push((d, 0));
+            }
+        } else {
+            out.push(s);
+            stack.pop();
+        }
+    }
+    out
+}
+
+/// A build stage. Stages outside [`BuildGraph::needed`] are lowered best-effort, as
+/// BuildKit never evaluates unreachable stages: if lowering one fails (say
+/// `${X:?}` with X unset) it is kept with no steps and its error is dropped.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stage {
     pub index: usize,

@@ -8,13 +8,33 @@
 //! expansion) before lowering.
 //!
 //! Nothing here panics on any input; every failure is an [`Error`] with a location.
+//!
+//! ```
+//! use kiln_frontend::{base_images, lower, parse, LowerOptions, StepKind};
+//!
+//! let df = parse("Dockerfile", "FROM alpine AS build\nRUN make\nFROM scratch\nCOPY --from=build /out /\n")?;
+//! let mut opts = LowerOptions::default();
+//! for image in base_images(&df, &opts)? {
+//!     // The builder fetches each base config here and records its Env:
+//!     opts.base_env.insert(image, vec![("PATH".into(), "/usr/bin:/bin".into())]);
+//! }
+//! let graph = lower(&df, &opts)?;
+//! assert_eq!(graph.needed(), vec![0, 1]);
+//! match &graph.stages[0].steps[0].kind {
+//!     StepKind::Run { argv, .. } => assert_eq!(argv, &["/bin/sh", "-c", "make"]),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok::<(), kiln_frontend::Error>(())
+//! ```
 
 mod error;
 mod expand;
 mod gofmt;
 mod graph;
 mod lower;
+mod mounts;
 mod parser;
+mod values;
 mod words;
 
 pub use error::{Diag, Error, Location};

@@ -180,12 +180,21 @@ pub enum CopySource {
 /// The typed arguments of an instruction (unexpanded).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Command {
-    From { image: String, name: Option<String> },
+    From {
+        image: String,
+        name: Option<String>,
+    },
     Run(CmdLine),
     Cmd(CmdLine),
     Entrypoint(CmdLine),
-    Copy { sources: Vec<CopySource>, dest: String },
-    Add { sources: Vec<CopySource>, dest: String },
+    Copy {
+        sources: Vec<CopySource>,
+        dest: String,
+    },
+    Add {
+        sources: Vec<CopySource>,
+        dest: String,
+    },
     Env(Vec<(String, String)>),
     Arg(Vec<(String, Option<String>)>),
     Label(Vec<(String, String)>),
@@ -232,9 +241,7 @@ impl Instruction {
 
     /// A boolean flag: present without value or `=true`.
     pub fn flag_bool(&self, name: &str) -> bool {
-        self.flag(name)
-            .map(|f| f.value.as_deref().is_none_or(|v| v.eq_ignore_ascii_case("true")))
-            .unwrap_or(false)
+        self.flag(name).map(|f| f.value.as_deref().is_none_or(|v| v.eq_ignore_ascii_case("true"))).unwrap_or(false)
     }
 }
 
@@ -250,10 +257,7 @@ pub(crate) fn parse_with_escape(file_name: &str, text: &str, escape: char) -> Re
 
 fn parse_inner(file_name: &str, text: &str, escape: char, directives: bool) -> Result<Dockerfile, Error> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines: Vec<String> = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
-        .collect();
+    let mut lines: Vec<String> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l).to_string()).collect();
     if text.ends_with('\n') {
         lines.pop();
     }
@@ -518,7 +522,13 @@ impl Parser {
         }
         let json_kw = matches!(
             kw,
-            Keyword::Run | Keyword::Cmd | Keyword::Entrypoint | Keyword::Shell | Keyword::Copy | Keyword::Add | Keyword::Volume
+            Keyword::Run
+                | Keyword::Cmd
+                | Keyword::Entrypoint
+                | Keyword::Shell
+                | Keyword::Copy
+                | Keyword::Add
+                | Keyword::Volume
         );
         if json_kw && json_not_strings(args) {
             return err("when using JSON array syntax, arrays must be comprised of strings only".into());
@@ -558,7 +568,8 @@ impl Parser {
                 let sources = srcs
                     .iter()
                     .map(|w| {
-                        if hd < heredocs.len() && heredoc_word(w, self.escape).is_some_and(|h| h.0 == heredocs[hd].name) {
+                        if hd < heredocs.len() && heredoc_word(w, self.escape).is_some_and(|h| h.0 == heredocs[hd].name)
+                        {
                             hd += 1;
                             CopySource::Heredoc(hd - 1)
                         } else {
@@ -609,7 +620,9 @@ impl Parser {
                 match trig.as_str() {
                     "ONBUILD" => return err("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()),
                     "FROM" | "MAINTAINER" => return err(format!("{trig} isn't allowed as an ONBUILD trigger")),
-                    _ if Keyword::parse(&trig).is_none() => return err(format!("unknown instruction in ONBUILD: {trig}")),
+                    _ if Keyword::parse(&trig).is_none() => {
+                        return err(format!("unknown instruction in ONBUILD: {trig}"))
+                    }
                     _ => {}
                 }
                 Command::OnBuild(args.to_string())

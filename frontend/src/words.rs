@@ -7,10 +7,7 @@
 
 /// Split on ASCII whitespace (what BuildKit does for COPY/ADD/VOLUME/EXPOSE args).
 pub fn split_ws(s: &str) -> Vec<String> {
-    s.split([' ', '\t', '\x0b', '\x0c', '\r', '\n'])
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
+    s.split([' ', '\t', '\x0b', '\x0c', '\r', '\n']).filter(|w| !w.is_empty()).map(str::to_string).collect()
 }
 
 /// Split on whitespace outside quotes, keeping the quotes and escapes in the words.
@@ -74,10 +71,7 @@ mod tests {
 
     #[test]
     fn words_keep_quotes() {
-        assert_eq!(
-            parse_words(r#"a="b c" d='e f' g=h\ i"#, '\\'),
-            vec![r#"a="b c""#, "d='e f'", r"g=h\ i"]
-        );
+        assert_eq!(parse_words(r#"a="b c" d='e f' g=h\ i"#, '\\'), vec![r#"a="b c""#, "d='e f'", r"g=h\ i"]);
         assert_eq!(split_ws("  a\tb  c "), vec!["a", "b", "c"]);
         assert_eq!(parse_json_array(r#"["a", "b"]"#), Some(vec!["a".into(), "b".into()]));
         assert_eq!(parse_json_array(r#"["a", 1]"#), None);

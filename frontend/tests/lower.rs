@@ -71,7 +71,12 @@ fn walking_skeleton() {
     assert_eq!(st.loc, loc(1, 1));
     let run = r#"echo "built by RUN" > /app/built.txt && chmod 0640 /app/built.txt"#;
     let want = vec![
-        Step { loc: loc(2, 1), source: "WORKDIR /app".into(), kind: StepKind::Workdir("/app".into()), created_by: "WORKDIR /app".into() },
+        Step {
+            loc: loc(2, 1),
+            source: "WORKDIR /app".into(),
+            kind: StepKind::Workdir("/app".into()),
+            created_by: "WORKDIR /app".into(),
+        },
         Step {
             loc: loc(3, 1),
             source: "COPY hello.txt ./".into(),
@@ -168,7 +173,12 @@ fn copy_from_rules() {
     // (Dockerfile, expected error line:col and fragment) — BuildKit dispatches stages in
     // order, so --from must name an earlier stage; that also rules out cycles.
     let cases: &[(&str, usize, usize, &str)] = &[
-        ("FROM a AS one\nCOPY --from=two /x /x\nFROM b AS two\n", 2, 6, "needs to be defined before current stage \"one\""),
+        (
+            "FROM a AS one\nCOPY --from=two /x /x\nFROM b AS two\nCOPY --from=one /y /y\n",
+            2,
+            6,
+            "needs to be defined before current stage \"one\"",
+        ),
         ("FROM a AS one\nCOPY --from=one /x /x\n", 2, 6, "needs to be defined before"),
         ("FROM a\nCOPY --from=0 /x /x\n", 2, 6, "needs to be defined before current stage \"stage-0\""),
         ("FROM a\nCOPY --from=5 /x /x\n", 2, 6, "invalid stage index 5"),
@@ -187,8 +197,28 @@ fn copy_from_rules() {
 }
 
 #[test]
+fn unreachable_stages_are_best_effort() {
+    let text = "FROM a AS release\nARG TOKEN\nRUN echo hi\nCOPY x /opt/${TOKEN:?needed_for_release}/\nFROM release AS rel2\nFROM b AS test\nRUN true\n";
+    let g = lower_str(text, &LowerOptions { target: Some("test".into()), ..Default::default() }).unwrap();
+    assert_eq!(g.needed(), vec![2]);
+    assert!(g.stages[0].steps.is_empty());
+    assert!(g.stages[1].steps.is_empty());
+    assert_eq!(g.stages[1].deps, vec![0]);
+    assert_eq!(g.stages[2].steps.len(), 1);
+    // The same error is fatal when the stage is needed, directly or through a child.
+    for target in ["release", "rel2"] {
+        let e = lower_str(text, &LowerOptions { target: Some(target.into()), ..Default::default() }).unwrap_err();
+        assert_eq!(e.location(), Some(&loc(4, 8)), "{e}");
+        assert!(e.to_string().contains("TOKEN: needed_for_release"), "{e}");
+    }
+    // FROM lines are always evaluated.
+    assert!(lower_str("FROM ${X:?}\nFROM b\n", &LowerOptions::default()).is_err());
+}
+
+#[test]
 fn onbuild_triggers_and_inherited_args() {
-    let text = "FROM img AS base\nARG V=1\nONBUILD COPY --chown=$V a /a\nONBUILD RUN echo $V\nFROM base\nRUN echo child\n";
+    let text =
+        "FROM img AS base\nARG V=1\nONBUILD COPY --chown=$V a /a\nONBUILD RUN echo $V\nFROM base\nRUN echo child\n";
     let g = graph(text);
     let st = &g.stages[1];
     assert_eq!(st.steps.len(), 3);
@@ -217,7 +247,10 @@ fn small_buildkit_details() {
     let st = &g.stages[0];
     assert_eq!(
         st.steps[0].kind,
-        StepKind::Env(kv(&[("PATH", "/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), ("P", "80 81/udp")]))
+        StepKind::Env(kv(&[
+            ("PATH", "/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            ("P", "80 81/udp")
+        ]))
     );
     assert_eq!(st.steps[1].kind, StepKind::Expose(s(&["80/tcp", "81/udp"])));
     match &st.steps[2].kind {
@@ -278,21 +311,20 @@ FROM 0 AS child
         k => panic!("{k:?}"),
     }
     assert_eq!(st.steps[0].created_by, "RUN /bin/sh -c echo $V # buildkit");
-    assert_eq!(
-        st.steps[1].kind,
-        StepKind::Arg(vec![("V".into(), Some("global".into()))])
-    );
+    assert_eq!(st.steps[1].kind, StepKind::Arg(vec![("V".into(), Some("global".into()))]));
     assert_eq!(st.steps[4].kind, StepKind::Arg(vec![("UNDECLARED_VALUE".into(), None)]));
     assert_eq!(st.steps[5].kind, StepKind::Env(kv(&[("E", "env-global--dflt")])));
     assert_eq!(st.steps[7].kind, StepKind::Workdir("/w/from-env/over".into()));
     match &st.steps[8].kind {
-        StepKind::Run { build_env, .. } => assert_eq!(
-            build_env,
-            &kv(&[("V", "global"), ("OVER", "over"), ("HTTP_PROXY", "http://proxy")])
-        ),
+        StepKind::Run { build_env, .. } => {
+            assert_eq!(build_env, &kv(&[("V", "global"), ("OVER", "over"), ("HTTP_PROXY", "http://proxy")]))
+        }
         k => panic!("{k:?}"),
     }
-    assert_eq!(st.steps[8].created_by, "RUN |4 V=global D=from-env OVER=over UNDECLARED_VALUE= /bin/sh -c echo hi # buildkit");
+    assert_eq!(
+        st.steps[8].created_by,
+        "RUN |4 V=global D=from-env OVER=over UNDECLARED_VALUE= /bin/sh -c echo hi # buildkit"
+    );
     assert_eq!(st.steps[11].kind, StepKind::Label(kv(&[("arch", "arm"), ("platform", "linux/arm/v7")])));
     // A child of an image named "0" (not a stage index in FROM).
     assert_eq!(g.stages[1].base, Base::Image("0".into()));
@@ -301,22 +333,23 @@ FROM 0 AS child
 #[test]
 fn env_from_parent_stage_and_base_image() {
     let text = "FROM img AS a\nENV A=1\nWORKDIR /base\nSHELL [\"/bin/bash\", \"-eu\", \"-c\"]\nFROM a\nENV B=$A$PATH C=$B\nWORKDIR sub\nRUN x\nENV A=2 B=$A\n";
-    let opts = LowerOptions {
-        base_env: BTreeMap::from([("img".into(), kv(&[("PATH", ":/bin")]))]),
-        ..Default::default()
-    };
+    let opts =
+        LowerOptions { base_env: BTreeMap::from([("img".into(), kv(&[("PATH", ":/bin")]))]), ..Default::default() };
     let g = lower_str(text, &opts).unwrap();
     let st = &g.stages[1];
     assert_eq!(st.steps[0].kind, StepKind::Env(kv(&[("B", "1:/bin"), ("C", "")])));
     assert_eq!(st.steps[1].kind, StepKind::Workdir("/base/sub".into()));
-    assert_eq!(st.steps[2].kind, StepKind::Run {
-        argv: s(&["/bin/bash", "-eu", "-c", "x"]),
-        shell_form: true,
-        build_env: vec![],
-        network: None,
-        mounts: vec![],
-        heredocs: vec![]
-    });
+    assert_eq!(
+        st.steps[2].kind,
+        StepKind::Run {
+            argv: s(&["/bin/bash", "-eu", "-c", "x"]),
+            shell_form: true,
+            build_env: vec![],
+            network: None,
+            mounts: vec![],
+            heredocs: vec![]
+        }
+    );
     // ENV pairs expand against the env before the instruction.
     assert_eq!(st.steps[3].kind, StepKind::Env(kv(&[("A", "2"), ("B", "1")])));
     assert_eq!(g.stages[0].steps[2].created_by, "SHELL [/bin/bash -eu -c]");
@@ -391,12 +424,36 @@ fn run_mounts() {
     assert_eq!(mounts[0].kind, "cache");
     assert_eq!(
         mounts[0].options,
-        BTreeMap::from([("id".into(), "c1".into()), ("target".into(), "/root/.cache".into()), ("sharing".into(), "locked".into())])
+        BTreeMap::from([
+            ("id".into(), "c1".into()),
+            ("target".into(), "/root/.cache".into()),
+            ("sharing".into(), "locked".into()),
+            ("readonly".into(), "false".into()),
+            ("mode".into(), "0755".into()),
+            ("uid".into(), "0".into()),
+            ("gid".into(), "0".into()),
+        ])
     );
     assert_eq!(mounts[1].kind, "bind");
     assert_eq!(mounts[1].from, Some(CopyFrom::Stage(0)));
     assert_eq!(mounts[1].options.get("readonly").map(String::as_str), Some("true"));
     assert_eq!(mounts[2].kind, "secret");
+    assert_eq!(mounts[2].options.get("target").map(String::as_str), Some("/run/secrets/tok"));
+    assert_eq!(mounts[2].options.get("required").map(String::as_str), Some("false"));
+    let g2 = graph("FROM x\nRUN --mount=type=secret,target=/a/b.txt,required --mount=type=ssh true\n");
+    let StepKind::Run { mounts, .. } = &g2.stages[0].steps[0].kind else { panic!() };
+    assert_eq!(mounts[0].options.get("id").map(String::as_str), Some("b.txt"));
+    assert_eq!(mounts[0].options.get("required").map(String::as_str), Some("true"));
+    assert_eq!(mounts[1].options.get("id").map(String::as_str), Some("default"));
+    for bad in [
+        "type=secret",
+        "type=cache,target=/c,uid=x",
+        "type=cache,target=/c,mode=999",
+        "type=bind,target=/x,bogus=1",
+        "type=cache,target=/c,sharing=all",
+    ] {
+        assert!(lower_str(&format!("FROM x\nRUN --mount={bad} true\n"), &LowerOptions::default()).is_err(), "{bad}");
+    }
     assert_eq!(g.stages[1].deps, vec![0]);
     assert_eq!(g.needed(), vec![0, 1]);
 }
@@ -410,14 +467,20 @@ fn heredocs() {
     match &st.steps[1].kind {
         StepKind::Run { argv, heredocs, .. } => {
             assert_eq!(argv, &sh("echo hello $WHO\n"));
-            assert_eq!(heredocs, &vec![Heredoc { name: "EOF".into(), content: "echo hello $WHO\n".into(), expand: true, chomp: false }]);
+            assert_eq!(
+                heredocs,
+                &vec![Heredoc { name: "EOF".into(), content: "echo hello $WHO\n".into(), expand: true, chomp: false }]
+            );
         }
         k => panic!("{k:?}"),
     }
     match &st.steps[2].kind {
         StepKind::Run { argv, heredocs, .. } => {
             assert_eq!(argv, &sh("<<-\"A\" cat > /f && cat <<B\nline $WHO\nA\nb\nB"));
-            assert_eq!(heredocs[0], Heredoc { name: "A".into(), content: "line $WHO\n".into(), expand: false, chomp: true });
+            assert_eq!(
+                heredocs[0],
+                Heredoc { name: "A".into(), content: "line $WHO\n".into(), expand: false, chomp: true }
+            );
             assert_eq!(heredocs[1], Heredoc { name: "B".into(), content: "b\n".into(), expand: true, chomp: false });
         }
         k => panic!("{k:?}"),
@@ -446,7 +509,17 @@ fn directives_continuations_and_escape() {
     let g = lower(&df, &LowerOptions::default()).unwrap();
     let st = &g.stages[0];
     assert_eq!(st.steps[0].source, "RUN echo a   && echo C:\\path");
-    assert_eq!(st.steps[0].kind, StepKind::Run { argv: sh("echo a   && echo C:\\path"), shell_form: true, build_env: vec![], network: None, mounts: vec![], heredocs: vec![] });
+    assert_eq!(
+        st.steps[0].kind,
+        StepKind::Run {
+            argv: sh("echo a   && echo C:\\path"),
+            shell_form: true,
+            build_env: vec![],
+            network: None,
+            mounts: vec![],
+            heredocs: vec![]
+        }
+    );
     assert_eq!(st.steps[1].kind, StepKind::Workdir("C:\\dir".into()));
     assert_eq!(st.steps[1].loc, loc(8, 1));
 
@@ -511,6 +584,10 @@ fn located_errors() {
 
 #[test]
 fn error_display_format() {
+    // testdata/cases/bad-syntax, as the end-to-end test expects it.
+    let e = parse("Dockerfile", "FROM 127.0.0.1:5000/base/busybox:latest\nRUN echo ok\nFROMM x\nCMD [\"sh\"]\n")
+        .unwrap_err();
+    assert_eq!(e.to_string(), "Dockerfile:3:1: unknown instruction: FROMM\nFROMM x\n^");
     let e = parse("sub/Dockerfile.dev", "FROM x\n  FOO bar\n").unwrap_err();
     assert_eq!(e.to_string(), "sub/Dockerfile.dev:2:3: unknown instruction: FOO\n  FOO bar\n  ^");
     assert!(matches!(e, Error::UnknownInstruction(_)));
