@@ -120,18 +120,20 @@ fn ensure_parents(root: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `mkdir -p` of a container path, resolving symlinks inside the root.
+/// `mkdir -p` of a container path. Existing symlinks along it are followed inside
+/// the root first, so the directories are created where the container would see them.
 pub fn mkdir_p(root: &Path, path: &Path) -> Result<()> {
-    let mut cur = PathBuf::from("/");
-    for c in path.components().skip(1) {
+    let host = resolve_in_root(root, path, true)?;
+    let rel = host.strip_prefix(root).context("path resolved outside the root")?.to_path_buf();
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
         cur.push(c);
-        let host = resolve_in_root(root, &cur, true)?;
-        match fs::symlink_metadata(&host) {
+        match fs::symlink_metadata(&cur) {
             Ok(md) if md.is_dir() => {}
-            Ok(_) => bail!("cannot create directory {}: a file is in the way", cur.display()),
+            Ok(_) => bail!("cannot create directory {}: a file is in the way", path.display()),
             Err(_) => {
-                fs::create_dir(&host).with_context(|| format!("creating directory {}", cur.display()))?;
-                fs::set_permissions(&host, fs::Permissions::from_mode(0o755))?;
+                fs::create_dir(&cur).with_context(|| format!("creating directory {}", path.display()))?;
+                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))?;
             }
         }
     }

@@ -105,18 +105,25 @@ fn spawn_inside(plan: &MapPlan) -> Result<i32> {
         .collect::<Result<_, _>>()
         .context("environment contains a NUL byte")?;
     envp.push(CString::new(format!("{INSIDE_ENV}=1")).expect("no NUL"));
+    // Two handshakes: the child says when it has unshared (maps can only be written
+    // for a process already in its new namespace), the parent says when the maps are
+    // written (the child must not exec before, or it would lose its capabilities).
     let (ready_r, ready_w) = nix::unistd::pipe().context("creating a pipe")?;
+    let (unshared_r, unshared_w) = nix::unistd::pipe().context("creating a pipe")?;
 
     // SAFETY: kiln is single-threaded here (no runtime started yet); the child only
     // makes async-signal-safe calls before execve.
     match unsafe { fork() }.context("forking")? {
         ForkResult::Child => unsafe {
             drop(ready_w);
+            drop(unshared_r);
             if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
                 let msg = b"kiln: unshare(CLONE_NEWUSER) failed: user namespaces are not available here\n";
                 libc::write(2, msg.as_ptr().cast(), msg.len());
                 libc::_exit(125);
             }
+            libc::write(unshared_w.as_raw_fd(), b"1".as_ptr().cast(), 1);
+            drop(unshared_w);
             let mut b = [0u8; 1];
             if libc::read(ready_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) != 1 {
                 libc::_exit(125);
@@ -129,6 +136,14 @@ fn spawn_inside(plan: &MapPlan) -> Result<i32> {
         },
         ForkResult::Parent { child } => {
             drop(ready_r);
+            drop(unshared_w);
+            let mut unshared = std::fs::File::from(OwnedFd::from(unshared_r));
+            let mut b = [0u8; 1];
+            if !matches!(std::io::Read::read(&mut unshared, &mut b), Ok(1)) {
+                // The child died before unsharing; it printed why.
+                let status = waitpid(child, None);
+                bail!("could not create a user namespace (child status {status:?})");
+            }
             let mut ready_w = std::fs::File::from(OwnedFd::from(ready_w));
             if let Err(e) = write_maps(child.as_raw() as u32, plan) {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
