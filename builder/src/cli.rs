@@ -22,6 +22,14 @@ pub struct Cli {
 pub enum CommandKind {
     /// Build an image from a Dockerfile and a context directory.
     Build(BuildArgs),
+    /// Show which foreign platforms RUN steps can execute on, or register QEMU.
+    Binfmt {
+        /// Register qemu-user-static's emulators with the F flag (root only).
+        #[arg(long)]
+        install: bool,
+        /// Architectures or platforms to register (default: all kiln knows).
+        platforms: Vec<String>,
+    },
     /// Internal: run one RUN step inside its sandbox.
     #[command(name = "__sandbox", hide = true)]
     Sandbox { spec: PathBuf },
@@ -50,7 +58,13 @@ pub struct BuildArgs {
     /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
-    /// Write the image (manifest) digest to this file.
+    /// Target platform(s), comma-separated: linux/amd64,linux/arm64 (default: the host's).
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT],...")]
+    pub platforms: Vec<String>,
+    /// Write build metadata (digest, per-platform digests, names) as JSON to this file.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Write the image digest (the index digest for several platforms) to this file.
     #[arg(long = "digest-file", value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
     /// Build context directory.
@@ -74,6 +88,9 @@ pub struct BuildOptions {
     pub target: Option<String>,
     pub insecure_registries: Vec<String>,
     pub digest_file: Option<PathBuf>,
+    pub metadata_file: Option<PathBuf>,
+    /// Empty: the host platform.
+    pub platforms: Vec<kiln_frontend::Platform>,
     pub state_dir: PathBuf,
     pub source_date_epoch: Option<i64>,
 }
@@ -112,6 +129,14 @@ impl BuildArgs {
                 }
             }
         }
+        let mut platforms = Vec::new();
+        for p in &self.platforms {
+            for q in crate::platform::parse_list(p).with_context(|| format!("--platform {p}"))? {
+                if !platforms.contains(&q) {
+                    platforms.push(q);
+                }
+            }
+        }
         let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(v) if !v.is_empty() => Some(v.parse().map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?),
             _ => None,
@@ -126,6 +151,8 @@ impl BuildArgs {
             target: self.target,
             insecure_registries: self.insecure_registries,
             digest_file: self.digest_file,
+            metadata_file: self.metadata_file,
+            platforms,
             state_dir: state_dir()?,
             source_date_epoch,
         })

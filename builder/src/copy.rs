@@ -17,7 +17,8 @@ use nix::unistd::{chown, Gid, Uid};
 
 use crate::fsutil::{container_path, context_path, resolve_in_root};
 
-/// Ownership applied to everything a COPY writes.
+/// Ownership applied to everything a COPY writes (`None` in a request: keep the
+/// source's, as for `COPY --from`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Owner {
     pub uid: u32,
@@ -29,7 +30,7 @@ pub struct CopyRequest<'a> {
     pub sources: &'a [String],
     pub dest: &'a str,
     pub workdir: &'a str,
-    pub owner: Owner,
+    pub owner: Option<Owner>,
     pub chmod: Option<u32>,
 }
 
@@ -74,7 +75,14 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
 /// A source is a path in the context, possibly with `*`/`?` wildcards in its last
 /// component (full Docker globbing comes with the COPY issue).
 fn expand_source(context: &Path, src: &str) -> Result<Vec<PathBuf>> {
-    let path = context_path(context, src)?;
+    let lexical = context_path(context, src)?;
+    // Symlinked parent directories resolve inside the source root (the context or
+    // a stage's rootfs), never on the host; the last component is not followed.
+    let rel = lexical.strip_prefix(context).unwrap_or(Path::new("")).to_path_buf();
+    let path = match (rel.parent(), rel.file_name()) {
+        (Some(parent), Some(name)) => resolve_in_root(context, &Path::new("/").join(parent), true)?.join(name),
+        _ => context.to_path_buf(),
+    };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if !name.contains(['*', '?']) {
         if fs::symlink_metadata(&path).is_err() {
@@ -182,7 +190,7 @@ fn copy_entry(src: &Path, md: &fs::Metadata, root: &Path, target: &Path, req: &C
     if ft.is_symlink() {
         let link = fs::read_link(src)?;
         std::os::unix::fs::symlink(&link, &host).with_context(|| format!("creating symlink {}", target.display()))?;
-        chown_nofollow(&host, req.owner)?;
+        chown_nofollow(&host, owner_for(req.owner, md))?;
         set_times(&host, md)?;
     } else if ft.is_file() {
         fs::copy(src, &host).with_context(|| format!("copying {} to {}", src.display(), target.display()))?;
@@ -191,6 +199,10 @@ fn copy_entry(src: &Path, md: &fs::Metadata, root: &Path, target: &Path, req: &C
         bail!("COPY source {} is not a regular file, directory or symlink", src.display());
     }
     Ok(1)
+}
+
+fn owner_for(owner: Option<Owner>, md: &fs::Metadata) -> Owner {
+    owner.unwrap_or(Owner { uid: md.uid(), gid: md.gid() })
 }
 
 fn chown_nofollow(p: &Path, owner: Owner) -> Result<()> {
@@ -204,7 +216,8 @@ fn chown_nofollow(p: &Path, owner: Owner) -> Result<()> {
     .with_context(|| format!("chown {}:{} {}", owner.uid, owner.gid, p.display()))
 }
 
-fn set_meta(p: &Path, md: &fs::Metadata, owner: Owner, chmod: Option<u32>) -> Result<()> {
+fn set_meta(p: &Path, md: &fs::Metadata, owner: Option<Owner>, chmod: Option<u32>) -> Result<()> {
+    let owner = owner_for(owner, md);
     chown(p, Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(owner.gid)))
         .with_context(|| format!("chown {}:{} {}", owner.uid, owner.gid, p.display()))?;
     let mode = chmod.unwrap_or(md.mode() & 0o7777);
@@ -239,14 +252,14 @@ mod tests {
         fs::write(ctx.path().join("d/sub/x"), "x").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", ctx.path().join("d/link")).unwrap();
         let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
-        let req = CopyRequest { context: ctx.path(), sources: &["hello.txt".into()], dest: "./", workdir: "/app", owner: me, chmod: None };
+        let req = CopyRequest { context: ctx.path(), sources: &["hello.txt".into()], dest: "./", workdir: "/app", owner: Some(me), chmod: None };
         copy_into(root.path(), &req).unwrap();
         assert_eq!(fs::read_to_string(root.path().join("app/hello.txt")).unwrap(), "hi\n");
-        let req = CopyRequest { context: ctx.path(), sources: &["d".into()], dest: "/out", workdir: "/", owner: me, chmod: None };
+        let req = CopyRequest { context: ctx.path(), sources: &["d".into()], dest: "/out", workdir: "/", owner: Some(me), chmod: None };
         copy_into(root.path(), &req).unwrap();
         assert_eq!(fs::read_to_string(root.path().join("out/sub/x")).unwrap(), "x");
         assert_eq!(fs::read_link(root.path().join("out/link")).unwrap(), PathBuf::from("/etc/passwd"));
-        let req = CopyRequest { context: ctx.path(), sources: &["../etc/passwd".into()], dest: "/", workdir: "/", owner: me, chmod: None };
+        let req = CopyRequest { context: ctx.path(), sources: &["../etc/passwd".into()], dest: "/", workdir: "/", owner: Some(me), chmod: None };
         assert!(copy_into(root.path(), &req).is_err());
     }
 
@@ -258,7 +271,7 @@ mod tests {
         fs::write(ctx.path().join("f"), "f").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
         let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
-        let req = CopyRequest { context: ctx.path(), sources: &["f".into()], dest: "/escape/", workdir: "/", owner: me, chmod: None };
+        let req = CopyRequest { context: ctx.path(), sources: &["f".into()], dest: "/escape/", workdir: "/", owner: Some(me), chmod: None };
         copy_into(root.path(), &req).unwrap();
         assert!(fs::read_dir(outside.path()).unwrap().next().is_none(), "wrote outside the root");
         assert!(root.path().join(outside.path().strip_prefix("/").unwrap()).join("f").exists());

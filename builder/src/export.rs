@@ -10,6 +10,8 @@ use serde_json::json;
 
 use crate::cli::{BuildOptions, Output};
 use crate::image::ImageState;
+use crate::platform;
+use kiln_frontend::Platform;
 
 /// The stored manifest of a finished image.
 pub struct Manifest {
@@ -49,21 +51,69 @@ pub fn write_manifest(store: &ContentStore, state: &ImageState) -> Result<Manife
     Ok(Manifest { bytes, digest, blobs })
 }
 
+/// What was built: one manifest, or an index over one manifest per platform.
+struct Built {
+    /// The descriptor to tag: the manifest, or the index.
+    top: Descriptor,
+    top_bytes: Vec<u8>,
+    top_media_type: &'static str,
+    /// (platform, manifest) for each platform.
+    manifests: Vec<(Platform, Manifest)>,
+}
+
+fn write_index(store: &ContentStore, manifests: &[(Platform, Manifest)]) -> Result<(Vec<u8>, Digest)> {
+    let entries: Vec<serde_json::Value> = manifests
+        .iter()
+        .map(|(p, m)| {
+            let mut plat = json!({"architecture": p.architecture, "os": p.os});
+            if let Some(v) = &p.variant {
+                plat["variant"] = json!(v);
+            }
+            json!({"mediaType": media::OCI_MANIFEST, "digest": m.digest.to_string(), "size": m.bytes.len(), "platform": plat})
+        })
+        .collect();
+    let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": entries});
+    let bytes = serde_json::to_vec(&index)?;
+    let digest = store.put(&bytes)?;
+    Ok((bytes, digest))
+}
+
 pub async fn export(
     opts: &BuildOptions,
     store: &ContentStore,
     registry: &Registry,
-    state: ImageState,
+    images: Vec<(Platform, ImageState)>,
     mount_from: &[Reference],
 ) -> Result<()> {
-    let m = write_manifest(store, &state)?;
-    eprintln!("image {}", m.digest);
+    let mut manifests = Vec::new();
+    for (p, state) in &images {
+        manifests.push((p.clone(), write_manifest(store, state)?));
+    }
+    // One platform asked for (or defaulted): a plain manifest, as `docker build`.
+    // Several: an OCI index with a platform on each entry.
+    let built = if manifests.len() == 1 {
+        let m = &manifests[0].1;
+        Built {
+            top: descriptor(media::OCI_MANIFEST, &m.digest, m.bytes.len() as u64)?,
+            top_bytes: m.bytes.clone(),
+            top_media_type: media::OCI_MANIFEST,
+            manifests,
+        }
+    } else {
+        let (bytes, digest) = write_index(store, &manifests)?;
+        for (p, m) in &manifests {
+            eprintln!("image {} {}", platform::display(p), m.digest);
+        }
+        Built { top: descriptor(media::OCI_INDEX, &digest, bytes.len() as u64)?, top_bytes: bytes, top_media_type: media::OCI_INDEX, manifests }
+    };
+    let top_digest: Digest = built.top.digest().to_string().parse()?;
+    eprintln!("image {top_digest}");
+
     for out in &opts.outputs {
         match out {
             Output::OciLayout { dest } => {
                 let tag = opts.tags.first().and_then(|t| t.tag().map(str::to_string)).unwrap_or_else(|| "latest".into());
-                let desc = descriptor(media::OCI_MANIFEST, &m.digest, m.bytes.len() as u64)?;
-                export_layout(store, dest, &[(desc, tag.clone())])
+                export_layout(store, dest, &[(built.top.clone(), tag.clone())])
                     .with_context(|| format!("writing OCI layout {}", dest.display()))?;
                 eprintln!("wrote OCI layout {} (tag {tag})", dest.display());
             }
@@ -71,24 +121,59 @@ pub async fn export(
     }
     if opts.push {
         for tag in &opts.tags {
-            let report = registry
-                .push_image(tag, store, &m.bytes, media::OCI_MANIFEST, &m.blobs, mount_from)
-                .await
-                .with_context(|| format!("pushing {tag}"))?;
-            for d in &report.skipped {
-                eprintln!("  blob {} exists", d.short());
+            // Platform manifests first (by digest), so the index never points at
+            // something the registry does not have.
+            if built.manifests.len() > 1 {
+                for (p, m) in &built.manifests {
+                    let r = tag.with_digest(m.digest.clone());
+                    let report = registry
+                        .push_image(&r, store, &m.bytes, media::OCI_MANIFEST, &m.blobs, mount_from)
+                        .await
+                        .with_context(|| format!("pushing the {} image to {}", platform::display(p), tag.name()))?;
+                    print_report(&report, Some(p));
+                }
+                let report = registry
+                    .push_image(tag, store, &built.top_bytes, built.top_media_type, &[], mount_from)
+                    .await
+                    .with_context(|| format!("pushing the index to {tag}"))?;
+                eprintln!("pushed {tag}@{}", report.manifest_digest);
+            } else {
+                let m = &built.manifests[0].1;
+                let report = registry
+                    .push_image(tag, store, &m.bytes, media::OCI_MANIFEST, &m.blobs, mount_from)
+                    .await
+                    .with_context(|| format!("pushing {tag}"))?;
+                print_report(&report, None);
+                eprintln!("pushed {tag}@{}", report.manifest_digest);
             }
-            for d in &report.mounted {
-                eprintln!("  blob {} mounted", d.short());
-            }
-            for d in &report.uploaded {
-                eprintln!("  blob {} pushed", d.short());
-            }
-            eprintln!("pushed {tag}@{}", report.manifest_digest);
         }
     }
     if let Some(path) = &opts.digest_file {
-        std::fs::write(path, m.digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, top_digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &opts.metadata_file {
+        let platforms: serde_json::Map<String, serde_json::Value> =
+            built.manifests.iter().map(|(p, m)| (platform::display(p), json!(m.digest.to_string()))).collect();
+        let meta = json!({
+            "containerimage.digest": top_digest.to_string(),
+            "containerimage.descriptor": {"mediaType": built.top_media_type, "digest": top_digest.to_string(), "size": built.top_bytes.len()},
+            "image.name": opts.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
+            "kiln.platforms": platforms,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&meta)?).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+fn print_report(report: &kiln_cache::registry::PushReport, p: Option<&Platform>) {
+    let prefix = p.map(|p| format!("{} ", platform::display(p))).unwrap_or_default();
+    for d in &report.skipped {
+        eprintln!("  {prefix}blob {} exists", d.short());
+    }
+    for d in &report.mounted {
+        eprintln!("  {prefix}blob {} mounted", d.short());
+    }
+    for d in &report.uploaded {
+        eprintln!("  {prefix}blob {} pushed", d.short());
+    }
 }

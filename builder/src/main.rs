@@ -1,12 +1,13 @@
 //! The `kiln` binary.
 
+mod binfmt;
 mod cli;
 mod copy;
 mod export;
 mod fsutil;
 mod idmap;
 mod image;
-mod progress;
+mod platform;
 mod sandbox;
 mod solver;
 mod timefmt;
@@ -21,6 +22,13 @@ use crate::cli::{Cli, CommandKind};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        CommandKind::Binfmt { install, platforms } => {
+            let r = if install { binfmt::install(&platforms) } else { binfmt::list() };
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         CommandKind::Sandbox { spec } => ExitCode::from(sandbox::main(&spec).clamp(0, 255) as u8),
         CommandKind::Build(args) => {
             // Validate before entering the namespace so flag errors are reported once.

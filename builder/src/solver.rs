@@ -1,8 +1,9 @@
 //! Runs a build graph: pulls bases, executes each needed stage's steps in order,
 //! assembles the image and hands it to the exporters.
 //!
-//! The walking skeleton executes stages one after another; the graph already carries
-//! the dependencies a parallel solver (and the layer cache) will use.
+//! Each target platform gets its own lowered graph; identical stage instances across
+//! platforms (`FROM --platform=$BUILDPLATFORM` builder stages) are merged into one
+//! job, and jobs run in parallel as soon as the stages they read are done.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use kiln_cache::reference::Reference;
 use kiln_cache::registry::{Registry, RegistryOptions};
 use kiln_cache::store::ContentStore;
-use kiln_frontend::{Base, BuildGraph, LowerOptions, Platform, Stage, Step, StepKind};
+use kiln_frontend::{Base, BuildGraph, CopyFrom, LowerOptions, Platform, Stage, Step, StepKind};
 use kiln_oci::media::{self, LayerCompression};
 use kiln_oci::ImageConfig;
 use kiln_snapshotter::diff::{write_layer, DiffOptions};
@@ -21,36 +22,47 @@ use crate::cli::BuildOptions;
 use crate::copy::{self, CopyRequest, Owner};
 use crate::export;
 use crate::image::{resolve_chown, resolve_user, ImageState, Layer};
-use crate::progress::Progress;
+use crate::{binfmt, platform};
 use crate::sandbox::{self, RunSpec, MOUNT_TARGETS};
 use crate::timefmt;
 
-/// The platform kiln runs on, as OCI names it.
-pub fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    Platform { os: "linux".into(), architecture: arch.into(), variant: None }
-}
-
-/// A base image after pulling: its config and layers, in the content store.
+/// A base (or `COPY --from`) image after pulling, for one platform.
 struct Pulled {
-    reference: Reference,
     state: ImageState,
 }
 
-struct Ctx {
+/// Pulled images by (reference as written, platform).
+type PulledMap = BTreeMap<(String, String), Pulled>;
+
+pub(crate) struct Ctx {
     opts: BuildOptions,
     store: ContentStore,
     snaps: SnapshotStore,
-    progress: Progress,
     created: String,
-    platform: Platform,
     scratch: PathBuf,
+}
+
+/// One stage to execute for one platform. Identical stage instances of different
+/// target platforms (`FROM --platform=$BUILDPLATFORM`) become one job.
+struct Job {
+    stage: Stage,
+    platform: Platform,
+    /// Stage index (in its graph) → job id, for FROM and COPY --from.
+    stage_jobs: BTreeMap<usize, usize>,
+    /// Jobs that must finish first.
+    deps: Vec<usize>,
+    /// Progress: label prefix, number of the stage's FROM step, steps in the target.
+    label: String,
+    first_step: usize,
+    total_steps: usize,
+}
+
+/// What the per-target lowering produced.
+struct TargetPlan {
+    platform: Platform,
+    graph: BuildGraph,
+    /// Stage index → job id.
+    jobs: BTreeMap<usize, usize>,
 }
 
 pub async fn build(opts: BuildOptions) -> Result<()> {
@@ -58,66 +70,271 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
         .with_context(|| format!("reading Dockerfile {}", opts.dockerfile.display()))?;
     let file_name = opts.dockerfile.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
     let df = kiln_frontend::parse(&file_name, &text).map_err(|e| anyhow!("{e}"))?;
-    let platform = host_platform();
-    let mut lower_opts = LowerOptions {
-        build_args: opts.build_args.clone(),
-        target: opts.target.clone(),
-        target_platform: platform.clone(),
-        build_platform: platform.clone(),
-        base_env: BTreeMap::new(),
-    };
+    let host = platform::host();
+    let targets = if opts.platforms.is_empty() { vec![host.clone()] } else { opts.platforms.clone() };
 
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("creating {}", opts.state_dir.display()))?;
     let store = ContentStore::open(&opts.state_dir.join("content"))?;
     let snaps = SnapshotStore::open(&opts.state_dir.join("snapshots"))?;
-    let registry = Registry::new(RegistryOptions { insecure: opts.insecure_registries.clone() });
+    let registry = Registry::new(RegistryOptions { insecure: opts.insecure_registries.clone(), ..Default::default() });
 
-    // Base images first: their env takes part in lowering (`WORKDIR $HOME`).
-    let mut pulled: BTreeMap<String, Pulled> = BTreeMap::new();
-    for name in kiln_frontend::base_images(&df, &lower_opts).map_err(|e| anyhow!("{e}"))? {
-        let reference: Reference = name.parse().map_err(|e| anyhow!("FROM {name}: {e}"))?;
-        eprintln!("pulling {reference}");
+    // Lower once per target platform. Base images take part in lowering (their env
+    // expands `WORKDIR $HOME`), and which platform of a base to pull depends on the
+    // stage's `FROM --platform`: so lower once without base env to learn the stage
+    // platforms, pull, then lower for real.
+    let mut pulled: PulledMap = BTreeMap::new();
+    let mut plans = Vec::new();
+    for target in &targets {
+        let mut lower_opts = LowerOptions {
+            build_args: opts.build_args.clone(),
+            target: opts.target.clone(),
+            target_platform: target.clone(),
+            build_platform: host.clone(),
+            ..Default::default()
+        };
+        let wanted = match kiln_frontend::lower(&df, &lower_opts) {
+            Ok(g) => {
+                // Say that a foreign platform cannot run before pulling anything.
+                for &i in &g.needed() {
+                    let st = &g.stages[i];
+                    if st.steps.iter().any(|s| matches!(s.kind, StepKind::Run { .. })) {
+                        binfmt::ensure_runnable(&stage_platform(st, target)?)?;
+                    }
+                }
+                images_needed(&g, target)?
+            }
+            Err(_) => kiln_frontend::base_images(&df, &lower_opts)
+                .map_err(|e| anyhow!("{e}"))?
+                .into_iter()
+                .map(|r| (r, target.clone()))
+                .collect(),
+        };
+        pull_all(&registry, &store, &mut pulled, &wanted).await?;
+        for ((name, _), p) in pulled.iter() {
+            let env = p.state.env();
+            lower_opts.base_env.entry(name.clone()).or_insert_with(|| {
+                env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            });
+        }
+        let graph = kiln_frontend::lower(&df, &lower_opts).map_err(|e| anyhow!("{e}"))?;
+        let wanted = images_needed(&graph, target)?;
+        pull_all(&registry, &store, &mut pulled, &wanted).await?;
+        plans.push(TargetPlan { platform: target.clone(), graph, jobs: BTreeMap::new() });
+    }
+
+    let multi = plans.len() > 1;
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut by_fingerprint: BTreeMap<String, usize> = BTreeMap::new();
+    for plan in &mut plans {
+        let needed = plan.graph.needed();
+        let total: usize = needed.iter().map(|&i| 1 + plan.graph.stages[i].steps.len()).sum();
+        let mut first_step = 1;
+        let mut fingerprints: BTreeMap<usize, String> = BTreeMap::new();
+        for &i in &needed {
+            let stage = &plan.graph.stages[i];
+            let stage_platform = stage_platform(stage, &plan.platform)?;
+            let fp = fingerprint(stage, &stage_platform, &fingerprints)?;
+            fingerprints.insert(i, fp.clone());
+            let id = match by_fingerprint.get(&fp) {
+                Some(&id) => id,
+                None => {
+                    let stage_jobs: BTreeMap<usize, usize> = stage.deps.iter().filter_map(|d| plan.jobs.get(d).map(|j| (*d, *j))).collect();
+                    let label = if multi { format!("{} ", platform::display(&plan.platform)) } else { String::new() };
+                    jobs.push(Job {
+                        stage: stage.clone(),
+                        platform: stage_platform.clone(),
+                        deps: stage_jobs.values().copied().collect(),
+                        stage_jobs,
+                        label,
+                        first_step,
+                        total_steps: total,
+                    });
+                    by_fingerprint.insert(fp, jobs.len() - 1);
+                    jobs.len() - 1
+                }
+            };
+            plan.jobs.insert(i, id);
+            first_step += 1 + stage.steps.len();
+        }
+    }
+    // Foreign RUN steps need an emulator: say so before doing any work.
+    for job in &jobs {
+        if job.stage.steps.iter().any(|s| matches!(s.kind, StepKind::Run { .. })) {
+            binfmt::ensure_runnable(&job.platform)?;
+        }
+    }
+
+    let created = timefmt::rfc3339(opts.source_date_epoch.unwrap_or_else(timefmt::now_secs));
+    let scratch = opts.state_dir.join("tmp");
+    std::fs::create_dir_all(&scratch)?;
+    let cx = Ctx { opts, store, snaps, created, scratch };
+
+    let (cx, results) = tokio::task::spawn_blocking(move || {
+        let r = run_jobs(&cx, &jobs, &pulled);
+        r.map(|res| (cx, res))
+    })
+    .await
+    .context("the build was interrupted")??;
+
+    let mut images = Vec::new();
+    for plan in &plans {
+        let job = plan.jobs.get(&plan.graph.target).context("target stage was not scheduled")?;
+        let state = results.get(job).context("target stage produced no image")?.clone();
+        images.push((plan.platform.clone(), state));
+    }
+    let mount_from = mount_sources(&plans);
+    export::export(&cx.opts, &cx.store, &registry, images, &mount_from).await
+}
+
+/// The base-image repositories a push can mount blobs from.
+fn mount_sources(plans: &[TargetPlan]) -> Vec<Reference> {
+    let mut out: Vec<Reference> = Vec::new();
+    for st in plans.iter().flat_map(|p| p.graph.stages.iter()) {
+        if let Base::Image(r) = &st.base {
+            if let Ok(r) = r.parse::<Reference>() {
+                if !out.iter().any(|o| o.name() == r.name()) {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The platform a stage runs for: its `FROM --platform`, else the target's.
+fn stage_platform(stage: &Stage, target: &Platform) -> Result<Platform> {
+    match stage.platform.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => platform::parse(p).with_context(|| format!("FROM --platform={p} at {}:{}", stage.loc.file, stage.loc.line)),
+        None => Ok(target.clone()),
+    }
+}
+
+/// Identity of a stage instance: its base, platform, steps and the identities of the
+/// stages it reads. Equal fingerprints build equal images, so they run once.
+fn fingerprint(stage: &Stage, platform: &Platform, deps: &BTreeMap<usize, String>) -> Result<String> {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(platform::display(platform).as_bytes());
+    h.update(serde_json::to_vec(&stage.steps)?);
+    match &stage.base {
+        Base::Scratch => h.update(b"scratch"),
+        Base::Image(r) => h.update(format!("image:{r}").as_bytes()),
+        Base::Stage(i) => h.update(format!("stage:{}", deps.get(i).map(String::as_str).unwrap_or("?")).as_bytes()),
+    }
+    for d in &stage.deps {
+        h.update(format!("dep:{}", deps.get(d).map(String::as_str).unwrap_or("?")).as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Images a graph reads (FROM and COPY --from), with the platform of each use.
+fn images_needed(graph: &BuildGraph, target: &Platform) -> Result<Vec<(String, Platform)>> {
+    let mut out = Vec::new();
+    for &i in &graph.needed() {
+        let stage = &graph.stages[i];
+        let p = stage_platform(stage, target)?;
+        if let Base::Image(r) = &stage.base {
+            out.push((r.clone(), p.clone()));
+        }
+        for step in &stage.steps {
+            if let StepKind::Copy(c) | StepKind::Add(c) = &step.kind {
+                if let Some(CopyFrom::Image(r)) = &c.from {
+                    out.push((r.clone(), p.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn pull_all(registry: &Registry, store: &ContentStore, pulled: &mut PulledMap, wanted: &[(String, Platform)]) -> Result<()> {
+    for (name, p) in wanted {
+        let key = (name.clone(), platform::display(p));
+        if pulled.contains_key(&key) {
+            continue;
+        }
+        let reference: Reference = name.parse().map_err(|e| anyhow!("image {name}: {e}"))?;
+        eprintln!("pulling {reference} ({})", key.1);
         let img = registry
-            .pull_image(&reference, &to_cache_platform(&platform), &store)
+            .pull_image(&reference, &to_cache_platform(p), store)
             .await
-            .with_context(|| format!("pulling base image {reference}"))?;
+            .with_context(|| format!("pulling image {reference} for {}", key.1))?;
+        if img.config.rootfs.diff_ids.len() != img.layers.len() {
+            bail!("image {reference}: its config lists {} diff_ids for {} layers", img.config.rootfs.diff_ids.len(), img.layers.len());
+        }
         let layers = img
             .layers
             .iter()
             .zip(img.config.rootfs.diff_ids.iter())
             .map(|(d, diff_id)| {
                 Ok(Layer {
-                    media_type: oci_layer_type(&d.media_type().to_string()),
+                    media_type: oci_layer_type(d.media_type().as_ref()),
                     digest: d.digest().to_string().parse()?,
                     size: d.size(),
                     diff_id: diff_id.clone(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        if layers.len() != img.layers.len() {
-            bail!("base image {reference}: its config lists {} diff_ids for {} layers", img.config.rootfs.diff_ids.len(), img.layers.len());
-        }
-        let env = img.config.config.as_ref().and_then(|c| c.env.clone()).unwrap_or_default();
-        lower_opts.base_env.insert(name.clone(), env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        pulled.insert(name, Pulled { reference, state: ImageState::new(img.config, layers) });
+        pulled.insert(key, Pulled { state: ImageState::new(img.config, layers) });
     }
+    Ok(())
+}
 
-    let graph = kiln_frontend::lower(&df, &lower_opts).map_err(|e| anyhow!("{e}"))?;
-    let needed = graph.needed();
-    let total: usize = needed.iter().map(|&i| 1 + graph.stages[i].steps.len()).sum();
-    let created = timefmt::rfc3339(opts.source_date_epoch.unwrap_or_else(timefmt::now_secs));
-    let scratch = opts.state_dir.join("tmp");
-    std::fs::create_dir_all(&scratch)?;
-    let mut cx = Ctx { opts, store, snaps, progress: Progress::new(total), created, platform, scratch };
-
+/// Run the jobs, each as soon as its dependencies are done, up to the machine's
+/// parallelism at once. The first failure stops new jobs from starting.
+fn run_jobs(cx: &Ctx, jobs: &[Job], pulled: &PulledMap) -> Result<BTreeMap<usize, ImageState>> {
+    use std::sync::mpsc;
+    let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
     let mut results: BTreeMap<usize, ImageState> = BTreeMap::new();
-    for &i in &needed {
-        let state = run_stage(&mut cx, &graph, &graph.stages[i], &pulled, &results)?;
-        results.insert(i, state);
+    let mut started = vec![false; jobs.len()];
+    let mut running = 0usize;
+    let mut failure: Option<anyhow::Error> = None;
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(usize, Result<ImageState>)>();
+        loop {
+            if failure.is_none() {
+                for (id, job) in jobs.iter().enumerate() {
+                    if running >= parallel {
+                        break;
+                    }
+                    if started[id] || !job.deps.iter().all(|d| results.contains_key(d)) {
+                        continue;
+                    }
+                    started[id] = true;
+                    running += 1;
+                    let inputs: BTreeMap<usize, ImageState> =
+                        job.stage_jobs.iter().map(|(stage, j)| (*stage, results[j].clone())).collect();
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let r = run_stage(cx, job, pulled, &inputs);
+                        let _ = tx.send((id, r));
+                    });
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let (id, r) = rx.recv().expect("a job thread always reports");
+            running -= 1;
+            match r {
+                Ok(state) => {
+                    results.insert(id, state);
+                }
+                Err(e) => {
+                    if failure.is_none() {
+                        failure = Some(e);
+                    }
+                }
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
     }
-    let final_state = results.remove(&graph.target).context("target stage produced no image")?;
-    let mount_from: Vec<Reference> = pulled.values().map(|p| p.reference.clone()).collect();
-    export::export(&cx.opts, &cx.store, &registry, final_state, &mount_from).await
+    if results.len() != jobs.len() {
+        bail!("internal error: {} of {} stages ran (dependency cycle?)", results.len(), jobs.len());
+    }
+    Ok(results)
 }
 
 fn to_cache_platform(p: &Platform) -> kiln_oci::Platform {
@@ -134,49 +351,68 @@ fn oci_layer_type(mt: &str) -> String {
     }
 }
 
-fn run_stage(
-    cx: &mut Ctx,
-    graph: &BuildGraph,
-    stage: &Stage,
-    pulled: &BTreeMap<String, Pulled>,
-    results: &BTreeMap<usize, ImageState>,
-) -> Result<ImageState> {
+fn run_stage(cx: &Ctx, job: &Job, pulled: &PulledMap, inputs: &BTreeMap<usize, ImageState>) -> Result<ImageState> {
+    let stage = &job.stage;
+    let plat = platform::display(&job.platform);
     let (from_text, mut state) = match &stage.base {
         Base::Scratch => {
             let config = ImageConfig {
-                architecture: cx.platform.architecture.clone(),
-                os: cx.platform.os.clone(),
-                variant: cx.platform.variant.clone(),
+                architecture: job.platform.architecture.clone(),
+                os: job.platform.os.clone(),
+                variant: job.platform.variant.clone(),
                 ..Default::default()
             };
             ("scratch".to_string(), ImageState::new(config, Vec::new()))
         }
         Base::Image(name) => {
-            let p = pulled.get(name).with_context(|| format!("base image {name} was not pulled"))?;
+            let p = pulled.get(&(name.clone(), plat.clone())).with_context(|| format!("image {name} ({plat}) was not pulled"))?;
             (name.clone(), p.state.clone())
         }
         Base::Stage(i) => {
-            let s = results.get(i).with_context(|| format!("stage {i} has not been built"))?;
-            (graph.stages[*i].name.clone().unwrap_or_else(|| i.to_string()), s.clone())
+            let s = inputs.get(i).with_context(|| format!("stage {i} has not been built"))?;
+            (format!("stage {i}"), s.clone())
         }
     };
     state.cmd_set_here = false;
     let label = stage.name.as_ref().map(|n| format!(" AS {n}")).unwrap_or_default();
-    cx.progress.step(&format!("FROM {from_text}{label}"));
+    let mut n = job.first_step;
+    let total = job.total_steps;
+    eprintln!("{}[{n}/{total}] FROM {from_text}{label}", job.label);
     state.config.created = Some(cx.created.clone());
+    let sources = Sources { stages: inputs, pulled, platform: &plat };
 
     for step in &stage.steps {
-        let n = cx.progress.step(&step.source);
-        let total = cx.progress.total();
+        n += 1;
+        eprintln!("{}[{n}/{total}] {}", job.label, step.source);
         if state.apply_config_step(&step.kind) {
             state.push_history(&cx.created, &step.created_by, true);
             continue;
         }
-        run_fs_step(cx, &mut state, step, results)
-            .with_context(|| format!("step {n}/{total} ({}:{}) `{}`", step.loc.file, step.loc.line, one_line(&step.source)))?;
+        run_fs_step(cx, &mut state, step, &sources)
+            .with_context(|| format!("{}step {n}/{total} ({}:{}) `{}`", job.label, step.loc.file, step.loc.line, one_line(&step.source)))?;
         state.push_history(&cx.created, &step.created_by, false);
     }
     Ok(state)
+}
+
+/// Where `COPY --from` reads: earlier stages of this build, or pulled images.
+struct Sources<'a> {
+    stages: &'a BTreeMap<usize, ImageState>,
+    pulled: &'a PulledMap,
+    platform: &'a str,
+}
+
+impl Sources<'_> {
+    fn get(&self, from: &CopyFrom) -> Result<&ImageState> {
+        match from {
+            CopyFrom::Stage(i) => self.stages.get(i).with_context(|| format!("stage {i} has not been built")),
+            CopyFrom::Image(r) => self
+                .pulled
+                .get(&(r.clone(), self.platform.to_string()))
+                .map(|p| &p.state)
+                .with_context(|| format!("image {r} was not pulled")),
+        }
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -211,7 +447,7 @@ fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-fn run_fs_step(cx: &mut Ctx, state: &mut ImageState, step: &Step, results: &BTreeMap<usize, ImageState>) -> Result<()> {
+fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<'_>) -> Result<()> {
     let lowers = lower_dirs(cx, state)?;
     let mut active = cx.snaps.prepare(&lowers)?;
     let root = active.merged().to_path_buf();
@@ -249,7 +485,7 @@ fn run_fs_step(cx: &mut Ctx, state: &mut ImageState, step: &Step, results: &BTre
                 hostname: "kiln".into(),
                 network_none: network.as_deref() == Some("none"),
             };
-            let spec_path = cx.scratch.join(format!("run-{}.json", std::process::id()));
+            let spec_path = cx.scratch.join(format!("run-{}-{}.json", std::process::id(), next_id()));
             let code = sandbox::run(&spec, &spec_path)?;
             if code != 0 {
                 bail!("RUN failed: exit code {code}");
@@ -257,10 +493,6 @@ fn run_fs_step(cx: &mut Ctx, state: &mut ImageState, step: &Step, results: &BTre
             active.remove_stubs()?;
         }
         StepKind::Copy(spec) | StepKind::Add(spec) => {
-            if spec.from.is_some() {
-                let _ = results;
-                bail!("COPY --from is not supported yet");
-            }
             if !spec.heredocs.is_empty() {
                 bail!("COPY from a heredoc is not supported yet");
             }
@@ -269,16 +501,31 @@ fn run_fs_step(cx: &mut Ctx, state: &mut ImageState, step: &Step, results: &BTre
                     bail!("ADD from a URL is not supported yet");
                 }
             }
-            let owner = match &spec.chown {
-                Some(c) => resolve_chown(&root, c)?,
-                None => Owner::default(),
+            // Context files become 0:0; files from a stage or image keep their owner
+            // (as BuildKit does) unless --chown says otherwise.
+            let owner = match (&spec.chown, &spec.from) {
+                (Some(c), _) => Some(resolve_chown(&root, c)?),
+                (None, None) => Some(Owner::default()),
+                (None, Some(_)) => None,
             };
             let chmod = match &spec.chmod {
                 Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| anyhow!("--chmod={m}: only octal modes are supported yet"))?),
                 None => None,
             };
-            let req = CopyRequest { context: &cx.opts.context, sources: &spec.sources, dest: &spec.dest, workdir: &workdir, owner, chmod };
+            // A source stage or image is mounted read-only-in-effect (its scratch upper
+            // is discarded) for the duration of the copy.
+            let from_root = match &spec.from {
+                Some(from) => {
+                    let src_state = sources.get(from)?;
+                    let src_lowers = lower_dirs(cx, src_state)?;
+                    Some(cx.snaps.prepare(&src_lowers)?)
+                }
+                None => None,
+            };
+            let context = from_root.as_ref().map(|a| a.merged()).unwrap_or(&cx.opts.context);
+            let req = CopyRequest { context, sources: &spec.sources, dest: &spec.dest, workdir: &workdir, owner, chmod };
             copy::copy_into(&root, &req)?;
+            drop(from_root);
             active.unmount()?;
         }
         _ => unreachable!("config-only steps are applied by ImageState"),
@@ -293,7 +540,13 @@ fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveSnapshot) ->
     let digests = write_layer(active.upper(), &opts, &mut w).context("writing the layer")?;
     let (digest, size) = w.commit(Some(&digests.digest))?;
     cx.snaps.commit(active, &digests.diff_id)?;
-    cx.progress.info(&format!("layer {} ({} bytes)", digest.short(), size));
+    eprintln!("  layer {} ({} bytes)", digest.short(), size);
     state.push_layer(Layer { media_type: media::OCI_LAYER_GZIP.to_string(), digest, size, diff_id: digests.diff_id });
     Ok(())
+}
+
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
