@@ -150,3 +150,26 @@ fn binfmt_lists_emulators_and_install_needs_root() {
     let out = sb.kiln().args(["binfmt", "--install", "s390x"]).run();
     out.assert_failure_containing("must run as root");
 }
+
+/// `kiln binfmt --install` really registers an emulator with the F flag: run it as
+/// root of a fresh user namespace with its own binfmt_misc instance (kernel ≥ 6.7),
+/// so the host's registrations are not touched.
+#[test]
+fn binfmt_install_registers_with_fix_binary_flag() {
+    let sb = Sandbox::new();
+    let kiln = kiln_integration::kiln_bin();
+    let script = format!(
+        "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && {k} binfmt --install s390x && \
+         cat /proc/sys/fs/binfmt_misc/qemu-s390x && {k} binfmt",
+        k = kiln.display()
+    );
+    let mut cmd = sb.user_command("unshare");
+    cmd.args(["-Urm", "sh", "-c", &script]);
+    let out = kiln_integration::run_with_timeout(&mut cmd, std::time::Duration::from_secs(60));
+    assert!(out.status.success(), "{out}");
+    out.assert_stdout_contains("s390x: registered qemu-s390x");
+    let flags = out.stdout.lines().find(|l| l.starts_with("flags:")).unwrap_or_else(|| panic!("no flags line\n{out}"));
+    assert!(flags.contains('F'), "{flags}");
+    let line = out.stdout.lines().find(|l| l.starts_with("linux/s390x")).unwrap();
+    assert!(line.contains("emulated (qemu-s390x"), "{line}");
+}
