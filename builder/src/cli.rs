@@ -22,6 +22,10 @@ pub struct Cli {
 pub enum CommandKind {
     /// Build an image from a Dockerfile and a context directory.
     Build(BuildArgs),
+    /// Parse a Dockerfile and print its instructions (no build, no registry).
+    Parse(crate::inspect::ParseArgs),
+    /// Print the build graph after expansion and pruning, with cache-key material.
+    Plan(crate::inspect::PlanArgs),
     /// Show which foreign platforms RUN steps can execute on, or register QEMU.
     Binfmt {
         /// Register qemu-user-static's emulators with the F flag (root only).
@@ -67,6 +71,16 @@ pub struct BuildArgs {
     /// Write the image digest (the index digest for several platforms) to this file.
     #[arg(long = "digest-file", value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
+    /// How step rootfs are made: overlay (overlayfs in the user namespace), native
+    /// (a copied rootfs and a walk-and-compare diff), or auto (overlay if it mounts).
+    #[arg(long, value_name = "overlay|native|auto", default_value = "auto")]
+    pub snapshotter: String,
+    /// Compression of the layers kiln writes: gzip, zstd or none.
+    #[arg(long, value_name = "gzip|zstd|none", default_value = "gzip")]
+    pub compression: String,
+    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    #[arg(long = "compression-level", value_name = "N", allow_negative_numbers = true)]
+    pub compression_level: Option<i32>,
     /// Build context directory.
     pub context: PathBuf,
 }
@@ -93,6 +107,10 @@ pub struct BuildOptions {
     pub platforms: Vec<kiln_frontend::Platform>,
     pub state_dir: PathBuf,
     pub source_date_epoch: Option<i64>,
+    /// None = auto-detect.
+    pub snapshotter: Option<kiln_snapshotter::SnapshotterKind>,
+    pub compression: kiln_snapshotter::Compression,
+    pub compression_level: Option<i32>,
 }
 
 impl BuildArgs {
@@ -155,6 +173,17 @@ impl BuildArgs {
             platforms,
             state_dir: state_dir()?,
             source_date_epoch,
+            snapshotter: match self.snapshotter.as_str() {
+                "auto" => None,
+                s => Some(s.parse().map_err(|e| anyhow!("--snapshotter: {e}"))?),
+            },
+            compression: self.compression.parse().map_err(|e| anyhow!("--compression: {e}"))?,
+            compression_level: match (self.compression.as_str(), self.compression_level) {
+                ("gzip", Some(l)) if !(0..=9).contains(&l) => bail!("--compression-level {l}: gzip takes 0-9"),
+                ("zstd", Some(l)) if !(-7..=22).contains(&l) => bail!("--compression-level {l}: zstd takes 1-22 (or -7..-1 for fast modes)"),
+                ("none", Some(_)) => bail!("--compression-level: nothing to set with --compression none"),
+                (_, l) => l,
+            },
         })
     }
 }

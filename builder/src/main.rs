@@ -3,10 +3,14 @@
 mod binfmt;
 mod cli;
 mod copy;
+mod archive;
+mod context;
+mod dockerignore;
 mod export;
 mod fsutil;
 mod idmap;
 mod image;
+mod inspect;
 mod platform;
 mod sandbox;
 mod solver;
@@ -29,6 +33,8 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        CommandKind::Parse(args) => inspect::parse_cmd(args),
+        CommandKind::Plan(args) => inspect::plan_cmd(args),
         CommandKind::Sandbox { spec } => ExitCode::from(sandbox::main(&spec).clamp(0, 255) as u8),
         CommandKind::Build(args) => {
             // Validate before entering the namespace so flag errors are reported once.

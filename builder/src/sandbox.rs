@@ -42,12 +42,17 @@ pub const MOUNT_TARGETS: &[(&str, bool)] = &[
     ("sys", true),
     ("etc/hosts", false),
     ("etc/resolv.conf", false),
+    ("etc/hostname", false),
 ];
 
 /// Run `spec` in the sandbox, streaming its output to ours; returns the exit code
 /// (128+signal for a killed process).
 pub fn run(spec: &RunSpec, spec_path: &Path) -> Result<i32> {
     std::fs::write(spec_path, serde_json::to_vec(spec)?).context("writing the sandbox spec")?;
+    // /etc/hostname is bound from a generated file (as Docker does), never written
+    // into the rootfs.
+    let hostname_file = hostname_path(spec_path);
+    std::fs::write(&hostname_file, format!("{}\n", spec.hostname)).context("writing the step's /etc/hostname")?;
     let status = Command::new("/proc/self/exe")
         .arg("__sandbox")
         .arg(spec_path)
@@ -55,8 +60,14 @@ pub fn run(spec: &RunSpec, spec_path: &Path) -> Result<i32> {
         .status()
         .context("starting the RUN sandbox")?;
     let _ = std::fs::remove_file(spec_path);
+    let _ = std::fs::remove_file(&hostname_file);
     use std::os::unix::process::ExitStatusExt;
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The generated /etc/hostname that goes with a spec file.
+fn hostname_path(spec_path: &Path) -> PathBuf {
+    spec_path.with_extension("hostname")
 }
 
 /// Entry point of `kiln __sandbox SPEC`. Returns the process exit code.
@@ -90,7 +101,7 @@ fn sandbox(spec_path: &Path) -> Result<i32> {
             }
         },
         ForkResult::Child => {
-            let err = match enter_and_exec(&spec) {
+            let err = match enter_and_exec(&spec, &hostname_path(spec_path)) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -102,7 +113,7 @@ fn sandbox(spec_path: &Path) -> Result<i32> {
 
 enum Never {}
 
-fn enter_and_exec(spec: &RunSpec) -> Result<Never> {
+fn enter_and_exec(spec: &RunSpec, hostname_file: &Path) -> Result<Never> {
     let root = &spec.rootfs;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("making mounts private")?;
@@ -131,6 +142,10 @@ fn enter_and_exec(spec: &RunSpec) -> Result<Never> {
             mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
                 .with_context(|| format!("binding /{f}"))?;
         }
+    }
+    let target = root.join("etc/hostname");
+    if hostname_file.exists() && target.exists() {
+        mount(Some(hostname_file), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).context("binding /etc/hostname")?;
     }
     let _ = sethostname(&spec.hostname);
 

@@ -115,6 +115,9 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
             lower_opts.base_env.entry(name.clone()).or_insert_with(|| {
                 env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
             });
+            // ONBUILD triggers of a base image run first in a stage built on it.
+            let on_build = p.state.config.config.as_ref().and_then(|c| c.on_build.clone()).unwrap_or_default();
+            lower_opts.base_onbuild.entry(name.clone()).or_insert(on_build);
         }
         let graph = kiln_frontend::lower(&df, &lower_opts).map_err(|e| anyhow!("{e}"))?;
         let wanted = images_needed(&graph, target)?;
@@ -430,21 +433,29 @@ fn one_line(s: &str) -> String {
 
 /// Make sure every layer of `state` is unpacked; return their directories, bottom first.
 fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
-    state
-        .layers
-        .iter()
-        .map(|l| {
-            if let Some(p) = cx.snaps.layer(&l.diff_id) {
-                return Ok(p);
+    // Settle overlay vs native once per build (auto: probe an overlay mount).
+    let (_, notice) = cx.snaps.select(cx.opts.snapshotter);
+    if let Some(n) = notice {
+        eprintln!("note: {n}");
+    }
+    // Each layer is unpacked knowing the ones below it (symlinked parents and
+    // hardlinks into lower layers resolve as on a merged rootfs).
+    let mut dirs: Vec<PathBuf> = Vec::with_capacity(state.layers.len());
+    for l in &state.layers {
+        let dir = match cx.snaps.layer_on(&l.diff_id, &dirs) {
+            Some(p) => p,
+            None => {
+                let compression = media::layer_compression(&l.media_type)
+                    .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
+                let blob = cx.store.open_blob(&l.digest)?;
+                cx.snaps
+                    .unpack_onto(&l.diff_id, &dirs, std::io::BufReader::new(blob), compression)
+                    .with_context(|| format!("unpacking layer {}", l.digest))?
             }
-            let compression = media::layer_compression(&l.media_type)
-                .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
-            let blob = cx.store.open_blob(&l.digest)?;
-            cx.snaps
-                .unpack(&l.diff_id, std::io::BufReader::new(blob), compression)
-                .with_context(|| format!("unpacking layer {}", l.digest))
-        })
-        .collect()
+        };
+        dirs.push(dir);
+    }
+    Ok(dirs)
 }
 
 fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<'_>) -> Result<()> {
@@ -534,14 +545,22 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
 }
 
 fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveSnapshot) -> Result<()> {
-    active.unmount()?;
-    let opts = DiffOptions { exclude: Vec::new(), source_date_epoch: cx.opts.source_date_epoch, gzip_level: None };
+    let opts = DiffOptions {
+        exclude: Vec::new(),
+        source_date_epoch: cx.opts.source_date_epoch,
+        gzip_level: cx.opts.compression_level.map(|l| l.clamp(0, 9) as u32),
+        compression: cx.opts.compression,
+        zstd_level: cx.opts.compression_level,
+    };
     let mut w = cx.store.writer()?;
-    let digests = write_layer(active.upper(), &opts, &mut w).context("writing the layer")?;
+    // overlay: the upperdir (hardlinks broken by copy-up repaired); native: the
+    // walk-and-compare diff in the same format.
+    let upper = active.diff().context("computing the step's changes")?;
+    let digests = write_layer(upper, &opts, &mut w).context("writing the layer")?;
     let (digest, size) = w.commit(Some(&digests.digest))?;
     cx.snaps.commit(active, &digests.diff_id)?;
     eprintln!("  layer {} ({} bytes)", digest.short(), size);
-    state.push_layer(Layer { media_type: media::OCI_LAYER_GZIP.to_string(), digest, size, diff_id: digests.diff_id });
+    state.push_layer(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id });
     Ok(())
 }
 

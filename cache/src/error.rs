@@ -48,6 +48,9 @@ pub enum RegistryError {
     /// `target` is `registry/repository`.
     #[error("{op} {target}: {message}")]
     Transport { op: String, target: String, message: String },
+    /// The registry says the manifest, blob or repository does not exist.
+    #[error("{op} {target}: not found ({message})")]
+    NotFound { op: String, target: String, message: String },
     /// Something wrong with what the registry sent us.
     #[error("{op} {target}: {message}")]
     BadContent { op: String, target: String, message: String },

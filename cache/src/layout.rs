@@ -63,7 +63,7 @@ pub fn export_layout(
     write_atomic(&index_path, &out)
 }
 
-fn ref_name(d: &Descriptor) -> Option<&str> {
+pub(crate) fn ref_name(d: &Descriptor) -> Option<&str> {
     d.annotations().as_ref()?.get(REF_NAME).map(|s| s.as_str())
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use kiln_oci::{media, Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Platform};
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
@@ -27,17 +27,47 @@ use crate::reference::Reference;
 use crate::retry::{is_transient, retry};
 use crate::store::ContentStore;
 
-/// How many blobs are transferred at once per image.
+/// Default bound on blobs transferred at once per image (`max_concurrent_transfers`).
 pub const CONCURRENCY: usize = 4;
+/// Default number of retries after a failed attempt (`--push-retry`).
+pub const DEFAULT_RETRIES: u32 = 3;
 
 const ACCEPT_MANIFESTS: &[&str] =
     &[media::OCI_MANIFEST, media::DOCKER_MANIFEST, media::OCI_INDEX, media::DOCKER_MANIFEST_LIST];
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RegistryOptions {
-    /// `host[:port]` spoken to over plain HTTP. `localhost`, 127.0.0.0/8 and ::1 are
-    /// always plain HTTP, as the Docker daemon treats them as insecure.
+    /// `--insecure-registry host[:port]`: spoken to over plain HTTP. `localhost`,
+    /// 127.0.0.0/8 and ::1 are always plain HTTP, as the Docker daemon treats them as
+    /// insecure.
     pub insecure: Vec<String>,
+    /// `--registry-mirror host[:port][/prefix]`: tried in order for `docker.io` pulls,
+    /// falling back to the next and finally to docker.io itself.
+    pub mirrors: Vec<String>,
+    /// `--registry-map FROM=TO`: pulls of a name starting with `FROM`
+    /// (`registry[/repository-prefix]`, matched at a `/` boundary) go to `TO` instead,
+    /// without fallback. The first matching entry wins.
+    pub registry_map: Vec<(String, String)>,
+    /// `--registry-certificate FILE`: extra PEM CA certificates trusted for TLS.
+    pub ca_certs: Vec<std::path::PathBuf>,
+    /// `--push-retry N`: retries after a failed attempt of any operation on 429, 5xx
+    /// and dropped connections (so N+1 attempts), with exponential backoff from 200ms.
+    pub retries: u32,
+    /// Blobs transferred at once per image (pull and push).
+    pub max_concurrent_transfers: usize,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            insecure: Vec::new(),
+            mirrors: Vec::new(),
+            registry_map: Vec::new(),
+            ca_certs: Vec::new(),
+            retries: DEFAULT_RETRIES,
+            max_concurrent_transfers: CONCURRENCY,
+        }
+    }
 }
 
 /// A registry client for any number of registries. Cheap to clone; shares connections
@@ -128,18 +158,50 @@ fn into_error(op: String, target: String, f: Failure) -> RegistryError {
     match f {
         Failure::Store(source) => RegistryError::Store { op, target, source },
         Failure::Bad(message) => RegistryError::BadContent { op, target, message },
+        other if is_not_found(&other) => RegistryError::NotFound { op, target, message: other.to_string() },
         other => {
             let mut message = other.to_string();
             if is_denied(&other) {
                 // Say what to do: credentials come from docker's config.json.
                 let host = target.split('/').next().unwrap_or(&target);
                 message.push_str(&format!(
-                    " (access denied: add credentials for {host} to docker's config.json, e.g. with `docker login {host}`)"
+                    " (access denied: add credentials for {host} to docker's config.json, e.g. with `docker login {host}`, or to $REGISTRY_AUTH_FILE)"
                 ));
             }
             RegistryError::Transport { op, target, message }
         }
     }
+}
+
+fn is_not_found(f: &Failure) -> bool {
+    match f {
+        Failure::Oci(OciDistributionError::ImageManifestNotFoundError(_)) => true,
+        Failure::Oci(OciDistributionError::ServerError { code, .. }) => *code == 404,
+        Failure::Oci(OciDistributionError::RequestError(e)) => e.status().is_some_and(|s| s.as_u16() == 404),
+        Failure::Oci(OciDistributionError::RegistryError { envelope, .. }) => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown | OciErrorCode::NotFound
+            )
+        }),
+        _ => false,
+    }
+}
+
+/// `r` moved to `to` (`host[:port][/prefix]`) with repository `rest` under it, keeping
+/// tag and digest.
+fn rebase(r: &Reference, to: &str, rest: &str) -> Option<Reference> {
+    let (registry, prefix) = match to.split_once('/') {
+        Some((h, p)) => (h, Some(p)),
+        None => (to, None),
+    };
+    let repository = match (prefix, rest) {
+        (Some(p), "") => p.to_string(),
+        (Some(p), r) => format!("{p}/{r}"),
+        (None, r) if !r.is_empty() => r.to_string(),
+        (None, _) => return None,
+    };
+    Reference::new(registry, &repository, r.tag(), r.digest().cloned()).ok()
 }
 
 fn is_denied(f: &Failure) -> bool {
@@ -159,13 +221,13 @@ fn is_denied(f: &Failure) -> bool {
 }
 
 /// Runs `f` with retries; on final failure, an error naming `op` and `r`'s repository.
-async fn attempt<T, F, Fut>(op: String, r: &Reference, f: F) -> Result<T, RegistryError>
+async fn attempt<T, F, Fut>(attempts: u32, op: String, r: &Reference, f: F) -> Result<T, RegistryError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
     let what = format!("{op} {}", r.name());
-    retry(&what, transient, f).await.map_err(|e| into_error(op, r.name(), e))
+    retry(attempts, &what, transient, f).await.map_err(|e| into_error(op, r.name(), e))
 }
 
 fn short(d: &Digest) -> String {
@@ -219,33 +281,85 @@ impl Registry {
         Registry { inner: Arc::new(Inner { opts, transports: Mutex::new(HashMap::new()) }) }
     }
 
-    fn transport(&self, registry: &str) -> Transport {
+    fn attempts(&self) -> u32 {
+        self.inner.opts.retries.saturating_add(1)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.opts.max_concurrent_transfers.max(1)
+    }
+
+    fn transport(&self, registry: &str) -> Result<Transport, RegistryError> {
         let mut map = self.inner.transports.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(registry.to_string())
-            .or_insert_with(|| {
-                let insecure = is_insecure(&self.inner.opts, registry);
-                let protocol = if insecure {
-                    ClientProtocol::HttpsExcept(vec![registry.to_string()])
-                } else {
-                    ClientProtocol::Https
-                };
-                let config = ClientConfig {
-                    protocol,
-                    // A streamed monolithic PUT: one request per blob, body read from
-                    // the store file as it goes (never the whole layer in memory).
-                    use_monolithic_push: true,
-                    // We select platforms ourselves (raw manifests).
-                    platform_resolver: None,
-                    connect_timeout: Some(Duration::from_secs(30)),
-                    user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
-                    ..Default::default()
-                };
-                Transport {
-                    client: oci_client::Client::new(config),
-                    auth: crate::auth::credentials_for(registry),
+        if let Some(t) = map.get(registry) {
+            return Ok(t.clone());
+        }
+        let insecure = is_insecure(&self.inner.opts, registry);
+        let protocol = if insecure {
+            ClientProtocol::HttpsExcept(vec![registry.to_string()])
+        } else {
+            ClientProtocol::Https
+        };
+        let mut extra_root_certificates = Vec::new();
+        for p in &self.inner.opts.ca_certs {
+            let data = std::fs::read(p).map_err(|e| RegistryError::Transport {
+                op: "reading registry certificate for".into(),
+                target: registry.to_string(),
+                message: format!("{}: {e}", p.display()),
+            })?;
+            extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+        }
+        let config = ClientConfig {
+            protocol,
+            // A streamed monolithic PUT: one request per blob, body read from
+            // the store file as it goes (never the whole layer in memory).
+            use_monolithic_push: true,
+            // We select platforms ourselves (raw manifests).
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(30)),
+            // A stalled connection is a dropped connection: retried.
+            read_timeout: Some(Duration::from_secs(120)),
+            extra_root_certificates,
+            user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        let t = Transport { client: oci_client::Client::new(config), auth: crate::auth::registry_auth(registry) };
+        map.insert(registry.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Where a pull of `r` is tried, in order: `registry_map` rewrites it (no
+    /// fallback); a docker.io name then goes to each mirror first, docker.io last.
+    pub fn pull_sources(&self, r: &Reference) -> Vec<Reference> {
+        let opts = &self.inner.opts;
+        let mut base = r.clone();
+        let name = r.name();
+        for (from, to) in &opts.registry_map {
+            let from = from.trim_end_matches('/');
+            let rest = if name == from {
+                Some("")
+            } else {
+                name.strip_prefix(from).and_then(|x| x.strip_prefix('/'))
+            };
+            // `FROM` may be a bare registry: then the whole repository is the rest.
+            let Some(rest) = rest else { continue };
+            if let Some(mapped) = rebase(r, to, rest) {
+                base = mapped;
+                break;
+            }
+            tracing::warn!("ignoring --registry-map {from}={to}: {to} is not a valid name");
+        }
+        let mut out = Vec::new();
+        if base.registry() == crate::reference::DOCKER_HUB {
+            for m in &opts.mirrors {
+                match rebase(&base, m.trim_end_matches('/'), base.repository()) {
+                    Some(x) => out.push(x),
+                    None => tracing::warn!("ignoring --registry-mirror {m}: not a valid registry"),
                 }
-            })
-            .clone()
+            }
+        }
+        out.push(base);
+        out
     }
 
     /// Authenticates for `op` on `r`'s repository (a bearer token exchange where the
@@ -256,21 +370,40 @@ impl Registry {
             RegistryOperation::Pull => "authenticating to pull from",
             RegistryOperation::Push => "authenticating to push to",
         };
-        attempt(what.to_string(), r, || async {
+        attempt(self.attempts(), what.to_string(), r, || async {
             t.client.auth(&oref, &t.auth, op).await.map(|_| ()).map_err(Failure::from)
         })
         .await
     }
 
-    /// See the crate docs. Resolves `r` for `platform`, stores manifest, config and
-    /// layers in `store`.
+    /// Resolves `r` for `platform` and stores manifest (and index), config and layers
+    /// in `store`; layers are fetched concurrently (`max_concurrent_transfers`), each
+    /// once, verified. Goes through `registry_map` and mirrors (see
+    /// [`Registry::pull_sources`]); a failing mirror is logged and the next source tried.
     pub async fn pull_image(
         &self,
         r: &Reference,
         platform: &Platform,
         store: &ContentStore,
     ) -> Result<PulledImage, RegistryError> {
-        let t = self.transport(r.registry());
+        let sources = self.pull_sources(r);
+        let last = sources.len() - 1;
+        for (i, src) in sources.iter().enumerate() {
+            match self.pull_image_from(src, platform, store).await {
+                Err(e) if i < last => tracing::warn!("mirror {} failed, trying the next source: {e}", src.name()),
+                res => return res,
+            }
+        }
+        unreachable!("pull_sources is never empty")
+    }
+
+    async fn pull_image_from(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+        store: &ContentStore,
+    ) -> Result<PulledImage, RegistryError> {
+        let t = self.transport(r.registry())?;
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
 
         // Resolve index → manifest (at most two levels: nested indexes are not a thing
@@ -354,7 +487,7 @@ impl Registry {
         }
         futures_util::stream::iter(wanted.iter())
             .map(|(d, size)| self.fetch_blob(&t, r, d, Some(*size), store))
-            .buffer_unordered(CONCURRENCY)
+            .buffer_unordered(self.concurrency())
             .try_collect::<Vec<()>>()
             .await?;
 
@@ -376,7 +509,7 @@ impl Registry {
             Some(d) => format!("pulling manifest {} from", short(d)),
             None => format!("pulling manifest for tag {} from", r.tag().unwrap_or("latest")),
         };
-        attempt(what, r, || async {
+        attempt(self.attempts(), what, r, || async {
             let (bytes, _) = t.client.pull_manifest_raw(&oref, &t.auth, ACCEPT_MANIFESTS).await?;
             let digest = Digest::of(&bytes);
             if let Some(want) = r.digest() {
@@ -404,7 +537,7 @@ impl Registry {
         }
         let oref = r.to_oci();
         let ds = d.to_string();
-        attempt(format!("pulling blob {} from", short(d)), r, || async {
+        attempt(self.attempts(), format!("pulling blob {} from", short(d)), r, || async {
             let mut stream = t.client.pull_blob_stream(&oref, ds.as_str()).await?;
             let mut w = store.writer()?;
             let mut n: u64 = 0;
@@ -433,7 +566,63 @@ impl Registry {
         .await
     }
 
-    /// See the crate docs: skip, mount or upload each blob, then PUT the manifest.
+    /// The manifest (or index) `r` names, raw, with its digest; `None` if the registry
+    /// says it does not exist (404 / MANIFEST_UNKNOWN / NAME_UNKNOWN). No mirrors.
+    pub async fn get_manifest(&self, r: &Reference) -> Result<Option<(Vec<u8>, Digest)>, RegistryError> {
+        let t = self.transport(r.registry())?;
+        self.authenticate(&t, r, RegistryOperation::Pull).await?;
+        match self.fetch_manifest(&t, r).await {
+            Ok(x) => Ok(Some(x)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A small blob (a config) into memory, verified; at most `max` bytes.
+    pub async fn get_blob(&self, r: &Reference, d: &Digest, max: u64) -> Result<Vec<u8>, RegistryError> {
+        let t = self.transport(r.registry())?;
+        self.authenticate(&t, r, RegistryOperation::Pull).await?;
+        let oref = r.to_oci();
+        let ds = d.to_string();
+        attempt(self.attempts(), format!("pulling blob {} from", short(d)), r, || async {
+            let mut stream = t.client.pull_blob_stream(&oref, ds.as_str()).await?;
+            let mut buf = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(Failure::Stream)?;
+                if buf.len() as u64 + chunk.len() as u64 > max {
+                    return Err(Failure::Bad(format!("blob is larger than {max} bytes")));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            let got = Digest::of(&buf);
+            if got != *d {
+                return Err(Failure::Bad(format!("blob digest is {got}, expected {d}")));
+            }
+            Ok(buf)
+        })
+        .await
+    }
+
+    /// Downloads one blob of `r`'s repository into `store` (unless present), streamed
+    /// and verified; nothing enters the store unless the digest matches.
+    pub async fn pull_blob(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        size: Option<u64>,
+        store: &ContentStore,
+    ) -> Result<(), RegistryError> {
+        if store.has(d) {
+            return Ok(());
+        }
+        let t = self.transport(r.registry())?;
+        self.authenticate(&t, r, RegistryOperation::Pull).await?;
+        self.fetch_blob(&t, r, d, size, store).await
+    }
+
+    /// Skips (exists), mounts (from `mount_from`, same registry) or uploads (streamed
+    /// from `store`) each of `blobs`, `max_concurrent_transfers` at a time, then PUTs
+    /// the raw `manifest` bytes under `r`'s tag or digest.
     pub async fn push_image(
         &self,
         r: &Reference,
@@ -443,7 +632,7 @@ impl Registry {
         blobs: &[Descriptor],
         mount_from: &[Reference],
     ) -> Result<PushReport, RegistryError> {
-        let t = self.transport(r.registry());
+        let t = self.transport(r.registry())?;
         self.authenticate(&t, r, RegistryOperation::Push).await?;
 
         // Distinct blobs, in order (a layer can appear twice in a manifest).
@@ -471,7 +660,7 @@ impl Registry {
                     Ok::<_, RegistryError>((d, o))
                 }
             })
-            .buffered(CONCURRENCY)
+            .buffered(self.concurrency())
             .try_collect()
             .await?;
 
@@ -491,7 +680,7 @@ impl Registry {
 
         let oref = r.to_oci();
         let body = bytes::Bytes::copy_from_slice(manifest);
-        attempt(format!("pushing manifest {} to", short(&report.manifest_digest)), r, || async {
+        attempt(self.attempts(), format!("pushing manifest {} to", short(&report.manifest_digest)), r, || async {
             let ct = manifest_media_type
                 .parse()
                 .map_err(|_| Failure::Bad(format!("invalid media type {manifest_media_type:?}")))?;
@@ -512,7 +701,7 @@ impl Registry {
     ) -> Result<Outcome, RegistryError> {
         let oref = r.to_oci();
         let ds = d.to_string();
-        let exists = attempt(format!("checking blob {} in", short(d)), r, || async {
+        let exists = attempt(self.attempts(), format!("checking blob {} in", short(d)), r, || async {
             Ok(t.client.blob_exists(&oref, &ds).await?)
         })
         .await?;
@@ -533,7 +722,7 @@ impl Registry {
             target: r.name(),
             source,
         })?;
-        attempt(format!("pushing blob {} to", short(d)), r, || async {
+        attempt(self.attempts(), format!("pushing blob {} to", short(d)), r, || async {
             // Reopened on each attempt: a consumed stream cannot be replayed.
             let file = tokio::fs::File::open(&path)
                 .await
@@ -560,7 +749,7 @@ mod tests {
 
     #[test]
     fn insecure_hosts() {
-        let o = RegistryOptions { insecure: vec!["myreg:5000".into(), "plain.example".into()] };
+        let o = RegistryOptions { insecure: vec!["myreg:5000".into(), "plain.example".into()], ..Default::default() };
         for (r, want) in [
             ("localhost", true),
             ("localhost:5000", true),

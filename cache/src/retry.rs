@@ -1,8 +1,9 @@
 //! Bounded retries around registry operations.
 //!
 //! oci-client has none (DESIGN.md). We retry only what is likely transient —
-//! connection failures/timeouts, HTTP 429 and 5xx — 3 attempts in all, sleeping
-//! 200ms, then 400ms. Anything else (404, 401, digest mismatch) fails at once.
+//! connection failures/timeouts, HTTP 429 and 5xx — `attempts` in all (by default
+//! 1 + `RegistryOptions::retries` = 4), sleeping 200ms, 400ms, 800ms, … (capped at
+//! 10s). Anything else (404, 401, digest mismatch) fails at once.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 
 pub const ATTEMPTS: u32 = 3;
 pub const BASE_DELAY: Duration = Duration::from_millis(200);
+pub const MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// Whether an error from the transport is worth another attempt.
 pub fn is_transient(e: &OciDistributionError) -> bool {
@@ -40,9 +42,9 @@ pub fn is_transient(e: &OciDistributionError) -> bool {
     }
 }
 
-/// Runs `f` up to [`ATTEMPTS`] times while it fails with a transient error.
-/// `what` is only used for the log line.
-pub async fn retry<T, E, F, Fut>(what: &str, classify: impl Fn(&E) -> bool, mut f: F) -> Result<T, E>
+/// Runs `f` up to `attempts` times (at least once) while it fails with a transient
+/// error. `what` is only used for the log line.
+pub async fn retry<T, E, F, Fut>(attempts: u32, what: &str, classify: impl Fn(&E) -> bool, mut f: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -52,8 +54,8 @@ where
     loop {
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt + 1 < ATTEMPTS && classify(&e) => {
-                let delay = BASE_DELAY * 2u32.pow(attempt);
+            Err(e) if attempt + 1 < attempts && classify(&e) => {
+                let delay = (BASE_DELAY * 2u32.saturating_pow(attempt.min(16))).min(MAX_DELAY);
                 tracing::warn!("{what}: {e}; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
@@ -75,7 +77,7 @@ mod tests {
     #[tokio::test]
     async fn retries_transient_then_succeeds() {
         let n = AtomicU32::new(0);
-        let r: Result<u32, _> = retry("op", is_transient, || async {
+        let r: Result<u32, _> = retry(ATTEMPTS, "op", is_transient, || async {
             let i = n.fetch_add(1, Ordering::SeqCst);
             if i < 2 { Err(server(503)) } else { Ok(i) }
         })
@@ -87,7 +89,7 @@ mod tests {
     #[tokio::test]
     async fn gives_up_after_three() {
         let n = AtomicU32::new(0);
-        let r: Result<(), _> = retry("op", is_transient, || async {
+        let r: Result<(), _> = retry(ATTEMPTS, "op", is_transient, || async {
             n.fetch_add(1, Ordering::SeqCst);
             Err(server(429))
         })
@@ -99,7 +101,7 @@ mod tests {
     #[tokio::test]
     async fn does_not_retry_permanent() {
         let n = AtomicU32::new(0);
-        let r: Result<(), _> = retry("op", is_transient, || async {
+        let r: Result<(), _> = retry(ATTEMPTS, "op", is_transient, || async {
             n.fetch_add(1, Ordering::SeqCst);
             Err(server(404))
         })

@@ -11,8 +11,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use kiln_oci::{Digest, Sha256Writer};
+use kiln_oci::{Descriptor, Digest, ImageIndex, Sha256Writer};
+
+use crate::lock::{LockFile, LockMode};
 
 pub use crate::error::StoreError;
 pub use crate::layout::export_layout;
@@ -20,19 +23,77 @@ pub use crate::layout::export_layout;
 const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 const EMPTY_INDEX: &str = "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[]}";
 
-/// The local content store (see module docs).
+/// The local content store (see module docs). Clones share one handle and one
+/// shared store lock (see [`crate::lock`] for the protocol).
 #[derive(Debug, Clone)]
 pub struct ContentStore {
     root: PathBuf,
+    lock: Arc<LockFile>,
 }
 
 impl ContentStore {
-    /// Opens the store at `root`, creating the layout if it is missing.
+    /// Opens the store at `root`, creating the layout if it is missing, and takes the
+    /// shared store lock (waiting, with a message, while a prune runs).
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(root).map_err(|e| StoreError::io("creating", root, e))?;
+        let lock_path = root.join("lock");
+        let lock = LockFile::acquire(&lock_path, LockMode::Shared, || {
+            tracing::info!("waiting for a prune of {} to finish", root.display());
+            eprintln!("waiting for a prune of {} to finish", root.display());
+        })?;
         init_layout(root)?;
-        let ingest = root.join("ingest");
-        fs::create_dir_all(&ingest).map_err(|e| StoreError::io("creating", &ingest, e))?;
-        Ok(ContentStore { root: root.to_path_buf() })
+        for d in ["ingest", "cache/keys"] {
+            let dir = root.join(d);
+            fs::create_dir_all(&dir).map_err(|e| StoreError::io("creating", &dir, e))?;
+        }
+        Ok(ContentStore { root: root.to_path_buf(), lock: Arc::new(lock) })
+    }
+
+    pub(crate) fn lock_file(&self) -> &LockFile {
+        &self.lock
+    }
+
+    /// The descriptors named in `index.json` (images kept by name: GC roots).
+    pub fn refs(&self) -> Result<Vec<Descriptor>, StoreError> {
+        let p = self.root.join("index.json");
+        let bytes = fs::read(&p).map_err(|e| StoreError::io("reading", &p, e))?;
+        let idx: ImageIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Invalid { what: p.display().to_string(), message: e.to_string() })?;
+        Ok(idx.manifests().clone())
+    }
+
+    /// Names `desc` (whose blobs must be in the store) as `name` in `index.json`
+    /// (`org.opencontainers.image.ref.name`), replacing an entry of the same name.
+    /// Named images are never pruned. Safe against concurrent callers (an exclusive
+    /// `flock` on `index.lock` around the read-modify-write).
+    pub fn set_ref(&self, name: &str, desc: &Descriptor) -> Result<(), StoreError> {
+        self.update_index(|manifests| {
+            manifests.retain(|d| crate::layout::ref_name(d) != Some(name));
+            let mut d = desc.clone();
+            let mut ann = d.annotations().clone().unwrap_or_default();
+            ann.insert(crate::layout::REF_NAME.to_string(), name.to_string());
+            d.set_annotations(Some(ann));
+            manifests.push(d);
+        })
+    }
+
+    /// Removes the entry named `name` from `index.json` (its blobs become prunable).
+    pub fn remove_ref(&self, name: &str) -> Result<(), StoreError> {
+        self.update_index(|manifests| manifests.retain(|d| crate::layout::ref_name(d) != Some(name)))
+    }
+
+    fn update_index(&self, f: impl FnOnce(&mut Vec<Descriptor>)) -> Result<(), StoreError> {
+        let _guard = LockFile::acquire(&self.root.join("index.lock"), LockMode::Exclusive, || {})?;
+        let p = self.root.join("index.json");
+        let bytes = fs::read(&p).map_err(|e| StoreError::io("reading", &p, e))?;
+        let mut idx: ImageIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Invalid { what: p.display().to_string(), message: e.to_string() })?;
+        let mut manifests = idx.manifests().clone();
+        f(&mut manifests);
+        idx.set_manifests(manifests);
+        let out = serde_json::to_vec_pretty(&idx)
+            .map_err(|e| StoreError::Invalid { what: p.display().to_string(), message: e.to_string() })?;
+        write_atomic(&p, &out)
     }
 
     pub fn root(&self) -> &Path {

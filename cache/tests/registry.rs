@@ -75,7 +75,7 @@ async fn pull_missing_tag_names_the_registry() {
     eprintln!("{msg}");
     assert!(msg.contains(&format!("{}/a/none", reg.host)), "{msg}");
     assert!(msg.contains("pulling manifest"), "{msg}");
-    assert!(matches!(err, RegistryError::Transport { .. }), "{err:?}");
+    assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

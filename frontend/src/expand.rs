@@ -338,25 +338,33 @@ fn match_ends(p: &[Tok], s: &[char]) -> Vec<bool> {
     dp
 }
 
-/// `${V/p/r}` and `${V//p/r}`: leftmost, longest, non-empty matches.
+/// `${V/p/r}` and `${V//p/r}`, as BuildKit does them with a regular expression: the
+/// leftmost match (empty matches included, so an empty pattern inserts `r` at the
+/// start), the longest one at that position; with `//` every non-overlapping match,
+/// ignoring an empty match right after a previous match (Go's `ReplaceAllString`).
 fn replace(v: &[char], pat: &[Tok], repl: &str, all: bool) -> String {
     let mut out = String::new();
     let mut i = 0;
-    let mut replaced = false;
-    if pat.is_empty() {
-        return v.iter().collect();
-    }
-    while i < v.len() {
-        if !(replaced && !all) {
-            let ends = match_ends(pat, &v[i..]);
-            if let Some(len) = ends.iter().rposition(|&b| b).filter(|&l| l > 0) {
+    let mut last_end: Option<usize> = None;
+    while i <= v.len() {
+        let ends = match_ends(pat, &v[i..]);
+        if let Some(len) = ends.iter().rposition(|&b| b) {
+            if !(len == 0 && last_end == Some(i)) {
                 out.push_str(repl);
-                i += len;
-                replaced = true;
-                continue;
+                last_end = Some(i + len);
+                if !all {
+                    out.extend(&v[i + len..]);
+                    return out;
+                }
+                if len > 0 {
+                    i += len;
+                    continue;
+                }
             }
         }
-        out.push(v[i]);
+        if let Some(c) = v.get(i) {
+            out.push(*c);
+        }
         i += 1;
     }
     out

@@ -22,6 +22,93 @@ impl BuildGraph {
         let deps: Vec<&[usize]> = self.stages.iter().map(|s| s.deps.as_slice()).collect();
         dependency_order(self.target, &deps)
     }
+
+    /// The needed part of the build as a DAG of operations: image and context
+    /// sources, then each needed stage's steps in order. Every step reads its parent
+    /// (the previous step, or the stage's base: an image source or the last op of the
+    /// base stage; nothing for `scratch`) plus its [`Step::inputs`]. Stages that do
+    /// not reach each other share no path in this DAG, so they can run in parallel.
+    pub fn ops(&self) -> Vec<Op> {
+        let mut ops: Vec<Op> = Vec::new();
+        let mut images: BTreeMap<String, usize> = BTreeMap::new();
+        let mut context: Option<usize> = None;
+        // The last op of each lowered stage (None: scratch with no steps).
+        let mut results: BTreeMap<usize, Option<usize>> = BTreeMap::new();
+        let mut image_op = |ops: &mut Vec<Op>, r: &str| -> usize {
+            *images.entry(r.to_string()).or_insert_with(|| {
+                let id = ops.len();
+                ops.push(Op {
+                    id,
+                    kind: OpKind::ImageSource,
+                    stage: None,
+                    step: None,
+                    label: format!("image {r}"),
+                    inputs: Vec::new(),
+                    cache_material: StepInput::Image(r.to_string()).material(),
+                });
+                id
+            })
+        };
+        for i in self.needed() {
+            let Some(st) = self.stages.get(i) else { continue };
+            let mut parent = match &st.base {
+                Base::Scratch => None,
+                Base::Image(r) => Some(image_op(&mut ops, r)),
+                Base::Stage(j) => results.get(j).copied().flatten(),
+            };
+            for (n, step) in st.steps.iter().enumerate() {
+                let mut inputs = Vec::new();
+                if let Some(p) = parent {
+                    inputs.push(OpInput { op: p, role: "parent" });
+                }
+                for inp in &step.inputs {
+                    let (op, role) = match inp {
+                        StepInput::Context { .. } => {
+                            let id = *context.get_or_insert_with(|| {
+                                let id = ops.len();
+                                ops.push(Op {
+                                    id,
+                                    kind: OpKind::ContextSource,
+                                    stage: None,
+                                    step: None,
+                                    label: "context".into(),
+                                    inputs: Vec::new(),
+                                    cache_material: "context".into(),
+                                });
+                                id
+                            });
+                            (Some(id), "context")
+                        }
+                        StepInput::Stage(j) => (results.get(j).copied().flatten(), "stage"),
+                        StepInput::Image(r) => (Some(image_op(&mut ops, r)), "image"),
+                    };
+                    if let Some(op) = op {
+                        if !inputs.iter().any(|x| x.op == op && x.role == role) {
+                            inputs.push(OpInput { op, role });
+                        }
+                    }
+                }
+                let kind = match step.kind {
+                    StepKind::Run { .. } => OpKind::Exec,
+                    StepKind::Copy(_) | StepKind::Add(_) => OpKind::File,
+                    _ => OpKind::Config,
+                };
+                let id = ops.len();
+                ops.push(Op {
+                    id,
+                    kind,
+                    stage: Some(i),
+                    step: Some(n),
+                    label: step.created_by.clone(),
+                    inputs,
+                    cache_material: step.cache_material.clone(),
+                });
+                parent = Some(id);
+            }
+            results.insert(i, parent);
+        }
+        ops
+    }
 }
 
 /// Post-order walk from `target` over `deps`: dependencies first. Iterative, so deep
@@ -83,6 +170,86 @@ pub struct Step {
     pub kind: StepKind,
     /// History text, as BuildKit writes it.
     pub created_by: String,
+    /// What the step reads besides its parent (the previous step of the stage, or the
+    /// stage's base): context files, other stages, images. In instruction order.
+    pub inputs: Vec<StepInput>,
+    /// Build args (declared ARGs) the step depends on, with their values (`None` =
+    /// declared without a value), sorted by name. Proxy args are never listed.
+    pub args_used: Vec<(String, Option<String>)>,
+    /// Deterministic cache-key material: everything of the key that the frontend
+    /// knows (see the crate docs, "Cache-key material"). The builder hashes it with
+    /// the parent key and the digests of [`Step::inputs`].
+    pub cache_material: String,
+}
+
+/// An input edge of a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum StepInput {
+    /// Files of the build context: COPY/ADD sources (after expansion; URLs excluded)
+    /// or a `RUN --mount=type=bind` source (`.` for the whole context).
+    Context { sources: Vec<String> },
+    /// The result of another stage (`COPY --from`, `RUN --mount=from=`).
+    Stage(usize),
+    /// An image that is not a stage (`COPY --from=alpine`, `--mount=from=image`).
+    Image(String),
+}
+
+impl StepInput {
+    /// `context:["a","b"]`, `stage:2`, `image:"alpine:3"`; the form used in the
+    /// cache material and by `kiln plan`.
+    pub fn material(&self) -> String {
+        let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        match self {
+            StepInput::Context { sources } => {
+                format!("context:{}", serde_json::to_string(sources).unwrap_or_default())
+            }
+            StepInput::Stage(j) => format!("stage:{j}"),
+            StepInput::Image(r) => format!("image:{}", q(r)),
+        }
+    }
+}
+
+/// What kind of operation a node of [`BuildGraph::ops`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    /// A base image or an image named by `--from`.
+    ImageSource,
+    /// The build context (one node per graph).
+    ContextSource,
+    /// RUN.
+    Exec,
+    /// COPY / ADD.
+    File,
+    /// Every other instruction: changes the image config only.
+    Config,
+}
+
+/// An input edge of an [`Op`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpInput {
+    /// The `id` of the op read.
+    pub op: usize,
+    /// `parent` (the filesystem/config the step runs on), `context`, `stage` or `image`.
+    pub role: &'static str,
+}
+
+/// A node of the operation DAG.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Op {
+    /// Index in the vector returned by [`BuildGraph::ops`]; inputs always point to
+    /// lower ids, so the vector is a topological order.
+    pub id: usize,
+    pub kind: OpKind,
+    /// The stage of a step node; `None` for sources.
+    pub stage: Option<usize>,
+    /// The step index within the stage.
+    pub step: Option<usize>,
+    /// A short human label: `FROM alpine`, `context`, or the step's `created_by`.
+    pub label: String,
+    pub inputs: Vec<OpInput>,
+    /// The step's [`Step::cache_material`]; for a source, `image:"ref"` / `context`.
+    pub cache_material: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

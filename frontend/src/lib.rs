@@ -9,6 +9,44 @@
 //!
 //! Nothing here panics on any input; every failure is an [`Error`] with a location.
 //!
+//! # The operation graph
+//!
+//! [`BuildGraph`] keeps the stage/step structure the builder executes, and
+//! [`BuildGraph::ops`] views the needed part of it as a DAG of operations
+//! ([`OpKind`]: image source, context source, exec, file, config) with an edge for
+//! every input: `parent` (the previous step, or the stage's base), `context`,
+//! `stage` (`COPY --from`, `RUN --mount=from=`, and `FROM stage` as a parent) and
+//! `image`. Stages that do not depend on each other share no path, so a solver can
+//! run them in parallel.
+//!
+//! # Cache-key material
+//!
+//! Each [`Step`] carries `cache_material`: a deterministic text holding everything of
+//! the step's cache key that the frontend knows. It does not depend on where the
+//! instruction is in the file, on its spelling (`RUN  x` and `run x` give the same
+//! text), on build args the step does not use, or on proxy args. Format (version 1),
+//! one item per line, each line ending in `\n`:
+//!
+//! ```text
+//! kiln.step.v1
+//! platform "linux/amd64"              stage platform (FROM --platform) or target platform
+//! instruction {"Run":{"argv":[...]}}  the expanded StepKind as JSON (serde; maps sorted)
+//! arg "NAME" "value"                  each build arg used (sorted; `null` = declared, no value)
+//! input parent                        always: the key of the step's parent
+//! input context:["src","dir/"]        each Step::inputs entry, in order (StepInput::material)
+//! input stage:0
+//! input image:"alpine:3.20"
+//! ```
+//!
+//! Strings are JSON-quoted, so no value can forge a line. The builder computes a
+//! step's key as a hash of: the parent's key (for the first step: the base image's
+//! manifest digest, the base stage's last key, or `scratch`), this text, and for each
+//! `input` line in order the digest of what it names (context files after
+//! `.dockerignore`, the source stage's last key, the image's manifest digest). A
+//! build arg is "used" by a step when its expansion looked the name up (and ENV did
+//! not shadow it), and by every RUN while it is in scope, as RUN gets all ARGs in its
+//! environment.
+//!
 //! ```
 //! use kiln_frontend::{base_images, lower, parse, LowerOptions, StepKind};
 //!
@@ -39,7 +77,9 @@ mod words;
 
 pub use error::{Diag, Error, Location};
 pub use expand::{expand_raw, expand_word};
-pub use graph::{Base, BuildGraph, CopyFrom, CopySpec, Healthcheck, RunMount, Stage, Step, StepKind};
+pub use graph::{
+    Base, BuildGraph, CopyFrom, CopySpec, Healthcheck, Op, OpInput, OpKind, RunMount, Stage, Step, StepInput, StepKind,
+};
 pub use lower::{base_images, lower};
 pub use parser::{parse, CmdLine, Command, CopySource, Directive, Dockerfile, Flag, Instruction, Keyword};
 
@@ -61,6 +101,9 @@ pub struct LowerOptions {
     /// Image ref (as returned by [`base_images`]) → its config `Env`, so that
     /// variables of the base image expand in WORKDIR/COPY/ENV/... as Docker does.
     pub base_env: BTreeMap<String, Vec<(String, String)>>,
+    /// Image ref → its config `OnBuild` triggers (as written, e.g. `RUN make`): they
+    /// run first in a stage built FROM that image, as in Docker.
+    pub base_onbuild: BTreeMap<String, Vec<String>>,
 }
 
 /// An OS/architecture/variant triple.

@@ -151,8 +151,13 @@ struct Scope {
     env: Vec<(String, String)>,
     /// Declared ARGs with effective values; inherited by stages built on this one.
     args: Vec<(String, Option<String>)>,
-    /// ONBUILD triggers declared in this stage (run by stages built on it).
-    onbuild: Vec<(String, Location)>,
+    /// ONBUILD triggers declared in this stage (run by stages built on it), with
+    /// the ONBUILD's location (`None`: from a base image's config).
+    onbuild: Vec<(String, Option<Location>)>,
+    /// Names whose ARG (with a value) came after their ENV: in BuildKit an ARG adds
+    /// to the build state's env, so the ARG value wins for expansion and RUN until
+    /// the next ENV of that name. The image config keeps the ENV value.
+    arg_over_env: Vec<String>,
     shell: Option<Vec<String>>,
     workdir: Option<String>,
 }
@@ -334,9 +339,16 @@ impl<'a> Cx<'a> {
         };
         let mut scope = match &base {
             Base::Scratch => Scope { workdir: Some("/".into()), ..Default::default() },
-            Base::Image(r) => {
-                Scope { env: self.opts.base_env.get(r).cloned().unwrap_or_default(), ..Default::default() }
-            }
+            Base::Image(r) => Scope {
+                env: self.opts.base_env.get(r).cloned().unwrap_or_default(),
+                onbuild: self
+                    .opts
+                    .base_onbuild
+                    .get(r)
+                    .map(|t| t.iter().map(|e| (e.clone(), None)).collect())
+                    .unwrap_or_default(),
+                ..Default::default()
+            },
             Base::Stage(j) => finals.get(*j).cloned().unwrap_or_default(),
         };
         let triggers = std::mem::take(&mut scope.onbuild);
@@ -355,13 +367,14 @@ impl<'a> Cx<'a> {
         let mut args: Vec<(String, Option<String>)> = std::mem::take(&mut scope.args);
         let mut steps = Vec::new();
         // ONBUILD triggers of a base stage run first, located at this FROM.
+        let plat = platform.clone().unwrap_or_else(|| self.opts.target_platform.to_string());
         for (expr, tloc) in &triggers {
-            let inst = self.trigger(expr, tloc, &sh.from.loc)?;
-            let step = self.lower_inst(index, &inst, &mut scope, &mut args, &mut edges)?;
+            let inst = self.trigger(expr, tloc.as_ref(), &base, &sh.from.loc)?;
+            let step = self.lower_inst(index, &inst, &mut scope, &mut args, &mut edges, &plat)?;
             steps.push(step);
         }
         for inst in sh.body {
-            let step = self.lower_inst(index, inst, &mut scope, &mut args, &mut edges)?;
+            let step = self.lower_inst(index, inst, &mut scope, &mut args, &mut edges, &plat)?;
             steps.push(step);
         }
         scope.args = args;
@@ -404,11 +417,20 @@ impl<'a> Cx<'a> {
     }
 
     /// Parse an ONBUILD trigger into an instruction located at the FROM that runs it.
-    fn trigger(&self, expr: &str, onbuild_loc: &Location, from_loc: &Location) -> Result<Instruction, Error> {
+    fn trigger(
+        &self,
+        expr: &str,
+        onbuild_loc: Option<&Location>,
+        base: &Base,
+        from_loc: &Location,
+    ) -> Result<Instruction, Error> {
+        let origin = match (onbuild_loc, base) {
+            (Some(l), _) => format!("from line {}", l.line),
+            (None, Base::Image(r)) => format!("of base image {r}"),
+            (None, _) => "of the base".to_string(),
+        };
         let wrap = |e: Error| {
-            Error::Syntax(
-                self.diag(from_loc.clone(), format!("ONBUILD trigger from line {}: {}", onbuild_loc.line, e.message())),
-            )
+            Error::Syntax(self.diag(from_loc.clone(), format!("ONBUILD trigger {origin}: {}", e.message())))
         };
         let mut df = crate::parser::parse_with_escape(&self.df.file_name, expr, self.df.escape).map_err(wrap)?;
         if df.instructions.len() != 1 {
@@ -437,10 +459,20 @@ impl<'a> Cx<'a> {
         scope: &mut Scope,
         args: &mut Vec<(String, Option<String>)>,
         edges: &mut Vec<(usize, Location)>,
+        platform: &str,
     ) -> Result<Step, Error> {
         // Snapshot of the scope for this instruction (ENV pairs expand against the env
-        // before the instruction, as in Docker).
-        let lookup = scope_lookup(&scope.env, args);
+        // before the instruction, as in Docker). Every name looked up is recorded, so
+        // that the step's cache material lists the build args it depends on.
+        let base_lookup = scope_lookup(&scope.env, args, &scope.arg_over_env);
+        let looked_up: std::cell::RefCell<Vec<String>> = std::cell::RefCell::new(Vec::new());
+        let lookup = |n: &str| {
+            looked_up.borrow_mut().push(n.to_string());
+            base_lookup(n)
+        };
+        let mut inputs: Vec<StepInput> = Vec::new();
+        let (snapshot_env, snapshot_args, snapshot_over) =
+            (scope.env.clone(), args.clone(), scope.arg_over_env.clone());
         let aloc = &inst.args_loc;
         let x = |w: &str| self.expand(inst, w, &lookup);
         let shell: Vec<String> =
@@ -468,7 +500,8 @@ impl<'a> Cx<'a> {
                 let mut build_env: Vec<(String, String)> = Vec::new();
                 let mut history_env: Vec<String> = Vec::new();
                 for (k, v) in args.iter() {
-                    match (scope.env.iter().find(|(ek, _)| ek == k), v) {
+                    let env_wins = !scope.arg_over_env.contains(k);
+                    match (scope.env.iter().find(|(ek, _)| ek == k).filter(|_| env_wins || v.is_none()), v) {
                         (Some((_, ev)), _) => history_env.push(format!("{k}={ev}")),
                         (None, Some(v)) => {
                             build_env.push((k.clone(), v.clone()));
@@ -518,6 +551,14 @@ impl<'a> Cx<'a> {
                 for f in inst.flag_values("mount") {
                     let v = self.expand_flag(f, &lookup)?;
                     let m = self.parse_mount(index, &v, f, edges)?;
+                    match (&m.from, m.kind.as_str()) {
+                        (Some(CopyFrom::Stage(j)), _) => inputs.push(StepInput::Stage(*j)),
+                        (Some(CopyFrom::Image(r)), _) => inputs.push(StepInput::Image(r.clone())),
+                        (None, "bind") => inputs.push(StepInput::Context {
+                            sources: vec![m.options.get("source").cloned().unwrap_or_else(|| ".".into())],
+                        }),
+                        _ => {}
+                    }
                     mounts.push(m);
                 }
                 let mut cb = String::from("RUN ");
@@ -604,6 +645,7 @@ impl<'a> Cx<'a> {
                     unpack: inst.flag("unpack").map(|_| inst.flag_bool("unpack")),
                 };
                 let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+                let is_git = |s: &str| s.starts_with("git@") || s.starts_with("git://") || s.ends_with(".git");
                 if !is_add && spec.sources.iter().any(|s| is_url(s)) {
                     return Err(Error::Syntax(self.diag(aloc.clone(), "source can't be a URL for COPY")));
                 }
@@ -611,6 +653,21 @@ impl<'a> Cx<'a> {
                     return Err(Error::Flag(
                         self.diag(aloc.clone(), "checksum can't be specified for multiple sources"),
                     ));
+                }
+                match &spec.from {
+                    Some(CopyFrom::Stage(j)) => inputs.push(StepInput::Stage(*j)),
+                    Some(CopyFrom::Image(r)) => inputs.push(StepInput::Image(r.clone())),
+                    None => {
+                        let local: Vec<String> = spec
+                            .sources
+                            .iter()
+                            .filter(|s| !(is_add && (is_url(s) || is_git(s))))
+                            .cloned()
+                            .collect();
+                        if !local.is_empty() {
+                            inputs.push(StepInput::Context { sources: local });
+                        }
+                    }
                 }
                 let mut cb = String::from(if is_add { "ADD" } else { "COPY" });
                 if spec.parents {
@@ -642,6 +699,7 @@ impl<'a> Cx<'a> {
                 }
                 for (k, v) in &out {
                     set(&mut scope.env, k, v.clone());
+                    scope.arg_over_env.retain(|o| o != k);
                 }
                 let cb = format!("ENV {}", kv_join(&out));
                 (StepKind::Env(out), cb)
@@ -664,7 +722,7 @@ impl<'a> Cx<'a> {
                         (Some(b), _) => Some(b.clone()),
                         (None, Some(d)) => {
                             // Earlier ARGs of this same instruction are visible.
-                            let l = scope_lookup(&scope.env, args);
+                            let l = scope_lookup(&scope.env, args, &scope.arg_over_env);
                             Some(self.expand(inst, d, &l)?)
                         }
                         (None, None) => self.global(k),
@@ -673,6 +731,9 @@ impl<'a> Cx<'a> {
                         Some(v) => format!("{k}={v}"),
                         None => k.clone(),
                     });
+                    if v.is_some() && scope.env.iter().any(|(e, _)| e == k) && !scope.arg_over_env.contains(k) {
+                        scope.arg_over_env.push(k.clone());
+                    }
                     set(args, k, v.clone());
                     out.push((k.clone(), v));
                 }
@@ -743,7 +804,7 @@ impl<'a> Cx<'a> {
                 (StepKind::StopSignal(e), cb)
             }
             Command::OnBuild(e) => {
-                scope.onbuild.push((e.clone(), inst.loc.clone()));
+                scope.onbuild.push((e.clone(), Some(inst.loc.clone())));
                 (StepKind::OnBuild(e.clone()), format!("ONBUILD {e}"))
             }
             Command::Maintainer(m) => (StepKind::Maintainer(m.clone()), format!("MAINTAINER {m}")),
@@ -804,7 +865,32 @@ impl<'a> Cx<'a> {
                 (StepKind::Healthcheck(Some(hc)), cb)
             }
         };
-        Ok(Step { loc: inst.loc.clone(), source: inst.source.clone(), kind, created_by })
+        // Build args this step depends on: ARGs it looked up, and for RUN every ARG in
+        // its environment.
+        let mut names: Vec<String> = looked_up.into_inner();
+        if let StepKind::Run { build_env, .. } = &kind {
+            names.extend(build_env.iter().map(|(k, _)| k.clone()));
+        }
+        names.sort();
+        names.dedup();
+        let args_used: Vec<(String, Option<String>)> = names
+            .iter()
+            .filter_map(|n| {
+                let (_, v) = snapshot_args.iter().find(|(k, _)| k == n)?;
+                let env_has = snapshot_env.iter().any(|(k, _)| k == n) && !snapshot_over.contains(n);
+                (!env_has).then(|| (n.clone(), v.clone()))
+            })
+            .collect();
+        let cache_material = cache_material(platform, &kind, &args_used, &inputs, &self.opts.build_args);
+        Ok(Step {
+            loc: inst.loc.clone(),
+            source: inst.source.clone(),
+            kind,
+            created_by,
+            inputs,
+            args_used,
+            cache_material,
+        })
     }
 
     /// `--mount=type=cache,target=/x,...` (already expanded) → [`RunMount`].
@@ -845,12 +931,57 @@ fn auto_args(opts: &LowerOptions) -> Vec<(String, String)> {
 
 /// A lookup over a snapshot of the scope: ENV wins over ARG; an ARG without a value
 /// is unset.
-fn scope_lookup(env: &[(String, String)], args: &[(String, Option<String>)]) -> impl Fn(&str) -> Option<String> {
-    let (env, args) = (env.to_vec(), args.to_vec());
-    move |n: &str| match env.iter().find(|(k, _)| k == n) {
-        Some((_, v)) => Some(v.clone()),
-        None => args.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.clone()),
+fn scope_lookup(
+    env: &[(String, String)],
+    args: &[(String, Option<String>)],
+    arg_over_env: &[String],
+) -> impl Fn(&str) -> Option<String> {
+    let (env, args, over) = (env.to_vec(), args.to_vec(), arg_over_env.to_vec());
+    move |n: &str| {
+        let arg = || args.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.clone());
+        if over.iter().any(|o| o == n) {
+            if let Some(v) = arg() {
+                return Some(v);
+            }
+        }
+        match env.iter().find(|(k, _)| k == n) {
+            Some((_, v)) => Some(v.clone()),
+            None => arg(),
+        }
     }
+}
+
+/// The cache-key material of a step (format in the crate docs). Proxy args given
+/// with `--build-arg` but not declared reach RUN's environment and are left out, as
+/// BuildKit leaves them out of the cache key.
+fn cache_material(
+    platform: &str,
+    kind: &StepKind,
+    args_used: &[(String, Option<String>)],
+    inputs: &[StepInput],
+    build_args: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut kind = kind.clone();
+    if let StepKind::Run { build_env, .. } = &mut kind {
+        build_env.retain(|(k, _)| {
+            !(PROXY_ARGS.contains(&k.as_str()) && build_args.contains_key(k) && !args_used.iter().any(|(a, _)| a == k))
+        });
+    }
+    let mut m = String::from("kiln.step.v1\n");
+    m.push_str(&format!("platform {}\n", q(platform)));
+    m.push_str(&format!("instruction {}\n", serde_json::to_string(&kind).unwrap_or_default()));
+    for (k, v) in args_used {
+        match v {
+            Some(v) => m.push_str(&format!("arg {} {}\n", q(k), q(v))),
+            None => m.push_str(&format!("arg {} null\n", q(k))),
+        }
+    }
+    m.push_str("input parent\n");
+    for i in inputs {
+        m.push_str(&format!("input {}\n", i.material()));
+    }
+    m
 }
 
 /// Insert or replace, keeping first-declaration order.
@@ -868,7 +999,9 @@ fn kv_join(kv: &[(String, String)]) -> String {
 /// The shell script of a heredoc RUN, as BuildKit builds it: `RUN <<EOF` alone runs the
 /// body; otherwise the command and its bodies are handed to the shell together.
 fn run_heredoc_script(cmd: &str, heredocs: &[Heredoc], escape: char) -> String {
-    if heredocs.len() == 1 && heredoc_word(cmd.trim(), escape).is_some() {
+    // BuildKit's test: the whole command is one word, a heredoc marker.
+    let one_word = crate::words::parse_words(cmd.trim(), escape).len() == 1;
+    if heredocs.len() == 1 && one_word && heredoc_word(cmd.trim(), escape).is_some() {
         if heredocs[0].content.starts_with("#!") {
             return format!("/dev/pipes/{}", heredocs[0].name);
         }

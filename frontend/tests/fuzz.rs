@@ -1,6 +1,9 @@
 //! "Never panic" check: garbage bytes, token soup and every truncation/mutation of real
-//! Dockerfiles go through parse + base_images + lower + needed; any panic fails the test.
-//! Deterministic (a fixed-seed xorshift), so failures reproduce.
+//! Dockerfiles go through parse + base_images + lower + needed + ops; any panic fails
+//! the test. The fixed tests are deterministic (fixed-seed xorshift). `fuzz_timed`
+//! is the long-running fuzzer: a few seconds by default, `KILN_FUZZ_SECS=300` for five
+//! minutes (`KILN_FUZZ_SEED` to reproduce a run); it prints the seed and the number of
+//! inputs, and on a panic the offending input.
 
 use kiln_frontend::*;
 use std::collections::BTreeMap;
@@ -111,6 +114,7 @@ fn opts() -> Vec<LowerOptions> {
             target_platform: Platform { os: "linux".into(), architecture: "arm".into(), variant: Some("v7".into()) },
             build_platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
             base_env: BTreeMap::from([("x".into(), vec![("PATH".into(), "/bin".into())])]),
+            base_onbuild: BTreeMap::from([("x".into(), vec!["RUN echo $V".into(), "COPY --from=0 a b".into()])]),
         },
     ]
 }
@@ -123,6 +127,9 @@ fn exercise(text: &str) {
             let n = g.needed();
             assert!(n.last() == Some(&g.target));
             assert!(n.iter().all(|&i| i < g.stages.len()));
+            for op in g.ops() {
+                assert!(op.inputs.iter().all(|i| i.op < op.id), "{op:?}");
+            }
         }
     }
 }
@@ -184,4 +191,87 @@ fn token_soup_and_mutations() {
             exercise(&s);
         }
     }
+}
+
+/// Golden-case Dockerfiles join the corpus of the timed fuzzer.
+fn corpus() -> Vec<String> {
+    let mut v: Vec<String> = CORPUS.iter().map(|s| s.to_string()).collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        let mut paths: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path().join("Dockerfile")).collect();
+        paths.sort();
+        for p in paths {
+            if let Ok(t) = std::fs::read_to_string(p) {
+                v.push(t);
+            }
+        }
+    }
+    v
+}
+
+fn mutate(r: &mut Rng, doc: &str) -> String {
+    let mut s = doc.to_string();
+    for _ in 0..1 + r.below(8) {
+        let idx: Vec<usize> = s.char_indices().map(|(i, _)| i).chain([s.len()]).collect();
+        let at = idx[r.below(idx.len())];
+        match r.below(5) {
+            0 | 1 => s.insert_str(at, TOKENS[r.below(TOKENS.len())]),
+            2 => {
+                if let Some(c) = s[at..].chars().next() {
+                    s.replace_range(at..at + c.len_utf8(), "");
+                }
+            }
+            3 => {
+                // duplicate a slice of up to 16 chars
+                let piece: String = s[at..].chars().take(1 + r.below(16)).collect();
+                s.insert_str(at, &piece);
+            }
+            _ => s.insert(at, char::from_u32(r.below(0x250) as u32).unwrap_or('x')),
+        }
+    }
+    s
+}
+
+#[test]
+fn fuzz_timed() {
+    let secs: f64 = std::env::var("KILN_FUZZ_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0);
+    let seed: u64 = std::env::var("KILN_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    }) | 1;
+    let corpus = corpus();
+    let mut r = Rng(seed);
+    let start = std::time::Instant::now();
+    let mut n: u64 = 0;
+    let mut bytes: u64 = 0;
+    while start.elapsed().as_secs_f64() < secs {
+        let input = match r.below(4) {
+            0 => {
+                let len = r.below(300);
+                let b: Vec<u8> = (0..len).map(|_| r.next() as u8).collect();
+                String::from_utf8_lossy(&b).into_owned()
+            }
+            1 => {
+                let mut s = String::from(if r.below(2) == 0 { "FROM x AS a\n" } else { "" });
+                for _ in 0..r.below(60) {
+                    s.push_str(TOKENS[r.below(TOKENS.len())]);
+                }
+                s
+            }
+            _ => {
+                let doc = &corpus[r.below(corpus.len())];
+                mutate(&mut r, doc)
+            }
+        };
+        bytes += input.len() as u64;
+        let res = std::panic::catch_unwind(|| exercise(&input));
+        if res.is_err() {
+            panic!("panic on input (seed {seed}, input #{n}): {input:?}");
+        }
+        n += 1;
+    }
+    eprintln!(
+        "fuzz_timed: seed {seed}, {n} inputs ({bytes} bytes) in {:.1}s, corpus {} docs, no panic",
+        start.elapsed().as_secs_f64(),
+        corpus.len()
+    );
 }

@@ -1,6 +1,6 @@
 //! Golden cases: each directory under `tests/cases/` holds a `Dockerfile`, optional
 //! `options` (one per line: `target NAME`, `build-arg K=V`, `target-platform P`,
-//! `build-platform P`, `base-env REF K=V`) and `expected.txt`, the rendered graph or
+//! `build-platform P`, `base-env REF K=V`, `base-onbuild REF TRIGGER`) and `expected.txt`, the rendered graph or
 //! error. Run with `KILN_UPDATE_GOLDEN=1` to rewrite the expected files, then review
 //! the diff.
 
@@ -29,6 +29,10 @@ fn options(text: &str) -> LowerOptions {
                 let (k, v) = rest.split_once('=').expect("build-arg K=V");
                 o.build_args.insert(k.into(), v.into());
             }
+            "base-onbuild" => {
+                let (r, t) = rest.split_once(' ').expect("base-onbuild REF TRIGGER");
+                o.base_onbuild.entry(r.into()).or_default().push(t.into());
+            }
             "base-env" => {
                 let (r, kv) = rest.split_once(' ').expect("base-env REF K=V");
                 let (k, v) = kv.split_once('=').expect("base-env REF K=V");
@@ -56,6 +60,11 @@ fn render(text: &str, opts: &LowerOptions) -> String {
             writeln!(out, "base_images: {bases:?}").unwrap();
             writeln!(out, "target: {}", g.target).unwrap();
             writeln!(out, "needed: {:?}", g.needed()).unwrap();
+            for op in g.ops() {
+                let ins: Vec<String> = op.inputs.iter().map(|i| format!("{}:{}", i.role, i.op)).collect();
+                let label = op.label.lines().next().unwrap_or("");
+                writeln!(out, "op {} {:?} [{}] {}", op.id, op.kind, ins.join(" "), label).unwrap();
+            }
             for st in &g.stages {
                 writeln!(
                     out,
@@ -67,6 +76,13 @@ fn render(text: &str, opts: &LowerOptions) -> String {
                     writeln!(out, "  {}:{} {}", step.loc.line, step.loc.column, step.source).unwrap();
                     writeln!(out, "      kind: {:?}", step.kind).unwrap();
                     writeln!(out, "      created_by: {}", step.created_by).unwrap();
+                    if !step.inputs.is_empty() {
+                        let ins: Vec<String> = step.inputs.iter().map(StepInput::material).collect();
+                        writeln!(out, "      inputs: {}", ins.join(" ")).unwrap();
+                    }
+                    if !step.args_used.is_empty() {
+                        writeln!(out, "      args_used: {:?}", step.args_used).unwrap();
+                    }
                 }
             }
         }
@@ -96,5 +112,5 @@ fn golden_cases() {
         }
     }
     assert!(failures.is_empty(), "golden mismatches (KILN_UPDATE_GOLDEN=1 to accept):\n{}", failures.join("\n"));
-    assert!(entries.len() >= 10);
+    assert!(entries.len() >= 60, "only {} cases", entries.len());
 }

@@ -76,12 +76,14 @@ fn walking_skeleton() {
             source: "WORKDIR /app".into(),
             kind: StepKind::Workdir("/app".into()),
             created_by: "WORKDIR /app".into(),
+            ..blank()
         },
         Step {
             loc: loc(3, 1),
             source: "COPY hello.txt ./".into(),
             kind: StepKind::Copy(copy(&["hello.txt"], "./")),
             created_by: "COPY hello.txt ./ # buildkit".into(),
+            ..blank()
         },
         Step {
             loc: loc(4, 1),
@@ -95,21 +97,30 @@ fn walking_skeleton() {
                 heredocs: vec![],
             },
             created_by: format!("RUN /bin/sh -c {run} # buildkit"),
+            ..blank()
         },
         Step {
             loc: loc(5, 1),
             source: r#"ENV GREETING="hello world""#.into(),
             kind: StepKind::Env(kv(&[("GREETING", "hello world")])),
             created_by: "ENV GREETING=hello world".into(),
+            ..blank()
         },
         Step {
             loc: loc(6, 1),
             source: r#"CMD ["cat", "/app/hello.txt"]"#.into(),
             kind: StepKind::Cmd(s(&["cat", "/app/hello.txt"])),
             created_by: r#"CMD ["cat" "/app/hello.txt"]"#.into(),
+            ..blank()
         },
     ];
-    assert_eq!(st.steps, want);
+    let got: Vec<Step> = st
+        .steps
+        .iter()
+        .map(|s| Step { inputs: vec![], args_used: vec![], cache_material: String::new(), ..s.clone() })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(st.steps[1].inputs, vec![StepInput::Context { sources: vec!["hello.txt".into()] }]);
 }
 
 const MULTI: &str = r#"
@@ -600,4 +611,16 @@ fn keywords_case_insensitive_and_comments() {
     let g = graph("from x as B\n# comment\n\ncopy a b\n   # indented comment\nRuN true\n");
     assert_eq!(g.stages[0].name.as_deref(), Some("b"));
     assert_eq!(g.stages[0].steps.len(), 2);
+}
+
+fn blank() -> Step {
+    Step {
+        loc: loc(1, 1),
+        source: String::new(),
+        kind: StepKind::Maintainer(String::new()),
+        created_by: String::new(),
+        inputs: vec![],
+        args_used: vec![],
+        cache_material: String::new(),
+    }
 }

@@ -5,15 +5,23 @@
 //! `user.overlay.opaque=y`. All writes go through [`Root`], which resolves parent
 //! directories with openat2(`RESOLVE_IN_ROOT`); final components are never followed.
 //!
-//! Known limitations (by design of one-directory-per-layer):
-//! - a hardlink must point to an earlier entry of the same layer; a link to a file of
-//!   a lower layer is an error ([`ApplyError::HardlinkTarget`]);
-//! - an entry below a symlink that lives in a *lower* layer (`lib -> usr/lib` in the
-//!   base, `lib/x` in this layer) creates a real directory `lib` here, which shadows
-//!   the symlink in the merged view. Docker-built layers do not do this.
+//! Each layer gets its own directory, but it is unpacked knowing the layers below
+//! ([`apply_layer_onto`]), so that it means what it would mean applied onto the
+//! merged rootfs, as with Docker/containerd:
+//! - an entry whose parent directory is not in this layer is placed where the
+//!   merged view resolves that parent: below a lower symlink `lib -> usr/lib`, the
+//!   entry `lib/x` lands in `usr/lib/x`; the parents are copied up into this layer
+//!   with the metadata they have below (not 0755 root, which would change them);
+//! - a hardlink to a file of a lower layer copies that file up into this layer and
+//!   links to the copy.
+//! Such a layer depends on its lowers ([`Applied::depends_on_lowers`]); the
+//! snapshot store then keeps it per stack instead of sharing it by diffID.
+//! Without lowers, a link to a missing file is an error
+//! ([`ApplyError::HardlinkTarget`]) and missing parents are created 0755.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use kiln_oci::media::LayerCompression;
@@ -36,11 +44,25 @@ pub struct Applied {
     /// nodes that need privileges, ownership not mapped in our user namespace,
     /// xattrs the filesystem refused, AUFS metadata, unknown entry types.
     pub skipped: Vec<String>,
+    /// Whether the result depends on what is below: parents not in the layer (made
+    /// implicitly or resolved through the lowers) or hardlinks to lower files.
+    pub depends_on_lowers: bool,
 }
 
 /// Unpack one OCI layer tar stream into `target` (an existing, empty directory), in
-/// overlay format. See the module docs for the rules.
+/// overlay format, as the bottom layer. See the module docs for the rules.
 pub fn apply_layer<R: Read>(reader: R, compression: LayerCompression, target: &Path) -> Result<Applied, ApplyError> {
+    apply_layer_onto(reader, compression, target, &[])
+}
+
+/// Like [`apply_layer`] for a layer that goes on top of `lowers` (overlay-format
+/// layer directories, bottom first), which are read, never written.
+pub fn apply_layer_onto<R: Read>(
+    reader: R,
+    compression: LayerCompression,
+    target: &Path,
+    lowers: &[std::path::PathBuf],
+) -> Result<Applied, ApplyError> {
     let decoded: Box<dyn Read + '_> = match compression {
         LayerCompression::None => Box::new(reader),
         // Multi-member: some tools write concatenated gzip members.
@@ -53,7 +75,14 @@ pub fn apply_layer<R: Read>(reader: R, compression: LayerCompression, target: &P
     let mut hashing = HashingReader { inner: decoded, hash: Sha256Writer::new(io::sink()) };
 
     let root = Root::open(target).map_err(|source| ApplyError::Target { path: target.to_path_buf(), source })?;
-    let mut state = State { root, skipped: Vec::new(), dir_times: Vec::new() };
+    let mut state = State {
+        root,
+        skipped: Vec::new(),
+        dir_times: Vec::new(),
+        target: target.to_path_buf(),
+        lowers: lowers.iter().rev().cloned().collect(),
+        depends_on_lowers: false,
+    };
     let mut entries = 0u64;
     {
         let mut archive = tar::Archive::new(&mut hashing);
@@ -69,7 +98,7 @@ pub fn apply_layer<R: Read>(reader: R, compression: LayerCompression, target: &P
     io::copy(&mut hashing, &mut io::sink()).map_err(ApplyError::Read)?;
     state.finish_dir_times()?;
     let (_, diff_id, _) = hashing.hash.finish();
-    Ok(Applied { diff_id, entries, skipped: state.skipped })
+    Ok(Applied { diff_id, entries, skipped: state.skipped, depends_on_lowers: state.depends_on_lowers })
 }
 
 /// Hashes everything read through it: the diffID is computed while streaming.
@@ -100,6 +129,10 @@ struct State {
     skipped: Vec<String>,
     /// Directory mtimes, applied at the end: writing children changes them.
     dir_times: Vec<(Components, (i64, u32))>,
+    target: std::path::PathBuf,
+    /// Lower layer directories, top first.
+    lowers: Vec<std::path::PathBuf>,
+    depends_on_lowers: bool,
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -174,6 +207,85 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, path: &str) -> Result<Meta,
 }
 
 impl State {
+    /// Where an entry's parent directory is. `None`: as named (it is in this layer,
+    /// or there are no lowers and it will be created). `Some(resolved)`: resolved
+    /// through the merged view of this layer and its lowers; the directories that
+    /// exist below have been copied up into this layer.
+    fn place_parent(&mut self, parent: &[Vec<u8>], path: &str) -> Result<Option<Components>, ApplyError> {
+        if parent.is_empty() || self.root.dir(parent, false).is_ok() {
+            return Ok(None);
+        }
+        self.depends_on_lowers = true;
+        if self.lowers.is_empty() {
+            return Ok(None);
+        }
+        let mut all: Vec<&Path> = vec![self.target.as_path()];
+        all.extend(self.lowers.iter().map(|p| p.as_path()));
+        let (resolved, existing) = crate::merged::resolve_dir(&all, parent)
+            .map_err(|e| unsafe_err(path, format!("parent directory cannot be resolved in the lower layers: {e}")))?;
+        crate::links::copy_up_parents(&self.target, &all, &resolved[..existing])
+            .map_err(io_err(path, "copy up parent directory from a lower layer"))?;
+        // Copied-up parents keep the mtime they have below once the entries are in.
+        use std::os::unix::fs::MetadataExt;
+        let mut p = self.target.clone();
+        for (i, c) in resolved[..existing].iter().enumerate() {
+            p.push(std::ffi::OsStr::from_bytes(c));
+            if let Ok(md) = std::fs::symlink_metadata(&p) {
+                self.dir_times.push((resolved[..=i].to_vec(), (md.mtime(), md.mtime_nsec() as u32)));
+            }
+        }
+        self.root.invalidate();
+        Ok(Some(resolved))
+    }
+
+    /// A hardlink whose target is not in this layer but in a lower one: copy the
+    /// target up (at its merged-view location) so the link can be made. Returns the
+    /// resolved parent of the target when it did so.
+    fn copy_up_link_target(
+        &mut self,
+        tparent: &[Vec<u8>],
+        tname: &[u8],
+        tcname: &std::ffi::CStr,
+        path: &str,
+    ) -> Result<Option<Components>, ApplyError> {
+        if self.lowers.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(fd) = self.root.dir_owned(tparent, false) {
+            if let Ok(Some(_)) = sys::fstatat_nofollow(fd.as_fd(), tcname) {
+                return Ok(None);
+            }
+        }
+        let mut all: Vec<&Path> = vec![self.target.as_path()];
+        all.extend(self.lowers.iter().map(|p| p.as_path()));
+        let Ok((resolved, existing)) = crate::merged::resolve_dir(&all, tparent) else { return Ok(None) };
+        if existing != resolved.len() {
+            return Ok(None);
+        }
+        let mut full = resolved.clone();
+        full.push(tname.to_vec());
+        let Some(found) = crate::merged::lookup(&all, &full) else { return Ok(None) };
+        if found.layer == 0 || found.md.is_dir() {
+            return Ok(None);
+        }
+        self.depends_on_lowers = true;
+        crate::links::copy_up_parents(&self.target, &all, &resolved)
+            .map_err(io_err(path, "copy up parent directory from a lower layer"))?;
+        let mut dst = self.target.clone();
+        for c in &full {
+            dst.push(std::ffi::OsStr::from_bytes(c));
+        }
+        let pdir = dst.parent().unwrap().to_path_buf();
+        let pmd = std::fs::symlink_metadata(&pdir).map_err(io_err(path, "stat"))?;
+        crate::fsops::copy_node(&found.path, &found.md, &dst).map_err(io_err(path, "copy up hardlink target"))?;
+        use std::os::unix::fs::MetadataExt;
+        if dst.parent() != Some(self.target.as_path()) {
+            crate::fsops::set_mtime(&pdir, pmd.mtime(), pmd.mtime_nsec()).map_err(io_err(path, "set mtime"))?;
+        }
+        self.root.invalidate();
+        Ok(Some(resolved))
+    }
+
     /// Apply one tar entry. Returns false for entries that are not files of the
     /// image (global PAX headers), which are not counted.
     fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<bool, ApplyError> {
@@ -212,6 +324,15 @@ impl State {
             self.skipped.push(format!("{path}: AUFS metadata entry ignored"));
             return Ok(true);
         }
+        let resolved_parent = self.place_parent(parent, path)?;
+        let (parent, comps): (&[Vec<u8>], Components) = match &resolved_parent {
+            Some(p) => {
+                let mut c = p.clone();
+                c.push(name.clone());
+                (p.as_slice(), c)
+            }
+            None => (parent, comps.clone()),
+        };
         match whiteout::classify(name) {
             Kind::Normal => {}
             Kind::AufsMeta => {
@@ -310,6 +431,8 @@ impl State {
                 }
                 let link_err = || ApplyError::HardlinkTarget { path: path.to_string(), target: tpath.clone() };
                 let tcname = cstr(tname).map_err(io_err(path, "hardlink target"))?;
+                let lower_target = self.copy_up_link_target(tparent, tname, &tcname, path)?;
+                let tparent: &[Vec<u8>] = lower_target.as_deref().unwrap_or(tparent);
                 let tpfd = match self.root.dir_owned(tparent, false) {
                     Ok(fd) => fd,
                     Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENOTDIR) => return Err(link_err()),

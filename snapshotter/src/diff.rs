@@ -18,7 +18,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use flate2::Compression;
 use kiln_oci::{Digest, Sha256Writer};
 
 pub use crate::error::DiffError;
@@ -36,6 +35,41 @@ pub struct DiffOptions {
     pub source_date_epoch: Option<i64>,
     /// gzip level 0-9; 6 when unset.
     pub gzip_level: Option<u32>,
+    /// How to compress the tar stream (gzip unless told otherwise).
+    pub compression: Compression,
+    /// zstd level 1-22 (negative = fast modes); 3 when unset.
+    pub zstd_level: Option<i32>,
+}
+
+/// Layer compression for writing. The media type follows from it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => kiln_oci::media::OCI_LAYER_GZIP,
+            Compression::Zstd => kiln_oci::media::OCI_LAYER_ZSTD,
+            Compression::None => kiln_oci::media::OCI_LAYER_TAR,
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "none" | "uncompressed" => Ok(Compression::None),
+            o => Err(format!("unknown compression {o:?} (expected gzip, zstd or none)")),
+        }
+    }
 }
 
 /// The identities of a written layer.
@@ -43,21 +77,77 @@ pub struct DiffOptions {
 pub struct LayerDigests {
     /// sha256 of the uncompressed tar (goes into the image config's rootfs).
     pub diff_id: Digest,
-    /// sha256 of the gzip blob (the manifest descriptor's digest).
+    /// sha256 of the compressed blob (the manifest descriptor's digest).
     pub digest: Digest,
-    /// Size of the gzip blob in bytes.
+    /// Size of the blob in bytes.
     pub size: u64,
+    /// OCI media type of the blob (`…tar+gzip`, `…tar+zstd`, `…tar`).
+    pub media_type: &'static str,
 }
 
-type Out<W> = Sha256Writer<flate2::write::GzEncoder<Sha256Writer<W>>>;
+/// The compressor between the tar hasher and the blob hasher.
+enum Encoder<W: Write> {
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    None(W),
+}
 
-/// Turn an overlay upperdir into a canonical OCI layer written to `out`, gzipped.
+impl<W: Write> Encoder<W> {
+    fn new(c: Compression, opts: &DiffOptions, out: W) -> io::Result<Self> {
+        Ok(match c {
+            Compression::Gzip => {
+                let level = opts.gzip_level.unwrap_or(6).min(9);
+                // No file name and mtime 0 in the gzip header: deterministic output.
+                Encoder::Gzip(flate2::GzBuilder::new().mtime(0).write(out, flate2::Compression::new(level)))
+            }
+            Compression::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(out, opts.zstd_level.unwrap_or(3))?;
+                // Always at least one worker: zstd's multithreaded output depends on
+                // the parameters but not on the worker count, so the same layer is
+                // bit-identical on a 2-core CI runner and a 64-core laptop.
+                let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+                e.multithread(workers as u32)?;
+                Encoder::Zstd(e)
+            }
+            Compression::None => Encoder::None(out),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Gzip(g) => g.finish(),
+            Encoder::Zstd(z) => z.finish(),
+            Encoder::None(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gzip(g) => g.write(buf),
+            Encoder::Zstd(z) => z.write(buf),
+            Encoder::None(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(g) => g.flush(),
+            Encoder::Zstd(z) => z.flush(),
+            Encoder::None(w) => w.flush(),
+        }
+    }
+}
+
+type Out<W> = Sha256Writer<Encoder<Sha256Writer<W>>>;
+
+/// Turn an overlay-format upper directory (an overlay upperdir, or the one the
+/// native snapshotter builds from its walk-and-compare diff) into a canonical OCI
+/// layer written to `out`, compressed as `opts.compression` says.
 pub fn write_layer<W: Write>(upper: &Path, opts: &DiffOptions, out: W) -> Result<LayerDigests, DiffError> {
-    let level = opts.gzip_level.unwrap_or(6).min(9);
-    // No file name and mtime 0 in the gzip header: deterministic output.
-    let gz = flate2::GzBuilder::new().mtime(0).write(Sha256Writer::new(out), Compression::new(level));
+    let enc = Encoder::new(opts.compression, opts, Sha256Writer::new(out)).map_err(DiffError::Write)?;
     let mut w = Walker {
-        tar: tar::Builder::new(Sha256Writer::new(gz)),
+        tar: tar::Builder::new(Sha256Writer::new(enc)),
         opts,
         exclude: opts
             .exclude
@@ -77,11 +167,11 @@ pub fn write_layer<W: Write>(upper: &Path, opts: &DiffOptions, out: W) -> Result
     w.walk_dir(upper, b"")?;
 
     let hashed_tar = w.tar.into_inner().map_err(DiffError::Write)?;
-    let (gz, diff_id, _) = hashed_tar.finish();
-    let hashed_gz = gz.finish().map_err(DiffError::Write)?;
-    let (mut out, digest, size) = hashed_gz.finish();
+    let (enc, diff_id, _) = hashed_tar.finish();
+    let hashed_blob = enc.finish().map_err(DiffError::Write)?;
+    let (mut out, digest, size) = hashed_blob.finish();
     out.flush().map_err(DiffError::Write)?;
-    Ok(LayerDigests { diff_id, digest, size })
+    Ok(LayerDigests { diff_id, digest, size, media_type: opts.compression.media_type() })
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> DiffError + 'a {

@@ -10,6 +10,10 @@
 pub mod apply;
 pub mod diff;
 pub mod error;
+mod fsops;
+mod links;
+mod merged;
+mod native;
 pub mod overlay;
 mod safepath;
 pub mod snapshots;
@@ -17,6 +21,7 @@ mod sys;
 pub mod whiteout;
 pub mod xattr;
 
-pub use apply::{apply_layer, Applied};
-pub use diff::{write_layer, DiffOptions, LayerDigests};
+pub use apply::{apply_layer, apply_layer_onto, Applied};
+pub use diff::{write_layer, Compression, DiffOptions, LayerDigests};
+pub use snapshots::{ActiveSnapshot, SnapshotStore, SnapshotterKind};
 pub use error::{ApplyError, DiffError};

@@ -49,6 +49,79 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Pat
     })
 }
 
+/// Longest option string the legacy mount(2) call takes (one page, minus slack).
+pub const MAX_OPTIONS: usize = 4000;
+/// Most lower layers overlayfs stacks (OVL_MAX_STACK).
+pub const MAX_LOWERS: usize = 500;
+
+/// Mount, choosing the API: the legacy option string when it fits in a page,
+/// otherwise the new mount API with one `lowerdir+` per layer (Linux 6.8+), which
+/// has no length limit. Callers keep `lowers.len() <= MAX_LOWERS` (flatten first).
+pub fn mount_overlay_any(lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Path) -> Result<(), OverlayError> {
+    match mount_options(lowers, upper, work) {
+        Ok(o) if o.len() <= MAX_OPTIONS => mount_overlay(lowers, upper, work, merged),
+        _ => mount_overlay_fsconfig(lowers, upper, work, merged),
+    }
+}
+
+fn fsconfig_str(fd: i32, key: &std::ffi::CStr, value: Option<&Path>) -> Result<(), nix::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    let r = match value {
+        Some(v) => {
+            let c = std::ffi::CString::new(v.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+            // SAFETY: valid fd and NUL-terminated strings.
+            unsafe { libc::syscall(libc::SYS_fsconfig, fd, FSCONFIG_SET_STRING, key.as_ptr(), c.as_ptr(), 0) }
+        }
+        None => unsafe { libc::syscall(libc::SYS_fsconfig, fd, FSCONFIG_SET_FLAG, key.as_ptr(), std::ptr::null::<u8>(), 0) },
+    };
+    if r < 0 {
+        Err(nix::Error::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// The new mount API: fsopen("overlay"), one `lowerdir+` per layer (top first,
+/// like the option string), then fsmount + move_mount.
+pub fn mount_overlay_fsconfig(lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Path) -> Result<(), OverlayError> {
+    use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
+    let err = |source| OverlayError::Mount { merged: merged.to_path_buf(), lowers: lowers.len(), source };
+    // SAFETY: plain syscalls with valid strings; fds are owned right away.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 1 /* FSOPEN_CLOEXEC */) };
+    if fs < 0 {
+        return Err(err(nix::Error::last()));
+    }
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    let fd = fs.as_raw_fd();
+    for l in lowers.iter().rev() {
+        fsconfig_str(fd, c"lowerdir+", Some(l)).map_err(err)?;
+    }
+    fsconfig_str(fd, c"upperdir", Some(upper)).map_err(err)?;
+    fsconfig_str(fd, c"workdir", Some(work)).map_err(err)?;
+    fsconfig_str(fd, c"userxattr", None).map_err(err)?;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    if unsafe { libc::syscall(libc::SYS_fsconfig, fd, FSCONFIG_CMD_CREATE, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0) } < 0 {
+        return Err(err(nix::Error::last()));
+    }
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fd, 1 /* FSMOUNT_CLOEXEC */, 0) };
+    if m < 0 {
+        return Err(err(nix::Error::last()));
+    }
+    let m = unsafe { OwnedFd::from_raw_fd(m as i32) };
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(merged.as_os_str().as_bytes()).map_err(|_| err(nix::Error::EINVAL))?;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let r = unsafe {
+        libc::syscall(libc::SYS_move_mount, m.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, target.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+    };
+    if r < 0 {
+        return Err(err(nix::Error::last()));
+    }
+    Ok(())
+}
+
 pub fn unmount(merged: &Path) -> Result<(), OverlayError> {
     umount2(merged, MntFlags::MNT_DETACH).map_err(|e| OverlayError::Unmount(merged.to_path_buf(), e))
 }

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kiln_oci::media::LayerCompression;
 use kiln_oci::Digest;
 
-use crate::apply::{apply_layer, ApplyError};
+use crate::apply::{apply_layer_onto, ApplyError};
+use crate::{links, merged, native};
 use crate::overlay::{self, OverlayError};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +35,34 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io { path: path.to_path_buf(), source }
 }
 
+/// Which way a step's rootfs is made and diffed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotterKind {
+    /// overlayfs mounted in the user namespace; the upperdir is the diff.
+    Overlay,
+    /// A copied rootfs and a walk-and-compare diff (works everywhere, costs a copy
+    /// of the image per step).
+    Native,
+}
+
+impl std::str::FromStr for SnapshotterKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "overlay" | "overlayfs" => Ok(SnapshotterKind::Overlay),
+            "native" => Ok(SnapshotterKind::Native),
+            o => Err(format!("unknown snapshotter {o:?} (expected overlay, native or auto)")),
+        }
+    }
+}
+
 pub struct SnapshotStore {
     root: PathBuf,
     empty: PathBuf,
+    kind: SnapshotterKind,
+    max_lowers: usize,
+    /// The kind chosen by [`SnapshotStore::select`] (auto-detection runs once).
+    selected: std::sync::OnceLock<SnapshotterKind>,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -49,13 +75,89 @@ fn unique_name() -> String {
     format!("{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), nanos)
 }
 
+/// A short key for a stack of layer directories (bottom first): their names.
+fn chain_key(lowers: &[PathBuf]) -> String {
+    let mut h = kiln_oci::Sha256Writer::new(std::io::sink());
+    for l in lowers {
+        use std::io::Write;
+        let _ = h.write_all(l.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        let _ = h.write_all(b"\n");
+    }
+    let (_, d, _) = h.finish();
+    d.hex()[..16].to_string()
+}
+
 impl SnapshotStore {
+    /// Open (creating) a store using overlayfs.
     pub fn open(root: &Path) -> Result<Self, SnapshotError> {
-        for d in ["layers", "active", "empty"] {
+        Self::open_with(root, SnapshotterKind::Overlay)
+    }
+
+    pub fn open_with(root: &Path, kind: SnapshotterKind) -> Result<Self, SnapshotError> {
+        for d in ["layers", "active", "empty", "flat"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(SnapshotStore { root: root.to_path_buf(), empty: root.join("empty") })
+        Ok(SnapshotStore {
+            root: root.to_path_buf(),
+            empty: root.join("empty"),
+            kind,
+            max_lowers: overlay::MAX_LOWERS,
+            selected: std::sync::OnceLock::new(),
+        })
+    }
+
+    pub fn kind(&self) -> SnapshotterKind {
+        self.selected.get().copied().unwrap_or(self.kind)
+    }
+
+    /// Settle which snapshotter this store uses: `want` if given, else overlay if
+    /// an overlay mount works here (probed once), else native. Returns the kind and,
+    /// the first time auto-detection falls back, a one-line notice for the user.
+    pub fn select(&self, want: Option<SnapshotterKind>) -> (SnapshotterKind, Option<String>) {
+        if let Some(k) = self.selected.get() {
+            return (*k, None);
+        }
+        let (kind, notice) = match want {
+            Some(k) => (k, None),
+            None => match self.probe_overlay() {
+                Ok(()) => (SnapshotterKind::Overlay, None),
+                Err(why) => (
+                    SnapshotterKind::Native,
+                    Some(format!(
+                        "overlayfs is not available here ({why}); using the native snapshotter (copies the rootfs per step)"
+                    )),
+                ),
+            },
+        };
+        match self.selected.set(kind) {
+            Ok(()) => (kind, notice),
+            Err(_) => (*self.selected.get().unwrap(), None),
+        }
+    }
+
+    /// At most this many lowerdirs are mounted; deeper stacks have their bottom
+    /// layers flattened into one cached directory. (Default: overlay's limit, 500.)
+    pub fn set_max_lowers(&mut self, n: usize) {
+        self.max_lowers = n.max(2);
+    }
+
+    /// Can overlayfs be mounted here (in this user namespace)? Tries once, with a
+    /// two-layer stack, and says why not.
+    pub fn probe_overlay(&self) -> Result<(), String> {
+        let dir = self.root.join("active").join(format!("probe-{}", unique_name()));
+        let r = (|| -> Result<(), String> {
+            let (l1, l2, u, w, m) = (dir.join("l1"), dir.join("l2"), dir.join("u"), dir.join("w"), dir.join("m"));
+            for d in [&dir, &l1, &l2, &u, &w, &m] {
+                fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            }
+            overlay::mount_overlay(&[l1, l2], &u, &w, &m).map_err(|e| e.to_string())?;
+            let ok = fs::write(m.join("x"), b"x").map_err(|e| format!("writing through overlay: {e}"));
+            overlay::unmount(&m).map_err(|e| e.to_string())?;
+            ok
+        })();
+        remove_tree(&dir);
+        r
     }
 
     fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
@@ -68,16 +170,40 @@ impl SnapshotStore {
         p.is_dir().then_some(p)
     }
 
+    /// The unpacked directory of a layer applied on `lowers`: the shared one when
+    /// the layer does not depend on what is below it, else the one made for this
+    /// stack.
+    pub fn layer_on(&self, diff_id: &Digest, lowers: &[PathBuf]) -> Option<PathBuf> {
+        self.layer(diff_id).or_else(|| {
+            let p = self.root.join("layers").join(format!("{}-{}", diff_id.hex(), chain_key(lowers)));
+            p.is_dir().then_some(p)
+        })
+    }
+
     /// Unpack a layer blob (unless already there) and return its directory. The
     /// diffID computed while unpacking must equal `diff_id`.
     pub fn unpack<R: Read>(&self, diff_id: &Digest, reader: R, compression: LayerCompression) -> Result<PathBuf, SnapshotError> {
-        if let Some(p) = self.layer(diff_id) {
+        self.unpack_onto(diff_id, &[], reader, compression)
+    }
+
+    /// Unpack a layer that goes on top of `lowers` (bottom first): entries whose
+    /// parent directories come from below (through a symlink such as
+    /// `lib -> usr/lib`) and hardlinks to files below are resolved in the merged
+    /// view, as Docker does. A layer that needed its lowers is kept for this stack
+    /// only; a self-contained one is shared by diffID.
+    pub fn unpack_onto<R: Read>(
+        &self,
+        diff_id: &Digest,
+        lowers: &[PathBuf],
+        reader: R,
+        compression: LayerCompression,
+    ) -> Result<PathBuf, SnapshotError> {
+        if let Some(p) = self.layer_on(diff_id, lowers) {
             return Ok(p);
         }
         let tmp = self.root.join("active").join(format!("unpack-{}", unique_name()));
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-        let result = apply_layer(reader, compression, &tmp);
-        let applied = match result {
+        let applied = match apply_layer_onto(reader, compression, &tmp, lowers) {
             Ok(a) => a,
             Err(e) => {
                 remove_tree(&tmp);
@@ -88,13 +214,20 @@ impl SnapshotStore {
             remove_tree(&tmp);
             return Err(SnapshotError::DiffIdMismatch { expected: diff_id.clone(), actual: applied.diff_id });
         }
+        if applied.depends_on_lowers {
+            let dest = self.root.join("layers").join(format!("{}-{}", diff_id.hex(), chain_key(lowers)));
+            return self.install_at(&tmp, dest);
+        }
         self.install(&tmp, diff_id)
     }
 
     /// Move a finished directory into place as the layer `diff_id`. If another build
     /// got there first, ours is discarded (the contents are the same by definition).
     fn install(&self, dir: &Path, diff_id: &Digest) -> Result<PathBuf, SnapshotError> {
-        let dest = self.layer_dir(diff_id);
+        self.install_at(dir, self.layer_dir(diff_id))
+    }
+
+    fn install_at(&self, dir: &Path, dest: PathBuf) -> Result<PathBuf, SnapshotError> {
         match fs::rename(dir, &dest) {
             Ok(()) => Ok(dest),
             Err(_) if dest.is_dir() => {
@@ -105,37 +238,104 @@ impl SnapshotStore {
         }
     }
 
-    /// Mount a writable rootfs over `lowers` (image order, bottom first).
+    /// Keep the stack mountable: when there are more than `max_lowers` layers,
+    /// merge the bottom ones into one directory under `flat/`, keyed by the layers
+    /// it holds (so the next step on the same base reuses it).
+    pub fn bounded_lowers(&self, lowers: &[PathBuf]) -> Result<Vec<PathBuf>, SnapshotError> {
+        if lowers.len() <= self.max_lowers {
+            return Ok(lowers.to_vec());
+        }
+        let keep = self.max_lowers - 1;
+        let (bottom, top) = lowers.split_at(lowers.len() - keep);
+        let dest = self.root.join("flat").join(chain_key(bottom));
+        if !dest.is_dir() {
+            let tmp = self.root.join("active").join(format!("flat-{}", unique_name()));
+            fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+            if let Err(e) = merged::materialize(bottom, &tmp, merged::Fill::Copy) {
+                remove_tree(&tmp);
+                return Err(SnapshotError::Io { path: tmp, source: e });
+            }
+            self.install_at(&tmp, dest.clone())?;
+        }
+        let mut out = vec![dest];
+        out.extend_from_slice(top);
+        Ok(out)
+    }
+
+    /// A writable rootfs over `lowers` (image order, bottom first), made the way
+    /// this store's kind says.
     pub fn prepare(&self, lowers: &[PathBuf]) -> Result<ActiveSnapshot, SnapshotError> {
         let dir = self.root.join("active").join(unique_name());
         let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
-        for d in [&dir, &upper, &work, &merged] {
-            fs::create_dir(d).map_err(io_err(d))?;
+        match self.kind() {
+            SnapshotterKind::Overlay => {
+                for d in [&dir, &upper, &work, &merged] {
+                    fs::create_dir(d).map_err(io_err(d))?;
+                }
+                let lowers: Vec<PathBuf> =
+                    if lowers.is_empty() { vec![self.empty.clone()] } else { self.bounded_lowers(lowers)? };
+                if let Err(e) = overlay::mount_overlay_any(&lowers, &upper, &work, &merged) {
+                    remove_tree(&dir);
+                    return Err(e.into());
+                }
+                Ok(ActiveSnapshot {
+                    dir,
+                    upper,
+                    merged,
+                    mounted: true,
+                    stubs: Vec::new(),
+                    native: None,
+                    lowers,
+                    diffed: false,
+                })
+            }
+            SnapshotterKind::Native => {
+                for d in [&dir, &merged] {
+                    fs::create_dir(d).map_err(io_err(d))?;
+                }
+                let r = merged::materialize(lowers, &merged, merged::Fill::Copy)
+                    .and_then(|()| native::Manifest::record(&merged));
+                match r {
+                    Ok(m) => Ok(ActiveSnapshot {
+                        dir,
+                        upper,
+                        merged,
+                        mounted: false,
+                        stubs: Vec::new(),
+                        native: Some(m),
+                        lowers: lowers.to_vec(),
+                        diffed: false,
+                    }),
+                    Err(e) => {
+                        remove_tree(&dir);
+                        Err(SnapshotError::Io { path: merged, source: e })
+                    }
+                }
+            }
         }
-        let lowers: Vec<PathBuf> = if lowers.is_empty() { vec![self.empty.clone()] } else { lowers.to_vec() };
-        if let Err(e) = overlay::mount_overlay(&lowers, &upper, &work, &merged) {
-            remove_tree(&dir);
-            return Err(e.into());
-        }
-        Ok(ActiveSnapshot { dir, upper, merged, mounted: true, stubs: Vec::new() })
     }
 
-    /// Keep a finished step's upperdir as the layer `diff_id`.
+    /// Keep a finished step's diff (upperdir) as the layer `diff_id`.
     pub fn commit(&self, mut active: ActiveSnapshot, diff_id: &Digest) -> Result<PathBuf, SnapshotError> {
-        active.unmount()?;
+        active.diff()?;
         let upper = active.upper.clone();
         let path = self.install(&upper, diff_id)?;
         Ok(path)
     }
 }
 
-/// A step's mounted rootfs. Dropping it unmounts and deletes the scratch space.
+/// A step's rootfs. Dropping it unmounts and deletes the scratch space.
 pub struct ActiveSnapshot {
     dir: PathBuf,
     upper: PathBuf,
     merged: PathBuf,
     mounted: bool,
     stubs: Vec<Stub>,
+    /// Native snapshots: the state of the rootfs before the step.
+    native: Option<native::Manifest>,
+    /// The (bounded) lower directories, top last.
+    lowers: Vec<PathBuf>,
+    diffed: bool,
 }
 
 /// A mount target created for a step (e.g. /etc/hosts missing from the image): it
@@ -144,8 +344,15 @@ pub struct ActiveSnapshot {
 struct Stub {
     rel: PathBuf,
     created_dirs: Vec<PathBuf>,
-    /// Ancestors that existed below, with (mode, uid, gid) before the step.
+    /// Ancestors that existed below, with (mode, uid, gid) before the step, and
+    /// (native) their mtime before and right after the stub was made.
     existing: Vec<(PathBuf, u32, u32, u32)>,
+    parent_times: Option<(PathBuf, (i64, i64), (i64, i64))>,
+}
+
+fn mtime_of(p: &Path) -> Option<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(p).ok().map(|m| (m.mtime(), m.mtime_nsec()))
 }
 
 impl ActiveSnapshot {
@@ -153,10 +360,38 @@ impl ActiveSnapshot {
     pub fn merged(&self) -> &Path {
         &self.merged
     }
-    /// Only what the step changed, in overlay format.
+    /// Only what the step changed, in overlay format. For a native snapshot this
+    /// is filled by [`ActiveSnapshot::diff`].
     pub fn upper(&self) -> &Path {
         &self.upper
     }
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
+    }
+
+    /// Finish the step and return the overlay-format directory of its changes,
+    /// ready for `diff::write_layer`: overlay unmounts and repairs hardlinks that
+    /// copy-up broke; native walks and compares. Idempotent.
+    pub fn diff(&mut self) -> Result<&Path, SnapshotError> {
+        self.unmount()?;
+        if !self.diffed {
+            match &self.native {
+                Some(m) => {
+                    fs::create_dir(&self.upper).map_err(io_err(&self.upper))?;
+                    native::diff_into(&self.merged, m, &self.upper)
+                        .map_err(|source| SnapshotError::Io { path: self.merged.clone(), source })?;
+                }
+                None => {
+                    let lowers: Vec<&Path> = self.lowers.iter().rev().map(|p| p.as_path()).collect();
+                    links::relink_copied_up(&self.upper, &lowers)
+                        .map_err(|source| SnapshotError::Io { path: self.upper.clone(), source })?;
+                }
+            }
+            self.diffed = true;
+        }
+        Ok(&self.upper)
+    }
+
     /// Make sure `rel` (relative to the root) exists as a mount target, creating an
     /// empty file or directory if the image lacks it. Returns whether one was made.
     /// Symlinked components are not followed (the image could point them anywhere).
@@ -166,33 +401,48 @@ impl ActiveSnapshot {
         if fs::symlink_metadata(&target).is_ok() {
             return Ok(false);
         }
-        let mut stub = Stub { rel: rel.to_path_buf(), created_dirs: Vec::new(), existing: Vec::new() };
+        let mut stub = Stub { rel: rel.to_path_buf(), created_dirs: Vec::new(), existing: Vec::new(), parent_times: None };
         let mut anc = PathBuf::new();
         let comps: Vec<_> = rel.components().collect();
+        let mut first_created_parent: Option<PathBuf> = None;
         for c in &comps[..comps.len().saturating_sub(1)] {
+            let parent_of_this = anc.clone();
             anc.push(c);
             let p = self.merged.join(&anc);
             match fs::symlink_metadata(&p) {
                 Ok(md) if md.is_dir() => stub.existing.push((anc.clone(), md.mode(), md.uid(), md.gid())),
                 Ok(_) => return Ok(false), // a file or symlink in the way: leave it alone
                 Err(_) => {
+                    if first_created_parent.is_none() {
+                        first_created_parent = Some(parent_of_this);
+                    }
                     fs::create_dir(&p).map_err(io_err(&p))?;
                     stub.created_dirs.push(anc.clone());
                 }
             }
         }
+        // The directory whose mtime creating the stub moved: restored afterwards
+        // (native), unless the step itself changed it too.
+        let touched = first_created_parent.unwrap_or_else(|| rel.parent().map(Path::to_path_buf).unwrap_or_default());
+        let before = mtime_of(&self.merged.join(&touched));
         if dir {
             fs::create_dir(&target).map_err(io_err(&target))?;
         } else {
             fs::File::create(&target).map_err(io_err(&target))?;
         }
+        if let (Some(b), Some(a)) = (before, mtime_of(&self.merged.join(&touched))) {
+            stub.parent_times = Some((touched, b, a));
+        }
         self.stubs.push(stub);
         Ok(true)
     }
 
-    /// After the step (unmounted), take the stubs and their parents' copy-ups out of
-    /// the upperdir, unless the step itself changed those parents.
+    /// After the step, take the stubs (and, for overlay, their parents' copy-ups)
+    /// out of the diff, unless the step itself changed those parents.
     pub fn remove_stubs(&mut self) -> Result<(), SnapshotError> {
+        if self.native.is_some() {
+            return self.remove_stubs_native();
+        }
         use std::os::unix::fs::MetadataExt;
         self.unmount()?;
         for stub in self.stubs.drain(..).rev() {
@@ -218,6 +468,34 @@ impl ActiveSnapshot {
                 if unchanged && !opaque {
                     let _ = fs::remove_dir(&p);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_stubs_native(&mut self) -> Result<(), SnapshotError> {
+        for stub in self.stubs.drain(..).rev() {
+            let p = self.merged.join(&stub.rel);
+            // Only undo the mtime change if the step did not change the directory too.
+            let restore = stub
+                .parent_times
+                .as_ref()
+                .filter(|(rel, _, after)| mtime_of(&self.merged.join(rel)) == Some(*after))
+                .map(|(rel, before, _)| (self.merged.join(rel), *before));
+            match fs::symlink_metadata(&p) {
+                Ok(md) if md.is_dir() => {
+                    let _ = fs::remove_dir(&p);
+                }
+                Ok(md) if md.len() == 0 => {
+                    let _ = fs::remove_file(&p);
+                }
+                _ => {}
+            }
+            for d in stub.created_dirs.iter().rev() {
+                let _ = fs::remove_dir(self.merged.join(d));
+            }
+            if let Some((p, before)) = restore {
+                crate::fsops::set_mtime(&p, before.0, before.1).map_err(io_err(&p))?;
             }
         }
         Ok(())

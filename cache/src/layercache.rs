@@ -1,0 +1,740 @@
+//! The layer cache: step key → the layer and config change that step produced.
+//!
+//! A [`CacheKey`] is the sha256 of canonical key material the caller computes
+//! (parent key, expanded instruction, input digests, platform, build args used —
+//! never secret values). A [`CacheRecord`] says what the step produced: its layer
+//! (descriptor + diffID, or none for metadata-only steps), the config change as JSON,
+//! and the history `created_by`/`created` so that a rebuild from cache gives the
+//! same image bytes.
+//!
+//! Three implementations of [`LayerCache`]:
+//! - [`LocalCache`]: in the content store. The record is a blob; `cache/keys/<hex>`
+//!   holds the record's digest (written atomically). A hit needs the layer blob
+//!   present locally.
+//! - [`RegistryCache::repo`] — Kaniko-style `--cache-repo REPO`: one small image per
+//!   key, `REPO:<key hex>`, whose single layer is the step's layer and whose config
+//!   carries the record (under `"kiln.cache.record"`, next to a standard `rootfs`
+//!   and `history`). Written as soon as a step finishes (`put`).
+//! - [`RegistryCache::manifest`] — BuildKit-style `--cache-from/--cache-to
+//!   type=registry,ref=REF`: one OCI image manifest under REF whose config blob
+//!   (`application/vnd.kiln.cache.config.v1+json`) maps key → record and whose layers
+//!   are all the records' layers (so the registry keeps them). Imported once on the
+//!   first probe; exported by [`LayerCache::flush`] with this build's hits and puts.
+//!
+//! Probing never downloads a layer (lazy); [`LayerCache::fetch_layer`] does, into the
+//! content store, verified. Records older than the TTL are misses. Probe errors
+//! (network, bad content) are logged and count as misses in
+//! [`LayerCache::probe_many`]: a broken cache must not fail a build.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use kiln_oci::{media, Digest};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RegistryError, StoreError};
+use crate::reference::Reference;
+use crate::registry::Registry;
+use crate::store::{write_atomic, ContentStore};
+
+/// Where local key files live, relative to the store root.
+pub const KEYS_DIR: &str = "cache/keys";
+/// Config field carrying the record in a `--cache-repo` image.
+pub const RECORD_FIELD: &str = "kiln.cache.record";
+/// Media type of the config blob of a `--cache-to` manifest.
+pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.cache.config.v1+json";
+/// Records per `--cache-to` config, under this field: `{ "<key hex>": record, … }`.
+pub const RECORDS_FIELD: &str = "kiln.cache.records";
+/// Default number of keys probed at once.
+pub const DEFAULT_PROBE_CONCURRENCY: usize = 16;
+
+/// A step's cache key: sha256 of its canonical key material.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(Digest);
+
+impl CacheKey {
+    /// The key of `material` (sha256 of the bytes, as given).
+    pub fn from_material(material: &[u8]) -> Self {
+        CacheKey(Digest::of(material))
+    }
+
+    /// The key of several parts, each length-prefixed so that part boundaries count
+    /// (`["ab","c"]` ≠ `["a","bc"]`).
+    pub fn from_parts<I, P>(parts: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        let mut m = Vec::new();
+        for p in parts {
+            let p = p.as_ref();
+            m.extend_from_slice(&(p.len() as u64).to_be_bytes());
+            m.extend_from_slice(p);
+        }
+        Self::from_material(&m)
+    }
+
+    /// 64 lowercase hex characters (a valid tag, a valid file name).
+    pub fn hex(&self) -> &str {
+        self.0.hex()
+    }
+
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        format!("sha256:{hex}").parse().ok().map(CacheKey)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.hex())
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", &self.hex()[..12])
+    }
+}
+
+/// The layer a step produced, as it is stored (compressed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// What a cached step produced. Serialised as small JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// The key's hex, so that a record found by name can be checked.
+    pub key: String,
+    /// The layer, or `None` for a step that only changes the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<LayerRecord>,
+    /// The layer's diffID (uncompressed digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<Digest>,
+    /// The step's change to the image config, as the builder serialises it
+    /// (`null` for none). Opaque to the cache.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub config_change: serde_json::Value,
+    /// History `created_by`.
+    pub created_by: String,
+    /// History `created` timestamp written in the image (RFC 3339), if any. Opaque.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_created: Option<String>,
+    /// When the record was made, seconds since the epoch: what `--cache-ttl` compares.
+    pub created: u64,
+}
+
+impl CacheRecord {
+    /// A record for `key` made now.
+    pub fn new(key: &CacheKey, layer: Option<LayerRecord>, diff_id: Option<Digest>, created_by: &str) -> Self {
+        CacheRecord {
+            key: key.hex().to_string(),
+            layer,
+            diff_id,
+            config_change: serde_json::Value::Null,
+            created_by: created_by.to_string(),
+            history_created: None,
+            created: now_secs(),
+        }
+    }
+
+    /// Whether the record is younger than `ttl` (always, without a TTL).
+    pub fn is_fresh(&self, ttl: Option<Duration>) -> bool {
+        match ttl {
+            None => true,
+            Some(ttl) => now_secs().saturating_sub(self.created) <= ttl.as_secs(),
+        }
+    }
+
+    fn check(&self, key: &CacheKey, what: &str) -> Result<(), CacheError> {
+        if self.key != key.hex() {
+            return Err(CacheError::Invalid {
+                what: what.to_string(),
+                message: format!("record is for key {}, not {}", self.key, key.hex()),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("layer cache: {0}")]
+    Store(#[from] StoreError),
+    #[error("layer cache: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("layer cache: invalid {what}: {message}")]
+    Invalid { what: String, message: String },
+    #[error("layer cache: layer {0} of a record is not in the content store")]
+    MissingLayer(Digest),
+}
+
+/// Options shared by the cache implementations.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    /// `--cache-ttl`: older records are misses.
+    pub ttl: Option<Duration>,
+    /// How many keys [`LayerCache::probe_many`] looks up at once.
+    pub probe_concurrency: usize,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions { ttl: None, probe_concurrency: DEFAULT_PROBE_CONCURRENCY }
+    }
+}
+
+/// A layer cache (see module docs). Object safe: a build can hold
+/// `Vec<Box<dyn LayerCache>>` (local first, then registry caches).
+pub trait LayerCache: Send + Sync {
+    /// Looks one key up. `Ok(None)` is a miss (absent, expired, or — locally — its layer
+    /// is gone). Never downloads a layer.
+    fn probe<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<Option<CacheRecord>, CacheError>>;
+
+    /// Looks all `keys` up concurrently (bounded), in order. Errors are logged and
+    /// count as misses.
+    fn probe_many<'a>(&'a self, keys: &'a [CacheKey]) -> BoxFuture<'a, Vec<Option<CacheRecord>>> {
+        let n = self.probe_concurrency().max(1);
+        let futs: Vec<BoxFuture<'a, Option<CacheRecord>>> = keys.iter().map(|k| probe_or_miss(self, k)).collect();
+        async move { futures_util::stream::iter(futs).buffered(n).collect().await }.boxed()
+    }
+
+    /// Makes the record's layer blob present in `store` (downloading and verifying it
+    /// if needed). No-op for a record without a layer.
+    fn fetch_layer<'a>(&'a self, record: &'a CacheRecord, store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>>;
+
+    /// Stores a record. Its layer blob must be in `store`.
+    fn put<'a>(&'a self, record: &'a CacheRecord, store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>>;
+
+    /// Writes out what is batched (the `--cache-to` manifest); no-op for the others.
+    /// Call once at the end of a successful build.
+    fn flush<'a>(&'a self, _store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
+        async { Ok(()) }.boxed()
+    }
+
+    /// Bound for `probe_many`.
+    fn probe_concurrency(&self) -> usize {
+        DEFAULT_PROBE_CONCURRENCY
+    }
+}
+
+fn probe_or_miss<'a, C: LayerCache + ?Sized>(c: &'a C, k: &'a CacheKey) -> BoxFuture<'a, Option<CacheRecord>> {
+    c.probe(k)
+        .map(move |r| match r {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cache probe for {k:?} failed, treating it as a miss: {e}");
+                None
+            }
+        })
+        .boxed()
+}
+
+// ---------------------------------------------------------------- local
+
+/// The cache in the local content store (see module docs).
+#[derive(Clone, Debug)]
+pub struct LocalCache {
+    store: ContentStore,
+    opts: CacheOptions,
+}
+
+impl LocalCache {
+    pub fn new(store: ContentStore, opts: CacheOptions) -> Self {
+        LocalCache { store, opts }
+    }
+
+    fn key_path(&self, key: &CacheKey) -> std::path::PathBuf {
+        self.store.root().join(KEYS_DIR).join(key.hex())
+    }
+
+    /// Synchronous lookup (the trait's `probe` wraps it).
+    pub fn get(&self, key: &CacheKey) -> Result<Option<CacheRecord>, CacheError> {
+        let p = self.key_path(key);
+        let text = match fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("reading", &p, e).into()),
+        };
+        let Ok(d) = text.trim().parse::<Digest>() else {
+            tracing::warn!("ignoring corrupt cache key file {}", p.display());
+            return Ok(None);
+        };
+        let bytes = match self.store.read(&d) {
+            Ok(b) => b,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let rec: CacheRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| CacheError::Invalid { what: format!("cache record {d}"), message: e.to_string() })?;
+        rec.check(key, &format!("cache record {d}"))?;
+        if !rec.is_fresh(self.opts.ttl) {
+            return Ok(None);
+        }
+        if let Some(l) = &rec.layer {
+            if !self.store.has(&l.digest) {
+                return Ok(None);
+            }
+        }
+        // Recently used records are pruned last (best effort).
+        if let Ok(f) = fs::File::options().write(true).open(&p) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+        Ok(Some(rec))
+    }
+
+    /// Synchronous store (the trait's `put` wraps it).
+    pub fn insert(&self, rec: &CacheRecord) -> Result<(), CacheError> {
+        let key = CacheKey::from_hex(&rec.key)
+            .ok_or_else(|| CacheError::Invalid { what: "cache record".into(), message: format!("bad key {:?}", rec.key) })?;
+        if let Some(l) = &rec.layer {
+            if !self.store.has(&l.digest) {
+                return Err(CacheError::MissingLayer(l.digest.clone()));
+            }
+        }
+        let bytes = serde_json::to_vec(rec).expect("a record serialises");
+        let d = self.store.put(&bytes)?;
+        write_atomic(&self.key_path(&key), d.to_string().as_bytes())?;
+        Ok(())
+    }
+}
+
+impl LayerCache for LocalCache {
+    fn probe<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<Option<CacheRecord>, CacheError>> {
+        async move { self.get(key) }.boxed()
+    }
+    fn fetch_layer<'a>(&'a self, record: &'a CacheRecord, store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
+        async move {
+            match &record.layer {
+                Some(l) if !store.has(&l.digest) => Err(CacheError::MissingLayer(l.digest.clone())),
+                _ => Ok(()),
+            }
+        }
+        .boxed()
+    }
+    fn put<'a>(&'a self, record: &'a CacheRecord, _store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
+        async move { self.insert(record) }.boxed()
+    }
+    fn probe_concurrency(&self) -> usize {
+        self.opts.probe_concurrency
+    }
+}
+
+// ---------------------------------------------------------------- registry
+
+/// A cache in a registry, Kaniko-style (`--cache-repo`) or BuildKit-style
+/// (`--cache-from`/`--cache-to type=registry`). See module docs.
+pub struct RegistryCache {
+    registry: Registry,
+    opts: CacheOptions,
+    flavour: Flavour,
+}
+
+enum Flavour {
+    Repo(Reference),
+    Manifest(ManifestState),
+}
+
+struct ManifestState {
+    from: Vec<Reference>,
+    to: Option<Reference>,
+    imported: tokio::sync::OnceCell<HashMap<String, (CacheRecord, Reference)>>,
+    /// What the export will contain: this build's hits (with where they came from) and
+    /// puts (source `None`: the layer is local).
+    export: Mutex<BTreeMap<String, (CacheRecord, Option<Reference>)>>,
+}
+
+impl fmt::Debug for RegistryCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.flavour {
+            Flavour::Repo(r) => write!(f, "RegistryCache(repo {})", r.name()),
+            Flavour::Manifest(m) => write!(
+                f,
+                "RegistryCache(from {:?}, to {:?})",
+                m.from.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                m.to.as_ref().map(|r| r.to_string())
+            ),
+        }
+    }
+}
+
+/// Largest config blob we read while probing.
+const MAX_CONFIG: u64 = 16 * 1024 * 1024;
+
+impl RegistryCache {
+    /// `--cache-repo REPO` (tag and digest of `repo` are ignored).
+    pub fn repo(registry: Registry, repo: Reference, opts: CacheOptions) -> Self {
+        RegistryCache { registry, opts, flavour: Flavour::Repo(repo) }
+    }
+
+    /// `--cache-from type=registry,ref=…` (any number) and `--cache-to
+    /// type=registry,ref=…` (at most one).
+    pub fn manifest(registry: Registry, from: Vec<Reference>, to: Option<Reference>, opts: CacheOptions) -> Self {
+        RegistryCache {
+            registry,
+            opts,
+            flavour: Flavour::Manifest(ManifestState {
+                from,
+                to,
+                imported: tokio::sync::OnceCell::new(),
+                export: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// Repositories holding this cache's layers: pass them as `mount_from` when pushing
+    /// an image that uses cached layers, so the registry mounts instead of re-uploading.
+    pub fn repositories(&self) -> Vec<Reference> {
+        match &self.flavour {
+            Flavour::Repo(r) => vec![r.clone()],
+            Flavour::Manifest(m) => m.from.iter().chain(m.to.iter()).cloned().collect(),
+        }
+    }
+
+    fn repo_tag(repo: &Reference, key: &CacheKey) -> Result<Reference, CacheError> {
+        repo.with_tag(key.hex())
+            .map_err(|e| CacheError::Invalid { what: "cache repository".into(), message: e.to_string() })
+    }
+
+    async fn probe_repo(&self, repo: &Reference, key: &CacheKey) -> Result<Option<CacheRecord>, CacheError> {
+        let r = Self::repo_tag(repo, key)?;
+        let Some((bytes, mdigest)) = self.registry.get_manifest(&r).await? else {
+            return Ok(None);
+        };
+        let what = format!("cache image {r} ({mdigest})");
+        let m: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        let cfg: Digest = m["config"]["digest"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| CacheError::Invalid { what: what.clone(), message: "no config digest".into() })?;
+        let cbytes = self.registry.get_blob(&r, &cfg, MAX_CONFIG).await?;
+        let c: serde_json::Value = serde_json::from_slice(&cbytes)
+            .map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        let rec: CacheRecord = serde_json::from_value(c[RECORD_FIELD].clone())
+            .map_err(|e| CacheError::Invalid { what: what.clone(), message: format!("{RECORD_FIELD}: {e}") })?;
+        rec.check(key, &what)?;
+        let layer0 = m["layers"][0]["digest"].as_str().map(str::to_string);
+        if layer0 != rec.layer.as_ref().map(|l| l.digest.to_string()) {
+            return Err(CacheError::Invalid { what, message: "record and manifest name different layers".into() });
+        }
+        Ok(rec.is_fresh(self.opts.ttl).then_some(rec))
+    }
+
+    async fn put_repo(&self, repo: &Reference, rec: &CacheRecord, store: &ContentStore) -> Result<(), CacheError> {
+        let key = CacheKey::from_hex(&rec.key)
+            .ok_or_else(|| CacheError::Invalid { what: "cache record".into(), message: format!("bad key {:?}", rec.key) })?;
+        let r = Self::repo_tag(repo, &key)?;
+        let mut history = serde_json::json!({"created_by": rec.created_by});
+        if let Some(c) = &rec.history_created {
+            history["created"] = c.clone().into();
+        }
+        let config = serde_json::json!({
+            "architecture": go_arch(),
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": rec.diff_id.iter().collect::<Vec<_>>()},
+            "history": [history],
+            RECORD_FIELD: rec,
+        });
+        let config = serde_json::to_vec(&config).expect("config serialises");
+        let cd = store.put(&config)?;
+        let mut blobs = vec![descriptor(media::OCI_CONFIG, &cd, config.len() as u64)];
+        let mut layers = Vec::new();
+        if let Some(l) = &rec.layer {
+            if !store.has(&l.digest) {
+                return Err(CacheError::MissingLayer(l.digest.clone()));
+            }
+            layers.push(descriptor(&l.media_type, &l.digest, l.size));
+        }
+        blobs.extend(layers.iter().cloned());
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": blobs[0],
+            "layers": layers,
+        }))
+        .expect("manifest serialises");
+        self.registry.push_image(&r, store, &manifest, media::OCI_MANIFEST, &blobs, &[]).await?;
+        Ok(())
+    }
+
+    async fn import<'a>(&'a self, m: &'a ManifestState) -> &'a HashMap<String, (CacheRecord, Reference)> {
+        m.imported
+            .get_or_init(|| async {
+                let mut all = HashMap::new();
+                for r in &m.from {
+                    match self.import_one(r).await {
+                        Ok(recs) => {
+                            tracing::info!("imported {} cache records from {r}", recs.len());
+                            for rec in recs {
+                                all.entry(rec.key.clone()).or_insert((rec, r.clone()));
+                            }
+                        }
+                        Err(e) => tracing::warn!("ignoring cache from {r}: {e}"),
+                    }
+                }
+                all
+            })
+            .await
+    }
+
+    async fn import_one(&self, r: &Reference) -> Result<Vec<CacheRecord>, CacheError> {
+        let Some((bytes, mdigest)) = self.registry.get_manifest(r).await? else {
+            return Ok(Vec::new());
+        };
+        let what = format!("cache manifest {r} ({mdigest})");
+        let m: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        let cfg: Digest = m["config"]["digest"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| CacheError::Invalid { what: what.clone(), message: "no config digest".into() })?;
+        let cbytes = self.registry.get_blob(r, &cfg, MAX_CONFIG).await?;
+        let c: serde_json::Value = serde_json::from_slice(&cbytes)
+            .map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        let recs: BTreeMap<String, CacheRecord> = serde_json::from_value(c[RECORDS_FIELD].clone())
+            .map_err(|e| CacheError::Invalid { what, message: format!("{RECORDS_FIELD}: {e}") })?;
+        Ok(recs.into_iter().filter(|(k, rec)| *k == rec.key).map(|(_, rec)| rec).collect())
+    }
+
+    async fn export(&self, m: &ManifestState, store: &ContentStore) -> Result<(), CacheError> {
+        let Some(to) = &m.to else { return Ok(()) };
+        let entries: Vec<(CacheRecord, Option<Reference>)> =
+            m.export.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // Layers not here and not already in the target repository are fetched first
+        // (same-registry sources are mounted by push_image when possible).
+        for (rec, src) in &entries {
+            let (Some(l), Some(src)) = (&rec.layer, src) else { continue };
+            if store.has(&l.digest) || (src.registry() == to.registry() && src.repository() == to.repository()) {
+                continue;
+            }
+            if src.registry() == to.registry() {
+                continue; // mounted by push_image
+            }
+            self.registry.pull_blob(src, &l.digest, Some(l.size), store).await?;
+        }
+        let records: BTreeMap<&str, &CacheRecord> = entries.iter().map(|(r, _)| (r.key.as_str(), r)).collect();
+        let config = serde_json::to_vec(&serde_json::json!({ RECORDS_FIELD: records })).expect("serialises");
+        let cd = store.put(&config)?;
+        let mut layers = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for rec in records.values() {
+            if let Some(l) = &rec.layer {
+                if seen.insert(l.digest.clone()) {
+                    layers.push(descriptor(&l.media_type, &l.digest, l.size));
+                }
+            }
+        }
+        let config_desc = descriptor(CACHE_CONFIG_MEDIA_TYPE, &cd, config.len() as u64);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": config_desc,
+            "layers": layers,
+        }))
+        .expect("serialises");
+        let mut blobs = vec![config_desc];
+        blobs.extend(layers);
+        let mount: Vec<Reference> = entries.iter().filter_map(|(_, s)| s.clone()).collect();
+        self.registry.push_image(to, store, &manifest, media::OCI_MANIFEST, &blobs, &mount).await?;
+        Ok(())
+    }
+}
+
+impl LayerCache for RegistryCache {
+    fn probe<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<Option<CacheRecord>, CacheError>> {
+        async move {
+            match &self.flavour {
+                Flavour::Repo(repo) => self.probe_repo(repo, key).await,
+                Flavour::Manifest(m) => {
+                    let all = self.import(m).await;
+                    let Some((rec, src)) = all.get(key.hex()) else { return Ok(None) };
+                    if !rec.is_fresh(self.opts.ttl) {
+                        return Ok(None);
+                    }
+                    m.export
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(rec.key.clone())
+                        .or_insert_with(|| (rec.clone(), Some(src.clone())));
+                    Ok(Some(rec.clone()))
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn fetch_layer<'a>(&'a self, record: &'a CacheRecord, store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
+        async move {
+            let Some(l) = &record.layer else { return Ok(()) };
+            if store.has(&l.digest) {
+                return Ok(());
+            }
+            let src = match &self.flavour {
+                Flavour::Repo(repo) => repo.clone(),
+                Flavour::Manifest(m) => {
+                    let all = self.import(m).await;
+                    match all.get(&record.key) {
+                        Some((_, src)) => src.clone(),
+                        None => return Err(CacheError::MissingLayer(l.digest.clone())),
+                    }
+                }
+            };
+            self.registry.pull_blob(&src, &l.digest, Some(l.size), store).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn put<'a>(&'a self, record: &'a CacheRecord, store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
+        async move {
+            match &self.flavour {
+                Flavour::Repo(repo) => self.put_repo(repo, record, store).await,
+                Flavour::Manifest(m) => {
+                    if let Some(l) = &record.layer {
+                        if !store.has(&l.digest) {
+                            return Err(CacheError::MissingLayer(l.digest.clone()));
+                        }
+                    }
+                    m.export
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(record.key.clone(), (record.clone(), None));
+                    Ok(())
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn flush<'a>(&'a self, store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
+        async move {
+            match &self.flavour {
+                Flavour::Repo(_) => Ok(()),
+                Flavour::Manifest(m) => self.export(m, store).await,
+            }
+        }
+        .boxed()
+    }
+
+    fn probe_concurrency(&self) -> usize {
+        self.opts.probe_concurrency
+    }
+}
+
+fn descriptor(media_type: &str, d: &Digest, size: u64) -> kiln_oci::Descriptor {
+    oci_spec::image::DescriptorBuilder::default()
+        .media_type(oci_spec::image::MediaType::from(media_type))
+        .digest(oci_spec::image::Digest::try_from(d.to_string()).expect("valid digest"))
+        .size(size)
+        .build()
+        .expect("descriptor builds")
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(store: &ContentStore, bytes: &[u8]) -> LayerRecord {
+        let d = store.put(bytes).unwrap();
+        LayerRecord { media_type: media::OCI_LAYER_GZIP.into(), digest: d, size: bytes.len() as u64 }
+    }
+
+    #[test]
+    fn keys() {
+        let a = CacheKey::from_material(b"parent\0RUN x");
+        assert_eq!(a, CacheKey::from_material(b"parent\0RUN x"));
+        assert_ne!(a, CacheKey::from_material(b"parent\0RUN y"));
+        assert_eq!(a.hex().len(), 64);
+        assert_eq!(CacheKey::from_hex(a.hex()), Some(a.clone()));
+        assert_eq!(CacheKey::from_hex("xyz"), None);
+        assert_ne!(CacheKey::from_parts(["ab", "c"]), CacheKey::from_parts(["a", "bc"]));
+        assert_eq!(CacheKey::from_parts(["ab", "c"]), CacheKey::from_parts(vec![b"ab".to_vec(), b"c".to_vec()]));
+    }
+
+    #[tokio::test]
+    async fn local_roundtrip_ttl_and_missing_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(t.path()).unwrap();
+        let cache = LocalCache::new(store.clone(), CacheOptions::default());
+        let k1 = CacheKey::from_material(b"one");
+        let k2 = CacheKey::from_material(b"two");
+        let k3 = CacheKey::from_material(b"three");
+        let mut r1 = CacheRecord::new(&k1, Some(layer(&store, b"layer-1")), Some(Digest::of(b"tar-1")), "RUN one");
+        r1.config_change = serde_json::json!({"Env": ["A=1"]});
+        r1.history_created = Some("2024-01-01T00:00:00Z".into());
+        cache.put(&r1, &store).await.unwrap();
+        // A config-only step.
+        let r2 = CacheRecord::new(&k2, None, None, "ENV B=2");
+        cache.put(&r2, &store).await.unwrap();
+        assert!(store.root().join(KEYS_DIR).join(k1.hex()).is_file());
+
+        let got = cache.probe_many(&[k1.clone(), k3.clone(), k2.clone()]).await;
+        assert_eq!(got, vec![Some(r1.clone()), None, Some(r2.clone())]);
+        cache.fetch_layer(&r1, &store).await.unwrap();
+
+        // Another handle on the same store (a second build) sees the records.
+        let other = LocalCache::new(store.clone(), CacheOptions::default());
+        assert_eq!(other.get(&k1).unwrap(), Some(r1.clone()));
+
+        // TTL: an old record is a miss.
+        let mut old = CacheRecord::new(&k3, None, None, "RUN old");
+        old.created -= 3600;
+        cache.put(&old, &store).await.unwrap();
+        let ttl = LocalCache::new(store.clone(), CacheOptions { ttl: Some(Duration::from_secs(60)), ..Default::default() });
+        assert_eq!(ttl.probe(&k3).await.unwrap(), None);
+        assert_eq!(ttl.probe(&k2).await.unwrap(), Some(r2.clone()));
+        assert_eq!(cache.probe(&k3).await.unwrap(), Some(old));
+
+        // A record whose layer is gone is a miss, and putting one without its layer fails.
+        std::fs::remove_file(store.blob_path(&r1.layer.as_ref().unwrap().digest)).unwrap();
+        assert_eq!(cache.probe(&k1).await.unwrap(), None);
+        let err = cache.put(&r1, &store).await.unwrap_err();
+        assert!(matches!(err, CacheError::MissingLayer(_)), "{err}");
+
+        // A record stored under the wrong key is an error (and a miss in probe_many).
+        let k4 = CacheKey::from_material(b"four");
+        let d = store.put(&serde_json::to_vec(&r2).unwrap()).unwrap();
+        std::fs::write(store.root().join(KEYS_DIR).join(k4.hex()), d.to_string()).unwrap();
+        assert!(cache.probe(&k4).await.is_err());
+        assert_eq!(cache.probe_many(std::slice::from_ref(&k4)).await, vec![None]);
+    }
+
+    #[test]
+    fn record_json_shape() {
+        let k = CacheKey::from_material(b"k");
+        let mut r = CacheRecord::new(&k, None, None, "ENV A=1");
+        r.created = 1700000000;
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v, serde_json::json!({"key": k.hex(), "created_by": "ENV A=1", "created": 1700000000}));
+        let back: CacheRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+}

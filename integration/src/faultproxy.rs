@@ -1,0 +1,364 @@
+//! A fault-injecting HTTP/1.1 proxy for tests, on plain std threads.
+//!
+//! `FaultProxy::start("127.0.0.1:5000")` listens on a free 127.0.0.1 port and relays
+//! every connection to the upstream registry. It parses just enough HTTP (request
+//! heads, `Content-Length` and chunked request bodies) to know where each request
+//! starts, so [`Rule`]s can pick requests by method and path and inject a [`Fault`]:
+//! an error status, a connection cut in the middle of a request body or of a
+//! response, a corrupted response byte, or a plain close. Everything else is relayed
+//! byte for byte. Clients must not pipeline (hyper/reqwest and curl do not).
+//!
+//! Self-contained (std only) so that it can be used both from `kiln-integration` and,
+//! by `#[path]`, from the `kiln-cache` tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// What to do to a matching request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer this status (empty body, `Connection: close`) without forwarding.
+    Status(u16),
+    /// Close the connection without answering.
+    Close,
+    /// Forward the head and this many body bytes, then cut the connection.
+    DropRequestAfter(usize),
+    /// Forward the request; cut the connection after this many bytes of the response
+    /// (head included).
+    DropResponseAfter(usize),
+    /// Forward the request; flip the bits of the response body byte at this offset.
+    CorruptResponseBody(usize),
+    /// Wait this many milliseconds, then forward normally (to observe parallelism).
+    DelayMs(u64),
+}
+
+/// Which requests get a fault: `method` (None = any) and a substring of the path;
+/// the first `skip` matching requests pass, the next `times` get the fault.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub method: Option<String>,
+    pub path_contains: String,
+    pub skip: usize,
+    pub times: usize,
+    pub fault: Fault,
+}
+
+impl Rule {
+    /// `times` faults for requests with `method` (e.g. "GET", or "*" for any) whose path
+    /// contains `path_contains`.
+    pub fn new(method: &str, path_contains: &str, fault: Fault, times: usize) -> Rule {
+        Rule {
+            method: (method != "*").then(|| method.to_string()),
+            path_contains: path_contains.to_string(),
+            skip: 0,
+            times,
+            fault,
+        }
+    }
+
+    /// Let the first `n` matching requests through first.
+    pub fn after(mut self, n: usize) -> Rule {
+        self.skip = n;
+        self
+    }
+}
+
+struct Shared {
+    upstream: String,
+    rules: Mutex<Vec<Rule>>,
+    log: Mutex<Vec<String>>,
+    injected: AtomicUsize,
+    connections: AtomicUsize,
+    active: AtomicUsize,
+    max_active: AtomicUsize,
+}
+
+/// A running proxy; stops accepting when dropped (open connections run to their end).
+pub struct FaultProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    /// Starts relaying to `upstream` (`host:port`).
+    pub fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the fault proxy");
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            upstream: upstream.to_string(),
+            rules: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            injected: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            max_active: AtomicUsize::new(0),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sh, st) = (shared.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                sh.connections.fetch_add(1, Ordering::SeqCst);
+                let sh = sh.clone();
+                thread::spawn(move || {
+                    let now = sh.active.fetch_add(1, Ordering::SeqCst) + 1;
+                    sh.max_active.fetch_max(now, Ordering::SeqCst);
+                    let _ = handle(conn, &sh);
+                    sh.active.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        FaultProxy { addr, shared, stop }
+    }
+
+    /// `127.0.0.1:PORT`, to put in references (loopback: plain HTTP).
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn add_rule(&self, rule: Rule) {
+        self.shared.rules.lock().unwrap().push(rule);
+    }
+
+    pub fn clear_rules(&self) {
+        self.shared.rules.lock().unwrap().clear();
+    }
+
+    /// Faults injected so far.
+    pub fn injected(&self) -> usize {
+        self.shared.injected.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most connections that were open at once.
+    pub fn max_active_connections(&self) -> usize {
+        self.shared.max_active.load(Ordering::SeqCst)
+    }
+
+    /// Request lines seen (`METHOD PATH`), faulted ones suffixed with ` [fault: …]`.
+    pub fn log(&self) -> Vec<String> {
+        self.shared.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// A fault the response pump applies to the next response.
+#[derive(Clone, Copy)]
+enum RespFault {
+    DropAfter(usize),
+    Corrupt(usize),
+}
+
+fn pick(shared: &Shared, method: &str, path: &str) -> Option<Fault> {
+    let mut rules = shared.rules.lock().unwrap();
+    for r in rules.iter_mut() {
+        if r.times == 0 || r.method.as_deref().is_some_and(|m| m != method) || !path.contains(&r.path_contains) {
+            continue;
+        }
+        if r.skip > 0 {
+            r.skip -= 1;
+            return None;
+        }
+        r.times -= 1;
+        shared.injected.fetch_add(1, Ordering::SeqCst);
+        return Some(r.fault.clone());
+    }
+    None
+}
+
+fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let upstream = TcpStream::connect(&shared.upstream)?;
+    let resp_fault: Arc<Mutex<Option<RespFault>>> = Arc::new(Mutex::new(None));
+    let kill = {
+        let both = Arc::new((client.try_clone()?, upstream.try_clone()?));
+        move || {
+            let _ = both.0.shutdown(Shutdown::Both);
+            let _ = both.1.shutdown(Shutdown::Both);
+        }
+    };
+
+    // Response pump: upstream → client, applying a pending response fault.
+    {
+        let mut from = upstream.try_clone()?;
+        let mut to = client.try_clone()?;
+        let rf = resp_fault.clone();
+        let kill = kill.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            // Per armed fault: bytes seen since armed, and for corruption the head end.
+            let mut seen = 0usize;
+            let mut head_tail: Vec<u8> = Vec::new();
+            let mut body_at: Option<usize> = None;
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let chunk = &mut buf[..n];
+                let armed = *rf.lock().unwrap();
+                match armed {
+                    Some(RespFault::DropAfter(limit)) => {
+                        let room = limit.saturating_sub(seen);
+                        if n >= room {
+                            let _ = to.write_all(&chunk[..room]);
+                            let _ = to.flush();
+                            kill();
+                            break;
+                        }
+                        seen += n;
+                    }
+                    Some(RespFault::Corrupt(off)) => {
+                        for (i, b) in chunk.iter_mut().enumerate() {
+                            let pos = seen + i;
+                            match body_at {
+                                None => {
+                                    head_tail.push(*b);
+                                    if head_tail.ends_with(b"\r\n\r\n") {
+                                        body_at = Some(pos + 1);
+                                    }
+                                }
+                                Some(start) if pos == start + off => {
+                                    *b = !*b;
+                                    *rf.lock().unwrap() = None;
+                                }
+                                Some(_) => {}
+                            }
+                        }
+                        seen += n;
+                    }
+                    None => {
+                        seen = 0;
+                        head_tail.clear();
+                        body_at = None;
+                    }
+                }
+                if to.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+            kill();
+        });
+    }
+
+    // Request pump: client → upstream, one request at a time.
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut up = upstream.try_clone()?;
+    let mut cl = client;
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                let _ = up.shutdown(Shutdown::Write);
+                return Ok(());
+            }
+            head.extend_from_slice(&line);
+            if line == b"\r\n" || line == b"\n" {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&head).to_string();
+        let mut first = text.lines().next().unwrap_or("").split(' ');
+        let method = first.next().unwrap_or("").to_string();
+        let path = first.next().unwrap_or("").to_string();
+        let mut content_length = 0usize;
+        let mut chunked = false;
+        for l in text.lines().skip(1) {
+            if let Some((k, v)) = l.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+                if k == "content-length" {
+                    content_length = v.parse().unwrap_or(0);
+                } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
+                    chunked = true;
+                }
+            }
+        }
+        let fault = pick(shared, &method, &path);
+        shared.log.lock().unwrap().push(match &fault {
+            Some(f) => format!("{method} {path} [fault: {f:?}]"),
+            None => format!("{method} {path}"),
+        });
+        match fault {
+            Some(Fault::Status(code)) => {
+                let _ = write!(
+                    cl,
+                    "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = cl.flush();
+                kill();
+                return Ok(());
+            }
+            Some(Fault::Close) => {
+                kill();
+                return Ok(());
+            }
+            Some(Fault::DropRequestAfter(n)) => {
+                up.write_all(&head)?;
+                let mut limited = (&mut reader).take(n as u64);
+                std::io::copy(&mut limited, &mut up)?;
+                let _ = up.flush();
+                kill();
+                return Ok(());
+            }
+            Some(Fault::DropResponseAfter(n)) => *resp_fault.lock().unwrap() = Some(RespFault::DropAfter(n)),
+            Some(Fault::CorruptResponseBody(n)) => *resp_fault.lock().unwrap() = Some(RespFault::Corrupt(n)),
+            Some(Fault::DelayMs(ms)) => {
+                thread::sleep(std::time::Duration::from_millis(ms));
+                *resp_fault.lock().unwrap() = None;
+            }
+            None => *resp_fault.lock().unwrap() = None,
+        }
+        up.write_all(&head)?;
+        if chunked {
+            copy_chunked(&mut reader, &mut up)?;
+        } else if content_length > 0 {
+            let mut limited = (&mut reader).take(content_length as u64);
+            std::io::copy(&mut limited, &mut up)?;
+        }
+        up.flush()?;
+    }
+}
+
+/// Copies one chunked body (chunks, last chunk, trailers) verbatim.
+fn copy_chunked(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> std::io::Result<()> {
+    loop {
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line)?;
+        w.write_all(&line)?;
+        let size_text = String::from_utf8_lossy(&line);
+        let size = usize::from_str_radix(size_text.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        if size == 0 {
+            // Trailers until an empty line.
+            loop {
+                let mut t = Vec::new();
+                if r.read_until(b'\n', &mut t)? == 0 {
+                    return Ok(());
+                }
+                w.write_all(&t)?;
+                if t == b"\r\n" || t == b"\n" {
+                    return Ok(());
+                }
+            }
+        }
+        let mut limited = (&mut *r).take(size as u64 + 2); // data + CRLF
+        std::io::copy(&mut limited, w)?;
+    }
+}

@@ -1,0 +1,298 @@
+//! Layers on top of lowers (symlinked parents, hardlinks into lowers), the native
+//! snapshotter against the overlay one (same canonical layer), hardlinks across a
+//! copy-up, compression, and deep stacks (new mount API, flattening).
+//!
+//! Overlay tests mount: run as root (or inside `unshare -Urm`), as the suite does.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use kiln_oci::media::LayerCompression;
+use kiln_oci::Digest;
+use kiln_snapshotter::{apply_layer, write_layer, Compression, DiffOptions, SnapshotStore, SnapshotterKind};
+
+fn store(kind: SnapshotterKind) -> (tempfile::TempDir, SnapshotStore) {
+    let t = tempfile::tempdir().unwrap();
+    let s = SnapshotStore::open_with(&t.path().join("snaps"), kind).unwrap();
+    (t, s)
+}
+
+/// Unpack a plain tar on top of `lowers`; returns its directory.
+fn unpack(s: &SnapshotStore, lowers: &[PathBuf], tar: &[u8]) -> PathBuf {
+    s.unpack_onto(&Digest::of(tar), lowers, tar, LayerCompression::None).unwrap()
+}
+
+fn base_tar() -> Vec<u8> {
+    RawTar::new()
+        .add(E { mode: 0o750, uid: 0, gid: 0, ..E::dir("usr/") })
+        .add(E { mode: 0o755, uid: 0, gid: 7, ..E::dir("usr/lib/") })
+        .add(E::file("usr/lib/libc.so", b"libc"))
+        .add(E::symlink("lib", "usr/lib"))
+        .add(E::symlink("abs", "/usr/lib"))
+        .add(E::dir("etc/"))
+        .add(E::file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"))
+        .add(E::file("etc/shadow", b"secret"))
+        .add(E::dir("data/"))
+        .add(E::file("data/one", b"1"))
+        .add(E::dir("data/sub/"))
+        .add(E::file("data/sub/two", b"2"))
+        .add(E::file("hl/a", b"linked"))
+        .add(E::hardlink("hl/b", "hl/a"))
+        .add(E { mode: 0o755, ..E::file("bin/tool", b"#!/bin/sh\n") })
+        .finish()
+}
+
+#[test]
+fn entry_below_a_lower_symlink_lands_where_it_points() {
+    let (_t, s) = store(SnapshotterKind::Overlay);
+    let base = unpack(&s, &[], &base_tar());
+    let top_tar = RawTar::new().add(E::file("lib/x", b"x")).add(E::file("abs/y", b"y")).finish();
+    let top = unpack(&s, &[base.clone()], &top_tar);
+    assert!(top.file_name().unwrap().to_str().unwrap().contains('-'), "kept per stack: {top:?}");
+    assert_eq!(fs::read(top.join("usr/lib/x")).unwrap(), b"x");
+    assert_eq!(fs::read(top.join("usr/lib/y")).unwrap(), b"y");
+    assert!(!top.join("lib").exists(), "no real `lib` directory shadowing the symlink");
+    // parents copied up with the lower metadata, not 0755 root
+    let usr = fs::metadata(top.join("usr")).unwrap();
+    assert_eq!(usr.mode() & 0o7777, 0o750);
+    let lib = fs::metadata(top.join("usr/lib")).unwrap();
+    assert_eq!((lib.mode() & 0o7777, lib.gid()), (0o755, 7));
+    assert_eq!(lib.mtime(), 1_600_000_000);
+}
+
+#[test]
+fn hardlink_to_a_lower_file_copies_it_up() {
+    let (_t, s) = store(SnapshotterKind::Overlay);
+    let base = unpack(&s, &[], &base_tar());
+    let top_tar = RawTar::new().add(E::hardlink("etc/passwd-", "etc/passwd")).finish();
+    let top = unpack(&s, &[base], &top_tar);
+    let a = fs::symlink_metadata(top.join("etc/passwd")).unwrap();
+    let b = fs::symlink_metadata(top.join("etc/passwd-")).unwrap();
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(fs::read(top.join("etc/passwd-")).unwrap(), b"root:x:0:0::/root:/bin/sh\n");
+    // without lowers it is still an error naming the entry
+    let err = apply_layer(&top_tar[..], LayerCompression::None, tempfile::tempdir().unwrap().path()).unwrap_err();
+    assert!(err.to_string().contains("etc/passwd-"), "{err}");
+}
+
+#[test]
+fn self_contained_layer_is_shared_by_diff_id() {
+    let (_t, s) = store(SnapshotterKind::Overlay);
+    let base = unpack(&s, &[], &base_tar());
+    let tar = RawTar::new().add(E::dir("app/")).add(E::file("app/x", b"x")).finish();
+    let top = unpack(&s, &[base], &tar);
+    assert_eq!(top.file_name().unwrap().to_str().unwrap(), Digest::of(&tar).hex());
+}
+
+/// The same changes made to a rootfs, then diffed.
+fn make_changes(root: &Path) {
+    fs::remove_file(root.join("etc/shadow")).unwrap();
+    fs::remove_dir_all(root.join("data")).unwrap();
+    fs::create_dir(root.join("data")).unwrap();
+    fs::write(root.join("data/new"), b"fresh").unwrap();
+    std::os::unix::fs::chown(root.join("hl/a"), Some(1000), Some(1000)).unwrap();
+    fs::set_permissions(root.join("bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::write(root.join("etc/added"), b"added").unwrap();
+    std::os::unix::fs::chown(root.join("etc/added"), Some(1000), Some(1000)).unwrap();
+}
+
+fn opts(c: Compression) -> DiffOptions {
+    DiffOptions { source_date_epoch: Some(1), compression: c, ..Default::default() }
+}
+
+/// Build base, prepare, change, diff: (layer bytes, digests) for one kind.
+fn layer_after_changes(kind: SnapshotterKind, c: Compression) -> (Vec<u8>, kiln_snapshotter::LayerDigests) {
+    let (_t, s) = store(kind);
+    let base = unpack(&s, &[], &base_tar());
+    let mut active = s.prepare(&[base]).unwrap();
+    assert_eq!(active.is_native(), kind == SnapshotterKind::Native);
+    make_changes(active.merged());
+    let upper = active.diff().unwrap().to_path_buf();
+    let mut out = Vec::new();
+    let d = write_layer(&upper, &opts(c), &mut out).unwrap();
+    (out, d)
+}
+
+fn entries(tar: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(tar);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            format!(
+                "{} {:?} {:o} {}:{} {}",
+                String::from_utf8_lossy(&e.path_bytes()),
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                e.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned()).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn native_and_overlay_give_the_same_layer() {
+    let (ov, dov) = layer_after_changes(SnapshotterKind::Overlay, Compression::None);
+    let (na, dna) = layer_after_changes(SnapshotterKind::Native, Compression::None);
+    let (eo, en) = (entries(&ov), entries(&na));
+    assert_eq!(eo, en, "overlay vs native entries");
+    assert_eq!(dov.diff_id, dna.diff_id);
+    let want = [
+        "bin/ Directory",
+        "bin/tool Regular 4755 0:0",
+        "data/ Directory",
+        "data/.wh..wh..opq Regular 0",
+        "data/new Regular 644",
+        "etc/ Directory",
+        "etc/added Regular 644 1000:1000",
+        "etc/.wh.shadow Regular 0",
+        "hl/ Directory",
+        "hl/a Regular 644 1000:1000",
+        "hl/b Link 644 1000:1000 hl/a",
+    ];
+    assert_eq!(eo.len(), want.len(), "{eo:#?}");
+    for (got, w) in eo.iter().zip(want) {
+        assert!(got.starts_with(w), "got {got:?}, want {w:?}\n{eo:#?}");
+    }
+}
+
+#[test]
+fn round_trip_of_a_native_diff_reproduces_the_tree() {
+    let (_t, s) = store(SnapshotterKind::Native);
+    let base = unpack(&s, &[], &base_tar());
+    let mut active = s.prepare(&[base.clone()]).unwrap();
+    make_changes(active.merged());
+    let expected = snapshot(active.merged());
+    let upper = active.diff().unwrap().to_path_buf();
+    let mut out = Vec::new();
+    let d = write_layer(&upper, &DiffOptions { compression: Compression::Zstd, ..Default::default() }, &mut out).unwrap();
+    assert_eq!(&out[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+    assert_eq!(d.media_type, "application/vnd.oci.image.layer.v1.tar+zstd");
+    let top = s.unpack_onto(&d.diff_id, &[base.clone()], &out[..], LayerCompression::Zstd).unwrap();
+    let again = s.prepare(&[base, top]).unwrap();
+    assert_eq!(snapshot(again.merged()), expected);
+}
+
+#[test]
+fn compressions_share_the_diff_id_and_are_deterministic() {
+    let (g, dg) = layer_after_changes(SnapshotterKind::Overlay, Compression::Gzip);
+    let (z, dz) = layer_after_changes(SnapshotterKind::Overlay, Compression::Zstd);
+    let (n, dn) = layer_after_changes(SnapshotterKind::Native, Compression::None);
+    assert_eq!(dg.diff_id, dz.diff_id);
+    assert_eq!(dg.diff_id, dn.diff_id);
+    assert_eq!(dn.digest, dn.diff_id, "uncompressed: digest = diffID");
+    assert_eq!(Digest::of(&g), dg.digest);
+    assert_eq!(Digest::of(&z), dz.digest);
+    assert_eq!(dz.size, z.len() as u64);
+    let (z2, _) = layer_after_changes(SnapshotterKind::Native, Compression::Zstd);
+    assert_eq!(z, z2, "zstd output is reproducible");
+    assert_eq!(n.len() % 512, 0);
+}
+
+#[test]
+fn chown_of_one_hardlink_name_is_seen_on_all_names_after_overlay() {
+    let (_t, s) = store(SnapshotterKind::Overlay);
+    let base = unpack(&s, &[], &base_tar());
+    let mut active = s.prepare(&[base.clone()]).unwrap();
+    std::os::unix::fs::chown(active.merged().join("hl/b"), Some(1000), Some(1000)).unwrap();
+    let upper = active.diff().unwrap().to_path_buf();
+    let mut out = Vec::new();
+    let d = write_layer(&upper, &opts(Compression::None), &mut out).unwrap();
+    let e = entries(&out);
+    assert!(e.iter().any(|l| l.starts_with("hl/a Regular 644 1000:1000")), "{e:#?}");
+    assert!(e.iter().any(|l| l.starts_with("hl/b Link 644 1000:1000 hl/a")), "{e:#?}");
+    let top = s.commit(active, &d.diff_id).unwrap();
+    let view = s.prepare(&[base, top]).unwrap();
+    for n in ["hl/a", "hl/b"] {
+        assert_eq!(fs::metadata(view.merged().join(n)).unwrap().uid(), 1000, "{n}");
+    }
+}
+
+#[test]
+fn mount_stubs_leave_nothing_in_native_diffs() {
+    let (_t, s) = store(SnapshotterKind::Native);
+    let base = unpack(&s, &[], &base_tar());
+    let mut active = s.prepare(&[base]).unwrap();
+    for (p, dir) in [("proc", true), ("etc/hosts", false), ("etc/hostname", false), ("run/x/y", false)] {
+        assert!(active.create_stub(Path::new(p), dir).unwrap());
+    }
+    fs::write(active.merged().join("new"), b"n").unwrap();
+    active.remove_stubs().unwrap();
+    let upper = active.diff().unwrap().to_path_buf();
+    let mut out = Vec::new();
+    write_layer(&upper, &opts(Compression::None), &mut out).unwrap();
+    let e = entries(&out);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].starts_with("new Regular"));
+}
+
+/// 150 layers, each adding a file and overwriting `top`: too long for the option
+/// string, so the new mount API is used; with a low bound the bottom is flattened.
+fn deep_stack(s: &SnapshotStore) -> Vec<PathBuf> {
+    let mut lowers: Vec<PathBuf> = Vec::new();
+    for i in 0..150 {
+        let name = format!("f/{i:03}");
+        let body = format!("layer {i}");
+        let mut t = RawTar::new();
+        t.add(E::dir("f/")).add(E::file(&name, body.as_bytes())).add(E::file("top", body.as_bytes()));
+        if i == 100 {
+            t.add(E::file("f/.wh.050", b""));
+        }
+        let tar = t.finish();
+        let dir = unpack(s, &lowers, &tar);
+        lowers.push(dir);
+    }
+    lowers
+}
+
+fn check_deep_view(root: &Path) {
+    assert_eq!(fs::read(root.join("top")).unwrap(), b"layer 149", "top-most layer wins");
+    let n = fs::read_dir(root.join("f")).unwrap().count();
+    assert_eq!(n, 149, "149 files (050 whited out)");
+    assert_eq!(fs::read(root.join("f/000")).unwrap(), b"layer 0");
+    assert!(!root.join("f/050").exists());
+}
+
+#[test]
+fn deep_stack_mounts_with_the_new_mount_api() {
+    let (_t, s) = store(SnapshotterKind::Overlay);
+    let lowers = deep_stack(&s);
+    let opts = kiln_snapshotter::overlay::mount_options(&lowers, Path::new("/u"), Path::new("/w")).unwrap();
+    assert!(opts.len() > kiln_snapshotter::overlay::MAX_OPTIONS, "the stack must not fit the option string");
+    let mut a = s.prepare(&lowers).unwrap();
+    check_deep_view(a.merged());
+    fs::write(a.merged().join("f/new"), b"x").unwrap();
+    let upper = a.diff().unwrap();
+    assert!(upper.join("f/new").is_file());
+}
+
+#[test]
+fn deep_stack_flattens_below_the_bound() {
+    let (_t, mut s) = store(SnapshotterKind::Overlay);
+    let lowers = deep_stack(&s);
+    s.set_max_lowers(20);
+    let bounded = s.bounded_lowers(&lowers).unwrap();
+    assert_eq!(bounded.len(), 20);
+    assert_eq!(bounded[1..], lowers[131..]);
+    let a = s.prepare(&lowers).unwrap();
+    check_deep_view(a.merged());
+    // reused, not rebuilt
+    assert_eq!(s.bounded_lowers(&lowers).unwrap()[0], bounded[0]);
+    let (_t2, n) = store(SnapshotterKind::Native);
+    let nl = deep_stack(&n);
+    let na = n.prepare(&nl).unwrap();
+    check_deep_view(na.merged());
+}
+
+#[test]
+fn overlay_probe_succeeds_here() {
+    let (_t, s) = store(SnapshotterKind::Overlay);
+    s.probe_overlay().unwrap();
+}
