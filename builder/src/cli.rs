@@ -34,6 +34,11 @@ pub enum CommandKind {
         /// Architectures or platforms to register (default: all kiln knows).
         platforms: Vec<String>,
     },
+    /// Work with multi-platform image indexes: `kiln index create REF --from REF1 --from REF2`.
+    Index {
+        #[command(subcommand)]
+        command: crate::index_cmd::IndexCommand,
+    },
     /// Internal: run one RUN step inside its sandbox.
     #[command(name = "__sandbox", hide = true)]
     Sandbox { spec: PathBuf },
@@ -62,6 +67,12 @@ pub struct BuildArgs {
     /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=PATH or id=ID,env=VAR. Repeatable.
+    #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
+    pub secrets: Vec<String>,
+    /// An SSH agent socket for `RUN --mount=type=ssh`: default[=SOCKET] or ID=SOCKET. Repeatable.
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
     /// Target platform(s), comma-separated: linux/amd64,linux/arm64 (default: the host's).
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT],...")]
     pub platforms: Vec<String>,
@@ -71,6 +82,10 @@ pub struct BuildArgs {
     /// Write the image digest (the index digest for several platforms) to this file.
     #[arg(long = "digest-file", value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
+    /// Docker-style config.json with registry credentials, merged over the usual
+    /// ones (also: KILN_AUTH=FILE or inline JSON; GitLab's CI_REGISTRY* variables).
+    #[arg(long = "authfile", value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
     /// How step rootfs are made: overlay (overlayfs in the user namespace), native
     /// (a copied rootfs and a walk-and-compare diff), or auto (overlay if it mounts).
     #[arg(long, value_name = "overlay|native|auto", default_value = "auto")]
@@ -103,6 +118,8 @@ pub struct BuildOptions {
     pub insecure_registries: Vec<String>,
     pub digest_file: Option<PathBuf>,
     pub metadata_file: Option<PathBuf>,
+    pub secrets: Vec<crate::runmounts::SecretSpec>,
+    pub ssh: Vec<crate::runmounts::SshSpec>,
     /// Empty: the host platform.
     pub platforms: Vec<kiln_frontend::Platform>,
     pub state_dir: PathBuf,
@@ -170,6 +187,8 @@ impl BuildArgs {
             insecure_registries: self.insecure_registries,
             digest_file: self.digest_file,
             metadata_file: self.metadata_file,
+            secrets: self.secrets.iter().map(|s| crate::runmounts::parse_secret(s)).collect::<Result<_>>()?,
+            ssh: self.ssh.iter().map(|s| crate::runmounts::parse_ssh(s)).collect::<Result<_>>()?,
             platforms,
             state_dir: state_dir()?,
             source_date_epoch,

@@ -1,6 +1,8 @@
 //! The `kiln` binary.
 
 mod binfmt;
+mod ciauth;
+mod index_cmd;
 mod cli;
 mod copy;
 mod archive;
@@ -12,6 +14,7 @@ mod idmap;
 mod image;
 mod inspect;
 mod platform;
+mod runmounts;
 mod sandbox;
 mod solver;
 mod timefmt;
@@ -35,8 +38,28 @@ fn main() -> ExitCode {
         }
         CommandKind::Parse(args) => inspect::parse_cmd(args),
         CommandKind::Plan(args) => inspect::plan_cmd(args),
+        CommandKind::Index { command } => {
+            init_tracing();
+            let authfile = match &command {
+                index_cmd::IndexCommand::Create(a) => a.authfile.clone(),
+            };
+            let _auth = match ciauth::install(authfile.as_deref()) {
+                Ok(g) => g,
+                Err(e) => return fail(&e.context("registry credentials")),
+            };
+            match index_cmd::main(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         CommandKind::Sandbox { spec } => ExitCode::from(sandbox::main(&spec).clamp(0, 255) as u8),
         CommandKind::Build(args) => {
+            // CI-provided registry credentials (CI_REGISTRY*, KILN_AUTH, --authfile):
+            // a private merged docker config, removed when the build ends.
+            let _auth = match ciauth::install(args.authfile.as_deref()) {
+                Ok(g) => g,
+                Err(e) => return fail(&e.context("registry credentials")),
+            };
             // Validate before entering the namespace so flag errors are reported once.
             let opts = match args.validate() {
                 Ok(o) => o,

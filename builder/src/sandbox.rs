@@ -31,6 +31,9 @@ pub struct RunSpec {
     pub groups: Vec<u32>,
     pub hostname: String,
     pub network_none: bool,
+    /// `RUN --mount`s, secrets, heredoc scripts: mounted after /dev, parents first.
+    #[serde(default)]
+    pub mounts: Vec<crate::runmounts::SandboxMount>,
 }
 
 /// Files and directories the sandbox mounts over inside the rootfs. The solver makes
@@ -147,6 +150,9 @@ fn enter_and_exec(spec: &RunSpec, hostname_file: &Path) -> Result<Never> {
     if hostname_file.exists() && target.exists() {
         mount(Some(hostname_file), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).context("binding /etc/hostname")?;
     }
+    for m in &spec.mounts {
+        apply_mount(root, m)?;
+    }
     let _ = sethostname(&spec.hostname);
 
     chdir(root).context("entering the rootfs")?;
@@ -214,6 +220,41 @@ fn setup_dev(dev: &Path) -> Result<()> {
     let _ = mount(Some("devpts"), &dev.join("pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
     for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
         let _ = std::os::unix::fs::symlink(target, dev.join(link));
+    }
+    Ok(())
+}
+
+/// One `RUN --mount` inside the rootfs. The target exists (the solver stubbed it, or
+/// it is on /dev's tmpfs) and is resolved inside the root.
+fn apply_mount(root: &Path, m: &crate::runmounts::SandboxMount) -> Result<()> {
+    use crate::runmounts::SandboxMountKind;
+    let target = crate::fsutil::resolve_in_root(root, Path::new(&m.target), true)?;
+    if !target.exists() && m.target.starts_with("/dev/") {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let is_dir = matches!(&m.kind, SandboxMountKind::Tmpfs { .. })
+            || matches!(&m.kind, SandboxMountKind::Bind { source, .. } if source.is_dir());
+        if is_dir {
+            std::fs::create_dir(&target)?;
+        } else {
+            std::fs::File::create(&target)?;
+        }
+    }
+    match &m.kind {
+        SandboxMountKind::Bind { source, readonly } => {
+            mount(Some(source), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .with_context(|| format!("mounting {} on {}", source.display(), m.target))?;
+            if *readonly {
+                mount(None::<&str>, &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
+                    .with_context(|| format!("making {} read-only", m.target))?;
+            }
+        }
+        SandboxMountKind::Tmpfs { size } => {
+            let opts = size.as_ref().map(|s| format!("size={s}"));
+            mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, opts.as_deref())
+                .with_context(|| format!("mounting a tmpfs on {}", m.target))?;
+        }
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::cli::BuildOptions;
 use crate::copy::{self, CopyRequest, Owner};
 use crate::export;
 use crate::image::{resolve_chown, resolve_user, ImageState, Layer};
-use crate::{binfmt, platform};
+use crate::{binfmt, platform, runmounts};
 use crate::sandbox::{self, RunSpec, MOUNT_TARGETS};
 use crate::timefmt;
 
@@ -398,6 +398,33 @@ fn run_stage(cx: &Ctx, job: &Job, pulled: &PulledMap, inputs: &BTreeMap<usize, I
     Ok(state)
 }
 
+/// Roots for `RUN --mount=type=bind`: stages and images mounted for the step (their
+/// scratch upper takes any writes and is thrown away), or a writable view of the
+/// context.
+struct MountRoots<'a, 'b> {
+    cx: &'a Ctx,
+    sources: &'a Sources<'b>,
+    held: Vec<ActiveSnapshot>,
+}
+
+impl runmounts::FromRoots for MountRoots<'_, '_> {
+    fn root_of(&mut self, from: &CopyFrom) -> Result<PathBuf> {
+        let state = self.sources.get(from)?;
+        let lowers = lower_dirs(self.cx, state)?;
+        let snap = self.cx.snaps.prepare(&lowers)?;
+        let root = snap.merged().to_path_buf();
+        self.held.push(snap);
+        Ok(root)
+    }
+
+    fn root_of_context_rw(&mut self) -> Result<PathBuf> {
+        let snap = self.cx.snaps.prepare(&[self.cx.opts.context.clone()])?;
+        let root = snap.merged().to_path_buf();
+        self.held.push(snap);
+        Ok(root)
+    }
+}
+
 /// Where `COPY --from` reads: earlier stages of this build, or pulled images.
 struct Sources<'a> {
     stages: &'a BTreeMap<usize, ImageState>,
@@ -467,9 +494,18 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
     copy::mkdir_p(&root, Path::new(&workdir))?;
 
     match &step.kind {
-        StepKind::Run { argv, build_env, network, mounts, .. } => {
-            if !mounts.is_empty() {
-                bail!("RUN --mount is not supported yet");
+        StepKind::Run { argv, build_env, network, mounts, heredocs, .. } => {
+            let mut roots = MountRoots { cx, sources, held: Vec::new() };
+            let inputs = runmounts::Inputs {
+                context: &cx.opts.context,
+                state_dir: &cx.opts.state_dir,
+                workdir: &workdir,
+                secrets: &cx.opts.secrets,
+                ssh: &cx.opts.ssh,
+            };
+            let prepared = runmounts::prepare(mounts, heredocs, &inputs, &mut roots)?;
+            for (target, is_dir) in &prepared.stubs {
+                active.create_stub(target, *is_dir)?;
             }
             let run_as = resolve_user(&root, &state.user())?;
             for (target, is_dir) in MOUNT_TARGETS {
@@ -485,6 +521,8 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
             if !env.iter().any(|e| e.starts_with("PATH=")) {
                 env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
             }
+            // Mount-provided variables (SSH_AUTH_SOCK, env secrets) are the step's only.
+            env.extend(prepared.env.iter().cloned());
             let spec = RunSpec {
                 rootfs: root.clone(),
                 argv: argv.clone(),
@@ -495,9 +533,12 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 groups: run_as.groups,
                 hostname: "kiln".into(),
                 network_none: network.as_deref() == Some("none"),
+                mounts: prepared.mounts.clone(),
             };
             let spec_path = cx.scratch.join(format!("run-{}-{}.json", std::process::id(), next_id()));
             let code = sandbox::run(&spec, &spec_path)?;
+            drop(prepared);
+            drop(roots);
             if code != 0 {
                 bail!("RUN failed: exit code {code}");
             }
@@ -564,7 +605,7 @@ fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveSnapshot) ->
     Ok(())
 }
 
-fn next_id() -> u64 {
+pub(crate) fn next_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)

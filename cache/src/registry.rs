@@ -165,7 +165,7 @@ fn into_error(op: String, target: String, f: Failure) -> RegistryError {
                 // Say what to do: credentials come from docker's config.json.
                 let host = target.split('/').next().unwrap_or(&target);
                 message.push_str(&format!(
-                    " (access denied: add credentials for {host} to docker's config.json, e.g. with `docker login {host}`, or to $REGISTRY_AUTH_FILE)"
+                     " (access denied: check the credentials for {host} in docker's config.json — `docker login {host}` — or in $REGISTRY_AUTH_FILE)"
                 ));
             }
             RegistryError::Transport { op, target, message }

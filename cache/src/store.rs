@@ -411,4 +411,37 @@ mod tests {
         assert!(b.has(&d));
         assert_eq!(b.put(b"shared").unwrap(), d);
     }
+
+    #[test]
+    fn concurrent_builds_name_images_without_losing_any() {
+        // Eight "builds", each with its own handle (as separate processes would have),
+        // write blobs and name an image at the same time: no entry is lost.
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        std::thread::scope(|sc| {
+            for i in 0..8u8 {
+                let root = root.clone();
+                sc.spawn(move || {
+                    let s = ContentStore::open(&root).unwrap();
+                    for j in 0..5u8 {
+                        let d = s.put(&[i, j]).unwrap();
+                        let desc = oci_spec::image::DescriptorBuilder::default()
+                            .media_type(oci_spec::image::MediaType::ImageLayer)
+                            .digest(oci_spec::image::Digest::try_from(d.to_string()).unwrap())
+                            .size(2u64)
+                            .build()
+                            .unwrap();
+                        s.set_ref(&format!("b{i}-{j}"), &desc).unwrap();
+                    }
+                });
+            }
+        });
+        let s = ContentStore::open(&root).unwrap();
+        let refs = s.refs().unwrap();
+        assert_eq!(refs.len(), 40);
+        s.set_ref("b0-0", &refs[5]).unwrap();
+        assert_eq!(s.refs().unwrap().len(), 40, "same name replaced");
+        s.remove_ref("b0-0").unwrap();
+        assert_eq!(s.refs().unwrap().len(), 39);
+    }
 }

@@ -180,3 +180,77 @@ async fn unreachable_registry_is_retried_then_named() {
     // Backoff 200ms + 400ms between the three attempts.
     assert!(start.elapsed() >= std::time::Duration::from_millis(600), "{:?}", start.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_and_registry_map() {
+    let mirror = TestRegistry::start();
+    let real = TestRegistry::start();
+    let t = tempfile::tempdir().unwrap();
+    let src = ContentStore::open(&t.path().join("src")).unwrap();
+    let img = make_image(&src, "linux/amd64", 5000, false);
+    let plain = Registry::new(RegistryOptions::default());
+    // The mirror serves docker.io's library/busybox under a prefix.
+    plain
+        .push_image(&mirror.reference("hub/library/busybox:1.36"), &src, &img.manifest, img.manifest_type, &img.blobs, &[])
+        .await
+        .unwrap();
+    let amd64 = parse_platform("linux/amd64").unwrap();
+
+    // A dead mirror first, then the live one: the pull falls through to it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let client = Registry::new(RegistryOptions {
+        mirrors: vec![format!("127.0.0.1:{dead}"), format!("{}/hub", mirror.host)],
+        retries: 0,
+        ..Default::default()
+    });
+    let hub: kiln_cache::Reference = "busybox:1.36".parse().unwrap();
+    let sources: Vec<String> = client.pull_sources(&hub).iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        sources,
+        vec![
+            format!("127.0.0.1:{dead}/library/busybox:1.36"),
+            format!("{}/hub/library/busybox:1.36", mirror.host),
+            "docker.io/library/busybox:1.36".to_string()
+        ]
+    );
+    let dst = ContentStore::open(&t.path().join("dst")).unwrap();
+    let p = client.pull_image(&hub, &amd64, &dst).await.unwrap();
+    assert_eq!(p.manifest_digest, img.digest);
+    // Non-docker.io names are not mirrored.
+    let other: kiln_cache::Reference = "quay.io/x/y:1".parse().unwrap();
+    assert_eq!(client.pull_sources(&other), vec![other.clone()]);
+
+    // --registry-map: a prefix of registry/repository is rewritten, without fallback.
+    plain
+        .push_image(&real.reference("mapped/team/app:v2"), &src, &img.manifest, img.manifest_type, &img.blobs, &[])
+        .await
+        .unwrap();
+    let client = Registry::new(RegistryOptions {
+        registry_map: vec![
+            ("corp.example/team".into(), format!("{}/mapped/team", real.host)),
+            ("gcr.example".into(), format!("{}/gcr", real.host)),
+        ],
+        ..Default::default()
+    });
+    let r: kiln_cache::Reference = "corp.example/team/app:v2".parse().unwrap();
+    assert_eq!(client.pull_sources(&r), vec![real.reference("mapped/team/app:v2")]);
+    let r2: kiln_cache::Reference = "gcr.example/proj/img@sha256:0000000000000000000000000000000000000000000000000000000000000000".parse().unwrap();
+    assert_eq!(client.pull_sources(&r2)[0].to_string(), format!("{}/gcr/proj/img@{}", real.host, r2.digest().unwrap()));
+    // Prefix matches only at a `/` boundary.
+    let r3: kiln_cache::Reference = "corp.example/teamster/app:v2".parse().unwrap();
+    assert_eq!(client.pull_sources(&r3), vec![r3.clone()]);
+    let dst2 = ContentStore::open(&t.path().join("dst2")).unwrap();
+    let p = client.pull_image(&r, &amd64, &dst2).await.unwrap();
+    assert_eq!(p.manifest_digest, img.digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_ca_certificate_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(t.path()).unwrap();
+    let missing = t.path().join("no-such-ca.pem");
+    let client = Registry::new(RegistryOptions { ca_certs: vec![missing.clone()], ..Default::default() });
+    let r: kiln_cache::Reference = "registry.example:5000/a/b:c".parse().unwrap();
+    let err = client.pull_image(&r, &parse_platform("linux/amd64").unwrap(), &store).await.unwrap_err().to_string();
+    assert!(err.contains("no-such-ca.pem") && err.contains("registry.example:5000"), "{err}");
+}

@@ -25,7 +25,8 @@ pub enum Fault {
     Status(u16),
     /// Close the connection without answering.
     Close,
-    /// Forward the head and this many body bytes, then cut the connection.
+    /// Forward the head and this many body bytes (at most all but the last byte of a
+    /// `Content-Length` body), then cut the connection.
     DropRequestAfter(usize),
     /// Forward the request; cut the connection after this many bytes of the response
     /// (head included).
@@ -312,6 +313,9 @@ fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
             }
             Some(Fault::DropRequestAfter(n)) => {
                 up.write_all(&head)?;
+                // Never the whole body: the request must stay incomplete (and we must
+                // not wait for bytes the client will not send).
+                let n = if chunked { n } else { n.min(content_length.saturating_sub(1)) };
                 let mut limited = (&mut reader).take(n as u64);
                 std::io::copy(&mut limited, &mut up)?;
                 let _ = up.flush();

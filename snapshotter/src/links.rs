@@ -36,7 +36,8 @@ pub(crate) fn relink_copied_up(upper: &Path, lowers: &[&Path]) -> io::Result<()>
         return Ok(());
     }
     let mut candidates: Vec<(Vec<u8>, usize, u64)> = Vec::new(); // (rel, lower layer, lower ino)
-    collect(upper, b"", lowers, &mut candidates)?;
+    let root_active: Vec<usize> = (0..lowers.len()).collect();
+    collect(upper, b"", lowers, &root_active, &mut candidates)?;
     if candidates.is_empty() {
         return Ok(());
     }
@@ -77,7 +78,18 @@ fn rel_path(c: &[Vec<u8>]) -> PathBuf {
 }
 
 /// Upper regular files with one link whose lower counterpart has several.
-fn collect(dir: &Path, rel: &[u8], lowers: &[&Path], out: &mut Vec<(Vec<u8>, usize, u64)>) -> io::Result<()> {
+/// `active`: the lower layers (indices, top first) in which `dir`'s counterpart is
+/// a visible directory, so each file costs one lstat per such layer at most.
+fn collect(
+    dir: &Path,
+    rel: &[u8],
+    lowers: &[&Path],
+    active: &[usize],
+    out: &mut Vec<(Vec<u8>, usize, u64)>,
+) -> io::Result<()> {
+    if active.is_empty() {
+        return Ok(()); // nothing below: every file here is new
+    }
     for e in fs::read_dir(dir)? {
         let e = e?;
         let md = e.path().symlink_metadata()?;
@@ -86,19 +98,37 @@ fn collect(dir: &Path, rel: &[u8], lowers: &[&Path], out: &mut Vec<(Vec<u8>, usi
             child.push(b'/');
         }
         child.extend_from_slice(e.file_name().as_bytes());
+        let child_rel = OsStr::from_bytes(&child);
         if md.is_dir() {
-            if !crate::overlay::is_opaque(&e.path()) {
-                collect(&e.path(), &child, lowers, out)?;
+            if crate::overlay::is_opaque(&e.path()) {
+                continue;
             }
+            let mut next = Vec::new();
+            for &l in active {
+                let p = lowers[l].join(child_rel);
+                match fs::symlink_metadata(&p) {
+                    Err(_) => continue,
+                    Ok(m) if m.is_dir() => {
+                        next.push(l);
+                        if crate::overlay::is_opaque(&p) {
+                            break;
+                        }
+                    }
+                    Ok(_) => break,
+                }
+            }
+            collect(&e.path(), &child, lowers, &next, out)?;
             continue;
         }
         if !md.is_file() || md.nlink() != 1 {
             continue;
         }
-        if let Some(f) = lookup(lowers, &comps(&child)) {
-            if f.md.is_file() && f.md.nlink() > 1 {
-                out.push((child, f.layer, f.md.ino()));
+        for &l in active {
+            let Ok(m) = fs::symlink_metadata(lowers[l].join(child_rel)) else { continue };
+            if m.is_file() && m.nlink() > 1 {
+                out.push((child.clone(), l, m.ino()));
             }
+            break;
         }
     }
     Ok(())

@@ -296,3 +296,71 @@ fn overlay_probe_succeeds_here() {
     let (_t, s) = store(SnapshotterKind::Overlay);
     s.probe_overlay().unwrap();
 }
+
+/// Type changes (dir → file, file → dir, file → symlink), a moved file, an xattr,
+/// a new hardlink to an old file: both snapshotters give the same layer.
+#[test]
+fn replacements_match_between_native_and_overlay() {
+    fn changes(root: &Path) {
+        fs::remove_dir_all(root.join("data/sub")).unwrap();
+        fs::write(root.join("data/sub"), b"now a file").unwrap();
+        fs::remove_file(root.join("data/one")).unwrap();
+        fs::create_dir(root.join("data/one")).unwrap();
+        fs::write(root.join("data/one/inside"), b"i").unwrap();
+        fs::remove_file(root.join("etc/shadow")).unwrap();
+        std::os::unix::fs::symlink("passwd", root.join("etc/shadow")).unwrap();
+        fs::rename(root.join("bin/tool"), root.join("bin/tool2")).unwrap();
+        set_xattr(&root.join("etc/passwd"), "user.kiln", b"v");
+        fs::hard_link(root.join("usr/lib/libc.so"), root.join("usr/lib/libc.so.6")).unwrap();
+    }
+    let run = |kind| {
+        let (_t, s) = store(kind);
+        let base = unpack(&s, &[], &base_tar());
+        let mut a = s.prepare(&[base]).unwrap();
+        changes(a.merged());
+        let up = a.diff().unwrap().to_path_buf();
+        let mut out = Vec::new();
+        let d = write_layer(&up, &opts(Compression::None), &mut out).unwrap();
+        (entries(&out), d.diff_id)
+    };
+    let (eo, o) = run(SnapshotterKind::Overlay);
+    let (en, n) = run(SnapshotterKind::Native);
+    assert_eq!(eo, en);
+    assert_eq!(o, n);
+    for want in ["data/sub Regular", "data/one/ Directory", "data/one/.wh..wh..opq", "etc/shadow Symlink", "bin/.wh.tool ", "bin/tool2 Regular", "usr/lib/libc.so.6 Link"] {
+        assert!(eo.iter().any(|e| e.starts_with(want)), "{want}: {eo:#?}");
+    }
+}
+
+#[test]
+fn lower_symlinks_cannot_lead_out_of_the_layer() {
+    let (t, s) = store(SnapshotterKind::Overlay);
+    let base_tar = RawTar::new()
+        .add(E::symlink("up", "../../../../../escaped"))
+        .add(E::symlink("abs", "/../../escaped2"))
+        .add(E::symlink("loop1", "loop2"))
+        .add(E::symlink("loop2", "loop1"))
+        .add(E::dir("d/"))
+        .add(E::file("gone", b"g"))
+        .finish();
+    let base = unpack(&s, &[], &base_tar);
+    let top_tar = RawTar::new().add(E::file("up/x", b"x")).add(E::file("abs/y", b"y")).finish();
+    let top = unpack(&s, &[base.clone()], &top_tar);
+    assert_eq!(fs::read(top.join("escaped/x")).unwrap(), b"x");
+    assert_eq!(fs::read(top.join("escaped2/y")).unwrap(), b"y");
+    for p in [t.path().join("escaped"), t.path().parent().unwrap().join("escaped"), PathBuf::from("/escaped"), PathBuf::from("/escaped2")] {
+        assert!(!p.exists(), "{p:?} written outside the layer");
+    }
+    // a symlink loop below is an error naming the entry
+    let tar = RawTar::new().add(E::file("loop1/x", b"x")).finish();
+    let err = s.unpack_onto(&Digest::of(&tar), &[base.clone()], &tar[..], LayerCompression::None).unwrap_err();
+    assert!(err.to_string().contains("loop1/x"), "{err}");
+    // a hardlink to a lower directory, or to a file a whiteout hid, is refused
+    let tar = RawTar::new().add(E::hardlink("l", "d")).finish();
+    assert!(s.unpack_onto(&Digest::of(&tar), &[base.clone()], &tar[..], LayerCompression::None).is_err());
+    let wh = RawTar::new().add(E::file(".wh.gone", b"")).finish();
+    let mid = unpack(&s, &[base.clone()], &wh);
+    let tar = RawTar::new().add(E::hardlink("l", "gone")).finish();
+    let err = s.unpack_onto(&Digest::of(&tar), &[base, mid], &tar[..], LayerCompression::None).unwrap_err();
+    assert!(err.to_string().contains("gone"), "{err}");
+}

@@ -28,6 +28,26 @@ impl TestRegistry {
 
     /// `htpasswd`: a bcrypt htpasswd file's content, to require Basic auth.
     pub fn start_with(htpasswd: Option<&str>) -> Self {
+        Self::start_inner(htpasswd, None)
+    }
+
+    /// A registry with this `auth:` section (YAML, indented under `auth:`), which makes
+    /// `GET /v2/` answer 401. `port` is fixed by the caller when the section needs it.
+    pub fn start_with_auth_config(auth_yaml: &str) -> Self {
+        Self::start_inner(None, Some(auth_yaml))
+    }
+
+    fn start_inner(htpasswd: Option<&str>, auth_yaml: Option<&str>) -> Self {
+        Self::start_full("127.0.0.1", None, htpasswd, auth_yaml)
+    }
+
+    /// A TLS registry on `bind_ip` (not loopback, so clients use HTTPS) with this
+    /// certificate and key (PEM files).
+    pub fn start_tls(bind_ip: &str, cert: &Path, key: &Path) -> Self {
+        Self::start_full(bind_ip, Some((cert, key)), None, None)
+    }
+
+    fn start_full(bind_ip: &str, tls: Option<(&Path, &Path)>, htpasswd: Option<&str>, auth_yaml: Option<&str>) -> Self {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: the registry integration tests need it; run scripts/setup.sh"
@@ -35,8 +55,8 @@ impl TestRegistry {
         let dir = tempfile::tempdir().unwrap();
         // Find a free port (tiny race with other processes; the wait below would fail
         // loudly rather than talk to a stranger, as a foreign server will not answer /v2/ 200).
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let host = format!("127.0.0.1:{port}");
+        let port = TcpListener::bind(format!("{bind_ip}:0")).unwrap().local_addr().unwrap().port();
+        let host = format!("{bind_ip}:{port}");
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
         let mut config = format!(
@@ -48,7 +68,20 @@ impl TestRegistry {
             std::fs::write(&p, h).unwrap();
             config.push_str(&format!("auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n", p.display()));
         }
-        let want_status = if htpasswd.is_some() { "401" } else { "200" };
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+        }
+        if let Some(a) = auth_yaml {
+            config.push_str(&format!("auth:\n{a}"));
+        }
+        // Plain HTTP to a TLS port gets Go's 400 "HTTP request to an HTTPS server".
+        let want_status = if tls.is_some() {
+            "400"
+        } else if htpasswd.is_some() || auth_yaml.is_some() {
+            "401"
+        } else {
+            "200"
+        };
         let cfg_path = dir.path().join("config.yml");
         std::fs::write(&cfg_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();

@@ -1,0 +1,66 @@
+#!/bin/bash
+# Cost of a one-file RUN on bases of 1k, 10k and 100k files, per snapshotter.
+#
+#   bench/one-file-run.sh [COUNT...]        default: 1000 10000 100000
+#
+# As root (like the test suite): starts a registry on 127.0.0.1:$KILN_BENCH_PORT
+# (default 5055) with scripts/registry.sh, seeds the busybox base, builds and
+# pushes bench/base:N (busybox + N small files in /data/<k>/<i>), then times
+# `kiln build` (release) of `FROM bench/base:N` + `RUN echo hello > /one` as the
+# unprivileged build user, warm: the base is pulled and unpacked by a first,
+# untimed build; each timed build still mounts/copies the rootfs, runs the step,
+# diffs, writes the layer and exports an OCI layout. Median of 5 is printed.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PORT=${KILN_BENCH_PORT:-5055}
+BUSER=${KILN_TEST_USER:-kilntest}
+W=${KILN_BENCH_DIR:-/var/tmp/kiln-bench}/one-file
+COUNTS=("$@"); [ ${#COUNTS[@]} -gt 0 ] || COUNTS=(1000 10000 100000)
+REPS=${KILN_BENCH_REPS:-5}
+
+cd "$REPO"
+cargo build --release -q -p kiln-builder
+KILN=$REPO/target/release/kiln
+scripts/registry.sh start "$PORT" >/dev/null
+testdata/scripts/seed-registry.sh "127.0.0.1:$PORT" >/dev/null
+REG=127.0.0.1:$PORT
+
+rm -rf "$W"; mkdir -p "$W"/{home,root,run}
+chmod 700 "$W/run"
+cp "$KILN" "$W/kiln"
+chown -R "$BUSER:$BUSER" "$W"
+as_user() {
+  setpriv --reuid="$BUSER" --regid="$BUSER" --init-groups -- \
+    env -i HOME="$W/home" KILN_ROOT="$W/root" XDG_RUNTIME_DIR="$W/run" \
+    PATH=/usr/local/bin:/usr/bin:/bin "$@"
+}
+ctx() { # NAME DOCKERFILE-TEXT
+  mkdir -p "$W/ctx/$1"; printf '%s\n' "$2" >"$W/ctx/$1/Dockerfile"; chown -R "$BUSER:$BUSER" "$W/ctx"
+}
+
+echo "# $(date -u +%Y-%m-%d) $(nproc) cores, $(uname -r), kiln release build; median of $REPS warm builds (s)"
+printf '%-8s %-9s %8s   %s\n' files snapshot median all
+for N in "${COUNTS[@]}"; do
+  dirs=$(( (N + 999) / 1000 ))
+  ctx "base-$N" "FROM $REG/base/busybox:latest
+RUN mkdir /data && cd /data && for d in \$(seq 1 $dirs); do mkdir \$d; for f in \$(seq 1 $(( N < 1000 ? N : 1000 ))); do echo \$f > \$d/\$f; done; done"
+  as_user "$W/kiln" build --snapshotter overlay -t "$REG/bench/base:$N" --push "$W/ctx/base-$N" >"$W/base-$N.log" 2>&1 \
+    || { cat "$W/base-$N.log"; exit 1; }
+  ctx "run-$N" "FROM $REG/bench/base:$N
+RUN echo hello > /one"
+  for snap in overlay native; do
+    as_user "$W/kiln" build --snapshotter $snap "$W/ctx/run-$N" >"$W/warm-$N-$snap.log" 2>&1 \
+      || { cat "$W/warm-$N-$snap.log"; exit 1; }
+    times=()
+    for i in $(seq 1 "$REPS"); do
+      s=$(date +%s.%N)
+      as_user "$W/kiln" build --snapshotter $snap --output "type=oci,dest=$W/out-$N-$snap-$i" "$W/ctx/run-$N" \
+        >"$W/run-$N-$snap-$i.log" 2>&1 || { cat "$W/run-$N-$snap-$i.log"; exit 1; }
+      e=$(date +%s.%N)
+      times+=("$(echo "$e - $s" | bc)")
+      rm -rf "$W/out-$N-$snap-$i"
+    done
+    med=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPS + 1) / 2 ))p")
+    printf '%-8s %-9s %8.2f   %s\n' "$N" "$snap" "$med" "${times[*]}"
+  done
+done

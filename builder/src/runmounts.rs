@@ -1,0 +1,374 @@
+//! `RUN --mount` and the other things a RUN step sees that never reach its layer:
+//! bind mounts (context, stage or image), cache mounts, tmpfs, secrets, the SSH
+//! agent, and heredoc scripts.
+//!
+//! The builder prepares host-side sources here; the sandbox only bind-mounts what
+//! the `SandboxMount` list says. Every target gets a stub in the rootfs if the image
+//! lacks it, and stubs are removed before the diff, so nothing of a mount — neither
+//! its contents nor its mount point — reaches a layer.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use kiln_frontend::{Heredoc, RunMount};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{container_path, resolve_in_root};
+
+/// A mount the sandbox performs inside the rootfs before pivoting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxMount {
+    /// Absolute path in the container.
+    pub target: String,
+    pub kind: SandboxMountKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SandboxMountKind {
+    Bind { source: PathBuf, readonly: bool },
+    Tmpfs { size: Option<String> },
+}
+
+/// `--secret id=ID[,src=PATH|,env=VAR]` from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    pub id: String,
+    pub source: SecretSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// `--ssh ID[=SOCKET]` from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSpec {
+    pub id: String,
+    pub socket: PathBuf,
+}
+
+pub fn parse_secret(s: &str) -> Result<SecretSpec> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    let mut kind = None;
+    for field in s.split(',') {
+        match field.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(v.to_string()),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", v)) => kind = Some(v.to_string()),
+            _ => bail!("--secret {s:?}: unknown field {field:?} (expected id=ID,src=PATH or id=ID,env=VAR)"),
+        }
+    }
+    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| anyhow!("--secret {s:?}: missing id="))?;
+    let source = match (kind.as_deref(), src, env) {
+        (_, Some(p), None) => SecretSource::File(PathBuf::from(p)),
+        (_, None, Some(v)) => SecretSource::Env(v),
+        (Some("env"), None, None) => SecretSource::Env(id.clone()),
+        (Some("file") | None, None, None) => {
+            // Docker's shorthand: `--secret id=X` reads env X if set, else a file named X.
+            if std::env::var_os(&id).is_some() {
+                SecretSource::Env(id.clone())
+            } else {
+                SecretSource::File(PathBuf::from(&id))
+            }
+        }
+        (_, Some(_), Some(_)) => bail!("--secret {s:?}: give src= or env=, not both"),
+        (Some(t), _, _) => bail!("--secret {s:?}: unknown type {t:?} (file or env)"),
+    };
+    Ok(SecretSpec { id, source })
+}
+
+pub fn parse_ssh(s: &str) -> Result<SshSpec> {
+    let (id, path) = match s.split_once('=') {
+        Some((id, p)) => (id.to_string(), Some(PathBuf::from(p))),
+        None => (s.to_string(), None),
+    };
+    if id.is_empty() {
+        bail!("--ssh {s:?}: missing id (e.g. default=$SSH_AUTH_SOCK)");
+    }
+    let socket = match path {
+        Some(p) => p,
+        None => std::env::var_os("SSH_AUTH_SOCK")
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow!("--ssh {id}: no socket given and SSH_AUTH_SOCK is not set"))?,
+    };
+    Ok(SshSpec { id, socket })
+}
+
+/// What preparing a RUN's mounts produced.
+#[derive(Default)]
+pub struct Prepared {
+    pub mounts: Vec<SandboxMount>,
+    /// Extra environment (SSH_AUTH_SOCK, secrets with env=): the RUN's only.
+    pub env: Vec<String>,
+    /// Mount points to stub in the rootfs: (relative path, is a directory).
+    pub stubs: Vec<(PathBuf, bool)>,
+    /// Scratch directories removed when the step ends (secrets, heredocs).
+    pub scratch: Vec<PathBuf>,
+    /// Locks held for the step (cache mounts with sharing=locked).
+    pub locks: Vec<fs::File>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        for d in &self.scratch {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Where a bind mount reads: the solver mounts the stage or image (or a writable
+/// scratch view of the context) and keeps it mounted for the step.
+pub trait FromRoots {
+    fn root_of(&mut self, from: &kiln_frontend::CopyFrom) -> Result<PathBuf>;
+    fn root_of_context_rw(&mut self) -> Result<PathBuf>;
+}
+
+pub struct Inputs<'a> {
+    pub context: &'a Path,
+    pub state_dir: &'a Path,
+    pub workdir: &'a str,
+    pub secrets: &'a [SecretSpec],
+    pub ssh: &'a [SshSpec],
+}
+
+fn scratch_dir(base: &Path, what: &str) -> Result<PathBuf> {
+    // Secrets should not touch a disk: prefer a private dir on /dev/shm.
+    let shm = Path::new("/dev/shm");
+    let parent = if what == "secrets" && shm.is_dir() { shm.to_path_buf() } else { base.to_path_buf() };
+    let dir = parent.join(format!("kiln-{what}-{}-{}", std::process::id(), crate::solver::next_id()));
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
+fn opt<'a>(m: &'a RunMount, k: &str) -> Option<&'a str> {
+    m.options.get(k).map(String::as_str)
+}
+
+fn octal(m: &RunMount, default: u32) -> Result<u32> {
+    match opt(m, "mode") {
+        Some(v) => u32::from_str_radix(v, 8).map_err(|_| anyhow!("invalid mode {v:?}")),
+        None => Ok(default),
+    }
+}
+
+fn num(m: &RunMount, k: &str) -> Result<u32> {
+    match opt(m, k) {
+        Some(v) => v.parse().map_err(|_| anyhow!("invalid {k} {v:?}")),
+        None => Ok(0),
+    }
+}
+
+fn target_of(m: &RunMount, workdir: &str, default: &str) -> String {
+    let t = opt(m, "target").filter(|t| !t.is_empty()).unwrap_or(default);
+    container_path(workdir, t).to_string_lossy().into_owned()
+}
+
+fn rel(target: &str) -> PathBuf {
+    PathBuf::from(target.trim_start_matches('/'))
+}
+
+/// Prepare every `--mount` of a RUN, plus its heredoc scripts.
+pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, roots: &mut dyn FromRoots) -> Result<Prepared> {
+    let mut p = Prepared::default();
+    let mut ssh_index = 0;
+    for m in mounts {
+        match m.kind.as_str() {
+            "bind" => {
+                let target = target_of(m, inputs.workdir, "");
+                let readonly = opt(m, "readonly") != Some("false");
+                let root = match &m.from {
+                    Some(from) => roots.root_of(from)?,
+                    None => {
+                        if !readonly {
+                            // rw binds of the context: writes land in a scratch copy.
+                            roots.root_of_context_rw()?
+                        } else {
+                            inputs.context.to_path_buf()
+                        }
+                    }
+                };
+                let src = opt(m, "source").unwrap_or("/");
+                let host = resolve_in_root(&root, &PathBuf::from("/").join(src), true)?;
+                let md = fs::metadata(&host).with_context(|| format!("--mount=type=bind source {src:?} not found"))?;
+                p.stubs.push((rel(&target), md.is_dir()));
+                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: host, readonly } });
+            }
+            "cache" => {
+                let target = target_of(m, inputs.workdir, "");
+                if m.from.is_some() {
+                    bail!("--mount=type=cache,from= is not supported yet");
+                }
+                let id = opt(m, "id").filter(|i| !i.is_empty()).unwrap_or(&target).to_string();
+                let dir = cache_dir(inputs.state_dir, &id, octal(m, 0o755)?, num(m, "uid")?, num(m, "gid")?)?;
+                let source = match opt(m, "sharing").unwrap_or("shared") {
+                    "locked" => {
+                        let lock = lock_file(&dir, true)?.expect("blocking lock");
+                        p.locks.push(lock);
+                        dir.join("data")
+                    }
+                    "private" => match lock_file(&dir, false)? {
+                        Some(lock) => {
+                            p.locks.push(lock);
+                            dir.join("data")
+                        }
+                        None => {
+                            // In use: this step gets its own, thrown away afterwards.
+                            let d = scratch_dir(&inputs.state_dir.join("tmp"), "cache")?;
+                            p.scratch.push(d.clone());
+                            d
+                        }
+                    },
+                    _ => dir.join("data"),
+                };
+                p.stubs.push((rel(&target), true));
+                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source, readonly: opt(m, "readonly") == Some("true") } });
+            }
+            "tmpfs" => {
+                let target = target_of(m, inputs.workdir, "");
+                p.stubs.push((rel(&target), true));
+                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Tmpfs { size: opt(m, "size").map(str::to_string) } });
+            }
+            "secret" => {
+                let id = opt(m, "id")
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_string)
+                    .or_else(|| opt(m, "target").and_then(|t| Path::new(t).file_name()).map(|n| n.to_string_lossy().into_owned()))
+                    .ok_or_else(|| anyhow!("--mount=type=secret needs id= or target="))?;
+                let required = opt(m, "required") == Some("true");
+                let Some(spec) = inputs.secrets.iter().find(|s| s.id == id) else {
+                    if required {
+                        bail!("secret {id:?} is required but was not given (use --secret id={id},src=FILE)");
+                    }
+                    continue;
+                };
+                let value = match &spec.source {
+                    SecretSource::File(path) => fs::read(path).with_context(|| format!("reading secret {id:?} from {}", path.display()))?,
+                    SecretSource::Env(var) => std::env::var_os(var)
+                        .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
+                        .ok_or_else(|| anyhow!("secret {id:?}: environment variable {var} is not set"))?,
+                };
+                if let Some(var) = opt(m, "env") {
+                    p.env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
+                    if opt(m, "target").is_none() {
+                        continue;
+                    }
+                }
+                let target = target_of(m, "/", &format!("/run/secrets/{id}"));
+                let dir = scratch_dir(&inputs.state_dir.join("tmp"), "secrets")?;
+                p.scratch.push(dir.clone());
+                let file = dir.join("secret");
+                fs::write(&file, &value).with_context(|| format!("staging secret {id:?}"))?;
+                fs::set_permissions(&file, fs::Permissions::from_mode(octal(m, 0o400)?))?;
+                nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(num(m, "uid")?)), Some(nix::unistd::Gid::from_raw(num(m, "gid")?)))
+                    .with_context(|| format!("chown of secret {id:?}"))?;
+                p.stubs.push((rel(&target), false));
+                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: file, readonly: true } });
+            }
+            "ssh" => {
+                let id = opt(m, "id").filter(|i| !i.is_empty()).unwrap_or("default");
+                let required = opt(m, "required") == Some("true");
+                let Some(spec) = inputs.ssh.iter().find(|s| s.id == id) else {
+                    if required {
+                        bail!("ssh agent {id:?} is required but was not given (use --ssh {id}=$SSH_AUTH_SOCK)");
+                    }
+                    continue;
+                };
+                let md = fs::metadata(&spec.socket).with_context(|| format!("--ssh {id}: {}", spec.socket.display()))?;
+                if !std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) {
+                    bail!("--ssh {id}: {} is not an agent socket (key files are not supported yet)", spec.socket.display());
+                }
+                let target = target_of(m, "/", &format!("/run/buildkit/ssh_agent.{ssh_index}"));
+                ssh_index += 1;
+                p.env.push(format!("SSH_AUTH_SOCK={target}"));
+                p.stubs.push((rel(&target), false));
+                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: spec.socket.clone(), readonly: false } });
+            }
+            other => bail!("unsupported mount type {other:?}"),
+        }
+    }
+    // Heredoc scripts with an interpreter line run as /dev/pipes/NAME (on /dev's
+    // tmpfs in the sandbox, so never in a layer).
+    if !heredocs.is_empty() {
+        let dir = scratch_dir(&inputs.state_dir.join("tmp"), "heredoc")?;
+        p.scratch.push(dir.clone());
+        for h in heredocs {
+            let file = dir.join(format!("h{}", p.mounts.len()));
+            fs::write(&file, &h.content)?;
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o755))?;
+            p.mounts.push(SandboxMount {
+                target: format!("/dev/pipes/{}", h.name),
+                kind: SandboxMountKind::Bind { source: file, readonly: true },
+            });
+        }
+    }
+    // Parents before children, so nested targets stay visible.
+    p.mounts.sort_by_key(|m| m.target.matches('/').count());
+    Ok(p)
+}
+
+/// The persistent directory behind a cache mount id, created with the mount's
+/// owner and mode the first time.
+fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32) -> Result<PathBuf> {
+    use sha2::{Digest as _, Sha256};
+    let key = hex::encode(Sha256::digest(id.as_bytes()));
+    let dir = state_dir.join("cache-mounts").join(&key[..32]);
+    let data = dir.join("data");
+    if !data.is_dir() {
+        fs::create_dir_all(&dir).with_context(|| format!("creating cache mount {id:?}"))?;
+        let tmp = dir.join(format!("data.tmp-{}", crate::solver::next_id()));
+        fs::create_dir(&tmp)?;
+        nix::unistd::chown(&tmp, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+            .with_context(|| format!("chown of cache mount {id:?} to {uid}:{gid}"))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+        if fs::rename(&tmp, &data).is_err() {
+            let _ = fs::remove_dir(&tmp); // another build created it first
+        }
+        fs::write(dir.join("id"), id)?;
+    }
+    Ok(dir)
+}
+
+/// flock on the cache dir's lock file; `wait=false` returns None when held.
+fn lock_file(dir: &Path, wait: bool) -> Result<Option<fs::File>> {
+    use std::os::fd::AsRawFd;
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+    let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+    // SAFETY: a valid open file descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if !wait && e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        return Err(e).context("locking a cache mount");
+    }
+    Ok(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_secret_flags() {
+        assert_eq!(parse_secret("id=a,src=/x").unwrap(), SecretSpec { id: "a".into(), source: SecretSource::File("/x".into()) });
+        assert_eq!(parse_secret("id=a,env=TOKEN").unwrap(), SecretSpec { id: "a".into(), source: SecretSource::Env("TOKEN".into()) });
+        assert_eq!(parse_secret("id=b,type=env").unwrap().source, SecretSource::Env("b".into()));
+        assert!(parse_secret("src=/x").unwrap_err().to_string().contains("missing id"));
+        assert!(parse_secret("id=a,src=/x,env=Y").is_err());
+        assert!(parse_secret("id=a,bogus=1").is_err());
+    }
+
+    #[test]
+    fn parses_ssh_flags() {
+        assert_eq!(parse_ssh("default=/tmp/s").unwrap(), SshSpec { id: "default".into(), socket: "/tmp/s".into() });
+        assert!(parse_ssh("=x").is_err());
+    }
+}

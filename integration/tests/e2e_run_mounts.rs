@@ -1,0 +1,143 @@
+//! End-to-end: what a RUN step sees without it reaching a layer (issue 6):
+//! `RUN --mount` of every type, `--secret`, `--ssh`, heredoc scripts and
+//! `--network=none`, built as the unprivileged user.
+
+use std::io::Read;
+use std::path::Path;
+
+use kiln_integration::{seed_base_images, Image, Registry, Sandbox};
+
+const SECRET: &str = "s3cr3t-value-that-must-never-leak";
+
+/// Every blob of an OCI layout, decompressed when gzip: the secret must be in none.
+fn assert_not_in_any_blob(layout: &Path, needle: &str) {
+    let blobs = layout.join("blobs/sha256");
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        let p = e.unwrap().path();
+        let raw = std::fs::read(&p).unwrap();
+        let mut plain = Vec::new();
+        if raw.starts_with(&[0x1f, 0x8b]) {
+            flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut plain).unwrap();
+        } else {
+            plain = raw;
+        }
+        let hay = String::from_utf8_lossy(&plain);
+        assert!(!hay.contains(needle), "{needle:?} found in blob {}", p.display());
+    }
+}
+
+#[test]
+fn secrets_cache_bind_tmpfs_and_heredocs_stay_out_of_layers() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    // The Dockerfile names only the secret's hash: its text is in the history.
+    let secret_sha: String = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(SECRET.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let dockerfile = format!(
+        r#"FROM {base} AS tools
+RUN mkdir -p /opt/tool && echo "from the tools stage" > /opt/tool/msg
+
+FROM {base}
+RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /secret-len
+RUN --mount=type=secret,id=token,env=TOKEN sh -c 'test "$(printf %s "$TOKEN" | sha256sum | cut -c1-64)" = "{secret_sha}" && echo env-ok > /secret-env'
+RUN --mount=type=cache,target=/var/cache/thing sh -c 'echo run >> /var/cache/thing/log; wc -l < /var/cache/thing/log > /cache-count'
+RUN --mount=type=bind,source=data,target=/mnt cat /mnt/file > /from-bind
+RUN --mount=type=bind,source=data,target=/mnt,rw sh -c 'echo scribble > /mnt/new && ls /mnt > /rw-list'
+RUN --mount=type=bind,from=tools,source=/opt/tool,target=/tool cat /tool/msg > /from-stage
+RUN --mount=type=tmpfs,target=/scratch sh -c 'echo hi > /scratch/x && cat /scratch/x > /tmpfs-ok'
+RUN <<EOF
+#!/bin/sh
+echo "heredoc $((1+1))" > /heredoc-shebang
+EOF
+RUN <<EOF
+echo plain > /heredoc-plain
+EOF
+RUN --network=none sh -c 'grep -c : /proc/net/dev > /netdev-count'
+"#
+    );
+    let ctx = sb
+        .new_context("mounts")
+        .file("Dockerfile", dockerfile)
+        .file("data/file", "bound from the context\n")
+        .file("secret.txt", SECRET)
+        .build();
+    let layout = sb.out_path("layout");
+    let build = |layout: &Path| {
+        sb.kiln()
+            .build()
+            .arg("--secret")
+            .arg(format!("id=token,src={}", ctx.join("secret.txt").display()))
+            .output_oci(layout)
+            .arg(&ctx)
+            .run()
+    };
+    let out = build(&layout);
+    out.assert_success();
+    assert!(!out.combined().contains(SECRET), "the secret was printed\n{out}");
+
+    let img = Image::from_layout(&layout, None);
+    let t = &img.tree;
+    assert_eq!(t.node("/secret-len").text().trim(), SECRET.len().to_string());
+    assert_eq!(t.node("/secret-env").text(), "env-ok\n");
+    assert_eq!(t.node("/cache-count").text(), "1\n");
+    assert_eq!(t.node("/from-bind").text(), "bound from the context\n");
+    assert_eq!(t.node("/rw-list").text(), "file\nnew\n");
+    assert_eq!(t.node("/from-stage").text(), "from the tools stage\n");
+    assert_eq!(t.node("/tmpfs-ok").text(), "hi\n");
+    assert_eq!(t.node("/heredoc-shebang").text(), "heredoc 2\n");
+    assert_eq!(t.node("/heredoc-plain").text(), "plain\n");
+    // Only the loopback device in its own network namespace.
+    assert_eq!(t.node("/netdev-count").text(), "1\n", "--network=none must leave only lo");
+    // Mount points and their contents never reach the image.
+    for p in ["/run", "/run/secrets", "/var", "/var/cache/thing", "/mnt", "/tool", "/scratch", "/dev/pipes"] {
+        t.assert_absent(p);
+    }
+    assert!(!ctx.join("data/new").exists(), "a rw bind must not write to the context");
+    assert_not_in_any_blob(&layout, SECRET);
+
+    // The cache mount persists across builds (no layer cache yet: the step re-runs).
+    let layout2 = sb.out_path("layout2");
+    build(&layout2).assert_success();
+    let img2 = Image::from_layout(&layout2, None);
+    assert_eq!(img2.tree.node("/cache-count").text(), "2\n", "the cache mount did not persist");
+}
+
+#[test]
+fn missing_required_secret_is_a_clear_error() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    let ctx = sb
+        .new_context("req")
+        .file("Dockerfile", format!("FROM {base}\nRUN --mount=type=secret,id=npmrc,required=true cat /run/secrets/npmrc\n"))
+        .build();
+    let out = sb.kiln().build().arg(&ctx).run();
+    out.assert_failure_containing("secret \"npmrc\" is required");
+    out.assert_stderr_contains("step 2/2");
+}
+
+#[test]
+fn ssh_agent_socket_is_forwarded() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    let sock = sb.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    sb.user.chown_tree(&sock);
+    let ctx = sb
+        .new_context("ssh")
+        .file("Dockerfile", format!("FROM {base}\nRUN --mount=type=ssh sh -c 'test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /ssh-ok'\n"))
+        .build();
+    let layout = sb.out_path("layout");
+    let out = sb.kiln().build().arg("--ssh").arg(format!("default={}", sock.display())).output_oci(&layout).arg(&ctx).run();
+    out.assert_success();
+    let img = Image::from_layout(&layout, None);
+    assert_eq!(img.tree.node("/ssh-ok").text(), "/run/buildkit/ssh_agent.0\n");
+    img.tree.assert_absent("/run");
+}
