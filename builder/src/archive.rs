@@ -21,7 +21,6 @@
 //!   in a user namespace.
 
 // Not wired into the solver yet (COPY/ADD issue); remove once it is.
-#![allow(dead_code)]
 
 use std::fs;
 use std::io::{self, Read};

@@ -15,6 +15,7 @@ use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{chown, Gid, Uid};
 
+use crate::dockerignore::Matcher;
 use crate::fsutil::{container_path, context_path, resolve_in_root};
 
 /// Ownership applied to everything a COPY writes (`None` in a request: keep the
@@ -32,6 +33,32 @@ pub struct CopyRequest<'a> {
     pub workdir: &'a str,
     pub owner: Option<Owner>,
     pub chmod: Option<u32>,
+    /// `.dockerignore` of the build context (paths relative to `context`).
+    pub ignore: Option<&'a Matcher>,
+    /// `--exclude` patterns (paths relative to each source, as BuildKit applies them).
+    pub exclude: Option<&'a Matcher>,
+    /// The destination is a directory even with one source (heredocs alongside).
+    pub dest_is_dir: bool,
+    /// ADD: local tar archives (any compression) are extracted into the destination.
+    pub unpack_archives: bool,
+}
+
+impl CopyRequest<'_> {
+    /// Whether a path is left out: by `.dockerignore` (`rel`: relative to the
+    /// context) or by `--exclude` (`in_src`: relative to the source being copied).
+    fn excluded(&self, rel: &str, in_src: &str) -> bool {
+        self.ignore.is_some_and(|m| m.matches(rel, false))
+            || (!in_src.is_empty() && self.exclude.is_some_and(|m| m.matches(in_src, false)))
+    }
+
+    fn could_contain_included(&self, rel: &str, in_src: &str) -> bool {
+        self.ignore.is_none_or(|m| !m.matches(rel, true) || m.could_contain_included(rel))
+            && (in_src.is_empty() || self.exclude.is_none_or(|m| !m.matches(in_src, true) || m.could_contain_included(in_src)))
+    }
+
+    fn rel(&self, p: &Path) -> String {
+        p.strip_prefix(self.context).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default()
+    }
 }
 
 /// Copy into the rootfs at `root`; returns the number of entries written.
@@ -40,15 +67,35 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
         bail!("COPY needs at least one source");
     }
     let dest = container_path(req.workdir, req.dest);
-    let dest_is_dir = req.dest.ends_with('/') || req.sources.len() > 1 || {
+    let dest_is_dir = req.dest_is_dir || req.dest.ends_with('/') || req.sources.len() > 1 || {
         let host = resolve_in_root(root, &dest, true)?;
         host.is_dir()
     };
     let mut written = 0;
     for src in req.sources {
         let matches = expand_source(req.context, src)?;
+        let literal = !src.contains(['*', '?', '[']);
         for host_src in matches {
+            let rel = req.rel(&host_src);
+            let name = host_src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let in_src = if host_src.is_dir() { String::new() } else { name };
+            if !rel.is_empty() && req.excluded(&rel, &in_src) && !(literal && host_src.is_dir() && req.could_contain_included(&rel, &in_src)) {
+                if literal {
+                    bail!("COPY source {src:?} not found in the build context (excluded by .dockerignore or --exclude)");
+                }
+                continue;
+            }
             let md = fs::symlink_metadata(&host_src).with_context(|| format!("COPY source {src:?}"))?;
+            if req.unpack_archives && md.is_file() {
+                if let Some(reader) = crate::archive::open_decompressed(&host_src)? {
+                    mkdir_p(root, &dest)?;
+                    let host_dest = resolve_in_root(root, &dest, true)?;
+                    crate::archive::extract_into(reader, &host_dest, root)
+                        .with_context(|| format!("extracting {src:?} into {}", dest.display()))?;
+                    written += 1;
+                    continue;
+                }
+            }
             let target = if md.is_dir() {
                 dest.clone()
             } else if dest_is_dir {
@@ -63,7 +110,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
                     fs::create_dir(&host_dir).with_context(|| format!("creating {}", target.display()))?;
                     set_meta(&host_dir, &md, req.owner, req.chmod)?;
                 }
-                written += copy_dir_contents(&host_src, root, &target, req)?;
+                written += copy_dir_contents(&host_src, &host_src, root, &target, req)?;
             } else {
                 written += copy_entry(&host_src, &md, root, &target, req)?;
             }
@@ -73,7 +120,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
 }
 
 /// A source is a path in the context, possibly with `*`/`?` wildcards in its last
-/// component (full Docker globbing comes with the COPY issue).
+/// component. A wildcard matching nothing is no error, as in BuildKit.
 fn expand_source(context: &Path, src: &str) -> Result<Vec<PathBuf>> {
     let lexical = context_path(context, src)?;
     // Symlinked parent directories resolve inside the source root (the context or
@@ -98,9 +145,6 @@ fn expand_source(context: &Path, src: &str) -> Result<Vec<PathBuf>> {
         .map(|e| e.path())
         .collect();
     out.sort();
-    if out.is_empty() {
-        bail!("COPY source {src:?} matched no files in the build context");
-    }
     Ok(out)
 }
 
@@ -148,7 +192,7 @@ pub fn mkdir_p(root: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn copy_dir_contents(src_dir: &Path, root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> {
+fn copy_dir_contents(src_root: &Path, src_dir: &Path, root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> {
     let mut entries: Vec<_> = fs::read_dir(src_dir)
         .with_context(|| format!("reading {}", src_dir.display()))?
         .collect::<Result<_, _>>()?;
@@ -156,6 +200,11 @@ fn copy_dir_contents(src_dir: &Path, root: &Path, dest: &Path, req: &CopyRequest
     let mut n = 0;
     for e in entries {
         let md = fs::symlink_metadata(e.path())?;
+        let rel = req.rel(&e.path());
+        let in_src = e.path().strip_prefix(src_root).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+        if !rel.is_empty() && req.excluded(&rel, &in_src) && !(md.is_dir() && req.could_contain_included(&rel, &in_src)) {
+            continue;
+        }
         let target = dest.join(e.file_name());
         if md.is_dir() {
             let host = resolve_in_root(root, &target, false)?;
@@ -167,7 +216,7 @@ fn copy_dir_contents(src_dir: &Path, root: &Path, dest: &Path, req: &CopyRequest
                 }
                 Err(_) => fs::create_dir(&host).with_context(|| format!("creating {}", target.display()))?,
             }
-            n += 1 + copy_dir_contents(&e.path(), root, &target, req)?;
+            n += 1 + copy_dir_contents(src_root, &e.path(), root, &target, req)?;
             set_meta(&host, &md, req.owner, req.chmod)?;
         } else {
             n += copy_entry(&e.path(), &md, root, &target, req)?;
@@ -252,14 +301,14 @@ mod tests {
         fs::write(ctx.path().join("d/sub/x"), "x").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", ctx.path().join("d/link")).unwrap();
         let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
-        let req = CopyRequest { context: ctx.path(), sources: &["hello.txt".into()], dest: "./", workdir: "/app", owner: Some(me), chmod: None };
+        let req = CopyRequest { context: ctx.path(), sources: &["hello.txt".into()], dest: "./", workdir: "/app", owner: Some(me), chmod: None, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
         copy_into(root.path(), &req).unwrap();
         assert_eq!(fs::read_to_string(root.path().join("app/hello.txt")).unwrap(), "hi\n");
-        let req = CopyRequest { context: ctx.path(), sources: &["d".into()], dest: "/out", workdir: "/", owner: Some(me), chmod: None };
+        let req = CopyRequest { context: ctx.path(), sources: &["d".into()], dest: "/out", workdir: "/", owner: Some(me), chmod: None, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
         copy_into(root.path(), &req).unwrap();
         assert_eq!(fs::read_to_string(root.path().join("out/sub/x")).unwrap(), "x");
         assert_eq!(fs::read_link(root.path().join("out/link")).unwrap(), PathBuf::from("/etc/passwd"));
-        let req = CopyRequest { context: ctx.path(), sources: &["../etc/passwd".into()], dest: "/", workdir: "/", owner: Some(me), chmod: None };
+        let req = CopyRequest { context: ctx.path(), sources: &["../etc/passwd".into()], dest: "/", workdir: "/", owner: Some(me), chmod: None, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
         assert!(copy_into(root.path(), &req).is_err());
     }
 
@@ -271,7 +320,7 @@ mod tests {
         fs::write(ctx.path().join("f"), "f").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
         let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
-        let req = CopyRequest { context: ctx.path(), sources: &["f".into()], dest: "/escape/", workdir: "/", owner: Some(me), chmod: None };
+        let req = CopyRequest { context: ctx.path(), sources: &["f".into()], dest: "/escape/", workdir: "/", owner: Some(me), chmod: None, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
         copy_into(root.path(), &req).unwrap();
         assert!(fs::read_dir(outside.path()).unwrap().next().is_none(), "wrote outside the root");
         assert!(root.path().join(outside.path().strip_prefix("/").unwrap()).join("f").exists());

@@ -9,6 +9,7 @@ mod archive;
 mod context;
 mod dockerignore;
 mod export;
+mod fetch;
 mod fsutil;
 mod idmap;
 mod image;

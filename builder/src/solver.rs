@@ -40,6 +40,17 @@ pub(crate) struct Ctx {
     snaps: SnapshotStore,
     created: String,
     scratch: PathBuf,
+    /// The context's `.dockerignore` (or `<Dockerfile>.dockerignore`).
+    ignore: crate::dockerignore::Matcher,
+}
+
+/// A scratch directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// One stage to execute for one platform. Identical stage instances of different
@@ -170,7 +181,8 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
     let created = timefmt::rfc3339(opts.source_date_epoch.unwrap_or_else(timefmt::now_secs));
     let scratch = opts.state_dir.join("tmp");
     std::fs::create_dir_all(&scratch)?;
-    let cx = Ctx { opts, store, snaps, created, scratch };
+    let ignore = crate::dockerignore::load_for(&opts.context, &opts.dockerfile)?;
+    let cx = Ctx { opts, store, snaps, created, scratch, ignore };
 
     let (cx, results) = tokio::task::spawn_blocking(move || {
         let r = run_jobs(&cx, &jobs, &pulled);
@@ -377,6 +389,11 @@ fn run_stage(cx: &Ctx, job: &Job, pulled: &PulledMap, inputs: &BTreeMap<usize, I
         }
     };
     state.cmd_set_here = false;
+    // A base's ONBUILD triggers ran in this stage (the frontend inserted them);
+    // they are not inherited by the image built here, as in BuildKit.
+    if let Some(rc) = state.config.config.as_mut() {
+        rc.on_build = None;
+    }
     let label = stage.name.as_ref().map(|n| format!(" AS {n}")).unwrap_or_default();
     let mut n = job.first_step;
     let total = job.total_steps;
@@ -512,11 +529,10 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 active.create_stub(Path::new(target), *is_dir)?;
             }
             let mut env = state.env();
+            // The frontend decided precedence (an ENV before an ARG of the same name
+            // loses to it in RUN, as in BuildKit): what it lists here wins.
             for (k, v) in build_env {
-                // ENV wins over ARG of the same name.
-                if !env.iter().any(|e| e.split_once('=').map(|(ek, _)| ek) == Some(k.as_str())) {
-                    env.push(format!("{k}={v}"));
-                }
+                crate::image::set_env(&mut env, k, v);
             }
             if !env.iter().any(|e| e.starts_with("PATH=")) {
                 env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -545,14 +561,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
             active.remove_stubs()?;
         }
         StepKind::Copy(spec) | StepKind::Add(spec) => {
-            if !spec.heredocs.is_empty() {
-                bail!("COPY from a heredoc is not supported yet");
-            }
-            if let StepKind::Add(_) = &step.kind {
-                if spec.sources.iter().any(|s| s.contains("://")) {
-                    bail!("ADD from a URL is not supported yet");
-                }
-            }
+            let is_add = matches!(step.kind, StepKind::Add(_));
             // Context files become 0:0; files from a stage or image keep their owner
             // (as BuildKit does) unless --chown says otherwise.
             let owner = match (&spec.chown, &spec.from) {
@@ -564,8 +573,52 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| anyhow!("--chmod={m}: only octal modes are supported yet"))?),
                 None => None,
             };
-            // A source stage or image is mounted read-only-in-effect (its scratch upper
-            // is discarded) for the duration of the copy.
+            let exclude = if spec.exclude.is_empty() { None } else { Some(crate::dockerignore::Matcher::new(&spec.exclude)?) };
+            let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+            let is_git = |s: &str| s.starts_with("git@") || s.starts_with("git://") || s.ends_with(".git");
+            let (remote, local): (Vec<String>, Vec<String>) =
+                spec.sources.iter().cloned().partition(|s| is_add && (is_url(s) || is_git(s)));
+            let total_sources = spec.sources.len() + spec.heredocs.len();
+            let dest_is_dir = total_sources > 1;
+            let unpack = is_add && spec.unpack != Some(false);
+
+            // Heredocs and downloads are staged as files in a scratch "context".
+            let staged = if spec.heredocs.is_empty() && remote.is_empty() {
+                None
+            } else {
+                let dir = cx.scratch.join(format!("staged-{}-{}", std::process::id(), next_id()));
+                std::fs::create_dir_all(&dir)?;
+                Some(ScratchDir(dir))
+            };
+            let mut staged_names = Vec::new();
+            if let Some(dir) = &staged {
+                for h in &spec.heredocs {
+                    let f = dir.0.join(&h.name);
+                    std::fs::write(&f, &h.content).with_context(|| format!("staging heredoc {}", h.name))?;
+                    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+                    staged_names.push(h.name.clone());
+                }
+                for url in &remote {
+                    if is_git(url) {
+                        bail!("ADD from a git repository ({url}) is not supported yet");
+                    }
+                    let name = crate::fetch::file_name(url);
+                    let f = dir.0.join(&name);
+                    let d = crate::fetch::download(url, &f, spec.checksum.as_deref())?;
+                    // Docker gives downloaded files mode 0600 and the server's mtime.
+                    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+                    if let Some(t) = d.mtime {
+                        let ts = nix::sys::time::TimeSpec::new(t, 0);
+                        let _ = nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &f, &ts, &ts, nix::sys::stat::UtimensatFlags::FollowSymlink);
+                    }
+                    staged_names.push(name);
+                }
+            }
+            if spec.checksum.is_some() && remote.is_empty() {
+                bail!("--checksum is only supported for ADD from a URL");
+            }
+            // A source stage or image is mounted for the copy (its scratch upper is
+            // discarded).
             let from_root = match &spec.from {
                 Some(from) => {
                     let src_state = sources.get(from)?;
@@ -574,9 +627,38 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 }
                 None => None,
             };
-            let context = from_root.as_ref().map(|a| a.merged()).unwrap_or(&cx.opts.context);
-            let req = CopyRequest { context, sources: &spec.sources, dest: &spec.dest, workdir: &workdir, owner, chmod };
-            copy::copy_into(&root, &req)?;
+            if !local.is_empty() {
+                let context = from_root.as_ref().map(|a| a.merged()).unwrap_or(&cx.opts.context);
+                let req = CopyRequest {
+                    context,
+                    sources: &local,
+                    dest: &spec.dest,
+                    workdir: &workdir,
+                    owner,
+                    chmod,
+                    ignore: if from_root.is_none() { Some(&cx.ignore) } else { None },
+                    exclude: exclude.as_ref(),
+                    dest_is_dir,
+                    unpack_archives: unpack && from_root.is_none(),
+                };
+                copy::copy_into(&root, &req)?;
+            }
+            if let Some(dir) = &staged {
+                let req = CopyRequest {
+                    context: &dir.0,
+                    sources: &staged_names,
+                    dest: &spec.dest,
+                    workdir: &workdir,
+                    owner: owner.or(Some(Owner::default())),
+                    chmod,
+                    ignore: None,
+                    exclude: None,
+                    dest_is_dir,
+                    // Remote archives are not unpacked unless --unpack asks.
+                    unpack_archives: spec.unpack == Some(true),
+                };
+                copy::copy_into(&root, &req)?;
+            }
             drop(from_root);
             active.unmount()?;
         }

@@ -220,8 +220,7 @@ impl ContentStore {
     pub fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, StoreError> {
         let lock_path = self.root().join("lock");
         if !self.lock_file().try_convert(LockMode::Exclusive, &lock_path)? {
-            tracing::info!("waiting for builds using {} to finish", self.root().display());
-            eprintln!("waiting for builds using {} to finish before pruning", self.root().display());
+            tracing::warn!("waiting for builds using {} to finish before pruning", self.root().display());
             self.lock_file().convert(LockMode::Exclusive, &lock_path)?;
         }
         let res = self.prune_locked(opts);
@@ -336,7 +335,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         "ti" | "tib" => 1024f64.powi(4),
         _ => return None,
     };
-    (n >= 0.0).then(|| (n * mult) as u64)
+    (n >= 0.0).then_some((n * mult) as u64)
 }
 
 /// Parses `until=` / `--cache-ttl` durations: `90s`, `30m`, `24h`, `7d`, `1h30m`.

@@ -2,6 +2,21 @@
 //! under a store lock), layout export, image references, the registry client
 //! (pull/push with retries, mirrors, docker/podman credentials) and the layer cache
 //! (local, `--cache-repo`, `--cache-from/--cache-to type=registry`).
+//!
+//! How a build uses it:
+//! ```text
+//! let store = ContentStore::open(&root.join("content"))?;      // shared store lock, held while `store` lives
+//! let registry = Registry::new(RegistryOptions { insecure, mirrors, registry_map, ca_certs, retries, ..Default::default() });
+//! let mut caches: Vec<Box<dyn LayerCache>> = vec![Box::new(LocalCache::new(store.clone(), CacheOptions { ttl, ..Default::default() }))];
+//! caches.push(Box::new(RegistryCache::repo(registry.clone(), cache_repo, opts)));          // --cache-repo
+//! caches.push(Box::new(RegistryCache::manifest(registry.clone(), from, to, opts)));        // --cache-from/--cache-to
+//! let hits = caches[i].probe_many(&keys).await;      // all keys, concurrently, no layer downloaded
+//! caches[i].fetch_layer(&record, &store).await?;     // only when a later step needs the filesystem
+//! caches[i].put(&record, &store).await?;             // after a step ran (layer blob already in the store)
+//! caches[i].flush(&store).await?;                    // end of a successful build (--cache-to export)
+//! registry.push_image(&r, &store, &m, mt, &blobs, &cache.repositories()).await?; // mounts cached layers
+//! store.df()?; store.prune(&PruneOptions { all, keep_storage, until })?;
+//! ```
 
 pub mod auth;
 pub mod error;

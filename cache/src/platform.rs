@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(pick("linux/arm/v5"), None);
         // arm64 without variant in the list matches a request for v8.
         let list2 = vec![entry("linux/arm64", 7)];
-        assert_eq!(select(&list2, &parse_platform("linux/arm64/v8").unwrap()).is_some(), true);
+        assert!(select(&list2, &parse_platform("linux/arm64/v8").unwrap()).is_some());
     }
 
     #[test]

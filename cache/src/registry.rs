@@ -126,7 +126,22 @@ enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Oci(e) => write!(f, "{e}"),
+            Failure::Oci(e) => {
+                // reqwest's message alone ("error sending request") hides the cause
+                // (refused, reset, TLS: unknown issuer…): add the chain of sources.
+                write!(f, "{e}")?;
+                let mut src = std::error::Error::source(e);
+                let mut last = e.to_string();
+                while let Some(s) = src {
+                    let m = s.to_string();
+                    if !last.contains(&m) {
+                        write!(f, ": {m}")?;
+                    }
+                    last = m;
+                    src = s.source();
+                }
+                Ok(())
+            }
             Failure::Stream(e) => write!(f, "{e}"),
             Failure::Store(e) => write!(f, "{e}"),
             Failure::Bad(m) => write!(f, "{m}"),
@@ -166,6 +181,12 @@ fn into_error(op: String, target: String, f: Failure) -> RegistryError {
                 let host = target.split('/').next().unwrap_or(&target);
                 message.push_str(&format!(
                      " (access denied: check the credentials for {host} in docker's config.json — `docker login {host}` — or in $REGISTRY_AUTH_FILE)"
+                ));
+            }
+            if message.contains("certificate") {
+                let host = target.split('/').next().unwrap_or(&target);
+                message.push_str(&format!(
+                    " (TLS: trust the registry's CA with --registry-certificate FILE, or use --insecure-registry {host})"
                 ));
             }
             RegistryError::Transport { op, target, message }

@@ -38,8 +38,7 @@ impl ContentStore {
         fs::create_dir_all(root).map_err(|e| StoreError::io("creating", root, e))?;
         let lock_path = root.join("lock");
         let lock = LockFile::acquire(&lock_path, LockMode::Shared, || {
-            tracing::info!("waiting for a prune of {} to finish", root.display());
-            eprintln!("waiting for a prune of {} to finish", root.display());
+            tracing::warn!("waiting for a prune of {} to finish", root.display());
         })?;
         init_layout(root)?;
         for d in ["ingest", "cache/keys"] {

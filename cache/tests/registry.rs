@@ -254,3 +254,54 @@ async fn unreadable_ca_certificate_is_named() {
     let err = client.pull_image(&r, &parse_platform("linux/amd64").unwrap(), &store).await.unwrap_err().to_string();
     assert!(err.contains("no-such-ca.pem") && err.contains("registry.example:5000"), "{err}");
 }
+
+/// This machine's first non-loopback IPv4 address (clients use HTTPS for it).
+fn external_ip() -> String {
+    let out = std::process::Command::new("hostname").arg("-I").output().expect("hostname -I");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
+        .expect("this test needs a non-loopback IPv4 address (for a TLS registry that is not implicitly insecure)")
+        .to_string()
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is missing");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_registry_with_registry_certificate() {
+    let ip = external_ip();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    openssl(d, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=kiln-test-ca"]);
+    openssl(d, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", &format!("/CN={ip}")]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(d, &["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    let reg = TestRegistry::start_tls(&ip, &d.join("leaf.pem"), &d.join("leaf.key"));
+
+    let store = ContentStore::open(&d.join("s")).unwrap();
+    let img = make_image(&store, "linux/amd64", 2000, false);
+    let r = reg.reference("tls/app:v1");
+
+    // Unknown CA: refused, and the error names the registry.
+    let err = Registry::new(RegistryOptions { retries: 0, ..Default::default() })
+        .push_image(&r, &store, &img.manifest, img.manifest_type, &img.blobs, &[])
+        .await
+        .unwrap_err();
+    eprintln!("{err}");
+    assert!(err.to_string().contains(&format!("{}/tls/app", reg.host)), "{err}");
+    assert!(err.to_string().contains("--registry-certificate"), "{err}");
+
+    // With --registry-certificate: push and pull over TLS.
+    let client = Registry::new(RegistryOptions { ca_certs: vec![d.join("ca.pem")], ..Default::default() });
+    client.push_image(&r, &store, &img.manifest, img.manifest_type, &img.blobs, &[]).await.unwrap();
+    let dst = ContentStore::open(&d.join("d")).unwrap();
+    let p = client.pull_image(&r, &parse_platform("linux/amd64").unwrap(), &dst).await.unwrap();
+    assert_eq!(p.manifest_bytes, img.manifest);
+}

@@ -42,7 +42,7 @@ fn dockerfile(lines: usize) -> String {
             s.push_str(&format!("COPY --from=stage{} /opt /opt\n", stage - 2));
         }
         s.push_str("ENTRYPOINT [\"/opt/app/bin/server\"]\n");
-        s.push_str("CMD --port=8080\n\n");
+        s.push_str("CMD [\"--port=8080\"]\n\n");
         stage += 1;
     }
     s

@@ -1,11 +1,15 @@
 //! Layer tars in and out.
 //!
-//! - [`apply::apply_layer`]: unpack an OCI layer (gzip/zstd/plain tar) into a
-//!   directory in overlayfs format, safely (nothing is written outside it).
-//! - [`diff::write_layer`]: turn an overlay upperdir into a canonical, gzipped OCI
-//!   layer, computing diffID and digest in one streamed pass.
-//! - [`snapshots::SnapshotStore`]: unpacked layers by diffID and overlay-mounted
-//!   rootfs for running steps (the only place that knows overlayfs, with [`overlay`]).
+//! - [`apply::apply_layer_onto`]: unpack an OCI layer (gzip/zstd/plain tar) into a
+//!   directory in overlayfs format, safely (nothing is written outside it), resolving
+//!   parents and hardlinks through the merged view of the layers below.
+//! - [`diff::write_layer`]: turn an overlay-format upper directory into a canonical
+//!   OCI layer (gzip, zstd or uncompressed), computing diffID and digest in one
+//!   streamed pass.
+//! - [`snapshots::SnapshotStore`]: unpacked layers by diffID and a writable rootfs per
+//!   step, either overlayfs ([`SnapshotterKind::Overlay`]) or a copied rootfs with a
+//!   walk-and-compare diff ([`SnapshotterKind::Native`]); both hand back their changes
+//!   in overlay format through [`ActiveSnapshot::diff`], so one writer serves both.
 
 pub mod apply;
 pub mod diff;

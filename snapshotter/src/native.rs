@@ -5,7 +5,11 @@
 //! full copy: a RUN may modify files in place, so hardlinks into the layer store
 //! would corrupt it) and records, for every path, what identifies its state: inode
 //! number and ctime (any write, chmod, chown, xattr or link count change moves the
-//! ctime, and nothing can set it back), plus mode/owner/mtime for directories.
+//! ctime, and nothing can set it back), size, mode and mtime; directories are
+//! compared by inode, birth time, mode, owner and mtime (their ctime also moves when
+//! a mount stub is made and removed in them). Recording waits until the clock has
+//! passed the newest ctime, so with coarse timestamps a change right after the copy
+//! still shows, and contents never need comparing.
 //!
 //! After the step, `diff_into` walks the rootfs and compares (metadata only: the
 //! kernel's ctime makes content comparison unnecessary), then writes the changes as
@@ -31,6 +35,7 @@ use crate::xattr;
 struct Before {
     ino: u64,
     ctime: (i64, i64),
+    size: u64,
     dir: bool,
     mode: u32,
     uid: u32,
@@ -46,6 +51,7 @@ impl Before {
         Before {
             ino: md.ino(),
             ctime: (md.ctime(), md.ctime_nsec()),
+            size: md.len(),
             dir: md.is_dir(),
             mode: md.mode(),
             uid: md.uid(),
@@ -63,9 +69,24 @@ pub(crate) struct Manifest {
 }
 
 impl Manifest {
-    pub(crate) fn record(root: &Path) -> io::Result<Manifest> {
+    /// Record the state of `root`. Returns only once the filesystem clock has moved
+    /// past every ctime recorded, so any later change gets a strictly greater ctime
+    /// even with coarse timestamps (the "racy" case that otherwise needs a content
+    /// comparison). `scratch` is a directory outside `root` for the clock probe.
+    pub(crate) fn record(root: &Path, scratch: &Path) -> io::Result<Manifest> {
         let mut m = Manifest::default();
         m.walk(root, &mut Vec::new())?;
+        let newest = m.paths.values().map(|b| b.ctime).max().unwrap_or((0, 0));
+        let probe = scratch.join(".kiln-clock");
+        for _ in 0..2000 {
+            fs::write(&probe, b"")?;
+            let md = fs::symlink_metadata(&probe)?;
+            if (md.ctime(), md.ctime_nsec()) > newest {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let _ = fs::remove_file(&probe);
         Ok(m)
     }
 
@@ -223,7 +244,14 @@ impl Differ<'_> {
                 continue;
             }
             let changed = match before {
-                Some(b) => b.dir || b.ino != md.ino() || b.ctime != (md.ctime(), md.ctime_nsec()),
+                Some(b) => {
+                    b.dir
+                        || b.ino != md.ino()
+                        || b.ctime != (md.ctime(), md.ctime_nsec())
+                        || b.size != md.len()
+                        || b.mtime != (md.mtime(), md.mtime_nsec())
+                        || b.mode != md.mode()
+                }
                 None => true,
             };
             if changed {

@@ -242,10 +242,14 @@ impl SnapshotStore {
     /// merge the bottom ones into one directory under `flat/`, keyed by the layers
     /// it holds (so the next step on the same base reuses it).
     pub fn bounded_lowers(&self, lowers: &[PathBuf]) -> Result<Vec<PathBuf>, SnapshotError> {
-        if lowers.len() <= self.max_lowers {
+        self.bounded_to(lowers, self.max_lowers)
+    }
+
+    fn bounded_to(&self, lowers: &[PathBuf], max: usize) -> Result<Vec<PathBuf>, SnapshotError> {
+        if lowers.len() <= max {
             return Ok(lowers.to_vec());
         }
-        let keep = self.max_lowers - 1;
+        let keep = max.max(2) - 1;
         let (bottom, top) = lowers.split_at(lowers.len() - keep);
         let dest = self.root.join("flat").join(chain_key(bottom));
         if !dest.is_dir() {
@@ -262,6 +266,24 @@ impl SnapshotStore {
         Ok(out)
     }
 
+    /// How many lowers (the top ones, plus one flattened dir) fit the legacy option
+    /// string.
+    fn layers_fitting_options(&self, lowers: &[PathBuf], upper: &Path, work: &Path) -> usize {
+        let flat_len = self.root.join("flat").join("0123456789abcdef").as_os_str().len() + 1;
+        let mut budget = overlay::MAX_OPTIONS
+            .saturating_sub(upper.as_os_str().len() + work.as_os_str().len() + 64 + flat_len);
+        let mut n = 1;
+        for l in lowers.iter().rev() {
+            let need = l.as_os_str().len() + 1;
+            if need > budget {
+                break;
+            }
+            budget -= need;
+            n += 1;
+        }
+        n.max(2)
+    }
+
     /// A writable rootfs over `lowers` (image order, bottom first), made the way
     /// this store's kind says.
     pub fn prepare(&self, lowers: &[PathBuf]) -> Result<ActiveSnapshot, SnapshotError> {
@@ -274,9 +296,19 @@ impl SnapshotStore {
                 }
                 let lowers: Vec<PathBuf> =
                     if lowers.is_empty() { vec![self.empty.clone()] } else { self.bounded_lowers(lowers)? };
+                let mut lowers = lowers;
                 if let Err(e) = overlay::mount_overlay_any(&lowers, &upper, &work, &merged) {
-                    remove_tree(&dir);
-                    return Err(e.into());
+                    // No new mount API (kernel < 6.8) and too long for the option
+                    // string: flatten until the rest fits in a page.
+                    let fits = self.layers_fitting_options(&lowers, &upper, &work);
+                    let retry = (fits < lowers.len()).then(|| self.bounded_to(&lowers, fits));
+                    match retry {
+                        Some(Ok(l)) if overlay::mount_overlay(&l, &upper, &work, &merged).is_ok() => lowers = l,
+                        _ => {
+                            remove_tree(&dir);
+                            return Err(e.into());
+                        }
+                    }
                 }
                 Ok(ActiveSnapshot {
                     dir,
@@ -294,7 +326,7 @@ impl SnapshotStore {
                     fs::create_dir(d).map_err(io_err(d))?;
                 }
                 let r = merged::materialize(lowers, &merged, merged::Fill::Copy)
-                    .and_then(|()| native::Manifest::record(&merged));
+                    .and_then(|()| native::Manifest::record(&merged, &dir));
                 match r {
                     Ok(m) => Ok(ActiveSnapshot {
                         dir,

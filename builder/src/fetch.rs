@@ -1,0 +1,100 @@
+//! `ADD https://…`: downloading a remote file into the build, with `--checksum`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use kiln_oci::Digest;
+
+/// A downloaded file's Last-Modified time (Docker gives it to the file).
+pub struct Download {
+    pub mtime: Option<i64>,
+}
+
+/// The file name ADD gives a URL source: the last path segment, as Docker does.
+pub fn file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let after_host = path.splitn(4, '/').nth(3).unwrap_or("");
+    let name = after_host.rsplit('/').next().unwrap_or("");
+    if name.is_empty() { "download".to_string() } else { name.to_string() }
+}
+
+/// Download `url` to `dest`, streaming, verifying `checksum` (`sha256:…`) if given.
+pub fn download(url: &str, dest: &Path, checksum: Option<&str>) -> Result<Download> {
+    let expected: Option<Digest> = match checksum {
+        Some(c) => Some(c.parse().with_context(|| format!("--checksum={c}: expected sha256:<64 hex digits>"))?),
+        None => None,
+    };
+    let client = reqwest::blocking::Client::builder()
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("creating the HTTP client")?;
+    let mut resp = client.get(url).send().with_context(|| format!("ADD {url}: request failed"))?;
+    if !resp.status().is_success() {
+        bail!("ADD {url}: the server answered {}", resp.status());
+    }
+    let mtime = resp
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date);
+    let file = std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let mut w = kiln_oci::Sha256Writer::new(std::io::BufWriter::new(file));
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = resp.read(&mut buf).with_context(|| format!("ADD {url}: reading the body"))?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n])?;
+    }
+    let (mut inner, digest, _) = w.finish();
+    inner.flush()?;
+    if let Some(want) = expected {
+        if want != digest {
+            bail!("ADD {url}: checksum mismatch: expected {want}, got {digest}");
+        }
+    }
+    Ok(Download { mtime })
+}
+
+/// RFC 7231 IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) → seconds since the epoch.
+fn parse_http_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: i64 = parts[1].parse().ok()?;
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == parts[2])? as i64
+        + 1;
+    let year: i64 = parts[3].parse().ok()?;
+    let hms: Vec<i64> = parts[4].split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    if hms.len() != 3 {
+        return None;
+    }
+    // days from civil (inverse of timefmt's algorithm)
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_dates() {
+        assert_eq!(file_name("https://example.com/a/b/file.tar.gz?x=1"), "file.tar.gz");
+        assert_eq!(file_name("http://example.com/"), "download");
+        assert_eq!(file_name("http://example.com"), "download");
+        assert_eq!(parse_http_date("Tue, 14 Nov 2023 22:13:20 GMT"), Some(1_700_000_000));
+        assert_eq!(parse_http_date("garbage"), None);
+    }
+}
