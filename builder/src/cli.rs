@@ -67,6 +67,12 @@ pub struct BuildArgs {
     /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Write the image ID (the config digest; the index digest for several platforms).
+    #[arg(long = "iidfile", value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Set a label on the final image, KEY=VALUE. Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
     /// A secret for `RUN --mount=type=secret`: id=ID,src=PATH or id=ID,env=VAR. Repeatable.
     #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
     pub secrets: Vec<String>,
@@ -102,7 +108,12 @@ pub struct BuildArgs {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
+    /// An OCI image layout directory.
     OciLayout { dest: PathBuf },
+    /// A tar loadable by `docker load` / `podman load` (OCI layout + manifest.json).
+    DockerArchive { dest: PathBuf },
+    /// The final root filesystem, files owned by the invoking user.
+    Local { dest: PathBuf },
 }
 
 /// Everything a build needs, validated.
@@ -118,6 +129,8 @@ pub struct BuildOptions {
     pub insecure_registries: Vec<String>,
     pub digest_file: Option<PathBuf>,
     pub metadata_file: Option<PathBuf>,
+    pub iidfile: Option<PathBuf>,
+    pub labels: Vec<(String, String)>,
     pub secrets: Vec<crate::runmounts::SecretSpec>,
     pub ssh: Vec<crate::runmounts::SshSpec>,
     /// Empty: the host platform.
@@ -187,6 +200,15 @@ impl BuildArgs {
             insecure_registries: self.insecure_registries,
             digest_file: self.digest_file,
             metadata_file: self.metadata_file,
+            iidfile: self.iidfile,
+            labels: self
+                .labels
+                .iter()
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                    _ => Err(anyhow!("--label {l:?}: expected KEY=VALUE")),
+                })
+                .collect::<Result<_>>()?,
             secrets: self.secrets.iter().map(|s| crate::runmounts::parse_secret(s)).collect::<Result<_>>()?,
             ssh: self.ssh.iter().map(|s| crate::runmounts::parse_ssh(s)).collect::<Result<_>>()?,
             platforms,
@@ -229,12 +251,12 @@ pub fn parse_output(spec: &str) -> Result<Output> {
             _ => bail!("--output {spec:?}: unknown field {part:?} (expected type=oci,dest=DIR)"),
         }
     }
+    let need = |what: &str| anyhow!("--output {spec:?}: this type needs dest={what}");
     match kind.as_deref() {
-        Some("oci") => {
-            let dest = dest.ok_or_else(|| anyhow!("--output {spec:?}: type=oci needs dest=DIR"))?;
-            Ok(Output::OciLayout { dest })
-        }
-        Some(other) => bail!("--output {spec:?}: unsupported type {other:?} (supported: oci)"),
+        Some("oci") => Ok(Output::OciLayout { dest: dest.ok_or_else(|| need("DIR"))? }),
+        Some("docker" | "tar") => Ok(Output::DockerArchive { dest: dest.ok_or_else(|| need("FILE.tar"))? }),
+        Some("local") => Ok(Output::Local { dest: dest.ok_or_else(|| need("DIR"))? }),
+        Some(other) => bail!("--output {spec:?}: unsupported type {other:?} (supported: oci, docker, local)"),
         None => bail!("--output {spec:?}: missing type= (e.g. type=oci,dest=DIR)"),
     }
 }
@@ -247,7 +269,9 @@ mod tests {
     fn parses_oci_output() {
         assert_eq!(parse_output("type=oci,dest=/x").unwrap(), Output::OciLayout { dest: "/x".into() });
         assert!(parse_output("type=oci").unwrap_err().to_string().contains("dest="));
-        assert!(parse_output("type=tar,dest=x").unwrap_err().to_string().contains("unsupported type"));
+        assert_eq!(parse_output("type=docker,dest=/x.tar").unwrap(), Output::DockerArchive { dest: "/x.tar".into() });
+        assert_eq!(parse_output("type=local,dest=/r").unwrap(), Output::Local { dest: "/r".into() });
+        assert!(parse_output("type=zip,dest=x").unwrap_err().to_string().contains("unsupported type"));
         assert!(parse_output("dest=x").unwrap_err().to_string().contains("missing type"));
         assert!(parse_output("type=oci,foo=1").unwrap_err().to_string().contains("unknown field"));
     }

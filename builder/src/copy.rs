@@ -245,7 +245,9 @@ fn copy_entry(src: &Path, md: &fs::Metadata, root: &Path, target: &Path, req: &C
         fs::copy(src, &host).with_context(|| format!("copying {} to {}", src.display(), target.display()))?;
         set_meta(&host, md, req.owner, req.chmod)?;
     } else {
-        bail!("COPY source {} is not a regular file, directory or symlink", src.display());
+        // Sockets, fifos and devices have no meaning in an image built from files.
+        eprintln!("  skipping {}: not a regular file, directory or symlink", src.display());
+        return Ok(0);
     }
     Ok(1)
 }

@@ -117,6 +117,13 @@ pub async fn export(
                     .with_context(|| format!("writing OCI layout {}", dest.display()))?;
                 eprintln!("wrote OCI layout {} (tag {tag})", dest.display());
             }
+            Output::DockerArchive { dest } => {
+                write_docker_archive(store, dest, &built, &opts.tags)
+                    .with_context(|| format!("writing image archive {}", dest.display()))?;
+                eprintln!("wrote image archive {} (load it with `docker load -i` or `podman load -i`)", dest.display());
+            }
+            // Written by the solver, which can mount the layers.
+            Output::Local { .. } => {}
         }
     }
     if opts.push {
@@ -151,6 +158,11 @@ pub async fn export(
     if let Some(path) = &opts.digest_file {
         std::fs::write(path, top_digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(path) = &opts.iidfile {
+        // Docker's image ID is the config digest; for several platforms, the index.
+        let id = if built.manifests.len() == 1 { built.manifests[0].1.blobs[0].digest().to_string() } else { top_digest.to_string() };
+        std::fs::write(path, id).with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(path) = &opts.metadata_file {
         let platforms: serde_json::Map<String, serde_json::Value> =
             built.manifests.iter().map(|(p, m)| (platform::display(p), json!(m.digest.to_string()))).collect();
@@ -176,4 +188,72 @@ fn print_report(report: &kiln_cache::registry::PushReport, p: Option<&Platform>)
     for d in &report.uploaded {
         eprintln!("  {prefix}blob {} pushed", d.short());
     }
+}
+
+/// A tar that `docker load` and `podman load` accept: an OCI image layout (what
+/// `docker save` writes since Docker 25) plus the classic `manifest.json` naming the
+/// config and layer blobs inside it. Layers stay gzip-compressed; both loaders
+/// decompress them. With several platforms only the host's image is listed in
+/// `manifest.json` (Docker loads one platform), the layout holds all.
+fn write_docker_archive(store: &ContentStore, dest: &std::path::Path, built: &Built, tags: &[Reference]) -> Result<()> {
+    let host = platform::host();
+    let (_, m) = built
+        .manifests
+        .iter()
+        .find(|(p, _)| p.architecture == host.architecture)
+        .unwrap_or(&built.manifests[0]);
+    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let add_bytes = |tar: &mut tar::Builder<_>, name: &str, bytes: &[u8]| -> Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, name, bytes)?;
+        Ok(())
+    };
+    add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let tag = tags.first().map(|t| t.to_string());
+    let mut top = json!({"mediaType": built.top_media_type, "digest": built.top.digest().to_string(), "size": built.top_bytes.len()});
+    if let Some(t) = &tag {
+        top["annotations"] = json!({"io.containerd.image.name": t, "org.opencontainers.image.ref.name": t.rsplit(':').next().unwrap_or("latest")});
+    }
+    add_bytes(&mut tar, "index.json", &serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [top]}))?)?;
+    let config = m.blobs[0].digest().to_string();
+    let layers: Vec<String> = m.blobs[1..].iter().map(|b| format!("blobs/sha256/{}", b.digest().to_string().trim_start_matches("sha256:"))).collect();
+    let manifest_json = json!([{
+        "Config": format!("blobs/sha256/{}", config.trim_start_matches("sha256:")),
+        "RepoTags": tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "Layers": layers,
+    }]);
+    add_bytes(&mut tar, "manifest.json", &serde_json::to_vec(&manifest_json)?)?;
+    let mut blobs: Vec<Digest> = vec![top_digest_of(built)?];
+    for (_, m) in &built.manifests {
+        blobs.push(m.digest.clone());
+        for b in &m.blobs {
+            blobs.push(b.digest().to_string().parse()?);
+        }
+    }
+    blobs.sort();
+    blobs.dedup();
+    for d in blobs {
+        let path = store.blob_path(&d);
+        let mut f = std::fs::File::open(&path).with_context(|| format!("reading blob {d}"))?;
+        let mut h = tar::Header::new_ustar();
+        h.set_size(f.metadata()?.len());
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)?;
+    }
+    let w = tar.into_inner()?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, dest).with_context(|| format!("moving the archive to {}", dest.display()))?;
+    Ok(())
+}
+
+fn top_digest_of(built: &Built) -> Result<Digest> {
+    Ok(built.top.digest().to_string().parse()?)
 }

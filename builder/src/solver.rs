@@ -194,11 +194,70 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
     let mut images = Vec::new();
     for plan in &plans {
         let job = plan.jobs.get(&plan.graph.target).context("target stage was not scheduled")?;
-        let state = results.get(job).context("target stage produced no image")?.clone();
+        let mut state = results.get(job).context("target stage produced no image")?.clone();
+        if !cx.opts.labels.is_empty() {
+            let labels = state.config.run_config_mut().labels.get_or_insert_with(BTreeMap::new);
+            for (k, v) in &cx.opts.labels {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
         images.push((plan.platform.clone(), state));
     }
+    let local: Vec<PathBuf> = cx
+        .opts
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            crate::cli::Output::Local { dest } => Some(dest.clone()),
+            _ => None,
+        })
+        .collect();
+    let (cx, images) = if local.is_empty() {
+        (cx, images)
+    } else {
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            for dest in &local {
+                export_local(&cx, &images, dest)?;
+            }
+            Ok((cx, images))
+        })
+        .await
+        .context("the export was interrupted")??
+    };
     let mount_from = mount_sources(&plans);
     export::export(&cx.opts, &cx.store, &registry, images, &mount_from).await
+}
+
+/// `--output type=local,dest=DIR`: the final root filesystem, owned by the invoking
+/// user (ownership inside the image cannot be kept outside the namespace), one
+/// subdirectory per platform (`linux_arm64`) when there are several.
+fn export_local(cx: &Ctx, images: &[(Platform, ImageState)], dest: &Path) -> Result<()> {
+    for (p, state) in images {
+        let target = if images.len() > 1 {
+            dest.join(platform::display(p).replace('/', "_"))
+        } else {
+            dest.to_path_buf()
+        };
+        std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+        let lowers = lower_dirs(cx, state)?;
+        let snap = cx.snaps.prepare(&lowers)?;
+        let sources = vec![".".to_string()];
+        let req = CopyRequest {
+            context: snap.merged(),
+            sources: &sources,
+            dest: "/",
+            workdir: "/",
+            owner: Some(Owner::default()),
+            chmod: None,
+            ignore: None,
+            exclude: None,
+            dest_is_dir: true,
+            unpack_archives: false,
+        };
+        copy::copy_into(&target, &req).with_context(|| format!("writing the rootfs to {}", target.display()))?;
+        eprintln!("wrote rootfs {} ({})", target.display(), platform::display(p));
+    }
+    Ok(())
 }
 
 /// The base-image repositories a push can mount blobs from.

@@ -166,3 +166,31 @@ fn source_date_epoch_builds_are_bit_identical_across_runs_and_snapshotters() {
     let n1 = digest("native", 1);
     assert_eq!(o1, n1, "native and overlay builds differ");
 }
+
+/// /etc/hostname is a mount target like /etc/hosts: the step reads the generated
+/// file, and neither it nor the stub reaches the layer (both snapshotters).
+#[test]
+fn etc_hostname_is_bound_and_left_out() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    for snap in ["overlay", "native"] {
+        let df = format!(
+            "FROM {}/base/busybox:latest\nRUN cat /etc/hostname > /hn && hostname > /hn2 && test -f /etc/hosts\n",
+            registry.host()
+        );
+        let ctx = sb.new_context(&format!("hn-{snap}")).file("Dockerfile", df).build();
+        let dest = sb.out_path(&format!("hn-{snap}-oci"));
+        let out = sb.kiln().build().args(["--snapshotter", snap]).output_oci(&dest).arg(&ctx).run();
+        out.assert_success();
+        let img = Image::from_layout(&dest, None);
+        let t = &img.tree;
+        t.assert_file("/hn", 0o644, 0, 0, "kiln\n");
+        t.assert_file("/hn2", 0o644, 0, 0, "kiln\n");
+        for p in ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"] {
+            t.assert_absent(p);
+        }
+        let last = &img.layers.last().unwrap().entries;
+        assert!(last.iter().all(|e| e == "/hn" || e == "/hn2"), "{snap}: RUN layer has more than /hn, /hn2: {last:?}");
+    }
+}
