@@ -108,6 +108,14 @@ fn merge(base: &mut Value, over: &Value) {
             h.as_object_mut().expect("object").insert(k.clone(), v.clone());
         }
     }
+    // Other settings (proxies, …): kept from the first file that has them.
+    if let Some(o) = over.as_object() {
+        for (k, v) in o {
+            if !["auths", "credHelpers", "credsStore"].contains(&k.as_str()) {
+                base.as_object_mut().expect("object").entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
     if let Some(s) = over.get("credsStore").filter(|s| s.is_string()) {
         base.as_object_mut().expect("object").insert("credsStore".into(), s.clone());
     }
@@ -214,6 +222,7 @@ pub fn install(authfile: Option<&Path>) -> Result<Option<Guard>> {
     let Some(config) = merged(authfile, &env_var)? else { return Ok(None) };
     let tmp = crate::cli::state_dir()?.join("tmp");
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    remove_stale(&tmp);
     let dir = make_private_dir(&tmp)?;
     let guard = Guard { dir: dir.clone() };
     let file = dir.join("config.json");
@@ -224,6 +233,19 @@ pub fn install(authfile: Option<&Path>) -> Result<Option<Guard>> {
     std::env::set_var(INSTALLED_ENV, &dir);
     tracing::debug!("registry credentials merged into {}", file.display());
     Ok(Some(guard))
+}
+
+/// Removes `auth-PID-…` directories left by a kiln that was killed (its PID gone), so
+/// credentials do not linger on disk longer than one more run.
+fn remove_stale(tmp: &Path) {
+    let Ok(rd) = std::fs::read_dir(tmp) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("auth-").and_then(|r| r.split('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn make_private_dir(parent: &Path) -> Result<PathBuf> {

@@ -67,6 +67,36 @@ pub struct BuildArgs {
     /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Do not use cached layers (the cache is still updated).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not use cached layers for these stages. Repeatable.
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
+    /// Cached layers older than this are not used (e.g. 168h, 7d).
+    #[arg(long = "cache-ttl", value_name = "DURATION")]
+    pub cache_ttl: Option<String>,
+    /// Kaniko-style registry layer cache: one small image per step, in this repository.
+    #[arg(long = "cache-repo", value_name = "REPO")]
+    pub cache_repo: Option<String>,
+    /// BuildKit-style registry cache to read: type=registry,ref=REF. Repeatable.
+    #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
+    pub cache_from: Vec<String>,
+    /// BuildKit-style registry cache to write: type=registry,ref=REF.
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF")]
+    pub cache_to: Option<String>,
+    /// Mirror for docker.io images (host[:port][/prefix]). Repeatable, tried in order.
+    #[arg(long = "registry-mirror", value_name = "HOST")]
+    pub registry_mirrors: Vec<String>,
+    /// Rewrite pulls of FROM-prefixed references to TO (FROM=TO). Repeatable.
+    #[arg(long = "registry-map", value_name = "FROM=TO")]
+    pub registry_map: Vec<String>,
+    /// Extra CA certificate (PEM) for registries. Repeatable.
+    #[arg(long = "registry-certificate", value_name = "FILE")]
+    pub registry_certificates: Vec<PathBuf>,
+    /// Retries for each registry operation (429, 5xx, dropped connections).
+    #[arg(long = "push-retry", value_name = "N", default_value_t = 3)]
+    pub push_retry: u32,
     /// Write the image ID (the config digest; the index digest for several platforms).
     #[arg(long = "iidfile", value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -126,11 +156,17 @@ pub struct BuildOptions {
     pub outputs: Vec<Output>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
-    pub insecure_registries: Vec<String>,
     pub digest_file: Option<PathBuf>,
     pub metadata_file: Option<PathBuf>,
     pub iidfile: Option<PathBuf>,
     pub labels: Vec<(String, String)>,
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    pub cache_ttl: Option<std::time::Duration>,
+    pub cache_repo: Option<Reference>,
+    pub cache_from: Vec<Reference>,
+    pub cache_to: Option<Reference>,
+    pub registry: kiln_cache::RegistryOptions,
     pub secrets: Vec<crate::runmounts::SecretSpec>,
     pub ssh: Vec<crate::runmounts::SshSpec>,
     /// Empty: the host platform.
@@ -197,10 +233,33 @@ impl BuildArgs {
             outputs,
             build_args,
             target: self.target,
-            insecure_registries: self.insecure_registries,
             digest_file: self.digest_file,
             metadata_file: self.metadata_file,
             iidfile: self.iidfile,
+            no_cache: self.no_cache,
+            no_cache_filter: self.no_cache_filter,
+            cache_ttl: match &self.cache_ttl {
+                Some(t) => Some(kiln_cache::gc::parse_duration(t).ok_or_else(|| anyhow!("--cache-ttl {t:?}: expected a duration like 168h or 7d"))?),
+                None => None,
+            },
+            cache_repo: match &self.cache_repo {
+                Some(r) => Some(r.parse::<Reference>().map_err(|e| anyhow!("--cache-repo {r}: {e}"))?),
+                None => None,
+            },
+            cache_from: self.cache_from.iter().map(|c| parse_cache_ref("--cache-from", c)).collect::<Result<_>>()?,
+            cache_to: self.cache_to.as_deref().map(|c| parse_cache_ref("--cache-to", c)).transpose()?,
+            registry: kiln_cache::RegistryOptions {
+                insecure: self.insecure_registries.clone(),
+                mirrors: self.registry_mirrors.clone(),
+                registry_map: self
+                    .registry_map
+                    .iter()
+                    .map(|m| m.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| anyhow!("--registry-map {m:?}: expected FROM=TO")))
+                    .collect::<Result<_>>()?,
+                ca_certs: self.registry_certificates.clone(),
+                retries: self.push_retry,
+                ..Default::default()
+            },
             labels: self
                 .labels
                 .iter()
@@ -239,6 +298,23 @@ pub fn state_dir() -> Result<PathBuf> {
     }
     let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).context("neither KILN_ROOT nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/kiln"))
+}
+
+/// `type=registry,ref=REF` (BuildKit's cache syntax), or a bare reference.
+fn parse_cache_ref(flag: &str, spec: &str) -> Result<Reference> {
+    let mut r = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", "registry")) => {}
+            Some(("type", other)) => bail!("{flag} {spec:?}: unsupported cache type {other:?} (registry)"),
+            Some(("ref", v)) => r = Some(v.to_string()),
+            Some(("mode" | "compression" | "oci-mediatypes" | "image-manifest" | "ignore-error", _)) => {}
+            None if !part.is_empty() => r = Some(part.to_string()),
+            _ => bail!("{flag} {spec:?}: unknown field {part:?}"),
+        }
+    }
+    let r = r.ok_or_else(|| anyhow!("{flag} {spec:?}: missing ref="))?;
+    r.parse::<Reference>().map_err(|e| anyhow!("{flag} {r}: {e}"))
 }
 
 pub fn parse_output(spec: &str) -> Result<Output> {

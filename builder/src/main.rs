@@ -12,6 +12,7 @@ mod export;
 mod fetch;
 mod fsutil;
 mod idmap;
+mod keys;
 mod image;
 mod inspect;
 mod platform;

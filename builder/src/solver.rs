@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_cache::reference::Reference;
-use kiln_cache::registry::{Registry, RegistryOptions};
+use kiln_cache::registry::Registry;
 use kiln_cache::store::ContentStore;
 use kiln_frontend::{Base, BuildGraph, CopyFrom, LowerOptions, Platform, Stage, Step, StepKind};
 use kiln_oci::media::{self, LayerCompression};
@@ -22,13 +22,17 @@ use crate::cli::BuildOptions;
 use crate::copy::{self, CopyRequest, Owner};
 use crate::export;
 use crate::image::{resolve_chown, resolve_user, ImageState, Layer};
+use crate::keys::JobKeys;
 use crate::{binfmt, platform, runmounts};
+use kiln_cache::layercache::{CacheKey, CacheOptions, CacheRecord, LayerCache, LayerRecord, LocalCache, RegistryCache};
+use kiln_oci::Digest;
 use crate::sandbox::{self, RunSpec, MOUNT_TARGETS};
 use crate::timefmt;
 
 /// A base (or `COPY --from`) image after pulling, for one platform.
 struct Pulled {
     state: ImageState,
+    manifest_digest: String,
 }
 
 /// Pulled images by (reference as written, platform).
@@ -42,6 +46,40 @@ pub(crate) struct Ctx {
     scratch: PathBuf,
     /// The context's `.dockerignore` (or `<Dockerfile>.dockerignore`).
     ignore: crate::dockerignore::Matcher,
+    /// Layer caches, local first; `hits` says which one answered for a key.
+    caches: Vec<Box<dyn LayerCache>>,
+    hits: BTreeMap<String, (usize, CacheRecord)>,
+    /// Every step's key, by job.
+    keys: BTreeMap<usize, JobKeys>,
+    /// Cached layers not downloaded yet (lazy: only when a later step needs them).
+    lazy: std::sync::Mutex<BTreeMap<Digest, usize>>,
+    /// Records of the steps that ran, stored in the caches after the build.
+    new_records: std::sync::Mutex<Vec<CacheRecord>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Ctx {
+    /// Make sure a layer blob is in the content store, fetching a lazily cached one.
+    fn ensure_blob(&self, layer: &Layer) -> Result<()> {
+        if self.store.has(&layer.digest) {
+            return Ok(());
+        }
+        let from = self.lazy.lock().expect("lazy map").get(&layer.digest).copied();
+        let Some(i) = from else {
+            bail!("layer {} is missing from the content store", layer.digest);
+        };
+        let rec = self
+            .hits
+            .values()
+            .find(|(c, r)| *c == i && r.layer.as_ref().map(|l| &l.digest) == Some(&layer.digest))
+            .map(|(_, r)| r.clone())
+            .context("cache record for a lazy layer")?;
+        self.rt
+            .block_on(self.caches[i].fetch_layer(&rec, &self.store))
+            .with_context(|| format!("fetching cached layer {}", layer.digest))?;
+        self.lazy.lock().expect("lazy map").remove(&layer.digest);
+        Ok(())
+    }
 }
 
 /// A scratch directory removed when dropped.
@@ -87,7 +125,7 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("creating {}", opts.state_dir.display()))?;
     let store = ContentStore::open(&opts.state_dir.join("content"))?;
     let snaps = SnapshotStore::open(&opts.state_dir.join("snapshots"))?;
-    let registry = Registry::new(RegistryOptions { insecure: opts.insecure_registries.clone(), ..Default::default() });
+    let registry = Registry::new(opts.registry.clone());
 
     // Lower once per target platform. Base images take part in lowering (their env
     // expands `WORKDIR $HOME`), and which platform of a base to pull depends on the
@@ -182,14 +220,86 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
     let scratch = opts.state_dir.join("tmp");
     std::fs::create_dir_all(&scratch)?;
     let ignore = crate::dockerignore::load_for(&opts.context, &opts.dockerfile)?;
-    let cx = Ctx { opts, store, snaps, created, scratch, ignore };
+
+    // Every key up front: the context is hashed once (incrementally, with a stat
+    // cache), then all keys are probed in parallel before anything runs.
+    let hasher_ignore = crate::dockerignore::load_for(&opts.context, &opts.dockerfile)?;
+    let hasher_cache = crate::context::ContextHasher::cache_dir_for(&opts.state_dir, &opts.context);
+    let mut hasher = crate::context::ContextHasher::new(&opts.context, hasher_ignore, Some(&hasher_cache))?;
+    hasher.set_allow_empty_wildcard(true);
+    let mut keys: BTreeMap<usize, JobKeys> = BTreeMap::new();
+    for (id, job) in jobs.iter().enumerate() {
+        let mut ki = KeySources { hasher: &mut hasher, pulled: &pulled, keys: &keys, job, platform: platform::display(&job.platform) };
+        let k = crate::keys::job_keys(&job.stage, &platform::display(&job.platform), &mut ki)?;
+        keys.insert(id, k);
+    }
+    let _ = hasher.save();
+    let caches = layer_caches(&opts, &store, &registry)?;
+    let mut hits: BTreeMap<String, (usize, CacheRecord)> = BTreeMap::new();
+    if !opts.no_cache {
+        let mut wanted: Vec<CacheKey> = Vec::new();
+        for (id, job) in jobs.iter().enumerate() {
+            if job.stage.name.as_ref().is_some_and(|n| opts.no_cache_filter.contains(n)) {
+                continue;
+            }
+            for (step, key) in job.stage.steps.iter().zip(&keys[&id].steps) {
+                let fs = matches!(step.kind, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_));
+                if fs && crate::keys::cacheable(&step.kind) {
+                    wanted.push(key.clone());
+                }
+            }
+        }
+        for (i, cache) in caches.iter().enumerate() {
+            let missing: Vec<CacheKey> = wanted.iter().filter(|k| !hits.contains_key(k.hex())).cloned().collect();
+            if missing.is_empty() {
+                break;
+            }
+            for (k, r) in missing.iter().zip(cache.probe_many(&missing).await) {
+                if let Some(r) = r.filter(|r| r.layer.is_some() && r.diff_id.is_some()) {
+                    hits.insert(k.hex().to_string(), (i, r));
+                }
+            }
+        }
+    }
+    let lazy: BTreeMap<Digest, usize> = hits
+        .values()
+        .filter_map(|(i, r)| r.layer.as_ref().filter(|l| !store.has(&l.digest)).map(|l| (l.digest.clone(), *i)))
+        .collect();
+    let cx = Ctx {
+        opts,
+        store,
+        snaps,
+        created,
+        scratch,
+        ignore,
+        caches,
+        hits,
+        keys,
+        lazy: std::sync::Mutex::new(lazy),
+        new_records: std::sync::Mutex::new(Vec::new()),
+        rt: tokio::runtime::Handle::current(),
+    };
 
     let (cx, results) = tokio::task::spawn_blocking(move || {
         let r = run_jobs(&cx, &jobs, &pulled);
+        let _ = &cx.keys;
         r.map(|res| (cx, res))
     })
     .await
     .context("the build was interrupted")??;
+
+    // Remember what ran, in every cache (local, and --cache-repo / --cache-to).
+    let records = std::mem::take(&mut *cx.new_records.lock().expect("records"));
+    for cache in &cx.caches {
+        for r in &records {
+            if let Err(e) = cache.put(r, &cx.store).await {
+                eprintln!("warning: could not store cache record {}: {e:#}", &r.key[..12]);
+            }
+        }
+        if let Err(e) = cache.flush(&cx.store).await {
+            eprintln!("warning: could not write the cache: {e:#}");
+        }
+    }
 
     let mut images = Vec::new();
     for plan in &plans {
@@ -224,8 +334,38 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
         .await
         .context("the export was interrupted")??
     };
-    let mount_from = mount_sources(&plans);
-    export::export(&cx.opts, &cx.store, &registry, images, &mount_from).await
+    let mut mount_from = mount_sources(&plans);
+    // Cached layers live in the cache repositories: pushes mount them from there.
+    mount_from.extend(cx.opts.cache_repo.iter().chain(cx.opts.cache_from.iter()).chain(cx.opts.cache_to.iter()).cloned());
+    // Outputs written from the store need every blob; a push only needs the ones
+    // the registry cannot mount, so it fetches lazily cached layers only on demand.
+    let needs_blobs = cx.opts.outputs.iter().any(|o| !matches!(o, crate::cli::Output::Local { .. }));
+    if needs_blobs {
+        fetch_lazy(&cx).await?;
+    }
+    match export::export(&cx.opts, &cx.store, &registry, images.clone(), &mount_from).await {
+        Err(e) if !cx.lazy.lock().expect("lazy map").is_empty() && format!("{e:#}").contains("not in the content store") => {
+            fetch_lazy(&cx).await?;
+            export::export(&cx.opts, &cx.store, &registry, images, &mount_from).await
+        }
+        other => other,
+    }
+}
+
+/// Download every cached layer that was not needed so far.
+async fn fetch_lazy(cx: &Ctx) -> Result<()> {
+    let lazy: Vec<(Digest, usize)> = cx.lazy.lock().expect("lazy map").iter().map(|(d, i)| (d.clone(), *i)).collect();
+    for (digest, i) in lazy {
+        let rec = cx
+            .hits
+            .values()
+            .find(|(c, r)| *c == i && r.layer.as_ref().map(|l| &l.digest) == Some(&digest))
+            .map(|(_, r)| r.clone())
+            .context("cache record for a lazy layer")?;
+        cx.caches[i].fetch_layer(&rec, &cx.store).await.with_context(|| format!("fetching cached layer {digest}"))?;
+        cx.lazy.lock().expect("lazy map").remove(&digest);
+    }
+    Ok(())
 }
 
 /// `--output type=local,dest=DIR`: the final root filesystem, owned by the invoking
@@ -273,6 +413,46 @@ fn mount_sources(plans: &[TargetPlan]) -> Vec<Reference> {
         }
     }
     out
+}
+
+/// What key computation reads outside a stage: context digests, pulled image
+/// digests, keys of the stages (jobs) it depends on.
+struct KeySources<'a> {
+    hasher: &'a mut crate::context::ContextHasher,
+    pulled: &'a PulledMap,
+    keys: &'a BTreeMap<usize, JobKeys>,
+    job: &'a Job,
+    platform: String,
+}
+
+impl crate::keys::KeyInputs for KeySources<'_> {
+    fn context_digest(&mut self, sources: &[String]) -> Result<String> {
+        self.hasher.digest_sources(sources)
+    }
+    fn image_digest(&self, reference: &str) -> Result<String> {
+        self.pulled
+            .get(&(reference.to_string(), self.platform.clone()))
+            .map(|p| p.manifest_digest.clone())
+            .with_context(|| format!("image {reference} was not pulled"))
+    }
+    fn stage_key(&self, stage: usize) -> Result<CacheKey> {
+        let job = self.job.stage_jobs.get(&stage).with_context(|| format!("stage {stage} is not scheduled"))?;
+        Ok(self.keys.get(job).with_context(|| format!("stage {stage} has no key yet"))?.result.clone())
+    }
+}
+
+/// The local layer cache, plus `--cache-repo` (Kaniko style) and
+/// `--cache-from`/`--cache-to` (BuildKit style) registry caches.
+fn layer_caches(opts: &BuildOptions, store: &ContentStore, registry: &Registry) -> Result<Vec<Box<dyn LayerCache>>> {
+    let copts = || CacheOptions { ttl: opts.cache_ttl, ..Default::default() };
+    let mut caches: Vec<Box<dyn LayerCache>> = vec![Box::new(LocalCache::new(store.clone(), copts()))];
+    if let Some(repo) = &opts.cache_repo {
+        caches.push(Box::new(RegistryCache::repo(registry.clone(), repo.clone(), copts())));
+    }
+    if !opts.cache_from.is_empty() || opts.cache_to.is_some() {
+        caches.push(Box::new(RegistryCache::manifest(registry.clone(), opts.cache_from.clone(), opts.cache_to.clone(), copts())));
+    }
+    Ok(caches)
 }
 
 /// The platform a stage runs for: its `FROM --platform`, else the target's.
@@ -349,7 +529,7 @@ async fn pull_all(registry: &Registry, store: &ContentStore, pulled: &mut Pulled
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        pulled.insert(key, Pulled { state: ImageState::new(img.config, layers) });
+        pulled.insert(key, Pulled { state: ImageState::new(img.config, layers), manifest_digest: img.manifest_digest.to_string() });
     }
     Ok(())
 }
@@ -380,7 +560,7 @@ fn run_jobs(cx: &Ctx, jobs: &[Job], pulled: &PulledMap) -> Result<BTreeMap<usize
                         job.stage_jobs.iter().map(|(stage, j)| (*stage, results[j].clone())).collect();
                     let tx = tx.clone();
                     scope.spawn(move || {
-                        let r = run_stage(cx, job, pulled, &inputs);
+                        let r = run_stage(cx, id, job, pulled, &inputs);
                         let _ = tx.send((id, r));
                     });
                 }
@@ -425,7 +605,7 @@ fn oci_layer_type(mt: &str) -> String {
     }
 }
 
-fn run_stage(cx: &Ctx, job: &Job, pulled: &PulledMap, inputs: &BTreeMap<usize, ImageState>) -> Result<ImageState> {
+fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BTreeMap<usize, ImageState>) -> Result<ImageState> {
     let stage = &job.stage;
     let plat = platform::display(&job.platform);
     let (from_text, mut state) = match &stage.base {
@@ -457,20 +637,46 @@ fn run_stage(cx: &Ctx, job: &Job, pulled: &PulledMap, inputs: &BTreeMap<usize, I
     let mut n = job.first_step;
     let total = job.total_steps;
     eprintln!("{}[{n}/{total}] FROM {from_text}{label}", job.label);
-    state.config.created = Some(cx.created.clone());
     let sources = Sources { stages: inputs, pulled, platform: &plat };
+    let keys = &cx.keys[&job_id];
+    // History times: a step that ran gets the build's time, a cached one the time
+    // it first ran, a config-only step the time of the step before it — so a build
+    // served wholly from the cache gives the same image digest.
+    let mut last_time = state.config.created.clone().unwrap_or_else(|| cx.created.clone());
 
-    for step in &stage.steps {
+    for (step, key) in stage.steps.iter().zip(&keys.steps) {
         n += 1;
-        eprintln!("{}[{n}/{total}] {}", job.label, step.source);
         if state.apply_config_step(&step.kind) {
-            state.push_history(&cx.created, &step.created_by, true);
+            eprintln!("{}[{n}/{total}] {}", job.label, step.source);
+            state.push_history(&last_time, &step.created_by, true);
             continue;
         }
+        if let Some((_, rec)) = cx.hits.get(key.hex()) {
+            eprintln!("{}[{n}/{total}] {} (cached)", job.label, step.source);
+            let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { unreachable!("hits carry a layer") };
+            state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone() });
+            last_time = rec.history_created.clone().unwrap_or_else(|| cx.created.clone());
+            state.push_history(&last_time, &step.created_by, false);
+            continue;
+        }
+        eprintln!("{}[{n}/{total}] {}", job.label, step.source);
         run_fs_step(cx, &mut state, step, &sources)
             .with_context(|| format!("{}step {n}/{total} ({}:{}) `{}`", job.label, step.loc.file, step.loc.line, one_line(&step.source)))?;
-        state.push_history(&cx.created, &step.created_by, false);
+        last_time = cx.created.clone();
+        state.push_history(&last_time, &step.created_by, false);
+        if crate::keys::cacheable(&step.kind) {
+            let l = state.layers.last().expect("a step that ran added a layer");
+            let mut rec = CacheRecord::new(
+                key,
+                Some(LayerRecord { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size }),
+                Some(l.diff_id.clone()),
+                &step.created_by,
+            );
+            rec.history_created = Some(last_time.clone());
+            cx.new_records.lock().expect("records").push(rec);
+        }
     }
+    state.config.created = Some(last_time);
     Ok(state)
 }
 
@@ -550,6 +756,7 @@ fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
             None => {
                 let compression = media::layer_compression(&l.media_type)
                     .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
+                cx.ensure_blob(l)?;
                 let blob = cx.store.open_blob(&l.digest)?;
                 cx.snaps
                     .unpack_onto(&l.diff_id, &dirs, std::io::BufReader::new(blob), compression)

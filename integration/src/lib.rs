@@ -33,7 +33,7 @@ pub use image::{Image, Kind, Layer, Node, Tree};
 pub use paths::{case_dir, kiln_bin, repo_root, shared_tools_dir};
 pub use process::{run_with_timeout, RunOutput};
 pub use registry::{seed_base_images, BaseImages, Registry};
-pub use sandbox::{BuildUser, KilnCmd, Sandbox};
+pub use sandbox::{BuildUser, KilnCmd, Sandbox, Spawned};
 
 /// Fail the current test because a prerequisite is missing.
 #[track_caller]

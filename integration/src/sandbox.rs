@@ -403,11 +403,53 @@ impl KilnCmd<'_> {
     }
 
     /// Run it and return its output (no assertion made).
+    /// Start kiln in its own process group, stderr piped, without waiting.
+    pub fn spawn(mut self) -> Spawned {
+        use std::os::unix::process::CommandExt;
+        self.cmd.process_group(0).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        let child = self.cmd.spawn().expect("spawning kiln");
+        Spawned { child }
+    }
+
     pub fn run(mut self) -> RunOutput {
         let out = run_with_timeout(&mut self.cmd, self.timeout);
         if std::env::var_os("KILN_TEST_VERBOSE").is_some() {
             eprintln!("{out}");
         }
         out
+    }
+}
+
+/// A kiln process started with [`KilnCmd::spawn`].
+pub struct Spawned {
+    child: std::process::Child,
+}
+
+impl Spawned {
+    /// Read stderr until a line contains `needle`, then SIGKILL the whole process
+    /// group (kiln, its namespaced child, RUN sandboxes). Returns whether it was seen
+    /// before the process ended or `timeout` passed.
+    pub fn kill_when_stderr_contains(mut self, needle: &str, timeout: Duration) -> bool {
+        use std::io::BufRead;
+        let pgid = self.child.id() as i32;
+        let stderr = self.child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let needle = needle.to_string();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(&needle) {
+                    let _ = tx.send(true);
+                    return;
+                }
+            }
+            let _ = tx.send(false);
+        });
+        let seen = rx.recv_timeout(timeout).unwrap_or(false);
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+        seen
     }
 }

@@ -45,6 +45,7 @@ fn index_create_stitches_two_single_platform_images_from_other_repos() {
 
     let target = registry.reference("release/app:1");
     let digest_file = sb.out_path("index-digest.txt");
+    let mark = registry.log_mark();
     let out = sb
         .kiln()
         .args(["index", "create", &target, "--from", &amd, "--from", &arm, "--digest-file"])
@@ -72,8 +73,10 @@ fn index_create_stitches_two_single_platform_images_from_other_repos() {
         assert_eq!(sha256_of(&m), *digest);
         assert_eq!(e["size"].as_u64().unwrap(), m.len() as u64);
         let mv: Value = serde_json::from_slice(&m).unwrap();
-        for l in mv["layers"].as_array().unwrap() {
-            assert!(registry.has_blob("release/app", l["digest"].as_str().unwrap()), "layer mounted into release/app");
+        for l in mv["layers"].as_array().unwrap().iter().chain([&mv["config"]]) {
+            let d = l["digest"].as_str().unwrap();
+            assert!(registry.has_blob("release/app", d), "{d} mounted into release/app");
+            assert!(registry.blob_uploads_since(mark, d).is_empty(), "{d} was uploaded, not mounted");
         }
         // Each platform pulls back with its architecture; the variant comes from the config.
         let img = Image::pull_platform(&target, Some(arch));
@@ -102,4 +105,38 @@ fn index_create_names_a_missing_source() {
     let missing = registry.reference("nowhere/app:1");
     let out = sb.kiln().args(["index", "create", &registry.reference("x/y:1"), "--from", &missing]).run();
     out.assert_failure_containing("nowhere/app");
+}
+
+#[test]
+fn index_create_copies_platform_manifests_from_another_registry() {
+    let src = Registry::start();
+    let base = seed_base_images(&src);
+    let dst = Registry::start();
+    let sb = Sandbox::new();
+    let ctx = sb
+        .new_context("app")
+        .file("Dockerfile", format!("FROM {}\nCOPY hello.txt /hello.txt\n", base.multi))
+        .file("hello.txt", "across registries\n")
+        .build();
+    let amd = src.reference("nodes/app:amd64");
+    let arm = src.reference("nodes/app:arm64");
+    let amd_digest = build_one(&sb, &ctx, "linux/amd64", &amd);
+    let arm_digest = build_one(&sb, &ctx, "linux/arm64", &arm);
+
+    let target = dst.reference("mirror/app:1");
+    let out = sb.kiln().args(["index", "create", &target, "--from", &amd, "--from", &arm]).run();
+    out.assert_success();
+    let raw = dst.manifest_raw("mirror/app", "1");
+    assert_eq!(out.stdout.trim(), sha256_of(&raw));
+    let index: Value = serde_json::from_slice(&raw).unwrap();
+    let mut digests: Vec<&str> = index["manifests"].as_array().unwrap().iter().map(|e| e["digest"].as_str().unwrap()).collect();
+    digests.sort();
+    let mut want = vec![amd_digest.as_str(), arm_digest.as_str()];
+    want.sort();
+    assert_eq!(digests, want);
+    for arch in ["amd64", "arm64"] {
+        let img = Image::pull_platform(&target, Some(arch));
+        assert_eq!(img.config["architecture"], arch);
+        assert_eq!(img.tree.node("/hello.txt").text(), "across registries\n");
+    }
 }

@@ -14,6 +14,7 @@
 //!   with the metadata they have below (not 0755 root, which would change them);
 //! - a hardlink to a file of a lower layer copies that file up into this layer and
 //!   links to the copy.
+//!
 //! Such a layer depends on its lowers ([`Applied::depends_on_lowers`]); the
 //! snapshot store then keeps it per stack instead of sharing it by diffID.
 //! Without lowers, a link to a missing file is an error

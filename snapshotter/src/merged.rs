@@ -160,10 +160,8 @@ pub(crate) fn materialize(layers: &[PathBuf], dst: &Path, fill: Fill) -> io::Res
     // Parents after children, last writer wins: later entries were pushed later.
     let mut seen = std::collections::HashSet::new();
     for (p, s, ns) in dir_times.into_iter().rev() {
-        if seen.insert(p.clone()) {
-            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-                fsops::set_mtime(&p, s, ns)?;
-            }
+        if seen.insert(p.clone()) && fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            fsops::set_mtime(&p, s, ns)?;
         }
     }
     Ok(())

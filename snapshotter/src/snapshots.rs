@@ -379,10 +379,13 @@ struct Stub {
     /// Ancestors that existed below, with (mode, uid, gid) before the step, and
     /// (native) their mtime before and right after the stub was made.
     existing: Vec<(PathBuf, u32, u32, u32)>,
-    parent_times: Option<(PathBuf, (i64, i64), (i64, i64))>,
+    parent_times: Option<(PathBuf, Time, Time)>,
 }
 
-fn mtime_of(p: &Path) -> Option<(i64, i64)> {
+/// (seconds, nanoseconds)
+type Time = (i64, i64);
+
+fn mtime_of(p: &Path) -> Option<Time> {
     use std::os::unix::fs::MetadataExt;
     fs::symlink_metadata(p).ok().map(|m| (m.mtime(), m.mtime_nsec()))
 }

@@ -51,7 +51,7 @@ fn entry_below_a_lower_symlink_lands_where_it_points() {
     let (_t, s) = store(SnapshotterKind::Overlay);
     let base = unpack(&s, &[], &base_tar());
     let top_tar = RawTar::new().add(E::file("lib/x", b"x")).add(E::file("abs/y", b"y")).finish();
-    let top = unpack(&s, &[base.clone()], &top_tar);
+    let top = unpack(&s, std::slice::from_ref(&base), &top_tar);
     assert!(top.file_name().unwrap().to_str().unwrap().contains('-'), "kept per stack: {top:?}");
     assert_eq!(fs::read(top.join("usr/lib/x")).unwrap(), b"x");
     assert_eq!(fs::read(top.join("usr/lib/y")).unwrap(), b"y");
@@ -167,7 +167,7 @@ fn native_and_overlay_give_the_same_layer() {
 fn round_trip_of_a_native_diff_reproduces_the_tree() {
     let (_t, s) = store(SnapshotterKind::Native);
     let base = unpack(&s, &[], &base_tar());
-    let mut active = s.prepare(&[base.clone()]).unwrap();
+    let mut active = s.prepare(std::slice::from_ref(&base)).unwrap();
     make_changes(active.merged());
     let expected = snapshot(active.merged());
     let upper = active.diff().unwrap().to_path_buf();
@@ -175,7 +175,7 @@ fn round_trip_of_a_native_diff_reproduces_the_tree() {
     let d = write_layer(&upper, &DiffOptions { compression: Compression::Zstd, ..Default::default() }, &mut out).unwrap();
     assert_eq!(&out[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
     assert_eq!(d.media_type, "application/vnd.oci.image.layer.v1.tar+zstd");
-    let top = s.unpack_onto(&d.diff_id, &[base.clone()], &out[..], LayerCompression::Zstd).unwrap();
+    let top = s.unpack_onto(&d.diff_id, std::slice::from_ref(&base), &out[..], LayerCompression::Zstd).unwrap();
     let again = s.prepare(&[base, top]).unwrap();
     assert_eq!(snapshot(again.merged()), expected);
 }
@@ -200,7 +200,7 @@ fn compressions_share_the_diff_id_and_are_deterministic() {
 fn chown_of_one_hardlink_name_is_seen_on_all_names_after_overlay() {
     let (_t, s) = store(SnapshotterKind::Overlay);
     let base = unpack(&s, &[], &base_tar());
-    let mut active = s.prepare(&[base.clone()]).unwrap();
+    let mut active = s.prepare(std::slice::from_ref(&base)).unwrap();
     std::os::unix::fs::chown(active.merged().join("hl/b"), Some(1000), Some(1000)).unwrap();
     let upper = active.diff().unwrap().to_path_buf();
     let mut out = Vec::new();
@@ -345,7 +345,7 @@ fn lower_symlinks_cannot_lead_out_of_the_layer() {
         .finish();
     let base = unpack(&s, &[], &base_tar);
     let top_tar = RawTar::new().add(E::file("up/x", b"x")).add(E::file("abs/y", b"y")).finish();
-    let top = unpack(&s, &[base.clone()], &top_tar);
+    let top = unpack(&s, std::slice::from_ref(&base), &top_tar);
     assert_eq!(fs::read(top.join("escaped/x")).unwrap(), b"x");
     assert_eq!(fs::read(top.join("escaped2/y")).unwrap(), b"y");
     for p in [t.path().join("escaped"), t.path().parent().unwrap().join("escaped"), PathBuf::from("/escaped"), PathBuf::from("/escaped2")] {
@@ -353,13 +353,13 @@ fn lower_symlinks_cannot_lead_out_of_the_layer() {
     }
     // a symlink loop below is an error naming the entry
     let tar = RawTar::new().add(E::file("loop1/x", b"x")).finish();
-    let err = s.unpack_onto(&Digest::of(&tar), &[base.clone()], &tar[..], LayerCompression::None).unwrap_err();
+    let err = s.unpack_onto(&Digest::of(&tar), std::slice::from_ref(&base), &tar[..], LayerCompression::None).unwrap_err();
     assert!(err.to_string().contains("loop1/x"), "{err}");
     // a hardlink to a lower directory, or to a file a whiteout hid, is refused
     let tar = RawTar::new().add(E::hardlink("l", "d")).finish();
-    assert!(s.unpack_onto(&Digest::of(&tar), &[base.clone()], &tar[..], LayerCompression::None).is_err());
+    assert!(s.unpack_onto(&Digest::of(&tar), std::slice::from_ref(&base), &tar[..], LayerCompression::None).is_err());
     let wh = RawTar::new().add(E::file(".wh.gone", b"")).finish();
-    let mid = unpack(&s, &[base.clone()], &wh);
+    let mid = unpack(&s, std::slice::from_ref(&base), &wh);
     let tar = RawTar::new().add(E::hardlink("l", "gone")).finish();
     let err = s.unpack_onto(&Digest::of(&tar), &[base, mid], &tar[..], LayerCompression::None).unwrap_err();
     assert!(err.to_string().contains("gone"), "{err}");
