@@ -39,6 +39,11 @@ pub enum CommandKind {
         #[command(subcommand)]
         command: crate::index_cmd::IndexCommand,
     },
+    /// Remove unused data: unreferenced blobs, leftovers of killed builds; with --all
+    /// also the layer cache and unpacked layers.
+    Prune(crate::maintenance::PruneArgs),
+    /// Show how much disk kiln's state uses.
+    Df,
     /// Internal: run one RUN step inside its sandbox.
     #[command(name = "__sandbox", hide = true)]
     Sandbox { spec: PathBuf },

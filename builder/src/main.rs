@@ -13,6 +13,7 @@ mod fetch;
 mod fsutil;
 mod idmap;
 mod keys;
+mod maintenance;
 mod image;
 mod inspect;
 mod platform;
@@ -50,6 +51,22 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e.context("registry credentials")),
             };
             match index_cmd::main(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        CommandKind::Df => match cli::state_dir().and_then(|d| maintenance::df(&d)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        CommandKind::Prune(args) => {
+            // Unpacked layers belong to subordinate ids: prune from inside.
+            match userns::enter() {
+                Ok(userns::Entered::ChildExited(code)) => return ExitCode::from(code.clamp(0, 255) as u8),
+                Ok(userns::Entered::Inside) => {}
+                Err(e) => return fail(&e.context("entering the build's user namespace")),
+            }
+            match cli::state_dir().and_then(|d| maintenance::prune(&args, &d)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }

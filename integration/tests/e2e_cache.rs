@@ -169,3 +169,32 @@ fn sigkill_mid_push_then_rebuild_is_correct() {
     img.assert_consistent();
     assert_eq!(img.tree.node("/app/both.txt").text(), "version 1\nbuilt\n");
 }
+
+#[test]
+fn df_and_prune_all_empty_the_state_and_a_rebuild_still_works() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let ctx = app_context(&sb, &registry, "prune");
+    sb.kiln().build().arg(&ctx).run().assert_success();
+    let df = sb.kiln().arg("df").run();
+    df.assert_success();
+    let layers_line = df.stdout.lines().find(|l| l.starts_with("unpacked layers")).unwrap_or_else(|| panic!("{df}"));
+    assert!(!layers_line.contains(" 0 "), "layers were unpacked: {layers_line}");
+    let cache_line = df.stdout.lines().find(|l| l.starts_with("layer cache")).unwrap();
+    assert!(cache_line.split_whitespace().nth(2) == Some("3"), "3 cache records: {cache_line}");
+
+    let out = sb.kiln().args(["prune", "--all"]).run();
+    out.assert_success();
+    out.assert_stdout_contains("cache records");
+    let df = sb.kiln().arg("df").run();
+    let layers_line = df.stdout.lines().find(|l| l.starts_with("unpacked layers")).unwrap();
+    assert_eq!(layers_line.split_whitespace().nth(2), Some("0"), "{df}");
+    let cache_line = df.stdout.lines().find(|l| l.starts_with("layer cache")).unwrap();
+    assert_eq!(cache_line.split_whitespace().nth(2), Some("0"), "{df}");
+
+    // Nothing cached any more: the rebuild runs its steps and still succeeds.
+    let out = sb.kiln().build().arg(&ctx).run();
+    out.assert_success();
+    assert_eq!(runs(&out), 2, "{out}");
+}

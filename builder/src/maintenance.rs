@@ -1,0 +1,141 @@
+//! `kiln prune` and `kiln df`: what kiln keeps on disk, and giving it back.
+//!
+//! The content store (blobs, cache records) is pruned by the cache crate under its
+//! exclusive lock. Unpacked layers (`snapshots/layers`) belong to subordinate ids, so
+//! prune runs inside the build's user namespace; it removes every unpacked layer
+//! that no longer has its blob in the store after pruning (they are rebuilt from
+//! blobs on demand), all of them with `--all`, plus leftovers of killed builds.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use kiln_cache::gc::{parse_duration, parse_size};
+use kiln_cache::{ContentStore, PruneOptions};
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Also remove every layer-cache record and every unpacked layer.
+    #[arg(long)]
+    pub all: bool,
+    /// Keep at most this much (e.g. 10GB), removing the oldest first.
+    #[arg(long = "keep-storage", value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// Only remove what is older than a duration: until=DURATION (e.g. until=24h).
+    #[arg(long = "filter", value_name = "until=DURATION")]
+    pub filter: Option<String>,
+}
+
+pub fn prune(args: &PruneArgs, state_dir: &Path) -> Result<()> {
+    let keep_storage = match &args.keep_storage {
+        Some(s) => Some(parse_size(s).ok_or_else(|| anyhow!("--keep-storage {s:?}: expected a size like 10GB or 512MiB"))?),
+        None => None,
+    };
+    let until = match &args.filter {
+        Some(f) => {
+            let d = f.strip_prefix("until=").ok_or_else(|| anyhow!("--filter {f:?}: only until=DURATION is supported"))?;
+            Some(parse_duration(d).ok_or_else(|| anyhow!("--filter {f:?}: expected a duration like 24h"))?)
+        }
+        None => None,
+    };
+    let content = state_dir.join("content");
+    if !content.exists() {
+        println!("nothing to prune in {}", state_dir.display());
+        return Ok(());
+    }
+    let store = ContentStore::open(&content)?;
+    let report = store.prune(&PruneOptions { all: args.all, keep_storage, until })?;
+    let mut freed = report.freed_bytes;
+    let mut layers = 0usize;
+    let snap_root = state_dir.join("snapshots");
+    let snapshots = snap_root.join("layers");
+    if let Ok(rd) = std::fs::read_dir(&snapshots) {
+        for e in rd.flatten() {
+            // Unpacked layers are rebuilt from blobs on demand: --all removes them
+            // (those older than --filter, if given); a plain prune keeps them.
+            let old_enough = until.is_none_or(|u| {
+                e.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() >= u).unwrap_or(true)
+            });
+            if args.all && old_enough {
+                freed += du(&e.path());
+                kiln_snapshotter::snapshots::remove_tree(&e.path());
+                layers += 1;
+            }
+        }
+    }
+    // Scratch of killed builds: active steps and temp files.
+    for d in [snap_root.join("active"), state_dir.join("tmp")] {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                freed += du(&e.path());
+                kiln_snapshotter::snapshots::remove_tree(&e.path());
+            }
+        }
+    }
+    if args.all {
+        for d in ["cache-mounts", "context-cache"] {
+            let p = state_dir.join(d);
+            if p.exists() {
+                freed += du(&p);
+                kiln_snapshotter::snapshots::remove_tree(&p);
+            }
+        }
+    }
+    println!(
+        "removed {} blobs, {} cache records, {} unpacked layers; freed {}",
+        report.removed_blobs,
+        report.removed_records,
+        layers,
+        human(freed)
+    );
+    Ok(())
+}
+
+pub fn df(state_dir: &Path) -> Result<()> {
+    let content = state_dir.join("content");
+    println!("{:<28} {:>8} {:>12}", "TYPE", "COUNT", "SIZE");
+    if content.exists() {
+        let store = ContentStore::open(&content)?;
+        let u = store.df().context("measuring the content store")?;
+        println!("{:<28} {:>8} {:>12}", "images", u.images.count, human(u.images.bytes));
+        println!("{:<28} {:>8} {:>12}", "layer cache", u.cache_records, human(u.cache.bytes));
+        println!("{:<28} {:>8} {:>12}", "unreferenced blobs", u.unreferenced.count, human(u.unreferenced.bytes));
+    }
+    let snapshots = state_dir.join("snapshots/layers");
+    let count = std::fs::read_dir(&snapshots).map(|r| r.count()).unwrap_or(0);
+    println!("{:<28} {:>8} {:>12}", "unpacked layers", count, human(du(&snapshots)));
+    let mounts = state_dir.join("cache-mounts");
+    let count = std::fs::read_dir(&mounts).map(|r| r.count()).unwrap_or(0);
+    println!("{:<28} {:>8} {:>12}", "RUN cache mounts", count, human(du(&mounts)));
+    Ok(())
+}
+
+/// Bytes used below `p` (not following symlinks).
+fn du(p: &Path) -> u64 {
+    let Ok(md) = std::fs::symlink_metadata(p) else { return 0 };
+    if !md.is_dir() {
+        return md.len();
+    }
+    std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| du(&e.path())).sum()).unwrap_or(0)
+}
+
+fn human(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[i]) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_sizes() {
+        assert_eq!(super::human(12), "12 B");
+        assert_eq!(super::human(1536), "1.5 KiB");
+        assert_eq!(super::human(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}
