@@ -39,6 +39,8 @@ pub enum CommandKind {
         #[command(subcommand)]
         command: crate::index_cmd::IndexCommand,
     },
+    /// Kaniko-compatible command line (`--context`, `--destination`, ...), mapped onto `build`.
+    Executor(crate::executor::ExecutorArgs),
     /// Remove unused data: unreferenced blobs, leftovers of killed builds; with --all
     /// also the layer cache and unpacked layers.
     Prune(crate::maintenance::PruneArgs),
@@ -184,7 +186,80 @@ pub struct BuildOptions {
     pub compression_level: Option<i32>,
 }
 
+/// What `kiln executor` sets; everything else keeps `kiln build`'s defaults.
+pub struct ExecutorMapping {
+    pub context: PathBuf,
+    pub dockerfile: PathBuf,
+    pub tags: Vec<String>,
+    pub push: bool,
+    pub outputs: Vec<String>,
+    pub build_args: Vec<String>,
+    pub labels: Vec<String>,
+    pub target: Option<String>,
+    pub insecure_registries: Vec<String>,
+    pub registry_mirrors: Vec<String>,
+    pub push_retry: u32,
+    pub cache_repo: Option<String>,
+    pub cache_ttl: Option<String>,
+    pub digest_file: Option<PathBuf>,
+    pub platforms: Vec<String>,
+}
+
 impl BuildArgs {
+    /// `kiln build` arguments from `kiln executor`'s (Kaniko's) flags: parsed through
+    /// clap so defaults stay defined in one place.
+    pub fn for_executor(m: ExecutorMapping) -> BuildArgs {
+        let mut argv: Vec<std::ffi::OsString> = vec!["kiln".into(), "build".into()];
+        let mut push = |flag: &str, v: &std::ffi::OsStr| {
+            argv.push(flag.into());
+            argv.push(v.to_os_string());
+        };
+        push("-f", m.dockerfile.as_os_str());
+        for t in &m.tags {
+            push("-t", t.as_ref());
+        }
+        for o in &m.outputs {
+            push("--output", o.as_ref());
+        }
+        for a in &m.build_args {
+            push("--build-arg", a.as_ref());
+        }
+        for l in &m.labels {
+            push("--label", l.as_ref());
+        }
+        if let Some(t) = &m.target {
+            push("--target", t.as_ref());
+        }
+        for i in &m.insecure_registries {
+            push("--insecure-registry", i.as_ref());
+        }
+        for r in &m.registry_mirrors {
+            push("--registry-mirror", r.as_ref());
+        }
+        push("--push-retry", m.push_retry.to_string().as_ref());
+        if let Some(c) = &m.cache_repo {
+            push("--cache-repo", c.as_ref());
+        }
+        if let Some(c) = &m.cache_ttl {
+            push("--cache-ttl", c.as_ref());
+        }
+        if let Some(d) = &m.digest_file {
+            push("--digest-file", d.as_os_str());
+        }
+        for p in &m.platforms {
+            push("--platform", p.as_ref());
+        }
+        if m.push {
+            argv.push("--push".into());
+        }
+        argv.push(m.context.into_os_string());
+        match Cli::try_parse_from(argv) {
+            Ok(Cli { command: CommandKind::Build(b) }) => b,
+            Ok(_) => unreachable!("built a build command line"),
+            Err(e) => e.exit(),
+        }
+    }
+
     pub fn validate(self) -> Result<BuildOptions> {
         if !self.context.is_dir() {
             bail!("build context {:?} is not a directory", self.context);

@@ -8,6 +8,7 @@ mod copy;
 mod archive;
 mod context;
 mod dockerignore;
+mod executor;
 mod export;
 mod fetch;
 mod fsutil;
@@ -72,34 +73,57 @@ fn main() -> ExitCode {
             }
         }
         CommandKind::Sandbox { spec } => ExitCode::from(sandbox::main(&spec).clamp(0, 255) as u8),
-        CommandKind::Build(args) => {
-            // CI-provided registry credentials (CI_REGISTRY*, KILN_AUTH, --authfile):
-            // a private merged docker config, removed when the build ends.
-            let _auth = match ciauth::install(args.authfile.as_deref()) {
-                Ok(g) => g,
-                Err(e) => return fail(&e.context("registry credentials")),
-            };
-            // Validate before entering the namespace so flag errors are reported once.
-            let opts = match args.validate() {
-                Ok(o) => o,
-                Err(e) => return fail(&e),
-            };
-            match userns::enter() {
-                Ok(userns::Entered::ChildExited(code)) => return ExitCode::from(code.clamp(0, 255) as u8),
-                Ok(userns::Entered::Inside) => {}
-                Err(e) => return fail(&e.context("entering the build's user namespace")),
+        CommandKind::Build(args) => run_build(args, None),
+        CommandKind::Executor(args) => {
+            let destinations = args.destinations.clone();
+            match args.into_build() {
+                Ok((build, names_file)) => {
+                    let digest_file = build.digest_file.clone();
+                    run_build(build, names_file.zip(digest_file).map(|(n, d)| (n, d, destinations)))
+                }
+                Err(e) => fail(&e),
             }
+        }
+    }
+}
+
+/// `kiln build` (and `kiln executor`, which maps onto it). `image_names`: Kaniko's
+/// `--image-name-with-digest-file`, written once the build succeeded.
+fn run_build(args: cli::BuildArgs, image_names: Option<(std::path::PathBuf, std::path::PathBuf, Vec<String>)>) -> ExitCode {
+    // CI-provided registry credentials (CI_REGISTRY*, KILN_AUTH, --authfile):
+    // a private merged docker config, removed when the build ends.
+    let _auth = match ciauth::install(args.authfile.as_deref()) {
+        Ok(g) => g,
+        Err(e) => return fail(&e.context("registry credentials")),
+    };
+    // Validate before entering the namespace so flag errors are reported once.
+    let opts = match args.validate() {
+        Ok(o) => o,
+        Err(e) => return fail(&e),
+    };
+    let code = match userns::enter() {
+        Ok(userns::Entered::ChildExited(code)) => code,
+        Ok(userns::Entered::Inside) => {
             init_tracing();
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
             };
             match rt.block_on(solver::build(opts)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e),
+                Ok(()) => 0,
+                Err(e) => return fail(&e),
+            }
+        }
+        Err(e) => return fail(&e.context("entering the build's user namespace")),
+    };
+    if code == 0 && !userns::entered_before() {
+        if let Some((file, digest_file, destinations)) = image_names {
+            if let Err(e) = executor::write_image_names(&file, &destinations, &digest_file) {
+                return fail(&e.context(format!("writing {}", file.display())));
             }
         }
     }
+    ExitCode::from(code.clamp(0, 255) as u8)
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {

@@ -1,0 +1,55 @@
+//! End-to-end: `kiln executor`, Kaniko's command line (issue 6), as a Kaniko
+//! pipeline would call it.
+
+use kiln_integration::{seed_base_images, Image, Registry, Sandbox};
+
+#[test]
+fn kaniko_flags_build_push_and_write_digest_files() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let ctx = sb.context("hello", &registry);
+    let dest = registry.reference("demo/kaniko:1");
+    let dest2 = registry.reference("demo/kaniko:latest");
+    let digest = sb.out_path("digest");
+    let names = sb.out_path("names");
+    let tar = sb.out_path("image.tar");
+    let out = sb
+        .kiln()
+        .arg("executor")
+        .arg(format!("--context=dir://{}", ctx.display()))
+        .arg("--dockerfile=Dockerfile")
+        .arg(format!("--destination={dest}"))
+        .arg("--destination")
+        .arg(&dest2)
+        .arg(format!("--digest-file={}", digest.display()))
+        .arg(format!("--image-name-with-digest-file={}", names.display()))
+        .arg(format!("--tar-path={}", tar.display()))
+        .arg("--cache=true")
+        .arg("--label=built-by=kaniko-pipeline")
+        .arg("--snapshot-mode=redo")
+        .arg("--single-snapshot")
+        .arg("--reproducible")
+        .arg("--skip-tls-verify")
+        .run();
+    out.assert_success();
+    let d = std::fs::read_to_string(&digest).unwrap();
+    let d = d.trim();
+    assert!(d.starts_with("sha256:"), "{d}");
+    assert_eq!(std::fs::read_to_string(&names).unwrap(), format!("{dest}@{d}\n{dest2}@{d}\n"));
+    assert!(tar.is_file(), "--tar-path wrote nothing");
+    let img = Image::pull_from(&registry, "demo/kaniko:1");
+    assert_eq!(img.cfg()["Labels"]["built-by"], "kaniko-pipeline");
+    assert_eq!(img.tree.node("/app/hello.txt").text(), "hello from kiln\n");
+    // --reproducible: timestamps are the epoch.
+    assert_eq!(img.config["created"], "1970-01-01T00:00:00Z");
+    // --cache with no --cache-repo: Kaniko's default, <destination repo>/cache.
+    assert!(!registry.tags("demo/kaniko/cache").is_empty(), "no cache images in demo/kaniko/cache\n{out}");
+}
+
+#[test]
+fn executor_rejects_remote_contexts_clearly() {
+    let sb = Sandbox::new();
+    let out = sb.kiln().arg("executor").arg("--context=s3://bucket/ctx.tar.gz").arg("--no-push").run();
+    out.assert_failure_containing("s3:// contexts are not supported");
+}
