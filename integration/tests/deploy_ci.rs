@@ -418,21 +418,16 @@ fn github_action_run_steps_build_push_and_set_outputs() {
     assert_eq!(img.tree.node("/greeting").text(), "hello actions\n");
     assert_eq!(img.tree.node("/other").text(), "two words\n");
 
-    // cache-repo: passed through when kiln has --cache-repo; until then a clear error.
-    let help = String::from_utf8(Command::new(kiln_bin()).args(["build", "--help"]).output().unwrap().stdout).unwrap();
-    if !help.contains("--cache-repo") {
-        let r = run_action(
-            &sb,
-            "cache",
-            &workspace,
-            &bin,
-            &[("file", "Dockerfile.kiln"), ("target", "final"), ("cache-repo", &registry.reference("gh/cache"))],
-        );
-        assert!(!r.out.status.success());
-        assert!(r.out.combined().contains("::error::cache-repo needs a kiln with --cache-repo"), "{}", r.out);
-    } else {
-        eprintln!("note: kiln has --cache-repo now: extend this test to push with a cache repo");
-    }
+    // cache-repo: the step keys land in the cache repository; a second run of the
+    // action (a fresh runner: new KILN_ROOT) takes every step from it.
+    let cache = registry.reference("gh/cache");
+    let r = run_action(&sb, "cache1", &workspace, &bin, &[("file", "Dockerfile.kiln"), ("target", "final"), ("cache-repo", &cache)]);
+    assert!(r.out.status.success(), "{}", r.out);
+    assert!(!registry.tags("gh/cache").is_empty(), "no cache images pushed\n{}", r.out);
+    let first = r.outputs["digest"].clone();
+    let r = run_action(&sb, "cache2", &workspace, &bin, &[("file", "Dockerfile.kiln"), ("target", "final"), ("cache-repo", &cache)]);
+    assert!(r.out.status.success(), "{}", r.out);
+    assert_eq!(r.outputs["digest"], first, "a cached rebuild gives the same image");
 
     // push=false: no push, still a digest.
     let r = run_action(&sb, "nopush", &workspace, &bin, &[("file", "Dockerfile.kiln"), ("target", "final"), ("tags", &registry.reference("gh/never:1"))]);

@@ -13,11 +13,15 @@
 //!
 //! After the step, `diff_into` walks the rootfs and compares (metadata only: the
 //! kernel's ctime makes content comparison unnecessary), then writes the changes as
-//! an overlay-format upper directory: changed non-directories hardlinked in (no
-//! copy), directories created with their metadata, deleted names as 0/0 whiteouts,
+//! an overlay-format upper directory: changed non-directories copied in (hardlink
+//! groups kept), directories created with their metadata, deleted names as 0/0 whiteouts,
 //! directories replaced by new ones marked opaque. `diff::write_layer` then turns
 //! that into the same canonical layer the overlay path produces, and the directory
 //! becomes the committed layer like an overlay upperdir.
+//!
+//! The rootfs itself, after the step, is the merged view of the lowers plus that
+//! layer: the store keeps it for the next step on that stack (moved, not copied),
+//! so a Dockerfile pays the full copy once per stage, not once per step.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -112,7 +116,11 @@ impl Manifest {
 /// Walk `rootfs`, compare with `before`, and write the changes into the empty
 /// directory `upper` in overlay format.
 pub(crate) fn diff_into(rootfs: &Path, before: &Manifest, upper: &Path) -> io::Result<()> {
-    let mut d = Differ { rootfs, upper, before, seen: HashSet::new(), made: HashSet::new(), dir_times: Vec::new() };
+    let mut d = Differ { rootfs, upper, before, seen: HashSet::new(),
+        made: HashSet::new(),
+        dir_times: Vec::new(),
+        links: HashMap::new(),
+    };
     d.walk(b"", false)?;
     // Deleted: recorded paths not seen whose parent is still the same directory.
     let mut gone: Vec<&Vec<u8>> = before.paths.keys().filter(|p| !d.seen.contains(*p)).collect();
@@ -153,6 +161,8 @@ struct Differ<'a> {
     /// Directories created in upper.
     made: HashSet<Vec<u8>>,
     dir_times: Vec<(PathBuf, i64, i64)>,
+    /// (dev, ino) of multiply-linked files copied into upper → the copy.
+    links: HashMap<(u64, u64), PathBuf>,
 }
 
 impl Differ<'_> {
@@ -256,9 +266,20 @@ impl Differ<'_> {
             };
             if changed {
                 self.ensure_parents(rel)?;
-                // A hardlink, not a copy: same inode, so names that share one in the
-                // rootfs share one in the diff (and become hardlink entries).
-                fs::hard_link(self.abs(&child), self.up(&child))?;
+                // A copy, not a hardlink: the rootfs lives on as the next step's
+                // (and would modify the committed layer in place). Names sharing an
+                // inode in the rootfs share one in the diff (hardlink entries).
+                let key = (md.dev(), md.ino());
+                let first = if md.nlink() > 1 { self.links.get(&key).cloned() } else { None };
+                match first {
+                    Some(f) => fs::hard_link(f, self.up(&child))?,
+                    None => {
+                        fsops::copy_node(&self.abs(&child), &md, &self.up(&child))?;
+                        if md.nlink() > 1 {
+                            self.links.insert(key, self.up(&child));
+                        }
+                    }
+                }
             }
         }
         Ok(())

@@ -63,6 +63,16 @@ pub struct SnapshotStore {
     max_lowers: usize,
     /// The kind chosen by [`SnapshotStore::select`] (auto-detection runs once).
     selected: std::sync::OnceLock<SnapshotterKind>,
+    /// Native rootfs kept for the next step of this build (removed on drop).
+    kept: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Drop for SnapshotStore {
+    fn drop(&mut self) {
+        for p in self.kept.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
+            remove_tree(&p);
+        }
+    }
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -104,6 +114,7 @@ impl SnapshotStore {
             kind,
             max_lowers: overlay::MAX_LOWERS,
             selected: std::sync::OnceLock::new(),
+            kept: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -322,11 +333,14 @@ impl SnapshotStore {
                 })
             }
             SnapshotterKind::Native => {
-                for d in [&dir, &merged] {
-                    fs::create_dir(d).map_err(io_err(d))?;
-                }
-                let r = merged::materialize(lowers, &merged, merged::Fill::Copy)
-                    .and_then(|()| native::Manifest::record(&merged, &dir));
+                fs::create_dir(&dir).map_err(io_err(&dir))?;
+                let r = if self.take_rootfs(lowers, &merged) {
+                    native::Manifest::record(&merged, &dir)
+                } else {
+                    fs::create_dir(&merged)
+                        .and_then(|()| merged::materialize(lowers, &merged, merged::Fill::Copy))
+                        .and_then(|()| native::Manifest::record(&merged, &dir))
+                };
                 match r {
                     Ok(m) => Ok(ActiveSnapshot {
                         dir,
@@ -352,7 +366,31 @@ impl SnapshotStore {
         active.diff()?;
         let upper = active.upper.clone();
         let path = self.install(&upper, diff_id)?;
+        if active.native.is_some() {
+            // The native rootfs now is the merged view of lowers + this layer: keep
+            // it for the next step on that stack instead of copying it again.
+            let mut stack = active.lowers.clone();
+            stack.push(path.clone());
+            self.keep_rootfs(&active.merged, &stack);
+        }
         Ok(path)
+    }
+
+    fn rootfs_cache(&self, stack: &[PathBuf]) -> PathBuf {
+        self.root.join("native").join(chain_key(stack))
+    }
+
+    fn keep_rootfs(&self, rootfs: &Path, stack: &[PathBuf]) {
+        let dest = self.rootfs_cache(stack);
+        if fs::create_dir_all(self.root.join("native")).is_ok() && fs::rename(rootfs, &dest).is_ok() {
+            self.kept.lock().unwrap().push(dest);
+        }
+    }
+
+    /// A kept rootfs for exactly this stack, moved to `to` (single use).
+    fn take_rootfs(&self, stack: &[PathBuf], to: &Path) -> bool {
+        let from = self.rootfs_cache(stack);
+        from.is_dir() && fs::rename(&from, to).is_ok()
     }
 }
 

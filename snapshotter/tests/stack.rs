@@ -364,3 +364,31 @@ fn lower_symlinks_cannot_lead_out_of_the_layer() {
     let err = s.unpack_onto(&Digest::of(&tar), &[base, mid], &tar[..], LayerCompression::None).unwrap_err();
     assert!(err.to_string().contains("gone"), "{err}");
 }
+
+/// A native rootfs is kept for the next step on the committed stack (moved, not
+/// copied again), and changing it then does not touch the committed layer.
+#[test]
+fn native_rootfs_is_reused_by_the_next_step_without_sharing_inodes_with_layers() {
+    let (_t, s) = store(SnapshotterKind::Native);
+    let base = unpack(&s, &[], &base_tar());
+    let mut a = s.prepare(std::slice::from_ref(&base)).unwrap();
+    fs::write(a.merged().join("etc/added"), b"v1").unwrap();
+    let ino_passwd = fs::metadata(a.merged().join("etc/passwd")).unwrap().ino();
+    let up = a.diff().unwrap().to_path_buf();
+    let mut out = Vec::new();
+    let d = write_layer(&up, &opts(Compression::None), &mut out).unwrap();
+    let layer = s.commit(a, &d.diff_id).unwrap();
+    let stack = vec![base.clone(), layer.clone()];
+    let mut b = s.prepare(&stack).unwrap();
+    assert_eq!(fs::metadata(b.merged().join("etc/passwd")).unwrap().ino(), ino_passwd, "rootfs reused");
+    assert_eq!(fs::read(b.merged().join("etc/added")).unwrap(), b"v1");
+    fs::write(b.merged().join("etc/added"), b"v2 in place").unwrap();
+    assert_eq!(fs::read(layer.join("etc/added")).unwrap(), b"v1", "the committed layer must not change");
+    let up = b.diff().unwrap().to_path_buf();
+    assert_eq!(fs::read(up.join("etc/added")).unwrap(), b"v2 in place");
+    drop(b);
+    // single use: the next prepare on the same stack copies afresh
+    let c = s.prepare(&stack).unwrap();
+    assert_ne!(fs::metadata(c.merged().join("etc/passwd")).unwrap().ino(), ino_passwd);
+    assert_eq!(fs::read(c.merged().join("etc/added")).unwrap(), b"v1");
+}
