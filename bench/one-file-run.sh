@@ -2,6 +2,9 @@
 # Cost of a one-file RUN on bases of 1k, 10k and 100k files, per snapshotter.
 #
 #   bench/one-file-run.sh [COUNT...]        default: 1000 10000 100000
+#   KILN_BENCH_RUNS=3 bench/one-file-run.sh  three one-file RUN steps in a row
+#                                            (native copies the rootfs once, then
+#                                            reuses it; each step still walks it)
 #
 # As root (like the test suite): starts a registry on 127.0.0.1:$KILN_BENCH_PORT
 # (default 5055) with scripts/registry.sh, seeds the busybox base, builds and
@@ -17,6 +20,7 @@ BUSER=${KILN_TEST_USER:-kilntest}
 W=${KILN_BENCH_DIR:-/var/tmp/kiln-bench}/one-file
 COUNTS=("$@"); [ ${#COUNTS[@]} -gt 0 ] || COUNTS=(1000 10000 100000)
 REPS=${KILN_BENCH_REPS:-5}
+RUNS=${KILN_BENCH_RUNS:-1}
 
 cd "$REPO"
 cargo build --release -q -p kiln-builder
@@ -38,7 +42,7 @@ ctx() { # NAME DOCKERFILE-TEXT
   mkdir -p "$W/ctx/$1"; printf '%s\n' "$2" >"$W/ctx/$1/Dockerfile"; chown -R "$BUSER:$BUSER" "$W/ctx"
 }
 
-echo "# $(date -u +%Y-%m-%d) $(nproc) cores, $(uname -r), kiln release build; median of $REPS warm builds (s)"
+echo "# $(date -u +%Y-%m-%d) $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), kiln release build; $RUNS one-file RUN step(s); median of $REPS warm builds (s)"
 printf '%-8s %-9s %8s   %s\n' files snapshot median all
 for N in "${COUNTS[@]}"; do
   dirs=$(( (N + 999) / 1000 ))
@@ -46,8 +50,9 @@ for N in "${COUNTS[@]}"; do
 RUN mkdir /data && cd /data && for d in \$(seq 1 $dirs); do mkdir \$d; for f in \$(seq 1 $(( N < 1000 ? N : 1000 ))); do echo \$f > \$d/\$f; done; done"
   as_user "$W/kiln" build --snapshotter overlay -t "$REG/bench/base:$N" --push "$W/ctx/base-$N" >"$W/base-$N.log" 2>&1 \
     || { cat "$W/base-$N.log"; exit 1; }
+  steps=$(for r in $(seq 1 "$RUNS"); do echo "RUN echo hello $r > /one$r"; done)
   ctx "run-$N" "FROM $REG/bench/base:$N
-RUN echo hello > /one"
+$steps"
   for snap in overlay native; do
     as_user "$W/kiln" build --snapshotter $snap "$W/ctx/run-$N" >"$W/warm-$N-$snap.log" 2>&1 \
       || { cat "$W/warm-$N-$snap.log"; exit 1; }

@@ -74,6 +74,11 @@ pub struct BuildArgs {
     /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// How RUN steps are isolated: auto (namespaces if possible, else chroot when
+    /// running as uid 0), rootless, or chroot (Kaniko-style pods: uid 0, no added
+    /// capabilities).
+    #[arg(long = "isolation", value_name = "auto|rootless|chroot", default_value = "auto")]
+    pub isolation: String,
     /// Do not use cached layers (the cache is still updated).
     #[arg(long)]
     pub no_cache: bool,
@@ -167,6 +172,9 @@ pub struct BuildOptions {
     pub metadata_file: Option<PathBuf>,
     pub iidfile: Option<PathBuf>,
     pub labels: Vec<(String, String)>,
+    pub isolation_choice: crate::userns::IsolationChoice,
+    /// Decided when entering the namespaces (`Rootless` until then).
+    pub isolation: crate::userns::Isolation,
     pub no_cache: bool,
     pub no_cache_filter: Vec<String>,
     pub cache_ttl: Option<std::time::Duration>,
@@ -316,6 +324,8 @@ impl BuildArgs {
             digest_file: self.digest_file,
             metadata_file: self.metadata_file,
             iidfile: self.iidfile,
+            isolation_choice: self.isolation.parse().map_err(|e| anyhow!("--isolation: {e}"))?,
+            isolation: crate::userns::Isolation::Rootless,
             no_cache: self.no_cache,
             no_cache_filter: self.no_cache_filter,
             cache_ttl: match &self.cache_ttl {

@@ -62,9 +62,9 @@ fn main() -> ExitCode {
         },
         CommandKind::Prune(args) => {
             // Unpacked layers belong to subordinate ids: prune from inside.
-            match userns::enter() {
+            match userns::enter(userns::IsolationChoice::Auto) {
                 Ok(userns::Entered::ChildExited(code)) => return ExitCode::from(code.clamp(0, 255) as u8),
-                Ok(userns::Entered::Inside) => {}
+                Ok(userns::Entered::Inside(_)) => {}
                 Err(e) => return fail(&e.context("entering the build's user namespace")),
             }
             match cli::state_dir().and_then(|d| maintenance::prune(&args, &d)) {
@@ -97,13 +97,18 @@ fn run_build(args: cli::BuildArgs, image_names: Option<(std::path::PathBuf, std:
         Err(e) => return fail(&e.context("registry credentials")),
     };
     // Validate before entering the namespace so flag errors are reported once.
-    let opts = match args.validate() {
+    let mut opts = match args.validate() {
         Ok(o) => o,
         Err(e) => return fail(&e),
     };
-    let code = match userns::enter() {
+    let code = match userns::enter(opts.isolation_choice) {
         Ok(userns::Entered::ChildExited(code)) => code,
-        Ok(userns::Entered::Inside) => {
+        Ok(userns::Entered::Inside(isolation)) => {
+            opts.isolation = isolation;
+            if isolation == userns::Isolation::Chroot {
+                // No mounts at all: materialized rootfs and walk-and-compare diffs.
+                opts.snapshotter = Some(kiln_snapshotter::SnapshotterKind::Native);
+            }
             init_tracing();
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
                 Ok(rt) => rt,

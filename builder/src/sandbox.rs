@@ -34,6 +34,10 @@ pub struct RunSpec {
     /// `RUN --mount`s, secrets, heredoc scripts: mounted after /dev, parents first.
     #[serde(default)]
     pub mounts: Vec<crate::runmounts::SandboxMount>,
+    /// Kaniko's habitat (uid 0, no CAP_SYS_ADMIN): no namespaces, no mounts; a
+    /// plain chroot with device nodes made by mknod and host files copied in.
+    #[serde(default)]
+    pub chroot: bool,
 }
 
 /// Files and directories the sandbox mounts over inside the rootfs. The solver makes
@@ -47,6 +51,12 @@ pub const MOUNT_TARGETS: &[(&str, bool)] = &[
     ("etc/resolv.conf", false),
     ("etc/hostname", false),
 ];
+
+/// Stubs the chroot isolation fills itself (no bind mounts there): device nodes
+/// (major, minor) and files copied from the host. Removed before the diff like all
+/// stubs.
+pub const CHROOT_DEVICES: &[(&str, u64, u64)] =
+    &[("dev/null", 1, 3), ("dev/zero", 1, 5), ("dev/full", 1, 7), ("dev/random", 1, 8), ("dev/urandom", 1, 9), ("dev/tty", 5, 0)];
 
 /// Run `spec` in the sandbox, streaming its output to ours; returns the exit code
 /// (128+signal for a killed process).
@@ -90,6 +100,9 @@ fn sandbox(spec_path: &Path) -> Result<i32> {
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.network_none {
         flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if spec.chroot {
+        return chroot_sandbox(&spec, &hostname_path(spec_path));
     }
     unshare(flags).context("unsharing the step's namespaces")?;
     // SAFETY: this process is single-threaded (freshly exec'd, no runtime started).
@@ -161,6 +174,11 @@ fn enter_and_exec(spec: &RunSpec, hostname_file: &Path) -> Result<Never> {
     chdir("/").context("chdir /")?;
     chdir(spec.cwd.as_str()).with_context(|| format!("chdir to working directory {}", spec.cwd))?;
 
+    drop_to_user(spec)?;
+    exec_command(spec)
+}
+
+fn drop_to_user(spec: &RunSpec) -> Result<()> {
     let groups: Vec<Gid> = spec.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {
         // With a single-id map setgroups is denied; that only matters when the step
@@ -172,6 +190,10 @@ fn enter_and_exec(spec: &RunSpec, hostname_file: &Path) -> Result<Never> {
     nix::unistd::setgid(Gid::from_raw(spec.gid)).with_context(|| format!("setgid {}", spec.gid))?;
     nix::unistd::setuid(Uid::from_raw(spec.uid)).with_context(|| format!("setuid {}", spec.uid))?;
 
+    Ok(())
+}
+
+fn exec_command(spec: &RunSpec) -> Result<Never> {
     // execvp looks the program up in *our* PATH, so the step's environment must be
     // ours first.
     for (k, _) in std::env::vars_os() {
@@ -257,4 +279,66 @@ fn apply_mount(root: &Path, m: &crate::runmounts::SandboxMount) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--isolation chroot`: what a uid-0 process without CAP_SYS_ADMIN can do (the
+/// default capabilities of a container). No /proc, /sys or private namespaces; the
+/// host's network and hostname.
+fn chroot_sandbox(spec: &RunSpec, hostname_file: &Path) -> Result<i32> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let root = &spec.rootfs;
+    for (rel, major, minor) in CHROOT_DEVICES {
+        let target = root.join(rel);
+        // Only over the stub the solver made (an empty file), never over image content.
+        if std::fs::symlink_metadata(&target).map(|m| m.is_file() && m.len() == 0).unwrap_or(false) {
+            std::fs::remove_file(&target)?;
+            mknod(&target, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(*major, *minor))
+                .with_context(|| format!("mknod /{rel} (needs CAP_MKNOD)"))?;
+        }
+    }
+    let mut filled = Vec::new();
+    for (rel, host) in [("etc/hosts", Path::new("/etc/hosts")), ("etc/resolv.conf", Path::new("/etc/resolv.conf")), ("etc/hostname", hostname_file)] {
+        let target = root.join(rel);
+        if std::fs::symlink_metadata(&target).map(|m| m.is_file() && m.len() == 0).unwrap_or(false) {
+            if let Ok(bytes) = std::fs::read(host) {
+                std::fs::write(&target, bytes)?;
+                filled.push(target);
+            }
+        }
+    }
+    // SAFETY: single-threaded process (freshly exec'd).
+    match unsafe { fork() }.context("forking the step")? {
+        ForkResult::Parent { child } => {
+            let code = loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => break code,
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e).context("waiting for the step"),
+                }
+            };
+            // The copied-in files were stubs: empty them again so they are recognised
+            // and removed before the diff.
+            for f in &filled {
+                let _ = std::fs::write(f, b"");
+            }
+            Ok(code)
+        }
+        ForkResult::Child => {
+            let err = match chroot_exec(spec) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            eprintln!("kiln sandbox: {err:#}");
+            std::process::exit(if err.to_string().contains("executable file not found") { 127 } else { 125 });
+        }
+    }
+}
+
+fn chroot_exec(spec: &RunSpec) -> Result<Never> {
+    nix::unistd::chroot(&spec.rootfs).context("chroot into the rootfs (needs CAP_SYS_CHROOT)")?;
+    chdir("/").context("chdir /")?;
+    chdir(spec.cwd.as_str()).with_context(|| format!("chdir to working directory {}", spec.cwd))?;
+    drop_to_user(spec)?;
+    exec_command(spec)
 }

@@ -786,7 +786,23 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 secrets: &cx.opts.secrets,
                 ssh: &cx.opts.ssh,
             };
+            let chroot = cx.opts.isolation == crate::userns::Isolation::Chroot;
+            if chroot && !mounts.is_empty() {
+                bail!("RUN --mount needs mount namespaces, which --isolation chroot does not have");
+            }
+            if chroot && argv.iter().any(|a| a.contains("/dev/pipes/")) {
+                bail!("a heredoc script with #! needs a mount, which --isolation chroot does not have");
+            }
+            if chroot && network.as_deref() == Some("none") {
+                bail!("RUN --network=none needs a network namespace, which --isolation chroot does not have");
+            }
             let prepared = runmounts::prepare(mounts, heredocs, &inputs, &mut roots)?;
+            if chroot {
+                // Device nodes are made by mknod over these stubs (no bind mounts).
+                for (rel, _, _) in sandbox::CHROOT_DEVICES {
+                    active.create_stub(Path::new(rel), false)?;
+                }
+            }
             for (target, is_dir) in &prepared.stubs {
                 active.create_stub(target, *is_dir)?;
             }
@@ -816,6 +832,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 hostname: "kiln".into(),
                 network_none: network.as_deref() == Some("none"),
                 mounts: prepared.mounts.clone(),
+                chroot,
             };
             let spec_path = cx.scratch.join(format!("run-{}-{}.json", std::process::id(), next_id()));
             let code = sandbox::run(&spec, &spec_path)?;

@@ -24,10 +24,40 @@ use crate::idmap::{self, MapPlan};
 /// Set in the re-executed child so it knows it is already inside.
 const INSIDE_ENV: &str = "_KILN_IN_USERNS";
 
-/// Outcome of `enter`: either we are now the process that should do the work, or
-/// the work was done by a child and this is its exit code.
+/// How RUN steps are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Root of a user namespace (or real root) with private mount/pid/… namespaces.
+    Rootless,
+    /// uid 0 without CAP_SYS_ADMIN (a default container): plain chroot, no mounts.
+    Chroot,
+}
+
+/// `--isolation`: what the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationChoice {
+    #[default]
+    Auto,
+    Rootless,
+    Chroot,
+}
+
+impl std::str::FromStr for IsolationChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "rootless" | "namespaces" => Ok(Self::Rootless),
+            "chroot" => Ok(Self::Chroot),
+            _ => Err(format!("unknown isolation {s:?} (auto, rootless, chroot)")),
+        }
+    }
+}
+
+/// Outcome of `enter`: either we are now the process that should do the work (with
+/// this isolation), or the work was done by a child and this is its exit code.
 pub enum Entered {
-    Inside,
+    Inside(Isolation),
     ChildExited(i32),
 }
 
@@ -37,17 +67,36 @@ pub fn entered_before() -> bool {
 
 /// Make sure this process runs as root of a user namespace with its own mount
 /// namespace, re-executing if necessary.
-pub fn enter() -> Result<Entered> {
+pub fn enter(choice: IsolationChoice) -> Result<Entered> {
     if entered_before() {
         make_mounts_private()?;
-        return Ok(Entered::Inside);
+        return Ok(Entered::Inside(Isolation::Rootless));
     }
-    if getuid().is_root() {
-        // Real root (e.g. CI, or a Kaniko-style pod): a private mount namespace is
-        // enough, ownership is already real.
-        unshare(CloneFlags::CLONE_NEWNS).context("unsharing the mount namespace")?;
-        make_mounts_private()?;
-        return Ok(Entered::Inside);
+    let root = getuid().is_root();
+    if choice == IsolationChoice::Chroot {
+        if !root {
+            bail!(
+                "--isolation chroot needs uid 0 (the Kaniko-style pod); as an unprivileged user \
+                 use the default rootless isolation"
+            );
+        }
+        return Ok(Entered::Inside(Isolation::Chroot));
+    }
+    if root {
+        // Real root (e.g. CI): a private mount namespace is enough, ownership is
+        // already real. Without CAP_SYS_ADMIN (a default container, Kaniko's
+        // habitat) there is none: fall back to a plain chroot.
+        match unshare(CloneFlags::CLONE_NEWNS) {
+            Ok(()) => {
+                make_mounts_private()?;
+                return Ok(Entered::Inside(Isolation::Rootless));
+            }
+            Err(e) if choice == IsolationChoice::Auto => {
+                eprintln!("kiln: cannot create a mount namespace ({e}): using --isolation chroot (no /proc in RUN steps)");
+                return Ok(Entered::Inside(Isolation::Chroot));
+            }
+            Err(e) => return Err(e).context("unsharing the mount namespace (for --isolation chroot, run with that flag)"),
+        }
     }
     let plan = plan_for_current_user();
     if let MapPlan::SingleId { uid, .. } = &plan {
@@ -141,8 +190,12 @@ fn spawn_inside(plan: &MapPlan) -> Result<i32> {
             let mut b = [0u8; 1];
             if !matches!(std::io::Read::read(&mut unshared, &mut b), Ok(1)) {
                 // The child died before unsharing; it printed why.
-                let status = waitpid(child, None);
-                bail!("could not create a user namespace (child status {status:?})");
+                let _ = waitpid(child, None);
+                bail!(
+                    "could not create a user namespace: they are forbidden here (e.g. by the pod's seccomp \
+                     profile or user.max_user_namespaces=0). Run kiln as uid 0 with --isolation chroot, \
+                     or allow user namespaces"
+                );
             }
             let mut ready_w = std::fs::File::from(OwnedFd::from(ready_w));
             if let Err(e) = write_maps(child.as_raw() as u32, plan) {
