@@ -74,6 +74,10 @@ pub struct BuildArgs {
     /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Progress output: auto (tty on a terminal, else plain), plain, tty, or json
+    /// (one event per line on stderr, RUN output included as log events).
+    #[arg(long = "progress", value_name = "auto|plain|tty|json", default_value = "auto")]
+    pub progress: String,
     /// How RUN steps are isolated: auto (namespaces if possible, else chroot when
     /// running as uid 0), rootless, or chroot (Kaniko-style pods: uid 0, no added
     /// capabilities).
@@ -172,6 +176,7 @@ pub struct BuildOptions {
     pub metadata_file: Option<PathBuf>,
     pub iidfile: Option<PathBuf>,
     pub labels: Vec<(String, String)>,
+    pub progress: crate::progress::Mode,
     pub isolation_choice: crate::userns::IsolationChoice,
     /// Decided when entering the namespaces (`Rootless` until then).
     pub isolation: crate::userns::Isolation,
@@ -324,6 +329,7 @@ impl BuildArgs {
             digest_file: self.digest_file,
             metadata_file: self.metadata_file,
             iidfile: self.iidfile,
+            progress: self.progress.parse().map_err(|e| anyhow!("--progress: {e}"))?,
             isolation_choice: self.isolation.parse().map_err(|e| anyhow!("--isolation: {e}"))?,
             isolation: crate::userns::Isolation::Rootless,
             no_cache: self.no_cache,

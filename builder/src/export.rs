@@ -84,7 +84,7 @@ pub async fn export(
     registry: &Registry,
     images: Vec<(Platform, ImageState)>,
     mount_from: &[Reference],
-) -> Result<()> {
+) -> Result<Digest> {
     let mut manifests = Vec::new();
     for (p, state) in &images {
         manifests.push((p.clone(), write_manifest(store, state)?));
@@ -102,12 +102,12 @@ pub async fn export(
     } else {
         let (bytes, digest) = write_index(store, &manifests)?;
         for (p, m) in &manifests {
-            eprintln!("image {} {}", platform::display(p), m.digest);
+            crate::progress::get().info("image", &format!("image {} {}", platform::display(p), m.digest));
         }
         Built { top: descriptor(media::OCI_INDEX, &digest, bytes.len() as u64)?, top_bytes: bytes, top_media_type: media::OCI_INDEX, manifests }
     };
     let top_digest: Digest = built.top.digest().to_string().parse()?;
-    eprintln!("image {top_digest}");
+    crate::progress::get().info("image", &format!("image {top_digest}"));
 
     for out in &opts.outputs {
         match out {
@@ -115,12 +115,12 @@ pub async fn export(
                 let tag = opts.tags.first().and_then(|t| t.tag().map(str::to_string)).unwrap_or_else(|| "latest".into());
                 export_layout(store, dest, &[(built.top.clone(), tag.clone())])
                     .with_context(|| format!("writing OCI layout {}", dest.display()))?;
-                eprintln!("wrote OCI layout {} (tag {tag})", dest.display());
+                crate::progress::get().info("output", &format!("wrote OCI layout {} (tag {tag})", dest.display()));
             }
             Output::DockerArchive { dest } => {
                 write_docker_archive(store, dest, &built, &opts.tags)
                     .with_context(|| format!("writing image archive {}", dest.display()))?;
-                eprintln!("wrote image archive {} (load it with `docker load -i` or `podman load -i`)", dest.display());
+                crate::progress::get().info("output", &format!("wrote image archive {} (load it with `docker load -i` or `podman load -i`)", dest.display()));
             }
             // Written by the solver, which can mount the layers.
             Output::Local { .. } => {}
@@ -143,7 +143,7 @@ pub async fn export(
                     .push_image(tag, store, &built.top_bytes, built.top_media_type, &[], mount_from)
                     .await
                     .with_context(|| format!("pushing the index to {tag}"))?;
-                eprintln!("pushed {tag}@{}", report.manifest_digest);
+                crate::progress::get().info("push", &format!("pushed {tag}@{}", report.manifest_digest));
             } else {
                 let m = &built.manifests[0].1;
                 let report = registry
@@ -151,7 +151,7 @@ pub async fn export(
                     .await
                     .with_context(|| format!("pushing {tag}"))?;
                 print_report(&report, None);
-                eprintln!("pushed {tag}@{}", report.manifest_digest);
+                crate::progress::get().info("push", &format!("pushed {tag}@{}", report.manifest_digest));
             }
         }
     }
@@ -174,19 +174,19 @@ pub async fn export(
         });
         std::fs::write(path, serde_json::to_vec_pretty(&meta)?).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(())
+    Ok(top_digest)
 }
 
 fn print_report(report: &kiln_cache::registry::PushReport, p: Option<&Platform>) {
     let prefix = p.map(|p| format!("{} ", platform::display(p))).unwrap_or_default();
     for d in &report.skipped {
-        eprintln!("  {prefix}blob {} exists", d.short());
+        crate::progress::get().info("blob", &format!("  {prefix}blob {} exists", d.short()));
     }
     for d in &report.mounted {
-        eprintln!("  {prefix}blob {} mounted", d.short());
+        crate::progress::get().info("blob", &format!("  {prefix}blob {} mounted", d.short()));
     }
     for d in &report.uploaded {
-        eprintln!("  {prefix}blob {} pushed", d.short());
+        crate::progress::get().info("blob", &format!("  {prefix}blob {} pushed", d.short()));
     }
 }
 

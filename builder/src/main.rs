@@ -18,6 +18,7 @@ mod maintenance;
 mod image;
 mod inspect;
 mod platform;
+mod progress;
 mod runmounts;
 mod sandbox;
 mod solver;
@@ -101,6 +102,7 @@ fn run_build(args: cli::BuildArgs, image_names: Option<(std::path::PathBuf, std:
         Ok(o) => o,
         Err(e) => return fail(&e),
     };
+    progress::init(opts.progress);
     let code = match userns::enter(opts.isolation_choice) {
         Ok(userns::Entered::ChildExited(code)) => code,
         Ok(userns::Entered::Inside(isolation)) => {
@@ -133,7 +135,11 @@ fn run_build(args: cli::BuildArgs, image_names: Option<(std::path::PathBuf, std:
 
 fn fail(e: &anyhow::Error) -> ExitCode {
     // Frontend errors carry their own `file:line:col` and caret; print them as is.
-    eprintln!("error: {e:#}");
+    if progress::get().mode() == progress::Mode::Json {
+        progress::get().error(&format!("{e:#}"));
+    } else {
+        eprintln!("error: {e:#}");
+    }
     ExitCode::from(1)
 }
 

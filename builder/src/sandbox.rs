@@ -60,18 +60,35 @@ pub const CHROOT_DEVICES: &[(&str, u64, u64)] =
 
 /// Run `spec` in the sandbox, streaming its output to ours; returns the exit code
 /// (128+signal for a killed process).
-pub fn run(spec: &RunSpec, spec_path: &Path) -> Result<i32> {
+pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
     std::fs::write(spec_path, serde_json::to_vec(spec)?).context("writing the sandbox spec")?;
     // /etc/hostname is bound from a generated file (as Docker does), never written
     // into the rootfs.
     let hostname_file = hostname_path(spec_path);
     std::fs::write(&hostname_file, format!("{}\n", spec.hostname)).context("writing the step's /etc/hostname")?;
-    let status = Command::new("/proc/self/exe")
-        .arg("__sandbox")
-        .arg(spec_path)
-        .stdin(Stdio::null())
-        .status()
-        .context("starting the RUN sandbox")?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("__sandbox").arg(spec_path).stdin(Stdio::null());
+    let json = crate::progress::get().mode() == crate::progress::Mode::Json;
+    let status = if json {
+        // Tools reading JSON get the step's output as log events, line by line.
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting the RUN sandbox")?;
+        let forward = |r: Box<dyn std::io::Read + Send>, stream: &'static str| {
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                    crate::progress::get().log(step, stream, &line);
+                }
+            })
+        };
+        let out = forward(Box::new(child.stdout.take().expect("piped")), "stdout");
+        let err = forward(Box::new(child.stderr.take().expect("piped")), "stderr");
+        let status = child.wait().context("waiting for the RUN sandbox")?;
+        let _ = out.join();
+        let _ = err.join();
+        status
+    } else {
+        cmd.status().context("starting the RUN sandbox")?
+    };
     let _ = std::fs::remove_file(spec_path);
     let _ = std::fs::remove_file(&hostname_file);
     use std::os::unix::process::ExitStatusExt;

@@ -23,6 +23,7 @@ use crate::copy::{self, CopyRequest, Owner};
 use crate::export;
 use crate::image::{resolve_chown, resolve_user, ImageState, Layer};
 use crate::keys::JobKeys;
+use crate::progress::{self, StepRef};
 use crate::{binfmt, platform, runmounts};
 use kiln_cache::layercache::{CacheKey, CacheOptions, CacheRecord, LayerCache, LayerRecord, LocalCache, RegistryCache};
 use kiln_oci::Digest;
@@ -56,6 +57,8 @@ pub(crate) struct Ctx {
     /// Records of the steps that ran, stored in the caches after the build.
     new_records: std::sync::Mutex<Vec<CacheRecord>>,
     rt: tokio::runtime::Handle,
+    /// Steps run and steps served from the cache, for the summary.
+    counts: (std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize),
 }
 
 impl Ctx {
@@ -278,6 +281,7 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
         lazy: std::sync::Mutex::new(lazy),
         new_records: std::sync::Mutex::new(Vec::new()),
         rt: tokio::runtime::Handle::current(),
+        counts: Default::default(),
     };
 
     let (cx, results) = tokio::task::spawn_blocking(move || {
@@ -343,13 +347,17 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
     if needs_blobs {
         fetch_lazy(&cx).await?;
     }
-    match export::export(&cx.opts, &cx.store, &registry, images.clone(), &mount_from).await {
+    let digest = match export::export(&cx.opts, &cx.store, &registry, images.clone(), &mount_from).await {
         Err(e) if !cx.lazy.lock().expect("lazy map").is_empty() && format!("{e:#}").contains("not in the content store") => {
             fetch_lazy(&cx).await?;
-            export::export(&cx.opts, &cx.store, &registry, images, &mount_from).await
+            export::export(&cx.opts, &cx.store, &registry, images, &mount_from).await?
         }
-        other => other,
-    }
+        other => other?,
+    };
+    let ran = cx.counts.0.load(std::sync::atomic::Ordering::Relaxed);
+    let cached = cx.counts.1.load(std::sync::atomic::Ordering::Relaxed);
+    progress::get().summary(&digest.to_string(), ran, cached);
+    Ok(())
 }
 
 /// Download every cached layer that was not needed so far.
@@ -395,7 +403,7 @@ fn export_local(cx: &Ctx, images: &[(Platform, ImageState)], dest: &Path) -> Res
             unpack_archives: false,
         };
         copy::copy_into(&target, &req).with_context(|| format!("writing the rootfs to {}", target.display()))?;
-        eprintln!("wrote rootfs {} ({})", target.display(), platform::display(p));
+        progress::get().info("output", &format!("wrote rootfs {} ({})", target.display(), platform::display(p)));
     }
     Ok(())
 }
@@ -508,7 +516,7 @@ async fn pull_all(registry: &Registry, store: &ContentStore, pulled: &mut Pulled
             continue;
         }
         let reference: Reference = name.parse().map_err(|e| anyhow!("image {name}: {e}"))?;
-        eprintln!("pulling {reference} ({})", key.1);
+        progress::get().info("pull", &format!("pulling {reference} ({})", key.1));
         let img = registry
             .pull_image(&reference, &to_cache_platform(p), store)
             .await
@@ -636,7 +644,8 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
     let label = stage.name.as_ref().map(|n| format!(" AS {n}")).unwrap_or_default();
     let mut n = job.first_step;
     let total = job.total_steps;
-    eprintln!("{}[{n}/{total}] FROM {from_text}{label}", job.label);
+    let from_line = format!("FROM {from_text}{label}");
+    progress::get().step(&StepRef { platform: &job.label, n, total, text: &from_line }, progress::State::Running, None, None);
     let sources = Sources { stages: inputs, pulled, platform: &plat };
     let keys = &cx.keys[&job_id];
     // History times: a step that ran gets the build's time, a cached one the time
@@ -647,21 +656,27 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
     for (step, key) in stage.steps.iter().zip(&keys.steps) {
         n += 1;
         if state.apply_config_step(&step.kind) {
-            eprintln!("{}[{n}/{total}] {}", job.label, step.source);
+            progress::get().step(&StepRef { platform: &job.label, n, total, text: &step.source }, progress::State::Running, None, None);
             state.push_history(&last_time, &step.created_by, true);
             continue;
         }
         if let Some((_, rec)) = cx.hits.get(key.hex()) {
-            eprintln!("{}[{n}/{total}] {} (cached)", job.label, step.source);
+            progress::get().step(&StepRef { platform: &job.label, n, total, text: &step.source }, progress::State::Cached, None, None);
+            cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { unreachable!("hits carry a layer") };
             state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone() });
             last_time = rec.history_created.clone().unwrap_or_else(|| cx.created.clone());
             state.push_history(&last_time, &step.created_by, false);
             continue;
         }
-        eprintln!("{}[{n}/{total}] {}", job.label, step.source);
-        run_fs_step(cx, &mut state, step, &sources)
+        let sref = StepRef { platform: &job.label, n, total, text: &step.source };
+        progress::get().step(&sref, progress::State::Running, None, None);
+        let started = std::time::Instant::now();
+        run_fs_step(cx, &mut state, step, &sources, n)
             .with_context(|| format!("{}step {n}/{total} ({}:{}) `{}`", job.label, step.loc.file, step.loc.line, one_line(&step.source)))?;
+        let l = state.layers.last().expect("a step that ran added a layer");
+        progress::get().step(&sref, progress::State::Done, Some(started.elapsed().as_secs_f64()), Some((&l.digest.to_string(), l.size)));
+        cx.counts.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         last_time = cx.created.clone();
         state.push_history(&last_time, &step.created_by, false);
         if crate::keys::cacheable(&step.kind) {
@@ -768,7 +783,7 @@ fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<'_>) -> Result<()> {
+fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<'_>, step_no: usize) -> Result<()> {
     let lowers = lower_dirs(cx, state)?;
     let mut active = cx.snaps.prepare(&lowers)?;
     let root = active.merged().to_path_buf();
@@ -835,7 +850,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 chroot,
             };
             let spec_path = cx.scratch.join(format!("run-{}-{}.json", std::process::id(), next_id()));
-            let code = sandbox::run(&spec, &spec_path)?;
+            let code = sandbox::run(&spec, &spec_path, step_no)?;
             drop(prepared);
             drop(roots);
             if code != 0 {
@@ -965,7 +980,6 @@ fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveSnapshot) ->
     let digests = write_layer(upper, &opts, &mut w).context("writing the layer")?;
     let (digest, size) = w.commit(Some(&digests.digest))?;
     cx.snaps.commit(active, &digests.diff_id)?;
-    eprintln!("  layer {} ({} bytes)", digest.short(), size);
     state.push_layer(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id });
     Ok(())
 }

@@ -65,3 +65,44 @@ fn docker_archive_local_rootfs_iidfile_and_labels() {
     assert_eq!(std::fs::metadata(&hello).unwrap().uid(), sb.user.uid, "local export must belong to the user");
     assert_eq!(std::fs::metadata(rootfs.join("app/built.txt")).unwrap().mode() & 0o777, 0o640);
 }
+
+#[test]
+fn json_progress_events() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    let ctx = sb
+        .new_context("json")
+        .file("Dockerfile", format!("FROM {base}\nCOPY f /f\nRUN echo to-stdout && echo to-stderr >&2\nENV A=1\n"))
+        .file("f", "x")
+        .build();
+    let out = sb.kiln().build().args(["--progress", "json"]).arg(&ctx).run();
+    out.assert_success();
+    let events: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event: {l:?}: {e}\n{out}")))
+        .collect();
+    let of = |kind: &str| events.iter().filter(|e| e["event"] == kind).collect::<Vec<_>>();
+    let steps = of("step");
+    assert!(steps.iter().any(|e| e["state"] == "running" && e["instruction"] == "RUN echo to-stdout && echo to-stderr >&2" && e["step"] == 3 && e["total"] == 4));
+    let done: Vec<_> = steps.iter().filter(|e| e["state"] == "done").collect();
+    assert_eq!(done.len(), 2, "COPY and RUN finish with a layer: {done:?}");
+    assert!(done.iter().all(|e| e["layer"]["digest"].as_str().unwrap().starts_with("sha256:") && e["duration_ms"].is_u64()));
+    let logs = of("log");
+    assert!(logs.iter().any(|e| e["stream"] == "stdout" && e["data"] == "to-stdout" && e["step"] == 3), "{logs:?}");
+    assert!(logs.iter().any(|e| e["stream"] == "stderr" && e["data"] == "to-stderr"), "{logs:?}");
+    let fin = of("done");
+    assert_eq!(fin.len(), 1);
+    assert!(fin[0]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(fin[0]["steps_run"], 2);
+
+    // A failure is an event too, with the step and exit code.
+    let ctx = sb.new_context("jsonfail").file("Dockerfile", format!("FROM {base}\nRUN exit 4\n")).build();
+    let out = sb.kiln().build().args(["--progress", "json"]).arg(&ctx).run();
+    assert!(!out.status.success());
+    let err = out.stderr.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|e| e["event"] == "error").unwrap_or_else(|| panic!("{out}"));
+    let msg = err["message"].as_str().unwrap();
+    assert!(msg.contains("step 2/2") && msg.contains("exit code 4"), "{msg}");
+}

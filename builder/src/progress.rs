@@ -1,0 +1,159 @@
+//! Build progress: plain lines (CI logs), the same with timings and emphasis on a
+//! terminal, or one JSON event per line for tools (`--progress json`).
+//!
+//! One reporter per process (the build is one per process); steps of parallel
+//! stages report through it from several threads, each line written whole.
+
+use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    Tty,
+    Json,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(if std::io::stderr().is_terminal() { Mode::Tty } else { Mode::Plain }),
+            "plain" => Ok(Mode::Plain),
+            "tty" => Ok(Mode::Tty),
+            "json" | "rawjson" => Ok(Mode::Json),
+            _ => Err(format!("unknown progress mode {s:?} (auto, plain, tty, json)")),
+        }
+    }
+}
+
+pub struct Reporter {
+    mode: Mode,
+    start: Instant,
+}
+
+static REPORTER: OnceLock<Reporter> = OnceLock::new();
+
+/// Set the mode once, before the build starts (later calls keep the first).
+pub fn init(mode: Mode) {
+    let _ = REPORTER.set(Reporter { mode, start: Instant::now() });
+}
+
+pub fn get() -> &'static Reporter {
+    REPORTER.get_or_init(|| Reporter { mode: Mode::Plain, start: Instant::now() })
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Cached,
+    Done,
+}
+
+/// A step's identity in messages: platform prefix, number, total, instruction.
+pub struct StepRef<'a> {
+    pub platform: &'a str,
+    pub n: usize,
+    pub total: usize,
+    pub text: &'a str,
+}
+
+impl Reporter {
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn json(&self, mut v: serde_json::Value) {
+        v["time_ms"] = json!(self.start.elapsed().as_millis() as u64);
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.push(b'\n');
+        let _ = std::io::stderr().lock().write_all(&line);
+    }
+
+    fn line(&self, s: &str) {
+        let _ = writeln!(std::io::stderr().lock(), "{s}");
+    }
+
+    pub fn step(&self, s: &StepRef<'_>, state: State, secs: Option<f64>, layer: Option<(&str, u64)>) {
+        let prefix = if s.platform.is_empty() { String::new() } else { format!("{} ", s.platform) };
+        match self.mode {
+            Mode::Json => {
+                let mut v = json!({"event": "step", "state": match state { State::Running => "running", State::Cached => "cached", State::Done => "done" },
+                    "step": s.n, "total": s.total, "instruction": s.text});
+                if !s.platform.is_empty() {
+                    v["platform"] = json!(s.platform.trim());
+                }
+                if let Some(d) = secs {
+                    v["duration_ms"] = json!((d * 1000.0) as u64);
+                }
+                if let Some((digest, size)) = layer {
+                    v["layer"] = json!({"digest": digest, "size": size});
+                }
+                self.json(v);
+            }
+            Mode::Plain | Mode::Tty => match state {
+                State::Running => {
+                    if self.mode == Mode::Tty {
+                        self.line(&format!("\x1b[1m{prefix}[{}/{}] {}\x1b[0m", s.n, s.total, s.text));
+                    } else {
+                        self.line(&format!("{prefix}[{}/{}] {}", s.n, s.total, s.text));
+                    }
+                }
+                State::Cached => self.line(&format!("{prefix}[{}/{}] {} (cached)", s.n, s.total, s.text)),
+                State::Done => {
+                    let mut t = String::from("  done");
+                    if let Some(d) = secs {
+                        t.push_str(&format!(" {d:.1}s"));
+                    }
+                    if let Some((digest, size)) = layer {
+                        t.push_str(&format!(", layer {} ({size} bytes)", &digest[7.min(digest.len())..19.min(digest.len())]));
+                    }
+                    self.line(&t);
+                }
+            },
+        }
+    }
+
+    /// Anything else worth a line: pulls, pushes, written outputs.
+    pub fn info(&self, kind: &str, message: &str) {
+        match self.mode {
+            Mode::Json => self.json(json!({"event": kind, "message": message})),
+            _ => self.line(message),
+        }
+    }
+
+    /// Output of a RUN step (JSON mode only; otherwise it streams straight through).
+    pub fn log(&self, step: usize, stream: &str, data: &str) {
+        self.json(json!({"event": "log", "step": step, "stream": stream, "data": data}));
+    }
+
+    pub fn summary(&self, digest: &str, ran: usize, cached: usize) {
+        let secs = self.start.elapsed().as_secs_f64();
+        match self.mode {
+            Mode::Json => self.json(json!({"event": "done", "digest": digest, "steps_run": ran, "steps_cached": cached, "duration_ms": (secs * 1000.0) as u64})),
+            _ => self.line(&format!("built {digest} in {secs:.1}s ({ran} steps run, {cached} cached)")),
+        }
+    }
+
+    pub fn error(&self, message: &str) {
+        if self.mode == Mode::Json {
+            self.json(json!({"event": "error", "message": message}));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_modes() {
+        assert_eq!("plain".parse::<Mode>().unwrap(), Mode::Plain);
+        assert_eq!("json".parse::<Mode>().unwrap(), Mode::Json);
+        assert!("fancy".parse::<Mode>().is_err());
+    }
+}
