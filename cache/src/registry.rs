@@ -267,6 +267,38 @@ pub fn is_insecure(opts: &RegistryOptions, registry: &str) -> bool {
     host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
 
+/// Whether the server at `host[:port]` (443 if none) answers a TLS ClientHello with
+/// a TLS record: a short blocking probe, done once per registry and process.
+fn speaks_tls(registry: &str) -> bool {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    let addr = if registry.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())) && !registry.ends_with(']') {
+        registry.to_string()
+    } else {
+        format!("{registry}:443")
+    };
+    let Some(sock) = addr.to_socket_addrs().ok().and_then(|mut a| a.next()) else { return false };
+    let Ok(mut s) = TcpStream::connect_timeout(&sock, Duration::from_secs(3)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    // A minimal TLS 1.2 ClientHello (one cipher suite, no extensions): any TLS
+    // server answers with a handshake (0x16) or alert (0x15) record; an HTTP server
+    // answers "HTTP/1.x 400".
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[0u8; 32]); // random
+    body.push(0); // session id
+    body.extend_from_slice(&[0x00, 0x02, 0xc0, 0x2f]); // cipher suites
+    body.extend_from_slice(&[0x01, 0x00]); // compression: null
+    let mut hs = vec![0x01, 0x00, (body.len() >> 8) as u8, body.len() as u8];
+    hs.extend_from_slice(&body);
+    let mut hello = vec![0x16, 0x03, 0x01, (hs.len() >> 8) as u8, hs.len() as u8];
+    hello.extend_from_slice(&hs);
+    if s.write_all(&hello).is_err() {
+        return false;
+    }
+    let mut first = [0u8; 1];
+    matches!(s.read(&mut first), Ok(1) if first[0] == 0x16 || first[0] == 0x15)
+}
+
 /// `host` of `host[:port]` / `[v6]:port`.
 fn host_of(registry: &str) -> &str {
     if let Some(rest) = registry.strip_prefix('[') {
@@ -316,7 +348,15 @@ impl Registry {
             return Ok(t.clone());
         }
         let insecure = is_insecure(&self.inner.opts, registry);
-        let protocol = if insecure {
+        // Named with --insecure-registry, a registry may speak TLS with a certificate
+        // we cannot verify, or plain HTTP: as the Docker daemon does, use TLS without
+        // verification when it speaks TLS, else HTTP.
+        // Loopback registries are insecure by default (as the Docker daemon has
+        // them) but may still speak TLS: then it is verified TLS.
+        let explicit = self.inner.opts.insecure.iter().any(|i| i == registry || i == host_of(registry));
+        let tls = insecure && speaks_tls(registry);
+        let unverified_tls = tls && explicit;
+        let protocol = if insecure && !tls {
             ClientProtocol::HttpsExcept(vec![registry.to_string()])
         } else {
             ClientProtocol::Https
@@ -341,6 +381,7 @@ impl Registry {
             // A stalled connection is a dropped connection: retried.
             read_timeout: Some(Duration::from_secs(120)),
             extra_root_certificates,
+            accept_invalid_certificates: unverified_tls,
             user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
