@@ -438,6 +438,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parses_snapshotter_and_compression_flags() {
+        let ctx = std::env::temp_dir();
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["kiln", "build"];
+            argv.extend_from_slice(extra);
+            argv.push(ctx.to_str().unwrap());
+            match Cli::try_parse_from(argv).unwrap() {
+                Cli { command: CommandKind::Build(b) } => b.validate(),
+                _ => unreachable!(),
+            }
+        };
+        let o = parse(&[]).unwrap();
+        assert_eq!((o.snapshotter, o.compression, o.compression_level), (None, kiln_snapshotter::Compression::Gzip, None));
+        let o = parse(&["--snapshotter", "native", "--compression", "zstd", "--compression-level", "19"]).unwrap();
+        assert_eq!(o.snapshotter, Some(kiln_snapshotter::SnapshotterKind::Native));
+        assert_eq!((o.compression, o.compression_level), (kiln_snapshotter::Compression::Zstd, Some(19)));
+        assert_eq!(parse(&["--snapshotter", "overlay"]).unwrap().snapshotter, Some(kiln_snapshotter::SnapshotterKind::Overlay));
+        assert_eq!(parse(&["--compression", "none"]).unwrap().compression, kiln_snapshotter::Compression::None);
+        for (bad, flag) in [
+            (&["--snapshotter", "vfs"][..], "--snapshotter"),
+            (&["--compression", "lz4"][..], "--compression"),
+            (&["--compression-level", "10"][..], "--compression-level"),
+            (&["--compression", "none", "--compression-level", "1"][..], "--compression-level"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(flag), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn parses_oci_output() {
         assert_eq!(parse_output("type=oci,dest=/x").unwrap(), Output::OciLayout { dest: "/x".into() });
         assert!(parse_output("type=oci").unwrap_err().to_string().contains("dest="));

@@ -7,7 +7,6 @@ mod common;
 #[path = "../../integration/src/faultproxy.rs"]
 mod faultproxy;
 
-use std::time::{Duration, Instant};
 
 use common::*;
 use faultproxy::{Fault, FaultProxy, Rule};
@@ -181,12 +180,10 @@ async fn layers_are_pulled_in_parallel_within_the_bound() {
         }
         let client = Registry::new(RegistryOptions { max_concurrent_transfers: bound, ..Default::default() });
         let dst = ContentStore::open(&t.path().join(format!("dst{bound}"))).unwrap();
-        let start = Instant::now();
         client.pull_image(&via(&proxy, "par/img:v1"), &parse_platform("linux/amd64").unwrap(), &dst).await.unwrap();
-        let took = start.elapsed();
-        eprintln!("bound {bound}: {took:?}, max connections {}", proxy.max_active_connections());
-        assert!(took < Duration::from_millis(400 * 8 / bound as u64 + 1200), "bound {bound}: {took:?}");
-        assert!(took >= Duration::from_millis(400 * 8 / bound as u64), "bound {bound} exceeded: {took:?}");
+        // Parallelism is proven by overlapping connections (the delays make every
+        // transfer last long enough to overlap), never by wall-clock time.
+        eprintln!("bound {bound}: max connections {}", proxy.max_active_connections());
         assert!(proxy.max_active_connections() >= bound, "{}", proxy.max_active_connections());
         assert!(proxy.max_active_connections() <= bound + 1, "{}", proxy.max_active_connections());
         for l in &layers {
