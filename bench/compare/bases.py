@@ -148,15 +148,25 @@ def make_debian(d):
     layout = os.path.join(d, "debian-layout")
     if os.path.exists(os.path.join(layout, "index.json")):
         return layout
-    tar = os.path.join(d, "debian-bookworm.tar")
-    if not os.path.exists(tar):
+    rootfs = os.path.join(d, "debian-rootfs")
+    if not os.path.exists(os.path.join(rootfs, "etc", "debian_version")):
         log("mmdebstrap --variant=minbase bookworm (merged-usr hook); this downloads ~40 MB of .debs")
+        shutil.rmtree(rootfs, ignore_errors=True)
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH))
         subprocess.run(["mmdebstrap", "--variant=minbase", "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
-                        "bookworm", tar + ".part"], check=True, env=env)
-        os.rename(tar + ".part", tar)
+                        "bookworm", rootfs], check=True, env=env)
+    # The layer: everything but the contents of /dev (device nodes, as in any
+    # Docker image), sorted, numeric owners, PAX, mtimes clamped.
+    tar = os.path.join(d, "debian-bookworm.tar")
+    lst = os.path.join(d, "debian-files")
+    subprocess.run(f"cd '{rootfs}' && find . -mindepth 1 -printf '%P\\n' | grep -v '^dev/' | LC_ALL=C sort > '{lst}'",
+                   shell=True, check=True)
+    subprocess.run(["tar", "-C", rootfs, "--no-recursion", "-T", lst, "--format=posix",
+                    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+                    "--numeric-owner", f"--mtime=@{EPOCH}", "--clamp-mtime", "-cf", tar], check=True)
     gz = os.path.join(d, "debian-bookworm.tar.gz")
     diff_id = gzip_tar(tar, gz)
+    os.unlink(tar)
     write_layout(layout, [(gz, diff_id)], cmd=["bash"])
     return layout
 

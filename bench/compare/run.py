@@ -261,6 +261,8 @@ class Bench:
         """Cold state: no local store/cache for the tool, the image's repository gone."""
         if variant.startswith("kiln"):
             shutil.rmtree(self.env["KILN_ROOT"], ignore_errors=True)
+            os.makedirs(self.env["KILN_ROOT"])
+            chown_tree(self.env["KILN_ROOT"])
         else:
             shutil.rmtree(self.broot, ignore_errors=True)
             os.makedirs(os.path.join(self.broot, "root"))

@@ -32,7 +32,9 @@ pub struct CopyRequest<'a> {
     pub dest: &'a str,
     pub workdir: &'a str,
     pub owner: Option<Owner>,
-    pub chmod: Option<u32>,
+    pub chmod: Option<&'a crate::chmod::ModeSpec>,
+    /// `--parents`: keep each source's path below the context under the destination.
+    pub parents: bool,
     /// `.dockerignore` of the build context (paths relative to `context`).
     pub ignore: Option<&'a Matcher>,
     /// `--exclude` patterns (paths relative to each source, as BuildKit applies them).
@@ -67,7 +69,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
         bail!("COPY needs at least one source");
     }
     let dest = container_path(req.workdir, req.dest);
-    let dest_is_dir = req.dest_is_dir || req.dest.ends_with('/') || req.sources.len() > 1 || {
+    let dest_is_dir = req.dest_is_dir || req.parents || req.dest.ends_with('/') || req.sources.len() > 1 || {
         let host = resolve_in_root(root, &dest, true)?;
         host.is_dir()
     };
@@ -96,7 +98,11 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
                     continue;
                 }
             }
-            let target = if md.is_dir() {
+            let target = if req.parents && !rel.is_empty() {
+                // `COPY --parents a/b/f /dst/` → /dst/a/b/f (directories: their contents
+                // under /dst/a/b).
+                dest.join(&rel)
+            } else if md.is_dir() {
                 dest.clone()
             } else if dest_is_dir {
                 dest.join(host_src.file_name().context("source without a file name")?)
@@ -267,11 +273,14 @@ fn chown_nofollow(p: &Path, owner: Owner) -> Result<()> {
     .with_context(|| format!("chown {}:{} {}", owner.uid, owner.gid, p.display()))
 }
 
-fn set_meta(p: &Path, md: &fs::Metadata, owner: Option<Owner>, chmod: Option<u32>) -> Result<()> {
+fn set_meta(p: &Path, md: &fs::Metadata, owner: Option<Owner>, chmod: Option<&crate::chmod::ModeSpec>) -> Result<()> {
     let owner = owner_for(owner, md);
     chown(p, Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(owner.gid)))
         .with_context(|| format!("chown {}:{} {}", owner.uid, owner.gid, p.display()))?;
-    let mode = chmod.unwrap_or(md.mode() & 0o7777);
+    let mode = match chmod {
+        Some(spec) => spec.apply(md.mode() & 0o7777, md.is_dir()),
+        None => md.mode() & 0o7777,
+    };
     fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
     set_times(p, md)
 }
@@ -303,14 +312,14 @@ mod tests {
         fs::write(ctx.path().join("d/sub/x"), "x").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", ctx.path().join("d/link")).unwrap();
         let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
-        let req = CopyRequest { context: ctx.path(), sources: &["hello.txt".into()], dest: "./", workdir: "/app", owner: Some(me), chmod: None, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
+        let req = CopyRequest { context: ctx.path(), sources: &["hello.txt".into()], dest: "./", workdir: "/app", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
         copy_into(root.path(), &req).unwrap();
         assert_eq!(fs::read_to_string(root.path().join("app/hello.txt")).unwrap(), "hi\n");
-        let req = CopyRequest { context: ctx.path(), sources: &["d".into()], dest: "/out", workdir: "/", owner: Some(me), chmod: None, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
+        let req = CopyRequest { context: ctx.path(), sources: &["d".into()], dest: "/out", workdir: "/", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
         copy_into(root.path(), &req).unwrap();
         assert_eq!(fs::read_to_string(root.path().join("out/sub/x")).unwrap(), "x");
         assert_eq!(fs::read_link(root.path().join("out/link")).unwrap(), PathBuf::from("/etc/passwd"));
-        let req = CopyRequest { context: ctx.path(), sources: &["../etc/passwd".into()], dest: "/", workdir: "/", owner: Some(me), chmod: None, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
+        let req = CopyRequest { context: ctx.path(), sources: &["../etc/passwd".into()], dest: "/", workdir: "/", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
         assert!(copy_into(root.path(), &req).is_err());
     }
 
@@ -322,7 +331,7 @@ mod tests {
         fs::write(ctx.path().join("f"), "f").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
         let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
-        let req = CopyRequest { context: ctx.path(), sources: &["f".into()], dest: "/escape/", workdir: "/", owner: Some(me), chmod: None, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
+        let req = CopyRequest { context: ctx.path(), sources: &["f".into()], dest: "/escape/", workdir: "/", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
         copy_into(root.path(), &req).unwrap();
         assert!(fs::read_dir(outside.path()).unwrap().next().is_none(), "wrote outside the root");
         assert!(root.path().join(outside.path().strip_prefix("/").unwrap()).join("f").exists());

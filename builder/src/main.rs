@@ -1,6 +1,7 @@
 //! The `kiln` binary.
 
 mod binfmt;
+mod chmod;
 mod ciauth;
 mod index_cmd;
 mod cli;

@@ -397,6 +397,7 @@ fn export_local(cx: &Ctx, images: &[(Platform, ImageState)], dest: &Path) -> Res
             workdir: "/",
             owner: Some(Owner::default()),
             chmod: None,
+            parents: false,
             ignore: None,
             exclude: None,
             dest_is_dir: true,
@@ -867,10 +868,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 (None, None) => Some(Owner::default()),
                 (None, Some(_)) => None,
             };
-            let chmod = match &spec.chmod {
-                Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| anyhow!("--chmod={m}: only octal modes are supported yet"))?),
-                None => None,
-            };
+            let chmod = spec.chmod.as_deref().map(crate::chmod::ModeSpec::parse).transpose()?;
             let exclude = if spec.exclude.is_empty() { None } else { Some(crate::dockerignore::Matcher::new(&spec.exclude)?) };
             let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
             let is_git = |s: &str| s.starts_with("git@") || s.starts_with("git://") || s.ends_with(".git");
@@ -933,7 +931,8 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                     dest: &spec.dest,
                     workdir: &workdir,
                     owner,
-                    chmod,
+                    chmod: chmod.as_ref(),
+                    parents: spec.parents,
                     ignore: if from_root.is_none() { Some(&cx.ignore) } else { None },
                     exclude: exclude.as_ref(),
                     dest_is_dir,
@@ -948,7 +947,8 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                     dest: &spec.dest,
                     workdir: &workdir,
                     owner: owner.or(Some(Owner::default())),
-                    chmod,
+                    chmod: chmod.as_ref(),
+                    parents: false,
                     ignore: None,
                     exclude: None,
                     dest_is_dir,

@@ -78,6 +78,8 @@ COPY --chown=app:app --chmod=0750 a.txt /owned/a.txt
 ADD pkg.tar.gz /unpacked/
 ADD a.txt /added/
 ADD --checksum=sha256:{sum} {url} /downloads/
+COPY --parents src/a/f.txt src/b /p/
+COPY --chmod=u+x,go-w a.txt /sym/a.txt
 "#,
         sum = sha256(PAYLOAD)
     );
@@ -93,6 +95,8 @@ ADD --checksum=sha256:{sum} {url} /downloads/
         .file("logs/app.log", "excluded by --exclude\n")
         .file("logs/readme", "kept\n")
         .file("pkg.tar.gz", tarball())
+        .file("src/a/f.txt", "fa\n")
+        .file("src/b/g.txt", "gb\n")
         .build();
     let layout = sb.out_path("layout");
     let out = sb.kiln().build().output_oci(&layout).arg(&ctx).run();
@@ -119,6 +123,10 @@ ADD --checksum=sha256:{sum} {url} /downloads/
     t.assert_file("/added/a.txt", 0o644, 0, 0, "a\n");
     // ADD from a URL: named after the URL's last segment, mode 0600
     t.assert_file("/downloads/payload.txt", 0o600, 0, 0, "downloaded payload\n");
+    // --parents keeps the source paths; symbolic --chmod applies to the file's mode
+    t.assert_file("/p/src/a/f.txt", 0o644, 0, 0, "fa\n");
+    t.assert_file("/p/src/b/g.txt", 0o644, 0, 0, "gb\n");
+    t.assert_file("/sym/a.txt", 0o744, 0, 0, "a\n");
 }
 
 #[test]

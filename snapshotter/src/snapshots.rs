@@ -85,12 +85,12 @@ fn unique_name() -> String {
     format!("{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), nanos)
 }
 
-/// A short key for a stack of layer directories (bottom first): their names.
+/// A short key for a stack of layer directories (bottom first): their paths.
 fn chain_key(lowers: &[PathBuf]) -> String {
     let mut h = kiln_oci::Sha256Writer::new(std::io::sink());
     for l in lowers {
         use std::io::Write;
-        let _ = h.write_all(l.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        let _ = h.write_all(l.as_os_str().as_encoded_bytes());
         let _ = h.write_all(b"\n");
     }
     let (_, d, _) = h.finish();

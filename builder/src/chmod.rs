@@ -1,0 +1,110 @@
+//! `COPY --chmod`: octal (`0755`) or symbolic (`u+x,g-w,o=r`, `a+X`) modes, as
+//! chmod(1) reads them. Symbolic modes apply to each file's own mode; `X` adds
+//! execute only to directories and to files already executable by someone.
+
+use anyhow::{bail, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModeSpec {
+    Octal(u32),
+    Symbolic(Vec<Clause>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clause {
+    who: u32, // mask of the affected bits: 0o4700 user, 0o2070 group, 0o1007 other
+    op: char,
+    perms: String,
+}
+
+impl ModeSpec {
+    pub fn parse(s: &str) -> Result<ModeSpec> {
+        if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            let m = u32::from_str_radix(s, 8)?;
+            if m > 0o7777 {
+                bail!("--chmod={s}: mode out of range");
+            }
+            return Ok(ModeSpec::Octal(m));
+        }
+        let mut clauses = Vec::new();
+        for part in s.split(',') {
+            let op_at = part.find(['+', '-', '=']).ok_or_else(|| anyhow::anyhow!("--chmod={s}: {part:?} has no +, - or ="))?;
+            let (who_s, rest) = part.split_at(op_at);
+            let mut who = 0;
+            for c in who_s.chars() {
+                who |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => bail!("--chmod={s}: unknown class {c:?} (u, g, o, a)"),
+                };
+            }
+            if who == 0 {
+                who = 0o7777;
+            }
+            let op = rest.chars().next().expect("found an operator");
+            let perms = rest[1..].to_string();
+            if let Some(bad) = perms.chars().find(|c| !"rwxXst".contains(*c)) {
+                bail!("--chmod={s}: unknown permission {bad:?} (r, w, x, X, s, t)");
+            }
+            clauses.push(Clause { who, op, perms });
+        }
+        Ok(ModeSpec::Symbolic(clauses))
+    }
+
+    /// The new permission bits of a file whose current mode is `mode`.
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        match self {
+            ModeSpec::Octal(m) => *m,
+            ModeSpec::Symbolic(clauses) => {
+                let mut m = mode & 0o7777;
+                for c in clauses {
+                    let mut bits = 0;
+                    for p in c.perms.chars() {
+                        bits |= match p {
+                            'r' => 0o444,
+                            'w' => 0o222,
+                            'x' => 0o111,
+                            'X' if is_dir || m & 0o111 != 0 => 0o111,
+                            'X' => 0,
+                            's' => 0o6000,
+                            't' => 0o1000,
+                            _ => 0,
+                        };
+                    }
+                    let bits = bits & c.who;
+                    m = match c.op {
+                        '+' => m | bits,
+                        '-' => m & !bits,
+                        _ => (m & !(c.who & 0o7777)) | bits,
+                    };
+                }
+                m
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octal_and_symbolic() {
+        let t = |s: &str, mode: u32, dir: bool| ModeSpec::parse(s).unwrap().apply(mode, dir);
+        assert_eq!(t("0755", 0o600, false), 0o755);
+        assert_eq!(t("644", 0o777, false), 0o644);
+        assert_eq!(t("u+x", 0o644, false), 0o744);
+        assert_eq!(t("g-w,o=r", 0o666, false), 0o644);
+        assert_eq!(t("a+X", 0o644, false), 0o644);
+        assert_eq!(t("a+X", 0o644, true), 0o755);
+        assert_eq!(t("a+X", 0o744, false), 0o755);
+        assert_eq!(t("+x", 0o600, false), 0o711);
+        assert_eq!(t("u=rwx,go=", 0o644, false), 0o700);
+        assert_eq!(t("u+s", 0o755, false), 0o4755);
+        for bad in ["", "z+x", "u*x", "u+q", "99999"] {
+            assert!(ModeSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
