@@ -245,8 +245,9 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
             if job.stage.name.as_ref().is_some_and(|n| opts.no_cache_filter.contains(n)) {
                 continue;
             }
-            for (step, key) in job.stage.steps.iter().zip(&keys[&id].steps) {
-                let fs = matches!(step.kind, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_));
+            for (i, (step, key)) in job.stage.steps.iter().zip(&keys[&id].steps).enumerate() {
+                let fs = matches!(step.kind, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_))
+                    || final_workdir(&job.stage, i);
                 if fs && crate::keys::cacheable(&step.kind) {
                     wanted.push(key.clone());
                 }
@@ -656,8 +657,34 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
 
     for (step, key) in stage.steps.iter().zip(&keys.steps) {
         n += 1;
+        let step_index = n - job.first_step - 1;
         if state.apply_config_step(&step.kind) {
             progress::get().step(&StepRef { platform: &job.label, n, total, text: &step.source }, progress::State::Running, None, None);
+            // Docker creates a WORKDIR's directory even if no later step uses it: the
+            // last WORKDIR of a stage with no COPY/RUN after it makes its own layer.
+            if final_workdir(stage, step_index) {
+                if let Some((_, rec)) = cx.hits.get(key.hex()) {
+                    let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { unreachable!("hits carry a layer") };
+                    state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone() });
+                    last_time = rec.history_created.clone().unwrap_or_else(|| cx.created.clone());
+                    state.push_history(&last_time, &step.created_by, false);
+                    continue;
+                }
+                if materialize_workdir(cx, &mut state)? {
+                    last_time = cx.created.clone();
+                    state.push_history(&last_time, &step.created_by, false);
+                    let l = state.layers.last().expect("a layer was added");
+                    let mut rec = CacheRecord::new(
+                        key,
+                        Some(LayerRecord { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size }),
+                        Some(l.diff_id.clone()),
+                        &step.created_by,
+                    );
+                    rec.history_created = Some(last_time.clone());
+                    cx.new_records.lock().expect("records").push(rec);
+                    continue;
+                }
+            }
             state.push_history(&last_time, &step.created_by, true);
             continue;
         }
@@ -782,6 +809,29 @@ fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
         dirs.push(dir);
     }
     Ok(dirs)
+}
+
+/// Whether step `i` of a stage is a WORKDIR with no later COPY/ADD/RUN/WORKDIR in the
+/// stage: nothing else would create its directory.
+fn final_workdir(stage: &Stage, i: usize) -> bool {
+    matches!(stage.steps.get(i).map(|s| &s.kind), Some(StepKind::Workdir(_)))
+        && !stage.steps[i + 1..]
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_) | StepKind::Workdir(_)))
+}
+
+/// Create the working directory if the image lacks it; returns whether a layer was added.
+fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<bool> {
+    let lowers = lower_dirs(cx, state)?;
+    let active = cx.snaps.prepare(&lowers)?;
+    let root = active.merged().to_path_buf();
+    let workdir = state.workdir();
+    if crate::fsutil::resolve_in_root(&root, Path::new(&workdir), true)?.is_dir() {
+        return Ok(false);
+    }
+    copy::mkdir_p(&root, Path::new(&workdir))?;
+    commit_layer(cx, state, active)?;
+    Ok(true)
 }
 
 fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<'_>, step_no: usize) -> Result<()> {
