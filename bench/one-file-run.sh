@@ -31,6 +31,17 @@ testdata/scripts/seed-registry.sh "127.0.0.1:$PORT" >/dev/null
 REG=127.0.0.1:$PORT
 # Time the step, not the layer cache.
 NOCACHE=(); "$KILN" build --help 2>&1 | grep -q -- --no-cache && NOCACHE=(--no-cache)
+# Step durations from --progress=json (wall time also counts pull/export).
+JSON=(); "$KILN" build --help 2>&1 | grep -q -- --progress && JSON=(--progress json)
+step_ms() { # LOG -> sum of duration_ms of finished steps
+  python3 -c 'import json,sys
+t=0
+for l in open(sys.argv[1]):
+    try: e=json.loads(l)
+    except Exception: continue
+    if e.get("event")=="step" and e.get("state")=="done": t+=e.get("duration_ms",0)
+print(t)' "$1"
+}
 
 rm -rf "$W"; mkdir -p "$W"/{home,root,run}
 chmod 700 "$W/run"
@@ -45,8 +56,8 @@ ctx() { # NAME DOCKERFILE-TEXT
   mkdir -p "$W/ctx/$1"; printf '%s\n' "$2" >"$W/ctx/$1/Dockerfile"; chown -R "$BUSER:$BUSER" "$W/ctx"
 }
 
-echo "# $(date -u +%Y-%m-%d) $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), kiln release build; $RUNS one-file RUN step(s); median of $REPS warm builds (s)"
-printf '%-8s %-9s %8s   %s\n' files snapshot median all
+echo "# $(date -u +%Y-%m-%d) $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), kiln release build; $RUNS one-file RUN step(s); median of $REPS warm builds"
+printf '%-8s %-9s %10s %10s   %s\n' files snapshot 'steps(ms)' 'wall(s)' 'all steps(ms)'
 for N in "${COUNTS[@]}"; do
   dirs=$(( (N + 999) / 1000 ))
   ctx "base-$N" "FROM $REG/base/busybox:latest
@@ -59,16 +70,19 @@ $steps"
   for snap in overlay native; do
     as_user "$W/kiln" build --snapshotter $snap "$W/ctx/run-$N" >"$W/warm-$N-$snap.log" 2>&1 \
       || { cat "$W/warm-$N-$snap.log"; exit 1; }
-    times=()
+    times=(); steps=()
     for i in $(seq 1 "$REPS"); do
       s=$(date +%s.%N)
-      as_user "$W/kiln" build "${NOCACHE[@]}" --snapshotter $snap --output "type=oci,dest=$W/out-$N-$snap-$i" "$W/ctx/run-$N" \
+      as_user "$W/kiln" build "${NOCACHE[@]}" "${JSON[@]}" --snapshotter $snap --output "type=oci,dest=$W/out-$N-$snap-$i" "$W/ctx/run-$N" \
         >"$W/run-$N-$snap-$i.log" 2>&1 || { cat "$W/run-$N-$snap-$i.log"; exit 1; }
       e=$(date +%s.%N)
       times+=("$(echo "$e - $s" | bc)")
+      steps+=("$(step_ms "$W/run-$N-$snap-$i.log")")
       rm -rf "$W/out-$N-$snap-$i"
     done
-    med=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPS + 1) / 2 ))p")
-    printf '%-8s %-9s %8.2f   %s\n' "$N" "$snap" "$med" "${times[*]}"
+    mid=$(( (REPS + 1) / 2 ))
+    med=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "${mid}p")
+    smed=$(printf '%s\n' "${steps[@]}" | sort -n | sed -n "${mid}p")
+    printf '%-8s %-9s %10s %10.2f   %s\n' "$N" "$snap" "$smed" "$med" "${steps[*]}"
   done
 done

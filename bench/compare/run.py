@@ -292,6 +292,8 @@ class Bench:
         variants = c.get("variants", ["kiln", "buildah"])
         for run in range(1, self.a.runs + 1):
             for v in variants:
+                if v == "kiln-native" and run > 1 and not self.a.native_all_runs:
+                    continue  # the copying snapshotter is for comparison only: one run
                 self.reset(name, v)
                 if not self.measure(name, v, "cold", run):
                     continue
@@ -361,6 +363,8 @@ def main():
     ap.add_argument("--out", default="/var/tmp/kiln-compare/run")
     ap.add_argument("--bases", default="/var/tmp/kiln-compare/bases")
     ap.add_argument("--wait-quiet", type=int, default=0, help="wait up to SECS for no cargo/rustc and load < 1")
+    ap.add_argument("--native-all-runs", action="store_true",
+                    help="measure kiln-native (files-* cases) in every run, not only the first")
     ap.add_argument("--keep-registry", action="store_true", help="leave the registry running at the end")
     a = ap.parse_args()
     if os.getuid() != 0:

@@ -87,10 +87,21 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
                 }
                 continue;
             }
-            let md = fs::symlink_metadata(&host_src).with_context(|| format!("COPY source {src:?}"))?;
+            let mut md = fs::symlink_metadata(&host_src).with_context(|| format!("COPY source {src:?}"))?;
+            // A symlink named as a source is followed (inside the source root), as
+            // BuildKit does; the copy keeps the link's name. Links inside copied
+            // directories stay links.
+            let mut content_src = host_src.clone();
+            if md.file_type().is_symlink() {
+                let followed = resolve_in_root(req.context, &Path::new("/").join(&rel), true)?;
+                md = fs::metadata(&followed).with_context(|| {
+                    format!("COPY source {src:?} is a symlink to nothing inside the build context")
+                })?;
+                content_src = followed;
+            }
             if req.unpack_archives && md.is_file() {
-                if let Some(reader) = crate::archive::open_decompressed(&host_src)? {
-                    mkdir_p(root, &dest)?;
+                if let Some(reader) = crate::archive::open_decompressed(&content_src)? {
+                    mkdir_p_as(root, &dest, req.owner)?;
                     let host_dest = resolve_in_root(root, &dest, true)?;
                     crate::archive::extract_into(reader, &host_dest, root)
                         .with_context(|| format!("extracting {src:?} into {}", dest.display()))?;
@@ -109,70 +120,83 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
             } else {
                 dest.clone()
             };
-            ensure_parents(root, &target)?;
+            ensure_parents(root, &target, req.owner)?;
             if md.is_dir() {
                 let host_dir = resolve_in_root(root, &target, true)?;
                 if !host_dir.exists() {
                     fs::create_dir(&host_dir).with_context(|| format!("creating {}", target.display()))?;
                     set_meta(&host_dir, &md, req.owner, req.chmod)?;
                 }
-                written += copy_dir_contents(&host_src, &host_src, root, &target, req)?;
+                written += copy_dir_contents(&content_src, &content_src, root, &target, req)?;
             } else {
-                written += copy_entry(&host_src, &md, root, &target, req)?;
+                written += copy_entry(&content_src, &md, root, &target, req)?;
             }
         }
     }
     Ok(written)
 }
 
-/// A source is a path in the context, possibly with `*`/`?` wildcards in its last
-/// component. A wildcard matching nothing is no error, as in BuildKit.
+/// A source is a path in the context whose components may hold `*`, `?` and
+/// `[...]` wildcards (Go's filepath.Match per component, as BuildKit). Existing
+/// directories along it resolve inside the source root (the context or a stage's
+/// rootfs); the last component is returned as is (the caller follows a symlink
+/// there). A wildcard matching nothing is no error, as in BuildKit.
 fn expand_source(context: &Path, src: &str) -> Result<Vec<PathBuf>> {
     let lexical = context_path(context, src)?;
-    // Symlinked parent directories resolve inside the source root (the context or
-    // a stage's rootfs), never on the host; the last component is not followed.
     let rel = lexical.strip_prefix(context).unwrap_or(Path::new("")).to_path_buf();
-    let path = match (rel.parent(), rel.file_name()) {
-        (Some(parent), Some(name)) => resolve_in_root(context, &Path::new("/").join(parent), true)?.join(name),
-        _ => context.to_path_buf(),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    if !name.contains(['*', '?']) {
+    let comps: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let wild = |c: &str| c.contains(['*', '?', '[']);
+    if !comps.iter().any(|c| wild(c)) {
+        let path = match (rel.parent(), rel.file_name()) {
+            (Some(parent), Some(name)) => resolve_in_root(context, &Path::new("/").join(parent), true)?.join(name),
+            _ => context.to_path_buf(),
+        };
         if fs::symlink_metadata(&path).is_err() {
             bail!("COPY source {src:?} not found in the build context");
         }
         return Ok(vec![path]);
     }
-    let dir = path.parent().unwrap_or(context);
-    let mut out: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-fn wildcard(pat: &str, s: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], s) || (!s.is_empty() && go(p, &s[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &s[1..]),
-            _ => false,
+    // Container-style paths (relative to the root), expanded one component at a time.
+    let mut current: Vec<PathBuf> = vec![PathBuf::from("/")];
+    for (i, comp) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        let mut next = Vec::new();
+        for cur in &current {
+            let dir = resolve_in_root(context, cur, true)?;
+            if !wild(comp) {
+                let candidate = cur.join(comp);
+                if fs::symlink_metadata(resolve_in_root(context, &candidate, !last)?).is_ok() {
+                    next.push(candidate);
+                }
+                continue;
+            }
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            names.sort();
+            for n in names {
+                if crate::context::go_match_segment(comp, &n) {
+                    next.push(cur.join(n));
+                }
+            }
         }
+        current = next;
     }
-    go(pat.as_bytes(), s.as_bytes())
+    current
+        .iter()
+        .map(|c| {
+            let parent = c.parent().unwrap_or(Path::new("/"));
+            Ok(resolve_in_root(context, parent, true)?.join(c.file_name().unwrap_or_default()))
+        })
+        .collect()
 }
 
-/// Create missing parents of `target` (0755, root-owned, as Docker does).
-fn ensure_parents(root: &Path, target: &Path) -> Result<()> {
+/// Create missing parents of `target`: 0755, owned like the copied files (BuildKit
+/// gives `--chown`'s owner to the directories a COPY creates), else root.
+fn ensure_parents(root: &Path, target: &Path, owner: Option<Owner>) -> Result<()> {
     if let Some(parent) = target.parent() {
         let host = resolve_in_root(root, parent, true)?;
         if !host.is_dir() {
-            mkdir_p(root, parent)?;
+            mkdir_p_as(root, parent, owner)?;
         }
     }
     Ok(())
@@ -180,7 +204,8 @@ fn ensure_parents(root: &Path, target: &Path) -> Result<()> {
 
 /// `mkdir -p` of a container path. Existing symlinks along it are followed inside
 /// the root first, so the directories are created where the container would see them.
-pub fn mkdir_p(root: &Path, path: &Path) -> Result<()> {
+/// The directories it creates go to `owner` (root when None).
+pub fn mkdir_p_as(root: &Path, path: &Path, owner: Option<Owner>) -> Result<()> {
     let host = resolve_in_root(root, path, true)?;
     let rel = host.strip_prefix(root).context("path resolved outside the root")?.to_path_buf();
     let mut cur = root.to_path_buf();
@@ -192,6 +217,10 @@ pub fn mkdir_p(root: &Path, path: &Path) -> Result<()> {
             Err(_) => {
                 fs::create_dir(&cur).with_context(|| format!("creating directory {}", path.display()))?;
                 fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))?;
+                if let Some(o) = owner.filter(|o| *o != Owner::default()) {
+                    chown(&cur, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid)))
+                        .with_context(|| format!("chown {}:{} {}", o.uid, o.gid, path.display()))?;
+                }
             }
         }
     }
@@ -208,8 +237,11 @@ fn copy_dir_contents(src_root: &Path, src_dir: &Path, root: &Path, dest: &Path, 
         let md = fs::symlink_metadata(e.path())?;
         let rel = req.rel(&e.path());
         let in_src = e.path().strip_prefix(src_root).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
-        if !rel.is_empty() && req.excluded(&rel, &in_src) && !(md.is_dir() && req.could_contain_included(&rel, &in_src)) {
-            continue;
+        if !rel.is_empty() && req.excluded(&rel, &in_src) {
+            // An excluded directory is kept only for re-included files below it.
+            if !(md.is_dir() && req.could_contain_included(&rel, &in_src) && has_included(src_root, &e.path(), req)) {
+                continue;
+            }
         }
         let target = dest.join(e.file_name());
         if md.is_dir() {
@@ -229,6 +261,21 @@ fn copy_dir_contents(src_root: &Path, src_dir: &Path, root: &Path, dest: &Path, 
         }
     }
     Ok(n)
+}
+
+/// Whether anything below `dir` survives `.dockerignore`/`--exclude`.
+fn has_included(src_root: &Path, dir: &Path, req: &CopyRequest<'_>) -> bool {
+    let Ok(rd) = fs::read_dir(dir) else { return false };
+    rd.flatten().any(|e| {
+        let p = e.path();
+        let rel = req.rel(&p);
+        let in_src = p.strip_prefix(src_root).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if !req.excluded(&rel, &in_src) {
+            return true;
+        }
+        is_dir && req.could_contain_included(&rel, &in_src) && has_included(src_root, &p, req)
+    })
 }
 
 fn copy_entry(src: &Path, md: &fs::Metadata, root: &Path, target: &Path, req: &CopyRequest<'_>) -> Result<u64> {
@@ -294,14 +341,6 @@ fn set_times(p: &Path, md: &fs::Metadata) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard("*.txt", "a.txt"));
-        assert!(!wildcard("*.txt", "a.md"));
-        assert!(wildcard("a?c", "abc"));
-        assert!(wildcard("*", ""));
-    }
 
     #[test]
     fn copies_file_into_dir_and_contents_of_dir() {

@@ -150,23 +150,24 @@ pub struct RunAs {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// From the user's /etc/passwd entry, else `/` (as Docker sets HOME).
+    pub home: String,
 }
 
 /// Resolve USER (`name`, `uid`, `name:group`, `uid:gid`) through the image's
 /// /etc/passwd and /etc/group, as Docker does.
 pub fn resolve_user(root: &Path, user: &str) -> Result<RunAs> {
-    if user.is_empty() {
-        return Ok(RunAs { uid: 0, gid: 0, groups: Vec::new() });
-    }
+    let user = if user.is_empty() { "0" } else { user };
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
     let passwd = read_db(root, "/etc/passwd");
     let group = read_db(root, "/etc/group");
-    let (uid, primary_gid, name) = if let Ok(n) = u.parse::<u32>() {
+    let home_of = |f: &Vec<String>| f.get(5).filter(|h| !h.is_empty()).cloned();
+    let (uid, primary_gid, name, home) = if let Ok(n) = u.parse::<u32>() {
         let entry = passwd.iter().find(|f| f.get(2).and_then(|x| x.parse::<u32>().ok()) == Some(n));
-        (n, entry.and_then(|f| f.get(3)?.parse().ok()).unwrap_or(0), entry.map(|f| f[0].clone()))
+        (n, entry.and_then(|f| f.get(3)?.parse().ok()).unwrap_or(0), entry.map(|f| f[0].clone()), entry.and_then(home_of))
     } else {
         let f = passwd
             .iter()
@@ -174,8 +175,9 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<RunAs> {
             .with_context(|| format!("unable to find user {u}: no matching entries in the image's /etc/passwd"))?;
         let uid = f.get(2).and_then(|x| x.parse().ok()).context("malformed /etc/passwd entry")?;
         let gid = f.get(3).and_then(|x| x.parse().ok()).context("malformed /etc/passwd entry")?;
-        (uid, gid, Some(u.to_string()))
+        (uid, gid, Some(u.to_string()), home_of(f))
     };
+    let home = home.unwrap_or_else(|| "/".to_string());
     let gid = match g {
         None => primary_gid,
         Some(g) => match g.parse::<u32>() {
@@ -199,7 +201,7 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<RunAs> {
             }
         }
     }
-    Ok(RunAs { uid, gid, groups })
+    Ok(RunAs { uid, gid, groups, home })
 }
 
 fn read_db(root: &Path, path: &str) -> Vec<Vec<String>> {
@@ -242,10 +244,11 @@ mod tests {
         std::fs::create_dir(t.path().join("etc")).unwrap();
         std::fs::write(t.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n").unwrap();
         std::fs::write(t.path().join("etc/group"), "root:x:0:\napp:x:1000:\nwheel:x:10:app\n").unwrap();
-        assert_eq!(resolve_user(t.path(), "").unwrap(), RunAs { uid: 0, gid: 0, groups: vec![] });
-        assert_eq!(resolve_user(t.path(), "app").unwrap(), RunAs { uid: 1000, gid: 1000, groups: vec![10] });
-        assert_eq!(resolve_user(t.path(), "app:wheel").unwrap(), RunAs { uid: 1000, gid: 10, groups: vec![] });
-        assert_eq!(resolve_user(t.path(), "1234:5").unwrap(), RunAs { uid: 1234, gid: 5, groups: vec![] });
+        let r = |uid, gid, groups: Vec<u32>, home: &str| RunAs { uid, gid, groups, home: home.to_string() };
+        assert_eq!(resolve_user(t.path(), "").unwrap(), r(0, 0, vec![], "/root"));
+        assert_eq!(resolve_user(t.path(), "app").unwrap(), r(1000, 1000, vec![10], "/home/app"));
+        assert_eq!(resolve_user(t.path(), "app:wheel").unwrap(), r(1000, 10, vec![], "/home/app"));
+        assert_eq!(resolve_user(t.path(), "1234:5").unwrap(), r(1234, 5, vec![], "/"));
         assert!(resolve_user(t.path(), "nobody").unwrap_err().to_string().contains("unable to find user nobody"));
     }
 

@@ -620,10 +620,16 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
     let plat = platform::display(&job.platform);
     let (from_text, mut state) = match &stage.base {
         Base::Scratch => {
+            // BuildKit gives a scratch stage the default PATH.
+            let run = kiln_oci::RunConfig {
+                env: Some(vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()]),
+                ..Default::default()
+            };
             let config = ImageConfig {
                 architecture: job.platform.architecture.clone(),
                 os: job.platform.os.clone(),
                 variant: job.platform.variant.clone(),
+                config: Some(run),
                 ..Default::default()
             };
             ("scratch".to_string(), ImageState::new(config, Vec::new()))
@@ -820,6 +826,11 @@ fn final_workdir(stage: &Stage, i: usize) -> bool {
             .any(|s| matches!(s.kind, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_) | StepKind::Workdir(_)))
 }
 
+/// Who owns a WORKDIR that a step creates: the stage's USER (root if unknown).
+fn workdir_owner(root: &Path, state: &ImageState) -> Owner {
+    resolve_user(root, &state.user()).map(|r| Owner { uid: r.uid, gid: r.gid }).unwrap_or_default()
+}
+
 /// Create the working directory if the image lacks it; returns whether a layer was added.
 fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<bool> {
     let lowers = lower_dirs(cx, state)?;
@@ -829,7 +840,7 @@ fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<bool> {
     if crate::fsutil::resolve_in_root(&root, Path::new(&workdir), true)?.is_dir() {
         return Ok(false);
     }
-    copy::mkdir_p(&root, Path::new(&workdir))?;
+    copy::mkdir_p_as(&root, Path::new(&workdir), Some(workdir_owner(&root, state)))?;
     commit_layer(cx, state, active)?;
     Ok(true)
 }
@@ -839,8 +850,9 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
     let mut active = cx.snaps.prepare(&lowers)?;
     let root = active.merged().to_path_buf();
     let workdir = state.workdir();
-    // Docker creates the working directory if the image lacks it.
-    copy::mkdir_p(&root, Path::new(&workdir))?;
+    // Docker creates the working directory if the image lacks it, owned by the
+    // stage's USER (as BuildKit does).
+    copy::mkdir_p_as(&root, Path::new(&workdir), Some(workdir_owner(&root, state)))?;
 
     match &step.kind {
         StepKind::Run { argv, build_env, network, mounts, heredocs, .. } => {
@@ -884,6 +896,10 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
             }
             if !env.iter().any(|e| e.starts_with("PATH=")) {
                 env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+            }
+            // As Docker: HOME from the user's /etc/passwd entry unless the image sets it.
+            if !env.iter().any(|e| e.starts_with("HOME=")) {
+                env.push(format!("HOME={}", run_as.home));
             }
             // Mount-provided variables (SSH_AUTH_SOCK, env secrets) are the step's only.
             env.extend(prepared.env.iter().cloned());

@@ -352,9 +352,12 @@ impl Registry {
         // we cannot verify, or plain HTTP: as the Docker daemon does, use TLS without
         // verification when it speaks TLS, else HTTP.
         // Loopback registries are insecure by default (as the Docker daemon has
-        // them) but may still speak TLS: then it is verified TLS.
+        // them) but may speak TLS: then it is verified TLS (with --registry-certificate).
         let explicit = self.inner.opts.insecure.iter().any(|i| i == registry || i == host_of(registry));
-        let tls = insecure && speaks_tls(registry);
+        // Probe only where TLS is plausible: a registry named insecure, or a loopback
+        // one when certificates were given (most local registries are plain HTTP,
+        // and a probe costs a connection).
+        let tls = insecure && (explicit || !self.inner.opts.ca_certs.is_empty()) && speaks_tls(registry);
         let unverified_tls = tls && explicit;
         let protocol = if insecure && !tls {
             ClientProtocol::HttpsExcept(vec![registry.to_string()])

@@ -99,9 +99,17 @@ RUN --network=none sh -c 'grep -c : /proc/net/dev > /netdev-count'
     assert!(!ctx.join("data/new").exists(), "a rw bind must not write to the context");
     assert_not_in_any_blob(&layout, SECRET);
 
-    // The cache mount persists across builds (no layer cache yet: the step re-runs).
+    // The cache mount persists across builds (--no-cache: the step runs again).
     let layout2 = sb.out_path("layout2");
-    build(&layout2).assert_success();
+    sb.kiln()
+        .build()
+        .arg("--no-cache")
+        .arg("--secret")
+        .arg(format!("id=token,src={}", ctx.join("secret.txt").display()))
+        .output_oci(&layout2)
+        .arg(&ctx)
+        .run()
+        .assert_success();
     let img2 = Image::from_layout(&layout2, None);
     assert_eq!(img2.tree.node("/cache-count").text(), "2\n", "the cache mount did not persist");
 }
