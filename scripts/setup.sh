@@ -27,7 +27,7 @@ TEST_USER=${KILN_TEST_USER:-kilntest}
 DEB_CACHE=${KILN_DEB_CACHE:-/var/cache/kiln-testdata/debs}
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(docker-registry uidmap busybox-static qemu-user-static buildah skopeo umoci
+PACKAGES=(docker-registry uidmap busybox-static qemu-user-static buildah skopeo umoci git
           apache2-utils jq python3 curl ca-certificates)
 
 # ---------------------------------------------------------------- 1. packages

@@ -74,6 +74,12 @@ pub struct BuildArgs {
     /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Media types of the image: oci (default) or docker (v2 schema 2).
+    #[arg(long = "format", value_name = "oci|docker", default_value = "oci")]
+    pub format: String,
+    /// Do not push, even with --push (for scripts that add --push by default).
+    #[arg(long = "no-push")]
+    pub no_push: bool,
     /// Progress output: auto (tty on a terminal, else plain), plain, tty, or json
     /// (one event per line on stderr, RUN output included as log events).
     #[arg(long = "progress", value_name = "auto|plain|tty|json", default_value = "auto")]
@@ -177,6 +183,7 @@ pub struct BuildOptions {
     pub iidfile: Option<PathBuf>,
     pub labels: Vec<(String, String)>,
     pub progress: crate::progress::Mode,
+    pub format: crate::export::Format,
     pub isolation_choice: crate::userns::IsolationChoice,
     /// Decided when entering the namespaces (`Rootless` until then).
     pub isolation: crate::userns::Isolation,
@@ -287,7 +294,7 @@ impl BuildArgs {
             .iter()
             .map(|t| t.parse::<Reference>().map_err(|e| anyhow!("-t {t}: {e}")))
             .collect::<Result<Vec<_>>>()?;
-        if self.push && tags.is_empty() {
+        if self.push && !self.no_push && tags.is_empty() {
             bail!("--push needs at least one -t REF to push to");
         }
         let outputs = self.outputs.iter().map(|o| parse_output(o)).collect::<Result<Vec<_>>>()?;
@@ -322,13 +329,14 @@ impl BuildArgs {
             context,
             dockerfile,
             tags,
-            push: self.push,
+            push: self.push && !self.no_push,
             outputs,
             build_args,
             target: self.target,
             digest_file: self.digest_file,
             metadata_file: self.metadata_file,
             iidfile: self.iidfile,
+            format: self.format.parse().map_err(|e| anyhow!("--format: {e}"))?,
             progress: self.progress.parse().map_err(|e| anyhow!("--progress: {e}"))?,
             isolation_choice: self.isolation.parse().map_err(|e| anyhow!("--isolation: {e}"))?,
             isolation: crate::userns::Isolation::Rootless,

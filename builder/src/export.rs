@@ -28,26 +28,74 @@ fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor
 
 /// Store config and manifest in the content store. Keys are written sorted
 /// (serde_json's default map), so the same image gives the same bytes.
-pub fn write_manifest(store: &ContentStore, state: &ImageState) -> Result<Manifest> {
+/// `--format`: OCI media types (default) or Docker's v2 schema 2 ones, for
+/// registries and tools that only read the latter. The bytes of layers and config
+/// are the same; only the names differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Oci,
+    Docker,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "oci" => Ok(Format::Oci),
+            "docker" => Ok(Format::Docker),
+            _ => Err(format!("unknown format {s:?} (oci, docker)")),
+        }
+    }
+}
+
+impl Format {
+    pub fn manifest(self) -> &'static str {
+        match self {
+            Format::Oci => media::OCI_MANIFEST,
+            Format::Docker => media::DOCKER_MANIFEST,
+        }
+    }
+    fn config(self) -> &'static str {
+        match self {
+            Format::Oci => media::OCI_CONFIG,
+            Format::Docker => media::DOCKER_CONFIG,
+        }
+    }
+    fn index(self) -> &'static str {
+        match self {
+            Format::Oci => media::OCI_INDEX,
+            Format::Docker => media::DOCKER_MANIFEST_LIST,
+        }
+    }
+    fn layer(self, oci_type: &str) -> Result<String> {
+        Ok(match (self, kiln_oci::media::layer_compression(oci_type)) {
+            (Format::Oci, _) => oci_type.to_string(),
+            (Format::Docker, Some(kiln_oci::media::LayerCompression::Gzip)) => media::DOCKER_LAYER_GZIP.to_string(),
+            (Format::Docker, Some(kiln_oci::media::LayerCompression::None)) => "application/vnd.docker.image.rootfs.diff.tar".to_string(),
+            (Format::Docker, _) => anyhow::bail!("--format docker has no media type for {oci_type} layers (use --compression gzip)"),
+        })
+    }
+}
+
+pub fn write_manifest(store: &ContentStore, state: &ImageState, format: Format) -> Result<Manifest> {
     let config_bytes = state.config.to_bytes();
     let config_digest = store.put(&config_bytes)?;
-    let layers: Vec<serde_json::Value> = state
-        .layers
-        .iter()
-        .map(|l| json!({"mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size}))
-        .collect();
+    let mut layers = Vec::new();
+    let mut blobs = vec![descriptor(format.config(), &config_digest, config_bytes.len() as u64)?];
+    for l in &state.layers {
+        let mt = format.layer(&l.media_type)?;
+        layers.push(json!({"mediaType": mt, "digest": l.digest.to_string(), "size": l.size}));
+        blobs.push(descriptor(&mt, &l.digest, l.size)?);
+    }
     let manifest = json!({
         "schemaVersion": 2,
-        "mediaType": media::OCI_MANIFEST,
-        "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest.to_string(), "size": config_bytes.len()},
+        "mediaType": format.manifest(),
+        "config": {"mediaType": format.config(), "digest": config_digest.to_string(), "size": config_bytes.len()},
         "layers": layers,
     });
     let bytes = serde_json::to_vec(&manifest)?;
     let digest = store.put(&bytes)?;
-    let mut blobs = vec![descriptor(media::OCI_CONFIG, &config_digest, config_bytes.len() as u64)?];
-    for l in &state.layers {
-        blobs.push(descriptor(&l.media_type, &l.digest, l.size)?);
-    }
     Ok(Manifest { bytes, digest, blobs })
 }
 
@@ -61,7 +109,7 @@ struct Built {
     manifests: Vec<(Platform, Manifest)>,
 }
 
-fn write_index(store: &ContentStore, manifests: &[(Platform, Manifest)]) -> Result<(Vec<u8>, Digest)> {
+fn write_index(store: &ContentStore, manifests: &[(Platform, Manifest)], format: Format) -> Result<(Vec<u8>, Digest)> {
     let entries: Vec<serde_json::Value> = manifests
         .iter()
         .map(|(p, m)| {
@@ -69,10 +117,10 @@ fn write_index(store: &ContentStore, manifests: &[(Platform, Manifest)]) -> Resu
             if let Some(v) = &p.variant {
                 plat["variant"] = json!(v);
             }
-            json!({"mediaType": media::OCI_MANIFEST, "digest": m.digest.to_string(), "size": m.bytes.len(), "platform": plat})
+            json!({"mediaType": format.manifest(), "digest": m.digest.to_string(), "size": m.bytes.len(), "platform": plat})
         })
         .collect();
-    let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": entries});
+    let index = json!({"schemaVersion": 2, "mediaType": format.index(), "manifests": entries});
     let bytes = serde_json::to_vec(&index)?;
     let digest = store.put(&bytes)?;
     Ok((bytes, digest))
@@ -87,30 +135,38 @@ pub async fn export(
 ) -> Result<Digest> {
     let mut manifests = Vec::new();
     for (p, state) in &images {
-        manifests.push((p.clone(), write_manifest(store, state)?));
+        manifests.push((p.clone(), write_manifest(store, state, opts.format)?));
     }
     // One platform asked for (or defaulted): a plain manifest, as `docker build`.
     // Several: an OCI index with a platform on each entry.
     let built = if manifests.len() == 1 {
         let m = &manifests[0].1;
         Built {
-            top: descriptor(media::OCI_MANIFEST, &m.digest, m.bytes.len() as u64)?,
+            top: descriptor(opts.format.manifest(), &m.digest, m.bytes.len() as u64)?,
             top_bytes: m.bytes.clone(),
-            top_media_type: media::OCI_MANIFEST,
+            top_media_type: opts.format.manifest(),
             manifests,
         }
     } else {
-        let (bytes, digest) = write_index(store, &manifests)?;
+        let (bytes, digest) = write_index(store, &manifests, opts.format)?;
         for (p, m) in &manifests {
             crate::progress::get().info("image", &format!("image {} {}", platform::display(p), m.digest));
         }
-        Built { top: descriptor(media::OCI_INDEX, &digest, bytes.len() as u64)?, top_bytes: bytes, top_media_type: media::OCI_INDEX, manifests }
+        let mt = opts.format.index();
+        Built { top: descriptor(mt, &digest, bytes.len() as u64)?, top_bytes: bytes, top_media_type: mt, manifests }
     };
     let top_digest: Digest = built.top.digest().to_string().parse()?;
     crate::progress::get().info("image", &format!("image {top_digest}"));
 
     for out in &opts.outputs {
         match out {
+            Output::OciLayout { dest } if dest.extension().is_some_and(|e| e == "tar") => {
+                // An OCI layout in a tar (the same archive as type=docker, whose
+                // extra manifest.json OCI tools ignore).
+                write_docker_archive(store, dest, &built, &opts.tags)
+                    .with_context(|| format!("writing OCI archive {}", dest.display()))?;
+                crate::progress::get().info("output", &format!("wrote OCI archive {}", dest.display()));
+            }
             Output::OciLayout { dest } => {
                 let tag = opts.tags.first().and_then(|t| t.tag().map(str::to_string)).unwrap_or_else(|| "latest".into());
                 export_layout(store, dest, &[(built.top.clone(), tag.clone())])
@@ -134,7 +190,7 @@ pub async fn export(
                 for (p, m) in &built.manifests {
                     let r = tag.with_digest(m.digest.clone());
                     let report = registry
-                        .push_image(&r, store, &m.bytes, media::OCI_MANIFEST, &m.blobs, mount_from)
+                        .push_image(&r, store, &m.bytes, opts.format.manifest(), &m.blobs, mount_from)
                         .await
                         .with_context(|| format!("pushing the {} image to {}", platform::display(p), tag.name()))?;
                     print_report(&report, Some(p));
@@ -147,7 +203,7 @@ pub async fn export(
             } else {
                 let m = &built.manifests[0].1;
                 let report = registry
-                    .push_image(tag, store, &m.bytes, media::OCI_MANIFEST, &m.blobs, mount_from)
+                    .push_image(tag, store, &m.bytes, opts.format.manifest(), &m.blobs, mount_from)
                     .await
                     .with_context(|| format!("pushing {tag}"))?;
                 print_report(&report, None);

@@ -98,3 +98,68 @@ mod tests {
         assert_eq!(parse_http_date("garbage"), None);
     }
 }
+
+/// `ADD <git URL>[#ref[:subdir]] DEST`: clone with the `git` command (any transport
+/// it speaks), check out `ref` (branch, tag or commit), keep only `subdir`, and drop
+/// `.git` unless `--keep-git-dir`. Returns the directory whose contents ADD copies.
+pub fn git_checkout(url: &str, into: &Path, keep_git_dir: bool) -> Result<std::path::PathBuf> {
+    let (repo, fragment) = match url.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (url, None),
+    };
+    let (reference, subdir) = match fragment {
+        Some(f) => match f.split_once(':') {
+            Some((r, d)) => (Some(r).filter(|r| !r.is_empty()), Some(d).filter(|d| !d.is_empty())),
+            None => (Some(f).filter(|f| !f.is_empty()), None),
+        },
+        None => (None, None),
+    };
+    let dir = into.join("git");
+    let git = |args: &[&str], cwd: Option<&Path>| -> Result<std::process::Output> {
+        let mut c = std::process::Command::new("git");
+        c.args(args).env("GIT_TERMINAL_PROMPT", "0").stdin(std::process::Stdio::null());
+        if let Some(d) = cwd {
+            c.current_dir(d);
+        }
+        c.output().context("running git (is it installed?)")
+    };
+    let dir_s = dir.to_string_lossy().into_owned();
+    // A branch or tag clones shallow; anything else (a commit) needs the history.
+    let mut args = vec!["clone", "--quiet", "--no-checkout"];
+    if let Some(r) = reference.filter(|r| !is_commit(r)) {
+        args.extend(["--depth", "1", "--branch", r]);
+    }
+    args.extend(["--", repo, &dir_s]);
+    let out = git(&args, None)?;
+    if !out.status.success() {
+        bail!("ADD {url}: git clone failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let what = reference.unwrap_or("HEAD");
+    let out = git(&["checkout", "--quiet", "--detach", what], Some(&dir))?;
+    if !out.status.success() {
+        bail!("ADD {url}: git checkout {what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    if !keep_git_dir {
+        std::fs::remove_dir_all(dir.join(".git")).context("removing .git")?;
+    }
+    match subdir {
+        Some(d) => {
+            let p = crate::fsutil::resolve_in_root(&dir, &Path::new("/").join(d), true)?;
+            if !p.is_dir() {
+                bail!("ADD {url}: {d} is not a directory of the repository");
+            }
+            Ok(p)
+        }
+        None => Ok(dir),
+    }
+}
+
+/// A full commit id (what a cache key may trust to name fixed content).
+pub fn is_commit(r: &str) -> bool {
+    (r.len() == 40 || r.len() == 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether an ADD source is a git repository, as BuildKit tells them apart.
+pub fn is_git(s: &str) -> bool {
+    s.starts_with("git@") || s.starts_with("git://") || s.split('#').next().is_some_and(|r| r.ends_with(".git"))
+}

@@ -57,13 +57,18 @@ pub fn job_keys(stage: &Stage, platform: &str, inputs: &mut dyn KeyInputs) -> Re
 }
 
 /// Whether a step's result may come from the cache at all. ADD of a URL without
-/// `--checksum` cannot be known before downloading it, so it always runs.
+/// `--checksum`, or of a git repository at a branch or tag (not a commit id), cannot
+/// be known before fetching it, so it always runs.
 pub fn cacheable(kind: &StepKind) -> bool {
     match kind {
-        StepKind::Add(spec) => !spec
-            .sources
-            .iter()
-            .any(|s| (s.starts_with("http://") || s.starts_with("https://")) && spec.checksum.is_none()),
+        StepKind::Add(spec) => !spec.sources.iter().any(|s| {
+            if crate::fetch::is_git(s) {
+                let reference = s.split_once('#').map(|(_, f)| f.split(':').next().unwrap_or("")).unwrap_or("");
+                !crate::fetch::is_commit(reference)
+            } else {
+                (s.starts_with("http://") || s.starts_with("https://")) && spec.checksum.is_none()
+            }
+        }),
         _ => true,
     }
 }

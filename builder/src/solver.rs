@@ -937,7 +937,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
             let chmod = spec.chmod.as_deref().map(crate::chmod::ModeSpec::parse).transpose()?;
             let exclude = if spec.exclude.is_empty() { None } else { Some(crate::dockerignore::Matcher::new(&spec.exclude)?) };
             let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
-            let is_git = |s: &str| s.starts_with("git@") || s.starts_with("git://") || s.ends_with(".git");
+            let is_git = crate::fetch::is_git;
             let (remote, local): (Vec<String>, Vec<String>) =
                 spec.sources.iter().cloned().partition(|s| is_add && (is_url(s) || is_git(s)));
             let total_sources = spec.sources.len() + spec.heredocs.len();
@@ -962,7 +962,23 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 }
                 for url in &remote {
                     if is_git(url) {
-                        bail!("ADD from a git repository ({url}) is not supported yet");
+                        let tree = crate::fetch::git_checkout(url, &dir.0, spec.keep_git_dir)?;
+                        // The repository's contents go into DEST, as a directory source.
+                        let req = CopyRequest {
+                            context: &tree,
+                            sources: &[".".to_string()],
+                            dest: &spec.dest,
+                            workdir: &workdir,
+                            owner: owner.or(Some(Owner::default())),
+                            chmod: chmod.as_ref(),
+                            parents: false,
+                            ignore: None,
+                            exclude: None,
+                            dest_is_dir: true,
+                            unpack_archives: false,
+                        };
+                        copy::copy_into(&root, &req)?;
+                        continue;
                     }
                     let name = crate::fetch::file_name(url);
                     let f = dir.0.join(&name);
@@ -1006,7 +1022,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 };
                 copy::copy_into(&root, &req)?;
             }
-            if let Some(dir) = &staged {
+            if let Some(dir) = staged.as_ref().filter(|_| !staged_names.is_empty()) {
                 let req = CopyRequest {
                     context: &dir.0,
                     sources: &staged_names,

@@ -166,3 +166,82 @@ fn missing_and_ignored_sources_are_clear_errors() {
         .build();
     sb.kiln().build().arg(&ctx).run().assert_failure_containing("excluded by .dockerignore");
 }
+
+/// A git repository served by `git daemon` on loopback, for ADD of git URLs.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git").args(args).current_dir(dir).env("GIT_AUTHOR_NAME", "t").env("GIT_AUTHOR_EMAIL", "t@example.com").env("GIT_COMMITTER_NAME", "t").env("GIT_COMMITTER_EMAIL", "t@example.com").output().expect("git is installed by scripts/setup.sh");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn git_daemon() -> GitDaemon {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("sub")).unwrap();
+    std::fs::write(work.join("README"), "version one\n").unwrap();
+    std::fs::write(work.join("sub/inner.txt"), "inner\n").unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    git(&work, &["tag", "v1"]);
+    std::fs::write(work.join("README"), "version two\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "two"]);
+    git(dir.path(), &["clone", "-q", "--bare", "work", "repo.git"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new("git")
+        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", dir.path().display()))
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("git daemon");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    GitDaemon { child, port, _dir: dir }
+}
+
+#[test]
+fn add_from_a_git_repository() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let daemon = git_daemon();
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    let repo = format!("git://127.0.0.1:{}/repo.git", daemon.port);
+    let ctx = sb
+        .new_context("git")
+        .file("Dockerfile", format!("FROM {base}\nADD {repo}#v1 /tagged/\nADD {repo}#main:sub /sub/\nADD --keep-git-dir=true {repo} /full/\n"))
+        .build();
+    let layout = sb.out_path("layout");
+    let out = sb.kiln().build().output_oci(&layout).arg(&ctx).run();
+    out.assert_success();
+    let t = Image::from_layout(&layout, None).tree;
+    t.assert_file("/tagged/README", 0o644, 0, 0, "version one\n");
+    t.assert_absent("/tagged/.git");
+    t.assert_file("/sub/inner.txt", 0o644, 0, 0, "inner\n");
+    t.assert_absent("/sub/README");
+    t.assert_file("/full/README", 0o644, 0, 0, "version two\n");
+    assert!(t.contains("/full/.git/HEAD"), "--keep-git-dir keeps .git");
+
+    // An unreachable repository is an error naming it.
+    let ctx = sb.new_context("gitbad").file("Dockerfile", format!("FROM {base}\nADD git://127.0.0.1:1/nothing.git /x/\n")).build();
+    sb.kiln().build().arg(&ctx).run().assert_failure_containing("git clone failed");
+}

@@ -106,3 +106,34 @@ fn json_progress_events() {
     let msg = err["message"].as_str().unwrap();
     assert!(msg.contains("step 2/2") && msg.contains("exit code 4"), "{msg}");
 }
+
+#[test]
+fn docker_format_oci_tar_and_no_push() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let ctx = sb.context("hello", &registry);
+    // --format docker: Docker v2 schema 2 media types in the registry.
+    let out = sb.kiln().build().args(["--format", "docker"]).tag(&registry.reference("demo/fmt:docker")).push().arg(&ctx).run();
+    out.assert_success();
+    let m = registry.manifest("demo/fmt", "docker");
+    assert_eq!(m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(m["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
+    assert!(m["layers"].as_array().unwrap().iter().all(|l| l["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"), "{m:#}");
+    let img = Image::pull_from(&registry, "demo/fmt:docker");
+    assert_eq!(img.tree.node("/app/hello.txt").text(), "hello from kiln\n");
+
+    // type=oci with a .tar destination: an OCI layout archive skopeo reads.
+    let tar = sb.out_path("image-oci.tar");
+    sb.kiln().build().arg("--output").arg(format!("type=oci,dest={}", tar.display())).arg(&ctx).run().assert_success();
+    let conv = sb.out_path("from-oci-archive");
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--quiet"]).arg(format!("oci-archive:{}", tar.display())).arg(format!("oci:{}:img", conv.display()));
+    let o = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(o.status.success(), "skopeo cannot read the OCI archive\n{o}");
+    assert_eq!(Image::from_layout(&conv, Some("img")).tree.node("/app/built.txt").text(), "built by RUN\n");
+
+    // --no-push wins over --push.
+    sb.kiln().build().tag(&registry.reference("demo/fmt:never")).push().arg("--no-push").arg(&ctx).run().assert_success();
+    assert!(!registry.tags("demo/fmt").contains(&"never".to_string()));
+}
