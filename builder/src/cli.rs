@@ -223,6 +223,8 @@ pub struct ExecutorMapping {
     pub cache_ttl: Option<String>,
     pub digest_file: Option<PathBuf>,
     pub platforms: Vec<String>,
+    pub compression: Option<String>,
+    pub compression_level: Option<i32>,
 }
 
 impl BuildArgs {
@@ -268,6 +270,12 @@ impl BuildArgs {
         }
         for p in &m.platforms {
             push("--platform", p.as_ref());
+        }
+        if let Some(c) = &m.compression {
+            push("--compression", c.as_ref());
+        }
+        if let Some(l) = m.compression_level {
+            push("--compression-level", l.to_string().as_ref());
         }
         if m.push {
             argv.push("--push".into());

@@ -62,6 +62,11 @@ pub struct ExecutorArgs {
     pub registry_mirrors: Vec<String>,
     #[arg(long = "push-retry", default_value_t = 0)]
     pub push_retry: u32,
+    /// Layer compression (Kaniko: gzip or zstd).
+    #[arg(long = "compression")]
+    pub compression: Option<String>,
+    #[arg(long = "compression-level")]
+    pub compression_level: Option<i32>,
     #[arg(long = "custom-platform")]
     pub custom_platform: Option<String>,
     #[arg(long = "reproducible", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
@@ -160,6 +165,8 @@ impl ExecutorArgs {
             cache_ttl: self.cache_ttl,
             digest_file,
             platforms: self.custom_platform.into_iter().collect(),
+            compression: self.compression,
+            compression_level: self.compression_level,
         });
         Ok((args, self.image_name_with_digest_file))
     }

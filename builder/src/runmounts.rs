@@ -203,11 +203,18 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
             }
             "cache" => {
                 let target = target_of(m, inputs.workdir, "");
-                if m.from.is_some() {
-                    bail!("--mount=type=cache,from= is not supported yet");
-                }
                 let id = opt(m, "id").filter(|i| !i.is_empty()).unwrap_or(&target).to_string();
-                let dir = cache_dir(inputs.state_dir, &id, octal(m, 0o755)?, num(m, "uid")?, num(m, "gid")?)?;
+                // `from=` (with `source=`): a new cache starts as a copy of that
+                // directory of a stage or image instead of empty.
+                let seed = match &m.from {
+                    Some(from) => {
+                        let root = roots.root_of(from)?;
+                        let src = opt(m, "source").unwrap_or("/");
+                        Some((root.clone(), resolve_in_root(&root, &PathBuf::from("/").join(src), true)?))
+                    }
+                    None => None,
+                };
+                let dir = cache_dir(inputs.state_dir, &id, octal(m, 0o755)?, num(m, "uid")?, num(m, "gid")?, seed.as_ref().map(|(r, s)| (r.as_path(), s.as_path())))?;
                 let source = match opt(m, "sharing").unwrap_or("shared") {
                     "locked" => {
                         let lock = lock_file(&dir, true)?.expect("blocking lock");
@@ -316,7 +323,7 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
 
 /// The persistent directory behind a cache mount id, created with the mount's
 /// owner and mode the first time.
-fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32) -> Result<PathBuf> {
+fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Option<(&Path, &Path)>) -> Result<PathBuf> {
     use sha2::{Digest as _, Sha256};
     let key = hex::encode(Sha256::digest(id.as_bytes()));
     let dir = state_dir.join("cache-mounts").join(&key[..32]);
@@ -328,6 +335,25 @@ fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32) -> Resul
         nix::unistd::chown(&tmp, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
             .with_context(|| format!("chown of cache mount {id:?} to {uid}:{gid}"))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+        if let Some((root, src)) = seed {
+            if src.is_dir() {
+                let sources = vec![".".to_string()];
+                let req = crate::copy::CopyRequest {
+                    context: src,
+                    sources: &sources,
+                    dest: "/",
+                    workdir: "/",
+                    owner: None,
+                    chmod: None,
+                    parents: false,
+                    ignore: None,
+                    exclude: None,
+                    dest_is_dir: true,
+                    unpack_archives: false,
+                };
+                crate::copy::copy_into(&tmp, &req).with_context(|| format!("seeding cache mount {id:?} from {}", src.strip_prefix(root).unwrap_or(src).display()))?;
+            }
+        }
         if fs::rename(&tmp, &data).is_err() {
             let _ = fs::remove_dir(&tmp); // another build created it first
         }

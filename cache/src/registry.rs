@@ -183,8 +183,16 @@ fn into_error(op: String, target: String, f: Failure) -> RegistryError {
                      " (access denied: check the credentials for {host} in docker's config.json — `docker login {host}` — or in $REGISTRY_AUTH_FILE)"
                 ));
             }
-            if message.contains("certificate") {
+            let plain_http_to_tls = message.contains("400 Bad Request") && message.contains("http://");
+            if message.contains("certificate") || plain_http_to_tls {
                 let host = target.split('/').next().unwrap_or(&target);
+                if plain_http_to_tls {
+                    // A loopback registry is spoken to over HTTP unless told otherwise;
+                    // a 400 there usually means it speaks TLS.
+                    message.push_str(" (the registry may speak TLS:");
+                    message.push_str(" give its CA with --registry-certificate FILE, or --insecure-registry to skip verification)");
+                    return RegistryError::Transport { op, target, message };
+                }
                 message.push_str(&format!(
                     " (TLS: trust the registry's CA with --registry-certificate FILE, or use --insecure-registry {host})"
                 ));

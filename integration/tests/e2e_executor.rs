@@ -31,6 +31,7 @@ fn kaniko_flags_build_push_and_write_digest_files() {
         .arg("--single-snapshot")
         .arg("--reproducible")
         .arg("--skip-tls-verify")
+        .arg("--compression=zstd")
         .run();
     out.assert_success();
     let d = std::fs::read_to_string(&digest).unwrap();
@@ -40,6 +41,7 @@ fn kaniko_flags_build_push_and_write_digest_files() {
     assert!(tar.is_file(), "--tar-path wrote nothing");
     let img = Image::pull_from(&registry, "demo/kaniko:1");
     assert_eq!(img.cfg()["Labels"]["built-by"], "kaniko-pipeline");
+    assert_eq!(img.layers.last().unwrap().media_type, "application/vnd.oci.image.layer.v1.tar+zstd", "--compression=zstd");
     assert_eq!(img.tree.node("/app/hello.txt").text(), "hello from kiln\n");
     // --reproducible: timestamps are the epoch.
     assert_eq!(img.config["created"], "1970-01-01T00:00:00Z");

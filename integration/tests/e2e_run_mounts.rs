@@ -48,6 +48,7 @@ RUN --mount=type=cache,target=/var/cache/thing sh -c 'echo run >> /var/cache/thi
 RUN --mount=type=bind,source=data,target=/mnt cat /mnt/file > /from-bind
 RUN --mount=type=bind,source=data,target=/mnt,rw sh -c 'echo scribble > /mnt/new && ls /mnt > /rw-list'
 RUN --mount=type=bind,from=tools,source=/opt/tool,target=/tool cat /tool/msg > /from-stage
+RUN --mount=type=cache,id=seeded,target=/seeded,from=tools,source=/opt/tool cat /seeded/msg > /from-cache-seed
 RUN --mount=type=tmpfs,target=/scratch sh -c 'echo hi > /scratch/x && cat /scratch/x > /tmpfs-ok'
 RUN <<EOF
 #!/bin/sh
@@ -88,12 +89,13 @@ RUN --network=none sh -c 'grep -c : /proc/net/dev > /netdev-count'
     assert_eq!(t.node("/rw-list").text(), "file\nnew\n");
     assert_eq!(t.node("/from-stage").text(), "from the tools stage\n");
     assert_eq!(t.node("/tmpfs-ok").text(), "hi\n");
+    assert_eq!(t.node("/from-cache-seed").text(), "from the tools stage\n", "cache mount seeded from a stage");
     assert_eq!(t.node("/heredoc-shebang").text(), "heredoc 2\n");
     assert_eq!(t.node("/heredoc-plain").text(), "plain\n");
     // Only the loopback device in its own network namespace.
     assert_eq!(t.node("/netdev-count").text(), "1\n", "--network=none must leave only lo");
     // Mount points and their contents never reach the image.
-    for p in ["/run", "/run/secrets", "/var", "/var/cache/thing", "/mnt", "/tool", "/scratch", "/dev/pipes"] {
+    for p in ["/run", "/run/secrets", "/var", "/var/cache/thing", "/mnt", "/tool", "/seeded", "/scratch", "/dev/pipes"] {
         t.assert_absent(p);
     }
     assert!(!ctx.join("data/new").exists(), "a rw bind must not write to the context");
