@@ -306,21 +306,7 @@ impl BuildArgs {
             bail!("--push needs at least one -t REF to push to");
         }
         let outputs = self.outputs.iter().map(|o| parse_output(o)).collect::<Result<Vec<_>>>()?;
-        let mut build_args = BTreeMap::new();
-        for a in &self.build_args {
-            match a.split_once('=') {
-                Some((k, v)) if !k.is_empty() => {
-                    build_args.insert(k.to_string(), v.to_string());
-                }
-                Some(_) => bail!("--build-arg {a:?}: expected KEY=VALUE"),
-                None => {
-                    // Docker takes a bare KEY from the environment, and ignores it if unset.
-                    if let Ok(v) = std::env::var(a) {
-                        build_args.insert(a.clone(), v);
-                    }
-                }
-            }
-        }
+        let build_args = parse_build_args(&self.build_args)?;
         let mut platforms = Vec::new();
         for p in &self.platforms {
             for q in crate::platform::parse_list(p).with_context(|| format!("--platform {p}"))? {
@@ -398,6 +384,26 @@ impl BuildArgs {
             },
         })
     }
+}
+
+/// `--build-arg KEY=VALUE`s; a bare KEY is taken from the environment and ignored
+/// when unset, as Docker does.
+pub fn parse_build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut build_args = BTreeMap::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            Some(_) => bail!("--build-arg {a:?}: expected KEY=VALUE"),
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(build_args)
 }
 
 /// `$KILN_ROOT`, else `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.

@@ -6,15 +6,14 @@
 //! each step's cache-key material. The JSON of both is documented in
 //! `frontend/docs/parse-json.md` and versioned by its `schema_version` field.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use kiln_frontend::{
-    CmdLine, Command, CopySource, Dockerfile, Instruction, LowerOptions, Platform, StepInput,
+    CmdLine, Command, CopySource, Dockerfile, Instruction, LowerOptions, StepInput,
 };
 use serde_json::{json, Value};
 
@@ -212,49 +211,12 @@ fn parse_text(df: &Dockerfile) -> String {
     out
 }
 
-fn parse_platform(s: &str) -> Result<Platform> {
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] if !os.is_empty() && !arch.is_empty() => {
-            Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: None })
-        }
-        [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => {
-            Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: Some(v.to_string()) })
-        }
-        _ => bail!("--platform {s:?}: expected os/arch[/variant], e.g. linux/arm64"),
-    }
-}
-
-fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    Platform { os: "linux".into(), architecture: arch.into(), variant: None }
-}
-
 fn run_plan(args: PlanArgs) -> Result<String> {
     let (name, text) = read_dockerfile(&args.file, &args.context)?;
-    let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
-        match a.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                build_args.insert(k.to_string(), v.to_string());
-            }
-            Some(_) => bail!("--build-arg {a:?}: expected KEY=VALUE"),
-            None => {
-                if let Ok(v) = std::env::var(a) {
-                    build_args.insert(a.clone(), v);
-                }
-            }
-        }
-    }
-    let host = host_platform();
+    let build_args = crate::cli::parse_build_args(&args.build_args)?;
+    let host = crate::platform::host();
     let target_platform = match &args.platform {
-        Some(p) => parse_platform(p)?,
+        Some(p) => crate::platform::parse(p)?,
         None => host.clone(),
     };
     let opts = LowerOptions {

@@ -670,24 +670,13 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
             // last WORKDIR of a stage with no COPY/RUN after it makes its own layer.
             if final_workdir(stage, step_index) {
                 if let Some((_, rec)) = cx.hits.get(key.hex()) {
-                    let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { unreachable!("hits carry a layer") };
-                    state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone() });
-                    last_time = rec.history_created.clone().unwrap_or_else(|| cx.created.clone());
-                    state.push_history(&last_time, &step.created_by, false);
+                    last_time = use_cached(cx, &mut state, rec, &step.created_by);
                     continue;
                 }
                 if materialize_workdir(cx, &mut state)? {
                     last_time = cx.created.clone();
                     state.push_history(&last_time, &step.created_by, false);
-                    let l = state.layers.last().expect("a layer was added");
-                    let mut rec = CacheRecord::new(
-                        key,
-                        Some(LayerRecord { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size }),
-                        Some(l.diff_id.clone()),
-                        &step.created_by,
-                    );
-                    rec.history_created = Some(last_time.clone());
-                    cx.new_records.lock().expect("records").push(rec);
+                    remember(cx, key, &state, &step.created_by, &last_time);
                     continue;
                 }
             }
@@ -697,10 +686,7 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
         if let Some((_, rec)) = cx.hits.get(key.hex()) {
             progress::get().step(&StepRef { platform: &job.label, n, total, text: &step.source }, progress::State::Cached, None, None);
             cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { unreachable!("hits carry a layer") };
-            state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone() });
-            last_time = rec.history_created.clone().unwrap_or_else(|| cx.created.clone());
-            state.push_history(&last_time, &step.created_by, false);
+            last_time = use_cached(cx, &mut state, rec, &step.created_by);
             continue;
         }
         let sref = StepRef { platform: &job.label, n, total, text: &step.source };
@@ -714,19 +700,33 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
         last_time = cx.created.clone();
         state.push_history(&last_time, &step.created_by, false);
         if crate::keys::cacheable(&step.kind) {
-            let l = state.layers.last().expect("a step that ran added a layer");
-            let mut rec = CacheRecord::new(
-                key,
-                Some(LayerRecord { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size }),
-                Some(l.diff_id.clone()),
-                &step.created_by,
-            );
-            rec.history_created = Some(last_time.clone());
-            cx.new_records.lock().expect("records").push(rec);
+            remember(cx, key, &state, &step.created_by, &last_time);
         }
     }
     state.config.created = Some(last_time);
     Ok(state)
+}
+
+/// Take a step's layer from a cache hit; returns the history time it first ran.
+fn use_cached(cx: &Ctx, state: &mut ImageState, rec: &CacheRecord, created_by: &str) -> String {
+    let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { unreachable!("hits carry a layer") };
+    state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone() });
+    let time = rec.history_created.clone().unwrap_or_else(|| cx.created.clone());
+    state.push_history(&time, created_by, false);
+    time
+}
+
+/// Queue a cache record for the step that just added the last layer of `state`.
+fn remember(cx: &Ctx, key: &CacheKey, state: &ImageState, created_by: &str, time: &str) {
+    let l = state.layers.last().expect("the step added a layer");
+    let mut rec = CacheRecord::new(
+        key,
+        Some(LayerRecord { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size }),
+        Some(l.diff_id.clone()),
+        created_by,
+    );
+    rec.history_created = Some(time.to_string());
+    cx.new_records.lock().expect("records").push(rec);
 }
 
 /// Roots for `RUN --mount=type=bind`: stages and images mounted for the step (their

@@ -290,7 +290,7 @@ fn speaks_tls(registry: &str) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
     // A minimal TLS 1.2 ClientHello (one cipher suite, no extensions): any TLS
     // server answers with a handshake (0x16) or alert (0x15) record; an HTTP server
-    // answers "HTTP/1.x 400".
+    // answers "HTTP/1.x 400" once it sees a line end.
     let mut body = vec![0x03, 0x03];
     body.extend_from_slice(&[0u8; 32]); // random
     body.push(0); // session id
@@ -300,6 +300,10 @@ fn speaks_tls(registry: &str) -> bool {
     hs.extend_from_slice(&body);
     let mut hello = vec![0x16, 0x03, 0x01, (hs.len() >> 8) as u8, hs.len() as u8];
     hello.extend_from_slice(&hs);
+    // An HTTP server reads up to the end of a request line before it answers: end one,
+    // so a plain-HTTP registry replies 400 at once instead of waiting (a TLS server
+    // has answered the hello before it looks at these bytes).
+    hello.extend_from_slice(b"\r\n\r\n");
     if s.write_all(&hello).is_err() {
         return false;
     }
