@@ -45,6 +45,26 @@ pub struct CopyRequest<'a> {
     pub unpack_archives: bool,
 }
 
+impl<'a> CopyRequest<'a> {
+    /// Copy everything in `dir` into `dest` (a directory), owned by `owner` (None:
+    /// keep the owners), nothing excluded, no archive unpacking.
+    pub fn whole_dir(dir: &'a Path, sources: &'a [String], dest: &'a str, owner: Option<Owner>) -> Self {
+        CopyRequest {
+            context: dir,
+            sources,
+            dest,
+            workdir: "/",
+            owner,
+            chmod: None,
+            parents: false,
+            ignore: None,
+            exclude: None,
+            dest_is_dir: true,
+            unpack_archives: false,
+        }
+    }
+}
+
 impl CopyRequest<'_> {
     /// Whether a path is left out: by `.dockerignore` (`rel`: relative to the
     /// context) or by `--exclude` (`in_src`: relative to the source being copied).

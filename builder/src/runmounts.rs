@@ -338,19 +338,7 @@ fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Op
         if let Some((root, src)) = seed {
             if src.is_dir() {
                 let sources = vec![".".to_string()];
-                let req = crate::copy::CopyRequest {
-                    context: src,
-                    sources: &sources,
-                    dest: "/",
-                    workdir: "/",
-                    owner: None,
-                    chmod: None,
-                    parents: false,
-                    ignore: None,
-                    exclude: None,
-                    dest_is_dir: true,
-                    unpack_archives: false,
-                };
+                let req = crate::copy::CopyRequest::whole_dir(src, &sources, "/", None);
                 crate::copy::copy_into(&tmp, &req).with_context(|| format!("seeding cache mount {id:?} from {}", src.strip_prefix(root).unwrap_or(src).display()))?;
             }
         }

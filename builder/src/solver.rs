@@ -391,19 +391,7 @@ fn export_local(cx: &Ctx, images: &[(Platform, ImageState)], dest: &Path) -> Res
         let lowers = lower_dirs(cx, state)?;
         let snap = cx.snaps.prepare(&lowers)?;
         let sources = vec![".".to_string()];
-        let req = CopyRequest {
-            context: snap.merged(),
-            sources: &sources,
-            dest: "/",
-            workdir: "/",
-            owner: Some(Owner::default()),
-            chmod: None,
-            parents: false,
-            ignore: None,
-            exclude: None,
-            dest_is_dir: true,
-            unpack_archives: false,
-        };
+        let req = CopyRequest::whole_dir(snap.merged(), &sources, "/", Some(Owner::default()));
         copy::copy_into(&target, &req).with_context(|| format!("writing the rootfs to {}", target.display()))?;
         progress::get().info("output", &format!("wrote rootfs {} ({})", target.display(), platform::display(p)));
     }
@@ -964,18 +952,11 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                     if is_git(url) {
                         let tree = crate::fetch::git_checkout(url, &dir.0, spec.keep_git_dir)?;
                         // The repository's contents go into DEST, as a directory source.
+                        let all = [".".to_string()];
                         let req = CopyRequest {
-                            context: &tree,
-                            sources: &[".".to_string()],
-                            dest: &spec.dest,
                             workdir: &workdir,
-                            owner: owner.or(Some(Owner::default())),
                             chmod: chmod.as_ref(),
-                            parents: false,
-                            ignore: None,
-                            exclude: None,
-                            dest_is_dir: true,
-                            unpack_archives: false,
+                            ..CopyRequest::whole_dir(&tree, &all, &spec.dest, owner.or(Some(Owner::default())))
                         };
                         copy::copy_into(&root, &req)?;
                         continue;
@@ -1024,18 +1005,12 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
             }
             if let Some(dir) = staged.as_ref().filter(|_| !staged_names.is_empty()) {
                 let req = CopyRequest {
-                    context: &dir.0,
-                    sources: &staged_names,
-                    dest: &spec.dest,
                     workdir: &workdir,
-                    owner: owner.or(Some(Owner::default())),
                     chmod: chmod.as_ref(),
-                    parents: false,
-                    ignore: None,
-                    exclude: None,
                     dest_is_dir,
                     // Remote archives are not unpacked unless --unpack asks.
                     unpack_archives: spec.unpack == Some(true),
+                    ..CopyRequest::whole_dir(&dir.0, &staged_names, &spec.dest, owner.or(Some(Owner::default())))
                 };
                 copy::copy_into(&root, &req)?;
             }
