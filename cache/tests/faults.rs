@@ -185,7 +185,9 @@ async fn layers_are_pulled_in_parallel_within_the_bound() {
         // transfer last long enough to overlap), never by wall-clock time.
         eprintln!("bound {bound}: max connections {}", proxy.max_active_connections());
         assert!(proxy.max_active_connections() >= bound, "{}", proxy.max_active_connections());
-        assert!(proxy.max_active_connections() <= bound + 1, "{}", proxy.max_active_connections());
+        // Blob transfers are bounded; oci-client's short GET /v2/ probes (before each
+        // request) and the config fetch may overlap them: at most two more.
+        assert!(proxy.max_active_connections() <= bound + 2, "{}", proxy.max_active_connections());
         for l in &layers {
             assert!(dst.has(&l.digest().to_string().parse().unwrap()));
         }
