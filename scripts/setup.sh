@@ -28,7 +28,7 @@ DEB_CACHE=${KILN_DEB_CACHE:-/var/cache/kiln-testdata/debs}
 export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(docker-registry uidmap busybox-static qemu-user-static buildah skopeo umoci git
-          apache2-utils jq python3 curl ca-certificates)
+          apache2-utils jq python3 curl ca-certificates openssl)
 
 # ---------------------------------------------------------------- 1. packages
 installed() { dpkg-query -W -f='${db:Status-Status}\n' "$1" 2>/dev/null | grep -qx installed; }
