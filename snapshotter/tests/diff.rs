@@ -312,22 +312,3 @@ fn missing_upper_names_the_path() {
     let err = write_layer(Path::new("/nonexistent/upper"), &DiffOptions::default(), Vec::new()).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/upper"), "{err}");
 }
-
-/// Rough throughput check on a real tree: `KILN_BENCH_DIR=/usr/share cargo test
-/// -p kiln-snapshotter --release -- --ignored bench --nocapture`.
-#[test]
-#[ignore]
-fn bench_round_trip() {
-    let Some(dir) = std::env::var_os("KILN_BENCH_DIR") else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let blob = tmp.path().join("layer.tar.gz");
-    let t = std::time::Instant::now();
-    let d = write_layer(Path::new(&dir), &DiffOptions::default(), std::fs::File::create(&blob).unwrap()).unwrap();
-    eprintln!("write_layer: {:?}, {} compressed bytes", t.elapsed(), d.size);
-    let back = tmp.path().join("back");
-    std::fs::create_dir(&back).unwrap();
-    let t = std::time::Instant::now();
-    let a = apply_layer(std::fs::File::open(&blob).unwrap(), LayerCompression::Gzip, &back).unwrap();
-    eprintln!("apply_layer: {:?}, {} entries, {} skipped", t.elapsed(), a.entries, a.skipped.len());
-    assert_eq!(a.diff_id, d.diff_id);
-}
