@@ -621,8 +621,8 @@ impl Registry {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(Failure::Stream)?;
                 n += chunk.len() as u64;
-                if size.is_some_and(|s| n > s) {
-                    return Err(Failure::Bad(format!("blob is larger than the {} bytes announced", size.unwrap())));
+                if let Some(s) = size.filter(|s| n > *s) {
+                    return Err(Failure::Bad(format!("blob is larger than the {s} bytes announced")));
                 }
                 // Blocking write of a page-cache-bound file: short, and keeps the blob
                 // writer (with its atomic commit) the single way into the store.

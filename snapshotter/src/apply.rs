@@ -276,7 +276,7 @@ impl State {
         for c in &full {
             dst.push(std::ffi::OsStr::from_bytes(c));
         }
-        let pdir = dst.parent().unwrap().to_path_buf();
+        let pdir = dst.parent().map(Path::to_path_buf).unwrap_or_else(|| self.target.clone());
         let pmd = std::fs::symlink_metadata(&pdir).map_err(io_err(path, "stat"))?;
         crate::fsops::copy_node(&found.path, &found.md, &dst).map_err(io_err(path, "copy up hardlink target"))?;
         use std::os::unix::fs::MetadataExt;
@@ -344,7 +344,7 @@ impl State {
                 let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
                 let dfd = sys::openat(pfd, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
                     .map_err(io_err(path, "open opaque directory"))?;
-                let n = cstr(xattr::OPAQUE_XATTR.as_bytes()).unwrap();
+                let n = cstr(xattr::OPAQUE_XATTR.as_bytes()).map_err(io_err(path, "opaque xattr name"))?;
                 xattr::fset(dfd.as_fd(), &n, b"y").map_err(io_err(path, "set user.overlay.opaque"))?;
                 return Ok(true);
             }

@@ -11,7 +11,6 @@
 //!    is never resolved at all: callers operate on (parent fd, name) with no-follow
 //!    calls.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -81,7 +80,7 @@ impl Root {
     }
 
     fn open_in_root(&self, rel: &[u8]) -> io::Result<OwnedFd> {
-        let c = if rel.is_empty() { CString::new(".").unwrap() } else { sys::cstr(rel)? };
+        let c = if rel.is_empty() { c".".to_owned() } else { sys::cstr(rel)? };
         sys::openat2_in_root(self.fd.as_fd(), &c, libc::O_PATH | libc::O_DIRECTORY)
     }
 
@@ -95,7 +94,7 @@ impl Root {
             let fd = self.resolve_dir(comps, create)?;
             self.cache = Some((rel, fd));
         }
-        Ok(self.cache.as_ref().unwrap().1.as_fd())
+        self.cache.as_ref().map(|(_, fd)| fd.as_fd()).ok_or_else(|| io::Error::other("directory cache is empty"))
     }
 
     /// Like [`Root::dir`] but returns an owned fd and bypasses the cache (for when two

@@ -143,7 +143,8 @@ impl SnapshotStore {
         };
         match self.selected.set(kind) {
             Ok(()) => (kind, notice),
-            Err(_) => (*self.selected.get().unwrap(), None),
+            // Another thread chose first: its choice stands.
+            Err(_) => (self.selected.get().copied().unwrap_or(kind), None),
         }
     }
 
@@ -383,7 +384,7 @@ impl SnapshotStore {
     fn keep_rootfs(&self, rootfs: &Path, stack: &[PathBuf]) {
         let dest = self.rootfs_cache(stack);
         if fs::create_dir_all(self.root.join("native")).is_ok() && fs::rename(rootfs, &dest).is_ok() {
-            self.kept.lock().unwrap().push(dest);
+            self.kept.lock().unwrap_or_else(|p| p.into_inner()).push(dest);
         }
     }
 
