@@ -405,6 +405,24 @@ impl RegistryCache {
         }
     }
 
+    /// The manifest and config JSON of the cache image or manifest at `r` (None if
+    /// absent), with a description of it for errors.
+    async fn config_of(&self, r: &Reference, kind: &str) -> Result<Option<(String, serde_json::Value, serde_json::Value)>, CacheError> {
+        let Some((bytes, mdigest)) = self.registry.get_manifest(r).await? else {
+            return Ok(None);
+        };
+        let what = format!("{kind} {r} ({mdigest})");
+        let m: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        let cfg: Digest = m["config"]["digest"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| CacheError::Invalid { what: what.clone(), message: "no config digest".into() })?;
+        let cbytes = self.registry.get_blob(r, &cfg, MAX_CONFIG).await?;
+        let c = serde_json::from_slice(&cbytes).map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        Ok(Some((what, m, c)))
+    }
+
     fn repo_tag(repo: &Reference, key: &CacheKey) -> Result<Reference, CacheError> {
         repo.with_tag(key.hex())
             .map_err(|e| CacheError::Invalid { what: "cache repository".into(), message: e.to_string() })
@@ -412,19 +430,9 @@ impl RegistryCache {
 
     async fn probe_repo(&self, repo: &Reference, key: &CacheKey) -> Result<Option<CacheRecord>, CacheError> {
         let r = Self::repo_tag(repo, key)?;
-        let Some((bytes, mdigest)) = self.registry.get_manifest(&r).await? else {
+        let Some((what, m, c)) = self.config_of(&r, "cache image").await? else {
             return Ok(None);
         };
-        let what = format!("cache image {r} ({mdigest})");
-        let m: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
-        let cfg: Digest = m["config"]["digest"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| CacheError::Invalid { what: what.clone(), message: "no config digest".into() })?;
-        let cbytes = self.registry.get_blob(&r, &cfg, MAX_CONFIG).await?;
-        let c: serde_json::Value = serde_json::from_slice(&cbytes)
-            .map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
         let rec: CacheRecord = serde_json::from_value(c[RECORD_FIELD].clone())
             .map_err(|e| CacheError::Invalid { what: what.clone(), message: format!("{RECORD_FIELD}: {e}") })?;
         rec.check(key, &what)?;
@@ -493,19 +501,9 @@ impl RegistryCache {
     }
 
     async fn import_one(&self, r: &Reference) -> Result<Vec<CacheRecord>, CacheError> {
-        let Some((bytes, mdigest)) = self.registry.get_manifest(r).await? else {
+        let Some((what, _, c)) = self.config_of(r, "cache manifest").await? else {
             return Ok(Vec::new());
         };
-        let what = format!("cache manifest {r} ({mdigest})");
-        let m: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
-        let cfg: Digest = m["config"]["digest"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| CacheError::Invalid { what: what.clone(), message: "no config digest".into() })?;
-        let cbytes = self.registry.get_blob(r, &cfg, MAX_CONFIG).await?;
-        let c: serde_json::Value = serde_json::from_slice(&cbytes)
-            .map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
         let recs: BTreeMap<String, CacheRecord> = serde_json::from_value(c[RECORDS_FIELD].clone())
             .map_err(|e| CacheError::Invalid { what, message: format!("{RECORDS_FIELD}: {e}") })?;
         Ok(recs.into_iter().filter(|(k, rec)| *k == rec.key).map(|(_, rec)| rec).collect())

@@ -259,6 +259,23 @@ where
     retry(attempts, &what, transient, f).await.map_err(|e| into_error(op, r.name(), e))
 }
 
+/// Parse a manifest or index (`what`) and keep its bytes in the store.
+fn parse_and_keep<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    digest: &Digest,
+    r: &Reference,
+    store: &ContentStore,
+) -> Result<T, RegistryError> {
+    let parsed = serde_json::from_slice(bytes).map_err(|e| RegistryError::BadContent {
+        op: format!("parsing {what} {} of", short(digest)),
+        target: r.to_string(),
+        message: e.to_string(),
+    })?;
+    store.put(bytes).map_err(|source| RegistryError::Store { op: format!("storing {what} of"), target: r.to_string(), source })?;
+    Ok(parsed)
+}
+
 fn short(d: &Digest) -> String {
     format!("sha256:{}…", d.short())
 }
@@ -504,17 +521,8 @@ impl Registry {
                     message: "indexes nested too deeply".into(),
                 });
             }
-            let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadContent {
-                op: format!("parsing index {} of", short(&digest)),
-                target: r.to_string(),
-                message: e.to_string(),
-            })?;
             // Keep the index too: a later export or a digest-pinned rebuild may need it.
-            store.put(&bytes).map_err(|source| RegistryError::Store {
-                op: "storing index of".into(),
-                target: r.to_string(),
-                source,
-            })?;
+            let index: ImageIndex = parse_and_keep(&bytes, "index", &digest, r, store)?;
             let chosen = select(index.manifests(), platform).ok_or_else(|| RegistryError::NoMatchingPlatform {
                 target: r.to_string(),
                 wanted: platform_string(platform),
@@ -530,16 +538,7 @@ impl Registry {
             current = r.with_digest(d);
         }
 
-        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadContent {
-            op: format!("parsing manifest {} of", short(&digest)),
-            target: r.to_string(),
-            message: e.to_string(),
-        })?;
-        store.put(&bytes).map_err(|source| RegistryError::Store {
-            op: "storing manifest of".into(),
-            target: r.to_string(),
-            source,
-        })?;
+        let manifest: ImageManifest = parse_and_keep(&bytes, "manifest", &digest, r, store)?;
 
         let config_digest = parse_oci_digest(manifest.config().digest())
             .map_err(|e| into_error("reading manifest of".into(), r.to_string(), e))?;
