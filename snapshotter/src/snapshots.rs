@@ -520,19 +520,7 @@ impl ActiveSnapshot {
         use std::os::unix::fs::MetadataExt;
         self.unmount()?;
         for stub in self.stubs.drain(..).rev() {
-            let p = self.upper.join(&stub.rel);
-            match fs::symlink_metadata(&p) {
-                Ok(md) if md.is_dir() => {
-                    let _ = fs::remove_dir(&p);
-                }
-                Ok(md) if md.len() == 0 => {
-                    let _ = fs::remove_file(&p);
-                }
-                _ => {}
-            }
-            for d in stub.created_dirs.iter().rev() {
-                let _ = fs::remove_dir(self.upper.join(d)); // fails (keeps it) if the step filled it
-            }
+            remove_stub_paths(&self.upper, &stub);
             for (d, mode, uid, gid) in stub.existing.iter().rev() {
                 let p = self.upper.join(d);
                 let unchanged = fs::symlink_metadata(&p)
@@ -549,25 +537,13 @@ impl ActiveSnapshot {
 
     fn remove_stubs_native(&mut self) -> Result<(), SnapshotError> {
         for stub in self.stubs.drain(..).rev() {
-            let p = self.merged.join(&stub.rel);
             // Only undo the mtime change if the step did not change the directory too.
             let restore = stub
                 .parent_times
                 .as_ref()
                 .filter(|(rel, _, after)| mtime_of(&self.merged.join(rel)) == Some(*after))
                 .map(|(rel, before, _)| (self.merged.join(rel), *before));
-            match fs::symlink_metadata(&p) {
-                Ok(md) if md.is_dir() => {
-                    let _ = fs::remove_dir(&p);
-                }
-                Ok(md) if md.len() == 0 => {
-                    let _ = fs::remove_file(&p);
-                }
-                _ => {}
-            }
-            for d in stub.created_dirs.iter().rev() {
-                let _ = fs::remove_dir(self.merged.join(d));
-            }
+            remove_stub_paths(&self.merged, &stub);
             if let Some((p, before)) = restore {
                 crate::fsops::set_mtime(&p, before.0, before.1).map_err(io_err(&p))?;
             }
@@ -588,6 +564,25 @@ impl Drop for ActiveSnapshot {
     fn drop(&mut self) {
         let _ = self.unmount();
         remove_tree(&self.dir);
+    }
+}
+
+/// Remove a stub (an empty file, device node or empty directory: never something the
+/// step filled) and the directories created for it, below `base`. Whatever the step
+/// put there keeps its place (the removals fail).
+fn remove_stub_paths(base: &Path, stub: &Stub) {
+    let p = base.join(&stub.rel);
+    match fs::symlink_metadata(&p) {
+        Ok(md) if md.is_dir() => {
+            let _ = fs::remove_dir(&p);
+        }
+        Ok(md) if md.len() == 0 => {
+            let _ = fs::remove_file(&p);
+        }
+        _ => {}
+    }
+    for d in stub.created_dirs.iter().rev() {
+        let _ = fs::remove_dir(base.join(d));
     }
 }
 
