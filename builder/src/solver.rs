@@ -226,7 +226,7 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
 
     // Every key up front: the context is hashed once (incrementally, with a stat
     // cache), then all keys are probed in parallel before anything runs.
-    let hasher_ignore = crate::dockerignore::load_for(&opts.context, &opts.dockerfile)?;
+    let hasher_ignore = ignore.clone();
     let hasher_cache = crate::context::ContextHasher::cache_dir_for(&opts.state_dir, &opts.context);
     let mut hasher = crate::context::ContextHasher::new(&opts.context, hasher_ignore, Some(&hasher_cache))?;
     hasher.set_allow_empty_wildcard(true);
@@ -349,7 +349,7 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
         fetch_lazy(&cx).await?;
     }
     let digest = match export::export(&cx.opts, &cx.store, &registry, images.clone(), &mount_from).await {
-        Err(e) if !cx.lazy.lock().expect("lazy map").is_empty() && format!("{e:#}").contains("not in the content store") => {
+        Err(e) if !cx.lazy.lock().expect("lazy map").is_empty() && missing_blob(&e) => {
             fetch_lazy(&cx).await?;
             export::export(&cx.opts, &cx.store, &registry, images, &mount_from).await?
         }
@@ -359,6 +359,16 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
     let cached = cx.counts.1.load(std::sync::atomic::Ordering::Relaxed);
     progress::get().summary(&digest.to_string(), ran, cached);
     Ok(())
+}
+
+/// Whether an export failed because a blob is not in the content store (a lazily
+/// cached layer the registry could not mount).
+fn missing_blob(e: &anyhow::Error) -> bool {
+    use kiln_cache::{RegistryError, StoreError};
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<StoreError>(), Some(StoreError::NotFound(_)))
+            || matches!(c.downcast_ref::<RegistryError>(), Some(RegistryError::Store { source: StoreError::NotFound(_), .. }))
+    })
 }
 
 /// Download every cached layer that was not needed so far.

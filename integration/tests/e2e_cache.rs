@@ -198,3 +198,27 @@ fn df_and_prune_all_empty_the_state_and_a_rebuild_still_works() {
     out.assert_success();
     assert_eq!(runs(&out), 2, "{out}");
 }
+
+#[test]
+fn cached_layers_pushed_to_another_registry_are_fetched_first() {
+    let cache_registry = Registry::start();
+    seed_base_images(&cache_registry);
+    let target = Registry::start();
+    seed_base_images(&target);
+    let cache_repo = cache_registry.reference("cache/app");
+    let a = Sandbox::new();
+    a.kiln().build().args(["--cache-repo", &cache_repo]).arg(app_context(&a, &cache_registry, "a")).run().assert_success();
+    // A second machine: its layers are lazy hits in a registry the target cannot
+    // mount from, so the push must download them first.
+    let b = Sandbox::new();
+    let ctx = b
+        .new_context("b")
+        .file("Dockerfile", std::fs::read_to_string(app_context(&b, &cache_registry, "tmp").join("Dockerfile")).unwrap())
+        .file("app.txt", "version 1\n")
+        .build();
+    let out = b.kiln().build().args(["--cache-repo", &cache_repo]).tag(&target.reference("demo/app:1")).push().arg(&ctx).run();
+    out.assert_success();
+    assert_eq!(runs(&out), 0, "{out}");
+    let img = Image::pull_from(&target, "demo/app:1");
+    assert_eq!(img.tree.node("/app/both.txt").text(), "version 1\nbuilt\n");
+}
