@@ -172,7 +172,7 @@ impl Sandbox {
     }
 
     /// Copy `testdata/cases/CASE` into the sandbox, with `127.0.0.1:5000` in
-    /// every `Dockerfile*` rewritten to the test registry's address.
+    /// every Dockerfile (`Dockerfile*`, `*.Dockerfile`) rewritten to the test registry's address.
     #[track_caller]
     pub fn context(&self, case: &str, registry: &Registry) -> PathBuf {
         self.context_with_host(case, &registry.host())
@@ -193,7 +193,10 @@ impl Sandbox {
         for e in fs::read_dir(&dst).unwrap() {
             let p = e.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("Dockerfile") && p.is_file() {
+            // `Dockerfile`, `Dockerfile.x` and `x.Dockerfile` (a `-f` target) all name the
+            // base by the default registry address; their `.dockerignore` files do not.
+            let is_dockerfile = name.to_ascii_lowercase().contains("dockerfile") && !name.ends_with(".dockerignore");
+            if is_dockerfile && p.is_file() {
                 let s = fs::read_to_string(&p).unwrap();
                 fs::write(&p, s.replace("127.0.0.1:5000", registry_host)).unwrap();
             }
