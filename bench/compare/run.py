@@ -190,8 +190,8 @@ class Bench:
         self.kiln = os.path.join(self.w, "bin", "kiln")
         self.env = {"HOME": os.path.join(self.w, "home"), "XDG_RUNTIME_DIR": os.path.join(self.w, "run"),
                     "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-                    "KILN_ROOT": os.path.join(self.w, "kiln-root")}
-        self.broot = os.path.join(self.w, "buildah")
+                    "KILN_ROOT": os.path.join(self.w, "state", "kiln", "root")}
+        self.broot = os.path.join(self.w, "state", "buildah")
         self.results = []
         self.notes = []
 
@@ -257,17 +257,42 @@ class Bench:
         return [self.as_user("env", "-i", *env, *bud + [ctx]),
                 self.as_user("env", "-i", *env, *b, "push", "--tls-verify=false", ref)]
 
+    def fresh_fs(self, mnt):
+        """A new, empty, journaled ext4 filesystem mounted at `mnt` (a loop-mounted
+        sparse file): the state a fresh CI pod's emptyDir starts from. Deleting the
+        previous state instead is not neutral on this VM's root filesystem, which is
+        ext4 without a journal: for ~30 s after a mass delete, ext4 skips recently
+        deleted inodes when allocating (`recently_deleted()`), and creating the next
+        10k-100k files crawls. Inode tables are initialised by mkfs, so no
+        background `ext4lazyinit` writes during the builds."""
+        self.drop_fs(mnt)
+        os.makedirs(mnt, exist_ok=True)
+        img = mnt + ".img"
+        sh("truncate", "-s", f"{self.a.fs_gib}G", img)
+        sh("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", img)
+        sh("mount", "-o", "loop", img, mnt)
+
+    def drop_fs(self, mnt):
+        if subprocess.run(["mountpoint", "-q", mnt]).returncode == 0:
+            if subprocess.run(["umount", mnt]).returncode != 0:
+                sh("umount", "-l", mnt)
+        shutil.rmtree(mnt, ignore_errors=True)
+        if os.path.exists(mnt + ".img"):
+            os.unlink(mnt + ".img")
+
     def reset(self, name, variant):
         """Cold state: no local store/cache for the tool, the image's repository gone."""
-        if variant.startswith("kiln"):
-            shutil.rmtree(self.env["KILN_ROOT"], ignore_errors=True)
-            os.makedirs(self.env["KILN_ROOT"])
-            chown_tree(self.env["KILN_ROOT"])
+        state = os.path.dirname(self.env["KILN_ROOT"]) if variant.startswith("kiln") else self.broot
+        if self.a.fresh_fs:
+            self.fresh_fs(state)
         else:
-            shutil.rmtree(self.broot, ignore_errors=True)
+            shutil.rmtree(state, ignore_errors=True)
+        if variant.startswith("kiln"):
+            os.makedirs(self.env["KILN_ROOT"])
+        else:
             os.makedirs(os.path.join(self.broot, "root"))
             os.makedirs(os.path.join(self.broot, "runroot"))
-            chown_tree(self.broot)
+        chown_tree(state)
         repo = os.path.join(self.regdir, "storage/docker/registry/v2/repositories/bench", f"{name}-{variant}")
         shutil.rmtree(repo, ignore_errors=True)
 
@@ -300,6 +325,9 @@ class Bench:
                 self.measure(name, v, "warm", run)
                 if c.get("rerun"):
                     self.measure(name, v, "rerun", run)
+        if self.a.fresh_fs:
+            for v in variants:
+                self.drop_fs(os.path.dirname(self.env["KILN_ROOT"]) if v.startswith("kiln") else self.broot)
 
     def wait_quiet(self):
         end = time.monotonic() + self.a.wait_quiet
@@ -365,6 +393,10 @@ def main():
     ap.add_argument("--wait-quiet", type=int, default=0, help="wait up to SECS for no cargo/rustc and load < 1")
     ap.add_argument("--native-all-runs", action="store_true",
                     help="measure kiln-native (files-* cases) in every run, not only the first")
+    ap.add_argument("--no-fresh-fs", dest="fresh_fs", action="store_false",
+                    help="cold = delete the tool's state on the current filesystem (the pre-2026-11-23-06:00 "
+                         "protocol) instead of a new ext4 filesystem per cold build")
+    ap.add_argument("--fs-gib", type=int, default=8, help="size of each sparse state filesystem")
     ap.add_argument("--keep-registry", action="store_true", help="leave the registry running at the end")
     a = ap.parse_args()
     if os.getuid() != 0:
@@ -382,7 +414,8 @@ def main():
     quiet = b.wait_quiet() if a.wait_quiet else None
     head = (f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs ({cpu}), "
             f"MemTotal {mem}, Linux {os.uname().release}; {kv}; {bv}; runs {a.runs}; "
-            f"load at start {open('/proc/loadavg').read().split()[:3]}, cargo/rustc running: {len(busy_processes())}"
+            f"load at start {open('/proc/loadavg').read().split()[:3]}, cargo/rustc running: {len(busy_processes())}; "
+            f"cold state: {'fresh ext4 (journal) per cold build' if a.fresh_fs else 'deleted in place'}"
             + ("" if quiet is None else f", quiet after waiting: {quiet}"))
     print("#", head, flush=True)
     t0 = time.monotonic()

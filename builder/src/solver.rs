@@ -803,11 +803,21 @@ fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
             None => {
                 let compression = media::layer_compression(&l.media_type)
                     .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
+                let t0 = std::time::Instant::now();
                 cx.ensure_blob(l)?;
+                let t1 = std::time::Instant::now();
                 let blob = cx.store.open_blob(&l.digest)?;
-                cx.snaps
+                let dir = cx
+                    .snaps
                     .unpack_onto(&l.diff_id, &dirs, std::io::BufReader::new(blob), compression)
-                    .with_context(|| format!("unpacking layer {}", l.digest))?
+                    .with_context(|| format!("unpacking layer {}", l.digest))?;
+                tracing::debug!(
+                    layer = %l.digest,
+                    fetch_ms = (t1 - t0).as_millis() as u64,
+                    unpack_ms = t1.elapsed().as_millis() as u64,
+                    "layer unpacked"
+                );
+                dir
             }
         };
         dirs.push(dir);
@@ -845,7 +855,9 @@ fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<bool> {
 
 fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<'_>, step_no: usize) -> Result<()> {
     let lowers = lower_dirs(cx, state)?;
+    let t0 = std::time::Instant::now();
     let mut active = cx.snaps.prepare(&lowers)?;
+    tracing::debug!(step = step_no, ms = t0.elapsed().as_millis() as u64, "rootfs prepared");
     let root = active.merged().to_path_buf();
     let workdir = state.workdir();
     // Docker creates the working directory if the image lacks it, owned by the
@@ -915,7 +927,9 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 chroot,
             };
             let spec_path = cx.scratch.join(format!("run-{}-{}.json", std::process::id(), next_id()));
+            let t0 = std::time::Instant::now();
             let code = sandbox::run(&spec, &spec_path, step_no)?;
+            tracing::debug!(step = step_no, ms = t0.elapsed().as_millis() as u64, code, "RUN finished");
             drop(prepared);
             drop(roots);
             if code != 0 {
@@ -1043,10 +1057,21 @@ fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveSnapshot) ->
     let mut w = cx.store.writer()?;
     // overlay: the upperdir (hardlinks broken by copy-up repaired); native: the
     // walk-and-compare diff in the same format.
+    let t0 = std::time::Instant::now();
     let upper = active.diff().context("computing the step's changes")?;
+    let t1 = std::time::Instant::now();
     let digests = write_layer(upper, &opts, &mut w).context("writing the layer")?;
     let (digest, size) = w.commit(Some(&digests.digest))?;
+    let t2 = std::time::Instant::now();
     cx.snaps.commit(active, &digests.diff_id)?;
+    tracing::debug!(
+        layer = %digest,
+        size,
+        diff_ms = (t1 - t0).as_millis() as u64,
+        write_ms = (t2 - t1).as_millis() as u64,
+        commit_ms = t2.elapsed().as_millis() as u64,
+        "layer committed"
+    );
     state.push_layer(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id });
     Ok(())
 }

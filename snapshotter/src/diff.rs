@@ -85,9 +85,14 @@ pub struct LayerDigests {
     pub media_type: &'static str,
 }
 
+/// Compression threads: the machine's parallelism, at most 8.
+fn workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8)
+}
+
 /// The compressor between the tar hasher and the blob hasher.
 enum Encoder<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(crate::pgzip::ParGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
@@ -97,16 +102,16 @@ impl<W: Write> Encoder<W> {
         Ok(match c {
             Compression::Gzip => {
                 let level = opts.gzip_level.unwrap_or(6).min(9);
-                // No file name and mtime 0 in the gzip header: deterministic output.
-                Encoder::Gzip(flate2::GzBuilder::new().mtime(0).write(out, flate2::Compression::new(level)))
+                // Blocks compressed in parallel; the bytes depend on the level only
+                // (not on the worker count), with no name or time in the header.
+                Encoder::Gzip(crate::pgzip::ParGzEncoder::new(out, level, workers()))
             }
             Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(out, opts.zstd_level.unwrap_or(3))?;
                 // Always at least one worker: zstd's multithreaded output depends on
                 // the parameters but not on the worker count, so the same layer is
                 // bit-identical on a 2-core CI runner and a 64-core laptop.
-                let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
-                e.multithread(workers as u32)?;
+                e.multithread(workers() as u32)?;
                 Encoder::Zstd(e)
             }
             Compression::None => Encoder::None(out),

@@ -19,6 +19,7 @@ mod links;
 mod merged;
 mod native;
 pub mod overlay;
+pub mod pgzip;
 mod safepath;
 pub mod snapshots;
 mod sys;
