@@ -169,3 +169,38 @@ fn registry_with_basic_auth() {
     let img = Image::pull_from(&registry, "base/busybox:latest");
     assert_eq!(img.layer_digests(), base.layer_digests);
 }
+
+/// No file of a copied case may still name the default registry address: a case
+/// must build against the test's own registry, never one that happens to run on
+/// 127.0.0.1:5000 on a developer's machine (CI once failed on a `-f x.Dockerfile`
+/// that the rewrite missed). expect.json is rewritten when loaded instead.
+#[test]
+fn copied_cases_name_only_the_test_registry() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                walk(&p, out);
+            } else if md.is_file() && p.file_name().is_some_and(|n| n != "expect.json") {
+                out.push(p);
+            }
+        }
+    }
+    let sb = Sandbox::new();
+    let mut stale = Vec::new();
+    let names = kiln_integration::cases::all_case_names();
+    assert!(names.len() > 50, "{names:?}");
+    for case in names {
+        let ctx = sb.context_with_host(&case, "127.0.0.1:45678");
+        let mut files = Vec::new();
+        walk(&ctx, &mut files);
+        for f in files {
+            let bytes = std::fs::read(&f).unwrap();
+            if bytes.windows(14).any(|w| w == b"127.0.0.1:5000") {
+                stale.push(f.display().to_string());
+            }
+        }
+    }
+    assert!(stale.is_empty(), "still naming 127.0.0.1:5000 after the rewrite: {stale:#?}");
+}

@@ -64,6 +64,26 @@ pub fn apply_layer_onto<R: Read>(
     target: &Path,
     lowers: &[std::path::PathBuf],
 ) -> Result<Applied, ApplyError> {
+    // KILN_UNPACK_WORKERS overrides (0: none), for measuring and as an escape hatch.
+    let workers = match std::env::var("KILN_UNPACK_WORKERS").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(n) => n.min(16),
+        None => {
+            let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
+            if n > 1 { n } else { 0 }
+        }
+    };
+    apply_layer_onto_with_workers(reader, compression, target, lowers, workers)
+}
+
+/// [`apply_layer_onto`] with `workers` file-creating threads (0: everything on the
+/// calling thread). The result does not depend on it; tests compare the two.
+pub fn apply_layer_onto_with_workers<R: Read>(
+    reader: R,
+    compression: LayerCompression,
+    target: &Path,
+    lowers: &[std::path::PathBuf],
+    workers: usize,
+) -> Result<Applied, ApplyError> {
     let decoded: Box<dyn Read + '_> = match compression {
         LayerCompression::None => Box::new(reader),
         // Multi-member: some tools write concatenated gzip members.
@@ -84,6 +104,13 @@ pub fn apply_layer_onto<R: Read>(
         lowers: lowers.iter().rev().cloned().collect(),
         depends_on_lowers: false,
         buf: vec![0u8; 64 * 1024],
+        seq: 0,
+        names: std::collections::HashSet::new(),
+        workers,
+        quick: true,
+        pool: None,
+        done: Vec::new(),
+        finished: Vec::new(),
     };
     let mut entries = 0u64;
     {
@@ -98,9 +125,14 @@ pub fn apply_layer_onto<R: Read>(
     // The tar reader stops at the first zero block; the diffID covers the whole
     // decompressed stream, so read the rest (second zero block, record padding).
     io::copy(&mut hashing, &mut io::sink()).map_err(ApplyError::Read)?;
+    state.barrier()?;
     state.finish_dir_times()?;
     let (_, diff_id, _) = hashing.hash.finish();
-    Ok(Applied { diff_id, entries, skipped: state.skipped, depends_on_lowers: state.depends_on_lowers })
+    // In tar order, whichever thread noticed them.
+    let mut skipped = std::mem::take(&mut state.skipped);
+    skipped.sort_by_key(|(seq, _)| *seq);
+    let skipped = skipped.into_iter().map(|(_, m)| m).collect();
+    Ok(Applied { diff_id, entries, skipped, depends_on_lowers: state.depends_on_lowers })
 }
 
 /// Hashes everything read through it: the diffID is computed while streaming.
@@ -118,17 +150,18 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Metadata of one entry, with PAX records taking precedence over header fields.
-struct Meta {
+pub(crate) struct Meta {
     uid: u64,
     gid: u64,
-    mode: u32,
+    pub(crate) mode: u32,
     mtime: (i64, u32),
     xattrs: Vec<(String, Vec<u8>)>,
 }
 
 struct State {
     root: Root,
-    skipped: Vec<String>,
+    /// (entry number, message), sorted at the end: workers report out of order.
+    skipped: Vec<(u64, String)>,
     /// Directory mtimes, applied at the end: writing children changes them.
     dir_times: Vec<(Components, (i64, u32))>,
     target: std::path::PathBuf,
@@ -138,13 +171,28 @@ struct State {
     /// File data goes through this one buffer: allocating (and zeroing) it per
     /// entry showed up in profiles of layers with many small files.
     buf: Vec<u8>,
+    /// Number of the entry being applied.
+    seq: u64,
+    /// Hashes of (parent directory inode, name) of every node made by the quick
+    /// paths (see [`State::barrier`]). A collision only costs a barrier.
+    names: std::collections::HashSet<u64>,
+    /// File-creating threads to use (0: none); the pool starts at the first job.
+    workers: usize,
+    /// Quick paths allowed. Off for the rest of a layer once something was copied
+    /// up from the lowers: copy-ups make names that `names` does not know.
+    quick: bool,
+    pool: Option<crate::unpack_pool::Pool>,
+    /// Finished jobs that need the barrier: failed ones, and names that existed.
+    done: Vec<crate::unpack_pool::Done>,
+    /// Scratch for jobs finished while submitting.
+    finished: Vec<crate::unpack_pool::Done>,
 }
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn io_err<'a>(path: &'a str, op: &'static str) -> impl FnOnce(io::Error) -> ApplyError + 'a {
+pub(crate) fn io_err<'a>(path: &'a str, op: &'static str) -> impl FnOnce(io::Error) -> ApplyError + 'a {
     move |source| ApplyError::Io { path: path.to_string(), op, source }
 }
 
@@ -224,10 +272,12 @@ impl State {
         if self.lowers.is_empty() {
             return Ok(None);
         }
+        self.barrier()?;
         let mut all: Vec<&Path> = vec![self.target.as_path()];
         all.extend(self.lowers.iter().map(|p| p.as_path()));
         let (resolved, existing) = crate::merged::resolve_dir(&all, parent)
             .map_err(|e| unsafe_err(path, format!("parent directory cannot be resolved in the lower layers: {e}")))?;
+        self.quick = false;
         crate::links::copy_up_parents(&self.target, &all, &resolved[..existing])
             .map_err(io_err(path, "copy up parent directory from a lower layer"))?;
         // Copied-up parents keep the mtime they have below once the entries are in.
@@ -274,6 +324,8 @@ impl State {
             return Ok(None);
         }
         self.depends_on_lowers = true;
+        // (Hardlinks are never quick: the barrier has been passed.)
+        self.quick = false;
         crate::links::copy_up_parents(&self.target, &all, &resolved)
             .map_err(io_err(path, "copy up parent directory from a lower layer"))?;
         let mut dst = self.target.clone();
@@ -294,6 +346,7 @@ impl State {
     /// Apply one tar entry. Returns false for entries that are not files of the
     /// image (global PAX headers), which are not counted.
     fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<bool, ApplyError> {
+        self.seq += 1;
         let raw_name = entry.path_bytes().into_owned();
         let path = lossy(&raw_name);
         let path = path.as_str();
@@ -326,7 +379,7 @@ impl State {
 
         // Below an AUFS metadata directory (`.wh..wh.plnk/...`): not image content.
         if parent.iter().any(|c| c.starts_with(whiteout::AUFS_META_PREFIX)) {
-            self.skipped.push(format!("{path}: AUFS metadata entry ignored"));
+            self.skip(format!("{path}: AUFS metadata entry ignored"));
             return Ok(true);
         }
         let resolved_parent = self.place_parent(parent, path)?;
@@ -338,10 +391,39 @@ impl State {
             }
             None => (parent, comps.clone()),
         };
-        match whiteout::classify(name) {
+        use tar::EntryType as T;
+        let wkind = whiteout::classify(name);
+        // Quick paths (no barrier, see `barrier`): a new name for a directory, file
+        // or symlink in a directory of this layer. Every other entry, and every name
+        // made before, first waits for the queued files. Names are recorded for all
+        // entries, so that a later quick entry never meets a name made here.
+        let made = match &wkind {
+            Kind::Normal => Some(name.as_slice()),
+            Kind::Whiteout(real) => Some(*real),
+            Kind::AufsMeta | Kind::Opaque => None,
+        };
+        let quick = self.quick
+            && resolved_parent.is_none()
+            && matches!(wkind, Kind::Normal)
+            && matches!(kind, T::Directory | T::Regular | T::Continuous | T::Symlink);
+        let mut fresh = false;
+        if let (Some(made), true) = (made, self.workers > 0) {
+            // A parent that does not resolve yet may be a queued file (then this
+            // entry must fail as it would in order) or is to be made: wait first.
+            if self.root.dir_id(parent, false, false).is_err() {
+                self.barrier()?;
+            }
+            let (_, ino) = self.root.dir_id(parent, true, true).map_err(io_err(path, "open parent directory"))?;
+            self.record_made_dirs();
+            fresh = self.names.insert(name_key(ino, made)) && quick;
+        }
+        if !fresh {
+            self.barrier()?;
+        }
+        match wkind {
             Kind::Normal => {}
             Kind::AufsMeta => {
-                self.skipped.push(format!("{path}: AUFS metadata entry ignored"));
+                self.skip(format!("{path}: AUFS metadata entry ignored"));
                 return Ok(true);
             }
             Kind::Opaque => {
@@ -369,8 +451,28 @@ impl State {
         }
 
         let cname = cstr(name).map_err(io_err(path, "name"))?;
-        use tar::EntryType as T;
         match kind {
+            T::Regular | T::Continuous if fresh && entry.size() <= crate::unpack_pool::MAX_JOB_BYTES => {
+                let mut data = Vec::with_capacity(entry.size() as usize);
+                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                let pfd = pfd.try_clone_to_owned().map_err(io_err(path, "open parent directory"))?;
+                let job = crate::unpack_pool::Job {
+                    seq: self.seq,
+                    pfd,
+                    name: cname,
+                    parent: parent.to_vec(),
+                    data,
+                    meta,
+                    path: path.to_string(),
+                };
+                let workers = self.workers;
+                let pool = self.pool.get_or_insert_with(|| crate::unpack_pool::Pool::start(workers));
+                pool.submit(job, &mut self.finished)?;
+                if self.absorb_finished() {
+                    self.barrier()?;
+                }
+            }
             T::Directory => {
                 let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
                 let existing = sys::fstatat_nofollow(pfd, &cname).map_err(io_err(path, "stat"))?;
@@ -392,39 +494,23 @@ impl State {
                 self.dir_times.push((comps.clone(), meta.mtime));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
-                // Create first and clear the way only if something is there: most
-                // entries are new, and a lookup before each create costs a directory
-                // search per file. O_EXCL never follows a symlink at the name.
-                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                let fd = match sys::openat(pfd, &cname, flags, meta.mode & 0o777) {
-                    Err(e) if errno(&e) == libc::EEXIST => {
-                        self.remove_existing(parent, &cname, path)?;
-                        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                        sys::openat(pfd, &cname, flags, meta.mode & 0o777)
-                    }
-                    r => r,
-                }
-                .map_err(io_err(path, "create file"))?;
-                let mut file = std::fs::File::from(fd);
-                copy_data(&mut entry, &mut file, &mut self.buf).map_err(|e| match e {
-                    CopyError::Read(e) => ApplyError::Read(e),
-                    CopyError::Write(e) => io_err(path, "write file")(e),
-                })?;
-                // Order matters: chown clears setuid/setgid and security.capability,
-                // so chown, then chmod, then xattrs.
-                self.set_owner_mode_fd(file.as_fd(), &meta, path)?;
-                self.set_xattrs_fd(file.as_fd(), &meta, path)?;
-                sys::futimens(file.as_fd(), meta.mtime.0, meta.mtime.1).map_err(io_err(path, "set mtime"))?;
+                self.write_file(parent, &cname, &mut entry, &meta, path)?;
             }
             T::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| unsafe_err(path, "symlink without a target"))?;
                 // The target is stored verbatim: we never follow it ourselves (parents
                 // are resolved in-root, final components not at all).
                 let target = cstr(&target).map_err(io_err(path, "symlink target"))?;
-                self.remove_existing(parent, &cname, path)?;
                 let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                sys::symlinkat(&target, pfd, &cname).map_err(io_err(path, "symlink"))?;
+                match sys::symlinkat(&target, pfd, &cname) {
+                    Err(e) if errno(&e) == libc::EEXIST => {
+                        self.remove_existing(parent, &cname, path)?;
+                        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                        sys::symlinkat(&target, pfd, &cname)
+                    }
+                    r => r,
+                }
+                .map_err(io_err(path, "symlink"))?;
                 self.finish_special(parent, &cname, &meta, path, false)?;
             }
             T::Link => {
@@ -482,7 +568,7 @@ impl State {
                     // rootless build cannot make them (only 0/0 whiteouts). The
                     // container gets its /dev from the runtime anyway.
                     Err(e) if errno(&e) == libc::EPERM => {
-                        self.skipped.push(format!("{path}: device {major}:{minor} not created: {e}"));
+                        self.skip(format!("{path}: device {major}:{minor} not created: {e}"));
                         return Ok(true);
                     }
                     Err(e) => return Err(io_err(path, "mknod")(e)),
@@ -490,7 +576,7 @@ impl State {
                 self.finish_special(parent, &cname, &meta, path, true)?;
             }
             other => {
-                self.skipped.push(format!("{path}: unsupported tar entry type {:?} ignored", other));
+                self.skip(format!("{path}: unsupported tar entry type {:?} ignored", other));
             }
         }
         Ok(true)
@@ -499,6 +585,9 @@ impl State {
     /// Remove whatever is at parent/name (recursively for a directory), without
     /// following symlinks. Missing is fine.
     fn remove_existing(&mut self, parent: &[Vec<u8>], name: &std::ffi::CStr, path: &str) -> Result<(), ApplyError> {
+        // Nothing is removed while files are being created: the removed tree could
+        // be where a queued file goes.
+        self.barrier()?;
         let pfd = match self.root.dir(parent, true) {
             Ok(fd) => fd,
             Err(e) => return Err(io_err(path, "open parent directory")(e)),
@@ -515,74 +604,139 @@ impl State {
         Ok(())
     }
 
-    fn chown_failed(&mut self, e: io::Error, meta: &Meta, path: &str) -> Result<(), ApplyError> {
-        // EINVAL: the uid/gid has no mapping in our user namespace (e.g. a single-uid
-        // map). The file stays owned by root; say so rather than fail the build.
-        if errno(&e) == libc::EINVAL {
-            self.skipped.push(format!("{path}: owner {}:{} not mapped in the user namespace: {e}", meta.uid, meta.gid));
-            return Ok(());
-        }
-        Err(io_err(path, "chown")(e))
-    }
-
-    fn ids(meta: &Meta, path: &str) -> Result<(u32, u32), ApplyError> {
-        let uid = u32::try_from(meta.uid).ok().filter(|&u| u != u32::MAX);
-        let gid = u32::try_from(meta.gid).ok().filter(|&g| g != u32::MAX);
-        match (uid, gid) {
-            (Some(u), Some(g)) => Ok((u, g)),
-            _ => Err(unsafe_err(path, format!("uid/gid {}:{} out of range", meta.uid, meta.gid))),
-        }
-    }
-
-    /// Owner and mode, changed only where they differ from what the node has: a
-    /// node created by us already has our ids (usually the tar's 0:0) and, through
-    /// the create mode, usually the right permission bits. fstat costs far less
-    /// than a chown or chmod, each of which dirties the inode.
-    fn set_owner_mode_fd(&mut self, fd: BorrowedFd<'_>, meta: &Meta, path: &str) -> Result<(), ApplyError> {
-        let (uid, gid) = Self::ids(meta, path)?;
-        let want = meta.mode & 0o7777;
-        let st = sys::fstat(fd).map_err(io_err(path, "stat"))?;
-        let mut have = st.st_mode & 0o7777;
-        if (st.st_uid, st.st_gid) != (uid, gid) {
-            if let Err(e) = sys::fchown(fd, uid, gid) {
-                self.chown_failed(e, meta, path)?;
+    /// Take in jobs that finished while submitting: notes now, the rest kept for the
+    /// barrier. Returns whether one failed (then stop queueing).
+    fn absorb_finished(&mut self) -> bool {
+        let mut failed = false;
+        let mut finished = std::mem::take(&mut self.finished);
+        for mut d in finished.drain(..) {
+            self.skipped.extend(d.skipped.drain(..).map(|m| (d.seq, m)));
+            match d.outcome {
+                Ok(crate::unpack_pool::Outcome::Created) => {}
+                Err(_) => {
+                    failed = true;
+                    self.done.push(d);
+                }
+                Ok(crate::unpack_pool::Outcome::Exists(_)) => self.done.push(d),
             }
-            // chown clears setuid/setgid: set the mode again.
-            have = u32::MAX;
         }
-        if have != want {
-            sys::fchmod(fd, want).map_err(io_err(path, "chmod"))?;
+        self.finished = finished;
+        failed
+    }
+
+    /// Directories the root made on its own (missing parents) join `names`.
+    fn record_made_dirs(&mut self) {
+        for (ino, name) in self.root.made.drain(..) {
+            self.names.insert(name_key(ino, &name));
         }
-        Ok(())
+    }
+
+    fn skip(&mut self, msg: String) {
+        self.skipped.push((self.seq, msg));
+    }
+
+    fn skip_all(&mut self, msgs: Vec<String>) {
+        for m in msgs {
+            self.skip(m);
+        }
+    }
+
+    fn set_owner_mode_fd(&mut self, fd: BorrowedFd<'_>, meta: &Meta, path: &str) -> Result<(), ApplyError> {
+        let mut notes = Vec::new();
+        let r = set_owner_mode(fd, meta, path, &mut notes);
+        self.skip_all(notes);
+        r
     }
 
     fn set_xattrs_fd(&mut self, fd: BorrowedFd<'_>, meta: &Meta, path: &str) -> Result<(), ApplyError> {
-        for (name, value) in &meta.xattrs {
-            if xattr::is_overlay_private(name) {
-                self.skipped.push(format!("{path}: overlay-private xattr {name} not applied"));
-                continue;
-            }
-            let c = cstr(name.as_bytes()).map_err(io_err(path, "xattr name"))?;
-            let r = xattr::fset(fd, &c, value);
-            self.xattr_result(r, name, path)?;
-        }
-        Ok(())
+        let mut notes = Vec::new();
+        let r = set_xattrs(fd, meta, path, &mut notes);
+        self.skip_all(notes);
+        r
     }
 
-    fn xattr_result(&mut self, r: io::Result<()>, name: &str, path: &str) -> Result<(), ApplyError> {
-        match r {
-            Ok(()) => Ok(()),
-            // trusted.* needs CAP_SYS_ADMIN in the initial namespace: expected to fail
-            // rootless, and meaningless inside a container anyway.
-            Err(e) if name.starts_with("trusted.") && matches!(errno(&e), libc::EPERM | libc::ENOTSUP) => Ok(()),
-            // File capabilities are what makes e.g. ping work: never drop them quietly.
-            Err(e) if name == "security.capability" => Err(io_err(path, "set security.capability")(e)),
-            Err(e) if matches!(errno(&e), libc::EPERM | libc::ENOTSUP) => {
-                self.skipped.push(format!("{path}: xattr {name} not set: {e}"));
-                Ok(())
+    /// A regular file at parent/name with the data from `data`, replacing whatever
+    /// is there.
+    fn write_file(
+        &mut self,
+        parent: &[Vec<u8>],
+        cname: &std::ffi::CStr,
+        data: &mut dyn Read,
+        meta: &Meta,
+        path: &str,
+    ) -> Result<(), ApplyError> {
+        // Create first and clear the way only if something is there: most entries
+        // are new, and a lookup before each create costs a directory search per
+        // file. O_EXCL never follows a symlink at the name.
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+        let fd = match sys::openat(pfd, cname, flags, meta.mode & 0o777) {
+            Err(e) if errno(&e) == libc::EEXIST => {
+                self.remove_existing(parent, cname, path)?;
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                sys::openat(pfd, cname, flags, meta.mode & 0o777)
             }
-            Err(e) => Err(io_err(path, "set xattr")(e)),
+            r => r,
         }
+        .map_err(io_err(path, "create file"))?;
+        let mut file = std::fs::File::from(fd);
+        let mut buf = std::mem::take(&mut self.buf);
+        let copied = copy_data(data, &mut file, &mut buf);
+        self.buf = buf;
+        copied.map_err(|e| match e {
+            CopyError::Read(e) => ApplyError::Read(e),
+            CopyError::Write(e) => io_err(path, "write file")(e),
+        })?;
+        let mut notes = Vec::new();
+        let r = finish_file(file.as_fd(), meta, path, &mut notes);
+        self.skip_all(notes);
+        r
+    }
+
+    /// Wait for every queued file, then account for them in tar order: their
+    /// notes, the first error, and files whose name turned out to exist, which
+    /// are written again here as the sequential path would have (replacing).
+    ///
+    /// The rules that make queued files safe to create out of order: a job is a
+    /// name not made before by a quick path (`names`) in a parent resolved in-root;
+    /// only quick paths run while jobs are queued, and they only add new names;
+    /// everything that removes, links, whiteouts or reads the lowers, and every
+    /// name seen before, comes after a barrier. So a queued job can meet an
+    /// existing name only if something made it outside the quick paths (an
+    /// implicit parent, a copied-up directory): it then changes nothing and is
+    /// redone here, after every job before it.
+    fn barrier(&mut self) -> Result<(), ApplyError> {
+        let mut done = std::mem::take(&mut self.done);
+        if let Some(pool) = self.pool.as_mut() {
+            pool.drain(&mut done)?;
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        done.sort_by_key(|d| d.seq);
+        let mut first_err = None;
+        let mut redo = Vec::new();
+        for d in done {
+            self.skipped.extend(d.skipped.into_iter().map(|m| (d.seq, m)));
+            match d.outcome {
+                Ok(crate::unpack_pool::Outcome::Created) => {}
+                Ok(crate::unpack_pool::Outcome::Exists(job)) => redo.push(job),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let current = self.seq;
+        for job in redo {
+            self.seq = job.seq;
+            let r = self.write_file(&job.parent, &job.name, &mut job.data.as_slice(), &job.meta, &job.path);
+            self.seq = current;
+            r?;
+        }
+        Ok(())
     }
 
     /// Ownership, mode, xattrs and mtime of a node that cannot be opened for writing
@@ -595,23 +749,25 @@ impl State {
         path: &str,
         chmod: bool,
     ) -> Result<(), ApplyError> {
-        let (uid, gid) = Self::ids(meta, path)?;
+        let (uid, gid) = ids(meta, path)?;
         let pfd = self.root.dir_owned(parent, false).map_err(io_err(path, "open parent directory"))?;
+        let mut notes = Vec::new();
         if let Err(e) = sys::fchownat_nofollow(pfd.as_fd(), cname, uid, gid) {
-            self.chown_failed(e, meta, path)?;
+            chown_failed(e, meta, path, &mut notes)?;
         }
         if chmod {
             sys::fchmodat(pfd.as_fd(), cname, meta.mode).map_err(io_err(path, "chmod"))?;
         }
         for (name, value) in &meta.xattrs {
             if xattr::is_overlay_private(name) {
-                self.skipped.push(format!("{path}: overlay-private xattr {name} not applied"));
+                self.skip(format!("{path}: overlay-private xattr {name} not applied"));
                 continue;
             }
             let c = cstr(name.as_bytes()).map_err(io_err(path, "xattr name"))?;
             let r = xattr::lset(&sys::proc_path(pfd.as_fd(), cname.to_bytes()), &c, value);
-            self.xattr_result(r, name, path)?;
+            xattr_result(r, name, path, &mut notes)?;
         }
+        self.skip_all(notes);
         sys::utimensat_nofollow(pfd.as_fd(), cname, meta.mtime.0, meta.mtime.1).map_err(io_err(path, "set mtime"))
     }
 
@@ -637,6 +793,94 @@ impl State {
     }
 }
 
+/// Where a name lands: its parent directory's inode and the name, hashed.
+fn name_key(parent_ino: u64, name: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parent_ino.hash(&mut h);
+    name.hash(&mut h);
+    h.finish()
+}
+
+fn ids(meta: &Meta, path: &str) -> Result<(u32, u32), ApplyError> {
+    let uid = u32::try_from(meta.uid).ok().filter(|&u| u != u32::MAX);
+    let gid = u32::try_from(meta.gid).ok().filter(|&g| g != u32::MAX);
+    match (uid, gid) {
+        (Some(u), Some(g)) => Ok((u, g)),
+        _ => Err(unsafe_err(path, format!("uid/gid {}:{} out of range", meta.uid, meta.gid))),
+    }
+}
+
+fn chown_failed(e: io::Error, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
+    // EINVAL: the uid/gid has no mapping in our user namespace (e.g. a single-uid
+    // map). The file stays owned by root; say so rather than fail the build.
+    if errno(&e) == libc::EINVAL {
+        notes.push(format!("{path}: owner {}:{} not mapped in the user namespace: {e}", meta.uid, meta.gid));
+        return Ok(());
+    }
+    Err(io_err(path, "chown")(e))
+}
+
+/// Owner and mode, changed only where they differ from what the node has: a node
+/// created by us already has our ids (usually the tar's 0:0) and, through the
+/// create mode, usually the right permission bits. fstat costs far less than a
+/// chown or chmod, each of which dirties the inode.
+fn set_owner_mode(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
+    let (uid, gid) = ids(meta, path)?;
+    let want = meta.mode & 0o7777;
+    let st = sys::fstat(fd).map_err(io_err(path, "stat"))?;
+    let mut have = st.st_mode & 0o7777;
+    if (st.st_uid, st.st_gid) != (uid, gid) {
+        if let Err(e) = sys::fchown(fd, uid, gid) {
+            chown_failed(e, meta, path, notes)?;
+        }
+        // chown clears setuid/setgid: set the mode again.
+        have = u32::MAX;
+    }
+    if have != want {
+        sys::fchmod(fd, want).map_err(io_err(path, "chmod"))?;
+    }
+    Ok(())
+}
+
+fn set_xattrs(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
+    for (name, value) in &meta.xattrs {
+        if xattr::is_overlay_private(name) {
+            notes.push(format!("{path}: overlay-private xattr {name} not applied"));
+            continue;
+        }
+        let c = cstr(name.as_bytes()).map_err(io_err(path, "xattr name"))?;
+        let r = xattr::fset(fd, &c, value);
+        xattr_result(r, name, path, notes)?;
+    }
+    Ok(())
+}
+
+fn xattr_result(r: io::Result<()>, name: &str, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
+    match r {
+        Ok(()) => Ok(()),
+        // trusted.* needs CAP_SYS_ADMIN in the initial namespace: expected to fail
+        // rootless, and meaningless inside a container anyway.
+        Err(e) if name.starts_with("trusted.") && matches!(errno(&e), libc::EPERM | libc::ENOTSUP) => Ok(()),
+        // File capabilities are what makes e.g. ping work: never drop them quietly.
+        Err(e) if name == "security.capability" => Err(io_err(path, "set security.capability")(e)),
+        Err(e) if matches!(errno(&e), libc::EPERM | libc::ENOTSUP) => {
+            notes.push(format!("{path}: xattr {name} not set: {e}"));
+            Ok(())
+        }
+        Err(e) => Err(io_err(path, "set xattr")(e)),
+    }
+}
+
+/// A new regular file's metadata once its data is written. Order matters: chown
+/// clears setuid/setgid and security.capability, so chown, then chmod, then
+/// xattrs; the mtime last.
+pub(crate) fn finish_file(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
+    set_owner_mode(fd, meta, path, notes)?;
+    set_xattrs(fd, meta, path, notes)?;
+    sys::futimens(fd, meta.mtime.0, meta.mtime.1).map_err(io_err(path, "set mtime"))
+}
+
 enum CopyError {
     Read(io::Error),
     Write(io::Error),
@@ -644,7 +888,7 @@ enum CopyError {
 
 /// Copy entry data through `buf`, telling read (layer) errors from write
 /// (target filesystem) errors.
-fn copy_data<R: Read, W: Write>(r: &mut R, w: &mut W, buf: &mut [u8]) -> Result<(), CopyError> {
+fn copy_data<R: Read + ?Sized, W: Write>(r: &mut R, w: &mut W, buf: &mut [u8]) -> Result<(), CopyError> {
     loop {
         let n = match r.read(buf) {
             Ok(0) => return Ok(()),

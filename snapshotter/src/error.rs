@@ -45,6 +45,10 @@ pub enum ApplyError {
         #[source]
         source: io::Error,
     },
+
+    /// A thread creating files for the unpack ended without reporting (a bug).
+    #[error("unpacking: a file-creating worker thread stopped unexpectedly")]
+    WorkerLost,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -23,10 +23,11 @@ pub mod pgzip;
 mod safepath;
 pub mod snapshots;
 mod sys;
+mod unpack_pool;
 pub mod whiteout;
 pub mod xattr;
 
-pub use apply::{apply_layer, apply_layer_onto, Applied};
+pub use apply::{apply_layer, apply_layer_onto, apply_layer_onto_with_workers, Applied};
 pub use diff::{write_layer, Compression, DiffOptions, LayerDigests};
 pub use snapshots::{ActiveSnapshot, SnapshotStore, SnapshotterKind};
 pub use error::{ApplyError, DiffError};

@@ -57,7 +57,11 @@ pub(crate) fn join(comps: &[Vec<u8>]) -> Vec<u8> {
 /// openat2 calls).
 pub(crate) struct Root {
     fd: OwnedFd,
-    cache: Option<(Vec<u8>, OwnedFd)>,
+    /// The last directory resolved: its path, fd, and inode number once asked for.
+    cache: Option<(Vec<u8>, OwnedFd, Option<u64>)>,
+    /// Directories made for missing parents, as (parent inode, name); the unpack
+    /// drains this to know every name it made.
+    pub(crate) made: Vec<(u64, Vec<u8>)>,
 }
 
 impl Root {
@@ -66,7 +70,7 @@ impl Root {
         let c = sys::cstr(path.as_os_str().as_bytes())?;
         let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
         let fd = sys::cvt(fd)?;
-        Ok(Root { fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }, cache: None })
+        Ok(Root { fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }, cache: None, made: Vec::new() })
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
@@ -88,22 +92,39 @@ impl Root {
     /// creating missing directories (mode 0755, owned by us = root in the user
     /// namespace) when `create` is set.
     pub(crate) fn dir(&mut self, comps: &[Vec<u8>], create: bool) -> io::Result<BorrowedFd<'_>> {
+        self.dir_id(comps, create, false).map(|(fd, _)| fd)
+    }
+
+    /// Like [`Root::dir`], also giving the directory's inode number when `want_ino`
+    /// (0 otherwise): with the name, it identifies where an entry lands whatever
+    /// path (through in-root symlinks) led there.
+    pub(crate) fn dir_id(&mut self, comps: &[Vec<u8>], create: bool, want_ino: bool) -> io::Result<(BorrowedFd<'_>, u64)> {
         let rel = join(comps);
-        let hit = matches!(&self.cache, Some((p, _)) if *p == rel);
+        let hit = matches!(&self.cache, Some((p, _, _)) if *p == rel);
         if !hit {
             let fd = self.resolve_dir(comps, create)?;
-            self.cache = Some((rel, fd));
+            self.cache = Some((rel, fd, None));
         }
-        self.cache.as_ref().map(|(_, fd)| fd.as_fd()).ok_or_else(|| io::Error::other("directory cache is empty"))
+        let Some((_, fd, ino)) = self.cache.as_mut() else {
+            return Err(io::Error::other("directory cache is empty"));
+        };
+        if want_ino && ino.is_none() {
+            *ino = Some(sys::fstat(fd.as_fd())?.st_ino);
+        }
+        let ino = ino.unwrap_or(0);
+        match &self.cache {
+            Some((_, fd, _)) => Ok((fd.as_fd(), ino)),
+            None => Err(io::Error::other("directory cache is empty")),
+        }
     }
 
     /// Like [`Root::dir`] but returns an owned fd and bypasses the cache (for when two
     /// directories are needed at once, e.g. hardlinks).
-    pub(crate) fn dir_owned(&self, comps: &[Vec<u8>], create: bool) -> io::Result<OwnedFd> {
+    pub(crate) fn dir_owned(&mut self, comps: &[Vec<u8>], create: bool) -> io::Result<OwnedFd> {
         self.resolve_dir(comps, create)
     }
 
-    fn resolve_dir(&self, comps: &[Vec<u8>], create: bool) -> io::Result<OwnedFd> {
+    fn resolve_dir(&mut self, comps: &[Vec<u8>], create: bool) -> io::Result<OwnedFd> {
         match self.open_in_root(&join(comps)) {
             Ok(fd) => return Ok(fd),
             Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -135,6 +156,7 @@ impl Root {
                     }
                     // mkdir is subject to the umask; make the mode exactly 0755.
                     sys::fchmodat(cur.as_fd(), &name, 0o755)?;
+                    self.made.push((sys::fstat(cur.as_fd())?.st_ino, comps[i].clone()));
                     cur = sys::openat(cur.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
                 }
                 Err(e) => return Err(e),
