@@ -162,13 +162,20 @@ fn lookup_in_file(path: &Path, registry: &str) -> Result<Option<Credentials>, St
     Ok(None)
 }
 
+/// How long a credential helper may take. Docker waits forever; in CI a helper that
+/// waits for a desktop keyring prompt would hang the job until the CI's own limit.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `docker-credential-NAME get` with `server` on stdin.
 fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>, String> {
     if name.contains('/') || name.is_empty() {
         return Err(format!("invalid credential helper name {name:?}"));
     }
-    let prog = format!("docker-credential-{name}");
-    let mut child = Command::new(&prog)
+    run_helper_program(&format!("docker-credential-{name}"), server, HELPER_TIMEOUT)
+}
+
+fn run_helper_program(prog: &str, server: &str, timeout: std::time::Duration) -> Result<Option<Credentials>, String> {
+    let mut child = Command::new(prog)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -178,7 +185,25 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>, String> {
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(server.as_bytes());
     }
-    let out = child.wait_with_output().map_err(|e| format!("running credential helper {prog}: {e}"))?;
+    // Waited for on a thread, so that a helper that never answers can be killed.
+    // Until that thread reaps it, the helper's pid cannot be reused.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(timeout) {
+        Ok(r) => r.map_err(|e| format!("running credential helper {prog}: {e}"))?,
+        Err(_) => {
+            // SAFETY: plain kill(2) of our own child, not yet reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(5));
+            return Err(format!(
+                "credential helper {prog} did not answer for {server} within {} s (killed)",
+                timeout.as_secs()
+            ));
+        }
+    };
     if !out.status.success() {
         let text = String::from_utf8_lossy(&out.stdout);
         if text.contains("credentials not found") {
@@ -202,6 +227,22 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_helper_that_never_answers_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("docker-credential-stuck");
+        let pidfile = dir.path().join("pid");
+        std::fs::write(&prog, format!("#!/bin/sh\necho $$ > {}\nexec sleep 600\n", pidfile.display())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = run_helper_program(prog.to_str().unwrap(), "reg.example", std::time::Duration::from_secs(2))
+            .unwrap_err();
+        assert!(e.contains("did not answer for reg.example"), "{e}");
+        // The helper was killed and reaped, not left running.
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        assert!(!Path::new("/proc").join(pid.trim()).exists(), "helper {} still exists", pid.trim());
+    }
 
     fn files(dir: &Path, content: &str) -> AuthFiles {
         let p = dir.join("config.json");
