@@ -11,8 +11,12 @@
 //! `https://host`, `https://host/v1/` or `host/namespace`; they match on the host.
 //! Docker Hub is found under `https://index.docker.io/v1/`, `index.docker.io`,
 //! `docker.io` and `registry-1.docker.io`. A helper is `docker-credential-NAME get`
-//! on `$PATH`, given the server on stdin, answering `{"Username","Secret"}`
-//! (`<token>` as the user name means an identity token, which we do not support yet).
+//! on `$PATH`, given the server on stdin, answering `{"Username","Secret"}`.
+//!
+//! An identity token (`auths[key].identitytoken`, or a helper answering with the user
+//! name `<token>`) is an OAuth2 refresh token: it comes back as [`Credentials`] with
+//! the user name [`IDENTITY_TOKEN_USER`], and the registry client exchanges it for
+//! access tokens (`oauth.rs`).
 //!
 //! Credentials never leave this module except inside `RegistryAuth` (whose `Debug`
 //! hides the password) and are never formatted: errors name the file or helper,
@@ -26,6 +30,10 @@ use base64::Engine;
 use oci_client::secrets::RegistryAuth;
 
 use crate::reference::DOCKER_HUB;
+
+/// The user name that marks the password as an identity (OAuth2 refresh) token, as
+/// docker's credential helpers do.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
 
 const HUB_KEYS: &[&str] = &["index.docker.io", "docker.io", "registry-1.docker.io"];
 const HUB_SERVER: &str = "https://index.docker.io/v1/";
@@ -144,6 +152,11 @@ fn lookup_in_file(path: &Path, registry: &str) -> Result<Option<Credentials>, St
     keys.sort_by_key(|k| (k.as_str() != registry, k.len()));
     for k in keys {
         let e = &auths[k];
+        // As docker: an identity token wins over `auth` (ACR stores both, with an
+        // all-zero user and an empty password in `auth`).
+        if let Some(t) = e["identitytoken"].as_str().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credentials { username: IDENTITY_TOKEN_USER.to_string(), password: t.to_string() }));
+        }
         if let Some(a) = e["auth"].as_str().filter(|a| !a.is_empty()) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(a.trim())
@@ -154,9 +167,6 @@ fn lookup_in_file(path: &Path, registry: &str) -> Result<Option<Credentials>, St
         }
         if let (Some(u), Some(p)) = (e["username"].as_str(), e["password"].as_str()) {
             return Ok(Some(Credentials { username: u.to_string(), password: p.to_string() }));
-        }
-        if e["identitytoken"].is_string() {
-            tracing::warn!("identity token for {registry} in {} is not supported yet", path.display());
         }
     }
     Ok(None)
@@ -217,10 +227,6 @@ fn run_helper_program(prog: &str, server: &str, timeout: std::time::Duration) ->
     let (Some(u), Some(p)) = (v["Username"].as_str(), v["Secret"].as_str()) else {
         return Err(format!("credential helper {prog} answered without Username/Secret"));
     };
-    if u == "<token>" {
-        tracing::warn!("credential helper {prog} gave an identity token for {server}: not supported yet");
-        return Ok(None);
-    }
     Ok(Some(Credentials { username: u.to_string(), password: p.to_string() }))
 }
 
@@ -278,6 +284,16 @@ mod tests {
         assert_eq!(c("other.example"), Some(("o".into(), "op".into())));
         assert_eq!(c("podman.example"), Some(("pu".into(), "pp".into())));
         assert_eq!(c("nowhere.example"), None);
+    }
+
+    #[test]
+    fn identity_token_wins_over_auth() {
+        let t = tempfile::tempdir().unwrap();
+        let zero = b64("00000000-0000-0000-0000-000000000000:");
+        let f = files(t.path(), &format!(r#"{{"auths":{{"acr.example":{{"auth":"{zero}","identitytoken":"rt-1"}}}}}}"#));
+        let c = f.lookup("acr.example").unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), (IDENTITY_TOKEN_USER, "rt-1"));
+        assert!(!format!("{c:?}").contains("rt-1"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod gc;
 pub mod layercache;
 pub mod layout;
 pub mod lock;
+mod oauth;
 pub mod platform;
 pub mod reference;
 pub mod registry;

@@ -90,6 +90,11 @@ struct Inner {
 struct Transport {
     client: oci_client::Client,
     auth: RegistryAuth,
+    /// With an identity token, `auth` is anonymous and each repository and operation
+    /// gets a Bearer token from this (see `oauth.rs`).
+    identity: Option<Arc<crate::oauth::IdentityToken>>,
+    /// `http://host` or `https://host`.
+    base_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +126,8 @@ enum Failure {
     Store(StoreError),
     /// The registry sent something wrong (size mismatch, bad JSON): not retried.
     Bad(String),
+    /// A failure worth retrying that did not come from oci-client.
+    Transient(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -144,7 +151,7 @@ impl std::fmt::Display for Failure {
             }
             Failure::Stream(e) => write!(f, "{e}"),
             Failure::Store(e) => write!(f, "{e}"),
-            Failure::Bad(m) => write!(f, "{m}"),
+            Failure::Bad(m) | Failure::Transient(m) => write!(f, "{m}"),
         }
     }
 }
@@ -164,7 +171,7 @@ impl From<StoreError> for Failure {
 fn transient(f: &Failure) -> bool {
     match f {
         Failure::Oci(e) => is_transient(e),
-        Failure::Stream(_) => true,
+        Failure::Stream(_) | Failure::Transient(_) => true,
         Failure::Store(_) | Failure::Bad(_) => false,
     }
 }
@@ -417,7 +424,35 @@ impl Registry {
             user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        let t = Transport { client: oci_client::Client::new(config), auth: crate::auth::registry_auth(registry) };
+        let scheme = if insecure && !tls { "http" } else { "https" };
+        let (auth, identity) = match crate::auth::registry_auth(registry) {
+            RegistryAuth::Basic(u, refresh) if u == crate::auth::IDENTITY_TOKEN_USER => {
+                let mut b = reqwest::Client::builder()
+                    .danger_accept_invalid_certs(unverified_tls)
+                    .connect_timeout(Duration::from_secs(30))
+                    .read_timeout(Duration::from_secs(120))
+                    .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")));
+                let mut certs = Vec::new();
+                for p in &self.inner.opts.ca_certs {
+                    // Read above already; a PEM reqwest cannot parse is reported here.
+                    let data = std::fs::read(p).unwrap_or_default();
+                    certs.extend(reqwest::Certificate::from_pem_bundle(&data).map_err(|e| RegistryError::Transport {
+                        op: "reading registry certificate for".into(),
+                        target: registry.to_string(),
+                        message: format!("{}: {e}", p.display()),
+                    })?);
+                }
+                b = b.tls_certs_merge(certs);
+                let http = b.build().map_err(|e| RegistryError::Transport {
+                    op: "setting up the token client for".into(),
+                    target: registry.to_string(),
+                    message: e.to_string(),
+                })?;
+                (RegistryAuth::Anonymous, Some(Arc::new(crate::oauth::IdentityToken::new(refresh, http))))
+            }
+            a => (a, None),
+        };
+        let t = Transport { client: oci_client::Client::new(config), auth, identity, base_url: format!("{scheme}://{registry}") };
         map.insert(registry.to_string(), t.clone());
         Ok(t)
     }
@@ -465,6 +500,15 @@ impl Registry {
             RegistryOperation::Push => "authenticating to push to",
         };
         attempt(self.attempts(), what.to_string(), r, || async {
+            if let Some(id) = &t.identity {
+                let push = matches!(op, RegistryOperation::Push);
+                let token = id.access_token(&t.base_url, r.repository(), push).await.map_err(|e| match e {
+                    crate::oauth::OAuthError::Transient(m) => Failure::Transient(m),
+                    crate::oauth::OAuthError::Refused(m) => Failure::Bad(m),
+                })?;
+                // oci-client keeps it for this repository and operation.
+                return t.client.auth(&oref, &RegistryAuth::Bearer(token), op).await.map(|_| ()).map_err(Failure::from);
+            }
             t.client.auth(&oref, &t.auth, op).await.map(|_| ()).map_err(Failure::from)
         })
         .await

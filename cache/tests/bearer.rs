@@ -20,6 +20,8 @@ const USER: &str = "tok";
 const PASSWORD: &str = "bearer-pw-7731";
 const SERVICE: &str = "kiln-test-registry";
 const ISSUER: &str = "kiln-test-issuer";
+/// The identity (OAuth2 refresh) token the token server accepts.
+const REFRESH: &str = "refresh-tok/+=9913";
 
 fn b64url(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
@@ -60,7 +62,32 @@ fn token(dir: &Path, scopes: &[String]) -> String {
     format!("{signing_input}.{}", b64url(&sig))
 }
 
-/// The token server: `GET /token?service=…&scope=…` with Basic auth.
+/// `%XX` and `+` of a form or query value.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The token server: `GET /token?service=…&scope=…` with Basic auth, and the OAuth2
+/// `POST /token` with `grant_type=refresh_token` (identity tokens).
 fn start_token_server(dir: &Path, log: Arc<Mutex<Vec<String>>>) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -76,6 +103,7 @@ fn start_token_server(dir: &Path, log: Arc<Mutex<Vec<String>>>) -> u16 {
                 r.read_line(&mut line).unwrap();
                 let target = line.split(' ').nth(1).unwrap_or("").to_string();
                 let mut authz = String::new();
+                let mut length = 0usize;
                 loop {
                     let mut h = String::new();
                     if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
@@ -85,7 +113,31 @@ fn start_token_server(dir: &Path, log: Arc<Mutex<Vec<String>>>) -> u16 {
                         if k.eq_ignore_ascii_case("authorization") {
                             authz = v.trim().to_string();
                         }
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
                     }
+                }
+                if line.starts_with("POST ") {
+                    let mut body = vec![0u8; length];
+                    std::io::Read::read_exact(&mut r, &mut body).unwrap();
+                    let body = String::from_utf8(body).unwrap();
+                    let field = |k: &str| {
+                        body.split('&').find_map(|kv| kv.strip_prefix(&format!("{k}="))).map(unescape).unwrap_or_default()
+                    };
+                    let ok = field("grant_type") == "refresh_token" && field("refresh_token") == REFRESH && field("service") == SERVICE;
+                    let scopes: Vec<String> = field("scope").split(' ').map(str::to_string).collect();
+                    log.lock().unwrap().push(format!("{} {}", if ok { "refresh-ok" } else { "refresh-denied" }, scopes.join(" ")));
+                    let resp = if ok {
+                        let t = token(&dir, &scopes);
+                        let body = serde_json::json!({"access_token": t, "expires_in": 300, "scope": scopes.join(" ")}).to_string();
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    } else {
+                        let body = r#"{"error":"invalid_grant"}"#;
+                        format!("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    };
+                    let _ = conn.write_all(resp.as_bytes());
+                    return;
                 }
                 let want = format!(
                     "Basic {}",
@@ -165,4 +217,48 @@ async fn bearer_token_flow() {
     assert!(msg.contains(&format!("{}/team/tokened", reg.host)), "{msg}");
     assert!(!msg.contains(PASSWORD) && !msg.contains(&wrong) && !msg.contains(&auth), "{msg}");
     assert!(log.lock().unwrap().iter().any(|l| l.starts_with("denied")));
+
+    // An identity token, stored as `docker login` does for ACR (an all-zero user with
+    // an empty password in `auth`, and the refresh token): exchanged for access
+    // tokens per repository and operation, never sent as Basic credentials.
+    let zero = base64::engine::general_purpose::STANDARD.encode("00000000-0000-0000-0000-000000000000:");
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{zero}","identitytoken":"{REFRESH}"}}}}}}"#, reg.host),
+    )
+    .unwrap();
+    log.lock().unwrap().clear();
+    let r2 = reg.reference("team/identity:v1");
+    let rep = Registry::new(RegistryOptions::default())
+        .push_image(&r2, &store, &img.manifest, img.manifest_type, &img.blobs, &[])
+        .await
+        .unwrap();
+    assert_eq!(rep.uploaded.len(), 2);
+    let dst2 = ContentStore::open(&dir.join("d2")).unwrap();
+    let pulled = Registry::new(RegistryOptions::default())
+        .pull_image(&r2, &parse_platform("linux/amd64").unwrap(), &dst2)
+        .await
+        .unwrap();
+    assert_eq!(pulled.manifest_bytes, img.manifest);
+    let seen = log.lock().unwrap().clone();
+    eprintln!("token requests with an identity token: {seen:#?}");
+    assert!(seen.contains(&"refresh-ok repository:team/identity:pull,push".to_string()), "{seen:?}");
+    assert!(seen.contains(&"refresh-ok repository:team/identity:pull".to_string()), "{seen:?}");
+    assert!(seen.iter().all(|l| l.starts_with("refresh-")), "no Basic token request: {seen:?}");
+
+    // A refresh token the server does not accept: a clear error, no token in it.
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"identitytoken":"stale-{REFRESH}"}}}}}}"#, reg.host),
+    )
+    .unwrap();
+    let err = Registry::new(RegistryOptions::default())
+        .pull_image(&r2, &parse_platform("linux/amd64").unwrap(), &dst2)
+        .await
+        .unwrap_err();
+    let msg = format!("{err} {err:?}");
+    eprintln!("{err}");
+    assert!(msg.contains(&format!("{}/team/identity", reg.host)), "{msg}");
+    assert!(msg.contains("refused the identity token"), "{msg}");
+    assert!(!msg.contains(REFRESH), "{msg}");
 }
