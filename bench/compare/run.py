@@ -280,9 +280,13 @@ class Bench:
         if os.path.exists(mnt + ".img"):
             os.unlink(mnt + ".img")
 
+    def state_dir(self, variant):
+        """Where the tool keeps its state (a filesystem of its own with fresh_fs)."""
+        return os.path.dirname(self.env["KILN_ROOT"]) if variant.startswith("kiln") else self.broot
+
     def reset(self, name, variant):
         """Cold state: no local store/cache for the tool, the image's repository gone."""
-        state = os.path.dirname(self.env["KILN_ROOT"]) if variant.startswith("kiln") else self.broot
+        state = self.state_dir(variant)
         if self.a.fresh_fs:
             self.fresh_fs(state)
         else:
@@ -327,7 +331,7 @@ class Bench:
                     self.measure(name, v, "rerun", run)
         if self.a.fresh_fs:
             for v in variants:
-                self.drop_fs(os.path.dirname(self.env["KILN_ROOT"]) if v.startswith("kiln") else self.broot)
+                self.drop_fs(self.state_dir(v))
 
     def wait_quiet(self):
         end = time.monotonic() + self.a.wait_quiet

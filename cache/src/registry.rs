@@ -400,15 +400,17 @@ impl Registry {
         } else {
             ClientProtocol::Https
         };
-        let mut extra_root_certificates = Vec::new();
+        let cert_error = |p: &std::path::Path, message: String| RegistryError::Transport {
+            op: "reading registry certificate for".into(),
+            target: registry.to_string(),
+            message: format!("{}: {message}", p.display()),
+        };
+        let mut pems = Vec::new();
         for p in &self.inner.opts.ca_certs {
-            let data = std::fs::read(p).map_err(|e| RegistryError::Transport {
-                op: "reading registry certificate for".into(),
-                target: registry.to_string(),
-                message: format!("{}: {e}", p.display()),
-            })?;
-            extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+            pems.push((p, std::fs::read(p).map_err(|e| cert_error(p, e.to_string()))?));
         }
+        let extra_root_certificates =
+            pems.iter().map(|(_, data)| Certificate { encoding: CertificateEncoding::Pem, data: data.clone() }).collect();
         let config = ClientConfig {
             protocol,
             // A streamed monolithic PUT: one request per blob, body read from
@@ -433,14 +435,8 @@ impl Registry {
                     .read_timeout(Duration::from_secs(120))
                     .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")));
                 let mut certs = Vec::new();
-                for p in &self.inner.opts.ca_certs {
-                    // Read above already; a PEM reqwest cannot parse is reported here.
-                    let data = std::fs::read(p).unwrap_or_default();
-                    certs.extend(reqwest::Certificate::from_pem_bundle(&data).map_err(|e| RegistryError::Transport {
-                        op: "reading registry certificate for".into(),
-                        target: registry.to_string(),
-                        message: format!("{}: {e}", p.display()),
-                    })?);
+                for (p, data) in &pems {
+                    certs.extend(reqwest::Certificate::from_pem_bundle(data).map_err(|e| cert_error(p, e.to_string()))?);
                 }
                 b = b.tls_certs_merge(certs);
                 let http = b.build().map_err(|e| RegistryError::Transport {

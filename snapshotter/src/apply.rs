@@ -501,16 +501,8 @@ impl State {
                 // The target is stored verbatim: we never follow it ourselves (parents
                 // are resolved in-root, final components not at all).
                 let target = cstr(&target).map_err(io_err(path, "symlink target"))?;
-                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                match sys::symlinkat(&target, pfd, &cname) {
-                    Err(e) if errno(&e) == libc::EEXIST => {
-                        self.remove_existing(parent, &cname, path)?;
-                        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                        sys::symlinkat(&target, pfd, &cname)
-                    }
-                    r => r,
-                }
-                .map_err(io_err(path, "symlink"))?;
+                self.make_replacing(parent, &cname, path, |pfd| sys::symlinkat(&target, pfd, &cname))?
+                    .map_err(io_err(path, "symlink"))?;
                 self.finish_special(parent, &cname, &meta, path, false)?;
             }
             T::Link => {
@@ -604,8 +596,8 @@ impl State {
         Ok(())
     }
 
-    /// Take in jobs that finished while submitting: notes now, the rest kept for the
-    /// barrier. Returns whether one failed (then stop queueing).
+    /// Take in finished jobs (`finished`): their notes now; failed ones and names
+    /// that existed kept in `done` for the barrier. Returns whether one failed.
     fn absorb_finished(&mut self) -> bool {
         let mut failed = false;
         let mut finished = std::mem::take(&mut self.finished);
@@ -655,6 +647,27 @@ impl State {
         r
     }
 
+    /// `make` at parent/name; if something is there already, remove it and `make`
+    /// again. Creating first and clearing the way only on EEXIST spares most
+    /// entries (new ones) a lookup, i.e. a directory search, before each create.
+    fn make_replacing<T>(
+        &mut self,
+        parent: &[Vec<u8>],
+        cname: &std::ffi::CStr,
+        path: &str,
+        make: impl Fn(BorrowedFd<'_>) -> io::Result<T>,
+    ) -> Result<io::Result<T>, ApplyError> {
+        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+        match make(pfd) {
+            Err(e) if errno(&e) == libc::EEXIST => {
+                self.remove_existing(parent, cname, path)?;
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                Ok(make(pfd))
+            }
+            r => Ok(r),
+        }
+    }
+
     /// A regular file at parent/name with the data from `data`, replacing whatever
     /// is there.
     fn write_file(
@@ -665,20 +678,11 @@ impl State {
         meta: &Meta,
         path: &str,
     ) -> Result<(), ApplyError> {
-        // Create first and clear the way only if something is there: most entries
-        // are new, and a lookup before each create costs a directory search per
-        // file. O_EXCL never follows a symlink at the name.
+        // O_EXCL never follows a symlink at the name.
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-        let fd = match sys::openat(pfd, cname, flags, meta.mode & 0o777) {
-            Err(e) if errno(&e) == libc::EEXIST => {
-                self.remove_existing(parent, cname, path)?;
-                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                sys::openat(pfd, cname, flags, meta.mode & 0o777)
-            }
-            r => r,
-        }
-        .map_err(io_err(path, "create file"))?;
+        let fd = self
+            .make_replacing(parent, cname, path, |pfd| sys::openat(pfd, cname, flags, meta.mode & 0o777))?
+            .map_err(io_err(path, "create file"))?;
         let mut file = std::fs::File::from(fd);
         let mut buf = std::mem::take(&mut self.buf);
         let copied = copy_data(data, &mut file, &mut buf);
@@ -706,28 +710,19 @@ impl State {
     /// implicit parent, a copied-up directory): it then changes nothing and is
     /// redone here, after every job before it.
     fn barrier(&mut self) -> Result<(), ApplyError> {
-        let mut done = std::mem::take(&mut self.done);
         if let Some(pool) = self.pool.as_mut() {
-            pool.drain(&mut done)?;
+            pool.drain(&mut self.finished)?;
         }
-        if done.is_empty() {
-            return Ok(());
-        }
+        self.absorb_finished();
+        let mut done = std::mem::take(&mut self.done);
         done.sort_by_key(|d| d.seq);
-        let mut first_err = None;
         let mut redo = Vec::new();
         for d in done {
-            self.skipped.extend(d.skipped.into_iter().map(|m| (d.seq, m)));
             match d.outcome {
                 Ok(crate::unpack_pool::Outcome::Created) => {}
                 Ok(crate::unpack_pool::Outcome::Exists(job)) => redo.push(job),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+                Err(e) => return Err(e),
             }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
         }
         let current = self.seq;
         for job in redo {
@@ -758,16 +753,10 @@ impl State {
         if chmod {
             sys::fchmodat(pfd.as_fd(), cname, meta.mode).map_err(io_err(path, "chmod"))?;
         }
-        for (name, value) in &meta.xattrs {
-            if xattr::is_overlay_private(name) {
-                self.skip(format!("{path}: overlay-private xattr {name} not applied"));
-                continue;
-            }
-            let c = cstr(name.as_bytes()).map_err(io_err(path, "xattr name"))?;
-            let r = xattr::lset(&sys::proc_path(pfd.as_fd(), cname.to_bytes()), &c, value);
-            xattr_result(r, name, path, &mut notes)?;
-        }
+        let node = sys::proc_path(pfd.as_fd(), cname.to_bytes());
+        let set = set_xattrs_with(meta, path, &mut notes, |c, v| xattr::lset(&node, c, v));
         self.skip_all(notes);
+        set?;
         sys::utimensat_nofollow(pfd.as_fd(), cname, meta.mtime.0, meta.mtime.1).map_err(io_err(path, "set mtime"))
     }
 
@@ -844,14 +833,24 @@ fn set_owner_mode(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes: &mut Vec<S
 }
 
 fn set_xattrs(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
+    set_xattrs_with(meta, path, notes, |c, v| xattr::fset(fd, c, v))
+}
+
+/// The entry's xattrs through `set` (by fd, or by path for nodes that cannot be
+/// opened), minus overlay's own, with failures judged by `xattr_result`.
+fn set_xattrs_with(
+    meta: &Meta,
+    path: &str,
+    notes: &mut Vec<String>,
+    mut set: impl FnMut(&std::ffi::CStr, &[u8]) -> io::Result<()>,
+) -> Result<(), ApplyError> {
     for (name, value) in &meta.xattrs {
         if xattr::is_overlay_private(name) {
             notes.push(format!("{path}: overlay-private xattr {name} not applied"));
             continue;
         }
         let c = cstr(name.as_bytes()).map_err(io_err(path, "xattr name"))?;
-        let r = xattr::fset(fd, &c, value);
-        xattr_result(r, name, path, notes)?;
+        xattr_result(set(&c, value), name, path, notes)?;
     }
     Ok(())
 }

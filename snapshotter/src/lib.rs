@@ -24,6 +24,7 @@ mod safepath;
 pub mod snapshots;
 mod sys;
 mod unpack_pool;
+mod workers;
 pub mod whiteout;
 pub mod xattr;
 

@@ -17,8 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
@@ -37,40 +35,13 @@ struct Job {
 
 type Done = (u64, io::Result<Vec<u8>>);
 
-struct Pool {
-    jobs: Option<mpsc::SyncSender<Job>>,
-    done: mpsc::Receiver<Done>,
-    workers: Vec<JoinHandle<()>>,
-}
+/// The compressing threads, each with its own deflate state.
+type Pool = crate::workers::Workers<Job, Done>;
 
-impl Pool {
-    fn start(n: usize, level: u32) -> Pool {
-        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(n * 2);
-        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-        let (done_tx, done) = mpsc::channel::<Done>();
-        let workers = (0..n)
-            .map(|_| {
-                let rx = Arc::clone(&jobs_rx);
-                let tx = done_tx.clone();
-                std::thread::spawn(move || {
-                    let mut c = Deflaters::new(level);
-                    loop {
-                        // A poisoned lock only means another worker panicked: stop.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        let out = c.block(&job.data, &job.dict, job.last);
-                        if tx.send((job.seq, out)).is_err() {
-                            return;
-                        }
-                    }
-                })
-            })
-            .collect();
-        Pool { jobs: Some(jobs_tx), done, workers }
-    }
+fn start_pool(n: usize, level: u32) -> Pool {
+    Pool::start(n, n * 2, move || Deflaters::new(level), |c: &mut Deflaters, job: Job| {
+        (job.seq, c.block(&job.data, &job.dict, job.last))
+    })
 }
 
 /// Whether a block looks like noise to deflate: order-0 entropy within 0.01 bit of
@@ -206,21 +177,20 @@ impl<W: Write> ParGzEncoder<W> {
         let job = Job { seq: self.next_seq, data, dict, last };
         self.next_seq += 1;
         if self.pool.is_none() {
-            self.pool = Some(Pool::start(self.workers, self.level));
+            self.pool = Some(start_pool(self.workers, self.level));
         }
         // Keep the number of blocks in flight bounded: collect before sending more.
         while self.next_seq - self.next_out > (self.workers * 2 + 1) as u64 {
             self.collect_one()?;
         }
-        let pool = self.pool.as_ref().expect("pool started above");
-        let sender = pool.jobs.as_ref().expect("pool not finished");
-        sender.send(job).map_err(|_| io::Error::other("gzip worker stopped"))
+        let pool = self.pool.as_ref().ok_or_else(|| io::Error::other("gzip workers not started"))?;
+        pool.send(job).map_err(|_| io::Error::other("gzip worker stopped"))
     }
 
     /// Wait for one finished block and write every block that is now in order.
     fn collect_one(&mut self) -> io::Result<()> {
-        let pool = self.pool.as_ref().expect("blocks in flight imply a pool");
-        let (seq, out) = pool.done.recv().map_err(|_| io::Error::other("gzip worker stopped"))?;
+        let pool = self.pool.as_ref().ok_or_else(|| io::Error::other("gzip workers not started"))?;
+        let (seq, out) = pool.recv().map_err(|_| io::Error::other("gzip worker stopped"))?;
         self.pending.insert(seq, out?);
         while let Some(out) = self.pending.remove(&self.next_out) {
             self.write_header()?;
@@ -268,17 +238,6 @@ impl<W: Write> Write for ParGzEncoder<W> {
     /// it passes on the bytes of the blocks already done.
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // Close the queue; workers finish what they hold, see it closed and exit.
-        self.jobs = None;
-        while self.done.recv().is_ok() {}
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
     }
 }
 

@@ -14,8 +14,6 @@
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
 
 use crate::apply::{finish_file, io_err, Meta};
 use crate::error::ApplyError;
@@ -66,53 +64,30 @@ fn create_file(job: &Job, skipped: &mut Vec<String>) -> Result<bool, ApplyError>
     Ok(true)
 }
 
+/// The file-creating threads and what is queued: jobs and bytes, both bounded.
 pub(crate) struct Pool {
-    jobs: Option<mpsc::SyncSender<Job>>,
-    done: mpsc::Receiver<Done>,
-    workers: Vec<JoinHandle<()>>,
+    workers: crate::workers::Workers<Job, Done>,
     in_flight: usize,
     bytes: usize,
 }
 
 impl Pool {
     pub(crate) fn start(n: usize) -> Pool {
-        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(MAX_IN_FLIGHT);
-        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-        let (done_tx, done) = mpsc::channel::<Done>();
-        let workers = (0..n.max(1))
-            .map(|_| {
-                let rx = Arc::clone(&jobs_rx);
-                let tx = done_tx.clone();
-                std::thread::spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(job) = job else { return };
-                    let (seq, bytes) = (job.seq, job.data.len());
-                    let mut skipped = Vec::new();
-                    // A panic must still answer, or the main thread waits forever.
-                    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| create_file(&job, &mut skipped)));
-                    let outcome = match made {
-                        Ok(Ok(true)) => Ok(Outcome::Created),
-                        Ok(Ok(false)) => Ok(Outcome::Exists(job)),
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => Err(ApplyError::WorkerLost),
-                    };
-                    if tx.send(Done { seq, outcome, skipped, bytes }).is_err() {
-                        return;
-                    }
-                })
-            })
-            .collect();
-        Pool { jobs: Some(jobs_tx), done, workers, in_flight: 0, bytes: 0 }
+        let workers = crate::workers::Workers::start(n, MAX_IN_FLIGHT, || (), |_: &mut (), job: Job| {
+            let (seq, bytes) = (job.seq, job.data.len());
+            let mut skipped = Vec::new();
+            let outcome = match create_file(&job, &mut skipped) {
+                Ok(true) => Ok(Outcome::Created),
+                Ok(false) => Ok(Outcome::Exists(job)),
+                Err(e) => Err(e),
+            };
+            Done { seq, outcome, skipped, bytes }
+        });
+        Pool { workers, in_flight: 0, bytes: 0 }
     }
 
     fn recv(&mut self) -> Result<Done, ApplyError> {
-        let d = self
-            .done
-            .recv()
-            .map_err(|_| ApplyError::WorkerLost)?;
+        let d = self.workers.recv().map_err(|_| ApplyError::WorkerLost)?;
         self.in_flight -= 1;
         self.bytes -= d.bytes;
         Ok(d)
@@ -127,8 +102,7 @@ impl Pool {
         }
         self.in_flight += 1;
         self.bytes += job.data.len();
-        let sender = self.jobs.as_ref().ok_or(ApplyError::WorkerLost)?;
-        sender.send(job).map_err(|_| ApplyError::WorkerLost)
+        self.workers.send(job).map_err(|_| ApplyError::WorkerLost)
     }
 
     /// Wait for every queued job.
@@ -137,15 +111,5 @@ impl Pool {
             done.push(self.recv()?);
         }
         Ok(())
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        self.jobs = None;
-        while self.done.recv().is_ok() {}
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
     }
 }
