@@ -306,8 +306,9 @@ impl SnapshotStore {
                 for d in [&dir, &upper, &work, &merged] {
                     fs::create_dir(d).map_err(io_err(d))?;
                 }
+                let lowers = mount_stack(lowers);
                 let lowers: Vec<PathBuf> =
-                    if lowers.is_empty() { vec![self.empty.clone()] } else { self.bounded_lowers(lowers)? };
+                    if lowers.is_empty() { vec![self.empty.clone()] } else { self.bounded_lowers(&lowers)? };
                 let mut lowers = lowers;
                 if let Err(e) = overlay::mount_overlay_any(&lowers, &upper, &work, &merged) {
                     // No new mount API (kernel < 6.8) and too long for the option
@@ -393,6 +394,40 @@ impl SnapshotStore {
         let from = self.rootfs_cache(stack);
         from.is_dir() && fs::rename(&from, to).is_ok()
     }
+}
+
+/// The lower directories to mount for a stack of layers (bottom first) that gives
+/// the same tree as applying the layers in order.
+///
+/// Overlayfs refuses a stack in which one directory appears twice (ELOOP), yet a
+/// stack repeats a directory whenever two steps make the same layer (two no-op RUNs,
+/// the same COPY twice, the empty layers WORKDIR or a no-op step leave): layers are
+/// shared by diffID. Decision (issue 12): keep only the top-most occurrence of each
+/// directory, and leave out empty layers. Both are exact, not approximations:
+/// - an empty layer directory contributes no entry to any lookup;
+/// - for any path a repeated layer holds, the overlay lookup (top to bottom) reaches
+///   its top-most occurrence first: a file or whiteout there ends the lookup, an
+///   opaque directory hides everything below, and a merged directory gets from the
+///   lower occurrence only names the top one already supplied (its children are
+///   paths of the same layer, decided at the top occurrence again). So the lower
+///   occurrence is never consulted for anything it could change.
+/// The image keeps every layer (empty and repeated ones included, as BuildKit
+/// writes them); only the mount is normalised.
+pub fn mount_stack(lowers: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut top_first: Vec<PathBuf> = Vec::with_capacity(lowers.len());
+    for l in lowers.iter().rev() {
+        if !seen.insert(l.clone()) || is_empty_dir(l) {
+            continue;
+        }
+        top_first.push(l.clone());
+    }
+    top_first.reverse();
+    top_first
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    fs::read_dir(p).map(|mut rd| rd.next().is_none()).unwrap_or(false)
 }
 
 /// A step's rootfs. Dropping it unmounts and deletes the scratch space.

@@ -393,3 +393,76 @@ fn native_rootfs_is_reused_by_the_next_step_without_sharing_inodes_with_layers()
     assert_ne!(fs::metadata(c.merged().join("etc/passwd")).unwrap().created().unwrap(), born, "a fresh copy");
     assert_eq!(fs::read(c.merged().join("etc/added")).unwrap(), b"v1");
 }
+
+/// Issue 12: a stack that repeats layers (the same diffID many times: no-op RUNs,
+/// the same COPY twice, empty WORKDIR layers) mounts, and its view is the tree
+/// made by applying the layers in order (the native snapshotter copies them in
+/// order, so it is the reference). Overlayfs alone refuses such a stack (ELOOP).
+#[test]
+fn repeated_and_empty_layers_mount_as_applied_in_order() {
+    let (_t, s) = store(SnapshotterKind::Overlay);
+    let (_tn, n) = store(SnapshotterKind::Native);
+    let build = |s: &SnapshotStore| -> Vec<PathBuf> {
+        let base = unpack(s, &[], &base_tar());
+        let empty = unpack(s, &[], &RawTar::new().finish());
+        let a_tar = RawTar::new().add(E::dir("data/")).add(E::file("data/one", b"from a")).add(E::file("a", b"a")).finish();
+        let a = unpack(s, &[], &a_tar);
+        // b removes what a adds and replaces a dir a fills
+        let b_tar = RawTar::new()
+            .add(E::file(".wh.a", b""))
+            .add(E::dir("data/"))
+            .add(E::file("data/.wh..wh..opq", b""))
+            .add(E::file("data/b", b"b"))
+            .finish();
+        let b = unpack(s, &[], &b_tar);
+        let mut stack = vec![base.clone()];
+        // 50 times the same empty layer, 50 times a, then b, a, empty, b, a ...
+        stack.extend(std::iter::repeat_n(empty.clone(), 50));
+        stack.extend(std::iter::repeat_n(a.clone(), 50));
+        for i in 0..20 {
+            stack.push([b.clone(), a.clone(), empty.clone()][i % 3].clone());
+        }
+        stack.push(b.clone());
+        stack
+    };
+    let stack = build(&s);
+    assert_eq!(stack.len(), 122);
+    let mut over = s.prepare(&stack).expect("a stack with repeated layers mounts");
+    let nstack = build(&n);
+    let native = n.prepare(&nstack).unwrap();
+    assert_eq!(snapshot(over.merged()), snapshot(native.merged()), "overlay view = layers applied in order");
+    assert!(!over.merged().join("a").exists(), "the top-most b removed a");
+    assert_eq!(fs::read(over.merged().join("data/b")).unwrap(), b"b");
+    assert!(!over.merged().join("data/sub").exists(), "b's opaque data/ hides the base's");
+    // and a step builds on top of it
+    fs::write(over.merged().join("top"), b"t").unwrap();
+    let up = over.diff().unwrap().to_path_buf();
+    assert_eq!(fs::read_dir(&up).unwrap().count(), 1, "only the new file is in the diff");
+    let mut out = Vec::new();
+    let d = write_layer(&up, &opts(Compression::None), &mut out).unwrap();
+    let top = s.commit(over, &d.diff_id).unwrap();
+    let mut again = stack.clone();
+    again.push(top.clone());
+    again.push(top);
+    let v = s.prepare(&again).unwrap();
+    assert_eq!(fs::read(v.merged().join("top")).unwrap(), b"t");
+}
+
+#[test]
+fn mount_stack_keeps_the_top_most_occurrence_and_drops_empty_layers() {
+    let t = tempfile::tempdir().unwrap();
+    let mk = |n: &str, full: bool| {
+        let p = t.path().join(n);
+        fs::create_dir(&p).unwrap();
+        if full {
+            fs::write(p.join("f"), n).unwrap();
+        }
+        p
+    };
+    let (a, b, e) = (mk("a", true), mk("b", true), mk("e", false));
+    let got = kiln_snapshotter::snapshots::mount_stack(&[a.clone(), e.clone(), b.clone(), a.clone(), e.clone(), b.clone()]);
+    assert_eq!(got, vec![a.clone(), b.clone()]);
+    let got = kiln_snapshotter::snapshots::mount_stack(&[a.clone(), b.clone(), a.clone()]);
+    assert_eq!(got, vec![b, a]);
+    assert!(kiln_snapshotter::snapshots::mount_stack(&[e.clone(), e]).is_empty());
+}
