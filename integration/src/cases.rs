@@ -122,7 +122,29 @@ impl Expect {
             a.push("--secret".into());
             a.push(format!("id={id},src={}", ctx.join(file.as_str().unwrap_or_default()).display()));
         }
+        if let Some(p) = self.raw["platform"].as_str() {
+            a.push("--platform".into());
+            a.push(p.into());
+        }
+        a.extend(str_list(&self.raw, "flags"));
         a
+    }
+
+    /// `output_contains` / `output_absent`: text kiln's output (stdout and
+    /// stderr, RUN output included) must or must not hold.
+    pub fn check_output(&self, output: &str) -> Vec<String> {
+        let mut errs = Vec::new();
+        for s in str_list(&self.raw, "output_contains") {
+            if !output.contains(&s) {
+                errs.push(format!("kiln's output lacks {s:?}"));
+            }
+        }
+        for s in str_list(&self.raw, "output_absent") {
+            if output.contains(&s) {
+                errs.push(format!("kiln's output has {s:?}"));
+            }
+        }
+        errs
     }
 
     /// Strings that must appear in no blob of the output and not in kiln's output.
@@ -360,4 +382,113 @@ pub fn layout_blobs_text(layout: &Path) -> Vec<(PathBuf, String)> {
         out.push((p, String::from_utf8_lossy(&plain).into_owned()));
     }
     out
+}
+
+/// How one case ended.
+pub enum Outcome {
+    Pass,
+    /// known_bug case that failed as expected
+    XFail(String, Vec<String>),
+    /// known_bug case that passed
+    XPass(String),
+    Fail(Vec<String>),
+}
+
+/// Build `ctx` with kiln as the unprivileged user (`--output type=oci` into
+/// the sandbox) and check the result against `expect`. Never panics: a panic
+/// in the harness becomes a failure line.
+pub fn build_and_check(expect: &Expect, make_ctx: &dyn Fn(&crate::Sandbox) -> PathBuf) -> Outcome {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let sb = crate::Sandbox::new();
+        let ctx = make_ctx(&sb);
+        let layout = sb.out_path("layout");
+        let out = sb.kiln().build().args(expect.kiln_args(&ctx)).output_oci(&layout).arg(&ctx).run();
+        let combined = out.combined();
+        let mut errs = expect.check_failure(out.status.success(), &out.stderr);
+        errs.extend(expect.check_output(&combined));
+        if expect.expected_failure().is_none() && out.status.success() {
+            let img = Image::from_layout(&layout, None);
+            errs.extend(expect.check_image(&img, &layout, &combined));
+        }
+        if !errs.is_empty() {
+            let tail: Vec<&str> = out.stderr.lines().rev().take(12).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            errs.push(format!("kiln stderr (last lines):\n        {}", tail.join("\n        ")));
+        }
+        errs
+    }));
+    let errs = match r {
+        Ok(e) => e,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            vec![format!("panicked: {msg}")]
+        }
+    };
+    match (expect.known_bug(), errs.is_empty()) {
+        (None, true) => Outcome::Pass,
+        (None, false) => Outcome::Fail(errs),
+        (Some(b), false) => Outcome::XFail(b.to_string(), errs),
+        (Some(b), true) => Outcome::XPass(b.to_string()),
+    }
+}
+
+/// Run `jobs` on `KILN_CASES_JOBS` threads (default 3), print a line per case,
+/// and return the results sorted by name with a summary: (results, failures
+/// report, number that failed).
+pub fn run_pool(jobs: Vec<(String, Box<dyn FnOnce() -> Outcome + Send>)>) -> (Vec<(String, Outcome)>, String, usize) {
+    use std::sync::{Arc, Mutex};
+    let total = jobs.len();
+    let queue = Arc::new(Mutex::new(jobs.into_iter().collect::<std::collections::VecDeque<_>>()));
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let threads: usize = std::env::var("KILN_CASES_JOBS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let start = std::time::Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (queue, results) = (queue.clone(), results.clone());
+            std::thread::spawn(move || loop {
+                let Some((name, job)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
+                let t = std::time::Instant::now();
+                let outcome = job();
+                let tag = match &outcome {
+                    Outcome::Pass => "ok",
+                    Outcome::XFail(..) => "known bug",
+                    Outcome::XPass(..) => "FIXED? (known_bug passes)",
+                    Outcome::Fail(..) => "FAIL",
+                };
+                eprintln!("case {name:<40} {tag} ({:.1}s)", t.elapsed().as_secs_f64());
+                results.lock().unwrap_or_else(|p| p.into_inner()).push((name, outcome));
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut report = String::new();
+    let (mut pass, mut xfail, mut bad) = (0, 0, 0);
+    for (name, o) in &results {
+        match o {
+            Outcome::Pass => pass += 1,
+            Outcome::XFail(bug, errs) => {
+                xfail += 1;
+                eprintln!("known bug in {name}: {bug}\n    {}", errs.join("\n    "));
+            }
+            Outcome::XPass(bug) => {
+                bad += 1;
+                report += &format!("\n{name}: marked known_bug ({bug}) but passes: remove the mark\n");
+            }
+            Outcome::Fail(errs) => {
+                bad += 1;
+                report += &format!("\n{name}:\n    {}\n", errs.join("\n    "));
+            }
+        }
+    }
+    bad += total - results.len();
+    eprintln!("{} cases in {:.0?}: {pass} passed, {xfail} known bugs, {bad} failed", results.len(), start.elapsed());
+    (results, report, bad)
 }

@@ -21,6 +21,7 @@
 //! kilntest, its subuid range, the kiln binary) fails the test with a message
 //! that says to run `scripts/setup.sh`; nothing is ever skipped.
 
+pub mod bkcases;
 pub mod cases;
 pub mod faultproxy;
 pub mod http;

@@ -13,8 +13,8 @@
 # OUTDIR is replaced atomically (built next to it, then renamed).
 #
 # The rootfs: /bin/busybox, applet symlinks (-> /bin/busybox) where
-# `busybox --list-full` puts them, /etc/passwd and /etc/group (root 0,
-# nobody 65534, app 1000), /tmp 1777, /root 0700, /home/app owned 1000:1000,
+# `busybox --list-full` puts them, /etc/passwd and /etc/group (Docker Hub
+# busybox's accounts: root, daemon, ..., wheel 10 with root; plus app 1000), /tmp 1777, /root 0700, /home/app owned 1000:1000,
 # and empty /dev /proc /sys.
 set -euo pipefail
 
@@ -79,13 +79,46 @@ while IFS= read -r p; do
   ln -sfn /bin/busybox "$R/$p"
 done <<<"$LIST"
 
+# The accounts of Docker Hub's busybox image (BuildKit's tests name daemon, wheel,
+# www-data, ...), plus kiln's own test user app (1000).
 cat >"$R/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+bin:x:2:2:bin:/bin:/bin/false
+sys:x:3:3:sys:/dev:/bin/false
+sync:x:4:100:sync:/bin:/bin/sync
+mail:x:8:8:mail:/var/spool/mail:/bin/false
+www-data:x:33:33:www-data:/var/www:/bin/false
+operator:x:37:37:Operator:/var:/bin/false
 app:x:1000:1000:app:/home/app:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false
 EOF
 cat >"$R/etc/group" <<'EOF'
 root:x:0:
+daemon:x:1:
+bin:x:2:
+sys:x:3:
+adm:x:4:
+tty:x:5:
+disk:x:6:
+lp:x:7:
+mail:x:8:
+kmem:x:9:
+wheel:x:10:root
+cdrom:x:11:
+dialout:x:18:
+floppy:x:19:
+video:x:28:
+audio:x:29:
+tape:x:32:
+www-data:x:33:
+operator:x:37:
+utmp:x:43:
+plugdev:x:46:
+staff:x:50:
+lock:x:54:
+netdev:x:82:
+users:x:100:
 app:x:1000:
 nogroup:x:65534:
 EOF
