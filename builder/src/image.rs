@@ -189,8 +189,11 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<RunAs> {
                 .with_context(|| format!("unable to find group {g}: no matching entries in the image's /etc/group"))?,
         },
     };
-    // Supplementary groups only when the group was not given explicitly, as Docker.
-    let mut groups = Vec::new();
+    // The process's groups are its gid, then (only when the group was not given
+    // explicitly) the image's groups that list the user: `id` as root prints
+    // `groups=0(root),10(wheel)` under BuildKit (containerd's WithUser adds the
+    // primary gid to the additional gids).
+    let mut groups = vec![gid];
     if let (None, Some(name)) = (g, name) {
         for f in &group {
             let members = f.get(3).map(|m| m.split(',').any(|x| x == name)).unwrap_or(false);
@@ -245,10 +248,11 @@ mod tests {
         std::fs::write(t.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n").unwrap();
         std::fs::write(t.path().join("etc/group"), "root:x:0:\napp:x:1000:\nwheel:x:10:app\n").unwrap();
         let r = |uid, gid, groups: Vec<u32>, home: &str| RunAs { uid, gid, groups, home: home.to_string() };
-        assert_eq!(resolve_user(t.path(), "").unwrap(), r(0, 0, vec![], "/root"));
-        assert_eq!(resolve_user(t.path(), "app").unwrap(), r(1000, 1000, vec![10], "/home/app"));
-        assert_eq!(resolve_user(t.path(), "app:wheel").unwrap(), r(1000, 10, vec![], "/home/app"));
-        assert_eq!(resolve_user(t.path(), "1234:5").unwrap(), r(1234, 5, vec![], "/"));
+        assert_eq!(resolve_user(t.path(), "").unwrap(), r(0, 0, vec![0], "/root"));
+        assert_eq!(resolve_user(t.path(), "app").unwrap(), r(1000, 1000, vec![1000, 10], "/home/app"));
+        assert_eq!(resolve_user(t.path(), "app:wheel").unwrap(), r(1000, 10, vec![10], "/home/app"));
+        assert_eq!(resolve_user(t.path(), "1234:5").unwrap(), r(1234, 5, vec![5], "/"));
+        assert_eq!(resolve_user(t.path(), "1234").unwrap(), r(1234, 0, vec![0], "/"));
         assert!(resolve_user(t.path(), "nobody").unwrap_err().to_string().contains("unable to find user nobody"));
     }
 

@@ -23,6 +23,7 @@ mod progress;
 mod runmounts;
 mod sandbox;
 mod solver;
+mod stdio;
 mod timefmt;
 mod userns;
 

@@ -19,6 +19,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, fork, pivot_root, sethostname, ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
+use crate::stdio::StepPipes;
+
 /// Everything the sandbox needs, passed as a JSON file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSpec {
@@ -122,19 +124,12 @@ fn sandbox(spec_path: &Path) -> Result<i32> {
         return chroot_sandbox(&spec, &hostname_path(spec_path));
     }
     unshare(flags).context("unsharing the step's namespaces")?;
+    let pipes = StepPipes::new(spec.uid, spec.gid)?;
     // SAFETY: this process is single-threaded (freshly exec'd, no runtime started).
     match unsafe { fork() }.context("forking the step's init")? {
-        ForkResult::Parent { child } => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e).context("waiting for the step"),
-            }
-        },
+        ForkResult::Parent { child } => wait_relaying(child, pipes),
         ForkResult::Child => {
-            let err = match enter_and_exec(&spec, &hostname_path(spec_path)) {
+            let err = match pipes.attach().and_then(|()| enter_and_exec(&spec, &hostname_path(spec_path))) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -145,6 +140,40 @@ fn sandbox(spec_path: &Path) -> Result<i32> {
 }
 
 enum Never {}
+
+/// Relay the step's output while it runs; its exit code (128+signal if killed).
+fn wait_relaying(child: nix::unistd::Pid, pipes: StepPipes) -> Result<i32> {
+    fn code(st: WaitStatus) -> Option<i32> {
+        match st {
+            WaitStatus::Exited(_, code) => Some(code),
+            WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+            _ => None,
+        }
+    }
+    let mut done = None;
+    pipes.relay(|| {
+        if done.is_none() {
+            if let Ok(st) = waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                done = code(st);
+            }
+        }
+        done.is_some()
+    });
+    if let Some(c) = done {
+        return Ok(c);
+    }
+    loop {
+        match waitpid(child, None) {
+            Ok(st) => {
+                if let Some(c) = code(st) {
+                    return Ok(c);
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("waiting for the step"),
+        }
+    }
+}
 
 fn enter_and_exec(spec: &RunSpec, hostname_file: &Path) -> Result<Never> {
     let root = &spec.rootfs;
@@ -199,8 +228,8 @@ fn drop_to_user(spec: &RunSpec) -> Result<()> {
     let groups: Vec<Gid> = spec.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {
         // With a single-id map setgroups is denied; that only matters when the step
-        // asked for supplementary groups.
-        if !groups.is_empty() {
+        // needs groups beyond its gid.
+        if groups.iter().any(|g| g.as_raw() != spec.gid) {
             return Err(e).context("setting supplementary groups");
         }
     }
@@ -323,17 +352,11 @@ fn chroot_sandbox(spec: &RunSpec, hostname_file: &Path) -> Result<i32> {
             }
         }
     }
+    let pipes = StepPipes::new(spec.uid, spec.gid)?;
     // SAFETY: single-threaded process (freshly exec'd).
     match unsafe { fork() }.context("forking the step")? {
         ForkResult::Parent { child } => {
-            let code = loop {
-                match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, code)) => break code,
-                    Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(e).context("waiting for the step"),
-                }
-            };
+            let code = wait_relaying(child, pipes)?;
             // The copied-in files were stubs: empty them again so they are recognised
             // and removed before the diff.
             for f in &filled {
@@ -342,7 +365,7 @@ fn chroot_sandbox(spec: &RunSpec, hostname_file: &Path) -> Result<i32> {
             Ok(code)
         }
         ForkResult::Child => {
-            let err = match chroot_exec(spec) {
+            let err = match pipes.attach().and_then(|()| chroot_exec(spec)) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
