@@ -152,8 +152,6 @@ for d in "$REPO/testdata" "$REPO/scripts"; do
     chmod -R o+rX "$d"
   fi
 done
-SHARED_TOOLS=$(cd "$REPO/.." && pwd)/shared/tools
-[ -d "$SHARED_TOOLS" ] || log "note: $SHARED_TOOLS not present (the Buildah comparison test needs compare-images.sh)"
 
 # ---------------------------------------------------------------- 4. base layouts
 # Build the busybox base image layouts once (needs root); tests and the demo

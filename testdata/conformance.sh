@@ -1,7 +1,7 @@
 #!/bin/bash
 # Conformance: build every testdata/cases/* with kiln and with Buildah 1.28
 # (`buildah bud --layers --isolation chroot`, vfs storage, rootless as the
-# build user) and compare the two images with ../shared/tools/compare-images.sh,
+# build user) and compare the two images with the integration crate's compare-images,
 # ignoring Buildah 1.28's known artifacts. Slow (minutes); not part of the
 # normal suite.
 #
@@ -18,12 +18,13 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
-COMPARE=${COMPARE:-$REPO/../shared/tools/compare-images.sh}
+COMPARE=${COMPARE:-$REPO/target/debug/compare-images}
 KILN=${KILN_BIN:-$REPO/target/debug/kiln}
 PORT=${CONFORMANCE_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 JOBS=${CONFORMANCE_JOBS:-2}
 OUT=${OUT:-/tmp/kiln-conformance}
 die() { echo "conformance: ERROR: $*" >&2; exit 2; }
+(cd "$REPO" && cargo build -q -p kiln-integration --bin compare-images) || die "cargo build of compare-images failed"
 [ -x "$KILN" ] || die "no kiln binary at $KILN (cargo build -p kiln-builder)"
 [ -f "$COMPARE" ] || die "no $COMPARE"
 command -v buildah >/dev/null || die "buildah not installed (scripts/setup.sh)"
@@ -98,7 +99,7 @@ run_case() { # CASE
     --storage-driver vfs push --tls-verify=false "localhost/conf-$c" "docker://$REG/conf/$c:buildah" \
     >>"$OUT/$c.buildah.log" 2>&1 || b=FAIL
   if [ $k = ok ] && [ $b = ok ]; then
-    if bash "$COMPARE" --ignore-path /etc/hosts --ignore-path /etc/hostname \
+    if "$COMPARE" --ignore-path /etc/hosts --ignore-path /etc/hostname \
         --ignore-path /etc/resolv.conf --ignore-path /run --ignore-path '/run/*' \
         --ignore-xattr user.overlay. --ignore-label io.buildah.version \
         "$REG/conf/$c:kiln" "$REG/conf/$c:buildah" >"$OUT/$c.diff" 2>&1; then

@@ -23,6 +23,7 @@
 
 pub mod bkcases;
 pub mod cases;
+pub mod compare;
 pub mod faultproxy;
 pub mod http;
 pub mod image;
@@ -32,7 +33,7 @@ pub mod registry;
 pub mod sandbox;
 
 pub use image::{Image, Kind, Layer, Node, Tree};
-pub use paths::{case_dir, kiln_bin, repo_root, shared_tools_dir};
+pub use paths::{case_dir, kiln_bin, repo_root};
 pub use process::{run_with_timeout, RunOutput};
 pub use registry::{seed_base_images, BaseImages, Registry};
 pub use sandbox::{BuildUser, KilnCmd, Sandbox, Spawned};

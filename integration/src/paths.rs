@@ -22,10 +22,6 @@ pub fn case_dir(name: &str) -> PathBuf {
     d
 }
 
-/// `../shared/tools` next to the repository (compare-images.sh, imgtool.py).
-pub fn shared_tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools")
-}
 
 /// The cargo target dir's profile dir (`target/debug`) this test binary was
 /// built into, else `$CARGO_TARGET_DIR/debug`, else `<repo>/target/debug`.

@@ -4,9 +4,9 @@
 //! Every test starts its own registry on a free port and its own sandbox
 //! (HOME, KILN_ROOT), so they run in parallel safely.
 
-use kiln_integration::{seed_base_images, shared_tools_dir, Image, Kind, Registry, RunOutput, Sandbox};
+use kiln_integration::compare::{compare_images, CompareOptions};
+use kiln_integration::{seed_base_images, Image, Kind, Registry, RunOutput, Sandbox};
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 const BASE_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -277,8 +277,9 @@ fn failing_run_reports_step_and_exit_code() {
     assert!(registry.tags("demo/failing").is_empty(), "a failed build must push nothing");
 }
 
-/// (f) kiln's image vs Buildah's for the same context, compared with
-/// /work/shared/tools/compare-images.sh (ignoring Buildah's known artifacts).
+/// (f) kiln's image vs Buildah's for the same context, compared file by file and
+/// config by config (`kiln_integration::compare`), ignoring Buildah's known
+/// artifacts.
 ///
 /// The Buildah build that works here, rootless as kilntest (Buildah 1.28,
 /// vfs storage in the sandbox; overlay would leak user.overlay.* xattrs):
@@ -294,12 +295,6 @@ fn failing_run_reports_step_and_exit_code() {
 /// ($XDG_RUNTIME_DIR must exist, mode 0700, owned by kilntest.)
 #[test]
 fn hello_matches_buildah() {
-    let compare = shared_tools_dir().join("compare-images.sh");
-    assert!(
-        compare.is_file(),
-        "{} is missing (it ships in the shared tools next to the repository)",
-        compare.display()
-    );
     let registry = Registry::start();
     let base = seed_base_images(&registry);
     let sb = Sandbox::new();
@@ -328,30 +323,15 @@ fn hello_matches_buildah() {
     let kiln_ref = registry.reference("cmp/hello:kiln");
     build_push(&sb, &registry, &ctx, &kiln_ref);
 
-    let out = kiln_integration::run_with_timeout(
-        Command::new("bash").arg(&compare).args([
-            "--ignore-path",
-            "/etc/hosts",
-            "--ignore-path",
-            "/etc/hostname",
-            "--ignore-path",
-            "/etc/resolv.conf",
-            "--ignore-path",
-            "/run",
-            "--ignore-path",
-            "/run/*",
-            "--ignore-xattr",
-            "user.overlay.",
-            "--ignore-label",
-            "io.buildah.version",
-            &kiln_ref,
-            &buildah_ref,
-        ]),
-        Duration::from_secs(300),
-    );
-    assert!(
-        out.status.success(),
-        "kiln's image differs from Buildah's (compare-images.sh exit {:?})\n{out}",
-        out.status.code()
-    );
+    let kiln_img = Image::pull(&kiln_ref);
+    let opts = CompareOptions {
+        ignore_paths: ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run", "/run/*"].map(String::from).to_vec(),
+        ignore_xattr_prefixes: vec!["user.overlay.".into()],
+        ignore_labels: vec!["io.buildah.version".into()],
+    };
+    let diffs = compare_images(&kiln_img, &buildah_img, &opts);
+    assert!(diffs.is_empty(), "kiln's image (A) differs from Buildah's (B):\n{}", diffs.join("\n"));
+    // the comparison can fail: kiln's image against its own base differs
+    let base_img = Image::pull(&registry.reference("base/busybox:latest"));
+    assert!(!compare_images(&kiln_img, &base_img, &opts).is_empty());
 }
