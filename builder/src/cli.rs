@@ -154,6 +154,13 @@ pub struct BuildArgs {
     /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
     #[arg(long = "compression-level", value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
+    /// Network of RUN steps without their own `--network`: default (the host's
+    /// network: rootless kiln has no bridge), host, or none.
+    #[arg(long = "network", value_name = "default|none|host", default_value = "default")]
+    pub network: String,
+    /// An extra line in the /etc/hosts of RUN steps: HOST:IP. Repeatable.
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
     /// Build context directory.
     pub context: PathBuf,
 }
@@ -200,6 +207,10 @@ pub struct BuildOptions {
     pub platforms: Vec<kiln_frontend::Platform>,
     pub state_dir: PathBuf,
     pub source_date_epoch: Option<i64>,
+    /// `--network none`: RUN steps without `--network` get no network.
+    pub network_none: bool,
+    /// `--add-host`: (host, ip) lines added to each RUN step's /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
     /// None = auto-detect.
     pub snapshotter: Option<kiln_snapshotter::SnapshotterKind>,
     pub compression: kiln_snapshotter::Compression,
@@ -293,8 +304,11 @@ impl BuildArgs {
             bail!("build context {:?} is not a directory", self.context);
         }
         let context = self.context.canonicalize().with_context(|| format!("resolving context {:?}", self.context))?;
+        // As BuildKit: `Dockerfile`, else `dockerfile` (dockerui's DefaultDockerfileName
+        // and its lower-case fallback).
         let dockerfile = match self.file {
             Some(f) => f,
+            None if !context.join("Dockerfile").exists() && context.join("dockerfile").is_file() => context.join("dockerfile"),
             None => context.join("Dockerfile"),
         };
         let tags = self
@@ -315,10 +329,28 @@ impl BuildArgs {
                 }
             }
         }
-        let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) if !v.is_empty() => Some(v.parse().map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?),
+        // `--build-arg SOURCE_DATE_EPOCH=` (what buildx passes) wins over the environment.
+        let epoch_text = build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+        let source_date_epoch = match epoch_text {
+            Some(v) if !v.is_empty() => Some(
+                v.parse::<i64>()
+                    .map_err(|_| anyhow!("invalid SOURCE_DATE_EPOCH {v:?}: expected a number of seconds since 1970"))?,
+            ),
             _ => None,
         };
+        let network_none = match self.network.as_str() {
+            "default" | "host" => false,
+            "none" => true,
+            n => bail!("--network {n:?}: expected default, none or host"),
+        };
+        let extra_hosts = self
+            .add_hosts
+            .iter()
+            .map(|h| match h.split_once([':', '=']) {
+                Some((host, ip)) if !host.is_empty() && ip.parse::<std::net::IpAddr>().is_ok() => Ok((host.to_string(), ip.to_string())),
+                _ => Err(anyhow!("--add-host {h:?}: expected HOST:IP (e.g. db:10.0.0.5)")),
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(BuildOptions {
             context,
             dockerfile,
@@ -371,6 +403,8 @@ impl BuildArgs {
             platforms,
             state_dir: state_dir()?,
             source_date_epoch,
+            network_none,
+            extra_hosts,
             snapshotter: match self.snapshotter.as_str() {
                 "auto" => None,
                 s => Some(s.parse().map_err(|e| anyhow!("--snapshotter: {e}"))?),

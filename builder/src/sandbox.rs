@@ -31,6 +31,9 @@ pub struct RunSpec {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// `--add-host` lines for /etc/hosts.
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
     pub hostname: String,
     pub network_none: bool,
     /// `RUN --mount`s, secrets, heredoc scripts: mounted after /dev, parents first.
@@ -68,6 +71,8 @@ pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
     // into the rootfs.
     let hostname_file = hostname_path(spec_path);
     std::fs::write(&hostname_file, format!("{}\n", spec.hostname)).context("writing the step's /etc/hostname")?;
+    let hosts_file = hosts_path(spec_path);
+    std::fs::write(&hosts_file, hosts_text(&spec.hostname, &spec.extra_hosts)).context("writing the step's /etc/hosts")?;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg("__sandbox").arg(spec_path).stdin(Stdio::null());
     let json = crate::progress::get().mode() == crate::progress::Mode::Json;
@@ -93,6 +98,7 @@ pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
     };
     let _ = std::fs::remove_file(spec_path);
     let _ = std::fs::remove_file(&hostname_file);
+    let _ = std::fs::remove_file(&hosts_file);
     use std::os::unix::process::ExitStatusExt;
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
@@ -100,6 +106,21 @@ pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
 /// The generated /etc/hostname that goes with a spec file.
 fn hostname_path(spec_path: &Path) -> PathBuf {
     spec_path.with_extension("hostname")
+}
+
+/// The generated /etc/hosts that goes with a spec file.
+fn hosts_path(spec_path: &Path) -> PathBuf {
+    spec_path.with_extension("hosts")
+}
+
+/// A step's /etc/hosts, as BuildKit writes it (executor/oci/hosts.go): loopback
+/// names with the sandbox hostname, then `--add-host` lines.
+pub fn hosts_text(hostname: &str, extra: &[(String, String)]) -> String {
+    let mut s = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (host, ip) in extra {
+        s += &format!("{ip}\t{host}\n");
+    }
+    s
 }
 
 /// Entry point of `kiln __sandbox SPEC`. Returns the process exit code.
@@ -129,7 +150,7 @@ fn sandbox(spec_path: &Path) -> Result<i32> {
     match unsafe { fork() }.context("forking the step's init")? {
         ForkResult::Parent { child } => wait_relaying(child, pipes),
         ForkResult::Child => {
-            let err = match pipes.attach().and_then(|()| enter_and_exec(&spec, &hostname_path(spec_path))) {
+            let err = match pipes.attach().and_then(|()| enter_and_exec(&spec, spec_path)) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -175,7 +196,8 @@ fn wait_relaying(child: nix::unistd::Pid, pipes: StepPipes) -> Result<i32> {
     }
 }
 
-fn enter_and_exec(spec: &RunSpec, hostname_file: &Path) -> Result<Never> {
+fn enter_and_exec(spec: &RunSpec, spec_path: &Path) -> Result<Never> {
+    let hostname_file = &hostname_path(spec_path);
     let root = &spec.rootfs;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("making mounts private")?;
@@ -197,8 +219,7 @@ fn enter_and_exec(spec: &RunSpec, hostname_file: &Path) -> Result<Never> {
     } else if mount(Some("/sys"), &root.join("sys"), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).is_ok() {
         let _ = mount(None::<&str>, &root.join("sys"), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
     }
-    for f in ["etc/hosts", "etc/resolv.conf"] {
-        let host = Path::new("/").join(f);
+    for (f, host) in [("etc/hosts", hosts_path(spec_path)), ("etc/resolv.conf", PathBuf::from("/etc/resolv.conf"))] {
         let target = root.join(f);
         if host.exists() && target.exists() {
             mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
@@ -343,7 +364,8 @@ fn chroot_sandbox(spec: &RunSpec, hostname_file: &Path) -> Result<i32> {
         }
     }
     let mut filled = Vec::new();
-    for (rel, host) in [("etc/hosts", Path::new("/etc/hosts")), ("etc/resolv.conf", Path::new("/etc/resolv.conf")), ("etc/hostname", hostname_file)] {
+    let hosts_file = hostname_file.with_extension("hosts");
+    for (rel, host) in [("etc/hosts", hosts_file.as_path()), ("etc/resolv.conf", Path::new("/etc/resolv.conf")), ("etc/hostname", hostname_file)] {
         let target = root.join(rel);
         if std::fs::symlink_metadata(&target).map(|m| m.is_file() && m.len() == 0).unwrap_or(false) {
             if let Ok(bytes) = std::fs::read(host) {

@@ -881,7 +881,11 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
             if chroot && argv.iter().any(|a| a.contains("/dev/pipes/")) {
                 bail!("a heredoc script with #! needs a mount, which --isolation chroot does not have");
             }
-            if chroot && network.as_deref() == Some("none") {
+            let network_none = match network.as_deref() {
+                Some(n) => n == "none",
+                None => cx.opts.network_none,
+            };
+            if chroot && network_none {
                 bail!("RUN --network=none needs a network namespace, which --isolation chroot does not have");
             }
             let prepared = runmounts::prepare(mounts, heredocs, &inputs, &mut roots)?;
@@ -921,8 +925,10 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 uid: run_as.uid,
                 gid: run_as.gid,
                 groups: run_as.groups,
-                hostname: "kiln".into(),
-                network_none: network.as_deref() == Some("none"),
+                // BuildKit's sandbox hostname, or the BUILDKIT_SANDBOX_HOSTNAME build arg.
+                hostname: cx.opts.build_args.get("BUILDKIT_SANDBOX_HOSTNAME").cloned().unwrap_or_else(|| "buildkitsandbox".into()),
+                network_none,
+                extra_hosts: cx.opts.extra_hosts.clone(),
                 mounts: prepared.mounts.clone(),
                 chroot,
             };
