@@ -256,6 +256,7 @@ pub(crate) fn parse_with_escape(file_name: &str, text: &str, escape: char) -> Re
 }
 
 fn parse_inner(file_name: &str, text: &str, escape: char, directives: bool) -> Result<Dockerfile, Error> {
+    let directives_allowed = directives;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines: Vec<String> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l).to_string()).collect();
     if text.ends_with('\n') {
@@ -273,6 +274,10 @@ fn parse_inner(file_name: &str, text: &str, escape: char, directives: bool) -> R
         let (inst, next) = p.instruction(i)?;
         instructions.push(inst);
         i = next;
+    }
+    if instructions.is_empty() && directives_allowed {
+        let loc = Location { file: p.file.clone(), line: p.lines.len().max(1), column: 1 };
+        return Err(p.err(loc, "file with no instructions"));
     }
     Ok(Dockerfile { file_name: p.file, escape: p.escape, directives, instructions, lines: p.lines })
 }
@@ -322,7 +327,9 @@ impl Parser {
     /// first line that is not a known directive (a comment, blank line or instruction).
     fn directives(&mut self) -> Result<(Vec<Directive>, usize), Error> {
         let mut out: Vec<Directive> = Vec::new();
-        let mut i = 0;
+        // A first `#!` line is a shebang, not the end of the directives (BuildKit's
+        // discardShebang), so an executable Dockerfile can still carry them.
+        let mut i = usize::from(self.lines.first().is_some_and(|l| l.starts_with("#!")));
         while i < self.lines.len() {
             let line = &self.lines[i];
             let Some((name, value, vcol)) = split_directive(line) else { break };
@@ -352,11 +359,14 @@ impl Parser {
 
     /// Strip a trailing escape char (plus trailing blanks) and say whether the line
     /// continues.
+    ///
+    /// As BuildKit's continuation rule (`([^\\])\\[ \t]*$|^\\[ \t]*$`): the final
+    /// escape must not itself be escaped, so `ENV C a\\b\\` ends its line.
     fn trim_continuation<'a>(&self, s: &'a str) -> (&'a str, bool) {
         let r = s.trim_end_matches([' ', '\t']);
         match r.strip_suffix(self.escape) {
-            Some(body) => (body, true),
-            None => (s, false),
+            Some(body) if !body.ends_with(self.escape) => (body, true),
+            _ => (s, false),
         }
     }
 
@@ -518,7 +528,14 @@ impl Parser {
         let name = kw.as_str();
         let err = |m: String| Err(self.err(aloc.clone(), m));
         if args.trim().is_empty() {
-            return Err(self.err(kloc.clone(), format!("{name} requires at least one argument")));
+            // BuildKit's wording per instruction (instructions/parse.go errAtLeastTwoArguments,
+            // errExactlyOneArgument); the rest need at least one.
+            let need = match kw {
+                Keyword::Copy | Keyword::Add => "at least two arguments",
+                Keyword::Maintainer | Keyword::Workdir | Keyword::User | Keyword::StopSignal => "exactly one argument",
+                _ => "at least one argument",
+            };
+            return Err(self.err(kloc.clone(), format!("{name} requires {need}")));
         }
         let json_kw = matches!(
             kw,
@@ -564,6 +581,9 @@ impl Parser {
                     return err(format!("{name} requires at least two arguments, but only one was provided. Destination could not be determined"));
                 }
                 let (dest, srcs) = words.split_last().expect("len >= 2");
+                if heredocs.iter().any(|h| heredoc_word(dest, self.escape).is_some_and(|d| d.0 == h.name)) {
+                    return err(format!("{name} cannot accept a heredoc as a destination"));
+                }
                 let mut hd = 0;
                 let sources = srcs
                     .iter()
@@ -705,11 +725,27 @@ pub(crate) fn heredoc_markers(args: &str, escape: char) -> Vec<(usize, String, b
     let mut out = Vec::new();
     // Recompute word offsets alongside parse_words' splitting rules.
     let mut offset = 0;
-    for w in parse_words(args, escape) {
-        let Some(off) = args.get(offset..).and_then(|r| r.find(&w)).map(|o| o + offset) else { break };
+    let words = parse_words(args, escape);
+    let mut pending: Option<(usize, bool)> = None; // a bare `<<` / `<<-`: (offset, chomp)
+    for w in &words {
+        let Some(off) = args.get(offset..).and_then(|r| r.find(w.as_str())).map(|o| o + offset) else { break };
         offset = off + w.len();
-        if let Some((name, expand, chomp)) = heredoc_word(&w, escape) {
-            out.push((off, name, expand, chomp));
+        if let Some((at, chomp)) = pending.take() {
+            // BuildKit's marker pattern allows blanks between `<<` and the name.
+            if let Some((name, expand)) = heredoc_name(w, escape) {
+                out.push((at, name, expand, chomp));
+            }
+            continue;
+        }
+        let digits = w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len());
+        match &w[digits..] {
+            "<<" => pending = Some((off, false)),
+            "<<-" => pending = Some((off, true)),
+            _ => {
+                if let Some((name, expand, chomp)) = heredoc_word(w, escape) {
+                    out.push((off, name, expand, chomp));
+                }
+            }
         }
     }
     out
@@ -726,14 +762,27 @@ pub(crate) fn heredoc_word(w: &str, escape: char) -> Option<(String, bool, bool)
     if r.is_empty() || r.contains('<') {
         return None;
     }
-    let quoted = r.contains(['"', '\'']);
-    // Remove quotes and escapes (a tiny shell unquote).
+    let (name, expand) = heredoc_name(r, escape)?;
+    Some((name, expand, chomp))
+}
+
+/// A heredoc name as written → (name, expand). Quotes and escapes are removed (a
+/// tiny shell unquote); the body is expanded unless part of the name was quoted
+/// (an escaped quote is a literal character, not quoting).
+fn heredoc_name(r: &str, escape: char) -> Option<(String, bool)> {
+    if r.is_empty() || r.contains('<') {
+        return None;
+    }
+    let mut quoted = false;
     let mut name = String::new();
     let mut q: Option<char> = None;
     let mut it = r.chars();
     while let Some(c) = it.next() {
         match q {
-            None if c == '"' || c == '\'' => q = Some(c),
+            None if c == '"' || c == '\'' => {
+                q = Some(c);
+                quoted = true;
+            }
             Some(x) if c == x => q = None,
             _ if c == escape && q != Some('\'') => {
                 if let Some(n) = it.next() {
@@ -746,5 +795,5 @@ pub(crate) fn heredoc_word(w: &str, escape: char) -> Option<(String, bool, bool)
     if name.is_empty() {
         return None;
     }
-    Some((name, !quoted, chomp))
+    Some((name, !quoted))
 }

@@ -552,7 +552,7 @@ fn located_errors() {
         ("FROM x\nRUN <<EOF\necho\n", 2, 5, "unterminated heredoc EOF"),
         ("FROM x\nCOPY a <<EOF /d\nx\n", 2, 8, "unterminated heredoc EOF"),
         ("ARG A\nRUN true\nFROM x\n", 2, 1, "only ARG may come before FROM"),
-        ("# just a comment\n", 1, 1, "no FROM"),
+        ("# just a comment\n", 1, 1, "file with no instructions"),
         ("", 1, 1, "no FROM"),
         ("ARG A=1\n", 1, 1, "no FROM"),
         ("FROM x\nCOPY --frm=a b c\n", 2, 6, "unknown flag: --frm"),
