@@ -332,6 +332,9 @@ impl BuildArgs {
         // `--build-arg SOURCE_DATE_EPOCH=` (what buildx passes) wins over the environment.
         let epoch_text = build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
         let source_date_epoch = match epoch_text {
+            // BuildKit's `context`: the epoch of a Git or HTTP context; a local
+            // context has none, so the build has no epoch.
+            Some(v) if v == "context" => None,
             Some(v) if !v.is_empty() => Some(
                 v.parse::<i64>()
                     .map_err(|_| anyhow!("invalid SOURCE_DATE_EPOCH {v:?}: expected a number of seconds since 1970"))?,

@@ -42,6 +42,14 @@ const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
+/// The value a proxy variable (`HTTP_PROXY` or `http_proxy`, ...) gets in RUN from
+/// `--build-arg`: BuildKit matches the build arg's name ignoring case and sets both
+/// spellings (dockerfile2llb proxyEnvFromBuildArgs, llbsolver/ops/exec.go). The
+/// spelling given wins over another one.
+fn proxy_build_arg<'m>(build_args: &'m std::collections::BTreeMap<String, String>, name: &str) -> Option<&'m String> {
+    build_args.get(name).or_else(|| build_args.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
 /// The image refs named by FROM lines (expanded; not stage names, not `scratch`),
 /// deduplicated, in order.
 pub fn base_images(df: &Dockerfile, opts: &LowerOptions) -> Result<Vec<String>, Error> {
@@ -182,7 +190,7 @@ impl<'a> Cx<'a> {
                 column: 1,
             });
             return Err(Error::Stage(
-                cx.diag(loc, "no FROM instruction: a Dockerfile must start with FROM (after optional ARGs)"),
+                cx.diag(loc, "dockerfile contains no stages to build: a Dockerfile must start with FROM (after optional ARGs)"),
             ));
         };
         for inst in &df.instructions[..first_from] {
@@ -229,6 +237,13 @@ impl<'a> Cx<'a> {
             };
             cx.stages.push(StageHead { from, name, body: &rest[s + 1..end] });
         }
+        // BuildKit's TARGETSTAGE (dockerfile2llb defaultArgs): the --target stage,
+        // else the last stage's name, else "default".
+        let target_stage = match opts.target.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => t.to_ascii_lowercase(),
+            None => cx.stages.last().and_then(|s| s.name.clone()).unwrap_or_else(|| "default".into()),
+        };
+        cx.auto.push(("TARGETSTAGE".into(), target_stage));
         Ok(cx)
     }
 
@@ -511,7 +526,7 @@ impl<'a> Cx<'a> {
                     }
                 }
                 for p in PROXY_ARGS {
-                    if let Some(v) = self.opts.build_args.get(p) {
+                    if let Some(v) = proxy_build_arg(&self.opts.build_args, p) {
                         if !args.iter().any(|(k, _)| k == p) && !scope.env.iter().any(|(k, _)| k == p) {
                             build_env.push((p.to_string(), v.clone()));
                         }
@@ -965,7 +980,9 @@ fn cache_material(
     let mut kind = kind.clone();
     if let StepKind::Run { build_env, .. } = &mut kind {
         build_env.retain(|(k, _)| {
-            !(PROXY_ARGS.contains(&k.as_str()) && build_args.contains_key(k) && !args_used.iter().any(|(a, _)| a == k))
+            !(PROXY_ARGS.contains(&k.as_str())
+                && proxy_build_arg(build_args, k).is_some()
+                && !args_used.iter().any(|(a, _)| a == k))
         });
     }
     let mut m = String::from("kiln.step.v1\n");

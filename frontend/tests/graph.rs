@@ -60,11 +60,15 @@ fn key_ignores_location_and_proxy_args() {
     let a = lower_with("FROM alpine\nRUN make\n", &[]);
     let b = lower_with("FROM alpine\n\n# moved\nRUN   make\n", &[("HTTP_PROXY", "http://proxy:3128")]);
     assert_eq!(materials(&a, 0), materials(&b, 0));
-    // The proxy does reach the RUN environment.
+    // The proxy does reach the RUN environment, in both spellings (as BuildKit).
     match &b.stages[0].steps[0].kind {
-        StepKind::Run { build_env, .. } => {
-            assert_eq!(build_env, &vec![("HTTP_PROXY".to_string(), "http://proxy:3128".to_string())])
-        }
+        StepKind::Run { build_env, .. } => assert_eq!(
+            build_env,
+            &vec![
+                ("HTTP_PROXY".to_string(), "http://proxy:3128".to_string()),
+                ("http_proxy".to_string(), "http://proxy:3128".to_string())
+            ]
+        ),
         k => panic!("{k:?}"),
     }
     // The platform is part of the key.

@@ -554,7 +554,7 @@ fn located_errors() {
         ("ARG A\nRUN true\nFROM x\n", 2, 1, "only ARG may come before FROM"),
         ("# just a comment\n", 1, 1, "file with no instructions"),
         ("", 1, 1, "file with no instructions"),
-        ("ARG A=1\n", 1, 1, "no FROM"),
+        ("ARG A=1\n", 1, 1, "no stages to build"),
         ("FROM x\nCOPY --frm=a b c\n", 2, 6, "unknown flag: --frm"),
         ("FROM x\nRUN \\\n  --bogus true\n", 3, 3, "unknown flag: --bogus"),
         ("FROM x\nCOPY --link=maybe a b\n", 2, 6, "boolean"),

@@ -120,7 +120,7 @@ lock:x:54:
 netdev:x:82:
 users:x:100:
 app:x:1000:
-nogroup:x:65534:
+nobody:x:65534:
 EOF
 
 chown -R 0:0 "$R"
