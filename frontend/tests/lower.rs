@@ -318,7 +318,7 @@ FROM 0 AS child
     assert_eq!(st.base, Base::Image("alpine:3".into()));
     // Before re-declaration the global V is not in the stage.
     match &st.steps[0].kind {
-        StepKind::Run { build_env, .. } => assert_eq!(build_env, &kv(&[("HTTP_PROXY", "http://proxy")])),
+        StepKind::Run { build_env, .. } => assert_eq!(build_env, &kv(&[("HTTP_PROXY", "http://proxy"), ("http_proxy", "http://proxy")])),
         k => panic!("{k:?}"),
     }
     assert_eq!(st.steps[0].created_by, "RUN /bin/sh -c echo $V # buildkit");
