@@ -328,7 +328,7 @@ FROM 0 AS child
     assert_eq!(st.steps[7].kind, StepKind::Workdir("/w/from-env/over".into()));
     match &st.steps[8].kind {
         StepKind::Run { build_env, .. } => {
-            assert_eq!(build_env, &kv(&[("V", "global"), ("OVER", "over"), ("HTTP_PROXY", "http://proxy")]))
+            assert_eq!(build_env, &kv(&[("V", "global"), ("OVER", "over"), ("HTTP_PROXY", "http://proxy"), ("http_proxy", "http://proxy")]))
         }
         k => panic!("{k:?}"),
     }
