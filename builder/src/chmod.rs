@@ -19,12 +19,13 @@ pub struct Clause {
 
 impl ModeSpec {
     pub fn parse(s: &str) -> Result<ModeSpec> {
-        if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            let m = u32::from_str_radix(s, 8)?;
-            if m > 0o7777 {
-                bail!("--chmod={s}: mode out of range");
+        // A value that starts like a number is an octal mode or BuildKit's error
+        // (dockerfile2llb convert_copy.go), never a symbolic one.
+        if s.starts_with(|c: char| c.is_ascii_digit()) {
+            match u32::from_str_radix(s, 8) {
+                Ok(m) if m <= 0o7777 => return Ok(ModeSpec::Octal(m)),
+                _ => bail!("invalid chmod parameter: '{s}'. it should be octal string and between 0 and 07777"),
             }
-            return Ok(ModeSpec::Octal(m));
         }
         let mut clauses = Vec::new();
         for part in s.split(',') {

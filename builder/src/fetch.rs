@@ -15,8 +15,10 @@ pub struct Download {
 pub fn file_name(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let after_host = path.splitn(4, '/').nth(3).unwrap_or("");
-    let name = after_host.rsplit('/').next().unwrap_or("");
-    if name.is_empty() { "download".to_string() } else { name.to_string() }
+    // Go's path.Base of the URL path, as BuildKit names the file; a path with no
+    // name (`/`, empty) gives BuildKit's `__unnamed__`.
+    let name = after_host.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    if name.is_empty() || name == "." { "__unnamed__".to_string() } else { name.to_string() }
 }
 
 /// Download `url` to `dest`, streaming, verifying `checksum` (`sha256:…`) if given.
@@ -92,8 +94,9 @@ mod tests {
     #[test]
     fn names_and_dates() {
         assert_eq!(file_name("https://example.com/a/b/file.tar.gz?x=1"), "file.tar.gz");
-        assert_eq!(file_name("http://example.com/"), "download");
-        assert_eq!(file_name("http://example.com"), "download");
+        assert_eq!(file_name("http://example.com/"), "__unnamed__");
+        assert_eq!(file_name("http://example.com"), "__unnamed__");
+        assert_eq!(file_name("http://example.com/v2/"), "v2");
         assert_eq!(parse_http_date("Tue, 14 Nov 2023 22:13:20 GMT"), Some(1_700_000_000));
         assert_eq!(parse_http_date("garbage"), None);
     }

@@ -245,7 +245,58 @@ fn enter_and_exec(spec: &RunSpec, spec_path: &Path) -> Result<Never> {
     exec_command(spec)
 }
 
+/// Docker's default capability set (moby's oci/caps/defaults.go, BuildKit's too):
+/// CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
+/// NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP, i.e. `CapBnd: 00000000a80425fb`.
+pub const DEFAULT_CAPS: u64 = 0xa804_25fb;
+
+/// Keep only Docker's default capabilities: the bounding set for everyone, and
+/// permitted/effective/inheritable for root (a setuid to another user clears them).
+/// Best effort where we lack CAP_SETPCAP (chroot isolation in a restricted pod).
+fn drop_bounding_caps() {
+    for cap in 0..64u64 {
+        if DEFAULT_CAPS & (1 << cap) == 0 {
+            // SAFETY: prctl with integer arguments; EINVAL past the last capability.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+}
+
+fn set_default_caps() -> Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut hdr = Header { version: VERSION_3, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget fills two Data records for version 3.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading the step's capabilities");
+    }
+    let keep = [DEFAULT_CAPS as u32, (DEFAULT_CAPS >> 32) as u32];
+    for (d, k) in data.iter_mut().zip(keep) {
+        d.effective &= k;
+        d.permitted &= k;
+        d.inheritable &= k;
+    }
+    // SAFETY: as above; capset only lowers what we hold.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("lowering the step's capabilities");
+    }
+    Ok(())
+}
+
 fn drop_to_user(spec: &RunSpec) -> Result<()> {
+    drop_bounding_caps();
     let groups: Vec<Gid> = spec.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {
         // With a single-id map setgroups is denied; that only matters when the step
@@ -256,6 +307,9 @@ fn drop_to_user(spec: &RunSpec) -> Result<()> {
     }
     nix::unistd::setgid(Gid::from_raw(spec.gid)).with_context(|| format!("setgid {}", spec.gid))?;
     nix::unistd::setuid(Uid::from_raw(spec.uid)).with_context(|| format!("setuid {}", spec.uid))?;
+    if spec.uid == 0 {
+        set_default_caps()?;
+    }
 
     Ok(())
 }
@@ -283,6 +337,10 @@ fn exec_command(spec: &RunSpec) -> Result<Never> {
         .collect::<Result<_, _>>()
         .context("argument contains a NUL byte")?;
     let prog = argv.first().context("empty command")?;
+    // The step gets fds 0-2 only (as under runc): nothing kiln or its caller left
+    // open (a jobserver pipe, a log file) may reach it.
+    // SAFETY: marks descriptors close-on-exec; none is used after exec.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     match nix::unistd::execvp(prog, &argv) {
         Err(nix::errno::Errno::ENOENT) => anyhow::bail!("{}: executable file not found in $PATH", spec.argv[0]),
         Err(e) => Err(e).with_context(|| format!("exec {}", spec.argv[0])),

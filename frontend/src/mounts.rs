@@ -81,7 +81,7 @@ fn fill_mount_defaults(kind: &str, o: &mut BTreeMap<String, String>) -> Result<(
             let mut def = |k: &str, v: String| {
                 o.entry(k.to_string()).or_insert(v);
             };
-            def("id", target);
+            def("id", crate::values::clean_path(&target)); // BuildKit: path.Clean(target)
             def("sharing", "shared".into());
             def("readonly", "false".into());
             def("mode", "0755".into());
