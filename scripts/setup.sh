@@ -110,6 +110,8 @@ if ! id -u "$TEST_USER" >/dev/null 2>&1; then
 else
   log "user $TEST_USER exists ($(id "$TEST_USER"))"
 fi
+# Its primary group must have a name (a lost /etc/group line breaks setpriv and chown).
+getent group "$(id -g "$TEST_USER")" >/dev/null || { log "groupadd $TEST_USER"; groupadd -g "$(id -g "$TEST_USER")" "$TEST_USER"; }
 [ -d "/home/$TEST_USER" ] || { mkdir -p "/home/$TEST_USER"; chown "$TEST_USER:$TEST_USER" "/home/$TEST_USER"; }
 
 # A 65536-wide range that overlaps no other entry.
@@ -140,7 +142,7 @@ add_range /etc/subgid
 # kilntest must reach the repository (test data, scripts) and run target/ binaries.
 p=$REPO
 while [ "$p" != "/" ]; do
-  if ! setpriv --reuid="$TEST_USER" --regid="$TEST_USER" --init-groups test -x "$p" 2>/dev/null; then
+  if ! setpriv --reuid="$(id -u "$TEST_USER")" --regid="$(id -g "$TEST_USER")" --init-groups test -x "$p" 2>/dev/null; then
     log "chmod o+x $p (so $TEST_USER can traverse it)"
     chmod o+x "$p"
   fi
@@ -170,13 +172,13 @@ if [ "${KILN_SKIP_BUILD:-0}" != 1 ]; then
   [ -x "$TARGET/debug/kiln" ] || die "$TARGET/debug/kiln missing after build"
   p=$TARGET/debug
   while [ "$p" != "/" ]; do
-    if ! setpriv --reuid="$TEST_USER" --regid="$TEST_USER" --init-groups test -x "$p" 2>/dev/null; then
+    if ! setpriv --reuid="$(id -u "$TEST_USER")" --regid="$(id -g "$TEST_USER")" --init-groups test -x "$p" 2>/dev/null; then
       log "chmod o+x $p"
       chmod o+x "$p"
     fi
     p=$(dirname "$p")
   done
-  setpriv --reuid="$TEST_USER" --regid="$TEST_USER" --init-groups test -x "$TARGET/debug/kiln" ||
+  setpriv --reuid="$(id -u "$TEST_USER")" --regid="$(id -g "$TEST_USER")" --init-groups test -x "$TARGET/debug/kiln" ||
     die "$TEST_USER cannot execute $TARGET/debug/kiln"
   log "kiln: $TARGET/debug/kiln"
 fi
