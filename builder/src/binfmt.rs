@@ -70,6 +70,9 @@ pub enum Support {
 }
 
 pub fn support_in(dir: &Path, host: &Platform, target: &Platform) -> Support {
+    if target.os != "linux" {
+        return Support::Missing(format!("{} is not a Linux platform; RUN steps need one", platform::display(target)));
+    }
     if native(host, target) {
         return Support::Native;
     }

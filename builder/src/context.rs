@@ -245,6 +245,12 @@ impl ContextHasher {
         Ok(out)
     }
 
+    /// Whether `rel` exists in the context (after `.dockerignore`).
+    pub fn has(&self, rel: &str) -> bool {
+        let clean = go_clean(&format!("/{rel}"));
+        matches!(self.follow(clean.trim_start_matches('/')), Ok(Some(_)))
+    }
+
     fn not_found(&self, source: &str, path: &str) -> String {
         let hint = if !path.is_empty() && self.matcher.matches(path, false) {
             format!(" (excluded by {})", self.ignore_name())

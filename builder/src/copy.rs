@@ -93,6 +93,9 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
         let host = resolve_in_root(root, &dest, true)?;
         host.is_dir()
     };
+    if req.parents {
+        return copy_parents(root, &dest, req);
+    }
     let mut written = 0;
     for src in req.sources {
         let matches = expand_source(req.context, src)?;
@@ -129,11 +132,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
                     continue;
                 }
             }
-            let target = if req.parents && !rel.is_empty() {
-                // `COPY --parents a/b/f /dst/` → /dst/a/b/f (directories: their contents
-                // under /dst/a/b).
-                dest.join(&rel)
-            } else if md.is_dir() {
+            let target = if md.is_dir() {
                 dest.clone()
             } else if dest_is_dir {
                 dest.join(host_src.file_name().context("source without a file name")?)
@@ -154,6 +153,79 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
         }
     }
     Ok(written)
+}
+
+/// `COPY --parents` (see `crate::parents`): for each source, the contents of its
+/// directory before the `/./` pivot that its pattern keeps, under `dest` with their
+/// paths; directories on the way are made with their source's metadata.
+fn copy_parents(root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> {
+    use crate::parents::{select, ParentsSource};
+    // BuildKit creates the destination even when nothing matches.
+    mkdir_p_as(root, dest, req.owner)?;
+    let mut written = 0;
+    for src in req.sources {
+        let ps = ParentsSource::parse(src);
+        if let Some(required) = ps.required() {
+            let host = resolve_in_root(req.context, &Path::new("/").join(&required), true)?;
+            if fs::symlink_metadata(&host).is_err() {
+                bail!("COPY source {src:?} not found in the build context");
+            }
+        }
+        let dirs = if ps.dir.is_empty() { vec![req.context.to_path_buf()] } else { expand_source(req.context, &ps.dir)? };
+        let pattern = Matcher::new(&[ps.pattern.as_str()]).with_context(|| format!("COPY --parents source {src:?}"))?;
+        for dir in dirs {
+            // The directory named before the pivot is followed if it is a symlink.
+            let dir = resolve_in_root(req.context, &Path::new("/").join(req.rel(&dir)), true)?;
+            if !dir.is_dir() {
+                continue;
+            }
+            let mut made: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+            // Directory metadata goes on last (children would move their mtimes).
+            let mut dirs_made: Vec<(PathBuf, PathBuf)> = Vec::new();
+            for (rel, host) in select(&dir, &pattern).with_context(|| format!("COPY --parents source {src:?}"))? {
+                let ctx_rel = req.rel(&host);
+                if req.excluded(&ctx_rel, &rel) {
+                    continue;
+                }
+                // Parents of the entry, top down, with their own metadata.
+                let comps: Vec<&str> = rel.split('/').collect();
+                for i in 1..comps.len() {
+                    let a = comps[..i].join("/");
+                    if made.insert(a.clone()) {
+                        dirs_made.push((make_dir(root, &dest.join(&a))?, dir.join(&a)));
+                        written += 1;
+                    }
+                }
+                let md = fs::symlink_metadata(&host)?;
+                if md.is_dir() {
+                    if made.insert(rel.clone()) {
+                        dirs_made.push((make_dir(root, &dest.join(&rel))?, host.clone()));
+                        written += 1;
+                    }
+                } else {
+                    written += copy_entry(&host, &md, root, &dest.join(&rel), req)?;
+                }
+            }
+            for (made_at, like) in dirs_made.iter().rev() {
+                set_meta(made_at, &fs::symlink_metadata(like)?, req.owner, req.chmod)?;
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// A directory at `target` (created, or replacing a non-directory); its host path.
+fn make_dir(root: &Path, target: &Path) -> Result<PathBuf> {
+    let host = resolve_in_root(root, target, true)?;
+    match fs::symlink_metadata(&host) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            fs::remove_file(&host)?;
+            fs::create_dir(&host)?;
+        }
+        Err(_) => fs::create_dir(&host).with_context(|| format!("creating {}", target.display()))?,
+    }
+    Ok(host)
 }
 
 /// A source is a path in the context whose components may hold `*`, `?` and

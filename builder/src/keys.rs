@@ -23,6 +23,8 @@ pub struct JobKeys {
 pub trait KeyInputs {
     /// Digest of context files selected by `sources` (after `.dockerignore`).
     fn context_digest(&mut self, sources: &[String]) -> Result<String>;
+    /// Whether `rel` (relative to the context, after `.dockerignore`) exists.
+    fn context_has(&mut self, rel: &str) -> bool;
     /// Manifest digest of an image as pulled for this platform.
     fn image_digest(&self, reference: &str) -> Result<String>;
     /// Result key of a stage this one reads.
@@ -41,6 +43,8 @@ pub fn job_keys(stage: &Stage, platform: &str, inputs: &mut dyn KeyInputs) -> Re
         let mut parts: Vec<String> = vec!["kiln.step.v1".into(), parent.hex().to_string(), step.cache_material.clone()];
         for input in &step.inputs {
             let d = match input {
+                StepInput::Context { sources } if copies_parents(&step.kind) => parents_digest(sources, inputs)
+                    .with_context(|| format!("{}:{}: hashing the build context", step.loc.file, step.loc.line))?,
                 StepInput::Context { sources } => inputs
                     .context_digest(sources)
                     .with_context(|| format!("{}:{}: hashing the build context", step.loc.file, step.loc.line))?,
@@ -54,6 +58,30 @@ pub fn job_keys(stage: &Stage, platform: &str, inputs: &mut dyn KeyInputs) -> Re
         parent = key;
     }
     Ok(JobKeys { steps, result: parent })
+}
+
+fn copies_parents(kind: &StepKind) -> bool {
+    matches!(kind, StepKind::Copy(spec) | StepKind::Add(spec) if spec.parents)
+}
+
+/// `COPY --parents` selects by pattern below each source's directory: the key
+/// hashes the deepest directory holding all it can select (a superset, so no
+/// change the copy would see is missed); one that is absent where wildcards allow
+/// an empty match is keyed as absent.
+fn parents_digest(sources: &[String], inputs: &mut dyn KeyInputs) -> Result<String> {
+    let mut roots = Vec::new();
+    let mut absent = Vec::new();
+    for s in sources {
+        let ps = crate::parents::ParentsSource::parse(s);
+        let root = ps.key_root();
+        let root = if root.is_empty() { ".".to_string() } else { root };
+        if ps.may_select_nothing() && !inputs.context_has(&root) {
+            absent.push(root);
+        } else {
+            roots.push(root);
+        }
+    }
+    Ok(format!("parents {} absent {:?}", inputs.context_digest(&roots)?, absent))
 }
 
 /// Whether a step's result may come from the cache at all. ADD of a URL without
@@ -86,6 +114,9 @@ mod tests {
         fn context_digest(&mut self, _: &[String]) -> Result<String> {
             self.reads += 1;
             Ok(self.ctx.clone())
+        }
+        fn context_has(&mut self, _: &str) -> bool {
+            true
         }
         fn image_digest(&self, r: &str) -> Result<String> {
             Ok(format!("sha256:{r}"))

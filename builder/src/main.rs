@@ -19,6 +19,7 @@ mod maintenance;
 mod image;
 mod inspect;
 mod platform;
+mod parents;
 mod progress;
 mod runmounts;
 mod sandbox;

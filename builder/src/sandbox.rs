@@ -230,7 +230,10 @@ fn enter_and_exec(spec: &RunSpec, spec_path: &Path) -> Result<Never> {
     if hostname_file.exists() && target.exists() {
         mount(Some(hostname_file), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).context("binding /etc/hostname")?;
     }
-    for m in &spec.mounts {
+    // Parents before children, so nested targets land inside their parent's mount.
+    let mut mounts: Vec<&crate::runmounts::SandboxMount> = spec.mounts.iter().collect();
+    mounts.sort_by_key(|m| Path::new(&m.target).components().count());
+    for m in mounts {
         apply_mount(root, m)?;
     }
     let _ = sethostname(&spec.hostname);
@@ -376,7 +379,10 @@ fn setup_dev(dev: &Path) -> Result<()> {
 fn apply_mount(root: &Path, m: &crate::runmounts::SandboxMount) -> Result<()> {
     use crate::runmounts::SandboxMountKind;
     let target = crate::fsutil::resolve_in_root(root, Path::new(&m.target), true)?;
-    if !target.exists() && m.target.starts_with("/dev/") {
+    // A target below another mount of this step (`/foo/bar/baz` inside a cache on
+    // `/foo/bar`) has its stub hidden by that mount: make the mount point inside it,
+    // as runc does; so is anything under the fresh /dev.
+    if !target.exists() {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }

@@ -246,8 +246,9 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
                 continue;
             }
             for (i, (step, key)) in job.stage.steps.iter().zip(&keys[&id].steps).enumerate() {
+                let _ = i;
                 let fs = matches!(step.kind, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_))
-                    || final_workdir(&job.stage, i);
+                    || workdir_layer(&step.kind);
                 if fs && crate::keys::cacheable(&step.kind) {
                     wanted.push(key.clone());
                 }
@@ -436,6 +437,9 @@ struct KeySources<'a> {
 impl crate::keys::KeyInputs for KeySources<'_> {
     fn context_digest(&mut self, sources: &[String]) -> Result<String> {
         self.hasher.digest_sources(sources)
+    }
+    fn context_has(&mut self, rel: &str) -> bool {
+        self.hasher.has(rel)
     }
     fn image_digest(&self, reference: &str) -> Result<String> {
         self.pulled
@@ -664,19 +668,20 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
         let step_index = n - job.first_step - 1;
         if state.apply_config_step(&step.kind) {
             progress::get().step(&StepRef { platform: &job.label, n, total, text: &step.source }, progress::State::Running, None, None);
-            // Docker creates a WORKDIR's directory even if no later step uses it: the
-            // last WORKDIR of a stage with no COPY/RUN after it makes its own layer.
-            if final_workdir(stage, step_index) {
+            // As BuildKit (dockerfile2llb dispatchWorkdir): every WORKDIR but `/` is a
+            // mkdir -p of its directory (owned by USER when set) with a layer of its
+            // own, empty when the directory exists.
+            if workdir_layer(&step.kind) {
+                let _ = step_index;
                 if let Some((_, rec)) = cx.hits.get(key.hex()) {
                     last_time = use_cached(cx, &mut state, rec, &step.created_by);
                     continue;
                 }
-                if materialize_workdir(cx, &mut state)? {
-                    last_time = cx.created.clone();
-                    state.push_history(&last_time, &step.created_by, false);
-                    remember(cx, key, &state, &step.created_by, &last_time);
-                    continue;
-                }
+                materialize_workdir(cx, &mut state)?;
+                last_time = cx.created.clone();
+                state.push_history(&last_time, &step.created_by, false);
+                remember(cx, key, &state, &step.created_by, &last_time);
+                continue;
             }
             state.push_history(&last_time, &step.created_by, true);
             continue;
@@ -825,13 +830,9 @@ fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// Whether step `i` of a stage is a WORKDIR with no later COPY/ADD/RUN/WORKDIR in the
-/// stage: nothing else would create its directory.
-fn final_workdir(stage: &Stage, i: usize) -> bool {
-    matches!(stage.steps.get(i).map(|s| &s.kind), Some(StepKind::Workdir(_)))
-        && !stage.steps[i + 1..]
-            .iter()
-            .any(|s| matches!(s.kind, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_) | StepKind::Workdir(_)))
+/// Whether a step is a WORKDIR that makes a layer (any but `/`, as BuildKit).
+fn workdir_layer(kind: &StepKind) -> bool {
+    matches!(kind, StepKind::Workdir(w) if w.trim_end_matches('/') != "")
 }
 
 /// Who owns a WORKDIR that a step creates: the stage's USER (root if unknown).
@@ -839,18 +840,15 @@ fn workdir_owner(root: &Path, state: &ImageState) -> Owner {
     resolve_user(root, &state.user()).map(|r| Owner { uid: r.uid, gid: r.gid }).unwrap_or_default()
 }
 
-/// Create the working directory if the image lacks it; returns whether a layer was added.
-fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<bool> {
+/// WORKDIR's layer: its directory made with its parents (an empty layer when it
+/// exists already).
+fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<()> {
     let lowers = lower_dirs(cx, state)?;
     let active = cx.snaps.prepare(&lowers)?;
     let root = active.merged().to_path_buf();
     let workdir = state.workdir();
-    if crate::fsutil::resolve_in_root(&root, Path::new(&workdir), true)?.is_dir() {
-        return Ok(false);
-    }
     copy::mkdir_p_as(&root, Path::new(&workdir), Some(workdir_owner(&root, state)))?;
-    commit_layer(cx, state, active)?;
-    Ok(true)
+    commit_layer(cx, state, active)
 }
 
 fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<'_>, step_no: usize) -> Result<()> {

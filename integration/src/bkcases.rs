@@ -2,12 +2,14 @@
 //! table: `testdata/buildkit/*.txt` (format in `testdata/buildkit/README.md`).
 //!
 //! One file holds many cases, each a small txtar-like archive: the BuildKit test
-//! it comes from, the build context (files with modes, symlinks, empty dirs) and
+//! it comes from, the build context (text or base64-encoded binary files with
+//! modes, symlinks, empty dirs) and
 //! an `expect.json` with the same keys as `testdata/cases/*/expect.json`, so
 //! [`crate::cases::Expect`] checks both kinds of case. [`parse`] never panics on
 //! a malformed file: it says which line is wrong.
 
 use crate::cases::Expect;
+use base64::Engine as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,11 @@ use std::path::{Path, PathBuf};
 /// One entry of a case's build context.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entry {
+    /// A text file: `127.0.0.1:5000` in it becomes the test registry.
     File { path: String, data: Vec<u8>, mode: u32 },
+    /// A `base64` section's decoded bytes, written as they are (a rewrite would
+    /// corrupt an archive that happened to hold the registry address).
+    Binary { path: String, data: Vec<u8>, mode: u32 },
     Symlink { path: String, target: String },
     Dir { path: String, mode: u32 },
 }
@@ -56,6 +62,14 @@ impl BkCase {
                         Ok(s) => s.replace("127.0.0.1:5000", registry_host).into_bytes(),
                         Err(_) => data.clone(),
                     };
+                    fs::write(&p, data)?;
+                    fs::set_permissions(&p, fs::Permissions::from_mode(*mode))?;
+                }
+                Entry::Binary { path, data, mode } => {
+                    let p = dir.join(path);
+                    if let Some(parent) = p.parent() {
+                        fs::create_dir_all(parent)?;
+                    }
                     fs::write(&p, data)?;
                     fs::set_permissions(&p, fs::Permissions::from_mode(*mode))?;
                 }
@@ -118,6 +132,8 @@ pub fn load_all(registry_host: &str) -> Result<Vec<BkCase>, String> {
 /// FROM 127.0.0.1:5000/base/busybox:latest
 /// -- dir/file mode=0600 noeol --
 /// contents (noeol: without the last line end)
+/// -- a.tar.gz mode=0600 base64 --
+/// H4sIAAAAAAAA...   (the file's bytes in base64, lines of any length)
 /// -- link -> target --
 /// -- emptydir/ mode=0700 --
 /// -- expect.json --
@@ -135,9 +151,11 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
     enum Section {
         None,
         File { path: String, mode: u32, noeol: bool, lines: Vec<String> },
+        /// `line` is the header's line number; body lines follow it.
+        Base64 { path: String, mode: u32, line: usize, lines: Vec<String> },
         Expect { lines: Vec<String> },
     }
-    fn close_section(sec: &mut Section, case: &mut Open) {
+    fn close_section(file: &str, sec: &mut Section, case: &mut Open) -> Result<(), String> {
         match std::mem::replace(sec, Section::None) {
             Section::None => {}
             Section::File { path, mode, noeol, lines } => {
@@ -147,8 +165,31 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
                 }
                 case.entries.push(Entry::File { path, data: data.into_bytes(), mode });
             }
+            Section::Base64 { path, mode, line, lines } => {
+                let data = decode_base64(&lines).map_err(|(offset, e)| {
+                    format!("{file}:{}: {path}: bad base64 body: {e}", line + 1 + offset)
+                })?;
+                case.entries.push(Entry::Binary { path, data, mode });
+            }
             Section::Expect { lines } => case.expect = Some(lines.join("\n")),
         }
+        Ok(())
+    }
+    /// The body's bytes; on error, which body line (0-based) is wrong. Line
+    /// breaks are free, so a character outside the alphabet is found per line
+    /// and the rest (length, padding) is judged on the whole text, whose
+    /// trouble is put on its last line.
+    fn decode_base64(lines: &[String]) -> Result<Vec<u8>, (usize, String)> {
+        let body: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
+        for (i, l) in body.iter().enumerate() {
+            if let Some(c) = l.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))) {
+                return Err((i, format!("{c:?} is not a base64 character")));
+            }
+        }
+        let last = body.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
+        base64::engine::general_purpose::STANDARD
+            .decode(body.concat())
+            .map_err(|e| (last, e.to_string()))
     }
     let finish = |case: Open| -> Result<BkCase, String> {
         let origin = format!("{file}:{}", case.line);
@@ -173,7 +214,7 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
         let lineno = i + 1;
         if let Some(name) = line.strip_prefix("=== ") {
             if let Some(mut c) = case.take() {
-                close_section(&mut sec, &mut c);
+                close_section(file, &mut sec, &mut c)?;
                 out.push(finish(c)?);
             }
             let name = name.trim();
@@ -185,8 +226,8 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
         }
         let Some(c) = case.as_mut() else { continue };
         if let Some(header) = line.strip_prefix("-- ").and_then(|l| l.strip_suffix(" --")) {
-            close_section(&mut sec, c);
-            sec = section_header(header).map_err(|e| format!("{file}:{lineno}: {e}"))?.into_section(c);
+            close_section(file, &mut sec, c)?;
+            sec = section_header(header).map_err(|e| format!("{file}:{lineno}: {e}"))?.into_section(c, lineno);
             continue;
         }
         match &mut sec {
@@ -197,24 +238,28 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
                     return Err(format!("{file}:{lineno}: expected `from:`, a `-- name --` section or `=== case`, got {line:?}"));
                 }
             }
-            Section::File { lines, .. } | Section::Expect { lines } => lines.push(line.to_string()),
+            Section::File { lines, .. } | Section::Base64 { lines, .. } | Section::Expect { lines } => {
+                lines.push(line.to_string())
+            }
         }
     }
     if let Some(mut c) = case.take() {
-        close_section(&mut sec, &mut c);
+        close_section(file, &mut sec, &mut c)?;
         out.push(finish(c)?);
     }
 
     enum Header {
         File { path: String, mode: u32, noeol: bool },
+        Base64 { path: String, mode: u32 },
         Symlink { path: String, target: String },
         Dir { path: String, mode: u32 },
         Expect,
     }
     impl Header {
-        fn into_section(self, c: &mut Open) -> Section {
+        fn into_section(self, c: &mut Open, line: usize) -> Section {
             match self {
                 Header::File { path, mode, noeol } => Section::File { path, mode, noeol, lines: Vec::new() },
+                Header::Base64 { path, mode } => Section::Base64 { path, mode, line, lines: Vec::new() },
                 Header::Expect => Section::Expect { lines: Vec::new() },
                 Header::Symlink { path, target } => {
                     c.entries.push(Entry::Symlink { path, target });
@@ -241,17 +286,26 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
         }
         let mut mode = None;
         let mut noeol = false;
+        let mut base64 = false;
         for w in words {
             if let Some(m) = w.strip_prefix("mode=") {
                 mode = Some(u32::from_str_radix(m, 8).map_err(|_| format!("bad mode {m:?}"))?);
             } else if w == "noeol" {
                 noeol = true;
+            } else if w == "base64" {
+                base64 = true;
             } else {
-                return Err(format!("unknown attribute {w:?} (mode=OCTAL, noeol)"));
+                return Err(format!("unknown attribute {w:?} (mode=OCTAL, noeol, base64)"));
             }
         }
+        if base64 && noeol {
+            // The decoded bytes are the file: there is no line end to drop.
+            return Err(format!("{path}: noeol has no meaning with base64"));
+        }
         Ok(match path.strip_suffix('/') {
+            Some(d) if base64 => return Err(format!("{d}/: a directory has no base64 body")),
             Some(d) => Header::Dir { path: d.to_string(), mode: mode.unwrap_or(0o755) },
+            None if base64 => Header::Base64 { path, mode: mode.unwrap_or(0o644) },
             None => Header::File { path, mode: mode.unwrap_or(0o644), noeol },
         })
     }
@@ -289,6 +343,51 @@ mod tests {
         ] {
             let err = parse("f.txt", text, "h").unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn base64_sections_decode_to_bytes_written_unchanged() {
+        // NUL, 0xff and the registry address: binary stays as it is.
+        let bytes: Vec<u8> = [&[0u8, 0xff, 0x1f, 0x8b][..], b"127.0.0.1:5000", &[0u8; 40]].concat();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        // Split mid-quantum and indented: line breaks and surrounding blanks are free.
+        let (l1, l2) = b64.split_at(10);
+        let text = format!(
+            "=== a\nfrom: f:a\n-- Dockerfile --\nFROM scratch\n-- sub/t.tar mode=0600 base64 --\n{l1}\n  {l2}\n\n-- empty base64 --\n-- expect.json --\n{{}}\n"
+        );
+        let cases = parse("f.txt", &text, "127.0.0.1:9").unwrap();
+        let e = &cases[0].entries;
+        assert_eq!(e[1], Entry::Binary { path: "sub/t.tar".into(), data: bytes.clone(), mode: 0o600 });
+        assert_eq!(e[2], Entry::Binary { path: "empty".into(), data: Vec::new(), mode: 0o644 });
+        let dir = tempfile::tempdir().unwrap();
+        cases[0].materialize(dir.path(), "127.0.0.1:9").unwrap();
+        let p = dir.path().join("sub/t.tar");
+        assert_eq!(fs::read(&p).unwrap(), bytes);
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o600);
+    }
+
+    #[test]
+    fn malformed_base64_names_the_file_and_line() {
+        let head = "=== a\nfrom: f:a\n-- Dockerfile --\nFROM x\n-- t.tar base64 --\n";
+        for (body, want) in [
+            // line 7: a character outside the alphabet
+            ("AAAA\nAA*A\nAAAA\n", "f.txt:7: t.tar: bad base64 body: '*'"),
+            // a length that is no base64 text: reported on the body's last line
+            ("AAAA\nAAAAA\n", "f.txt:7: t.tar: bad base64 body"),
+            // padding in the middle
+            ("AA==\nAAAA\n", "f.txt:7: t.tar: bad base64 body"),
+        ] {
+            let err = parse("f.txt", &format!("{head}{body}"), "h").unwrap_err();
+            assert!(err.contains(want), "{body:?}: {err}");
+        }
+        for (header, want) in [
+            ("-- t.tar base64 noeol --", "noeol has no meaning with base64"),
+            ("-- d/ base64 --", "no base64 body"),
+            ("-- t.tar base46 --", "unknown attribute \"base46\""),
+        ] {
+            let err = parse("f.txt", &format!("=== a\nfrom: f:a\n{header}\n"), "h").unwrap_err();
+            assert!(err.contains("f.txt:3") && err.contains(want), "{header}: {err}");
         }
     }
 }
