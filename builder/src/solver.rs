@@ -673,11 +673,19 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
             // own, empty when the directory exists.
             if workdir_layer(&step.kind) {
                 let _ = step_index;
+                let sref = StepRef { platform: &job.label, n, total, text: &step.source };
                 if let Some((_, rec)) = cx.hits.get(key.hex()) {
+                    progress::get().step(&sref, progress::State::Cached, None, None);
+                    cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     last_time = use_cached(cx, &mut state, rec, &step.created_by);
                     continue;
                 }
-                materialize_workdir(cx, &mut state)?;
+                let started = std::time::Instant::now();
+                materialize_workdir(cx, &mut state)
+                    .with_context(|| format!("{}step {n}/{total} ({}:{}) `{}`", job.label, step.loc.file, step.loc.line, one_line(&step.source)))?;
+                let l = state.layers.last().expect("WORKDIR added a layer");
+                progress::get().step(&sref, progress::State::Done, Some(started.elapsed().as_secs_f64()), Some((&l.digest.to_string(), l.size)));
+                cx.counts.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 last_time = cx.created.clone();
                 state.push_history(&last_time, &step.created_by, false);
                 remember(cx, key, &state, &step.created_by, &last_time);

@@ -191,6 +191,17 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
             .decode(body.concat())
             .map_err(|e| (last, e.to_string()))
     }
+    // Blank lines before the next `=== ` (or the end of the file) separate cases: the
+    // last section of a case must not get them as content, or a `noeol` file ends in
+    // a line end after all (and exact comparisons such as `cmp` fail while `$(cat)`
+    // hides it).
+    fn drop_separator_lines(sec: &mut Section) {
+        if let Section::File { lines, .. } | Section::Expect { lines } = sec {
+            while lines.last().is_some_and(|l| l.trim().is_empty()) {
+                lines.pop();
+            }
+        }
+    }
     let finish = |case: Open| -> Result<BkCase, String> {
         let origin = format!("{file}:{}", case.line);
         let from = case.from.ok_or_else(|| format!("{origin}: case {} has no `from:` line", case.name))?;
@@ -214,6 +225,7 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
         let lineno = i + 1;
         if let Some(name) = line.strip_prefix("=== ") {
             if let Some(mut c) = case.take() {
+                drop_separator_lines(&mut sec);
                 close_section(file, &mut sec, &mut c)?;
                 out.push(finish(c)?);
             }
@@ -244,6 +256,7 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
         }
     }
     if let Some(mut c) = case.take() {
+        drop_separator_lines(&mut sec);
         close_section(file, &mut sec, &mut c)?;
         out.push(finish(c)?);
     }
@@ -389,5 +402,18 @@ mod tests {
             let err = parse("f.txt", &format!("=== a\nfrom: f:a\n{header}\n"), "h").unwrap_err();
             assert!(err.contains("f.txt:3") && err.contains(want), "{header}: {err}");
         }
+    }
+
+    #[test]
+    fn blank_lines_between_cases_are_not_content() {
+        // A `noeol` file as the last section, then the blank line before the next case
+        // (and at the end of the file): the file holds exactly its text.
+        let text = "=== a\nfrom: f:a\n-- Dockerfile --\nFROM x\n-- foo noeol --\nbar\n\n=== b\nfrom: f:b\n-- Dockerfile --\nFROM x\n-- foo --\nbar\n\n\n";
+        let cases = parse("f.txt", text, "h").unwrap();
+        assert_eq!(cases[0].entries[1], Entry::File { path: "foo".into(), data: b"bar".to_vec(), mode: 0o644 });
+        assert_eq!(cases[1].entries[1], Entry::File { path: "foo".into(), data: b"bar\n".to_vec(), mode: 0o644 });
+        // Inside a case a blank line before the next section stays content.
+        let cases = parse("f.txt", "=== a\nfrom: f:a\n-- foo noeol --\nbar\n\n-- Dockerfile --\nFROM x\n", "h").unwrap();
+        assert_eq!(cases[0].entries[0], Entry::File { path: "foo".into(), data: b"bar\n".to_vec(), mode: 0o644 });
     }
 }

@@ -94,7 +94,7 @@ fn kiln_image_from_scratch_and_debug_variant() {
     let img = Image::from_layout(&layout, Some("latest"));
     check_common(&img);
     assert!(img.tree.get("/bin/sh").is_none(), "the scratch image has no shell");
-    assert_eq!(img.layers.len(), 2, "rootfs and home layers only");
+    assert_eq!(img.layers.len(), 3, "rootfs, home and WORKDIR's (empty: the directory exists) layers only");
     let out = run_in_rootfs(&layout, &["/usr/local/bin/kiln", "--version"]);
     assert_eq!(out.trim(), version);
 

@@ -33,11 +33,11 @@ fn assert_hello_image(img: &Image, base_layers: &[String]) {
     img.assert_consistent();
     let n_base = base_layers.len();
 
-    // layers: base + COPY + RUN, the base ones untouched
+    // layers: base + WORKDIR (BuildKit's mkdir layer) + COPY + RUN, the base ones untouched
     assert_eq!(
         img.layers.len(),
-        n_base + 2,
-        "expected {n_base} base layers + COPY + RUN; manifest: {:#}",
+        n_base + 3,
+        "expected {n_base} base layers + WORKDIR + COPY + RUN; manifest: {:#}",
         img.manifest
     );
     assert_eq!(&img.layer_digests()[..n_base], base_layers, "base layers must be reused as is");
@@ -64,9 +64,11 @@ fn assert_hello_image(img: &Image, base_layers: &[String]) {
         t.assert_entry(d, Kind::Dir, 0o755, 0, 0);
         assert!(t.children_of(d).is_empty(), "{d} must stay empty: {:?}", t.children_of(d));
     }
-    let copy_layer = &img.layers[n_base];
-    let run_layer = &img.layers[n_base + 1];
+    let workdir_layer = &img.layers[n_base];
+    let copy_layer = &img.layers[n_base + 1];
+    let run_layer = &img.layers[n_base + 2];
     let set = |l: &kiln_integration::Layer| l.entries.iter().cloned().collect::<BTreeSet<String>>();
+    assert_eq!(set(workdir_layer), ["/app"].map(String::from).into(), "WORKDIR layer");
     let copy_entries = set(copy_layer);
     let run_entries = set(run_layer);
     assert!(copy_entries.contains("/app/hello.txt"), "COPY layer: {copy_entries:?}");
@@ -110,7 +112,7 @@ fn assert_hello_image(img: &Image, base_layers: &[String]) {
             .unwrap_or_else(|| panic!("no history entry with created_by containing {needle:?}: {history:#?}"))
     };
     for (instr, makes_layer) in [
-        ("WORKDIR /app", false),
+        ("WORKDIR /app", true),
         ("COPY", true),
         ("echo \"built by RUN\"", true),
         ("GREETING", false),

@@ -1,5 +1,6 @@
 //! End-to-end: WORKDIR creates its directory even when no later step uses it, as
-//! Docker does — and adds no layer when the directory already exists.
+//! BuildKit does — with a layer of its own, an empty one when the directory exists
+//! (dockerfile2llb dispatchWorkdir).
 
 use kiln_integration::{seed_base_images, Image, Kind, Registry, Sandbox};
 
@@ -27,5 +28,7 @@ fn last_workdir_is_created_once() {
     let ctx = sb.new_context("wd2").file("Dockerfile", format!("FROM {base}\nWORKDIR /tmp\n")).build();
     let l3 = sb.out_path("l3");
     sb.kiln().build().output_oci(&l3).arg(&ctx).run().assert_success();
-    assert_eq!(Image::from_layout(&l3, None).layers.len(), base_layers, "an existing WORKDIR adds no layer");
+    let img3 = Image::from_layout(&l3, None);
+    assert_eq!(img3.layers.len(), base_layers + 1, "an existing WORKDIR adds an empty layer");
+    assert!(img3.layers.last().unwrap().entries.is_empty(), "{:?}", img3.layers.last().unwrap().entries);
 }
