@@ -135,6 +135,9 @@ pub struct ExtractOptions {
     /// Leave files owned by the extracting user when the tar's uid/gid cannot be
     /// set (a single-id user namespace), instead of failing.
     pub ignore_chown_errors: bool,
+    /// `ADD --chown`: every extracted entry gets this owner instead of the tar's
+    /// (BuildKit's Untar ChownOpts).
+    pub owner: Option<(u32, u32)>,
 }
 
 /// What an extraction wrote.
@@ -145,6 +148,7 @@ pub struct Extracted {
 }
 
 /// Unpack a tar stream into `dest` (a host directory inside the rootfs `root`).
+#[cfg(test)]
 pub fn extract_into(reader: impl Read, dest: &Path, root: &Path) -> Result<Extracted> {
     extract_into_with(reader, dest, root, &ExtractOptions::default())
 }
@@ -313,8 +317,7 @@ fn place(dest: &Path, rel: &Path) -> Result<PathBuf> {
 }
 
 fn apply_meta(p: &Path, hdr: &tar::Header, opts: &ExtractOptions, is_link: bool) -> Result<()> {
-    let uid = hdr.uid().unwrap_or(0) as u32;
-    let gid = hdr.gid().unwrap_or(0) as u32;
+    let (uid, gid) = opts.owner.unwrap_or((hdr.uid().unwrap_or(0) as u32, hdr.gid().unwrap_or(0) as u32));
     let r = nix::unistd::fchownat(
         nix::fcntl::AT_FDCWD,
         p,

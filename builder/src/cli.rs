@@ -329,8 +329,10 @@ impl BuildArgs {
                 }
             }
         }
-        // `--build-arg SOURCE_DATE_EPOCH=` (what buildx passes) wins over the environment.
-        let epoch_text = build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+        // The environment's SOURCE_DATE_EPOCH; `--build-arg SOURCE_DATE_EPOCH=` (what
+        // buildx passes) and a global ARG default are the frontend's to resolve and
+        // validate (a number, `context` or a stage name), and win over it.
+        let epoch_text = std::env::var("SOURCE_DATE_EPOCH").ok();
         let source_date_epoch = match epoch_text {
             // BuildKit's `context`: the epoch of a Git or HTTP context; a local
             // context has none, so the build has no epoch.

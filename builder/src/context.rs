@@ -321,8 +321,10 @@ impl ContextHasher {
 
     /// Follow `rel` if it is a symlink, inside the context. `None` if it (or its
     /// target) does not exist or is excluded.
+    /// A dangling symlink is itself the match (BuildKit copies it as a link).
     fn follow(&self, rel: &str) -> Result<Option<SourceMatch>> {
         let mut cur = rel.to_string();
+        let mut last_link: Option<String> = None;
         for _ in 0..40 {
             // Parents first: a symlinked parent is resolved inside the context.
             let parent_resolved = match cur.rsplit_once('/') {
@@ -337,13 +339,16 @@ impl ContextHasher {
             let host = self.host(&cur);
             let md = match fs::symlink_metadata(&host) {
                 Ok(md) => md,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    return Ok(last_link.map(|l| SourceMatch { path: rel.to_string(), resolved: l, is_dir: false }))
+                }
                 Err(e) => return Err(e).with_context(|| format!("reading {}", host.display())),
             };
             if !self.present(&cur, &md)? {
                 return Ok(None);
             }
             if md.file_type().is_symlink() {
+                last_link = Some(cur.clone());
                 let target = fs::read_link(&host)?;
                 let t = target.to_string_lossy();
                 let base = cur.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
@@ -743,9 +748,10 @@ mod tests {
         // A symlink source is followed inside the context.
         let m = h.resolve("link.rs").unwrap();
         assert_eq!(m[0].resolved, "src/main.rs");
-        // Escaping links resolve inside the context (and here, to nothing).
-        let err = format!("{:#}", h.resolve("escape").unwrap_err());
-        assert!(err.contains("\"escape\" not found"), "{err}");
+        // Escaping links resolve inside the context, here to nothing: a dangling
+        // link is itself the source (BuildKit copies it as a link).
+        let m = h.resolve("escape").unwrap();
+        assert_eq!((m[0].resolved.as_str(), m[0].is_dir), ("escape", false));
         // Ignored files do not exist, and the message says why.
         let err = format!("{:#}", h.resolve("secret.key").unwrap_err());
         assert!(err.contains("excluded by .dockerignore"), "{err}");

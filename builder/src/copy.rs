@@ -43,6 +43,8 @@ pub struct CopyRequest<'a> {
     pub dest_is_dir: bool,
     /// ADD: local tar archives (any compression) are extracted into the destination.
     pub unpack_archives: bool,
+    /// `--chown` as given (None without it): extracted archive entries get it.
+    pub archive_owner: Option<Owner>,
 }
 
 impl<'a> CopyRequest<'a> {
@@ -61,6 +63,7 @@ impl<'a> CopyRequest<'a> {
             exclude: None,
             dest_is_dir: true,
             unpack_archives: false,
+            archive_owner: None,
         }
     }
 }
@@ -117,16 +120,25 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
             let mut content_src = host_src.clone();
             if md.file_type().is_symlink() {
                 let followed = resolve_in_root(req.context, &Path::new("/").join(&rel), true)?;
-                md = fs::metadata(&followed).with_context(|| {
-                    format!("COPY source {src:?} is a symlink to nothing inside the build context")
-                })?;
-                content_src = followed;
+                match fs::metadata(&followed) {
+                    Ok(m) => {
+                        md = m;
+                        content_src = followed;
+                    }
+                    // Dangling: the link itself is copied, as BuildKit does.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).with_context(|| format!("COPY source {src:?}: following its symlink")),
+                }
             }
             if req.unpack_archives && md.is_file() {
                 if let Some(reader) = crate::archive::open_decompressed(&content_src)? {
                     mkdir_p_as(root, &dest, req.owner)?;
                     let host_dest = resolve_in_root(root, &dest, true)?;
-                    crate::archive::extract_into(reader, &host_dest, root)
+                    let opts = crate::archive::ExtractOptions {
+                        owner: req.archive_owner.map(|o| (o.uid, o.gid)),
+                        ..Default::default()
+                    };
+                    crate::archive::extract_into_with(reader, &host_dest, root, &opts)
                         .with_context(|| format!("extracting {src:?} into {}", dest.display()))?;
                     written += 1;
                     continue;
@@ -139,12 +151,19 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
             } else {
                 dest.clone()
             };
-            ensure_parents(root, &target, req.owner)?;
+            ensure_parents(root, &target, req)?;
             if md.is_dir() {
                 let host_dir = resolve_in_root(root, &target, true)?;
                 if !host_dir.exists() {
+                    // BuildKit copies a directory's *contents*: the destination it
+                    // creates is 0755 (or --chmod's mode), owned by --chown's owner or
+                    // root, never the source directory's owner (fsutil MkdirAll).
                     fs::create_dir(&host_dir).with_context(|| format!("creating {}", target.display()))?;
-                    set_meta(&host_dir, &md, req.owner, req.chmod)?;
+                    let o = req.owner.unwrap_or_default();
+                    chown(&host_dir, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid)))
+                        .with_context(|| format!("chown {}:{} {}", o.uid, o.gid, target.display()))?;
+                    fs::set_permissions(&host_dir, fs::Permissions::from_mode(created_dir_mode(req)))?;
+                    set_times(&host_dir, &md)?;
                 }
                 written += copy_dir_contents(&content_src, &content_src, root, &target, req)?;
             } else {
@@ -161,7 +180,7 @@ pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
 fn copy_parents(root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> {
     use crate::parents::{select, ParentsSource};
     // BuildKit creates the destination even when nothing matches.
-    mkdir_p_as(root, dest, req.owner)?;
+    mkdir_p_mode(root, dest, req.owner, created_dir_mode(req))?;
     let mut written = 0;
     for src in req.sources {
         let ps = ParentsSource::parse(src);
@@ -284,20 +303,32 @@ fn expand_source(context: &Path, src: &str) -> Result<Vec<PathBuf>> {
 
 /// Create missing parents of `target`: 0755, owned like the copied files (BuildKit
 /// gives `--chown`'s owner to the directories a COPY creates), else root.
-fn ensure_parents(root: &Path, target: &Path, owner: Option<Owner>) -> Result<()> {
+fn ensure_parents(root: &Path, target: &Path, req: &CopyRequest<'_>) -> Result<()> {
     if let Some(parent) = target.parent() {
         let host = resolve_in_root(root, parent, true)?;
         if !host.is_dir() {
-            mkdir_p_as(root, parent, owner)?;
+            mkdir_p_mode(root, parent, req.owner, created_dir_mode(req))?;
         }
     }
     Ok(())
+}
+
+/// The mode of directories a COPY creates on the way to its destination: 0755, or
+/// the `--chmod` mode (fsutil's copy makes its destination path with `perm =
+/// *Mode` when one is given).
+fn created_dir_mode(req: &CopyRequest<'_>) -> u32 {
+    req.chmod.map(|c| c.apply(0o755, true)).unwrap_or(0o755)
 }
 
 /// `mkdir -p` of a container path. Existing symlinks along it are followed inside
 /// the root first, so the directories are created where the container would see them.
 /// The directories it creates go to `owner` (root when None).
 pub fn mkdir_p_as(root: &Path, path: &Path, owner: Option<Owner>) -> Result<()> {
+    mkdir_p_mode(root, path, owner, 0o755)
+}
+
+/// [`mkdir_p_as`] with the mode of the directories it creates.
+pub fn mkdir_p_mode(root: &Path, path: &Path, owner: Option<Owner>, mode: u32) -> Result<()> {
     let host = resolve_in_root(root, path, true)?;
     let rel = host.strip_prefix(root).context("path resolved outside the root")?.to_path_buf();
     let mut cur = root.to_path_buf();
@@ -308,7 +339,7 @@ pub fn mkdir_p_as(root: &Path, path: &Path, owner: Option<Owner>) -> Result<()> 
             Ok(_) => bail!("cannot create directory {}: a file is in the way", path.display()),
             Err(_) => {
                 fs::create_dir(&cur).with_context(|| format!("creating directory {}", path.display()))?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))?;
+                fs::set_permissions(&cur, fs::Permissions::from_mode(mode))?;
                 if let Some(o) = owner.filter(|o| *o != Owner::default()) {
                     chown(&cur, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid)))
                         .with_context(|| format!("chown {}:{} {}", o.uid, o.gid, path.display()))?;
@@ -443,14 +474,14 @@ mod tests {
         fs::write(ctx.path().join("d/sub/x"), "x").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", ctx.path().join("d/link")).unwrap();
         let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
-        let req = CopyRequest { context: ctx.path(), sources: &["hello.txt".into()], dest: "./", workdir: "/app", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
+        let req = CopyRequest { context: ctx.path(), sources: &["hello.txt".into()], dest: "./", workdir: "/app", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false, archive_owner: None };
         copy_into(root.path(), &req).unwrap();
         assert_eq!(fs::read_to_string(root.path().join("app/hello.txt")).unwrap(), "hi\n");
-        let req = CopyRequest { context: ctx.path(), sources: &["d".into()], dest: "/out", workdir: "/", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
+        let req = CopyRequest { context: ctx.path(), sources: &["d".into()], dest: "/out", workdir: "/", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false, archive_owner: None };
         copy_into(root.path(), &req).unwrap();
         assert_eq!(fs::read_to_string(root.path().join("out/sub/x")).unwrap(), "x");
         assert_eq!(fs::read_link(root.path().join("out/link")).unwrap(), PathBuf::from("/etc/passwd"));
-        let req = CopyRequest { context: ctx.path(), sources: &["../etc/passwd".into()], dest: "/", workdir: "/", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
+        let req = CopyRequest { context: ctx.path(), sources: &["../etc/passwd".into()], dest: "/", workdir: "/", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false, archive_owner: None };
         assert!(copy_into(root.path(), &req).is_err());
     }
 
@@ -462,7 +493,7 @@ mod tests {
         fs::write(ctx.path().join("f"), "f").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
         let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
-        let req = CopyRequest { context: ctx.path(), sources: &["f".into()], dest: "/escape/", workdir: "/", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false };
+        let req = CopyRequest { context: ctx.path(), sources: &["f".into()], dest: "/escape/", workdir: "/", owner: Some(me), chmod: None, parents: false, ignore: None, exclude: None, dest_is_dir: false, unpack_archives: false, archive_owner: None };
         copy_into(root.path(), &req).unwrap();
         assert!(fs::read_dir(outside.path()).unwrap().next().is_none(), "wrote outside the root");
         assert!(root.path().join(outside.path().strip_prefix("/").unwrap()).join("f").exists());

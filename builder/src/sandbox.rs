@@ -145,6 +145,11 @@ fn sandbox(spec_path: &Path) -> Result<i32> {
         return chroot_sandbox(&spec, &hostname_path(spec_path));
     }
     unshare(flags).context("unsharing the step's namespaces")?;
+    if spec.network_none {
+        // A new network namespace starts with `lo` down; runc (and so BuildKit's
+        // `--network=none`) brings it up, so a step can still serve on 127.0.0.1.
+        loopback_up().context("bringing up lo in the step's network namespace")?;
+    }
     let pipes = StepPipes::new(spec.uid, spec.gid)?;
     // SAFETY: this process is single-threaded (freshly exec'd, no runtime started).
     match unsafe { fork() }.context("forking the step's init")? {
@@ -161,6 +166,34 @@ fn sandbox(spec_path: &Path) -> Result<i32> {
 }
 
 enum Never {}
+
+/// `ip link set lo up` in the current network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: ifreq is plain old data; the name is NUL-terminated within IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    let r = (|| {
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write req.ifr_ifru.ifru_flags.
+        if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+        if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    })();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    r
+}
 
 /// Relay the step's output while it runs; its exit code (128+signal if killed).
 fn wait_relaying(child: nix::unistd::Pid, pipes: StepPipes) -> Result<i32> {

@@ -117,7 +117,7 @@ struct TargetPlan {
     jobs: BTreeMap<usize, usize>,
 }
 
-pub async fn build(opts: BuildOptions) -> Result<()> {
+pub async fn build(mut opts: BuildOptions) -> Result<()> {
     let text = std::fs::read_to_string(&opts.dockerfile)
         .with_context(|| format!("reading Dockerfile {}", opts.dockerfile.display()))?;
     let file_name = opts.dockerfile.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
@@ -161,7 +161,7 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
                 .map(|r| (r, target.clone()))
                 .collect(),
         };
-        pull_all(&registry, &store, &mut pulled, &wanted).await?;
+        pull_all(&registry, &store, &mut pulled, &wanted).await.map_err(|e| explain_pull_error(e, &df))?;
         for ((name, _), p) in pulled.iter() {
             let env = p.state.env();
             lower_opts.base_env.entry(name.clone()).or_insert_with(|| {
@@ -173,7 +173,7 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
         }
         let graph = kiln_frontend::lower(&df, &lower_opts).map_err(|e| anyhow!("{e}"))?;
         let wanted = images_needed(&graph, target)?;
-        pull_all(&registry, &store, &mut pulled, &wanted).await?;
+        pull_all(&registry, &store, &mut pulled, &wanted).await.map_err(|e| explain_pull_error(e, &df))?;
         plans.push(TargetPlan { platform: target.clone(), graph, jobs: BTreeMap::new() });
     }
 
@@ -219,6 +219,16 @@ pub async fn build(opts: BuildOptions) -> Result<()> {
         }
     }
 
+    // SOURCE_DATE_EPOCH as the frontend resolved it (a --build-arg, else a global
+    // ARG default; BuildKit's rules) wins over the environment's.
+    match plans.first().and_then(|p| p.graph.source_date_epoch.clone()) {
+        Some(kiln_frontend::SourceDateEpoch::Seconds(n)) => opts.source_date_epoch = Some(n),
+        Some(kiln_frontend::SourceDateEpoch::Context) => opts.source_date_epoch = None,
+        Some(kiln_frontend::SourceDateEpoch::Stage(_)) => {
+            bail!("SOURCE_DATE_EPOCH naming a stage (the time of its remote source) is not supported yet: give a number of seconds")
+        }
+        None => {}
+    }
     let created = timefmt::rfc3339(opts.source_date_epoch.unwrap_or_else(timefmt::now_secs));
     let scratch = opts.state_dir.join("tmp");
     std::fs::create_dir_all(&scratch)?;
@@ -513,6 +523,47 @@ fn images_needed(graph: &BuildGraph, target: &Platform) -> Result<Vec<(String, P
     Ok(out)
 }
 
+/// An image that could not be pulled, by name: the error says so, and the caller
+/// names where the Dockerfile asks for it.
+#[derive(Debug, thiserror::Error)]
+#[error("pulling image {reference} for {platform}")]
+struct PullFailed {
+    name: String,
+    reference: String,
+    platform: String,
+}
+
+/// A failed pull, located and explained as BuildKit does: the Dockerfile line that
+/// names the image, and a stage of a close name when it was probably meant
+/// (`FROM bulid` for the stage `build`).
+fn explain_pull_error(e: anyhow::Error, df: &kiln_frontend::Dockerfile) -> anyhow::Error {
+    let Some(pf) = e.downcast_ref::<PullFailed>() else { return e };
+    let name = pf.name.clone();
+    let stages: Vec<String> = df
+        .instructions
+        .iter()
+        .filter_map(|i| match &i.command {
+            kiln_frontend::Command::From { name: Some(n), .. } => Some(n.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    let origin = df.instructions.iter().find_map(|i| {
+        let names_it = match &i.command {
+            kiln_frontend::Command::From { image, .. } => image == &name,
+            _ => i.flags.iter().any(|f| f.name == "from" && f.value.as_deref() == Some(name.as_str())),
+        };
+        names_it.then(|| format!("{}:{}", i.loc.file, i.loc.line))
+    });
+    let hint = kiln_frontend::suggest::did_you_mean(
+        kiln_frontend::suggest::search(&name.to_ascii_lowercase(), stages.iter().map(String::as_str), true).as_deref(),
+    );
+    let what = match origin {
+        Some(at) => format!("{at}: {name:?} is not a stage and could not be pulled as an image{hint}"),
+        None => format!("{name:?} could not be pulled{hint}"),
+    };
+    e.context(what)
+}
+
 async fn pull_all(registry: &Registry, store: &ContentStore, pulled: &mut PulledMap, wanted: &[(String, Platform)]) -> Result<()> {
     for (name, p) in wanted {
         let key = (name.clone(), platform::display(p));
@@ -521,10 +572,9 @@ async fn pull_all(registry: &Registry, store: &ContentStore, pulled: &mut Pulled
         }
         let reference: Reference = name.parse().map_err(|e| anyhow!("image {name}: {e}"))?;
         progress::get().info("pull", &format!("pulling {reference} ({})", key.1));
-        let img = registry
-            .pull_image(&reference, &to_cache_platform(p), store)
-            .await
-            .with_context(|| format!("pulling image {reference} for {}", key.1))?;
+        let img = registry.pull_image(&reference, &to_cache_platform(p), store).await.map_err(|e| {
+            anyhow::Error::new(e).context(PullFailed { name: name.clone(), reference: reference.to_string(), platform: key.1.clone() })
+        })?;
         if img.config.rootfs.diff_ids.len() != img.layers.len() {
             bail!("image {reference}: its config lists {} diff_ids for {} layers", img.config.rootfs.diff_ids.len(), img.layers.len());
         }
@@ -622,9 +672,12 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
     let plat = platform::display(&job.platform);
     let (from_text, mut state) = match &stage.base {
         Base::Scratch => {
-            // BuildKit gives a scratch stage the default PATH.
+            // BuildKit's empty image (dockerfile2llb emptyImage): WorkingDir `/` and,
+            // except on Windows, the default PATH.
             let run = kiln_oci::RunConfig {
-                env: Some(vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()]),
+                env: (job.platform.os != "windows")
+                    .then(|| vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()]),
+                working_dir: Some("/".into()),
                 ..Default::default()
             };
             let config = ImageConfig {
@@ -682,7 +735,7 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
                 }
                 let started = std::time::Instant::now();
                 materialize_workdir(cx, &mut state)
-                    .with_context(|| format!("{}step {n}/{total} ({}:{}) `{}`", job.label, step.loc.file, step.loc.line, one_line(&step.source)))?;
+                    .with_context(|| format!("{}step {n}/{total} ({}) `{}`", job.label, source_range(step), one_line(&step.source)))?;
                 let l = state.layers.last().expect("WORKDIR added a layer");
                 progress::get().step(&sref, progress::State::Done, Some(started.elapsed().as_secs_f64()), Some((&l.digest.to_string(), l.size)));
                 cx.counts.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -704,7 +757,7 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
         progress::get().step(&sref, progress::State::Running, None, None);
         let started = std::time::Instant::now();
         run_fs_step(cx, &mut state, step, &sources, n)
-            .with_context(|| format!("{}step {n}/{total} ({}:{}) `{}`", job.label, step.loc.file, step.loc.line, one_line(&step.source)))?;
+            .with_context(|| format!("{}step {n}/{total} ({}) `{}`", job.label, source_range(step), one_line(&step.source)))?;
         let l = state.layers.last().expect("a step that ran added a layer");
         progress::get().step(&sref, progress::State::Done, Some(started.elapsed().as_secs_f64()), Some((&l.digest.to_string(), l.size)));
         cx.counts.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -848,6 +901,16 @@ fn workdir_owner(root: &Path, state: &ImageState) -> Owner {
     resolve_user(root, &state.user()).map(|r| Owner { uid: r.uid, gid: r.gid }).unwrap_or_default()
 }
 
+/// `Dockerfile:2`, or `Dockerfile:2-3` for an instruction continued over lines (as
+/// BuildKit's source map reports it).
+fn source_range(step: &Step) -> String {
+    if step.end_line > step.loc.line {
+        format!("{}:{}-{}", step.loc.file, step.loc.line, step.end_line)
+    } else {
+        format!("{}:{}", step.loc.file, step.loc.line)
+    }
+}
+
 /// WORKDIR's layer: its directory made with its parents (an empty layer when it
 /// exists already).
 fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<()> {
@@ -945,7 +1008,9 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
             drop(prepared);
             drop(roots);
             if code != 0 {
-                bail!("RUN failed: exit code {code}");
+                // BuildKit's wording (solver/llbsolver/ops/exec.go), with the command
+                // as executed: the shell form shows its shell.
+                bail!("process {:?} did not complete successfully: exit code: {code}", argv.join(" "));
             }
             active.remove_stubs()?;
         }
@@ -1036,6 +1101,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                     exclude: exclude.as_ref(),
                     dest_is_dir,
                     unpack_archives: unpack && from_root.is_none(),
+                    archive_owner: spec.chown.as_ref().and(owner),
                 };
                 copy::copy_into(&root, &req)?;
             }
@@ -1046,6 +1112,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                     dest_is_dir,
                     // Remote archives are not unpacked unless --unpack asks.
                     unpack_archives: spec.unpack == Some(true),
+                    archive_owner: spec.chown.as_ref().and(owner),
                     ..CopyRequest::whole_dir(&dir.0, &staged_names, &spec.dest, owner.or(Some(Owner::default())))
                 };
                 copy::copy_into(&root, &req)?;

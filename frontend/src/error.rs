@@ -70,9 +70,16 @@ pub enum Error {
     /// Stage problems: no FROM, duplicate names, bad `--from`, dependency cycles.
     #[error("{0}")]
     Stage(Diag),
-    /// `--target` names no stage.
-    #[error("target stage {name:?} could not be found")]
-    UnknownTarget { name: String },
+    /// `--target` names no stage; `suggestion` is a stage name close to it.
+    #[error(
+        "target stage {} could not be found{}",
+        crate::gofmt::quote(name),
+        crate::suggest::did_you_mean(suggestion.as_deref())
+    )]
+    UnknownTarget { name: String, suggestion: Option<String> },
+    /// SOURCE_DATE_EPOCH is neither a number, `context` nor a stage name.
+    #[error("invalid SOURCE_DATE_EPOCH: {value}")]
+    InvalidSourceDateEpoch { value: String },
 }
 
 impl Error {
@@ -96,7 +103,7 @@ impl Error {
             | Error::Flag(d)
             | Error::Expansion(d)
             | Error::Stage(d) => Some(d),
-            Error::UnknownTarget { .. } => None,
+            Error::UnknownTarget { .. } | Error::InvalidSourceDateEpoch { .. } => None,
         }
     }
 }

@@ -14,6 +14,21 @@ pub struct BuildGraph {
     pub stages: Vec<Stage>,
     /// Index of the stage to build (`--target`, else the last one).
     pub target: usize,
+    /// Where the build's SOURCE_DATE_EPOCH comes from (`--build-arg`, else the
+    /// global ARG's value); `None` when it is unset or empty.
+    pub source_date_epoch: Option<SourceDateEpoch>,
+}
+
+/// A SOURCE_DATE_EPOCH value as BuildKit reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SourceDateEpoch {
+    /// Seconds since 1970.
+    Seconds(i64),
+    /// `context`: the time of the build context's source (none for a local one).
+    Context,
+    /// A stage name: the time of the one remote source (HTTP or Git) its single
+    /// `ADD` fetches; the stage is checked to be `FROM scratch` with only ARGs and it.
+    Stage(usize),
 }
 
 impl BuildGraph {
@@ -165,6 +180,8 @@ pub enum Base {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
     pub loc: Location,
+    /// Last physical line of the instruction (a RUN continued over lines 2-3: 3).
+    pub end_line: usize,
     /// The instruction as written, continuation lines joined.
     pub source: String,
     pub kind: StepKind,

@@ -72,13 +72,15 @@ mod graph;
 mod lower;
 mod mounts;
 mod parser;
+pub mod suggest;
 mod values;
 mod words;
 
 pub use error::{Diag, Error, Location};
 pub use expand::{expand_raw, expand_word};
 pub use graph::{
-    Base, BuildGraph, CopyFrom, CopySpec, Healthcheck, Op, OpInput, OpKind, RunMount, Stage, Step, StepInput, StepKind,
+    Base, BuildGraph, CopyFrom, CopySpec, Healthcheck, Op, OpInput, OpKind, RunMount, SourceDateEpoch, Stage, Step,
+    StepInput, StepKind,
 };
 pub use lower::{base_images, lower};
 pub use parser::{parse, CmdLine, Command, CopySource, Directive, Dockerfile, Flag, Instruction, Keyword};

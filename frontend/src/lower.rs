@@ -68,6 +68,8 @@ pub fn base_images(df: &Dockerfile, opts: &LowerOptions) -> Result<Vec<String>, 
 /// Lower a parsed Dockerfile to a build graph.
 pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> {
     let cx = Cx::new(df, opts)?;
+    // BuildKit resolves the epoch before it looks for the target.
+    let source_date_epoch = cx.source_date_epoch()?;
     let target = match opts.target.as_deref().filter(|t| !t.is_empty()) {
         None => cx.stages.len() - 1,
         Some(t) => {
@@ -75,7 +77,10 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> 
             cx.stages
                 .iter()
                 .position(|s| s.name.as_deref() == Some(lt.as_str()))
-                .ok_or_else(|| Error::UnknownTarget { name: t.to_string() })?
+                .ok_or_else(|| Error::UnknownTarget {
+                    name: t.to_string(),
+                    suggestion: crate::suggest::search(t, cx.stages.iter().filter_map(|s| s.name.as_deref()), true),
+                })?
         }
     };
     // FROM lines are evaluated for every stage (errors there are always fatal).
@@ -143,7 +148,7 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> 
         }
     }
     check_cycles(&cx, &stages, &edges)?;
-    Ok(BuildGraph { stages, target })
+    Ok(BuildGraph { stages, target, source_date_epoch })
 }
 
 /// A stage as found in the AST: its FROM and the instructions after it.
@@ -254,6 +259,96 @@ impl<'a> Cx<'a> {
 
     fn err(&self, loc: &Location, message: impl Into<String>) -> Error {
         Error::Stage(self.diag(loc.clone(), message))
+    }
+
+    /// SOURCE_DATE_EPOCH as BuildKit reads it (dockerfile2llb/epoch.go): the build
+    /// arg, else the global ARG's non-empty value; a number, `context`, or the name
+    /// of a source-only stage.
+    fn source_date_epoch(&self) -> Result<Option<SourceDateEpoch>, Error> {
+        const KEY: &str = "SOURCE_DATE_EPOCH";
+        let value = match self.opts.build_args.get(KEY) {
+            Some(v) => v.clone(),
+            None => match self.globals.iter().find(|(k, _)| k == KEY).and_then(|(_, v)| v.clone()) {
+                Some(v) if !v.is_empty() => v,
+                _ => return Ok(None),
+            },
+        };
+        if value.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(n) = value.parse::<i64>() {
+            return Ok(Some(SourceDateEpoch::Seconds(n)));
+        }
+        if value == "context" {
+            return Ok(Some(SourceDateEpoch::Context));
+        }
+        let Some(i) =
+            self.stages.iter().position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&value)))
+        else {
+            return Err(Error::InvalidSourceDateEpoch { value });
+        };
+        self.check_epoch_stage(&self.stages[i])?;
+        Ok(Some(SourceDateEpoch::Stage(i)))
+    }
+
+    /// A stage that names the epoch must only fetch one remote source: FROM scratch,
+    /// ARGs, and exactly one ADD of one HTTP(S) or Git source.
+    fn check_epoch_stage(&self, sh: &StageHead) -> Result<(), Error> {
+        let fail = |m: String| Err(self.err(&sh.from.loc, m));
+        // The stage sees the global ARGs, but not SOURCE_DATE_EPOCH itself.
+        let mut env: Vec<(String, Option<String>)> =
+            self.globals.iter().filter(|(k, _)| k != "SOURCE_DATE_EPOCH").cloned().collect();
+        let lookup = |env: &[(String, Option<String>)], n: &str| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == n)
+                .and_then(|(_, v)| v.clone())
+                .or_else(|| self.auto.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+        };
+        if let Command::From { image, .. } = &sh.from.command {
+            let base = self.expand(sh.from, image, &|n| lookup(&env, n))?;
+            if base != "scratch" {
+                return fail("SOURCE_DATE_EPOCH stage must use FROM scratch".into());
+            }
+        }
+        let mut adds = 0;
+        for inst in sh.body {
+            match &inst.command {
+                Command::Arg(args) => {
+                    for (k, default) in args {
+                        let v = match (self.opts.build_args.get(k), default) {
+                            (Some(v), _) => v.clone(),
+                            (None, Some(d)) => self.expand(inst, d, &|n| lookup(&env, n))?,
+                            (None, None) => continue,
+                        };
+                        env.push((k.clone(), Some(v)));
+                    }
+                }
+                Command::Add { sources, .. } => {
+                    adds += 1;
+                    if adds > 1 {
+                        return fail("SOURCE_DATE_EPOCH stage must contain exactly one remote ADD".into());
+                    }
+                    let [CopySource::Path(src)] = sources.as_slice() else {
+                        return fail("SOURCE_DATE_EPOCH stage must contain exactly one remote ADD source".into());
+                    };
+                    let src = self.expand(inst, src, &|n| lookup(&env, n))?;
+                    if !is_remote_source(&src) {
+                        return fail("SOURCE_DATE_EPOCH stage source must be a single HTTP(S) or Git ADD".into());
+                    }
+                }
+                _ => {
+                    return fail(format!(
+                        "SOURCE_DATE_EPOCH stage does not meet source-only requirements: unsupported {} instruction",
+                        inst.keyword.as_str().to_ascii_lowercase()
+                    ))
+                }
+            }
+        }
+        if adds == 0 {
+            return fail("SOURCE_DATE_EPOCH stage must contain exactly one remote ADD".into());
+        }
+        Ok(())
     }
 
     /// Lookup in the global scope (FROM lines, global ARG defaults).
@@ -564,8 +659,7 @@ impl<'a> Cx<'a> {
                 }
                 let mut mounts = Vec::new();
                 for f in inst.flag_values("mount") {
-                    let v = self.expand_flag(f, &lookup)?;
-                    let m = self.parse_mount(index, &v, f, edges)?;
+                    let m = self.parse_mount(index, f, &lookup, edges)?;
                     match (&m.from, m.kind.as_str()) {
                         (Some(CopyFrom::Stage(j)), _) => inputs.push(StepInput::Stage(*j)),
                         (Some(CopyFrom::Image(r)), _) => inputs.push(StepInput::Image(r.clone())),
@@ -899,6 +993,7 @@ impl<'a> Cx<'a> {
         let cache_material = cache_material(platform, &kind, &args_used, &inputs, &self.opts.build_args);
         Ok(Step {
             loc: inst.loc.clone(),
+            end_line: inst.end_line,
             source: inst.source.clone(),
             kind,
             created_by,
@@ -908,16 +1003,25 @@ impl<'a> Cx<'a> {
         })
     }
 
-    /// `--mount=type=cache,target=/x,...` (already expanded) → [`RunMount`].
+    /// `--mount=type=cache,target=/x,...` as written → [`RunMount`]; variables expand in
+    /// each field's value.
     fn parse_mount(
         &self,
         index: usize,
-        v: &str,
         f: &Flag,
+        env: &dyn Fn(&str) -> Option<String>,
         edges: &mut Vec<(usize, Location)>,
     ) -> Result<RunMount, Error> {
-        let (kind, options) =
-            crate::mounts::parse_mount_spec(v).map_err(|m| Error::Flag(self.diag(f.loc.clone(), m)))?;
+        let spec = f.value.as_deref().unwrap_or("");
+        let expand = |v: &str| {
+            expand_word(v, self.df.escape, env).map_err(|m| {
+                Error::Expansion(self.diag(f.loc.clone(), format!("failed to process {}: {m}", gofmt::quote(v))))
+            })
+        };
+        let (kind, options) = crate::mounts::parse_mount_spec(spec, expand).map_err(|e| match e {
+            crate::mounts::MountError::Spec(m) => Error::Flag(self.diag(f.loc.clone(), m)),
+            crate::mounts::MountError::Expand(e) => e,
+        })?;
         let from = match options.get("from") {
             Some(fv) => {
                 let cf = self.resolve_from(index, fv, &f.loc)?;
@@ -930,6 +1034,17 @@ impl<'a> Cx<'a> {
         };
         Ok(RunMount { kind, options, from })
     }
+}
+
+/// An ADD source fetched from elsewhere: an HTTP(S) URL or a Git remote (as
+/// BuildKit's ParseGitRef tells them from local paths, approximately).
+fn is_remote_source(src: &str) -> bool {
+    let lower = src.to_ascii_lowercase();
+    if ["http://", "https://", "git://", "git@", "ssh://"].iter().any(|p| lower.starts_with(p)) {
+        return true;
+    }
+    let repo = lower.split('#').next().unwrap_or("");
+    repo.ends_with(".git") && repo.contains('/') && !repo.starts_with('/') && !repo.starts_with('.')
 }
 
 /// The automatic platform ARGs.

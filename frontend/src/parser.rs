@@ -12,6 +12,7 @@
 //! that errors about a flag or word point at the right physical place.
 
 use crate::error::{Diag, Error, Location};
+use crate::suggest;
 use crate::words::{json_not_strings, parse_json_array, parse_words, split_ws};
 use crate::Heredoc;
 use serde::Serialize;
@@ -61,6 +62,17 @@ pub enum Keyword {
 }
 
 impl Keyword {
+    /// Every keyword, in BuildKit's (alphabetical) order: the order in which
+    /// equally close "did you mean" candidates are tried.
+    #[rustfmt::skip]
+    pub const ALL: [Keyword; 18] = {
+        use Keyword::*;
+        [
+            Add, Arg, Cmd, Copy, Entrypoint, Env, Expose, From, Healthcheck, Label, Maintainer, OnBuild, Run, Shell,
+            StopSignal, User, Volume, Workdir,
+        ]
+    };
+
     pub fn parse(s: &str) -> Option<Keyword> {
         use Keyword::*;
         Some(match s.to_ascii_uppercase().as_str() {
@@ -399,36 +411,72 @@ impl Parser {
         let kw_text = &l.text[..kw_end];
         let loc = self.loc_in(&l, 0);
         let Some(keyword) = Keyword::parse(kw_text) else {
-            return Err(Error::UnknownInstruction(self.diag(loc, format!("unknown instruction: {kw_text}"))));
+            let names = Keyword::ALL.map(Keyword::as_str);
+            let message = suggest::with_suggestion(format!("unknown instruction: {kw_text}"), kw_text, names, false);
+            return Err(Error::UnknownInstruction(self.diag(loc, message)));
         };
         let rest_start = kw_end + (l.text.len() - kw_end - l.text[kw_end..].trim_start().len());
         let (flags, args_start) = self.flags(keyword, &l, rest_start)?;
+        for f in flags.iter().filter(|f| keyword == Keyword::Run && f.name == "mount") {
+            crate::mounts::check_unexpanded(f.value.as_deref().unwrap_or(""))
+                .map_err(|m| Error::Flag(self.diag(f.loc.clone(), m)))?;
+        }
         let args = l.text[args_start..].to_string();
         let args_loc = self.loc_in(&l, args_start);
 
-        let mut heredocs = Vec::new();
-        if matches!(keyword, Keyword::Run | Keyword::Copy | Keyword::Add) {
-            for (marker_off, name, expand, chomp) in heredoc_markers(&args, self.escape) {
-                let mloc = self.loc_in(&l, args_start + marker_off);
-                let mut content = String::new();
-                let mut done = false;
-                while next_line < self.lines.len() {
-                    let raw = &self.lines[next_line];
-                    next_line += 1;
-                    let cand = if chomp { raw.trim_start_matches('\t') } else { raw.as_str() };
-                    if cand == name {
-                        done = true;
-                        break;
-                    }
-                    content.push_str(cand);
-                    content.push('\n');
-                }
-                if !done {
-                    return Err(self.err(mloc, format!("unterminated heredoc {name}")));
-                }
-                heredocs.push(Heredoc { name, content, expand, chomp });
+        // Where heredoc markers may be: the arguments of RUN/COPY/ADD, or those of the
+        // RUN/COPY/ADD an ONBUILD triggers (as BuildKit's canContainHeredoc).
+        let marker_text = match keyword {
+            Keyword::Run | Keyword::Copy | Keyword::Add => Some((args.as_str(), 0)),
+            Keyword::OnBuild => onbuild_heredoc_part(&args),
+            _ => None,
+        };
+        let markers = match marker_text {
+            Some((t, off)) => {
+                heredoc_markers(t, self.escape).into_iter().map(|(o, n, e, c)| (o + off, n, e, c)).collect()
             }
+            None => Vec::new(),
+        };
+        let mut heredocs = Vec::new();
+        // The bodies as written (tabs kept), for the ONBUILD trigger text.
+        let mut raw_bodies = Vec::new();
+        for (marker_off, name, expand, chomp) in markers {
+            let mloc = self.loc_in(&l, args_start + marker_off);
+            let mut content = String::new();
+            let mut raw_body = String::new();
+            let mut done = false;
+            while next_line < self.lines.len() {
+                let raw = &self.lines[next_line];
+                next_line += 1;
+                let cand = if chomp { raw.trim_start_matches('\t') } else { raw.as_str() };
+                if cand == name {
+                    done = true;
+                    break;
+                }
+                content.push_str(cand);
+                content.push('\n');
+                raw_body.push_str(raw);
+                raw_body.push('\n');
+            }
+            if !done {
+                return Err(self.err(mloc, format!("unterminated heredoc {name}")));
+            }
+            raw_bodies.push((raw_body, name.clone()));
+            heredocs.push(Heredoc { name, content, expand, chomp });
         }
+        // BuildKit keeps an ONBUILD trigger with its heredocs in one text (body and
+        // delimiter after the line), which parses back to the same instruction.
+        let args = if keyword == Keyword::OnBuild && !raw_bodies.is_empty() {
+            let mut t = args;
+            for (body, name) in &raw_bodies {
+                t.push('\n');
+                t.push_str(body);
+                t.push_str(name);
+            }
+            t
+        } else {
+            args
+        };
 
         let command = self.command(keyword, &args, &args_loc, &loc, &heredocs)?;
         let inst = Instruction {
@@ -491,7 +539,9 @@ impl Parser {
                 None => (body.to_string(), None),
             };
             let Some((_, kind)) = allowed.iter().find(|(n, _)| *n == name) else {
-                return Err(Error::Flag(self.diag(floc, format!("unknown flag: --{name} for {}", kw.as_str()))));
+                let message = format!("unknown flag: --{name} for {}", kw.as_str());
+                let message = suggest::with_suggestion(message, &name, allowed.iter().map(|(n, _)| *n), true);
+                return Err(Error::Flag(self.diag(floc, message)));
             };
             match kind {
                 FlagKind::Value | FlagKind::Multi if value.is_none() => {
@@ -700,6 +750,27 @@ impl Parser {
         }
         Ok(out)
     }
+}
+
+/// The part of an ONBUILD trigger that may hold heredoc markers, with its byte offset:
+/// the arguments of a RUN/COPY/ADD trigger in shell form (a JSON form has none).
+fn onbuild_heredoc_part(args: &str) -> Option<(&str, usize)> {
+    let kw_end = args.find(char::is_whitespace).unwrap_or(args.len());
+    if !matches!(Keyword::parse(&args[..kw_end]), Some(Keyword::Run | Keyword::Copy | Keyword::Add)) {
+        return None;
+    }
+    let rest = &args[kw_end..];
+    let off = kw_end + (rest.len() - rest.trim_start().len());
+    // Skip the trigger's own flags to see whether its command is a JSON array.
+    let mut cmd = &args[off..];
+    while cmd.starts_with("--") {
+        let end = cmd.find(char::is_whitespace).unwrap_or(cmd.len());
+        cmd = cmd[end..].trim_start();
+    }
+    if parse_json_array(cmd).is_some() {
+        return None;
+    }
+    Some((&args[off..], off))
 }
 
 /// `# name = value` → (name, value, byte column of value).

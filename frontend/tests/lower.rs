@@ -117,7 +117,7 @@ fn walking_skeleton() {
     let got: Vec<Step> = st
         .steps
         .iter()
-        .map(|s| Step { inputs: vec![], args_used: vec![], cache_material: String::new(), ..s.clone() })
+        .map(|s| Step { inputs: vec![], args_used: vec![], cache_material: String::new(), end_line: 0, ..s.clone() })
         .collect();
     assert_eq!(got, want);
     assert_eq!(st.steps[1].inputs, vec![StepInput::Context { sources: vec!["hello.txt".into()] }]);
@@ -171,9 +171,14 @@ fn multi_stage_and_target() {
 
     let bad = LowerOptions { target: Some("nope".into()), ..Default::default() };
     let e = lower(&df, &bad).unwrap_err();
-    assert_eq!(e, Error::UnknownTarget { name: "nope".into() });
+    assert_eq!(e, Error::UnknownTarget { name: "nope".into(), suggestion: None });
     assert!(e.to_string().contains("nope"));
     assert_eq!(e.location(), None);
+    // BuildKit suggests the closest stage name (case-sensitive, as given).
+    let typo = LowerOptions { target: Some("bulider".into()), ..Default::default() };
+    let e = lower(&df, &typo).unwrap_err();
+    assert_eq!(e, Error::UnknownTarget { name: "bulider".into(), suggestion: Some("builder".into()) });
+    assert_eq!(e.to_string(), "target stage \"bulider\" could not be found (did you mean builder?)");
 
     let ba = LowerOptions { build_args: BTreeMap::from([("GO".into(), "1.23".into())]), ..Default::default() };
     assert_eq!(base_images(&df, &ba).unwrap(), vec!["golang:1.23", "alpine"]);
@@ -598,9 +603,18 @@ fn error_display_format() {
     // testdata/cases/bad-syntax, as the end-to-end test expects it.
     let e = parse("Dockerfile", "FROM 127.0.0.1:5000/base/busybox:latest\nRUN echo ok\nFROMM x\nCMD [\"sh\"]\n")
         .unwrap_err();
-    assert_eq!(e.to_string(), "Dockerfile:3:1: unknown instruction: FROMM\nFROMM x\n^");
+    assert_eq!(e.to_string(), "Dockerfile:3:1: unknown instruction: FROMM (did you mean FROM?)\nFROMM x\n^");
     let e = parse("sub/Dockerfile.dev", "FROM x\n  FOO bar\n").unwrap_err();
-    assert_eq!(e.to_string(), "sub/Dockerfile.dev:2:3: unknown instruction: FOO\n  FOO bar\n  ^");
+    assert_eq!(e.to_string(), "sub/Dockerfile.dev:2:3: unknown instruction: FOO (did you mean FROM?)\n  FOO bar\n  ^");
+    // Nothing within two edits: no suggestion.
+    let e = parse("Dockerfile", "FROM x
+frobnicate y
+").unwrap_err();
+    assert_eq!(e.message(), "unknown instruction: frobnicate");
+    let e = parse("Dockerfile", "FROM x
+coppy a b
+").unwrap_err();
+    assert_eq!(e.message(), "unknown instruction: coppy (did you mean copy?)");
     assert!(matches!(e, Error::UnknownInstruction(_)));
     let e = parse("Dockerfile", "FROM x\n\tCOPY --nope a b\n").unwrap_err();
     assert_eq!(e.to_string(), "Dockerfile:2:7: unknown flag: --nope for COPY\n\tCOPY --nope a b\n\t     ^");
@@ -616,11 +630,55 @@ fn keywords_case_insensitive_and_comments() {
 fn blank() -> Step {
     Step {
         loc: loc(1, 1),
+        end_line: 0,
         source: String::new(),
         kind: StepKind::Maintainer(String::new()),
         created_by: String::new(),
         inputs: vec![],
         args_used: vec![],
         cache_material: String::new(),
+    }
+}
+
+#[test]
+fn source_date_epoch() {
+    // (Dockerfile, --build-arg SOURCE_DATE_EPOCH, expected epoch or error fragment)
+    type Case<'a> = (&'a str, Option<&'a str>, Result<Option<SourceDateEpoch>, &'a str>);
+    let remote = "ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nARG V=1\nADD https://example.invalid/v$V.tar /\nFROM scratch\n";
+    let table: &[Case] = &[
+        ("FROM scratch\n", None, Ok(None)),
+        ("ARG SOURCE_DATE_EPOCH=1445412480\nFROM scratch\n", None, Ok(Some(SourceDateEpoch::Seconds(1445412480)))),
+        ("ARG SOURCE_DATE_EPOCH\nFROM scratch\n", None, Ok(None)),
+        ("ARG SOURCE_DATE_EPOCH=\nFROM scratch\n", None, Ok(None)),
+        // the build arg wins, even undeclared, and an empty one means none
+        ("ARG SOURCE_DATE_EPOCH=1\nFROM scratch\n", Some("2"), Ok(Some(SourceDateEpoch::Seconds(2)))),
+        ("FROM scratch\n", Some("5"), Ok(Some(SourceDateEpoch::Seconds(5)))),
+        ("ARG SOURCE_DATE_EPOCH=1\nFROM scratch\n", Some(""), Ok(None)),
+        ("FROM scratch\n", Some("context"), Ok(Some(SourceDateEpoch::Context))),
+        ("ARG SOURCE_DATE_EPOCH=not-a-timestamp\nFROM scratch\n", None, Err("invalid SOURCE_DATE_EPOCH: not-a-timestamp")),
+        (remote, None, Ok(Some(SourceDateEpoch::Stage(0)))),
+        // a numeric build arg wins over a stage name, which is then not checked
+        ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nCOPY a /\nFROM scratch\n", Some("7"), Ok(Some(SourceDateEpoch::Seconds(7)))),
+        (
+            "ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nCOPY a /\nFROM scratch\n",
+            None,
+            Err("Dockerfile:2:1: SOURCE_DATE_EPOCH stage does not meet source-only requirements: unsupported copy instruction"),
+        ),
+        ("ARG SOURCE_DATE_EPOCH=src\nFROM alpine AS src\nADD https://x.invalid/a /\nFROM scratch\n", None, Err("must use FROM scratch")),
+        ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nFROM scratch\n", None, Err("must contain exactly one remote ADD")),
+        ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD https://x.invalid/a https://x.invalid/b /\nFROM scratch\n", None, Err("exactly one remote ADD source")),
+        ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD local.tar /\nFROM scratch\n", None, Err("must be a single HTTP(S) or Git ADD")),
+        ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD git@github.com:a/b.git /\nFROM scratch\n", None, Ok(Some(SourceDateEpoch::Stage(0)))),
+    ];
+    for (text, arg, want) in table {
+        let mut opts = LowerOptions::default();
+        if let Some(a) = arg {
+            opts.build_args.insert("SOURCE_DATE_EPOCH".into(), a.to_string());
+        }
+        match (lower_str(text, &opts), want) {
+            (Ok(g), Ok(w)) => assert_eq!(&g.source_date_epoch, w, "{text:?}"),
+            (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{text:?}: {e}"),
+            (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+        }
     }
 }

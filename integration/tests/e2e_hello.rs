@@ -263,7 +263,7 @@ fn bad_syntax_reports_line_and_column() {
     assert!(!out.stderr.contains("panicked"), "kiln panicked\n{out}");
 }
 
-/// (e) A failing RUN: non-zero exit, `step 2/2`, the instruction, `exit code 3`.
+/// (e) A failing RUN: non-zero exit, `step 2/2`, the instruction, `exit code: 3` (BuildKit's wording).
 #[test]
 fn failing_run_reports_step_and_exit_code() {
     let registry = Registry::start();
@@ -273,8 +273,8 @@ fn failing_run_reports_step_and_exit_code() {
     let reference = registry.reference("demo/failing:1");
     let out = sb.kiln().build().tag(&reference).push().arg(&ctx).run();
     out.assert_failure_containing("step 2/2");
-    out.assert_stderr_contains("exit code 3");
-    out.assert_stderr_line_with(&["step 2/2", "RUN exit 3", "exit code 3"]);
+    out.assert_stderr_contains("exit code: 3");
+    out.assert_stderr_line_with(&["step 2/2", "RUN exit 3", "process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3"]);
     assert!(!out.stderr.contains("panicked"), "kiln panicked\n{out}");
     assert!(registry.tags("demo/failing").is_empty(), "a failed build must push nothing");
 }
