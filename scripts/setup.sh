@@ -4,7 +4,8 @@
 # and crates.io.
 #
 #   1. apt: docker-registry uidmap busybox-static qemu-user-static buildah skopeo
-#      umoci apache2-utils jq python3 curl (apt-get update only when needed);
+#      umoci apache2-utils jq python3 curl mmdebstrap (for the Debian base of
+#      testdata/projects; apt-get update only when needed);
 #      arm64 as a foreign architecture and busybox-static .debs (amd64+arm64)
 #      downloaded into $KILN_DEB_CACHE (default /var/cache/kiln-testdata/debs)
 #   2. the unprivileged user `kilntest` with a 65536-wide subuid/subgid range
@@ -27,7 +28,7 @@ TEST_USER=${KILN_TEST_USER:-kilntest}
 DEB_CACHE=${KILN_DEB_CACHE:-/var/cache/kiln-testdata/debs}
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(docker-registry uidmap busybox-static qemu-user-static buildah skopeo umoci git
+PACKAGES=(docker-registry uidmap busybox-static qemu-user-static buildah skopeo umoci git mmdebstrap
           apache2-utils jq python3 curl ca-certificates openssl)
 
 # ---------------------------------------------------------------- 1. packages

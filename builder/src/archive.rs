@@ -11,8 +11,10 @@
 //! destination, keeping the tar's uid/gid, modes and mtimes):
 //! - entry names are cleaned; absolute names are taken relative to the destination;
 //!   a name that climbs out of it (`../x`) is an error, as Docker's "breakout" check;
-//! - a symlink whose target, taken relative to its directory, leaves the
-//!   destination is an error, and so is a hardlink to a path outside it;
+//! - a symlink is created with its target as written, whatever it is: BuildKit
+//!   untars chrooted at the destination, where `../x` from the top cannot climb
+//!   out, and every later path through a link is resolved inside the root; a
+//!   hardlink to a path outside the destination is an error;
 //! - existing symlinked directories along a path are resolved inside the
 //!   destination (Docker runs the untar chrooted there), never on the host;
 //! - an existing entry is replaced (a directory over a directory is kept);
@@ -215,14 +217,6 @@ pub fn extract_into_with(reader: impl Read, dest: &Path, root: &Path, opts: &Ext
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
-                // Docker: Join(Dir(path), linkname) must stay inside the destination.
-                let parent = rel.parent().unwrap_or(Path::new(""));
-                let mut joined = parent.as_os_str().as_bytes().to_vec();
-                joined.push(b'/');
-                joined.extend_from_slice(&target);
-                if !target.starts_with(b"/") && clean_inside(&joined).is_err() {
-                    bail!("invalid tar entry {name:?}: symlink target {:?} points outside the destination", String::from_utf8_lossy(&target));
-                }
                 symlink(std::ffi::OsStr::from_bytes(&target), &host).with_context(ctx)?;
             }
             tar::EntryType::Link => {
@@ -473,9 +467,12 @@ mod tests {
         extract_into(&abs[..], &dest, &root).unwrap();
         assert!(dest.join("etc/passwd").exists());
 
-        // A relative symlink leaving the destination is refused.
-        let link = raw_tar(&[("up", tar::EntryType::Symlink, b"", "../../outside")]);
-        assert!(extract_into(&link[..], &dest, &root).is_err());
+        // A relative symlink climbing above the destination is made as written
+        // (BuildKit untars chrooted there); writing through it stays inside.
+        let link = raw_tar(&[("up", tar::EntryType::Symlink, b"", "../../outside"), ("up/pwned", tar::EntryType::Regular, b"x", "")]);
+        extract_into(&link[..], &dest, &root).unwrap();
+        assert_eq!(fs::read_link(dest.join("up")).unwrap(), Path::new("../../outside"));
+        assert!(!outside.join("pwned").exists(), "written outside through a symlink");
 
         // An absolute symlink is allowed, but writing through it stays inside.
         let through = raw_tar(&[

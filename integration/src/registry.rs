@@ -294,3 +294,26 @@ pub fn seed_base_images(registry: &Registry) -> BaseImages {
         layer_digests,
     }
 }
+
+/// Push the busybox images and `base/debian:bookworm` (mmdebstrap minbase,
+/// for `testdata/projects`) with `seed-registry.sh --debian`. The first run
+/// on a machine builds the Debian layout (root, network to deb.debian.org,
+/// about 2 minutes); later runs reuse it. Returns the Debian reference.
+#[track_caller]
+pub fn seed_debian_image(registry: &Registry) -> String {
+    crate::require_program("skopeo");
+    crate::require_program("python3");
+    let script = paths::testdata_dir().join("scripts/seed-registry.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).arg("--debian").arg(registry.host());
+    if let Some((u, p)) = registry.credentials() {
+        cmd.env("KILN_SEED_CREDS", format!("{u}:{p}"));
+    }
+    let out = process::run_with_timeout(&mut cmd, Duration::from_secs(900));
+    assert!(
+        out.status.success(),
+        "seeding the Debian base image failed (mmdebstrap missing? run scripts/setup.sh; \
+         the first build needs root and deb.debian.org)\n{out}"
+    );
+    registry.reference("base/debian:bookworm")
+}

@@ -3,9 +3,11 @@
 #   REGISTRY/base/busybox:latest   linux/amd64
 #   REGISTRY/base/busybox:arm64    linux/arm64/v8
 #   REGISTRY/base/busybox:multi    an OCI image index with both
+# and with --debian also
+#   REGISTRY/base/debian:bookworm  linux/amd64, mmdebstrap minbase (testdata/projects)
 #
-#   seed-registry.sh REGISTRY_HOSTPORT          e.g. 127.0.0.1:5000
-#   seed-registry.sh --prepare                  only build the cached layouts
+#   seed-registry.sh [--debian] REGISTRY_HOSTPORT   e.g. 127.0.0.1:5000
+#   seed-registry.sh --prepare [--debian]           only build the cached layouts
 #
 # The layouts are built once with make-busybox-image.sh and kept in
 # $KILN_TESTDATA_CACHE (default /var/tmp/kiln-testdata); they are rebuilt when
@@ -13,10 +15,20 @@
 # reusing does not. Safe to run concurrently (flock). Idempotent: pushing the
 # same bytes again gives the same digests. KILN_SEED_CREDS=USER:PASSWORD for a
 # registry with auth.
+# The Debian layout (make-debian-image.sh, about 2 minutes and network access
+# to deb.debian.org) has its own key and lock, so busybox seeding never waits
+# for it; it is kept until its inputs change, because the archive moves on.
 set -euo pipefail
 die() { echo "seed-registry: ERROR: $*" >&2; exit 1; }
-[ $# -eq 1 ] || die "usage: $0 REGISTRY_HOSTPORT"
-REG=$1
+DEBIAN=0 REG=
+for a in "$@"; do
+  case $a in
+    --debian) DEBIAN=1 ;;
+    -*) [ "$a" = --prepare ] && [ -z "$REG" ] || die "usage: $0 [--debian] REGISTRY_HOSTPORT | --prepare [--debian]"; REG=$a ;;
+    *) [ -z "$REG" ] || die "usage: $0 [--debian] REGISTRY_HOSTPORT | --prepare [--debian]"; REG=$a ;;
+  esac
+done
+[ -n "$REG" ] || die "usage: $0 [--debian] REGISTRY_HOSTPORT | --prepare [--debian]"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${KILN_TESTDATA_CACHE:-/var/tmp/kiln-testdata}
 DEB_CACHE=${KILN_DEB_CACHE:-/var/cache/kiln-testdata/debs}
@@ -77,8 +89,28 @@ exec 9>"$CACHE/.lock"
 flock 9
 build_layouts
 flock -u 9
+
+# The Debian layout: keyed by what changes its bytes (not by this script).
+DKEY=$( { echo "epoch=${SOURCE_DATE_EPOCH:-1700000000} mirror=${KILN_DEBIAN_MIRROR:-}"
+          cat "$HERE/make-debian-image.sh"; } | sha256sum | cut -c1-16)
+D=$CACHE/debian-$DKEY
+if [ "$DEBIAN" = 1 ]; then
+  exec 8>"$CACHE/.lock-debian"
+  flock 8
+  if [ ! -f "$D/done" ]; then
+    [ "$(id -u)" = 0 ] || die "Debian base layout not built yet and building needs root: run '$0 --prepare --debian' once as root"
+    echo "seed-registry: building the Debian base layout in $D (mmdebstrap, about 2 minutes)"
+    rm -rf "$D"; mkdir -p "$D"
+    "$HERE/make-debian-image.sh" "$D/amd64"
+    chmod -R a+rX "$D"
+    touch "$D/done"
+    find "$CACHE" -maxdepth 1 -name 'debian-*' ! -path "$D" -mmin +60 -exec rm -rf {} + 2>/dev/null || true
+  fi
+  flock -u 8
+fi
+
 if [ "$REG" = --prepare ]; then
-  echo "seed-registry: layouts ready in $L"
+  echo "seed-registry: layouts ready in $L$([ "$DEBIAN" = 1 ] && echo " and $D")"
   exit 0
 fi
 
@@ -92,4 +124,7 @@ push() { # SRC DEST [extra]
 push "$L/amd64:latest" base/busybox:latest
 push "$L/arm64:latest" base/busybox:arm64
 push "$L/multi:multi" base/busybox:multi --all
-echo "seed-registry: done ($REG/base/busybox:{latest,arm64,multi}, layouts in $L)"
+if [ "$DEBIAN" = 1 ]; then
+  push "$D/amd64:bookworm" base/debian:bookworm
+fi
+echo "seed-registry: done ($REG/base/busybox:{latest,arm64,multi}$([ "$DEBIAN" = 1 ] && echo ", base/debian:bookworm"), layouts in $L)"

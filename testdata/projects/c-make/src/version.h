@@ -1,0 +1,1 @@
+#define KGZ_VERSION "1.2.0"
