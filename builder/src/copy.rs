@@ -88,6 +88,13 @@ impl CopyRequest<'_> {
 
 /// Copy into the rootfs at `root`; returns the number of entries written.
 pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
+    HARDLINKS.with(|h| h.borrow_mut().clear());
+    let r = copy_into_inner(root, req);
+    HARDLINKS.with(|h| h.borrow_mut().clear());
+    r
+}
+
+fn copy_into_inner(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
     if req.sources.is_empty() {
         bail!("COPY needs at least one source");
     }
@@ -412,6 +419,16 @@ fn copy_entry(src: &Path, md: &fs::Metadata, root: &Path, target: &Path, req: &C
         fs::remove_file(&host).with_context(|| format!("replacing {}", target.display()))?;
     }
     let ft = md.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_file() && md.nlink() > 1 {
+        // Names of one file stay one file, as BuildKit's copy keeps hard links.
+        let first = HARDLINKS.with(|h| h.borrow().get(&(md.dev(), md.ino())).cloned());
+        if let Some(first) = first {
+            fs::hard_link(&first, &host).with_context(|| format!("linking {} to {}", target.display(), first.display()))?;
+            return Ok(1);
+        }
+        HARDLINKS.with(|h| h.borrow_mut().insert((md.dev(), md.ino()), host.clone()));
+    }
     if ft.is_symlink() {
         let link = fs::read_link(src)?;
         std::os::unix::fs::symlink(&link, &host).with_context(|| format!("creating symlink {}", target.display()))?;
@@ -420,12 +437,26 @@ fn copy_entry(src: &Path, md: &fs::Metadata, root: &Path, target: &Path, req: &C
     } else if ft.is_file() {
         fs::copy(src, &host).with_context(|| format!("copying {} to {}", src.display(), target.display()))?;
         set_meta(&host, md, req.owner, req.chmod)?;
+    } else if ft.is_socket() {
+        // BuildKit writes a socket as an empty regular file (testCopySocket).
+        fs::File::create(&host).with_context(|| format!("creating {}", target.display()))?;
+        set_meta(&host, md, req.owner, req.chmod)?;
+    } else if ft.is_fifo() {
+        nix::unistd::mkfifo(&host, nix::sys::stat::Mode::from_bits_truncate(md.mode() & 0o7777))
+            .with_context(|| format!("creating the fifo {}", target.display()))?;
+        set_meta(&host, md, req.owner, req.chmod)?;
     } else {
-        // Sockets, fifos and devices have no meaning in an image built from files.
-        eprintln!("  skipping {}: not a regular file, directory or symlink", src.display());
+        // Device nodes cannot be made in a user namespace.
+        crate::progress::get().info("copy", &format!("skipping {}: a device node", src.display()));
         return Ok(0);
     }
     Ok(1)
+}
+
+thread_local! {
+    /// (dev, inode) of a multiply-linked source file → where this copy wrote it,
+    /// for the copy under way on this thread (`copy_into` clears it).
+    static HARDLINKS: std::cell::RefCell<std::collections::HashMap<(u64, u64), PathBuf>> = Default::default();
 }
 
 fn owner_for(owner: Option<Owner>, md: &fs::Metadata) -> Owner {

@@ -137,3 +137,41 @@ fn docker_format_oci_tar_and_no_push() {
     sb.kiln().build().tag(&registry.reference("demo/fmt:never")).push().arg("--no-push").arg(&ctx).run().assert_success();
     assert!(!registry.tags("demo/fmt").contains(&"never".to_string()));
 }
+
+/// BuildKit's testCopySocket and its local exporter's hard links (issue 12): a
+/// socket in the context becomes an empty regular file, a fifo stays a fifo, and
+/// names of one file stay one file, in the image and in `-o type=local`.
+#[test]
+fn sockets_fifos_and_hardlinks_in_copies_and_local_output() {
+    use kiln_integration::Kind;
+    let sb = Sandbox::new();
+    let ctx = sb
+        .new_context("special")
+        .file("Dockerfile", "FROM scratch\nCOPY . /\n")
+        .file("a", "shared\n")
+        .build();
+    std::fs::hard_link(ctx.join("a"), ctx.join("b")).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(ctx.join("socket.sock")).unwrap();
+    let st = std::process::Command::new("mkfifo").arg("-m").arg("0640").arg(ctx.join("pipe")).status().unwrap();
+    assert!(st.success(), "mkfifo");
+    sb.user.chown_tree(&ctx);
+    let layout = sb.out_path("layout");
+    let rootfs = sb.out_path("rootfs");
+    let out = sb.kiln().build().output_oci(&layout).arg("--output").arg(format!("type=local,dest={}", rootfs.display())).arg(&ctx).run();
+    out.assert_success();
+
+    let img = Image::from_layout(&layout, None);
+    let t = &img.tree;
+    let sock = t.node("/socket.sock");
+    assert!(matches!(sock.kind, Kind::File) && sock.size == 0, "socket → empty file: {sock}");
+    assert!(matches!(t.node("/pipe").kind, Kind::Fifo), "{}", t.node("/pipe"));
+    let (a, b) = (t.node("/a"), t.node("/b"));
+    assert!(matches!(a.kind, Kind::Hardlink(_)) || matches!(b.kind, Kind::Hardlink(_)), "one file, two names: {a} / {b}");
+
+    let md = |p: &str| std::fs::symlink_metadata(rootfs.join(p)).unwrap();
+    assert!(md("socket.sock").file_type().is_file() && md("socket.sock").len() == 0);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(md("pipe").file_type().is_fifo());
+    assert_eq!(md("a").ino(), md("b").ino(), "hard links stay hard links in the local output");
+    assert_eq!(std::fs::read_to_string(rootfs.join("b")).unwrap(), "shared\n");
+}
