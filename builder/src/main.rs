@@ -24,6 +24,7 @@ mod progress;
 mod runmounts;
 mod sandbox;
 mod solver;
+mod sshrelay;
 mod stdio;
 mod timefmt;
 mod userns;

@@ -113,10 +113,15 @@ pub struct Prepared {
     pub scratch: Vec<PathBuf>,
     /// Locks held for the step (cache mounts with sharing=locked).
     pub locks: Vec<fs::File>,
+    /// The step's ssh agent sockets (relays to the caller's agents).
+    pub ssh_relays: Vec<crate::sshrelay::SshRelay>,
 }
 
 impl Drop for Prepared {
     fn drop(&mut self) {
+        // Relays first: each wakes its accept loop through its socket, which lives
+        // in a scratch directory.
+        self.ssh_relays.clear();
         for d in &self.scratch {
             let _ = fs::remove_dir_all(d);
         }
@@ -294,9 +299,16 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
                 }
                 let target = target_of(m, "/", &format!("/run/buildkit/ssh_agent.{ssh_index}"));
                 ssh_index += 1;
+                // BuildKit's defaults for an ssh mount: 0600, owned by root.
+                let mode = octal(m, 0o600)?;
+                let (uid, gid) = (num(m, "uid")?, num(m, "gid")?);
+                let dir = scratch_dir(&inputs.state_dir.join("tmp"), "ssh")?;
+                p.scratch.push(dir.clone());
+                let sock = dir.join("agent.sock");
+                p.ssh_relays.push(crate::sshrelay::SshRelay::start(&sock, &spec.socket, mode, uid, gid)?);
                 p.env.push(format!("SSH_AUTH_SOCK={target}"));
                 p.stubs.push((rel(&target), false));
-                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: spec.socket.clone(), readonly: false } });
+                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: sock, readonly: false } });
             }
             other => bail!("unsupported mount type {other:?}"),
         }

@@ -151,3 +151,33 @@ fn ssh_agent_socket_is_forwarded() {
     assert_eq!(img.tree.node("/ssh-ok").text(), "/run/buildkit/ssh_agent.0\n");
     img.tree.assert_absent("/run");
 }
+
+/// BuildKit's testSSHSocketParams: an ssh mount's socket is the step's own, with
+/// the mount's mode, uid and gid (0600 0:0 by default), relayed to the agent.
+#[test]
+fn ssh_mount_socket_has_its_mode_uid_and_gid() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    let sock = sb.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    sb.user.chown_tree(&sock);
+    let ctx = sb
+        .new_context("sshparams")
+        .file(
+            "Dockerfile",
+            format!(
+                "FROM {base}\n\
+                 RUN --mount=type=ssh,mode=741,uid=100,gid=102 stat -c '%a %u %g %F' $SSH_AUTH_SOCK > /params\n\
+                 RUN --mount=type=ssh stat -c '%a %u %g %F' $SSH_AUTH_SOCK > /defaults\n"
+            ),
+        )
+        .build();
+    let layout = sb.out_path("layout");
+    let out = sb.kiln().build().arg("--ssh").arg(format!("default={}", sock.display())).output_oci(&layout).arg(&ctx).run();
+    out.assert_success();
+    let img = Image::from_layout(&layout, None);
+    assert_eq!(img.tree.node("/params").text(), "741 100 102 socket\n");
+    assert_eq!(img.tree.node("/defaults").text(), "600 0 0 socket\n");
+}
