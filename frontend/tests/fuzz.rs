@@ -27,6 +27,9 @@ const CORPUS: &[&str] = &[
     "# syntax=docker/dockerfile:1\n# escape=`\nARG BASE=alpine\nFROM --platform=$BUILDPLATFORM ${BASE:-x} AS build\nARG TARGETARCH\nRUN --mount=type=cache,target=/c `\n    echo $TARGETARCH\nCOPY --from=build --chown=1:1 a b\nFROM build\nCOPY <<EOF /x\n${TARGETARCH}\nEOF\n",
     "ARG V=1\nFROM x AS a\nARG V\nENV A=${V:+set} B=${V#1} C=${V//1/2} D=\"${V%%*}\"\nRUN <<-EOT bash\n\techo $A\n\tEOT\nHEALTHCHECK --interval=1m --retries=2 CMD [\"true\"]\nEXPOSE 80-82/udp 443\nVOLUME [\"/v\"]\nONBUILD RUN x\nSHELL [\"/bin/bash\",\"-c\"]\nFROM scratch\nCOPY --from=a /a /a\nCOPY --from=0 /b /b\nLABEL a=b \"c d\"=e\nUSER ${U:-nobody}\nSTOPSIGNAL SIGTERM\nENTRYPOINT [\"/a\"]\n",
     "FROM a AS one\nCOPY --from=two /x /x\nFROM b AS two\nRUN --mount=from=one,target=/o,ro true\nADD --checksum=sha256:00 --keep-git-dir --unpack https://x /y\n",
+    // issue 12: heredocs in ONBUILD and with a blank before the name, mount fields
+    // from variables, SOURCE_DATE_EPOCH defaults and stages, --parents pivots.
+    "#!/usr/bin/env kiln\n# check=skip=all\nARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD https://e/x.tar /\nFROM x AS b\nONBUILD RUN <<EOF\necho $X\nEOF\nRUN << EOF sh\nls\nEOF\nRUN <<- \"E\\'F\" cat\n\tx\nE'F\nARG T=cache\nRUN --mount=type=$T,target=/c,id=${T}x --mount=$T true\nCOPY --parents ./a/./b/**/*.c /o/\nENV C a\\\\b\\\\\nENV D x\nCOPY <<EOF /foo\nEOF\nWORKDIR /w\n",
 ];
 
 const TOKENS: &[&str] = &[
