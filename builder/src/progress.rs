@@ -57,6 +57,9 @@ pub enum State {
 /// A step's identity in messages: platform prefix, number, total, instruction.
 pub struct StepRef<'a> {
     pub platform: &'a str,
+    /// BuildKit's step name (`base 3/3`, `linux/arm64 2/4`); empty for a step that
+    /// makes no operation (ENV, CMD, ...), which is shown without a number.
+    pub name: &'a str,
     pub n: usize,
     pub total: usize,
     pub text: &'a str,
@@ -79,11 +82,11 @@ impl Reporter {
     }
 
     pub fn step(&self, s: &StepRef<'_>, state: State, secs: Option<f64>, layer: Option<(&str, u64)>) {
-        let prefix = if s.platform.is_empty() { String::new() } else { format!("{} ", s.platform) };
+        let head = if s.name.is_empty() { "  ".to_string() } else { format!("[{}] ", s.name) };
         match self.mode {
             Mode::Json => {
                 let mut v = json!({"event": "step", "state": match state { State::Running => "running", State::Cached => "cached", State::Done => "done" },
-                    "step": s.n, "total": s.total, "instruction": s.text});
+                    "step": s.n, "total": s.total, "name": s.name, "instruction": s.text});
                 if !s.platform.is_empty() {
                     v["platform"] = json!(s.platform.trim());
                 }
@@ -98,12 +101,12 @@ impl Reporter {
             Mode::Plain | Mode::Tty => match state {
                 State::Running => {
                     if self.mode == Mode::Tty {
-                        self.line(&format!("\x1b[1m{prefix}[{}/{}] {}\x1b[0m", s.n, s.total, s.text));
+                        self.line(&format!("\x1b[1m{head}{}\x1b[0m", s.text));
                     } else {
-                        self.line(&format!("{prefix}[{}/{}] {}", s.n, s.total, s.text));
+                        self.line(&format!("{head}{}", s.text));
                     }
                 }
-                State::Cached => self.line(&format!("{prefix}[{}/{}] {} (cached)", s.n, s.total, s.text)),
+                State::Cached => self.line(&format!("{head}{} (cached)", s.text)),
                 State::Done => {
                     let mut t = String::from("  done");
                     if let Some(d) = secs {

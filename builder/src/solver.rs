@@ -107,6 +107,9 @@ struct Job {
     label: String,
     first_step: usize,
     total_steps: usize,
+    /// BuildKit's stage name in step names (`base`, `stage-1`), when the Dockerfile
+    /// has more than one stage.
+    stage_name: Option<String>,
 }
 
 /// What the per-target lowering produced.
@@ -122,6 +125,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         .with_context(|| format!("reading Dockerfile {}", opts.dockerfile.display()))?;
     let file_name = opts.dockerfile.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
     let df = kiln_frontend::parse(&file_name, &text).map_err(|e| anyhow!("{e}"))?;
+    check_syntax_directive(&df)?;
     let host = platform::host();
     let targets = if opts.platforms.is_empty() { vec![host.clone()] } else { opts.platforms.clone() };
 
@@ -203,6 +207,8 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
                         label,
                         first_step,
                         total_steps: total,
+                        stage_name: (plan.graph.stages.len() > 1)
+                            .then(|| stage.name.clone().unwrap_or_else(|| format!("stage-{i}"))),
                     });
                     by_fingerprint.insert(fp, jobs.len() - 1);
                     jobs.len() - 1
@@ -523,6 +529,29 @@ fn images_needed(graph: &BuildGraph, target: &Platform) -> Result<Vec<(String, P
     Ok(out)
 }
 
+/// `# syntax=IMAGE` asks BuildKit to run that frontend. kiln has BuildKit's
+/// Dockerfile frontend built in: the `docker/dockerfile` images (any tag, `-labs`,
+/// `-upstream`) mean it; any other frontend cannot be run, and building with the
+/// built-in one instead could give another image, so that is an error.
+fn check_syntax_directive(df: &kiln_frontend::Dockerfile) -> Result<()> {
+    let Some(d) = df.directives.iter().find(|d| d.name == "syntax") else { return Ok(()) };
+    let image = d.value.split_whitespace().next().unwrap_or("");
+    let name = image.split(['@']).next().unwrap_or("");
+    let name = match name.rsplit_once(':') {
+        Some((n, tag)) if !tag.contains('/') => n,
+        _ => name,
+    };
+    let name = name.trim_start_matches("docker.io/");
+    if matches!(name, "docker/dockerfile" | "docker/dockerfile-upstream") {
+        return Ok(());
+    }
+    bail!(
+        "{}:{}: # syntax={image}: kiln builds with BuildKit's Dockerfile frontend built in (the docker/dockerfile images) and cannot run the frontend {name:?}",
+        d.loc.file,
+        d.loc.line
+    )
+}
+
 /// An image that could not be pulled, by name: the error says so, and the caller
 /// names where the Dockerfile asks for it.
 #[derive(Debug, thiserror::Error)]
@@ -708,7 +737,8 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
     let mut n = job.first_step;
     let total = job.total_steps;
     let from_line = format!("FROM {from_text}{label}");
-    progress::get().step(&StepRef { platform: &job.label, n, total, text: &from_line }, progress::State::Running, None, None);
+    let names = StepNames::of(job);
+    progress::get().step(&StepRef { platform: &job.label, name: &names.from, n, total, text: &from_line }, progress::State::Running, None, None);
     let sources = Sources { stages: inputs, pulled, platform: &plat };
     let keys = &cx.keys[&job_id];
     // History times: a step that ran gets the build's time, a cached one the time
@@ -720,13 +750,12 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
         n += 1;
         let step_index = n - job.first_step - 1;
         if state.apply_config_step(&step.kind) {
-            progress::get().step(&StepRef { platform: &job.label, n, total, text: &step.source }, progress::State::Running, None, None);
+            progress::get().step(&StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.source }, progress::State::Running, None, None);
             // As BuildKit (dockerfile2llb dispatchWorkdir): every WORKDIR but `/` is a
             // mkdir -p of its directory (owned by USER when set) with a layer of its
             // own, empty when the directory exists.
             if workdir_layer(&step.kind) {
-                let _ = step_index;
-                let sref = StepRef { platform: &job.label, n, total, text: &step.source };
+                let sref = StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.source };
                 if let Some((_, rec)) = cx.hits.get(key.hex()) {
                     progress::get().step(&sref, progress::State::Cached, None, None);
                     cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -748,12 +777,12 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
             continue;
         }
         if let Some((_, rec)) = cx.hits.get(key.hex()) {
-            progress::get().step(&StepRef { platform: &job.label, n, total, text: &step.source }, progress::State::Cached, None, None);
+            progress::get().step(&StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.source }, progress::State::Cached, None, None);
             cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             last_time = use_cached(cx, &mut state, rec, &step.created_by);
             continue;
         }
-        let sref = StepRef { platform: &job.label, n, total, text: &step.source };
+        let sref = StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.source };
         progress::get().step(&sref, progress::State::Running, None, None);
         let started = std::time::Instant::now();
         run_fs_step(cx, &mut state, step, &sources, n)
@@ -769,6 +798,41 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
     }
     state.config.created = Some(last_time);
     Ok(state)
+}
+
+/// BuildKit's step names (dockerfile2llb `prefixCommand`): per stage, counting the
+/// steps that make an operation (FROM an image, RUN, COPY, ADD, WORKDIR but `/`),
+/// `[platform stage i/n]` with the index padded to the width of n. Config-only
+/// steps make no operation and get no number (empty name).
+struct StepNames {
+    from: String,
+    steps: Vec<String>,
+}
+
+impl StepNames {
+    fn of(job: &Job) -> StepNames {
+        let stage = &job.stage;
+        let counts = |k: &StepKind| matches!(k, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_)) || workdir_layer(k);
+        let from_counts = matches!(stage.base, Base::Image(_));
+        let total = usize::from(from_counts) + stage.steps.iter().filter(|s| counts(&s.kind)).count();
+        let width = total.to_string().len();
+        let mut prefix = job.label.clone();
+        if let Some(n) = &job.stage_name {
+            prefix.push_str(n);
+            prefix.push(' ');
+        }
+        let mut i = 0;
+        let mut next = |yes: bool| {
+            if !yes {
+                return String::new();
+            }
+            i += 1;
+            format!("{prefix}{i:>width$}/{total}")
+        };
+        let from = next(from_counts);
+        let steps = stage.steps.iter().map(|s| next(counts(&s.kind))).collect();
+        StepNames { from, steps }
+    }
 }
 
 /// Take a step's layer from a cache hit; returns the history time it first ran.
