@@ -11,6 +11,8 @@
 //!   a HOME and a KILN_ROOT; [`Sandbox::context`] copies a `testdata/cases/*`
 //!   build context into it, pointed at the test registry;
 //!   [`Sandbox::kiln`] builds a `kiln` command that runs as that user.
+//! * [`fileserver::FileServer`] — a std-only HTTP/1.1 server of given files
+//!   (GET/HEAD, Last-Modified) that records its requests, for `ADD http://…`.
 //! * [`RunOutput`] — status/stdout/stderr with `assert_success()`,
 //!   `assert_failure_containing()`, ….
 //! * [`Image`] — an image pulled with skopeo (or read from an OCI layout)
@@ -25,6 +27,7 @@ pub mod bkcases;
 pub mod cases;
 pub mod compare;
 pub mod faultproxy;
+pub mod fileserver;
 pub mod http;
 pub mod image;
 pub mod paths;
