@@ -6,7 +6,9 @@
 //! [`Expect::kiln_args`] gives the extra `kiln build` flags it asks for;
 //! [`Expect::check_image`] / [`Expect::check_failure`] return every unmet
 //! expectation as a line of text (never panicking on a mismatch), so a runner
-//! can report all failing cases together.
+//! can report all failing cases together. [`Expect::then_builds`] reads the
+//! `then` rebuilds that [`build_and_check`] runs in the same sandbox after the
+//! first build and compares with earlier builds.
 
 use crate::image::{Image, Kind, Node, Tree};
 use crate::paths;
@@ -395,25 +397,30 @@ pub enum Outcome {
 }
 
 /// Build `ctx` with kiln as the unprivileged user (`--output type=oci` into
-/// the sandbox) and check the result against `expect`. Never panics: a panic
-/// in the harness becomes a failure line.
+/// the sandbox) and check the result against `expect`; then run each of its
+/// `then` rebuilds in the same sandbox (same KILN_ROOT, same context
+/// directory, changed as the entry says) and check those. Never panics: a
+/// panic in the harness becomes a failure line.
 pub fn build_and_check(expect: &Expect, make_ctx: &dyn Fn(&crate::Sandbox) -> PathBuf) -> Outcome {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // A malformed `then` is reported before anything is built: a typo must
+        // not turn into a rebuild that checks nothing.
+        let rebuilds = match expect.then_builds() {
+            Ok(r) => r,
+            Err(e) => return vec![format!("bad expect.json: {e}")],
+        };
         let sb = crate::Sandbox::new();
         let ctx = make_ctx(&sb);
-        let layout = sb.out_path("layout");
-        let out = sb.kiln().build().args(expect.kiln_args(&ctx)).output_oci(&layout).arg(&ctx).run();
-        let combined = out.combined();
-        let mut errs = expect.check_failure(out.status.success(), &out.stderr);
-        errs.extend(expect.check_output(&combined));
-        if expect.expected_failure().is_none() && out.status.success() {
-            let img = Image::from_layout(&layout, None);
-            errs.extend(expect.check_image(&img, &layout, &combined));
-        }
-        if !errs.is_empty() {
-            let tail: Vec<&str> = out.stderr.lines().rev().take(12).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            errs.push(format!("kiln stderr (last lines):\n        {}", tail.join("\n        ")));
+        let mut done: Vec<Built> = Vec::new();
+        let mut errs = build_once(&sb, &ctx, expect, &mut done);
+        for (i, rb) in rebuilds.iter().enumerate() {
+            let n = i + 1;
+            let mut step_errs = Vec::new();
+            match rb.prepare(&sb, &ctx) {
+                Err(e) => step_errs.push(e),
+                Ok(()) => step_errs.extend(build_once(&sb, &ctx, &rb.expect, &mut done)),
+            }
+            errs.extend(step_errs.into_iter().map(|e| format!("build {n} (then[{i}]): {e}")));
         }
         errs
     }));
@@ -433,6 +440,340 @@ pub fn build_and_check(expect: &Expect, make_ctx: &dyn Fn(&crate::Sandbox) -> Pa
         (None, false) => Outcome::Fail(errs),
         (Some(b), false) => Outcome::XFail(b.to_string(), errs),
         (Some(b), true) => Outcome::XPass(b.to_string()),
+    }
+}
+
+/// What one build of a case left for later builds to compare with.
+struct Built {
+    /// None when the build failed (or was meant to).
+    image: Option<Image>,
+}
+
+/// One build into `layout`, `layout-1`, ... (by how many builds came
+/// before), checked against `expect` and the builds in `done`, to which it is
+/// then added.
+fn build_once(sb: &crate::Sandbox, ctx: &Path, expect: &Expect, done: &mut Vec<Built>) -> Vec<String> {
+    let n = done.len();
+    let layout = sb.out_path(&if n == 0 { "layout".to_string() } else { format!("layout-{n}") });
+    let out = sb.kiln().build().args(expect.kiln_args(ctx)).output_oci(&layout).arg(ctx).run();
+    let combined = out.combined();
+    let mut errs = expect.check_failure(out.status.success(), &out.stderr);
+    errs.extend(expect.check_output(&combined));
+    errs.extend(expect.check_steps(&combined));
+    let mut image = None;
+    if expect.expected_failure().is_none() && out.status.success() {
+        let img = Image::from_layout(&layout, None);
+        errs.extend(expect.check_image(&img, &layout, &combined));
+        image = Some(img);
+    }
+    errs.extend(expect.check_against(image.as_ref(), done));
+    if !errs.is_empty() {
+        let tail: Vec<&str> = out.stderr.lines().rev().take(12).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        errs.push(format!("kiln stderr (last lines):\n        {}", tail.join("\n        ")));
+    }
+    done.push(Built { image });
+    errs
+}
+
+/// `(steps run, steps cached)` from kiln's last summary line,
+/// `built sha256:… in 1.2s (R steps run, C cached)`.
+pub fn parse_summary(output: &str) -> Option<(u64, u64)> {
+    let line = output.lines().rev().find(|l| l.starts_with("built "))?;
+    let inner = line.rsplit_once('(')?.1.strip_suffix(')')?;
+    let (ran, cached) = inner.split_once(',')?;
+    let ran = ran.trim().strip_suffix("steps run")?.trim().parse().ok()?;
+    let cached = cached.trim().strip_suffix("cached")?.trim().parse().ok()?;
+    Some((ran, cached))
+}
+
+/// Keys of a `then` entry that say how to build (the first build's are used
+/// when the entry has none).
+const BUILD_KEYS: &[&str] = &["dockerfile", "args", "target", "labels", "secrets", "platform", "flags"];
+/// Keys of a `then` entry that change the sandbox before its build.
+const CHANGE_KEYS: &[&str] = &["write", "remove", "rename", "prune", "sleep"];
+/// Keys of a `then` entry that say what its build must give.
+const CHECK_KEYS: &[&str] = &[
+    "description",
+    "fail",
+    "files",
+    "absent",
+    "config",
+    "env",
+    "env_absent",
+    "layers",
+    "history",
+    "not_in_blobs",
+    "output_contains",
+    "output_absent",
+    "same_image_as",
+    "different_image_from",
+    "same_content",
+    "different_content",
+    "cached_steps",
+    "ran_steps",
+];
+
+/// One entry of `then`: how to change the sandbox, and the build that follows.
+#[derive(Clone, Debug)]
+pub struct Rebuild {
+    /// Context paths removed (files or whole directories), first.
+    pub remove: Vec<String>,
+    /// Context paths renamed (from, to), next.
+    pub rename: Vec<(String, String)>,
+    /// Context files written (created or replaced, parents made): path,
+    /// bytes, mode (None: an existing file keeps its mode, as os.WriteFile
+    /// does; a new one is 0644).
+    pub write: Vec<(String, Vec<u8>, Option<u32>)>,
+    /// `kiln prune --all` before the build (BuildKit's ensurePruneAll).
+    pub prune: bool,
+    /// Wait this long before the build (so that a timestamp taken from the
+    /// clock would differ).
+    pub sleep: Option<std::time::Duration>,
+    /// The build's flags and expectations: the entry's keys over the first
+    /// build's build keys.
+    pub expect: Expect,
+}
+
+/// A context-relative path: not absolute, no `..`, not empty.
+fn rel_path(p: &str) -> Result<String, String> {
+    let path = Path::new(p);
+    if p.is_empty()
+        || path.is_absolute()
+        || path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+    {
+        return Err(format!("{p:?} is not a path inside the context"));
+    }
+    Ok(p.to_string())
+}
+
+impl Rebuild {
+    /// Change the context (as root, then handed to the build user), prune, sleep.
+    fn prepare(&self, sb: &crate::Sandbox, ctx: &Path) -> Result<(), String> {
+        for p in &self.remove {
+            let full = ctx.join(p);
+            let md = std::fs::symlink_metadata(&full).map_err(|e| format!("remove {p}: {e}"))?;
+            let r = if md.is_dir() { std::fs::remove_dir_all(&full) } else { std::fs::remove_file(&full) };
+            r.map_err(|e| format!("remove {p}: {e}"))?;
+        }
+        for (from, to) in &self.rename {
+            std::fs::rename(ctx.join(from), ctx.join(to)).map_err(|e| format!("rename {from} to {to}: {e}"))?;
+        }
+        for (p, data, mode) in &self.write {
+            use std::os::unix::fs::PermissionsExt;
+            let full = ctx.join(p);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("write {p}: {e}"))?;
+            }
+            let existed = full.is_file();
+            std::fs::write(&full, data).map_err(|e| format!("write {p}: {e}"))?;
+            let mode = match mode {
+                Some(m) => Some(*m),
+                None if existed => None,
+                None => Some(0o644),
+            };
+            if let Some(m) = mode {
+                std::fs::set_permissions(&full, std::fs::Permissions::from_mode(m))
+                    .map_err(|e| format!("write {p}: {e}"))?;
+            }
+        }
+        sb.user.chown_tree(ctx);
+        if self.prune {
+            let out = sb.kiln().args(["prune", "--all"]).run();
+            if !out.status.success() {
+                return Err(format!("kiln prune --all failed: {}", out.stderr.trim()));
+            }
+        }
+        if let Some(d) = self.sleep {
+            std::thread::sleep(d);
+        }
+        Ok(())
+    }
+}
+
+impl Expect {
+    /// `"then": [...]`, parsed and checked: every key known, every path inside
+    /// the context, every build number naming an earlier build.
+    pub fn then_builds(&self) -> Result<Vec<Rebuild>, String> {
+        let entries = match self.raw.get("then") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Array(a)) => a,
+            Some(_) => return Err("\"then\" must be a list of objects".into()),
+        };
+        let mut out = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let n = i + 1; // build 0 is the first one
+            let ctx = |e: String| format!("then[{i}]: {e}");
+            let Some(o) = entry.as_object() else { return Err(ctx("not an object".into())) };
+            for k in o.keys() {
+                if !BUILD_KEYS.contains(&k.as_str()) && !CHANGE_KEYS.contains(&k.as_str()) && !CHECK_KEYS.contains(&k.as_str()) {
+                    return Err(ctx(format!("unknown key {k:?}")));
+                }
+            }
+            let remove = match o.get("remove") {
+                None => Vec::new(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_str().ok_or_else(|| "remove: not a string".to_string()).and_then(rel_path))
+                    .collect::<Result<_, _>>()
+                    .map_err(ctx)?,
+                Some(_) => return Err(ctx("remove: must be a list of paths".into())),
+            };
+            let mut rename = Vec::new();
+            for (from, to) in obj(entry, "rename").into_iter().flatten() {
+                let to = to.as_str().ok_or_else(|| ctx(format!("rename {from}: the new name must be a string")))?;
+                rename.push((rel_path(from).map_err(ctx)?, rel_path(to).map_err(ctx)?));
+            }
+            let mut write = Vec::new();
+            for (p, v) in obj(entry, "write").into_iter().flatten() {
+                let p = rel_path(p).map_err(ctx)?;
+                let (content, mode) = match v {
+                    Value::String(s) => (s.as_str(), None),
+                    Value::Object(f) => {
+                        let content = f.get("content").and_then(Value::as_str);
+                        let content = content.ok_or_else(|| ctx(format!("write {p}: no \"content\" string")))?;
+                        let mode = match f.get("mode") {
+                            None => None,
+                            Some(m) => Some(parse_mode(m).ok_or_else(|| ctx(format!("write {p}: bad mode {m}")))?),
+                        };
+                        (content, mode)
+                    }
+                    _ => return Err(ctx(format!("write {p}: a string or {{\"content\", \"mode\"}}"))),
+                };
+                write.push((p, content.as_bytes().to_vec(), mode));
+            }
+            let prune = match o.get("prune") {
+                None => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(ctx("prune: true or false".into())),
+            };
+            let sleep = match o.get("sleep") {
+                None => None,
+                Some(v) => match v.as_f64() {
+                    Some(s) if (0.0..=30.0).contains(&s) => Some(std::time::Duration::from_secs_f64(s)),
+                    _ => return Err(ctx("sleep: seconds, 0 to 30".into())),
+                },
+            };
+            for key in ["same_image_as", "different_image_from"] {
+                if let Some(v) = o.get(key) {
+                    match v.as_u64() {
+                        Some(k) if (k as usize) < n => {}
+                        _ => return Err(ctx(format!("{key}: must name an earlier build (0..{})", n - 1))),
+                    }
+                }
+            }
+            for key in ["same_content", "different_content"] {
+                for (p, v) in obj(entry, key).into_iter().flatten() {
+                    match v.as_u64() {
+                        Some(k) if (k as usize) < n => {}
+                        _ => return Err(ctx(format!("{key} {p}: must name an earlier build (0..{})", n - 1))),
+                    }
+                }
+            }
+            for key in ["cached_steps", "ran_steps"] {
+                if o.get(key).is_some_and(|v| v.as_u64().is_none()) {
+                    return Err(ctx(format!("{key}: must be a number")));
+                }
+            }
+            let mut raw = Map::new();
+            for k in BUILD_KEYS {
+                if let Some(v) = self.raw.get(*k) {
+                    raw.insert(k.to_string(), v.clone());
+                }
+            }
+            for (k, v) in o {
+                if !CHANGE_KEYS.contains(&k.as_str()) {
+                    raw.insert(k.clone(), v.clone());
+                }
+            }
+            out.push(Rebuild {
+                remove,
+                rename,
+                write,
+                prune,
+                sleep,
+                expect: Expect { name: format!("{}#{n}", self.name), raw: Value::Object(raw) },
+            });
+        }
+        Ok(out)
+    }
+
+    /// `cached_steps` / `ran_steps` against kiln's summary line.
+    pub fn check_steps(&self, output: &str) -> Vec<String> {
+        let want_cached = self.raw["cached_steps"].as_u64();
+        let want_ran = self.raw["ran_steps"].as_u64();
+        if want_cached.is_none() && want_ran.is_none() {
+            return Vec::new();
+        }
+        let Some((ran, cached)) = parse_summary(output) else {
+            return vec!["no `built … (N steps run, M cached)` line in kiln's output".into()];
+        };
+        let mut errs = Vec::new();
+        if want_ran.is_some_and(|w| w != ran) {
+            errs.push(format!("{ran} steps run, want {}", want_ran.unwrap_or_default()));
+        }
+        if want_cached.is_some_and(|w| w != cached) {
+            errs.push(format!("{cached} steps cached, want {}", want_cached.unwrap_or_default()));
+        }
+        errs
+    }
+
+    /// `same_image_as` / `different_image_from` (manifest digests) and
+    /// `same_content` / `different_content` (one file's bytes) against
+    /// earlier builds.
+    fn check_against(&self, img: Option<&Image>, done: &[Built]) -> Vec<String> {
+        let mut errs = Vec::new();
+        let earlier = |k: u64, errs: &mut Vec<String>| -> Option<&Image> {
+            match done.get(k as usize).map(|b| b.image.as_ref()) {
+                Some(Some(i)) => Some(i),
+                _ => {
+                    errs.push(format!("build {k} made no image to compare with"));
+                    None
+                }
+            }
+        };
+        for (key, same) in [("same_image_as", true), ("different_image_from", false)] {
+            let Some(k) = self.raw[key].as_u64() else { continue };
+            let (Some(other), Some(img)) = (earlier(k, &mut errs), img) else {
+                if img.is_none() {
+                    errs.push(format!("{key}: this build made no image"));
+                }
+                continue;
+            };
+            if (img.manifest_digest == other.manifest_digest) != same {
+                errs.push(format!(
+                    "manifest {} {} build {k}'s ({})",
+                    img.manifest_digest,
+                    if same { "differs from" } else { "is the same as" },
+                    other.manifest_digest
+                ));
+            }
+        }
+        for (key, same) in [("same_content", true), ("different_content", false)] {
+            for (path, k) in obj(&self.raw, key).into_iter().flatten() {
+                let Some(k) = k.as_u64() else { continue };
+                let (Some(other), Some(img)) = (earlier(k, &mut errs), img) else {
+                    if img.is_none() {
+                        errs.push(format!("{key} {path}: this build made no image"));
+                    }
+                    continue;
+                };
+                let mine = img.tree.get(path).and_then(|n| n.content.clone());
+                let theirs = other.tree.get(path).and_then(|n| n.content.clone());
+                match (mine, theirs) {
+                    (None, _) => errs.push(format!("{path}: not a file in this build's image")),
+                    (_, None) => errs.push(format!("{path}: not a file in build {k}'s image")),
+                    (Some(a), Some(b)) if (a == b) != same => errs.push(format!(
+                        "{path}: content {:?} {} build {k}'s ({:?})",
+                        String::from_utf8_lossy(&a),
+                        if same { "differs from" } else { "is the same as" },
+                        String::from_utf8_lossy(&b)
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        errs
     }
 }
 
@@ -491,4 +832,90 @@ pub fn run_pool(jobs: Vec<(String, Box<dyn FnOnce() -> Outcome + Send>)>) -> (Ve
     bad += total - results.len();
     eprintln!("{} cases in {:.0?}: {pass} passed, {xfail} known bugs, {bad} failed", results.len(), start.elapsed());
     (results, report, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn expect(raw: Value) -> Expect {
+        Expect { name: "t".into(), raw }
+    }
+
+    #[test]
+    fn summary_line_is_read_from_the_last_built_line() {
+        let out = "step 1/2 ...\nbuilt sha256:aa in 0.1s (9 steps run, 9 cached)\nbuilt sha256:abc in 1.5s (2 steps run, 3 cached)\n";
+        assert_eq!(parse_summary(out), Some((2, 3)));
+        assert_eq!(parse_summary("built sha256:abc in 1.5s\n"), None);
+        assert_eq!(parse_summary("no summary\n"), None);
+        assert_eq!(parse_summary("built x in 1s (two steps run, 3 cached)"), None);
+    }
+
+    #[test]
+    fn steps_are_checked_against_the_summary() {
+        let e = expect(json!({"cached_steps": 3, "ran_steps": 0}));
+        assert!(e.check_steps("built sha256:a in 1s (0 steps run, 3 cached)").is_empty());
+        let errs = e.check_steps("built sha256:a in 1s (1 steps run, 2 cached)");
+        assert_eq!(errs, vec!["1 steps run, want 0".to_string(), "2 steps cached, want 3".to_string()]);
+        assert_eq!(e.check_steps("nothing").len(), 1);
+        assert!(expect(json!({})).check_steps("nothing").is_empty());
+    }
+
+    #[test]
+    fn then_inherits_build_keys_and_replaces_them_when_given() {
+        let e = expect(json!({
+            "args": {"A": "1"}, "flags": ["--no-cache"], "files": {"/x": {}}, "known_bug": "k",
+            "then": [
+                {"write": {"a": "x\n", "d/b": {"content": "y", "mode": "0600"}}, "remove": ["old"],
+                 "rename": {"f1": "f2"}, "same_image_as": 0, "prune": true, "sleep": 1},
+                {"flags": [], "args": {"A": "2"}, "fail": "boom", "different_content": {"/u": 1}}
+            ]
+        }));
+        let r = e.then_builds().expect("valid");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].remove, vec!["old".to_string()]);
+        assert_eq!(r[0].rename, vec![("f1".to_string(), "f2".to_string())]);
+        assert_eq!(
+            r[0].write,
+            vec![("a".to_string(), b"x\n".to_vec(), None), ("d/b".to_string(), b"y".to_vec(), Some(0o600))]
+        );
+        assert!(r[0].prune && !r[1].prune);
+        assert_eq!(r[0].sleep, Some(std::time::Duration::from_secs(1)));
+        let ctx = Path::new("/c");
+        assert_eq!(r[0].expect.kiln_args(ctx), vec!["--build-arg", "A=1", "--no-cache"]);
+        // the first build's expectations and known_bug do not carry over
+        assert!(r[0].expect.raw.get("files").is_none() && r[0].expect.known_bug().is_none());
+        assert!(r[0].expect.raw.get("write").is_none());
+        assert_eq!(r[1].expect.kiln_args(ctx), vec!["--build-arg", "A=2"]);
+        assert_eq!(r[1].expect.expected_failure(), Some("boom"));
+        assert!(expect(json!({})).then_builds().expect("no then").is_empty());
+    }
+
+    #[test]
+    fn bad_then_entries_are_refused() {
+        let bad = [
+            (json!({"then": {}}), "list"),
+            (json!({"then": [1]}), "then[0]: not an object"),
+            (json!({"then": [{"same_image": 0}]}), "unknown key \"same_image\""),
+            (json!({"then": [{"same_image_as": 1}]}), "earlier build"),
+            (json!({"then": [{}, {"different_image_from": 2}]}), "then[1]: different_image_from"),
+            (json!({"then": [{"same_content": {"/a": 1}}]}), "same_content /a"),
+            (json!({"then": [{"write": {"../x": "y"}}]}), "not a path inside"),
+            (json!({"then": [{"write": {"/x": "y"}}]}), "not a path inside"),
+            (json!({"then": [{"remove": ["a/../../b"]}]}), "not a path inside"),
+            (json!({"then": [{"write": {"x": {"mode": "0600"}}}]}), "no \"content\""),
+            (json!({"then": [{"write": {"x": {"content": "", "mode": "9"}}}]}), "bad mode"),
+            (json!({"then": [{"rename": {"a": 1}}]}), "new name"),
+            (json!({"then": [{"cached_steps": "2"}]}), "cached_steps"),
+            (json!({"then": [{"sleep": 100}]}), "sleep"),
+            (json!({"then": [{"prune": "yes"}]}), "prune"),
+        ];
+        for (raw, want) in bad {
+            match expect(raw.clone()).then_builds() {
+                Ok(_) => panic!("{raw} accepted"),
+                Err(e) => assert!(e.contains(want), "{raw}: {e:?} lacks {want:?}"),
+            }
+        }
+    }
 }
