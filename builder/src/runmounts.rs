@@ -141,6 +141,9 @@ pub struct Inputs<'a> {
     pub workdir: &'a str,
     pub secrets: &'a [SecretSpec],
     pub ssh: &'a [SshSpec],
+    /// `--no-cache`: cache mounts start empty (once per build), as BuildKit prunes
+    /// the cache mounts of a build that uses no cache (moby/buildkit#5305).
+    pub no_cache: bool,
 }
 
 fn scratch_dir(base: &Path, what: &str) -> Result<PathBuf> {
@@ -219,7 +222,8 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
                     }
                     None => None,
                 };
-                let dir = cache_dir(inputs.state_dir, &id, octal(m, 0o755)?, num(m, "uid")?, num(m, "gid")?, seed.as_ref().map(|(r, s)| (r.as_path(), s.as_path())))?;
+                let seed = seed.as_ref().map(|(r, s)| (r.as_path(), s.as_path()));
+                let dir = cache_dir(inputs.state_dir, &id, octal(m, 0o755)?, num(m, "uid")?, num(m, "gid")?, seed, inputs.no_cache)?;
                 let source = match opt(m, "sharing").unwrap_or("shared") {
                     "locked" => {
                         let lock = lock_file(&dir, true)?.expect("blocking lock");
@@ -335,11 +339,25 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
 
 /// The persistent directory behind a cache mount id, created with the mount's
 /// owner and mode the first time.
-fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Option<(&Path, &Path)>) -> Result<PathBuf> {
+fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Option<(&Path, &Path)>, fresh: bool) -> Result<PathBuf> {
     use sha2::{Digest as _, Sha256};
     let key = hex::encode(Sha256::digest(id.as_bytes()));
     let dir = state_dir.join("cache-mounts").join(&key[..32]);
     let data = dir.join("data");
+    // A build without cache empties each cache mount the first time it uses it
+    // (later steps of the same build share what the first one wrote).
+    static EMPTIED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    if fresh {
+        let mut done = EMPTIED.lock().unwrap_or_else(|p| p.into_inner());
+        if !done.contains(&dir) {
+            done.push(dir.clone());
+            if data.is_dir() {
+                let old = dir.join(format!("data.old-{}", crate::solver::next_id()));
+                fs::rename(&data, &old).with_context(|| format!("emptying cache mount {id:?} for --no-cache"))?;
+                kiln_snapshotter::snapshots::remove_tree(&old);
+            }
+        }
+    }
     if !data.is_dir() {
         fs::create_dir_all(&dir).with_context(|| format!("creating cache mount {id:?}"))?;
         let tmp = dir.join(format!("data.tmp-{}", crate::solver::next_id()));

@@ -1006,6 +1006,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 workdir: &workdir,
                 secrets: &cx.opts.secrets,
                 ssh: &cx.opts.ssh,
+                no_cache: cx.opts.no_cache,
             };
             let chroot = cx.opts.isolation == crate::userns::Isolation::Chroot;
             if chroot && !mounts.is_empty() {
