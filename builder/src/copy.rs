@@ -218,14 +218,14 @@ fn copy_parents(root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> 
                 for i in 1..comps.len() {
                     let a = comps[..i].join("/");
                     if made.insert(a.clone()) {
-                        dirs_made.push((make_dir(root, &dest.join(&a))?, dir.join(&a)));
+                        dirs_made.push((make_dir(root, &dest.join(&a), true)?, dir.join(&a)));
                         written += 1;
                     }
                 }
                 let md = fs::symlink_metadata(&host)?;
                 if md.is_dir() {
                     if made.insert(rel.clone()) {
-                        dirs_made.push((make_dir(root, &dest.join(&rel))?, host.clone()));
+                        dirs_made.push((make_dir(root, &dest.join(&rel), true)?, host.clone()));
                         written += 1;
                     }
                 } else {
@@ -241,8 +241,9 @@ fn copy_parents(root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> 
 }
 
 /// A directory at `target` (created, or replacing a non-directory); its host path.
-fn make_dir(root: &Path, target: &Path) -> Result<PathBuf> {
-    let host = resolve_in_root(root, target, true)?;
+/// `follow`: whether a symlink as the last component is followed (inside the root).
+fn make_dir(root: &Path, target: &Path, follow: bool) -> Result<PathBuf> {
+    let host = resolve_in_root(root, target, follow)?;
     match fs::symlink_metadata(&host) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -375,15 +376,8 @@ fn copy_dir_contents(src_root: &Path, src_dir: &Path, root: &Path, dest: &Path, 
         }
         let target = dest.join(e.file_name());
         if md.is_dir() {
-            let host = resolve_in_root(root, &target, false)?;
-            match fs::symlink_metadata(&host) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    fs::remove_file(&host)?;
-                    fs::create_dir(&host)?;
-                }
-                Err(_) => fs::create_dir(&host).with_context(|| format!("creating {}", target.display()))?,
-            }
+            // The last component is not followed: a symlink there is replaced.
+            let host = make_dir(root, &target, false)?;
             n += 1 + copy_dir_contents(src_root, &e.path(), root, &target, req)?;
             set_meta(&host, &md, req.owner, req.chmod)?;
         } else {

@@ -24,19 +24,10 @@ fn has_wildcards(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// Clean a relative `/`-separated path: no `.`, empty or leading components.
+/// Clean a relative `/`-separated path: no `.`, empty or leading components, and
+/// `..` cannot climb above the start (Go's path.Clean from the root).
 fn clean_rel(p: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out.join("/")
+    crate::dockerignore::go_clean(&format!("/{p}")).trim_start_matches('/').to_string()
 }
 
 impl ParentsSource {

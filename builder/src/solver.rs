@@ -261,8 +261,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
             if job.stage.name.as_ref().is_some_and(|n| opts.no_cache_filter.contains(n)) {
                 continue;
             }
-            for (i, (step, key)) in job.stage.steps.iter().zip(&keys[&id].steps).enumerate() {
-                let _ = i;
+            for (step, key) in job.stage.steps.iter().zip(&keys[&id].steps) {
                 let fs = matches!(step.kind, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_))
                     || workdir_layer(&step.kind);
                 if fs && crate::keys::cacheable(&step.kind) {
@@ -749,30 +748,12 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
     for (step, key) in stage.steps.iter().zip(&keys.steps) {
         n += 1;
         let step_index = n - job.first_step - 1;
-        if state.apply_config_step(&step.kind) {
+        // As BuildKit (dockerfile2llb dispatchWorkdir): every WORKDIR but `/` is a
+        // mkdir -p of its directory (owned by USER when set) with a layer of its
+        // own, empty when the directory exists; other config steps make no layer.
+        let config_step = state.apply_config_step(&step.kind);
+        if config_step && !workdir_layer(&step.kind) {
             progress::get().step(&StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.source }, progress::State::Running, None, None);
-            // As BuildKit (dockerfile2llb dispatchWorkdir): every WORKDIR but `/` is a
-            // mkdir -p of its directory (owned by USER when set) with a layer of its
-            // own, empty when the directory exists.
-            if workdir_layer(&step.kind) {
-                let sref = StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.source };
-                if let Some((_, rec)) = cx.hits.get(key.hex()) {
-                    progress::get().step(&sref, progress::State::Cached, None, None);
-                    cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    last_time = use_cached(cx, &mut state, rec, &step.created_by);
-                    continue;
-                }
-                let started = std::time::Instant::now();
-                materialize_workdir(cx, &mut state)
-                    .with_context(|| format!("{}step {n}/{total} ({}) `{}`", job.label, source_range(step), one_line(&step.source)))?;
-                let l = state.layers.last().expect("WORKDIR added a layer");
-                progress::get().step(&sref, progress::State::Done, Some(started.elapsed().as_secs_f64()), Some((&l.digest.to_string(), l.size)));
-                cx.counts.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                last_time = cx.created.clone();
-                state.push_history(&last_time, &step.created_by, false);
-                remember(cx, key, &state, &step.created_by, &last_time);
-                continue;
-            }
             state.push_history(&last_time, &step.created_by, true);
             continue;
         }
@@ -785,8 +766,8 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
         let sref = StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.source };
         progress::get().step(&sref, progress::State::Running, None, None);
         let started = std::time::Instant::now();
-        run_fs_step(cx, &mut state, step, &sources, n)
-            .with_context(|| format!("{}step {n}/{total} ({}) `{}`", job.label, source_range(step), one_line(&step.source)))?;
+        let ran = if config_step { materialize_workdir(cx, &mut state) } else { run_fs_step(cx, &mut state, step, &sources, n) };
+        ran.with_context(|| format!("{}step {n}/{total} ({}) `{}`", job.label, source_range(step), one_line(&step.source)))?;
         let l = state.layers.last().expect("a step that ran added a layer");
         progress::get().step(&sref, progress::State::Done, Some(started.elapsed().as_secs_f64()), Some((&l.digest.to_string(), l.size)));
         cx.counts.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -133,15 +133,23 @@ fn missing_required_secret_is_a_clear_error() {
     out.assert_stderr_contains("step 2/2");
 }
 
-#[test]
-fn ssh_agent_socket_is_forwarded() {
+/// A registry with the base, a sandbox, and a listening socket standing in for an
+/// ssh agent (owned by the build user): (registry, sandbox, base ref, socket, listener).
+fn ssh_setup() -> (Registry, Sandbox, String, std::path::PathBuf, std::os::unix::net::UnixListener) {
     let registry = Registry::start();
     seed_base_images(&registry);
     let sb = Sandbox::new();
     let base = registry.reference("base/busybox:latest");
     let sock = sb.path().join("agent.sock");
-    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     sb.user.chown_tree(&sock);
+    (registry, sb, base, sock, listener)
+}
+
+#[test]
+fn ssh_agent_socket_is_forwarded() {
+    // The registry and the listener live until the test ends.
+    let (_registry, sb, base, sock, _listener) = ssh_setup();
     let ctx = sb
         .new_context("ssh")
         .file("Dockerfile", format!("FROM {base}\nRUN --mount=type=ssh sh -c 'test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /ssh-ok'\n"))
@@ -158,13 +166,8 @@ fn ssh_agent_socket_is_forwarded() {
 /// the mount's mode, uid and gid (0600 0:0 by default), relayed to the agent.
 #[test]
 fn ssh_mount_socket_has_its_mode_uid_and_gid() {
-    let registry = Registry::start();
-    seed_base_images(&registry);
-    let sb = Sandbox::new();
-    let base = registry.reference("base/busybox:latest");
-    let sock = sb.path().join("agent.sock");
-    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    sb.user.chown_tree(&sock);
+    // The registry and the listener live until the test ends.
+    let (_registry, sb, base, sock, _listener) = ssh_setup();
     let ctx = sb
         .new_context("sshparams")
         .file(
