@@ -114,6 +114,8 @@ pub struct Entry {
     pub mode: u32,
     pub size: u64,
     pub link: Option<PathBuf>,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -159,6 +161,8 @@ pub struct ContextHasher {
     dirty: bool,
     reads: u64,
     allow_empty_wildcard: bool,
+    /// Owners enter the digest (a stage's files keep theirs when copied or mounted).
+    include_owners: bool,
     racy_window: Duration,
 }
 
@@ -187,6 +191,7 @@ impl ContextHasher {
             dirty: false,
             reads: 0,
             allow_empty_wildcard: false,
+            include_owners: false,
             racy_window: Duration::from_secs(2),
         })
     }
@@ -200,6 +205,12 @@ impl ContextHasher {
     }
 
     /// Let a wildcard match nothing, as BuildKit does.
+    /// Hash owners too: for a stage's rootfs, whose files keep their owners in
+    /// `COPY --from` and bind mounts (a context's owners never reach an image).
+    pub fn set_include_owners(&mut self, yes: bool) {
+        self.include_owners = yes;
+    }
+
     pub fn set_allow_empty_wildcard(&mut self, allow: bool) {
         self.allow_empty_wildcard = allow;
     }
@@ -459,8 +470,9 @@ impl ContextHasher {
                         }
                         _ => "-".into(),
                     };
+                    let owner = if self.include_owners { format!(" {}:{}", e.uid, e.gid) } else { String::new() };
                     h.update(
-                        format!("{} {:o} {} {} {}\n", e.kind.letter(), e.mode, e.size, quote(under.as_bytes()), content)
+                        format!("{} {:o} {} {} {}{owner}\n", e.kind.letter(), e.mode, e.size, quote(under.as_bytes()), content)
                             .as_bytes(),
                     );
                 }
@@ -549,7 +561,7 @@ fn entry_of(rel: &str, host: &Path, md: &fs::Metadata) -> Result<Entry> {
         None
     };
     let size = if kind == EntryKind::File { md.size() } else { 0 };
-    Ok(Entry { path: rel.to_string(), kind, mode: md.mode() & 0o7777, size, link })
+    Ok(Entry { path: rel.to_string(), kind, mode: md.mode() & 0o7777, size, link, uid: md.uid(), gid: md.gid() })
 }
 
 fn join(base: &str, name: &str) -> String {

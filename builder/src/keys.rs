@@ -7,6 +7,14 @@
 //! never owner or time), the final key of a source stage, the manifest digest of a
 //! source image. Secrets contribute only their ids (in the material), never values.
 //! Config-only steps are part of the chain, so an ENV change misses every later RUN.
+//!
+//! A step that reads another stage also has a *content key*, made only when its key
+//! misses: the same parts with each stage replaced by the digest of what the step
+//! selects there (COPY --from sources, a bind mount's `source`), chained on the
+//! content key of the step before when that one had one. BuildKit's exec and file
+//! ops key such inputs by content (`solver/llbsolver/ops/exec.go` `getMountDeps`:
+//! content-based for read-only and no-output mounts), so a stage that changed
+//! elsewhere does not rerun the steps that read only its unchanged part.
 
 use anyhow::{Context, Result};
 use kiln_cache::layercache::CacheKey;
@@ -17,6 +25,27 @@ use kiln_frontend::{Base, Stage, StepInput, StepKind};
 pub struct JobKeys {
     pub steps: Vec<CacheKey>,
     pub result: CacheKey,
+    /// The key of the stage's base, the parent of its first step.
+    pub base: CacheKey,
+    /// Per step, what its key hashed after the parent, for [`content_key`].
+    pub parts: Vec<Vec<Part>>,
+}
+
+/// One hashed part of a step key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Fixed(String),
+    /// The `n`-th input of the step: a stage, hashed by its result key.
+    Stage { input: usize, key: CacheKey },
+}
+
+impl Part {
+    fn text(&self) -> String {
+        match self {
+            Part::Fixed(s) => s.clone(),
+            Part::Stage { key, .. } => format!("stage:{}", key.hex()),
+        }
+    }
 }
 
 /// What a key computation needs from outside the stage.
@@ -37,27 +66,69 @@ pub fn job_keys(stage: &Stage, platform: &str, inputs: &mut dyn KeyInputs) -> Re
         Base::Image(r) => CacheKey::from_parts(["kiln.base.v1", "image", &inputs.image_digest(r)?, platform]),
         Base::Stage(i) => CacheKey::from_parts(["kiln.base.v1", "stage", inputs.stage_key(*i)?.hex(), platform]),
     };
-    let mut parent = base;
+    let mut parent = base.clone();
     let mut steps = Vec::with_capacity(stage.steps.len());
+    let mut all_parts = Vec::with_capacity(stage.steps.len());
     for step in &stage.steps {
-        let mut parts: Vec<String> = vec!["kiln.step.v1".into(), parent.hex().to_string(), step.cache_material.clone()];
-        for input in &step.inputs {
+        let mut parts: Vec<Part> = vec![Part::Fixed(step.cache_material.clone())];
+        for (n, input) in step.inputs.iter().enumerate() {
             let d = match input {
                 StepInput::Context { sources } if copies_parents(&step.kind) => parents_digest(sources, inputs)
                     .with_context(|| format!("{}:{}: hashing the build context", step.loc.file, step.loc.line))?,
                 StepInput::Context { sources } => inputs
                     .context_digest(sources)
                     .with_context(|| format!("{}:{}: hashing the build context", step.loc.file, step.loc.line))?,
-                StepInput::Stage(j) => format!("stage:{}", inputs.stage_key(*j)?.hex()),
+                StepInput::Stage(j) => {
+                    parts.push(Part::Stage { input: n, key: inputs.stage_key(*j)? });
+                    continue;
+                }
                 StepInput::Image(r) => format!("image:{}", inputs.image_digest(r)?),
             };
-            parts.push(d);
+            parts.push(Part::Fixed(d));
         }
-        let key = CacheKey::from_parts(parts.iter());
+        let key = CacheKey::from_parts(
+            ["kiln.step.v1".to_string(), parent.hex().to_string()].into_iter().chain(parts.iter().map(Part::text)),
+        );
         steps.push(key.clone());
+        all_parts.push(parts);
         parent = key;
     }
-    Ok(JobKeys { steps, result: parent })
+    Ok(JobKeys { steps, result: parent, base, parts: all_parts })
+}
+
+impl JobKeys {
+    /// The parent of step `i` in the key chain.
+    pub fn parent_of(&self, i: usize) -> &CacheKey {
+        if i == 0 {
+            &self.base
+        } else {
+            &self.steps[i - 1]
+        }
+    }
+
+    /// Whether step `i` reads another stage (and so has a content key).
+    pub fn reads_stage(&self, i: usize) -> bool {
+        self.parts[i].iter().any(|p| matches!(p, Part::Stage { .. }))
+    }
+}
+
+/// The content key of step `i` (module comment): `parent` is the content key of
+/// the step before, or its plain parent key; `stage_content(input)` gives the
+/// digest of what the step selects from the stage that is its `input`-th input.
+pub fn content_key(
+    keys: &JobKeys,
+    i: usize,
+    parent: &CacheKey,
+    stage_content: &mut dyn FnMut(usize) -> Result<String>,
+) -> Result<CacheKey> {
+    let mut parts = vec!["kiln.step.content.v1".to_string(), parent.hex().to_string()];
+    for p in &keys.parts[i] {
+        parts.push(match p {
+            Part::Fixed(s) => s.clone(),
+            Part::Stage { input, .. } => format!("stage-content:{}", stage_content(*input)?),
+        });
+    }
+    Ok(CacheKey::from_parts(parts.iter()))
 }
 
 fn copies_parents(kind: &StepKind) -> bool {
@@ -155,5 +226,34 @@ mod tests {
         let a = job_keys(&graph("FROM img\nENV A=1\nRUN true\n").stages[0], "p", &mut f).unwrap();
         let b = job_keys(&graph("FROM img\nENV A=2\nRUN true\n").stages[0], "p", &mut f).unwrap();
         assert_ne!(a.steps[1], b.steps[1]);
+    }
+
+    #[test]
+    fn content_keys_follow_the_selected_content_not_the_stage_key() {
+        let df = "FROM img AS a\nRUN x\nFROM img\nCOPY --from=a /out /out\nRUN y\n";
+        let g = graph(df);
+        let mut f = Fake { ctx: "c".into(), reads: 0 };
+        let k = job_keys(&g.stages[1], "p", &mut f).unwrap();
+        assert!(k.reads_stage(0) && !k.reads_stage(1));
+        let same = |_: usize| Ok("sha256:out".to_string());
+        let c0 = content_key(&k, 0, k.parent_of(0), &mut { same }).unwrap();
+        assert_ne!(&c0, &k.steps[0], "a content key is not the step key");
+        // The stage's key changes, what the step reads does not: same content key.
+        struct Other;
+        impl KeyInputs for Other {
+            fn context_digest(&mut self, _: &[String]) -> Result<String> { Ok("c".into()) }
+            fn context_has(&mut self, _: &str) -> bool { true }
+            fn image_digest(&self, r: &str) -> Result<String> { Ok(format!("sha256:{r}")) }
+            fn stage_key(&self, _: usize) -> Result<CacheKey> { Ok(CacheKey::from_parts(["another"])) }
+        }
+        let k2 = job_keys(&g.stages[1], "p", &mut Other).unwrap();
+        assert_ne!(k.steps[0], k2.steps[0]);
+        assert_eq!(c0, content_key(&k2, 0, k2.parent_of(0), &mut { same }).unwrap());
+        // What it reads changes: another content key.
+        let changed = content_key(&k2, 0, k2.parent_of(0), &mut |_| Ok("sha256:new".to_string())).unwrap();
+        assert_ne!(c0, changed);
+        // The next step chains on the content key.
+        let c1 = content_key(&k2, 1, &c0, &mut |_| unreachable!("reads no stage")).unwrap();
+        assert_eq!(c1, content_key(&k, 1, &c0, &mut |_| unreachable!()).unwrap());
     }
 }

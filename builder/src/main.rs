@@ -24,6 +24,7 @@ mod progress;
 mod runmounts;
 mod sandbox;
 mod solver;
+mod stagecontent;
 mod sshrelay;
 mod stdio;
 mod timefmt;

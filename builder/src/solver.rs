@@ -745,25 +745,47 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
     // served wholly from the cache gives the same image digest.
     let mut last_time = state.config.created.clone().unwrap_or_else(|| cx.created.clone());
 
-    for (step, key) in stage.steps.iter().zip(&keys.steps) {
+    // The content key of the step before, once a step in this stage had one.
+    let mut content_parent: Option<CacheKey> = None;
+    let probe = !cx.opts.no_cache && !stage.name.as_ref().is_some_and(|n| cx.opts.no_cache_filter.contains(n));
+    for (i, (step, key)) in stage.steps.iter().zip(&keys.steps).enumerate() {
         n += 1;
         let step_index = n - job.first_step - 1;
+        let sref = StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.display };
         // As BuildKit (dockerfile2llb dispatchWorkdir): every WORKDIR but `/` is a
         // mkdir -p of its directory (owned by USER when set) with a layer of its
         // own, empty when the directory exists; other config steps make no layer.
         let config_step = state.apply_config_step(&step.kind);
         if config_step && !workdir_layer(&step.kind) {
-            progress::get().step(&StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.source }, progress::State::Running, None, None);
+            progress::get().step(&sref, progress::State::Running, None, None);
             state.push_history(&last_time, &step.created_by, true);
+            if let Some(p) = &content_parent {
+                content_parent = crate::keys::content_key(keys, i, p, &mut |_| unreachable!("a config step reads no stage")).ok();
+            }
             continue;
         }
         if let Some((_, rec)) = cx.hits.get(key.hex()) {
-            progress::get().step(&StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.source }, progress::State::Cached, None, None);
+            progress::get().step(&sref, progress::State::Cached, None, None);
             cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             last_time = use_cached(cx, &mut state, rec, &step.created_by);
+            content_parent = None;
             continue;
         }
-        let sref = StepRef { platform: &job.label, name: &names.steps[step_index], n, total, text: &step.source };
+        let cacheable = crate::keys::cacheable(&step.kind);
+        let content = if probe && cacheable && (content_parent.is_some() || keys.reads_stage(i)) {
+            step_content_key(cx, keys, i, step, content_parent.as_ref(), &sources)
+        } else {
+            None
+        };
+        if let Some(rec) = content.as_ref().and_then(|c| probe_late(cx, c)) {
+            progress::get().step(&sref, progress::State::Cached, None, None);
+            cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            last_time = use_cached(cx, &mut state, &rec, &step.created_by);
+            // Found by content: the step's own key leads to the same layer next time.
+            remember(cx, key, &state, &step.created_by, &last_time);
+            content_parent = content;
+            continue;
+        }
         progress::get().step(&sref, progress::State::Running, None, None);
         let started = std::time::Instant::now();
         let ran = if config_step { materialize_workdir(cx, &mut state) } else { run_fs_step(cx, &mut state, step, &sources, n) };
@@ -773,9 +795,13 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
         cx.counts.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         last_time = cx.created.clone();
         state.push_history(&last_time, &step.created_by, false);
-        if crate::keys::cacheable(&step.kind) {
+        if cacheable {
             remember(cx, key, &state, &step.created_by, &last_time);
+            if let Some(c) = &content {
+                remember(cx, c, &state, &step.created_by, &last_time);
+            }
         }
+        content_parent = content;
     }
     state.config.created = Some(last_time);
     Ok(state)
@@ -814,6 +840,55 @@ impl StepNames {
         let steps = stage.steps.iter().map(|s| next(counts(&s.kind))).collect();
         StepNames { from, steps }
     }
+}
+
+/// The content key of step `i` (keys.rs), hashing what it selects in the stages it
+/// reads; `None` when it cannot be made (a source missing there: the step will
+/// run and say so).
+fn step_content_key(
+    cx: &Ctx,
+    keys: &JobKeys,
+    i: usize,
+    step: &Step,
+    parent: Option<&CacheKey>,
+    sources: &Sources<'_>,
+) -> Option<CacheKey> {
+    let selectors = crate::stagecontent::selectors(step)?;
+    let parent = parent.unwrap_or_else(|| keys.parent_of(i)).clone();
+    let mut digest_of = |input: usize| -> Result<String> {
+        let (Some(kiln_frontend::StepInput::Stage(j)), Some(Some(paths))) = (step.inputs.get(input), selectors.get(input)) else {
+            bail!("input {input} is not a stage");
+        };
+        let state = sources.get(&CopyFrom::Stage(*j))?;
+        let lowers = lower_dirs(cx, state)?;
+        let snap = cx.snaps.prepare(&lowers)?;
+        crate::stagecontent::digest_in(snap.merged(), paths)
+    };
+    match crate::keys::content_key(keys, i, &parent, &mut digest_of) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "no content key");
+            None
+        }
+    }
+}
+
+/// Look a key made during the build up in the caches (local first); a hit's layer
+/// is fetched now, as the step would otherwise run.
+fn probe_late(cx: &Ctx, key: &CacheKey) -> Option<CacheRecord> {
+    for cache in &cx.caches {
+        let found = cx.rt.block_on(cache.probe_many(std::slice::from_ref(key))).pop().flatten();
+        let Some(rec) = found.filter(|r| r.layer.is_some() && r.diff_id.is_some()) else { continue };
+        let l = rec.layer.as_ref().expect("filtered");
+        if !cx.store.has(&l.digest) {
+            if let Err(e) = cx.rt.block_on(cache.fetch_layer(&rec, &cx.store)) {
+                tracing::debug!(error = %e, "cached layer not fetched");
+                continue;
+            }
+        }
+        return Some(rec);
+    }
+    None
 }
 
 /// Take a step's layer from a cache hit; returns the history time it first ran.

@@ -17,16 +17,25 @@ pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Expand one word (quotes removed).
 pub fn expand_word(word: &str, escape: char, env: Lookup<'_>) -> Result<String, String> {
-    let mut lx = Lexer { chars: word.chars().collect(), pos: 0, escape, env, skip_quotes: false, depth: 0 };
+    let mut lx = Lexer::new(word, escape, env);
     let (s, _) = lx.process(&[], false)?;
     Ok(s)
 }
 
 /// Expand a heredoc body: variables and escapes, quotes kept as they are.
 pub fn expand_raw(text: &str, escape: char, env: Lookup<'_>) -> Result<String, String> {
-    let mut lx = Lexer { chars: text.chars().collect(), pos: 0, escape, env, skip_quotes: true, depth: 0 };
+    let mut lx = Lexer { skip_quotes: true, ..Lexer::new(text, escape, env) };
     let (s, _) = lx.process(&[], false)?;
     Ok(s)
+}
+
+/// A step's name as BuildKit shows it (dockerfile2llb `processCmdEnv` with
+/// `RawQuotes` and `SkipUnsetEnv`): variables that are set expanded, quotes kept
+/// (still quoting), unset variables kept as written; the text as it is when it
+/// does not parse.
+pub fn expand_display(text: &str, escape: char, env: Lookup<'_>) -> String {
+    let mut lx = Lexer { raw_quotes: true, keep_unset: true, ..Lexer::new(text, escape, env) };
+    lx.process(&[], false).map(|(s, _)| s).unwrap_or_else(|_| text.to_string())
 }
 
 /// Nesting limit for `${A:-${B:-...}}` so that hostile input cannot blow the stack.
@@ -44,10 +53,27 @@ struct Lexer<'a> {
     env: Lookup<'a>,
     /// Quotes are ordinary characters (heredoc bodies).
     skip_quotes: bool,
+    /// Quotes quote and are kept in the output (step names).
+    raw_quotes: bool,
+    /// An unset variable stays as written (step names).
+    keep_unset: bool,
     depth: usize,
 }
 
-impl Lexer<'_> {
+impl<'a> Lexer<'a> {
+    fn new(text: &str, escape: char, env: Lookup<'a>) -> Self {
+        Lexer {
+            chars: text.chars().collect(),
+            pos: 0,
+            escape,
+            env,
+            skip_quotes: false,
+            raw_quotes: false,
+            keep_unset: false,
+            depth: 0,
+        }
+    }
+
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
     }
@@ -83,18 +109,29 @@ impl Lexer<'_> {
                 '$' => self.push_expansion(&mut out)?,
                 '\'' if !self.skip_quotes => {
                     self.pos += 1;
+                    if self.raw_quotes {
+                        out.push('\'');
+                    }
                     loop {
                         match self.next() {
                             None => {
                                 return Err("unexpected end of statement while looking for matching single-quote".into())
                             }
-                            Some('\'') => break,
+                            Some('\'') => {
+                                if self.raw_quotes {
+                                    out.push('\'');
+                                }
+                                break;
+                            }
                             Some(x) => out.push(x),
                         }
                     }
                 }
                 '"' if !self.skip_quotes => {
                     self.pos += 1;
+                    if self.raw_quotes {
+                        out.push('"');
+                    }
                     loop {
                         match self.peek() {
                             None => {
@@ -102,6 +139,9 @@ impl Lexer<'_> {
                             }
                             Some('"') => {
                                 self.pos += 1;
+                                if self.raw_quotes {
+                                    out.push('"');
+                                }
                                 break;
                             }
                             Some('$') => self.push_expansion(&mut out)?,
@@ -182,7 +222,10 @@ impl Lexer<'_> {
             if name.is_empty() {
                 return Ok("$".into());
             }
-            return Ok((self.env)(&name).unwrap_or_default());
+            return Ok(match (self.env)(&name) {
+                None if self.keep_unset => format!("${name}"),
+                v => v.unwrap_or_default(),
+            });
         }
         self.pos += 1;
         if self.depth >= MAX_DEPTH {
@@ -206,6 +249,7 @@ impl Lexer<'_> {
         let Some(mut op) = self.next() else { return Err(MISSING_BRACE.into()) };
         let mut shown = op.to_string();
         match op {
+            '}' if value.is_none() && self.keep_unset => Ok(format!("${{{name}}}")),
             '}' => Ok(value.unwrap_or_default()),
             ':' | '+' | '-' | '?' | '#' | '%' => {
                 let colon = op == ':';
@@ -219,6 +263,9 @@ impl Lexer<'_> {
                     return Err(format!("unsupported modifier ({shown}) in substitution"));
                 }
                 let (mut word, _) = self.process(&['}'], pattern)?;
+                if value.is_none() && self.keep_unset {
+                    return Ok(format!("${{{name}{shown}{word}}}"));
+                }
                 let set = value.is_some();
                 let empty = value.as_deref().is_none_or(str::is_empty);
                 match op {
@@ -382,6 +429,20 @@ mod tests {
             "S" => Some("a b".into()),
             "G" => Some("a*b[c]".into()),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn display_keeps_quotes_and_unset_variables() {
+        let cases: &[(&str, &str)] = &[
+            (r#"RUN [ "$A" == "pw" ]"#, r#"RUN [ "hello" == "pw" ]"#),
+            ("RUN echo '$A' $A", "RUN echo '$A' hello"),
+            ("RUN echo $NOPE ${NOPE} ${NOPE:-x}", "RUN echo $NOPE ${NOPE} ${NOPE:-x}"),
+            ("RUN echo ${A:+set} $E.", "RUN echo set ."),
+            ("RUN echo \"unterminated", "RUN echo \"unterminated"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand_display(input, '\\', &env), *want, "{input}");
         }
     }
 

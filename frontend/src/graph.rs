@@ -184,6 +184,10 @@ pub struct Step {
     pub end_line: usize,
     /// The instruction as written, continuation lines joined.
     pub source: String,
+    /// The step's name in progress output, as BuildKit names RUN, COPY, ADD and
+    /// WORKDIR: [`Step::source`] with the variables set at that point expanded
+    /// (`expand::expand_display`) and a secret's `env=` variable shown as `****`.
+    pub display: String,
     pub kind: StepKind,
     /// History text, as BuildKit writes it.
     pub created_by: String,

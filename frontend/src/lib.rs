@@ -77,7 +77,7 @@ mod values;
 mod words;
 
 pub use error::{Diag, Error, Location};
-pub use expand::{expand_raw, expand_word};
+pub use expand::{expand_display, expand_raw, expand_word};
 pub use graph::{
     Base, BuildGraph, CopyFrom, CopySpec, Healthcheck, Op, OpInput, OpKind, RunMount, SourceDateEpoch, Stage, Step,
     StepInput, StepKind,

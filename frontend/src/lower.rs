@@ -15,7 +15,7 @@
 //! - as in BuildKit, only stages the target needs must lower without error.
 
 use crate::error::{Diag, Error, Location};
-use crate::expand::{expand_raw, expand_word};
+use crate::expand::{expand_display, expand_raw, expand_word};
 use crate::gofmt;
 use crate::graph::dependency_order;
 use crate::graph::*;
@@ -991,10 +991,12 @@ impl<'a> Cx<'a> {
             })
             .collect();
         let cache_material = cache_material(platform, &kind, &args_used, &inputs, &self.opts.build_args);
+        let display = display_name(&inst.source, &kind, self.df.escape, &base_lookup);
         Ok(Step {
             loc: inst.loc.clone(),
             end_line: inst.end_line,
             source: inst.source.clone(),
+            display,
             kind,
             created_by,
             inputs,
@@ -1185,4 +1187,21 @@ fn check_cycles(cx: &Cx, stages: &[Stage], edges: &[Vec<(usize, Location)>]) -> 
         }
     }
     Ok(())
+}
+
+/// BuildKit's name of a RUN, COPY, ADD or WORKDIR step (dockerfile2llb
+/// `processCmdEnv`; for RUN `withSecretEnvMask`, convert_secrets.go): the text with
+/// the variables in scope expanded, an env= secret as `****`. Other steps show as written.
+fn display_name(source: &str, kind: &StepKind, escape: char, env: &dyn Fn(&str) -> Option<String>) -> String {
+    let masked: Vec<&str> = match kind {
+        StepKind::Run { mounts, .. } => mounts
+            .iter()
+            .filter(|m| m.kind == "secret")
+            .filter_map(|m| m.options.get("env").map(String::as_str))
+            .collect(),
+        StepKind::Copy(_) | StepKind::Add(_) | StepKind::Workdir(_) => Vec::new(),
+        _ => return source.to_string(),
+    };
+    let lookup = |n: &str| if masked.contains(&n) { Some("****".to_string()) } else { env(n) };
+    expand_display(source, escape, &lookup)
 }

@@ -74,6 +74,7 @@ fn walking_skeleton() {
         Step {
             loc: loc(2, 1),
             source: "WORKDIR /app".into(),
+            display: "WORKDIR /app".into(),
             kind: StepKind::Workdir("/app".into()),
             created_by: "WORKDIR /app".into(),
             ..blank()
@@ -81,6 +82,7 @@ fn walking_skeleton() {
         Step {
             loc: loc(3, 1),
             source: "COPY hello.txt ./".into(),
+            display: "COPY hello.txt ./".into(),
             kind: StepKind::Copy(copy(&["hello.txt"], "./")),
             created_by: "COPY hello.txt ./ # buildkit".into(),
             ..blank()
@@ -88,6 +90,7 @@ fn walking_skeleton() {
         Step {
             loc: loc(4, 1),
             source: format!("RUN {run}"),
+            display: format!("RUN {run}"),
             kind: StepKind::Run {
                 argv: sh(run),
                 shell_form: true,
@@ -102,6 +105,7 @@ fn walking_skeleton() {
         Step {
             loc: loc(5, 1),
             source: r#"ENV GREETING="hello world""#.into(),
+            display: r#"ENV GREETING="hello world""#.into(),
             kind: StepKind::Env(kv(&[("GREETING", "hello world")])),
             created_by: "ENV GREETING=hello world".into(),
             ..blank()
@@ -109,6 +113,7 @@ fn walking_skeleton() {
         Step {
             loc: loc(6, 1),
             source: r#"CMD ["cat", "/app/hello.txt"]"#.into(),
+            display: r#"CMD ["cat", "/app/hello.txt"]"#.into(),
             kind: StepKind::Cmd(s(&["cat", "/app/hello.txt"])),
             created_by: r#"CMD ["cat" "/app/hello.txt"]"#.into(),
             ..blank()
@@ -632,6 +637,7 @@ fn blank() -> Step {
         loc: loc(1, 1),
         end_line: 0,
         source: String::new(),
+        display: String::new(),
         kind: StepKind::Maintainer(String::new()),
         created_by: String::new(),
         inputs: vec![],
