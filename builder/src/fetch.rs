@@ -39,7 +39,7 @@ pub fn download(url: &str, dest: &Path, checksum: Option<&str>) -> Result<Downlo
         .headers()
         .get(reqwest::header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_http_date);
+        .and_then(crate::urlcache::parse_http_date);
     let file = std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     let mut w = kiln_oci::Sha256Writer::new(std::io::BufWriter::new(file));
     let mut buf = vec![0u8; 64 * 1024];
@@ -61,32 +61,6 @@ pub fn download(url: &str, dest: &Path, checksum: Option<&str>) -> Result<Downlo
 }
 
 /// RFC 7231 IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) → seconds since the epoch.
-fn parse_http_date(s: &str) -> Option<i64> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    if parts.len() != 6 || parts[5] != "GMT" {
-        return None;
-    }
-    let day: i64 = parts[1].parse().ok()?;
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| *m == parts[2])? as i64
-        + 1;
-    let year: i64 = parts[3].parse().ok()?;
-    let hms: Vec<i64> = parts[4].split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
-    if hms.len() != 3 {
-        return None;
-    }
-    // days from civil (inverse of timefmt's algorithm)
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,8 +71,6 @@ mod tests {
         assert_eq!(file_name("http://example.com/"), "__unnamed__");
         assert_eq!(file_name("http://example.com"), "__unnamed__");
         assert_eq!(file_name("http://example.com/v2/"), "v2");
-        assert_eq!(parse_http_date("Tue, 14 Nov 2023 22:13:20 GMT"), Some(1_700_000_000));
-        assert_eq!(parse_http_date("garbage"), None);
     }
 }
 

@@ -58,6 +58,8 @@ pub trait KeyInputs {
     fn image_digest(&self, reference: &str) -> Result<String>;
     /// Result key of a stage this one reads.
     fn stage_key(&self, stage: usize) -> Result<CacheKey>;
+    /// What an `ADD` URL (without `--checksum`) resolved to: content digest and time.
+    fn url_digest(&self, url: &str) -> Result<String>;
 }
 
 pub fn job_keys(stage: &Stage, platform: &str, inputs: &mut dyn KeyInputs) -> Result<JobKeys> {
@@ -85,6 +87,9 @@ pub fn job_keys(stage: &Stage, platform: &str, inputs: &mut dyn KeyInputs) -> Re
                 StepInput::Image(r) => format!("image:{}", inputs.image_digest(r)?),
             };
             parts.push(Part::Fixed(d));
+        }
+        for url in resolved_urls(&step.kind) {
+            parts.push(Part::Fixed(format!("url {url} {}", inputs.url_digest(url)?)));
         }
         let key = CacheKey::from_parts(
             ["kiln.step.v1".to_string(), parent.hex().to_string()].into_iter().chain(parts.iter().map(Part::text)),
@@ -155,9 +160,23 @@ fn parents_digest(sources: &[String], inputs: &mut dyn KeyInputs) -> Result<Stri
     Ok(format!("parents {} absent {:?}", inputs.context_digest(&roots)?, absent))
 }
 
-/// Whether a step's result may come from the cache at all. ADD of a URL without
-/// `--checksum`, or of a git repository at a branch or tag (not a commit id), cannot
-/// be known before fetching it, so it always runs.
+/// The URLs of an `ADD` that are resolved before the build (`urlcache`): HTTP(S)
+/// sources without `--checksum` (with one, the checksum is the key).
+pub fn resolved_urls(kind: &StepKind) -> Vec<&str> {
+    match kind {
+        StepKind::Add(spec) if spec.checksum.is_none() => spec
+            .sources
+            .iter()
+            .filter(|s| (s.starts_with("http://") || s.starts_with("https://")) && !crate::fetch::is_git(s))
+            .map(String::as_str)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a step's result may come from the cache at all. ADD of a git repository
+/// at a branch or tag (not a commit id) cannot be known before fetching it, so it
+/// always runs. (A URL is resolved before the build and keyed by its content.)
 pub fn cacheable(kind: &StepKind) -> bool {
     match kind {
         StepKind::Add(spec) => !spec.sources.iter().any(|s| {
@@ -165,7 +184,7 @@ pub fn cacheable(kind: &StepKind) -> bool {
                 let reference = s.split_once('#').map(|(_, f)| f.split(':').next().unwrap_or("")).unwrap_or("");
                 !crate::fetch::is_commit(reference)
             } else {
-                (s.starts_with("http://") || s.starts_with("https://")) && spec.checksum.is_none()
+                false
             }
         }),
         _ => true,
@@ -194,6 +213,9 @@ mod tests {
         }
         fn stage_key(&self, s: usize) -> Result<CacheKey> {
             Ok(CacheKey::from_parts([format!("stage{s}")]))
+        }
+        fn url_digest(&self, u: &str) -> Result<String> {
+            Ok(format!("sha256:{u}"))
         }
     }
 
@@ -245,6 +267,7 @@ mod tests {
             fn context_has(&mut self, _: &str) -> bool { true }
             fn image_digest(&self, r: &str) -> Result<String> { Ok(format!("sha256:{r}")) }
             fn stage_key(&self, _: usize) -> Result<CacheKey> { Ok(CacheKey::from_parts(["another"])) }
+            fn url_digest(&self, u: &str) -> Result<String> { Ok(u.into()) }
         }
         let k2 = job_keys(&g.stages[1], "p", &mut Other).unwrap();
         assert_ne!(k.steps[0], k2.steps[0]);

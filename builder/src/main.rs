@@ -28,6 +28,7 @@ mod stagecontent;
 mod sshrelay;
 mod stdio;
 mod timefmt;
+mod urlcache;
 mod userns;
 
 use std::process::ExitCode;

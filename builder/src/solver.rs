@@ -52,6 +52,8 @@ pub(crate) struct Ctx {
     hits: BTreeMap<String, (usize, CacheRecord)>,
     /// Every step's key, by job.
     keys: BTreeMap<usize, JobKeys>,
+    /// ADD URLs resolved before the build: their bodies are in the store.
+    urls: BTreeMap<String, crate::urlcache::Resolved>,
     /// Cached layers not downloaded yet (lazy: only when a later step needs them).
     lazy: std::sync::Mutex<BTreeMap<Digest, usize>>,
     /// Records of the steps that ran, stored in the caches after the build.
@@ -128,6 +130,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     check_syntax_directive(&df)?;
     let host = platform::host();
     let targets = if opts.platforms.is_empty() { vec![host.clone()] } else { opts.platforms.clone() };
+    let epoch_urls = epoch_from_stage(&df, &mut opts, &host, &targets[0]).await?;
 
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("creating {}", opts.state_dir.display()))?;
     let store = ContentStore::open(&opts.state_dir.join("content"))?;
@@ -225,15 +228,26 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         }
     }
 
+    // Remote ADD sources are resolved (downloaded or revalidated) before the keys,
+    // which hash their content.
+    let urls: Vec<String> = jobs
+        .iter()
+        .flat_map(|j| j.stage.steps.iter().flat_map(|s| crate::keys::resolved_urls(&s.kind)))
+        .map(str::to_string)
+        .collect();
+    let resolved = {
+        let (dir, store) = (opts.state_dir.clone(), store.clone());
+        tokio::task::spawn_blocking(move || crate::urlcache::resolve_all(&dir, &store, &urls, epoch_urls))
+            .await
+            .context("resolving ADD URLs was interrupted")??
+    };
     // SOURCE_DATE_EPOCH as the frontend resolved it (a --build-arg, else a global
-    // ARG default; BuildKit's rules) wins over the environment's.
+    // ARG default; BuildKit's rules) wins over the environment's. A stage whose
+    // source gave no time leaves the epoch unset.
     match plans.first().and_then(|p| p.graph.source_date_epoch.clone()) {
         Some(kiln_frontend::SourceDateEpoch::Seconds(n)) => opts.source_date_epoch = Some(n),
         Some(kiln_frontend::SourceDateEpoch::Context) => opts.source_date_epoch = None,
-        Some(kiln_frontend::SourceDateEpoch::Stage(_)) => {
-            bail!("SOURCE_DATE_EPOCH naming a stage (the time of its remote source) is not supported yet: give a number of seconds")
-        }
-        None => {}
+        Some(kiln_frontend::SourceDateEpoch::Stage(_)) | None => {}
     }
     let created = timefmt::rfc3339(opts.source_date_epoch.unwrap_or_else(timefmt::now_secs));
     let scratch = opts.state_dir.join("tmp");
@@ -248,7 +262,14 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     hasher.set_allow_empty_wildcard(true);
     let mut keys: BTreeMap<usize, JobKeys> = BTreeMap::new();
     for (id, job) in jobs.iter().enumerate() {
-        let mut ki = KeySources { hasher: &mut hasher, pulled: &pulled, keys: &keys, job, platform: platform::display(&job.platform) };
+        let mut ki = KeySources {
+            hasher: &mut hasher,
+            pulled: &pulled,
+            keys: &keys,
+            job,
+            platform: platform::display(&job.platform),
+            urls: &resolved,
+        };
         let k = crate::keys::job_keys(&job.stage, &platform::display(&job.platform), &mut ki)?;
         keys.insert(id, k);
     }
@@ -295,6 +316,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         caches,
         hits,
         keys,
+        urls: resolved,
         lazy: std::sync::Mutex::new(lazy),
         new_records: std::sync::Mutex::new(Vec::new()),
         rt: tokio::runtime::Handle::current(),
@@ -447,6 +469,7 @@ struct KeySources<'a> {
     keys: &'a BTreeMap<usize, JobKeys>,
     job: &'a Job,
     platform: String,
+    urls: &'a BTreeMap<String, crate::urlcache::Resolved>,
 }
 
 impl crate::keys::KeyInputs for KeySources<'_> {
@@ -465,6 +488,67 @@ impl crate::keys::KeyInputs for KeySources<'_> {
     fn stage_key(&self, stage: usize) -> Result<CacheKey> {
         let job = self.job.stage_jobs.get(&stage).with_context(|| format!("stage {stage} is not scheduled"))?;
         Ok(self.keys.get(job).with_context(|| format!("stage {stage} has no key yet"))?.result.clone())
+    }
+    fn url_digest(&self, url: &str) -> Result<String> {
+        let r = self.urls.get(url).with_context(|| format!("ADD {url} was not resolved"))?;
+        Ok(format!("{} {:?}", r.digest, r.mtime))
+    }
+}
+
+/// SOURCE_DATE_EPOCH naming a stage: the time of that stage's one remote source,
+/// found before lowering for real so that `ARG SOURCE_DATE_EPOCH` sees the number
+/// (BuildKit dockerfile2llb/epoch.go: the response's Last-Modified, else the newest
+/// mtime in the downloaded archive, else no epoch). Returns the URL resolved, so
+/// the build does not ask for it again.
+async fn epoch_from_stage(
+    df: &kiln_frontend::Dockerfile,
+    opts: &mut BuildOptions,
+    host: &Platform,
+    target: &Platform,
+) -> Result<BTreeMap<String, crate::urlcache::Resolved>> {
+    let lower_opts = LowerOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        target_platform: target.clone(),
+        build_platform: host.clone(),
+        ..Default::default()
+    };
+    // A Dockerfile that does not lower here fails below with the real error.
+    let Ok(graph) = kiln_frontend::lower(df, &lower_opts) else { return Ok(BTreeMap::new()) };
+    let Some(kiln_frontend::SourceDateEpoch::Stage(i)) = graph.source_date_epoch else { return Ok(BTreeMap::new()) };
+    let url = epoch_source(&graph.stages[i])?;
+    let (dir, store_dir) = (opts.state_dir.clone(), opts.state_dir.join("content"));
+    let resolved = tokio::task::spawn_blocking(move || -> Result<_> {
+        let store = ContentStore::open(&store_dir)?;
+        let map = crate::urlcache::resolve_all(&dir, &store, std::slice::from_ref(&url), BTreeMap::new())?;
+        let r = &map[&url];
+        let t = match r.mtime {
+            Some(t) => Some(t),
+            None => crate::urlcache::archive_max_mtime(&store, &r.digest)?,
+        };
+        Ok((map, t))
+    })
+    .await
+    .context("resolving the SOURCE_DATE_EPOCH stage was interrupted")??;
+    if let Some(t) = resolved.1 {
+        opts.build_args.insert("SOURCE_DATE_EPOCH".into(), t.to_string());
+    }
+    Ok(resolved.0)
+}
+
+/// The one remote source of a SOURCE_DATE_EPOCH stage (the frontend checked the
+/// stage: FROM scratch and one ADD of one remote source).
+fn epoch_source(stage: &Stage) -> Result<String> {
+    let url = stage.steps.iter().find_map(|s| match &s.kind {
+        StepKind::Add(spec) => spec.sources.first().cloned(),
+        _ => None,
+    });
+    match url {
+        Some(u) if crate::fetch::is_git(&u) => {
+            bail!("SOURCE_DATE_EPOCH from a stage's git source ({u}) is not supported yet: give a number of seconds")
+        }
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(u),
+        _ => bail!("the SOURCE_DATE_EPOCH stage has no remote ADD source"),
     }
 }
 
@@ -1185,10 +1269,17 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                     }
                     let name = crate::fetch::file_name(url);
                     let f = dir.0.join(&name);
-                    let d = crate::fetch::download(url, &f, spec.checksum.as_deref())?;
+                    let mtime = match cx.urls.get(url) {
+                        Some(r) => {
+                            std::fs::copy(cx.store.blob_path(&r.digest), &f)
+                                .with_context(|| format!("ADD {url}: staging the download"))?;
+                            r.mtime
+                        }
+                        None => crate::fetch::download(url, &f, spec.checksum.as_deref())?.mtime,
+                    };
                     // Docker gives downloaded files mode 0600 and the server's mtime.
                     std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-                    if let Some(t) = d.mtime {
+                    if let Some(t) = mtime {
                         let ts = nix::sys::time::TimeSpec::new(t, 0);
                         let _ = nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &f, &ts, &ts, nix::sys::stat::UtimensatFlags::FollowSymlink);
                     }
