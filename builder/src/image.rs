@@ -221,12 +221,12 @@ fn read_db(root: &Path, path: &str) -> Vec<Vec<String>> {
 }
 
 /// Parse `--chown` (`user[:group]`) for COPY.
-pub fn resolve_chown(root: &Path, spec: &str) -> Result<crate::copy::Owner> {
+pub fn resolve_chown(root: &Path, spec: &str) -> Result<crate::steps::copy::Owner> {
     if spec.is_empty() {
         bail!("--chown needs user[:group]");
     }
     let r = resolve_user(root, spec)?;
-    Ok(crate::copy::Owner { uid: r.uid, gid: r.gid })
+    Ok(crate::steps::copy::Owner { uid: r.uid, gid: r.gid })
 }
 
 #[cfg(test)]

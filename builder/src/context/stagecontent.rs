@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::Result;
 use kiln_frontend::{CopyFrom, Step, StepInput, StepKind};
 
-use crate::context::ContextHasher;
-use crate::dockerignore::Matcher;
+use crate::context::hasher::ContextHasher;
+use crate::context::dockerignore::Matcher;
 
 /// Per input of `step`, the paths selected when that input is a stage; `None`
 /// when the step's stage inputs cannot be told apart (then it has no content key).

@@ -1,55 +1,14 @@
-//! Command-line flags → validated `BuildOptions`.
-//!
-//! Flags are declared once (clap derive), parsed into low-level `BuildArgs`, then
-//! validated into the high-level `BuildOptions` that the solver consumes. Every
-//! validation error names the flag.
+//! `kiln build` flags and their validation into `BuildOptions`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use kiln_cache::reference::Reference;
 
-#[derive(Debug, Parser)]
-#[command(name = "kiln", version, about = "Daemonless, rootless container image builder")]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: CommandKind,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CommandKind {
-    /// Build an image from a Dockerfile and a context directory.
-    Build(BuildArgs),
-    /// Parse a Dockerfile and print its instructions (no build, no registry).
-    Parse(crate::inspect::ParseArgs),
-    /// Print the build graph after expansion and pruning, with cache-key material.
-    Plan(crate::inspect::PlanArgs),
-    /// Show which foreign platforms RUN steps can execute on, or register QEMU.
-    Binfmt {
-        /// Register qemu-user-static's emulators with the F flag (root only).
-        #[arg(long)]
-        install: bool,
-        /// Architectures or platforms to register (default: all kiln knows).
-        platforms: Vec<String>,
-    },
-    /// Work with multi-platform image indexes: `kiln index create REF --from REF1 --from REF2`.
-    Index {
-        #[command(subcommand)]
-        command: crate::index_cmd::IndexCommand,
-    },
-    /// Kaniko-compatible command line (`--context`, `--destination`, ...), mapped onto `build`.
-    Executor(crate::executor::ExecutorArgs),
-    /// Remove unused data: unreferenced blobs, leftovers of killed builds; with --all
-    /// also the layer cache and unpacked layers.
-    Prune(crate::maintenance::PruneArgs),
-    /// Show how much disk kiln's state uses.
-    Df,
-    /// Internal: run one RUN step inside its sandbox.
-    #[command(name = "__sandbox", hide = true)]
-    Sandbox { spec: PathBuf },
-}
+use crate::cli::values::{parse_build_args, parse_cache_ref, parse_output};
+use crate::cli::{Cli, CommandKind};
+use crate::options::{state_dir, BuildOptions};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -163,58 +122,6 @@ pub struct BuildArgs {
     pub add_hosts: Vec<String>,
     /// Build context directory.
     pub context: PathBuf,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// An OCI image layout directory.
-    OciLayout { dest: PathBuf },
-    /// A tar loadable by `docker load` / `podman load` (OCI layout + manifest.json).
-    DockerArchive { dest: PathBuf },
-    /// The final root filesystem, files owned by the invoking user.
-    Local { dest: PathBuf },
-}
-
-/// Everything a build needs, validated.
-#[derive(Debug, Clone)]
-pub struct BuildOptions {
-    pub context: PathBuf,
-    pub dockerfile: PathBuf,
-    pub tags: Vec<Reference>,
-    pub push: bool,
-    pub outputs: Vec<Output>,
-    pub build_args: BTreeMap<String, String>,
-    pub target: Option<String>,
-    pub digest_file: Option<PathBuf>,
-    pub metadata_file: Option<PathBuf>,
-    pub iidfile: Option<PathBuf>,
-    pub labels: Vec<(String, String)>,
-    pub progress: crate::progress::Mode,
-    pub format: crate::export::Format,
-    pub isolation_choice: crate::userns::IsolationChoice,
-    /// Decided when entering the namespaces (`Rootless` until then).
-    pub isolation: crate::userns::Isolation,
-    pub no_cache: bool,
-    pub no_cache_filter: Vec<String>,
-    pub cache_ttl: Option<std::time::Duration>,
-    pub cache_repo: Option<Reference>,
-    pub cache_from: Vec<Reference>,
-    pub cache_to: Option<Reference>,
-    pub registry: kiln_cache::RegistryOptions,
-    pub secrets: Vec<crate::runmounts::SecretSpec>,
-    pub ssh: Vec<crate::runmounts::SshSpec>,
-    /// Empty: the host platform.
-    pub platforms: Vec<kiln_frontend::Platform>,
-    pub state_dir: PathBuf,
-    pub source_date_epoch: Option<i64>,
-    /// `--network none`: RUN steps without `--network` get no network.
-    pub network_none: bool,
-    /// `--add-host`: (host, ip) lines added to each RUN step's /etc/hosts.
-    pub extra_hosts: Vec<(String, String)>,
-    /// None = auto-detect.
-    pub snapshotter: Option<kiln_snapshotter::SnapshotterKind>,
-    pub compression: kiln_snapshotter::Compression,
-    pub compression_level: Option<i32>,
 }
 
 /// What `kiln executor` sets; everything else keeps `kiln build`'s defaults.
@@ -370,7 +277,7 @@ impl BuildArgs {
             format: self.format.parse().map_err(|e| anyhow!("--format: {e}"))?,
             progress: self.progress.parse().map_err(|e| anyhow!("--progress: {e}"))?,
             isolation_choice: self.isolation.parse().map_err(|e| anyhow!("--isolation: {e}"))?,
-            isolation: crate::userns::Isolation::Rootless,
+            isolation: crate::exec::userns::Isolation::Rootless,
             no_cache: self.no_cache,
             no_cache_filter: self.no_cache_filter,
             cache_ttl: match &self.cache_ttl {
@@ -403,8 +310,8 @@ impl BuildArgs {
                     _ => Err(anyhow!("--label {l:?}: expected KEY=VALUE")),
                 })
                 .collect::<Result<_>>()?,
-            secrets: self.secrets.iter().map(|s| crate::runmounts::parse_secret(s)).collect::<Result<_>>()?,
-            ssh: self.ssh.iter().map(|s| crate::runmounts::parse_ssh(s)).collect::<Result<_>>()?,
+            secrets: self.secrets.iter().map(|s| crate::steps::runmounts::parse_secret(s)).collect::<Result<_>>()?,
+            ssh: self.ssh.iter().map(|s| crate::steps::runmounts::parse_ssh(s)).collect::<Result<_>>()?,
             platforms,
             state_dir: state_dir()?,
             source_date_epoch,
@@ -425,78 +332,11 @@ impl BuildArgs {
     }
 }
 
-/// `--build-arg KEY=VALUE`s; a bare KEY is taken from the environment and ignored
-/// when unset, as Docker does.
-pub fn parse_build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut build_args = BTreeMap::new();
-    for a in args {
-        match a.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                build_args.insert(k.to_string(), v.to_string());
-            }
-            Some(_) => bail!("--build-arg {a:?}: expected KEY=VALUE"),
-            None => {
-                if let Ok(v) = std::env::var(a) {
-                    build_args.insert(a.clone(), v);
-                }
-            }
-        }
-    }
-    Ok(build_args)
-}
-
-/// `$KILN_ROOT`, else `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
-pub fn state_dir() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("KILN_ROOT").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    if let Some(p) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(p).join("kiln"));
-    }
-    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).context("neither KILN_ROOT nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".local/share/kiln"))
-}
-
-/// `type=registry,ref=REF` (BuildKit's cache syntax), or a bare reference.
-fn parse_cache_ref(flag: &str, spec: &str) -> Result<Reference> {
-    let mut r = None;
-    for part in spec.split(',') {
-        match part.split_once('=') {
-            Some(("type", "registry")) => {}
-            Some(("type", other)) => bail!("{flag} {spec:?}: unsupported cache type {other:?} (registry)"),
-            Some(("ref", v)) => r = Some(v.to_string()),
-            Some(("mode" | "compression" | "oci-mediatypes" | "image-manifest" | "ignore-error", _)) => {}
-            None if !part.is_empty() => r = Some(part.to_string()),
-            _ => bail!("{flag} {spec:?}: unknown field {part:?}"),
-        }
-    }
-    let r = r.ok_or_else(|| anyhow!("{flag} {spec:?}: missing ref="))?;
-    r.parse::<Reference>().map_err(|e| anyhow!("{flag} {r}: {e}"))
-}
-
-pub fn parse_output(spec: &str) -> Result<Output> {
-    let mut kind = None;
-    let mut dest = None;
-    for part in spec.split(',') {
-        match part.split_once('=') {
-            Some(("type", v)) => kind = Some(v.to_string()),
-            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            _ => bail!("--output {spec:?}: unknown field {part:?} (expected type=oci,dest=DIR)"),
-        }
-    }
-    let need = |what: &str| anyhow!("--output {spec:?}: this type needs dest={what}");
-    match kind.as_deref() {
-        Some("oci") => Ok(Output::OciLayout { dest: dest.ok_or_else(|| need("DIR"))? }),
-        Some("docker" | "tar") => Ok(Output::DockerArchive { dest: dest.ok_or_else(|| need("FILE.tar"))? }),
-        Some("local") => Ok(Output::Local { dest: dest.ok_or_else(|| need("DIR"))? }),
-        Some(other) => bail!("--output {spec:?}: unsupported type {other:?} (supported: oci, docker, local)"),
-        None => bail!("--output {spec:?}: missing type= (e.g. type=oci,dest=DIR)"),
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::Output;
 
     #[test]
     fn parses_snapshotter_and_compression_flags() {

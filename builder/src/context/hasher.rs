@@ -43,7 +43,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::dockerignore::{go_clean, Matcher};
+use crate::context::dockerignore::{go_clean, Matcher};
 
 const CACHE_FILE: &str = "stat-cache.json";
 const CACHE_VERSION: u32 = 1;

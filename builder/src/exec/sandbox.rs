@@ -19,7 +19,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, fork, pivot_root, sethostname, ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
-use crate::stdio::StepPipes;
+use crate::exec::stdio::StepPipes;
 
 /// Everything the sandbox needs, passed as a JSON file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,7 +38,7 @@ pub struct RunSpec {
     pub network_none: bool,
     /// `RUN --mount`s, secrets, heredoc scripts: mounted after /dev, parents first.
     #[serde(default)]
-    pub mounts: Vec<crate::runmounts::SandboxMount>,
+    pub mounts: Vec<crate::steps::runmounts::SandboxMount>,
     /// Kaniko's habitat (uid 0, no CAP_SYS_ADMIN): no namespaces, no mounts; a
     /// plain chroot with device nodes made by mknod and host files copied in.
     #[serde(default)]
@@ -264,7 +264,7 @@ fn enter_and_exec(spec: &RunSpec, spec_path: &Path) -> Result<Never> {
         mount(Some(hostname_file), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).context("binding /etc/hostname")?;
     }
     // Parents before children, so nested targets land inside their parent's mount.
-    let mut mounts: Vec<&crate::runmounts::SandboxMount> = spec.mounts.iter().collect();
+    let mut mounts: Vec<&crate::steps::runmounts::SandboxMount> = spec.mounts.iter().collect();
     mounts.sort_by_key(|m| Path::new(&m.target).components().count());
     for m in mounts {
         apply_mount(root, m)?;
@@ -409,8 +409,8 @@ fn setup_dev(dev: &Path) -> Result<()> {
 
 /// One `RUN --mount` inside the rootfs. The target exists (the solver stubbed it, or
 /// it is on /dev's tmpfs) and is resolved inside the root.
-fn apply_mount(root: &Path, m: &crate::runmounts::SandboxMount) -> Result<()> {
-    use crate::runmounts::SandboxMountKind;
+fn apply_mount(root: &Path, m: &crate::steps::runmounts::SandboxMount) -> Result<()> {
+    use crate::steps::runmounts::SandboxMountKind;
     let target = crate::fsutil::resolve_in_root(root, Path::new(&m.target), true)?;
     // A target below another mount of this step (`/foo/bar/baz` inside a cache on
     // `/foo/bar`) has its stub hidden by that mount: make the mount point inside it,

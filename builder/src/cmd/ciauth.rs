@@ -220,7 +220,7 @@ pub fn install(authfile: Option<&Path>) -> Result<Option<Guard>> {
         return Ok(None);
     }
     let Some(config) = merged(authfile, &env_var)? else { return Ok(None) };
-    let tmp = crate::cli::state_dir()?.join("tmp");
+    let tmp = crate::options::state_dir()?.join("tmp");
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     remove_stale(&tmp);
     let dir = make_private_dir(&tmp)?;

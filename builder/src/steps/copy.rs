@@ -15,7 +15,7 @@ use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{chown, Gid, Uid};
 
-use crate::dockerignore::Matcher;
+use crate::context::dockerignore::Matcher;
 use crate::fsutil::{container_path, context_path, resolve_in_root};
 
 /// Ownership applied to everything a COPY writes (`None` in a request: keep the
@@ -32,7 +32,7 @@ pub struct CopyRequest<'a> {
     pub dest: &'a str,
     pub workdir: &'a str,
     pub owner: Option<Owner>,
-    pub chmod: Option<&'a crate::chmod::ModeSpec>,
+    pub chmod: Option<&'a crate::steps::chmod::ModeSpec>,
     /// `--parents`: keep each source's path below the context under the destination.
     pub parents: bool,
     /// `.dockerignore` of the build context (paths relative to `context`).
@@ -138,14 +138,14 @@ fn copy_into_inner(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
                 }
             }
             if req.unpack_archives && md.is_file() {
-                if let Some(reader) = crate::archive::open_decompressed(&content_src)? {
+                if let Some(reader) = crate::steps::archive::open_decompressed(&content_src)? {
                     mkdir_p_as(root, &dest, req.owner)?;
                     let host_dest = resolve_in_root(root, &dest, true)?;
-                    let opts = crate::archive::ExtractOptions {
+                    let opts = crate::steps::archive::ExtractOptions {
                         owner: req.archive_owner.map(|o| (o.uid, o.gid)),
                         ..Default::default()
                     };
-                    crate::archive::extract_into_with(reader, &host_dest, root, &opts)
+                    crate::steps::archive::extract_into_with(reader, &host_dest, root, &opts)
                         .with_context(|| format!("extracting {src:?} into {}", dest.display()))?;
                     written += 1;
                     continue;
@@ -181,11 +181,11 @@ fn copy_into_inner(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
     Ok(written)
 }
 
-/// `COPY --parents` (see `crate::parents`): for each source, the contents of its
+/// `COPY --parents` (see `crate::steps::parents`): for each source, the contents of its
 /// directory before the `/./` pivot that its pattern keeps, under `dest` with their
 /// paths; directories on the way are made with their source's metadata.
 fn copy_parents(root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> {
-    use crate::parents::{select, ParentsSource};
+    use crate::steps::parents::{select, ParentsSource};
     // BuildKit creates the destination even when nothing matches.
     mkdir_p_mode(root, dest, req.owner, created_dir_mode(req))?;
     let mut written = 0;
@@ -293,7 +293,7 @@ fn expand_source(context: &Path, src: &str) -> Result<Vec<PathBuf>> {
             let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
             names.sort();
             for n in names {
-                if crate::context::go_match_segment(comp, &n) {
+                if crate::context::hasher::go_match_segment(comp, &n) {
                     next.push(cur.join(n));
                 }
             }
@@ -468,7 +468,7 @@ fn chown_nofollow(p: &Path, owner: Owner) -> Result<()> {
     .with_context(|| format!("chown {}:{} {}", owner.uid, owner.gid, p.display()))
 }
 
-fn set_meta(p: &Path, md: &fs::Metadata, owner: Option<Owner>, chmod: Option<&crate::chmod::ModeSpec>) -> Result<()> {
+fn set_meta(p: &Path, md: &fs::Metadata, owner: Option<Owner>, chmod: Option<&crate::steps::chmod::ModeSpec>) -> Result<()> {
     let owner = owner_for(owner, md);
     chown(p, Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(owner.gid)))
         .with_context(|| format!("chown {}:{} {}", owner.uid, owner.gid, p.display()))?;

@@ -148,7 +148,7 @@ fn parents_digest(sources: &[String], inputs: &mut dyn KeyInputs) -> Result<Stri
     let mut roots = Vec::new();
     let mut absent = Vec::new();
     for s in sources {
-        let ps = crate::parents::ParentsSource::parse(s);
+        let ps = crate::steps::parents::ParentsSource::parse(s);
         let root = ps.key_root();
         let root = if root.is_empty() { ".".to_string() } else { root };
         if ps.may_select_nothing() && !inputs.context_has(&root) {
@@ -167,7 +167,7 @@ pub fn resolved_urls(kind: &StepKind) -> Vec<&str> {
         StepKind::Add(spec) if spec.checksum.is_none() => spec
             .sources
             .iter()
-            .filter(|s| (s.starts_with("http://") || s.starts_with("https://")) && !crate::fetch::is_git(s))
+            .filter(|s| (s.starts_with("http://") || s.starts_with("https://")) && !crate::steps::fetch::is_git(s))
             .map(String::as_str)
             .collect(),
         _ => Vec::new(),
@@ -180,9 +180,9 @@ pub fn resolved_urls(kind: &StepKind) -> Vec<&str> {
 pub fn cacheable(kind: &StepKind) -> bool {
     match kind {
         StepKind::Add(spec) => !spec.sources.iter().any(|s| {
-            if crate::fetch::is_git(s) {
+            if crate::steps::fetch::is_git(s) {
                 let reference = s.split_once('#').map(|(_, f)| f.split(':').next().unwrap_or("")).unwrap_or("");
-                !crate::fetch::is_commit(reference)
+                !crate::steps::fetch::is_commit(reference)
             } else {
                 false
             }

@@ -19,7 +19,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{getgid, getuid, User};
 
-use crate::idmap::{self, MapPlan};
+use crate::exec::idmap::{self, MapPlan};
 
 /// Set in the re-executed child so it knows it is already inside.
 const INSIDE_ENV: &str = "_KILN_IN_USERNS";

@@ -171,7 +171,7 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
 /// archive in the store, or `None` when the blob is not an archive (BuildKit's
 /// `archiveMaxTimeFromRef` with non-archives allowed).
 pub fn archive_max_mtime(store: &ContentStore, digest: &Digest) -> Result<Option<i64>> {
-    let Some(reader) = crate::archive::open_decompressed(&store.blob_path(digest))? else { return Ok(None) };
+    let Some(reader) = crate::steps::archive::open_decompressed(&store.blob_path(digest))? else { return Ok(None) };
     let mut ar = tar::Archive::new(reader);
     let mut newest: Option<i64> = None;
     for e in ar.entries().context("reading the archive")? {

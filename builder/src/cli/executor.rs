@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::cli::BuildArgs;
+use crate::cli::build::BuildArgs;
 
 /// A Kaniko boolean: `--flag`, `--flag=true`, `--flag=false`.
 fn kbool(s: &str) -> Result<bool, String> {
@@ -149,7 +149,7 @@ impl ExecutorArgs {
                 p
             })
         });
-        let args = BuildArgs::for_executor(crate::cli::ExecutorMapping {
+        let args = BuildArgs::for_executor(crate::cli::build::ExecutorMapping {
             context,
             dockerfile,
             tags: self.destinations.clone(),
@@ -172,15 +172,6 @@ impl ExecutorArgs {
     }
 }
 
-/// After a successful build: Kaniko's `--image-name-with-digest-file`, one
-/// `REF@DIGEST` line per destination.
-pub fn write_image_names(file: &std::path::Path, destinations: &[String], digest_file: &std::path::Path) -> Result<()> {
-    let digest = std::fs::read_to_string(digest_file)?;
-    let digest = digest.trim();
-    let lines: Vec<String> = destinations.iter().map(|d| format!("{}@{digest}", d.split('@').next().unwrap_or(d))).collect();
-    std::fs::write(file, lines.join("\n") + "\n")?;
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -114,7 +114,7 @@ pub struct Prepared {
     /// Locks held for the step (cache mounts with sharing=locked).
     pub locks: Vec<fs::File>,
     /// The step's ssh agent sockets (relays to the caller's agents).
-    pub ssh_relays: Vec<crate::sshrelay::SshRelay>,
+    pub ssh_relays: Vec<crate::steps::sshrelay::SshRelay>,
 }
 
 impl Drop for Prepared {
@@ -309,7 +309,7 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
                 let dir = scratch_dir(&inputs.state_dir.join("tmp"), "ssh")?;
                 p.scratch.push(dir.clone());
                 let sock = dir.join("agent.sock");
-                p.ssh_relays.push(crate::sshrelay::SshRelay::start(&sock, &spec.socket, mode, uid, gid)?);
+                p.ssh_relays.push(crate::steps::sshrelay::SshRelay::start(&sock, &spec.socket, mode, uid, gid)?);
                 p.env.push(format!("SSH_AUTH_SOCK={target}"));
                 p.stubs.push((rel(&target), false));
                 p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: sock, readonly: false } });
@@ -368,8 +368,8 @@ fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Op
         if let Some((root, src)) = seed {
             if src.is_dir() {
                 let sources = vec![".".to_string()];
-                let req = crate::copy::CopyRequest::whole_dir(src, &sources, "/", None);
-                crate::copy::copy_into(&tmp, &req).with_context(|| format!("seeding cache mount {id:?} from {}", src.strip_prefix(root).unwrap_or(src).display()))?;
+                let req = crate::steps::copy::CopyRequest::whole_dir(src, &sources, "/", None);
+                crate::steps::copy::copy_into(&tmp, &req).with_context(|| format!("seeding cache mount {id:?} from {}", src.strip_prefix(root).unwrap_or(src).display()))?;
             }
         }
         if fs::rename(&tmp, &data).is_err() {

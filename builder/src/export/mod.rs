@@ -8,7 +8,7 @@ use kiln_cache::store::{export_layout, ContentStore};
 use kiln_oci::{media, Descriptor, Digest};
 use serde_json::json;
 
-use crate::cli::{BuildOptions, Output};
+use crate::options::{BuildOptions, Output};
 use crate::image::ImageState;
 use crate::platform;
 use kiln_frontend::Platform;

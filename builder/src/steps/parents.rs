@@ -27,7 +27,7 @@ fn has_wildcards(s: &str) -> bool {
 /// Clean a relative `/`-separated path: no `.`, empty or leading components, and
 /// `..` cannot climb above the start (Go's path.Clean from the root).
 fn clean_rel(p: &str) -> String {
-    crate::dockerignore::go_clean(&format!("/{p}")).trim_start_matches('/').to_string()
+    crate::context::dockerignore::go_clean(&format!("/{p}")).trim_start_matches('/').to_string()
 }
 
 impl ParentsSource {
@@ -68,13 +68,13 @@ impl ParentsSource {
 
 /// Entries below `dir` (host path) kept by `pattern`: (relative path, host path),
 /// parents before children, sorted. Symlinks are listed, never followed.
-pub fn select(dir: &Path, pattern: &crate::dockerignore::Matcher) -> std::io::Result<Vec<(String, PathBuf)>> {
+pub fn select(dir: &Path, pattern: &crate::context::dockerignore::Matcher) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     walk(dir, "", pattern, &mut out)?;
     Ok(out)
 }
 
-fn walk(dir: &Path, rel: &str, pattern: &crate::dockerignore::Matcher, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+fn walk(dir: &Path, rel: &str, pattern: &crate::context::dockerignore::Matcher, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
     names.sort();
     for name in names {
@@ -131,10 +131,10 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, b"x").unwrap();
         }
-        let m = crate::dockerignore::Matcher::new(&["src/**/*.txt"]).unwrap();
+        let m = crate::context::dockerignore::Matcher::new(&["src/**/*.txt"]).unwrap();
         let got: Vec<String> = select(t.path(), &m).unwrap().into_iter().map(|(r, _)| r).collect();
         assert_eq!(got, ["src/a.txt", "src/x/b.txt", "src/x/y/c.txt"]);
-        let m = crate::dockerignore::Matcher::new(&["src/x"]).unwrap();
+        let m = crate::context::dockerignore::Matcher::new(&["src/x"]).unwrap();
         let got: Vec<String> = select(t.path(), &m).unwrap().into_iter().map(|(r, _)| r).collect();
         assert_eq!(got, ["src/x", "src/x/b.txt", "src/x/y", "src/x/y/c.txt", "src/x/y/skip.md"], "below a matched dir, everything");
     }

@@ -11,49 +11,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
-use clap::Args;
 use kiln_frontend::{
     CmdLine, Command, CopySource, Dockerfile, Instruction, LowerOptions, StepInput,
 };
 use serde_json::{json, Value};
 
+use crate::cli::inspect::{ParseArgs, PlanArgs};
+
 /// Version of the JSON printed by `kiln parse --json` and `kiln plan --json`.
 const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Args)]
-pub struct ParseArgs {
-    /// Path of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// Print JSON (schema: frontend/docs/parse-json.md).
-    #[arg(long)]
-    pub json: bool,
-    /// Build context directory (only used to find the Dockerfile).
-    #[arg(default_value = ".")]
-    pub context: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct PlanArgs {
-    /// Path of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// Build-time variable, KEY=VALUE (or KEY to take it from the environment).
-    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
-    pub build_args: Vec<String>,
-    /// Plan this stage (default: the last one).
-    #[arg(long)]
-    pub target: Option<String>,
-    /// Target platform, os/arch[/variant] (default: the host's).
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
-    /// Print JSON (schema: frontend/docs/parse-json.md).
-    #[arg(long)]
-    pub json: bool,
-    /// Build context directory (only used to find the Dockerfile).
-    #[arg(default_value = ".")]
-    pub context: PathBuf,
-}
 
 pub fn parse_cmd(args: ParseArgs) -> ExitCode {
     finish(run_parse(args))
@@ -213,7 +180,7 @@ fn parse_text(df: &Dockerfile) -> String {
 
 fn run_plan(args: PlanArgs) -> Result<String> {
     let (name, text) = read_dockerfile(&args.file, &args.context)?;
-    let build_args = crate::cli::parse_build_args(&args.build_args)?;
+    let build_args = crate::cli::values::parse_build_args(&args.build_args)?;
     let host = crate::platform::host();
     let target_platform = match &args.platform {
         Some(p) => crate::platform::parse(p)?,

@@ -9,22 +9,11 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
-use clap::Args;
 use kiln_cache::gc::{parse_duration, parse_size};
 use kiln_cache::{ContentStore, PruneOptions};
 
-#[derive(Debug, Args)]
-pub struct PruneArgs {
-    /// Also remove every layer-cache record and every unpacked layer.
-    #[arg(long)]
-    pub all: bool,
-    /// Keep at most this much (e.g. 10GB), removing the oldest first.
-    #[arg(long = "keep-storage", value_name = "SIZE")]
-    pub keep_storage: Option<String>,
-    /// Only remove what is older than a duration: until=DURATION (e.g. until=24h).
-    #[arg(long = "filter", value_name = "until=DURATION")]
-    pub filter: Option<String>,
-}
+use crate::cli::maintenance::PruneArgs;
+
 
 pub fn prune(args: &PruneArgs, state_dir: &Path) -> Result<()> {
     let keep_storage = match &args.keep_storage {

@@ -13,40 +13,14 @@
 //!
 //! No user namespace is needed: this runs as the calling user, before `userns::enter`.
 
-use std::path::PathBuf;
-
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Subcommand};
 use kiln_cache::reference::Reference;
+
+use crate::cli::index::{CreateArgs, IndexCommand};
 use kiln_cache::registry::{Registry, RegistryOptions};
 use kiln_cache::store::ContentStore;
 use kiln_oci::{media, Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest};
 use serde_json::{json, Value};
-
-#[derive(Debug, Subcommand)]
-pub enum IndexCommand {
-    /// Create (and push) an OCI image index over single-platform images.
-    Create(CreateArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// Where to push the index, e.g. registry:5000/app:1.
-    pub reference: String,
-    /// A source image (single-platform manifest, or an index whose platform
-    /// manifests are all taken). Repeatable; at least one.
-    #[arg(long = "from", value_name = "REF", required = true)]
-    pub from: Vec<String>,
-    /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    pub insecure_registries: Vec<String>,
-    /// Write the index digest to this file.
-    #[arg(long = "digest-file", value_name = "FILE")]
-    pub digest_file: Option<PathBuf>,
-    /// Docker-style config.json with registry credentials (merged over the usual ones).
-    #[arg(long = "authfile", value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
-}
 
 /// Largest manifest or config we accept into memory.
 const MAX_CONFIG: u64 = 8 << 20;
@@ -243,7 +217,7 @@ async fn create(args: CreateArgs) -> Result<()> {
         .map(|s| s.parse::<Reference>().map_err(|e| anyhow!("--from {s}: {e}")))
         .collect::<Result<Vec<_>>>()?;
     let registry = Registry::new(RegistryOptions { insecure: args.insecure_registries.clone(), ..Default::default() });
-    let state = crate::cli::state_dir()?;
+    let state = crate::options::state_dir()?;
     let store = ContentStore::open(&state.join("content"))
         .with_context(|| format!("opening the content store in {}", state.display()))?;
 

@@ -18,16 +18,18 @@ use kiln_oci::ImageConfig;
 use kiln_snapshotter::diff::{write_layer, DiffOptions};
 use kiln_snapshotter::snapshots::{ActiveSnapshot, SnapshotStore};
 
-use crate::cli::BuildOptions;
-use crate::copy::{self, CopyRequest, Owner};
+use crate::options::BuildOptions;
+use crate::steps::copy::{self, CopyRequest, Owner};
 use crate::export;
 use crate::image::{resolve_chown, resolve_user, ImageState, Layer};
-use crate::keys::JobKeys;
+use crate::plan::keys::JobKeys;
 use crate::progress::{self, StepRef};
-use crate::{binfmt, platform, runmounts};
+use crate::exec::binfmt;
+use crate::platform;
+use crate::steps::runmounts;
 use kiln_cache::layercache::{CacheKey, CacheOptions, CacheRecord, LayerCache, LayerRecord, LocalCache, RegistryCache};
 use kiln_oci::Digest;
-use crate::sandbox::{self, RunSpec, MOUNT_TARGETS};
+use crate::exec::sandbox::{self, RunSpec, MOUNT_TARGETS};
 use crate::timefmt;
 
 /// A base (or `COPY --from`) image after pulling, for one platform.
@@ -46,14 +48,14 @@ pub(crate) struct Ctx {
     created: String,
     scratch: PathBuf,
     /// The context's `.dockerignore` (or `<Dockerfile>.dockerignore`).
-    ignore: crate::dockerignore::Matcher,
+    ignore: crate::context::dockerignore::Matcher,
     /// Layer caches, local first; `hits` says which one answered for a key.
     caches: Vec<Box<dyn LayerCache>>,
     hits: BTreeMap<String, (usize, CacheRecord)>,
     /// Every step's key, by job.
     keys: BTreeMap<usize, JobKeys>,
     /// ADD URLs resolved before the build: their bodies are in the store.
-    urls: BTreeMap<String, crate::urlcache::Resolved>,
+    urls: BTreeMap<String, crate::steps::urlcache::Resolved>,
     /// Cached layers not downloaded yet (lazy: only when a later step needs them).
     lazy: std::sync::Mutex<BTreeMap<Digest, usize>>,
     /// Records of the steps that ran, stored in the caches after the build.
@@ -232,12 +234,12 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     // which hash their content.
     let urls: Vec<String> = jobs
         .iter()
-        .flat_map(|j| j.stage.steps.iter().flat_map(|s| crate::keys::resolved_urls(&s.kind)))
+        .flat_map(|j| j.stage.steps.iter().flat_map(|s| crate::plan::keys::resolved_urls(&s.kind)))
         .map(str::to_string)
         .collect();
     let resolved = {
         let (dir, store) = (opts.state_dir.clone(), store.clone());
-        tokio::task::spawn_blocking(move || crate::urlcache::resolve_all(&dir, &store, &urls, epoch_urls))
+        tokio::task::spawn_blocking(move || crate::steps::urlcache::resolve_all(&dir, &store, &urls, epoch_urls))
             .await
             .context("resolving ADD URLs was interrupted")??
     };
@@ -252,13 +254,13 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     let created = timefmt::rfc3339(opts.source_date_epoch.unwrap_or_else(timefmt::now_secs));
     let scratch = opts.state_dir.join("tmp");
     std::fs::create_dir_all(&scratch)?;
-    let ignore = crate::dockerignore::load_for(&opts.context, &opts.dockerfile)?;
+    let ignore = crate::context::dockerignore::load_for(&opts.context, &opts.dockerfile)?;
 
     // Every key up front: the context is hashed once (incrementally, with a stat
     // cache), then all keys are probed in parallel before anything runs.
     let hasher_ignore = ignore.clone();
-    let hasher_cache = crate::context::ContextHasher::cache_dir_for(&opts.state_dir, &opts.context);
-    let mut hasher = crate::context::ContextHasher::new(&opts.context, hasher_ignore, Some(&hasher_cache))?;
+    let hasher_cache = crate::context::hasher::ContextHasher::cache_dir_for(&opts.state_dir, &opts.context);
+    let mut hasher = crate::context::hasher::ContextHasher::new(&opts.context, hasher_ignore, Some(&hasher_cache))?;
     hasher.set_allow_empty_wildcard(true);
     let mut keys: BTreeMap<usize, JobKeys> = BTreeMap::new();
     for (id, job) in jobs.iter().enumerate() {
@@ -270,7 +272,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
             platform: platform::display(&job.platform),
             urls: &resolved,
         };
-        let k = crate::keys::job_keys(&job.stage, &platform::display(&job.platform), &mut ki)?;
+        let k = crate::plan::keys::job_keys(&job.stage, &platform::display(&job.platform), &mut ki)?;
         keys.insert(id, k);
     }
     let _ = hasher.save();
@@ -285,7 +287,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
             for (step, key) in job.stage.steps.iter().zip(&keys[&id].steps) {
                 let fs = matches!(step.kind, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_))
                     || workdir_layer(&step.kind);
-                if fs && crate::keys::cacheable(&step.kind) {
+                if fs && crate::plan::keys::cacheable(&step.kind) {
                     wanted.push(key.clone());
                 }
             }
@@ -361,7 +363,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         .outputs
         .iter()
         .filter_map(|o| match o {
-            crate::cli::Output::Local { dest } => Some(dest.clone()),
+            crate::options::Output::Local { dest } => Some(dest.clone()),
             _ => None,
         })
         .collect();
@@ -382,7 +384,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     mount_from.extend(cx.opts.cache_repo.iter().chain(cx.opts.cache_from.iter()).chain(cx.opts.cache_to.iter()).cloned());
     // Outputs written from the store need every blob; a push only needs the ones
     // the registry cannot mount, so it fetches lazily cached layers only on demand.
-    let needs_blobs = cx.opts.outputs.iter().any(|o| !matches!(o, crate::cli::Output::Local { .. }));
+    let needs_blobs = cx.opts.outputs.iter().any(|o| !matches!(o, crate::options::Output::Local { .. }));
     if needs_blobs {
         fetch_lazy(&cx).await?;
     }
@@ -464,15 +466,15 @@ fn mount_sources(plans: &[TargetPlan]) -> Vec<Reference> {
 /// What key computation reads outside a stage: context digests, pulled image
 /// digests, keys of the stages (jobs) it depends on.
 struct KeySources<'a> {
-    hasher: &'a mut crate::context::ContextHasher,
+    hasher: &'a mut crate::context::hasher::ContextHasher,
     pulled: &'a PulledMap,
     keys: &'a BTreeMap<usize, JobKeys>,
     job: &'a Job,
     platform: String,
-    urls: &'a BTreeMap<String, crate::urlcache::Resolved>,
+    urls: &'a BTreeMap<String, crate::steps::urlcache::Resolved>,
 }
 
-impl crate::keys::KeyInputs for KeySources<'_> {
+impl crate::plan::keys::KeyInputs for KeySources<'_> {
     fn context_digest(&mut self, sources: &[String]) -> Result<String> {
         self.hasher.digest_sources(sources)
     }
@@ -505,7 +507,7 @@ async fn epoch_from_stage(
     opts: &mut BuildOptions,
     host: &Platform,
     target: &Platform,
-) -> Result<BTreeMap<String, crate::urlcache::Resolved>> {
+) -> Result<BTreeMap<String, crate::steps::urlcache::Resolved>> {
     let lower_opts = LowerOptions {
         build_args: opts.build_args.clone(),
         target: opts.target.clone(),
@@ -520,11 +522,11 @@ async fn epoch_from_stage(
     let (dir, store_dir) = (opts.state_dir.clone(), opts.state_dir.join("content"));
     let resolved = tokio::task::spawn_blocking(move || -> Result<_> {
         let store = ContentStore::open(&store_dir)?;
-        let map = crate::urlcache::resolve_all(&dir, &store, std::slice::from_ref(&url), BTreeMap::new())?;
+        let map = crate::steps::urlcache::resolve_all(&dir, &store, std::slice::from_ref(&url), BTreeMap::new())?;
         let r = &map[&url];
         let t = match r.mtime {
             Some(t) => Some(t),
-            None => crate::urlcache::archive_max_mtime(&store, &r.digest)?,
+            None => crate::steps::urlcache::archive_max_mtime(&store, &r.digest)?,
         };
         Ok((map, t))
     })
@@ -544,7 +546,7 @@ fn epoch_source(stage: &Stage) -> Result<String> {
         _ => None,
     });
     match url {
-        Some(u) if crate::fetch::is_git(&u) => {
+        Some(u) if crate::steps::fetch::is_git(&u) => {
             bail!("SOURCE_DATE_EPOCH from a stage's git source ({u}) is not supported yet: give a number of seconds")
         }
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(u),
@@ -844,7 +846,7 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
             progress::get().step(&sref, progress::State::Running, None, None);
             state.push_history(&last_time, &step.created_by, true);
             if let Some(p) = &content_parent {
-                content_parent = crate::keys::content_key(keys, i, p, &mut |_| unreachable!("a config step reads no stage")).ok();
+                content_parent = crate::plan::keys::content_key(keys, i, p, &mut |_| unreachable!("a config step reads no stage")).ok();
             }
             continue;
         }
@@ -855,7 +857,7 @@ fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BT
             content_parent = None;
             continue;
         }
-        let cacheable = crate::keys::cacheable(&step.kind);
+        let cacheable = crate::plan::keys::cacheable(&step.kind);
         let content = if probe && cacheable && (content_parent.is_some() || keys.reads_stage(i)) {
             step_content_key(cx, keys, i, step, content_parent.as_ref(), &sources)
         } else {
@@ -937,7 +939,7 @@ fn step_content_key(
     parent: Option<&CacheKey>,
     sources: &Sources<'_>,
 ) -> Option<CacheKey> {
-    let selectors = crate::stagecontent::selectors(step)?;
+    let selectors = crate::context::stagecontent::selectors(step)?;
     let parent = parent.unwrap_or_else(|| keys.parent_of(i)).clone();
     let mut digest_of = |input: usize| -> Result<String> {
         let (Some(kiln_frontend::StepInput::Stage(j)), Some(Some(paths))) = (step.inputs.get(input), selectors.get(input)) else {
@@ -946,9 +948,9 @@ fn step_content_key(
         let state = sources.get(&CopyFrom::Stage(*j))?;
         let lowers = lower_dirs(cx, state)?;
         let snap = cx.snaps.prepare(&lowers)?;
-        crate::stagecontent::digest_in(snap.merged(), paths)
+        crate::context::stagecontent::digest_in(snap.merged(), paths)
     };
-    match crate::keys::content_key(keys, i, &parent, &mut digest_of) {
+    match crate::plan::keys::content_key(keys, i, &parent, &mut digest_of) {
         Ok(k) => Some(k),
         Err(e) => {
             tracing::debug!(error = %format!("{e:#}"), "no content key");
@@ -1148,7 +1150,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 ssh: &cx.opts.ssh,
                 no_cache: cx.opts.no_cache,
             };
-            let chroot = cx.opts.isolation == crate::userns::Isolation::Chroot;
+            let chroot = cx.opts.isolation == crate::exec::userns::Isolation::Chroot;
             if chroot && !mounts.is_empty() {
                 bail!("RUN --mount needs mount namespaces, which --isolation chroot does not have");
             }
@@ -1228,10 +1230,10 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 (None, None) => Some(Owner::default()),
                 (None, Some(_)) => None,
             };
-            let chmod = spec.chmod.as_deref().map(crate::chmod::ModeSpec::parse).transpose()?;
-            let exclude = if spec.exclude.is_empty() { None } else { Some(crate::dockerignore::Matcher::new(&spec.exclude)?) };
+            let chmod = spec.chmod.as_deref().map(crate::steps::chmod::ModeSpec::parse).transpose()?;
+            let exclude = if spec.exclude.is_empty() { None } else { Some(crate::context::dockerignore::Matcher::new(&spec.exclude)?) };
             let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
-            let is_git = crate::fetch::is_git;
+            let is_git = crate::steps::fetch::is_git;
             let (remote, local): (Vec<String>, Vec<String>) =
                 spec.sources.iter().cloned().partition(|s| is_add && (is_url(s) || is_git(s)));
             let total_sources = spec.sources.len() + spec.heredocs.len();
@@ -1256,7 +1258,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 }
                 for url in &remote {
                     if is_git(url) {
-                        let tree = crate::fetch::git_checkout(url, &dir.0, spec.keep_git_dir)?;
+                        let tree = crate::steps::fetch::git_checkout(url, &dir.0, spec.keep_git_dir)?;
                         // The repository's contents go into DEST, as a directory source.
                         let all = [".".to_string()];
                         let req = CopyRequest {
@@ -1267,7 +1269,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                         copy::copy_into(&root, &req)?;
                         continue;
                     }
-                    let name = crate::fetch::file_name(url);
+                    let name = crate::steps::fetch::file_name(url);
                     let f = dir.0.join(&name);
                     let mtime = match cx.urls.get(url) {
                         Some(r) => {
@@ -1275,7 +1277,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                                 .with_context(|| format!("ADD {url}: staging the download"))?;
                             r.mtime
                         }
-                        None => crate::fetch::download(url, &f, spec.checksum.as_deref())?.mtime,
+                        None => crate::steps::fetch::download(url, &f, spec.checksum.as_deref())?.mtime,
                     };
                     // Docker gives downloaded files mode 0600 and the server's mtime.
                     std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;

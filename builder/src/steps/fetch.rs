@@ -39,7 +39,7 @@ pub fn download(url: &str, dest: &Path, checksum: Option<&str>) -> Result<Downlo
         .headers()
         .get(reqwest::header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::urlcache::parse_http_date);
+        .and_then(crate::steps::urlcache::parse_http_date);
     let file = std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     let mut w = kiln_oci::Sha256Writer::new(std::io::BufWriter::new(file));
     let mut buf = vec![0u8; 64 * 1024];

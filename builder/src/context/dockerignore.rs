@@ -533,7 +533,7 @@ mod tests {
     /// from (moby/patternmatcher's tests or Docker's documentation).
     #[test]
     fn reference_table() {
-        let text = include_str!("../tests/data/dockerignore_cases.jsonl");
+        let text = include_str!("../../tests/data/dockerignore_cases.jsonl");
         let mut n = 0;
         let mut failures = Vec::new();
         for (i, line) in text.lines().enumerate() {

@@ -1,0 +1,6 @@
+//! The build context as steps see it: `.dockerignore`, source selection and
+//! content digests, and the digest of what a step reads from another stage.
+
+pub mod dockerignore;
+pub mod hasher;
+pub mod stagecontent;

@@ -1,0 +1,23 @@
+//! kiln's builder: the CLI, the solver and everything a build does.
+//!
+//! Imports point one way, down this list (ARCHITECTURE.md, "builder"):
+//! `cli` (clap) → `cmd` (one module per subcommand) → `solver` (schedule and run
+//! stages) → `plan` (keys) → `export` (manifests, indexes, outputs) → `steps`
+//! (RUN mounts, COPY/ADD, archives, downloads) → `exec` (namespaces, sandbox) and
+//! `context` (the build context) → the leaves (`options`, `image`, `progress`,
+//! `platform`, `fsutil`, `timefmt`).
+
+pub mod cli;
+mod cmd;
+mod context;
+mod exec;
+mod export;
+mod fsutil;
+mod image;
+mod options;
+mod plan;
+mod platform;
+mod progress;
+mod solver;
+mod steps;
+mod timefmt;

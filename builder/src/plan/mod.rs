@@ -1,0 +1,3 @@
+//! What a build will do, decided before any work: the step cache keys.
+
+pub mod keys;
