@@ -130,3 +130,9 @@ mod tests {
         assert!(context_path(c, "../x").is_err());
     }
 }
+
+pub(crate) fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

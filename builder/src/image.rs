@@ -221,12 +221,12 @@ fn read_db(root: &Path, path: &str) -> Vec<Vec<String>> {
 }
 
 /// Parse `--chown` (`user[:group]`) for COPY.
-pub fn resolve_chown(root: &Path, spec: &str) -> Result<crate::steps::copy::Owner> {
+pub fn resolve_chown(root: &Path, spec: &str) -> Result<crate::image::Owner> {
     if spec.is_empty() {
         bail!("--chown needs user[:group]");
     }
     let r = resolve_user(root, spec)?;
-    Ok(crate::steps::copy::Owner { uid: r.uid, gid: r.gid })
+    Ok(crate::image::Owner { uid: r.uid, gid: r.gid })
 }
 
 #[cfg(test)]
@@ -266,4 +266,12 @@ mod tests {
         s.apply_config_step(&StepKind::Entrypoint(vec!["/f".into()]));
         assert_eq!(s.config.config.as_ref().unwrap().cmd, Some(vec!["c".to_string()]));
     }
+}
+
+/// Ownership applied to everything a COPY writes (`None` in a request: keep the
+/// source's, as for `COPY --from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
 }

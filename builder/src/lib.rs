@@ -1,14 +1,15 @@
 //! kiln's builder: the CLI, the solver and everything a build does.
 //!
 //! Imports point one way, down this list (ARCHITECTURE.md, "builder"):
-//! `cli` (clap) → `cmd` (one module per subcommand) → `solver` (schedule and run
+//! `cmd` (one module per subcommand: reads the parsed flags, does the work) →
+//! `cli` (clap declarations, validated into `options`) → `solver` (schedule and run
 //! stages) → `plan` (keys) → `export` (manifests, indexes, outputs) → `steps`
 //! (RUN mounts, COPY/ADD, archives, downloads) → `exec` (namespaces, sandbox) and
 //! `context` (the build context) → the leaves (`options`, `image`, `progress`,
 //! `platform`, `fsutil`, `timefmt`).
 
-pub mod cli;
-mod cmd;
+mod cli;
+pub mod cmd;
 mod context;
 mod exec;
 mod export;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use kiln_oci::media;
 use kiln_cache::reference::Reference;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +33,10 @@ pub struct BuildOptions {
     pub iidfile: Option<PathBuf>,
     pub labels: Vec<(String, String)>,
     pub progress: crate::progress::Mode,
-    pub format: crate::export::Format,
-    pub isolation_choice: crate::exec::userns::IsolationChoice,
+    pub format: crate::options::Format,
+    pub isolation_choice: crate::options::IsolationChoice,
     /// Decided when entering the namespaces (`Rootless` until then).
-    pub isolation: crate::exec::userns::Isolation,
+    pub isolation: crate::options::Isolation,
     pub no_cache: bool,
     pub no_cache_filter: Vec<String>,
     pub cache_ttl: Option<std::time::Duration>,
@@ -43,8 +44,8 @@ pub struct BuildOptions {
     pub cache_from: Vec<Reference>,
     pub cache_to: Option<Reference>,
     pub registry: kiln_cache::RegistryOptions,
-    pub secrets: Vec<crate::steps::runmounts::SecretSpec>,
-    pub ssh: Vec<crate::steps::runmounts::SshSpec>,
+    pub secrets: Vec<crate::options::SecretSpec>,
+    pub ssh: Vec<crate::options::SshSpec>,
     /// Empty: the host platform.
     pub platforms: Vec<kiln_frontend::Platform>,
     pub state_dir: PathBuf,
@@ -71,4 +72,102 @@ pub fn state_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/kiln"))
 }
 
+/// How RUN steps are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Root of a user namespace (or real root) with private mount/pid/… namespaces.
+    Rootless,
+    /// uid 0 without CAP_SYS_ADMIN (a default container): plain chroot, no mounts.
+    Chroot,
+}
 
+/// `--isolation`: what the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationChoice {
+    #[default]
+    Auto,
+    Rootless,
+    Chroot,
+}
+
+impl std::str::FromStr for IsolationChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "rootless" | "namespaces" => Ok(Self::Rootless),
+            "chroot" => Ok(Self::Chroot),
+            _ => Err(format!("unknown isolation {s:?} (auto, rootless, chroot)")),
+        }
+    }
+}
+
+/// `--format`: OCI media types (default) or Docker's v2 schema 2 ones, for
+/// registries and tools that only read the latter. The bytes of layers and config
+/// are the same; only the names differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Oci,
+    Docker,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "oci" => Ok(Format::Oci),
+            "docker" => Ok(Format::Docker),
+            _ => Err(format!("unknown format {s:?} (oci, docker)")),
+        }
+    }
+}
+
+impl Format {
+    pub fn manifest(self) -> &'static str {
+        match self {
+            Format::Oci => media::OCI_MANIFEST,
+            Format::Docker => media::DOCKER_MANIFEST,
+        }
+    }
+    pub fn config(self) -> &'static str {
+        match self {
+            Format::Oci => media::OCI_CONFIG,
+            Format::Docker => media::DOCKER_CONFIG,
+        }
+    }
+    pub fn index(self) -> &'static str {
+        match self {
+            Format::Oci => media::OCI_INDEX,
+            Format::Docker => media::DOCKER_MANIFEST_LIST,
+        }
+    }
+    pub fn layer(self, oci_type: &str) -> Result<String> {
+        Ok(match (self, kiln_oci::media::layer_compression(oci_type)) {
+            (Format::Oci, _) => oci_type.to_string(),
+            (Format::Docker, Some(kiln_oci::media::LayerCompression::Gzip)) => media::DOCKER_LAYER_GZIP.to_string(),
+            (Format::Docker, Some(kiln_oci::media::LayerCompression::None)) => "application/vnd.docker.image.rootfs.diff.tar".to_string(),
+            (Format::Docker, _) => anyhow::bail!("--format docker has no media type for {oci_type} layers (use --compression gzip)"),
+        })
+    }
+}
+
+/// `--secret id=ID[,src=PATH|,env=VAR]` from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    pub id: String,
+    pub source: SecretSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// `--ssh ID[=SOCKET]` from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSpec {
+    pub id: String,
+    pub socket: PathBuf,
+}

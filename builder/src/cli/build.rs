@@ -277,7 +277,7 @@ impl BuildArgs {
             format: self.format.parse().map_err(|e| anyhow!("--format: {e}"))?,
             progress: self.progress.parse().map_err(|e| anyhow!("--progress: {e}"))?,
             isolation_choice: self.isolation.parse().map_err(|e| anyhow!("--isolation: {e}"))?,
-            isolation: crate::exec::userns::Isolation::Rootless,
+            isolation: crate::options::Isolation::Rootless,
             no_cache: self.no_cache,
             no_cache_filter: self.no_cache_filter,
             cache_ttl: match &self.cache_ttl {
@@ -310,8 +310,8 @@ impl BuildArgs {
                     _ => Err(anyhow!("--label {l:?}: expected KEY=VALUE")),
                 })
                 .collect::<Result<_>>()?,
-            secrets: self.secrets.iter().map(|s| crate::steps::runmounts::parse_secret(s)).collect::<Result<_>>()?,
-            ssh: self.ssh.iter().map(|s| crate::steps::runmounts::parse_ssh(s)).collect::<Result<_>>()?,
+            secrets: self.secrets.iter().map(|s| crate::cli::values::parse_secret(s)).collect::<Result<_>>()?,
+            ssh: self.ssh.iter().map(|s| crate::cli::values::parse_ssh(s)).collect::<Result<_>>()?,
             platforms,
             state_dir: state_dir()?,
             source_date_epoch,

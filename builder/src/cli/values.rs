@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 use kiln_cache::reference::Reference;
 
-use crate::options::Output;
+use crate::options::{Output, SecretSource, SecretSpec, SshSpec};
 
 /// `--build-arg KEY=VALUE`s; a bare KEY is taken from the environment and ignored
 /// when unset, as Docker does.
@@ -66,3 +66,74 @@ pub fn parse_output(spec: &str) -> Result<Output> {
     }
 }
 
+pub fn parse_secret(s: &str) -> Result<SecretSpec> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    let mut kind = None;
+    for field in s.split(',') {
+        match field.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(v.to_string()),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", v)) => kind = Some(v.to_string()),
+            _ => bail!("--secret {s:?}: unknown field {field:?} (expected id=ID,src=PATH or id=ID,env=VAR)"),
+        }
+    }
+    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| anyhow!("--secret {s:?}: missing id="))?;
+    let source = match (kind.as_deref(), src, env) {
+        (_, Some(p), None) => SecretSource::File(PathBuf::from(p)),
+        (_, None, Some(v)) => SecretSource::Env(v),
+        (Some("env"), None, None) => SecretSource::Env(id.clone()),
+        (Some("file") | None, None, None) => {
+            // Docker's shorthand: `--secret id=X` reads env X if set, else a file named X.
+            if std::env::var_os(&id).is_some() {
+                SecretSource::Env(id.clone())
+            } else {
+                SecretSource::File(PathBuf::from(&id))
+            }
+        }
+        (_, Some(_), Some(_)) => bail!("--secret {s:?}: give src= or env=, not both"),
+        (Some(t), _, _) => bail!("--secret {s:?}: unknown type {t:?} (file or env)"),
+    };
+    Ok(SecretSpec { id, source })
+}
+
+pub fn parse_ssh(s: &str) -> Result<SshSpec> {
+    let (id, path) = match s.split_once('=') {
+        Some((id, p)) => (id.to_string(), Some(PathBuf::from(p))),
+        None => (s.to_string(), None),
+    };
+    if id.is_empty() {
+        bail!("--ssh {s:?}: missing id (e.g. default=$SSH_AUTH_SOCK)");
+    }
+    let socket = match path {
+        Some(p) => p,
+        None => std::env::var_os("SSH_AUTH_SOCK")
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow!("--ssh {id}: no socket given and SSH_AUTH_SOCK is not set"))?,
+    };
+    Ok(SshSpec { id, socket })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{SecretSource, SecretSpec, SshSpec};
+
+    #[test]
+    fn parses_secret_flags() {
+        assert_eq!(parse_secret("id=a,src=/x").unwrap(), SecretSpec { id: "a".into(), source: SecretSource::File("/x".into()) });
+        assert_eq!(parse_secret("id=a,env=TOKEN").unwrap(), SecretSpec { id: "a".into(), source: SecretSource::Env("TOKEN".into()) });
+        assert_eq!(parse_secret("id=b,type=env").unwrap().source, SecretSource::Env("b".into()));
+        assert!(parse_secret("src=/x").unwrap_err().to_string().contains("missing id"));
+        assert!(parse_secret("id=a,src=/x,env=Y").is_err());
+        assert!(parse_secret("id=a,bogus=1").is_err());
+    }
+
+    #[test]
+    fn parses_ssh_flags() {
+        assert_eq!(parse_ssh("default=/tmp/s").unwrap(), SshSpec { id: "default".into(), socket: "/tmp/s".into() });
+        assert!(parse_ssh("=x").is_err());
+    }
+}

@@ -26,7 +26,7 @@ pub fn run(args: BuildArgs, image_names: Option<(std::path::PathBuf, std::path::
         Ok(crate::exec::userns::Entered::ChildExited(code)) => code,
         Ok(crate::exec::userns::Entered::Inside(isolation)) => {
             opts.isolation = isolation;
-            if isolation == crate::exec::userns::Isolation::Chroot {
+            if isolation == crate::options::Isolation::Chroot {
                 // No mounts at all: materialized rootfs and walk-and-compare diffs.
                 opts.snapshotter = Some(kiln_snapshotter::SnapshotterKind::Native);
             }

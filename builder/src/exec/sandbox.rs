@@ -38,7 +38,7 @@ pub struct RunSpec {
     pub network_none: bool,
     /// `RUN --mount`s, secrets, heredoc scripts: mounted after /dev, parents first.
     #[serde(default)]
-    pub mounts: Vec<crate::steps::runmounts::SandboxMount>,
+    pub mounts: Vec<crate::exec::sandbox::SandboxMount>,
     /// Kaniko's habitat (uid 0, no CAP_SYS_ADMIN): no namespaces, no mounts; a
     /// plain chroot with device nodes made by mknod and host files copied in.
     #[serde(default)]
@@ -264,7 +264,7 @@ fn enter_and_exec(spec: &RunSpec, spec_path: &Path) -> Result<Never> {
         mount(Some(hostname_file), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).context("binding /etc/hostname")?;
     }
     // Parents before children, so nested targets land inside their parent's mount.
-    let mut mounts: Vec<&crate::steps::runmounts::SandboxMount> = spec.mounts.iter().collect();
+    let mut mounts: Vec<&crate::exec::sandbox::SandboxMount> = spec.mounts.iter().collect();
     mounts.sort_by_key(|m| Path::new(&m.target).components().count());
     for m in mounts {
         apply_mount(root, m)?;
@@ -409,8 +409,8 @@ fn setup_dev(dev: &Path) -> Result<()> {
 
 /// One `RUN --mount` inside the rootfs. The target exists (the solver stubbed it, or
 /// it is on /dev's tmpfs) and is resolved inside the root.
-fn apply_mount(root: &Path, m: &crate::steps::runmounts::SandboxMount) -> Result<()> {
-    use crate::steps::runmounts::SandboxMountKind;
+fn apply_mount(root: &Path, m: &crate::exec::sandbox::SandboxMount) -> Result<()> {
+    use crate::exec::sandbox::SandboxMountKind;
     let target = crate::fsutil::resolve_in_root(root, Path::new(&m.target), true)?;
     // A target below another mount of this step (`/foo/bar/baz` inside a cache on
     // `/foo/bar`) has its stub hidden by that mount: make the mount point inside it,
@@ -500,4 +500,18 @@ fn chroot_exec(spec: &RunSpec) -> Result<Never> {
     chdir(spec.cwd.as_str()).with_context(|| format!("chdir to working directory {}", spec.cwd))?;
     drop_to_user(spec)?;
     exec_command(spec)
+}
+
+/// A mount the sandbox performs inside the rootfs before pivoting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxMount {
+    /// Absolute path in the container.
+    pub target: String,
+    pub kind: SandboxMountKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SandboxMountKind {
+    Bind { source: PathBuf, readonly: bool },
+    Tmpfs { size: Option<String> },
 }

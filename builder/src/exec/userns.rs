@@ -20,39 +20,11 @@ use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{getgid, getuid, User};
 
 use crate::exec::idmap::{self, MapPlan};
+use crate::options::IsolationChoice;
+use crate::options::Isolation;
 
 /// Set in the re-executed child so it knows it is already inside.
 const INSIDE_ENV: &str = "_KILN_IN_USERNS";
-
-/// How RUN steps are isolated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isolation {
-    /// Root of a user namespace (or real root) with private mount/pid/… namespaces.
-    Rootless,
-    /// uid 0 without CAP_SYS_ADMIN (a default container): plain chroot, no mounts.
-    Chroot,
-}
-
-/// `--isolation`: what the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IsolationChoice {
-    #[default]
-    Auto,
-    Rootless,
-    Chroot,
-}
-
-impl std::str::FromStr for IsolationChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "rootless" | "namespaces" => Ok(Self::Rootless),
-            "chroot" => Ok(Self::Chroot),
-            _ => Err(format!("unknown isolation {s:?} (auto, rootless, chroot)")),
-        }
-    }
-}
 
 /// Outcome of `enter`: either we are now the process that should do the work (with
 /// this isolation), or the work was done by a child and this is its exit code.

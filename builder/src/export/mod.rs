@@ -12,6 +12,7 @@ use crate::options::{BuildOptions, Output};
 use crate::image::ImageState;
 use crate::platform;
 use kiln_frontend::Platform;
+use crate::options::Format;
 
 /// The stored manifest of a finished image.
 pub struct Manifest {
@@ -28,56 +29,6 @@ fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor
 
 /// Store config and manifest in the content store. Keys are written sorted
 /// (serde_json's default map), so the same image gives the same bytes.
-/// `--format`: OCI media types (default) or Docker's v2 schema 2 ones, for
-/// registries and tools that only read the latter. The bytes of layers and config
-/// are the same; only the names differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    #[default]
-    Oci,
-    Docker,
-}
-
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "oci" => Ok(Format::Oci),
-            "docker" => Ok(Format::Docker),
-            _ => Err(format!("unknown format {s:?} (oci, docker)")),
-        }
-    }
-}
-
-impl Format {
-    pub fn manifest(self) -> &'static str {
-        match self {
-            Format::Oci => media::OCI_MANIFEST,
-            Format::Docker => media::DOCKER_MANIFEST,
-        }
-    }
-    fn config(self) -> &'static str {
-        match self {
-            Format::Oci => media::OCI_CONFIG,
-            Format::Docker => media::DOCKER_CONFIG,
-        }
-    }
-    fn index(self) -> &'static str {
-        match self {
-            Format::Oci => media::OCI_INDEX,
-            Format::Docker => media::DOCKER_MANIFEST_LIST,
-        }
-    }
-    fn layer(self, oci_type: &str) -> Result<String> {
-        Ok(match (self, kiln_oci::media::layer_compression(oci_type)) {
-            (Format::Oci, _) => oci_type.to_string(),
-            (Format::Docker, Some(kiln_oci::media::LayerCompression::Gzip)) => media::DOCKER_LAYER_GZIP.to_string(),
-            (Format::Docker, Some(kiln_oci::media::LayerCompression::None)) => "application/vnd.docker.image.rootfs.diff.tar".to_string(),
-            (Format::Docker, _) => anyhow::bail!("--format docker has no media type for {oci_type} layers (use --compression gzip)"),
-        })
-    }
-}
-
 pub fn write_manifest(store: &ContentStore, state: &ImageState, format: Format) -> Result<Manifest> {
     let config_bytes = state.config.to_bytes();
     let config_digest = store.put(&config_bytes)?;

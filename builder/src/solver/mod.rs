@@ -19,7 +19,8 @@ use kiln_snapshotter::diff::{write_layer, DiffOptions};
 use kiln_snapshotter::snapshots::{ActiveSnapshot, SnapshotStore};
 
 use crate::options::BuildOptions;
-use crate::steps::copy::{self, CopyRequest, Owner};
+use crate::steps::copy::{self, CopyRequest};
+use crate::image::Owner;
 use crate::export;
 use crate::image::{resolve_chown, resolve_user, ImageState, Layer};
 use crate::plan::keys::JobKeys;
@@ -31,6 +32,7 @@ use kiln_cache::layercache::{CacheKey, CacheOptions, CacheRecord, LayerCache, La
 use kiln_oci::Digest;
 use crate::exec::sandbox::{self, RunSpec, MOUNT_TARGETS};
 use crate::timefmt;
+use crate::fsutil::next_id;
 
 /// A base (or `COPY --from`) image after pulling, for one platform.
 struct Pulled {
@@ -1150,7 +1152,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 ssh: &cx.opts.ssh,
                 no_cache: cx.opts.no_cache,
             };
-            let chroot = cx.opts.isolation == crate::exec::userns::Isolation::Chroot;
+            let chroot = cx.opts.isolation == crate::options::Isolation::Chroot;
             if chroot && !mounts.is_empty() {
                 bail!("RUN --mount needs mount namespaces, which --isolation chroot does not have");
             }
@@ -1367,10 +1369,4 @@ fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveSnapshot) ->
     );
     state.push_layer(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id });
     Ok(())
-}
-
-pub(crate) fn next_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }

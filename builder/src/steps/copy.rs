@@ -17,14 +17,7 @@ use nix::unistd::{chown, Gid, Uid};
 
 use crate::context::dockerignore::Matcher;
 use crate::fsutil::{container_path, context_path, resolve_in_root};
-
-/// Ownership applied to everything a COPY writes (`None` in a request: keep the
-/// source's, as for `COPY --from`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
+use crate::image::Owner;
 
 pub struct CopyRequest<'a> {
     pub context: &'a Path,

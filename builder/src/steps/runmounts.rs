@@ -13,93 +13,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_frontend::{Heredoc, RunMount};
-use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{container_path, resolve_in_root};
-
-/// A mount the sandbox performs inside the rootfs before pivoting.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SandboxMount {
-    /// Absolute path in the container.
-    pub target: String,
-    pub kind: SandboxMountKind,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum SandboxMountKind {
-    Bind { source: PathBuf, readonly: bool },
-    Tmpfs { size: Option<String> },
-}
-
-/// `--secret id=ID[,src=PATH|,env=VAR]` from the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretSpec {
-    pub id: String,
-    pub source: SecretSource,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    File(PathBuf),
-    Env(String),
-}
-
-/// `--ssh ID[=SOCKET]` from the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshSpec {
-    pub id: String,
-    pub socket: PathBuf,
-}
-
-pub fn parse_secret(s: &str) -> Result<SecretSpec> {
-    let mut id = None;
-    let mut src = None;
-    let mut env = None;
-    let mut kind = None;
-    for field in s.split(',') {
-        match field.split_once('=') {
-            Some(("id", v)) => id = Some(v.to_string()),
-            Some(("src" | "source", v)) => src = Some(v.to_string()),
-            Some(("env", v)) => env = Some(v.to_string()),
-            Some(("type", v)) => kind = Some(v.to_string()),
-            _ => bail!("--secret {s:?}: unknown field {field:?} (expected id=ID,src=PATH or id=ID,env=VAR)"),
-        }
-    }
-    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| anyhow!("--secret {s:?}: missing id="))?;
-    let source = match (kind.as_deref(), src, env) {
-        (_, Some(p), None) => SecretSource::File(PathBuf::from(p)),
-        (_, None, Some(v)) => SecretSource::Env(v),
-        (Some("env"), None, None) => SecretSource::Env(id.clone()),
-        (Some("file") | None, None, None) => {
-            // Docker's shorthand: `--secret id=X` reads env X if set, else a file named X.
-            if std::env::var_os(&id).is_some() {
-                SecretSource::Env(id.clone())
-            } else {
-                SecretSource::File(PathBuf::from(&id))
-            }
-        }
-        (_, Some(_), Some(_)) => bail!("--secret {s:?}: give src= or env=, not both"),
-        (Some(t), _, _) => bail!("--secret {s:?}: unknown type {t:?} (file or env)"),
-    };
-    Ok(SecretSpec { id, source })
-}
-
-pub fn parse_ssh(s: &str) -> Result<SshSpec> {
-    let (id, path) = match s.split_once('=') {
-        Some((id, p)) => (id.to_string(), Some(PathBuf::from(p))),
-        None => (s.to_string(), None),
-    };
-    if id.is_empty() {
-        bail!("--ssh {s:?}: missing id (e.g. default=$SSH_AUTH_SOCK)");
-    }
-    let socket = match path {
-        Some(p) => p,
-        None => std::env::var_os("SSH_AUTH_SOCK")
-            .map(PathBuf::from)
-            .ok_or_else(|| anyhow!("--ssh {id}: no socket given and SSH_AUTH_SOCK is not set"))?,
-    };
-    Ok(SshSpec { id, socket })
-}
+use crate::options::SshSpec;
+use crate::options::SecretSpec;
+use crate::options::SecretSource;
+use crate::exec::sandbox::SandboxMountKind;
+use crate::exec::sandbox::SandboxMount;
 
 /// What preparing a RUN's mounts produced.
 #[derive(Default)]
@@ -150,7 +70,7 @@ fn scratch_dir(base: &Path, what: &str) -> Result<PathBuf> {
     // Secrets should not touch a disk: prefer a private dir on /dev/shm.
     let shm = Path::new("/dev/shm");
     let parent = if what == "secrets" && shm.is_dir() { shm.to_path_buf() } else { base.to_path_buf() };
-    let dir = parent.join(format!("kiln-{what}-{}-{}", std::process::id(), crate::solver::next_id()));
+    let dir = parent.join(format!("kiln-{what}-{}-{}", std::process::id(), crate::fsutil::next_id()));
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
     Ok(dir)
@@ -352,7 +272,7 @@ fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Op
         if !done.contains(&dir) {
             done.push(dir.clone());
             if data.is_dir() {
-                let old = dir.join(format!("data.old-{}", crate::solver::next_id()));
+                let old = dir.join(format!("data.old-{}", crate::fsutil::next_id()));
                 fs::rename(&data, &old).with_context(|| format!("emptying cache mount {id:?} for --no-cache"))?;
                 kiln_snapshotter::snapshots::remove_tree(&old);
             }
@@ -360,7 +280,7 @@ fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Op
     }
     if !data.is_dir() {
         fs::create_dir_all(&dir).with_context(|| format!("creating cache mount {id:?}"))?;
-        let tmp = dir.join(format!("data.tmp-{}", crate::solver::next_id()));
+        let tmp = dir.join(format!("data.tmp-{}", crate::fsutil::next_id()));
         fs::create_dir(&tmp)?;
         nix::unistd::chown(&tmp, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
             .with_context(|| format!("chown of cache mount {id:?} to {uid}:{gid}"))?;
@@ -394,25 +314,4 @@ fn lock_file(dir: &Path, wait: bool) -> Result<Option<fs::File>> {
         return Err(e).context("locking a cache mount");
     }
     Ok(Some(f))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_secret_flags() {
-        assert_eq!(parse_secret("id=a,src=/x").unwrap(), SecretSpec { id: "a".into(), source: SecretSource::File("/x".into()) });
-        assert_eq!(parse_secret("id=a,env=TOKEN").unwrap(), SecretSpec { id: "a".into(), source: SecretSource::Env("TOKEN".into()) });
-        assert_eq!(parse_secret("id=b,type=env").unwrap().source, SecretSource::Env("b".into()));
-        assert!(parse_secret("src=/x").unwrap_err().to_string().contains("missing id"));
-        assert!(parse_secret("id=a,src=/x,env=Y").is_err());
-        assert!(parse_secret("id=a,bogus=1").is_err());
-    }
-
-    #[test]
-    fn parses_ssh_flags() {
-        assert_eq!(parse_ssh("default=/tmp/s").unwrap(), SshSpec { id: "default".into(), socket: "/tmp/s".into() });
-        assert!(parse_ssh("=x").is_err());
-    }
 }
