@@ -168,7 +168,9 @@ pub fn install(archs: &[String]) -> Result<()> {
     }
     let dir = Path::new(BINFMT_DIR);
     if !dir.join("register").exists() {
-        nix::mount::mount(Some("binfmt_misc"), dir, Some("binfmt_misc"), nix::mount::MsFlags::empty(), None::<&str>)
+        use crate::exec::sys::Sys;
+        crate::exec::sys::Linux
+            .mount(Some(Path::new("binfmt_misc")), dir, Some("binfmt_misc"), nix::mount::MsFlags::empty(), None)
             .context("mounting binfmt_misc")?;
     }
     let host = platform::host();

@@ -5,4 +5,5 @@ pub mod binfmt;
 pub mod idmap;
 pub mod sandbox;
 pub mod stdio;
+pub mod sys;
 pub mod userns;

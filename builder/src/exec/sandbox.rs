@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{chdir, fork, pivot_root, sethostname, ForkResult, Gid, Uid};
+use nix::unistd::{fork, ForkResult};
 use serde::{Deserialize, Serialize};
 
 use crate::exec::stdio::StepPipes;
+use crate::exec::sys::{Linux, Sys};
 
 /// Everything the sandbox needs, passed as a JSON file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,7 +145,7 @@ fn sandbox(spec_path: &Path) -> Result<i32> {
     if spec.chroot {
         return chroot_sandbox(&spec, &hostname_path(spec_path));
     }
-    unshare(flags).context("unsharing the step's namespaces")?;
+    Linux.unshare(flags).context("unsharing the step's namespaces")?;
     if spec.network_none {
         // A new network namespace starts with `lo` down; runc (and so BuildKit's
         // `--network=none`) brings it up, so a step can still serve on 127.0.0.1.
@@ -155,17 +156,33 @@ fn sandbox(spec_path: &Path) -> Result<i32> {
     match unsafe { fork() }.context("forking the step's init")? {
         ForkResult::Parent { child } => wait_relaying(child, pipes),
         ForkResult::Child => {
-            let err = match pipes.attach().and_then(|()| enter_and_exec(&spec, spec_path)) {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            eprintln!("kiln sandbox: {err:#}");
-            std::process::exit(if err.to_string().contains("executable file not found") { 127 } else { 125 });
+            let r = pipes.attach().and_then(|()| {
+                setup_rootfs(&Linux, &spec, spec_path)?;
+                drop_to_user(&Linux, &spec)?;
+                exec_command(&spec)
+            });
+            exit_child(r)
         }
     }
 }
 
 enum Never {}
+
+/// The program of a RUN step is not there: the step exits 127, as a shell's would.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}: executable file not found in $PATH")]
+struct CommandNotFound(String);
+
+/// The end of the step's process when it could not exec: the reason on stderr,
+/// 127 for a missing program, else 125 (runc's code for its own failures).
+fn exit_child(r: Result<Never>) -> ! {
+    let err = match r {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    eprintln!("kiln sandbox: {err:#}");
+    std::process::exit(if err.downcast_ref::<CommandNotFound>().is_some() { 127 } else { 125 });
+}
 
 /// `ip link set lo up` in the current network namespace.
 fn loopback_up() -> std::io::Result<()> {
@@ -229,56 +246,52 @@ fn wait_relaying(child: nix::unistd::Pid, pipes: StepPipes) -> Result<i32> {
     }
 }
 
-fn enter_and_exec(spec: &RunSpec, spec_path: &Path) -> Result<Never> {
+/// Everything between the step's new namespaces and its exec: the rootfs with
+/// /proc, /dev, /sys, the hosts files and the RUN mounts, pivoted into, and the
+/// working directory.
+fn setup_rootfs(sys: &dyn Sys, spec: &RunSpec, spec_path: &Path) -> Result<()> {
     let hostname_file = &hostname_path(spec_path);
     let root = &spec.rootfs;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("making mounts private")?;
-    mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+    sys.mount(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .context("bind-mounting the rootfs")?;
-    mount(
-        Some("proc"),
-        &root.join("proc"),
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
+    sys.mount(Some(Path::new("proc")), &root.join("proc"), Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)
     .context("mounting /proc")?;
-    setup_dev(&root.join("dev"))?;
+    setup_dev(sys, &root.join("dev"))?;
     // /sys: a read-only view of the host's; without it some tools misbehave. A new
     // sysfs can only be mounted with our own network namespace.
     if spec.network_none {
-        let _ = mount(Some("sysfs"), &root.join("sys"), Some("sysfs"), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>);
-    } else if mount(Some("/sys"), &root.join("sys"), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).is_ok() {
-        let _ = mount(None::<&str>, &root.join("sys"), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+        let _ = sys.mount(Some(Path::new("sysfs")), &root.join("sys"), Some("sysfs"), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None);
+    } else if sys.mount(Some(Path::new("/sys")), &root.join("sys"), None, MsFlags::MS_BIND | MsFlags::MS_REC, None).is_ok() {
+        let _ = sys.mount(None, &root.join("sys"), None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None);
     }
     for (f, host) in [("etc/hosts", hosts_path(spec_path)), ("etc/resolv.conf", PathBuf::from("/etc/resolv.conf"))] {
         let target = root.join(f);
         if host.exists() && target.exists() {
-            mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            sys.mount(Some(&host), &target, None, MsFlags::MS_BIND, None)
                 .with_context(|| format!("binding /{f}"))?;
         }
     }
     let target = root.join("etc/hostname");
     if hostname_file.exists() && target.exists() {
-        mount(Some(hostname_file), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).context("binding /etc/hostname")?;
+        sys.mount(Some(hostname_file), &target, None, MsFlags::MS_BIND, None).context("binding /etc/hostname")?;
     }
     // Parents before children, so nested targets land inside their parent's mount.
     let mut mounts: Vec<&crate::exec::sandbox::SandboxMount> = spec.mounts.iter().collect();
     mounts.sort_by_key(|m| Path::new(&m.target).components().count());
     for m in mounts {
-        apply_mount(root, m)?;
+        apply_mount(sys, root, m)?;
     }
-    let _ = sethostname(&spec.hostname);
+    let _ = sys.sethostname(&spec.hostname);
 
-    chdir(root).context("entering the rootfs")?;
-    pivot_root(".", ".").context("pivot_root into the rootfs")?;
-    umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
-    chdir("/").context("chdir /")?;
-    chdir(spec.cwd.as_str()).with_context(|| format!("chdir to working directory {}", spec.cwd))?;
+    sys.chdir(root).context("entering the rootfs")?;
+    sys.pivot_root(Path::new("."), Path::new(".")).context("pivot_root into the rootfs")?;
+    sys.umount_detach(Path::new(".")).context("detaching the old root")?;
+    sys.chdir(Path::new("/")).context("chdir /")?;
+    sys.chdir(Path::new(&spec.cwd)).with_context(|| format!("chdir to working directory {}", spec.cwd))?;
 
-    drop_to_user(spec)?;
-    exec_command(spec)
+    Ok(())
 }
 
 /// Docker's default capability set (moby's oci/caps/defaults.go, BuildKit's too):
@@ -331,22 +344,27 @@ fn set_default_caps() -> Result<()> {
     Ok(())
 }
 
-fn drop_to_user(spec: &RunSpec) -> Result<()> {
+fn drop_to_user(sys: &dyn Sys, spec: &RunSpec) -> Result<()> {
     drop_bounding_caps();
-    let groups: Vec<Gid> = spec.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    if let Err(e) = nix::unistd::setgroups(&groups) {
-        // With a single-id map setgroups is denied; that only matters when the step
-        // needs groups beyond its gid.
-        if groups.iter().any(|g| g.as_raw() != spec.gid) {
-            return Err(e).context("setting supplementary groups");
-        }
-    }
-    nix::unistd::setgid(Gid::from_raw(spec.gid)).with_context(|| format!("setgid {}", spec.gid))?;
-    nix::unistd::setuid(Uid::from_raw(spec.uid)).with_context(|| format!("setuid {}", spec.uid))?;
+    set_identity(sys, spec)?;
     if spec.uid == 0 {
         set_default_caps()?;
     }
+    Ok(())
+}
 
+/// Groups, then gid, then uid (after setuid the others can no longer change).
+fn set_identity(sys: &dyn Sys, spec: &RunSpec) -> Result<()> {
+    let groups = &spec.groups;
+    if let Err(e) = sys.setgroups(groups) {
+        // With a single-id map setgroups is denied; that only matters when the step
+        // needs groups beyond its gid.
+        if groups.iter().any(|g| *g != spec.gid) {
+            return Err(e).context("setting supplementary groups");
+        }
+    }
+    sys.setgid(spec.gid).with_context(|| format!("setgid {}", spec.gid))?;
+    sys.setuid(spec.uid).with_context(|| format!("setuid {}", spec.uid))?;
     Ok(())
 }
 
@@ -378,7 +396,7 @@ fn exec_command(spec: &RunSpec) -> Result<Never> {
     // SAFETY: marks descriptors close-on-exec; none is used after exec.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     match nix::unistd::execvp(prog, &argv) {
-        Err(nix::errno::Errno::ENOENT) => anyhow::bail!("{}: executable file not found in $PATH", spec.argv[0]),
+        Err(nix::errno::Errno::ENOENT) => Err(CommandNotFound(spec.argv[0].clone()).into()),
         Err(e) => Err(e).with_context(|| format!("exec {}", spec.argv[0])),
         Ok(never) => match never {},
     }
@@ -386,21 +404,21 @@ fn exec_command(spec: &RunSpec) -> Result<Never> {
 
 /// A minimal /dev: a tmpfs with the host's harmless devices bound in (device nodes
 /// cannot be created in a user namespace, bind mounts of them can).
-fn setup_dev(dev: &Path) -> Result<()> {
-    mount(Some("tmpfs"), dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=65536k"))
+fn setup_dev(sys: &dyn Sys, dev: &Path) -> Result<()> {
+    sys.mount(Some(Path::new("tmpfs")), dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=65536k"))
         .context("mounting a tmpfs on /dev")?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
         std::fs::File::create(&target).with_context(|| format!("creating /dev/{name}"))?;
         let host = Path::new("/dev").join(name);
-        mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        sys.mount(Some(&host), &target, None, MsFlags::MS_BIND, None)
             .with_context(|| format!("binding /dev/{name}"))?;
     }
     for d in ["pts", "shm"] {
         std::fs::create_dir(dev.join(d)).with_context(|| format!("creating /dev/{d}"))?;
     }
-    let _ = mount(Some("shm"), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k"));
-    let _ = mount(Some("devpts"), &dev.join("pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
+    let _ = sys.mount(Some(Path::new("shm")), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k"));
+    let _ = sys.mount(Some(Path::new("devpts")), &dev.join("pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
     for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
         let _ = std::os::unix::fs::symlink(target, dev.join(link));
     }
@@ -409,8 +427,7 @@ fn setup_dev(dev: &Path) -> Result<()> {
 
 /// One `RUN --mount` inside the rootfs. The target exists (the solver stubbed it, or
 /// it is on /dev's tmpfs) and is resolved inside the root.
-fn apply_mount(root: &Path, m: &crate::exec::sandbox::SandboxMount) -> Result<()> {
-    use crate::exec::sandbox::SandboxMountKind;
+fn apply_mount(sys: &dyn Sys, root: &Path, m: &SandboxMount) -> Result<()> {
     let target = crate::fsutil::resolve_in_root(root, Path::new(&m.target), true)?;
     // A target below another mount of this step (`/foo/bar/baz` inside a cache on
     // `/foo/bar`) has its stub hidden by that mount: make the mount point inside it,
@@ -429,16 +446,16 @@ fn apply_mount(root: &Path, m: &crate::exec::sandbox::SandboxMount) -> Result<()
     }
     match &m.kind {
         SandboxMountKind::Bind { source, readonly } => {
-            mount(Some(source), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            sys.mount(Some(source), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
                 .with_context(|| format!("mounting {} on {}", source.display(), m.target))?;
             if *readonly {
-                mount(None::<&str>, &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
+                sys.mount(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)
                     .with_context(|| format!("making {} read-only", m.target))?;
             }
         }
         SandboxMountKind::Tmpfs { size } => {
             let opts = size.as_ref().map(|s| format!("size={s}"));
-            mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, opts.as_deref())
+            sys.mount(Some(Path::new("tmpfs")), &target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, opts.as_deref())
                 .with_context(|| format!("mounting a tmpfs on {}", m.target))?;
         }
     }
@@ -484,21 +501,16 @@ fn chroot_sandbox(spec: &RunSpec, hostname_file: &Path) -> Result<i32> {
             Ok(code)
         }
         ForkResult::Child => {
-            let err = match pipes.attach().and_then(|()| chroot_exec(spec)) {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            eprintln!("kiln sandbox: {err:#}");
-            std::process::exit(if err.to_string().contains("executable file not found") { 127 } else { 125 });
+            exit_child(pipes.attach().and_then(|()| chroot_exec(&Linux, spec)))
         }
     }
 }
 
-fn chroot_exec(spec: &RunSpec) -> Result<Never> {
-    nix::unistd::chroot(&spec.rootfs).context("chroot into the rootfs (needs CAP_SYS_CHROOT)")?;
-    chdir("/").context("chdir /")?;
-    chdir(spec.cwd.as_str()).with_context(|| format!("chdir to working directory {}", spec.cwd))?;
-    drop_to_user(spec)?;
+fn chroot_exec(sys: &dyn Sys, spec: &RunSpec) -> Result<Never> {
+    sys.chroot(&spec.rootfs).context("chroot into the rootfs (needs CAP_SYS_CHROOT)")?;
+    sys.chdir(Path::new("/")).context("chdir /")?;
+    sys.chdir(Path::new(&spec.cwd)).with_context(|| format!("chdir to working directory {}", spec.cwd))?;
+    drop_to_user(sys, spec)?;
     exec_command(spec)
 }
 
@@ -514,4 +526,129 @@ pub struct SandboxMount {
 pub enum SandboxMountKind {
     Bind { source: PathBuf, readonly: bool },
     Tmpfs { size: Option<String> },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::sys::Recorder;
+
+    fn spec(root: &Path) -> RunSpec {
+        RunSpec {
+            rootfs: root.to_path_buf(),
+            argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            env: vec![],
+            cwd: "/work".into(),
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 10],
+            extra_hosts: vec![],
+            hostname: "buildkitsandbox".into(),
+            network_none: false,
+            mounts: vec![
+                // Listed child first: the parent must still be mounted first.
+                SandboxMount { target: "/cache/sub".into(), kind: SandboxMountKind::Bind { source: root.join("src"), readonly: true } },
+                SandboxMount { target: "/cache".into(), kind: SandboxMountKind::Tmpfs { size: Some("10m".into()) } },
+            ],
+            chroot: false,
+        }
+    }
+
+    fn rootfs() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for dir in ["proc", "dev", "sys", "etc", "src", "work"] {
+            std::fs::create_dir(d.path().join(dir)).unwrap();
+        }
+        for f in ["etc/hosts", "etc/resolv.conf", "etc/hostname", "spec.hostname", "spec.hosts"] {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn rootfs_setup_makes_these_calls_in_this_order() {
+        let d = rootfs();
+        let r = d.path().display().to_string();
+        let sys = Recorder::new();
+        setup_rootfs(&sys, &spec(d.path()), &d.path().join("spec.json")).unwrap();
+        let calls: Vec<String> = sys.calls().iter().map(|c| c.replace(&r, "R")).collect();
+        let want = [
+            "mount - / - MsFlags(MS_REC | MS_PRIVATE) -",
+            "mount R R - MsFlags(MS_BIND | MS_REC) -",
+            "mount proc R/proc proc MsFlags(MS_NOSUID | MS_NODEV | MS_NOEXEC) -",
+            "mount tmpfs R/dev tmpfs MsFlags(MS_NOSUID | MS_NOEXEC) mode=755,size=65536k",
+            "mount /dev/null R/dev/null - MsFlags(MS_BIND) -",
+            "mount /dev/zero R/dev/zero - MsFlags(MS_BIND) -",
+            "mount /dev/full R/dev/full - MsFlags(MS_BIND) -",
+            "mount /dev/random R/dev/random - MsFlags(MS_BIND) -",
+            "mount /dev/urandom R/dev/urandom - MsFlags(MS_BIND) -",
+            "mount /dev/tty R/dev/tty - MsFlags(MS_BIND) -",
+            "mount shm R/dev/shm tmpfs MsFlags(MS_NOSUID | MS_NODEV) mode=1777,size=65536k",
+            "mount devpts R/dev/pts devpts MsFlags(MS_NOSUID | MS_NOEXEC) newinstance,ptmxmode=0666,mode=620",
+            // The host's /sys, read-only (a new sysfs needs its own network namespace).
+            "mount /sys R/sys - MsFlags(MS_BIND | MS_REC) -",
+            "mount - R/sys - MsFlags(MS_RDONLY | MS_REMOUNT | MS_BIND) -",
+            "mount R/spec.hosts R/etc/hosts - MsFlags(MS_BIND) -",
+            "mount /etc/resolv.conf R/etc/resolv.conf - MsFlags(MS_BIND) -",
+            "mount R/spec.hostname R/etc/hostname - MsFlags(MS_BIND) -",
+            "mount tmpfs R/cache tmpfs MsFlags(MS_NOSUID | MS_NODEV) size=10m",
+            "mount R/src R/cache/sub - MsFlags(MS_BIND | MS_REC) -",
+            "mount - R/cache/sub - MsFlags(MS_RDONLY | MS_REMOUNT | MS_BIND) -",
+            "sethostname buildkitsandbox",
+            "chdir R",
+            "pivot_root . .",
+            "umount . detach",
+            "chdir /",
+            "chdir /work",
+        ];
+        assert_eq!(calls, want);
+    }
+
+    #[test]
+    fn network_none_mounts_a_fresh_sysfs() {
+        let d = rootfs();
+        let sys = Recorder::new();
+        let mut s = spec(d.path());
+        s.network_none = true;
+        setup_rootfs(&sys, &s, &d.path().join("spec.json")).unwrap();
+        let sysfs: Vec<String> = sys.calls().into_iter().filter(|c| c.contains("/sys ")).collect();
+        assert_eq!(sysfs.len(), 1, "{sysfs:?}");
+        assert!(sysfs[0].starts_with("mount sysfs ") && sysfs[0].contains("MS_RDONLY"), "{sysfs:?}");
+    }
+
+    #[test]
+    fn a_failing_mount_stops_the_setup_and_says_which() {
+        let d = rootfs();
+        let mut sys = Recorder::new();
+        sys.fail.push(("mount proc".into(), nix::errno::Errno::EPERM));
+        let err = setup_rootfs(&sys, &spec(d.path()), &d.path().join("spec.json")).unwrap_err();
+        assert!(format!("{err:#}").contains("mounting /proc"), "{err:#}");
+        assert!(sys.calls().last().unwrap().starts_with("mount proc"), "nothing after the failure");
+    }
+
+    #[test]
+    fn identity_is_groups_then_gid_then_uid() {
+        let d = rootfs();
+        let sys = Recorder::new();
+        set_identity(&sys, &spec(d.path())).unwrap();
+        assert_eq!(sys.calls(), ["setgroups [1000, 10]", "setgid 1000", "setuid 1000"]);
+        // A single-id map refuses setgroups: fine when no extra group is needed...
+        let mut sys = Recorder::new();
+        sys.fail.push(("setgroups".into(), nix::errno::Errno::EPERM));
+        let mut s = spec(d.path());
+        s.groups = vec![1000];
+        set_identity(&sys, &s).unwrap();
+        assert_eq!(sys.calls(), ["setgroups [1000]", "setgid 1000", "setuid 1000"]);
+        // ...an error when the step needs one.
+        let err = set_identity(&sys, &spec(d.path())).unwrap_err();
+        assert!(format!("{err:#}").contains("supplementary groups"), "{err:#}");
+    }
+
+    #[test]
+    fn a_missing_program_is_exit_127_by_type() {
+        let e: anyhow::Error = CommandNotFound("nope".into()).into();
+        let e = e.context("while starting the step");
+        assert!(e.downcast_ref::<CommandNotFound>().is_some());
+        assert_eq!(format!("{}", e.root_cause()), "nope: executable file not found in $PATH");
+    }
 }

@@ -15,13 +15,13 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
 use nix::unistd::{getgid, getuid, User};
 
 use crate::exec::idmap::{self, MapPlan};
-use crate::options::IsolationChoice;
-use crate::options::Isolation;
+use crate::exec::sys::{Linux, Sys};
+use crate::options::{Isolation, IsolationChoice};
 
 /// Set in the re-executed child so it knows it is already inside.
 const INSIDE_ENV: &str = "_KILN_IN_USERNS";
@@ -41,34 +41,11 @@ pub fn entered_before() -> bool {
 /// namespace, re-executing if necessary.
 pub fn enter(choice: IsolationChoice) -> Result<Entered> {
     if entered_before() {
-        make_mounts_private()?;
+        make_mounts_private(&Linux)?;
         return Ok(Entered::Inside(Isolation::Rootless));
     }
-    let root = getuid().is_root();
-    if choice == IsolationChoice::Chroot {
-        if !root {
-            bail!(
-                "--isolation chroot needs uid 0 (the Kaniko-style pod); as an unprivileged user \
-                 use the default rootless isolation"
-            );
-        }
-        return Ok(Entered::Inside(Isolation::Chroot));
-    }
-    if root {
-        // Real root (e.g. CI): a private mount namespace is enough, ownership is
-        // already real. Without CAP_SYS_ADMIN (a default container, Kaniko's
-        // habitat) there is none: fall back to a plain chroot.
-        match unshare(CloneFlags::CLONE_NEWNS) {
-            Ok(()) => {
-                make_mounts_private()?;
-                return Ok(Entered::Inside(Isolation::Rootless));
-            }
-            Err(e) if choice == IsolationChoice::Auto => {
-                eprintln!("kiln: cannot create a mount namespace ({e}): using --isolation chroot (no /proc in RUN steps)");
-                return Ok(Entered::Inside(Isolation::Chroot));
-            }
-            Err(e) => return Err(e).context("unsharing the mount namespace (for --isolation chroot, run with that flag)"),
-        }
+    if let Some(isolation) = isolate_in_place(&Linux, choice)? {
+        return Ok(Entered::Inside(isolation));
     }
     let plan = plan_for_current_user();
     if let MapPlan::SingleId { uid, .. } = &plan {
@@ -81,8 +58,41 @@ pub fn enter(choice: IsolationChoice) -> Result<Entered> {
     Ok(Entered::ChildExited(code))
 }
 
-fn make_mounts_private() -> Result<()> {
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+/// What this process can do where it is: `Some` isolation when it needs no new
+/// user namespace (chroot, or real root with a private mount namespace), `None`
+/// when it must re-execute inside one.
+fn isolate_in_place(sys: &dyn Sys, choice: IsolationChoice) -> Result<Option<Isolation>> {
+    let root = sys.is_root();
+    if choice == IsolationChoice::Chroot {
+        if !root {
+            bail!(
+                "--isolation chroot needs uid 0 (the Kaniko-style pod); as an unprivileged user \
+                 use the default rootless isolation"
+            );
+        }
+        return Ok(Some(Isolation::Chroot));
+    }
+    if !root {
+        return Ok(None);
+    }
+    // Real root (e.g. CI): a private mount namespace is enough, ownership is
+    // already real. Without CAP_SYS_ADMIN (a default container, Kaniko's
+    // habitat) there is none: fall back to a plain chroot.
+    match sys.unshare(CloneFlags::CLONE_NEWNS) {
+        Ok(()) => {
+            make_mounts_private(sys)?;
+            Ok(Some(Isolation::Rootless))
+        }
+        Err(e) if choice == IsolationChoice::Auto => {
+            eprintln!("kiln: cannot create a mount namespace ({e}): using --isolation chroot (no /proc in RUN steps)");
+            Ok(Some(Isolation::Chroot))
+        }
+        Err(e) => Err(e).context("unsharing the mount namespace (for --isolation chroot, run with that flag)"),
+    }
+}
+
+fn make_mounts_private(sys: &dyn Sys) -> Result<()> {
+    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
         .context("making mounts private in the build's mount namespace")
 }
 
@@ -249,4 +259,41 @@ fn finish_helper(helper: &str, pid: u32, args: &[String], child: std::process::C
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::sys::Recorder;
+
+    #[test]
+    fn an_unprivileged_user_re_executes_in_a_new_user_namespace() {
+        let mut sys = Recorder::new();
+        sys.root = false;
+        assert_eq!(isolate_in_place(&sys, IsolationChoice::Auto).unwrap(), None);
+        assert_eq!(isolate_in_place(&sys, IsolationChoice::Rootless).unwrap(), None);
+        assert!(sys.calls().is_empty());
+        let err = isolate_in_place(&sys, IsolationChoice::Chroot).unwrap_err();
+        assert!(err.to_string().contains("needs uid 0"), "{err}");
+    }
+
+    #[test]
+    fn root_gets_a_private_mount_namespace() {
+        let sys = Recorder::new();
+        assert_eq!(isolate_in_place(&sys, IsolationChoice::Auto).unwrap(), Some(Isolation::Rootless));
+        assert_eq!(sys.calls(), ["unshare CloneFlags(CLONE_NEWNS)", "mount - / - MsFlags(MS_REC | MS_PRIVATE) -"]);
+        let sys = Recorder::new();
+        assert_eq!(isolate_in_place(&sys, IsolationChoice::Chroot).unwrap(), Some(Isolation::Chroot));
+        assert!(sys.calls().is_empty(), "chroot isolation makes no namespace");
+    }
+
+    #[test]
+    fn root_without_cap_sys_admin_falls_back_to_chroot_only_on_auto() {
+        let mut sys = Recorder::new();
+        sys.fail.push(("unshare".into(), nix::errno::Errno::EPERM));
+        assert_eq!(isolate_in_place(&sys, IsolationChoice::Auto).unwrap(), Some(Isolation::Chroot));
+        assert_eq!(sys.calls(), ["unshare CloneFlags(CLONE_NEWNS)"]);
+        let err = isolate_in_place(&sys, IsolationChoice::Rootless).unwrap_err();
+        assert!(format!("{err:#}").contains("--isolation chroot"), "{err:#}");
+    }
 }
