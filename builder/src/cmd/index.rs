@@ -246,12 +246,11 @@ async fn create(args: CreateArgs) -> Result<()> {
         ensure_in_repo(&registry, &store, &target, e).await?;
     }
 
-    let manifests: Vec<Value> = entries
+    let manifests: Vec<kiln_oci::IndexEntry> = entries
         .iter()
-        .map(|e| json!({"mediaType": e.media_type, "digest": e.digest.to_string(), "size": e.bytes.len(), "platform": e.platform}))
+        .map(|e| kiln_oci::IndexEntry::new(&e.media_type, &e.digest, e.bytes.len() as u64).with_platform(e.platform.clone()))
         .collect();
-    let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests});
-    let bytes = serde_json::to_vec(&index)?;
+    let bytes = kiln_oci::index_json(media::OCI_INDEX, &manifests);
     let digest = store.put(&bytes).context("storing the index")?;
     registry
         .push_image(&target, &store, &bytes, media::OCI_INDEX, &[], &[])

@@ -61,18 +61,17 @@ struct Built {
 }
 
 fn write_index(store: &ContentStore, manifests: &[(Platform, Manifest)], format: Format) -> Result<(Vec<u8>, Digest)> {
-    let entries: Vec<serde_json::Value> = manifests
+    let entries: Vec<kiln_oci::IndexEntry> = manifests
         .iter()
         .map(|(p, m)| {
             let mut plat = json!({"architecture": p.architecture, "os": p.os});
             if let Some(v) = &p.variant {
                 plat["variant"] = json!(v);
             }
-            json!({"mediaType": format.manifest(), "digest": m.digest.to_string(), "size": m.bytes.len(), "platform": plat})
+            kiln_oci::IndexEntry::new(format.manifest(), &m.digest, m.bytes.len() as u64).with_platform(plat)
         })
         .collect();
-    let index = json!({"schemaVersion": 2, "mediaType": format.index(), "manifests": entries});
-    let bytes = serde_json::to_vec(&index)?;
+    let bytes = kiln_oci::index_json(format.index(), &entries);
     let digest = store.put(&bytes)?;
     Ok((bytes, digest))
 }
@@ -223,11 +222,12 @@ fn write_docker_archive(store: &ContentStore, dest: &std::path::Path, built: &Bu
     };
     add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let tag = tags.first().map(|t| t.to_string());
-    let mut top = json!({"mediaType": built.top_media_type, "digest": built.top.digest().to_string(), "size": built.top_bytes.len()});
+    let top_digest: Digest = built.top.digest().to_string().parse().context("the top descriptor's digest")?;
+    let mut top = kiln_oci::IndexEntry::new(built.top_media_type, &top_digest, built.top_bytes.len() as u64);
     if let Some(t) = &tag {
-        top["annotations"] = json!({"io.containerd.image.name": t, "org.opencontainers.image.ref.name": t.rsplit(':').next().unwrap_or("latest")});
+        top = top.annotate("io.containerd.image.name", t).annotate("org.opencontainers.image.ref.name", t.rsplit(':').next().unwrap_or("latest"));
     }
-    add_bytes(&mut tar, "index.json", &serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [top]}))?)?;
+    add_bytes(&mut tar, "index.json", &kiln_oci::index_json(media::OCI_INDEX, &[top]))?;
     let config = m.blobs[0].digest().to_string();
     let layers: Vec<String> = m.blobs[1..].iter().map(|b| format!("blobs/sha256/{}", b.digest().to_string().trim_start_matches("sha256:"))).collect();
     let manifest_json = json!([{
