@@ -3,6 +3,7 @@
 //! This is the contract with the builder: every value is already expanded, every
 //! stage reference is an index, and each step carries its `created_by` history text.
 
+use crate::chmod::Chmod;
 use crate::error::Location;
 use crate::Heredoc;
 use serde::Serialize;
@@ -285,7 +286,7 @@ pub enum StepKind {
         shell_form: bool,
         /// ARGs in scope with values: set in the RUN's environment, never in the image.
         build_env: Vec<(String, String)>,
-        network: Option<String>,
+        network: Network,
         mounts: Vec<RunMount>,
         heredocs: Vec<Heredoc>,
     },
@@ -319,7 +320,7 @@ pub struct CopySpec {
     pub dest: String,
     pub from: Option<CopyFrom>,
     pub chown: Option<String>,
-    pub chmod: Option<String>,
+    pub chmod: Option<Chmod>,
     pub link: bool,
     pub parents: bool,
     pub exclude: Vec<String>,
@@ -335,15 +336,112 @@ pub enum CopyFrom {
     Image(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `RUN --network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// No `--network`, or `--network=default`: the build's default (as BuildKit,
+    /// where `default` sets nothing and the step inherits the build's mode).
+    #[default]
+    Default,
+    None,
+    Host,
+}
+
+impl Network {
+    pub(crate) fn parse(v: &str) -> Option<Network> {
+        match v {
+            "default" => Some(Network::Default),
+            "none" => Some(Network::None),
+            "host" => Some(Network::Host),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Bind,
+    Cache,
+    Tmpfs,
+    Secret,
+    Ssh,
+}
+
+impl MountKind {
+    pub const ALL: [MountKind; 5] =
+        [MountKind::Bind, MountKind::Cache, MountKind::Tmpfs, MountKind::Secret, MountKind::Ssh];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Cache => "cache",
+            MountKind::Tmpfs => "tmpfs",
+            MountKind::Secret => "secret",
+            MountKind::Ssh => "ssh",
+        }
+    }
+}
+
+/// A cache mount's `sharing=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharing {
+    #[default]
+    Shared,
+    Private,
+    Locked,
+}
+
+impl Sharing {
+    pub const ALL: [Sharing; 3] = [Sharing::Shared, Sharing::Private, Sharing::Locked];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sharing::Shared => "shared",
+            Sharing::Private => "private",
+            Sharing::Locked => "locked",
+        }
+    }
+}
+
+/// A `RUN --mount`, validated, aliases resolved (`dst`/`destination` → `target`,
+/// `src` → `source`, `ro`/`rw` → `readonly`) and BuildKit's defaults filled in for
+/// its type, so that two spellings of one mount are equal. Options a type does not
+/// take are refused when parsing, except `source`, `id`, `env` and `readonly`, which
+/// BuildKit accepts on every type and which only matter where noted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunMount {
-    /// bind|cache|tmpfs|secret|ssh
-    pub kind: String,
-    /// Options with aliases normalized (`dst`/`destination` → `target`, `src` →
-    /// `source`, `ro` → `readonly=true`, `rw` → `readonly=false`).
-    pub options: BTreeMap<String, String>,
+    pub kind: MountKind,
+    /// As written (relative to the working directory unless absolute). Always set for
+    /// bind, cache and tmpfs; for a secret without `env=` defaults to
+    /// `/run/secrets/ID`; `None` for a secret with only `env=` and an ssh mount
+    /// without one (the builder picks `/run/buildkit/ssh_agent.N`).
+    pub target: Option<String>,
+    /// The path read in `from` (bind; cache: its seed), or in the context.
+    pub source: Option<String>,
     /// `from=` resolved: a stage index or an image ref.
     pub from: Option<CopyFrom>,
+    /// Bind: default true; cache: default false; unused by the other types.
+    pub readonly: bool,
+    /// Cache: default `path.Clean(target)`; secret: default the target's base name;
+    /// ssh: default `default`.
+    pub id: Option<String>,
+    /// Cache only (refused elsewhere); default shared.
+    pub sharing: Sharing,
+    /// Permission bits (≤ 0o7777) for cache (default 0755), secret (0400) and ssh
+    /// (0600); refused on other types.
+    pub mode: Option<u32>,
+    /// Owner for cache, secret and ssh (default 0); refused on other types.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Secret and ssh only: fail when the build was given none.
+    pub required: bool,
+    /// Secret: the variable that receives the value.
+    pub env: Option<String>,
+    /// Tmpfs only: the size as written (the sandbox passes it to the mount).
+    pub size: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -65,6 +65,7 @@
 //! # Ok::<(), kiln_frontend::Error>(())
 //! ```
 
+mod chmod;
 mod error;
 mod expand;
 mod gofmt;
@@ -76,11 +77,12 @@ pub mod suggest;
 mod values;
 mod words;
 
+pub use chmod::{Chmod, Clause, ModeSpec};
 pub use error::{Diag, Error, Location};
 pub use expand::{expand_display, expand_raw, expand_word};
 pub use graph::{
-    Base, BuildGraph, CopyFrom, CopySpec, Healthcheck, Op, OpInput, OpKind, RunMount, SourceDateEpoch, Stage, Step,
-    StepInput, StepKind,
+    Base, BuildGraph, CopyFrom, CopySpec, Healthcheck, MountKind, Network, Op, OpInput, OpKind, RunMount, Sharing,
+    SourceDateEpoch, Stage, Step, StepInput, StepKind,
 };
 pub use lower::{base_images, lower};
 pub use parser::{parse, CmdLine, Command, CopySource, Directive, Dockerfile, Flag, Instruction, Keyword};

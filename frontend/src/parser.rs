@@ -11,6 +11,14 @@
 //! is the lowering's job. A byte-offset → (line, column) map is kept per logical line so
 //! that errors about a flag or word point at the right physical place.
 
+mod heredoc;
+mod keyword;
+
+pub(crate) use heredoc::heredoc_word;
+use heredoc::{heredoc_markers, onbuild_heredoc_part};
+use keyword::FlagKind;
+pub use keyword::Keyword;
+
 use crate::error::{Diag, Error, Location};
 use crate::suggest;
 use crate::words::{json_not_strings, parse_json_array, parse_words, split_ws};
@@ -36,135 +44,6 @@ pub struct Directive {
     pub name: String,
     pub value: String,
     pub loc: Location,
-}
-
-/// Instruction keywords.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Keyword {
-    From,
-    Run,
-    Cmd,
-    Entrypoint,
-    Copy,
-    Add,
-    Env,
-    Arg,
-    Label,
-    Expose,
-    Volume,
-    Workdir,
-    User,
-    StopSignal,
-    Healthcheck,
-    Shell,
-    OnBuild,
-    Maintainer,
-}
-
-impl Keyword {
-    /// Every keyword, in BuildKit's (alphabetical) order: the order in which
-    /// equally close "did you mean" candidates are tried.
-    #[rustfmt::skip]
-    pub const ALL: [Keyword; 18] = {
-        use Keyword::*;
-        [
-            Add, Arg, Cmd, Copy, Entrypoint, Env, Expose, From, Healthcheck, Label, Maintainer, OnBuild, Run, Shell,
-            StopSignal, User, Volume, Workdir,
-        ]
-    };
-
-    pub fn parse(s: &str) -> Option<Keyword> {
-        use Keyword::*;
-        Some(match s.to_ascii_uppercase().as_str() {
-            "FROM" => From,
-            "RUN" => Run,
-            "CMD" => Cmd,
-            "ENTRYPOINT" => Entrypoint,
-            "COPY" => Copy,
-            "ADD" => Add,
-            "ENV" => Env,
-            "ARG" => Arg,
-            "LABEL" => Label,
-            "EXPOSE" => Expose,
-            "VOLUME" => Volume,
-            "WORKDIR" => Workdir,
-            "USER" => User,
-            "STOPSIGNAL" => StopSignal,
-            "HEALTHCHECK" => Healthcheck,
-            "SHELL" => Shell,
-            "ONBUILD" => OnBuild,
-            "MAINTAINER" => Maintainer,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        use Keyword::*;
-        match self {
-            From => "FROM",
-            Run => "RUN",
-            Cmd => "CMD",
-            Entrypoint => "ENTRYPOINT",
-            Copy => "COPY",
-            Add => "ADD",
-            Env => "ENV",
-            Arg => "ARG",
-            Label => "LABEL",
-            Expose => "EXPOSE",
-            Volume => "VOLUME",
-            Workdir => "WORKDIR",
-            User => "USER",
-            StopSignal => "STOPSIGNAL",
-            Healthcheck => "HEALTHCHECK",
-            Shell => "SHELL",
-            OnBuild => "ONBUILD",
-            Maintainer => "MAINTAINER",
-        }
-    }
-
-    /// Which flags the instruction accepts, and of what kind.
-    fn flags(self) -> &'static [(&'static str, FlagKind)] {
-        use FlagKind::*;
-        match self {
-            Keyword::From => &[("platform", Value)],
-            Keyword::Run => &[("mount", Multi), ("network", Value), ("security", Value)],
-            Keyword::Copy => &[
-                ("from", Value),
-                ("chown", Value),
-                ("chmod", Value),
-                ("link", Bool),
-                ("parents", Bool),
-                ("exclude", Multi),
-            ],
-            Keyword::Add => &[
-                ("chown", Value),
-                ("chmod", Value),
-                ("link", Bool),
-                ("keep-git-dir", Bool),
-                ("checksum", Value),
-                ("exclude", Multi),
-                ("unpack", Bool),
-            ],
-            Keyword::Healthcheck => &[
-                ("interval", Value),
-                ("timeout", Value),
-                ("start-period", Value),
-                ("start-interval", Value),
-                ("retries", Value),
-            ],
-            _ => &[],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FlagKind {
-    /// `--name=value`, at most once.
-    Value,
-    /// `--name` or `--name=true|false`, at most once.
-    Bool,
-    /// `--name=value`, any number of times.
-    Multi,
 }
 
 /// A `--name[=value]` flag; quotes in the value are already removed.
@@ -752,27 +631,6 @@ impl Parser {
     }
 }
 
-/// The part of an ONBUILD trigger that may hold heredoc markers, with its byte offset:
-/// the arguments of a RUN/COPY/ADD trigger in shell form (a JSON form has none).
-fn onbuild_heredoc_part(args: &str) -> Option<(&str, usize)> {
-    let kw_end = args.find(char::is_whitespace).unwrap_or(args.len());
-    if !matches!(Keyword::parse(&args[..kw_end]), Some(Keyword::Run | Keyword::Copy | Keyword::Add)) {
-        return None;
-    }
-    let rest = &args[kw_end..];
-    let off = kw_end + (rest.len() - rest.trim_start().len());
-    // Skip the trigger's own flags to see whether its command is a JSON array.
-    let mut cmd = &args[off..];
-    while cmd.starts_with("--") {
-        let end = cmd.find(char::is_whitespace).unwrap_or(cmd.len());
-        cmd = cmd[end..].trim_start();
-    }
-    if parse_json_array(cmd).is_some() {
-        return None;
-    }
-    Some((&args[off..], off))
-}
-
 /// `# name = value` → (name, value, byte column of value).
 fn split_directive(line: &str) -> Option<(String, String, usize)> {
     let t = line.trim_start();
@@ -787,84 +645,4 @@ fn split_directive(line: &str) -> Option<(String, String, usize)> {
     let value = after.trim();
     let vcol = line.len() - after.trim_start().len();
     Some((name.to_string(), value.to_string(), vcol))
-}
-
-/// Heredoc markers in a RUN/COPY/ADD argument string: (byte offset, name, expand, chomp).
-/// Words are found as BuildKit does (quote-aware whitespace split), and a word is a
-/// marker when it is `[n]<<[-]NAME` with no further `<`.
-pub(crate) fn heredoc_markers(args: &str, escape: char) -> Vec<(usize, String, bool, bool)> {
-    let mut out = Vec::new();
-    // Recompute word offsets alongside parse_words' splitting rules.
-    let mut offset = 0;
-    let words = parse_words(args, escape);
-    let mut pending: Option<(usize, bool)> = None; // a bare `<<` / `<<-`: (offset, chomp)
-    for w in &words {
-        let Some(off) = args.get(offset..).and_then(|r| r.find(w.as_str())).map(|o| o + offset) else { break };
-        offset = off + w.len();
-        if let Some((at, chomp)) = pending.take() {
-            // BuildKit's marker pattern allows blanks between `<<` and the name.
-            if let Some((name, expand)) = heredoc_name(w, escape) {
-                out.push((at, name, expand, chomp));
-            }
-            continue;
-        }
-        let digits = w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len());
-        match &w[digits..] {
-            "<<" => pending = Some((off, false)),
-            "<<-" => pending = Some((off, true)),
-            _ => {
-                if let Some((name, expand, chomp)) = heredoc_word(w, escape) {
-                    out.push((off, name, expand, chomp));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Is this word a heredoc marker? → (name, expand, chomp).
-pub(crate) fn heredoc_word(w: &str, escape: char) -> Option<(String, bool, bool)> {
-    let digits = w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len());
-    let r = w[digits..].strip_prefix("<<")?;
-    let (chomp, r) = match r.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, r),
-    };
-    if r.is_empty() || r.contains('<') {
-        return None;
-    }
-    let (name, expand) = heredoc_name(r, escape)?;
-    Some((name, expand, chomp))
-}
-
-/// A heredoc name as written → (name, expand). Quotes and escapes are removed (a
-/// tiny shell unquote); the body is expanded unless part of the name was quoted
-/// (an escaped quote is a literal character, not quoting).
-fn heredoc_name(r: &str, escape: char) -> Option<(String, bool)> {
-    if r.is_empty() || r.contains('<') {
-        return None;
-    }
-    let mut quoted = false;
-    let mut name = String::new();
-    let mut q: Option<char> = None;
-    let mut it = r.chars();
-    while let Some(c) = it.next() {
-        match q {
-            None if c == '"' || c == '\'' => {
-                q = Some(c);
-                quoted = true;
-            }
-            Some(x) if c == x => q = None,
-            _ if c == escape && q != Some('\'') => {
-                if let Some(n) = it.next() {
-                    name.push(n);
-                }
-            }
-            _ => name.push(c),
-        }
-    }
-    if name.is_empty() {
-        return None;
-    }
-    Some((name, !quoted))
 }

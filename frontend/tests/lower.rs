@@ -95,7 +95,7 @@ fn walking_skeleton() {
                 argv: sh(run),
                 shell_form: true,
                 build_env: vec![],
-                network: None,
+                network: Network::Default,
                 mounts: vec![],
                 heredocs: vec![],
             },
@@ -366,7 +366,7 @@ fn env_from_parent_stage_and_base_image() {
             argv: s(&["/bin/bash", "-eu", "-c", "x"]),
             shell_form: true,
             build_env: vec![],
-            network: None,
+            network: Network::Default,
             mounts: vec![],
             heredocs: vec![]
         }
@@ -380,9 +380,9 @@ fn env_from_parent_stage_and_base_image() {
 fn instruction_table() {
     // (instruction after "FROM x\n", expected kind, expected created_by)
     let cases: Vec<(&str, StepKind, &str)> = vec![
-        ("RUN [\"echo\", \"a b\"]", StepKind::Run { argv: s(&["echo", "a b"]), shell_form: false, build_env: vec![], network: None, mounts: vec![], heredocs: vec![] }, "RUN echo a b # buildkit"),
-        ("RUN [not json", StepKind::Run { argv: sh("[not json"), shell_form: true, build_env: vec![], network: None, mounts: vec![], heredocs: vec![] }, "RUN /bin/sh -c [not json # buildkit"),
-        ("RUN --network=none true", StepKind::Run { argv: sh("true"), shell_form: true, build_env: vec![], network: Some("none".into()), mounts: vec![], heredocs: vec![] }, "RUN /bin/sh -c true # buildkit"),
+        ("RUN [\"echo\", \"a b\"]", StepKind::Run { argv: s(&["echo", "a b"]), shell_form: false, build_env: vec![], network: Network::Default, mounts: vec![], heredocs: vec![] }, "RUN echo a b # buildkit"),
+        ("RUN [not json", StepKind::Run { argv: sh("[not json"), shell_form: true, build_env: vec![], network: Network::Default, mounts: vec![], heredocs: vec![] }, "RUN /bin/sh -c [not json # buildkit"),
+        ("RUN --network=none true", StepKind::Run { argv: sh("true"), shell_form: true, build_env: vec![], network: Network::None, mounts: vec![], heredocs: vec![] }, "RUN /bin/sh -c true # buildkit"),
         ("ENV A B C", StepKind::Env(kv(&[("A", "B C")])), "ENV A=B C"),
         ("ENV A=1 B='x y' C=a\\ b", StepKind::Env(kv(&[("A", "1"), ("B", "x y"), ("C", "a b")])), "ENV A=1 B=x y C=a b"),
         ("LABEL \"com.x\"=\"v 1\" b=2", StepKind::Label(kv(&[("com.x", "v 1"), ("b", "2")])), "LABEL com.x=v 1 b=2"),
@@ -419,7 +419,7 @@ fn instruction_table() {
         ),
         (
             "COPY --chown=1:1 --chmod=0644 --link --parents --exclude=*.md --exclude=x [\"a b\", \"/d/\"]",
-            StepKind::Copy(CopySpec { chown: Some("1:1".into()), chmod: Some("0644".into()), link: true, parents: true, exclude: s(&["*.md", "x"]), ..copy(&["a b"], "/d/") }),
+            StepKind::Copy(CopySpec { chown: Some("1:1".into()), chmod: Some(Chmod::parse("0644").unwrap()), link: true, parents: true, exclude: s(&["*.md", "x"]), ..copy(&["a b"], "/d/") }),
             "COPY --parents --chown=1:1 --chmod=0644 a b /d/ # buildkit",
         ),
         (
@@ -438,34 +438,113 @@ fn instruction_table() {
 }
 
 #[test]
+fn run_network_is_typed() {
+    let table: &[(&str, Result<Network, &str>)] = &[
+        ("RUN true", Ok(Network::Default)),
+        ("RUN --network=default true", Ok(Network::Default)),
+        ("RUN --network=none true", Ok(Network::None)),
+        ("RUN --network=host true", Ok(Network::Host)),
+        ("ARG N=none\nRUN --network=$N true", Ok(Network::None)),
+        ("RUN --network=bridge true", Err("unsupported network mode \"bridge\" (expected default, none or host)")),
+        ("RUN --network=None true", Err("unsupported network mode \"None\"")),
+        ("RUN --network= true", Err("unsupported network mode \"\"")),
+    ];
+    for (body, want) in table {
+        let text = format!("FROM x\n{body}\n");
+        match (lower_str(&text, &LowerOptions::default()), want) {
+            (Ok(g), Ok(n)) => {
+                let StepKind::Run { network, .. } = &g.stages[0].steps.last().unwrap().kind else { panic!("{body}") };
+                assert_eq!(network, n, "{body}");
+            }
+            (Err(e), Err(frag)) => {
+                assert!(e.to_string().contains(frag), "{body}: {e}");
+                assert!(matches!(e, Error::Flag(_)), "{body}: {e:?}");
+                assert_eq!(e.location().map(|l| l.line), Some(body.lines().count() + 1), "{body}");
+            }
+            (got, _) => panic!("{body}: {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn chmod_is_parsed_at_lowering() {
+    let ok: &[(&str, ModeSpec)] = &[
+        ("COPY --chmod=0644 a /b", ModeSpec::Octal(0o644)),
+        ("COPY --chmod=755 a /b", ModeSpec::Octal(0o755)),
+        ("ADD --chmod=7777 a /b", ModeSpec::Octal(0o7777)),
+        ("ARG M=0600\nCOPY --chmod=$M a /b", ModeSpec::Octal(0o600)),
+        ("COPY --chmod=u+x a /b", ModeSpec::parse("u+x").unwrap()),
+    ];
+    for (body, want) in ok {
+        let g = graph(&format!("FROM x\n{body}\n"));
+        let (StepKind::Copy(spec) | StepKind::Add(spec)) = &g.stages[0].steps.last().unwrap().kind else { panic!() };
+        let c = spec.chmod.as_ref().unwrap_or_else(|| panic!("{body}"));
+        assert_eq!(&c.mode, want, "{body}");
+    }
+    // The text as expanded stays for the history.
+    let g = graph("FROM x\nARG M=0600\nCOPY --chmod=$M a /b\n");
+    assert_eq!(g.stages[0].steps[1].created_by, "COPY --chmod=0600 a /b # buildkit");
+
+    let octal = |v: &str| format!("invalid chmod parameter: '{v}'. it should be octal string and between 0 and 07777");
+    // (Dockerfile, line, column of the flag, message)
+    let bad: &[(&str, usize, usize, String)] = &[
+        ("FROM x\nCOPY --chmod=99999 a /b\n", 2, 6, octal("99999")),
+        ("FROM x\nRUN true\nADD --chmod=0778 a /b\n", 3, 5, octal("0778")),
+        ("FROM x\nCOPY --chmod=17777 a /b\n", 2, 6, octal("17777")),
+        ("FROM x\nARG M=9\nCOPY --chmod=$M a /b\n", 3, 6, octal("9")),
+        ("FROM x\nCOPY --link \\\n  --chmod=u+q a /b\n", 3, 3, "--chmod=u+q: unknown permission 'q' (r, w, x, X, s, t)".into()),
+        ("FROM x\nCOPY --chmod=z+x a /b\n", 2, 6, "--chmod=z+x: unknown class 'z' (u, g, o, a)".into()),
+        ("FROM x\nCOPY --chmod=rwx a /b\n", 2, 6, "--chmod=rwx: \"rwx\" has no +, - or =".into()),
+        ("FROM x\nCOPY --chmod= a /b\n", 2, 6, "--chmod=: \"\" has no +, - or =".into()),
+        // an ONBUILD trigger fails at the FROM that runs it
+        ("FROM x AS a\nONBUILD COPY --chmod=8 a /b\nFROM a\n", 3, 1, octal("8")),
+    ];
+    for (text, line, col, msg) in bad {
+        let e = lower_str(text, &LowerOptions::default()).expect_err(text);
+        assert!(matches!(e, Error::Flag(_)), "{text:?}: {e:?}");
+        assert_eq!(e.location(), Some(&loc(*line, *col)), "{text:?}: {e}");
+        assert_eq!(&e.message(), msg, "{text:?}");
+    }
+    // A stage the target does not need may keep a bad mode, as in BuildKit.
+    let g = lower_str("FROM x AS unused\nCOPY --chmod=9 a /b\nFROM y\n", &LowerOptions::default()).unwrap();
+    assert!(g.stages[0].steps.is_empty());
+}
+
+#[test]
 fn run_mounts() {
     let g = graph("FROM x AS b\nFROM y\nARG ID=c1\nRUN --mount=type=cache,id=$ID,dst=/root/.cache,sharing=locked --mount=from=b,target=/src,ro --mount=type=secret,id=tok true\n");
     let StepKind::Run { mounts, .. } = &g.stages[1].steps[1].kind else { panic!() };
     assert_eq!(mounts.len(), 3);
-    assert_eq!(mounts[0].kind, "cache");
+    let str = |v: &str| Some(v.to_string());
     assert_eq!(
-        mounts[0].options,
-        BTreeMap::from([
-            ("id".into(), "c1".into()),
-            ("target".into(), "/root/.cache".into()),
-            ("sharing".into(), "locked".into()),
-            ("readonly".into(), "false".into()),
-            ("mode".into(), "0755".into()),
-            ("uid".into(), "0".into()),
-            ("gid".into(), "0".into()),
-        ])
+        mounts[0],
+        RunMount {
+            kind: MountKind::Cache,
+            target: str("/root/.cache"),
+            source: None,
+            from: None,
+            readonly: false,
+            id: str("c1"),
+            sharing: Sharing::Locked,
+            mode: Some(0o755),
+            uid: Some(0),
+            gid: Some(0),
+            required: false,
+            env: None,
+            size: None,
+        }
     );
-    assert_eq!(mounts[1].kind, "bind");
+    assert_eq!(mounts[1].kind, MountKind::Bind);
     assert_eq!(mounts[1].from, Some(CopyFrom::Stage(0)));
-    assert_eq!(mounts[1].options.get("readonly").map(String::as_str), Some("true"));
-    assert_eq!(mounts[2].kind, "secret");
-    assert_eq!(mounts[2].options.get("target").map(String::as_str), Some("/run/secrets/tok"));
-    assert_eq!(mounts[2].options.get("required").map(String::as_str), Some("false"));
+    assert!(mounts[1].readonly);
+    assert_eq!(mounts[2].kind, MountKind::Secret);
+    assert_eq!(mounts[2].target.as_deref(), Some("/run/secrets/tok"));
+    assert!(!mounts[2].required);
     let g2 = graph("FROM x\nRUN --mount=type=secret,target=/a/b.txt,required --mount=type=ssh true\n");
     let StepKind::Run { mounts, .. } = &g2.stages[0].steps[0].kind else { panic!() };
-    assert_eq!(mounts[0].options.get("id").map(String::as_str), Some("b.txt"));
-    assert_eq!(mounts[0].options.get("required").map(String::as_str), Some("true"));
-    assert_eq!(mounts[1].options.get("id").map(String::as_str), Some("default"));
+    assert_eq!(mounts[0].id.as_deref(), Some("b.txt"));
+    assert!(mounts[0].required);
+    assert_eq!(mounts[1].id.as_deref(), Some("default"));
     for bad in [
         "type=secret",
         "type=cache,target=/c,uid=x",
@@ -536,7 +615,7 @@ fn directives_continuations_and_escape() {
             argv: sh("echo a   && echo C:\\path"),
             shell_form: true,
             build_env: vec![],
-            network: None,
+            network: Network::Default,
             mounts: vec![],
             heredocs: vec![]
         }

@@ -23,7 +23,7 @@ pub fn selectors(step: &Step) -> Option<Vec<Option<Vec<String>>>> {
         StepKind::Run { mounts, .. } => mounts
             .iter()
             .filter(|m| matches!(m.from, Some(CopyFrom::Stage(_))))
-            .map(|m| vec![m.options.get("source").cloned().unwrap_or_else(|| "/".into())])
+            .map(|m| vec![m.source.clone().unwrap_or_else(|| "/".into())])
             .collect(),
         _ => Vec::new(),
     };

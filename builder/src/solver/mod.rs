@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use kiln_cache::reference::Reference;
 use kiln_cache::registry::Registry;
 use kiln_cache::store::ContentStore;
-use kiln_frontend::{Base, BuildGraph, CopyFrom, LowerOptions, Platform, Stage, Step, StepKind};
+use kiln_frontend::{Base, BuildGraph, CopyFrom, LowerOptions, Network, Platform, Stage, Step, StepKind};
 use kiln_oci::media::{self, LayerCompression};
 use kiln_oci::ImageConfig;
 use kiln_snapshotter::diff::{write_layer, DiffOptions};
@@ -1159,9 +1159,10 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
             if chroot && argv.iter().any(|a| a.contains("/dev/pipes/")) {
                 bail!("a heredoc script with #! needs a mount, which --isolation chroot does not have");
             }
-            let network_none = match network.as_deref() {
-                Some(n) => n == "none",
-                None => cx.opts.network_none,
+            let network_none = match network {
+                Network::None => true,
+                Network::Host => false,
+                Network::Default => cx.opts.network_none,
             };
             if chroot && network_none {
                 bail!("RUN --network=none needs a network namespace, which --isolation chroot does not have");
@@ -1232,7 +1233,7 @@ fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<
                 (None, None) => Some(Owner::default()),
                 (None, Some(_)) => None,
             };
-            let chmod = spec.chmod.as_deref().map(crate::steps::chmod::ModeSpec::parse).transpose()?;
+            let chmod = spec.chmod.as_ref().map(|c| c.mode.clone());
             let exclude = if spec.exclude.is_empty() { None } else { Some(crate::context::dockerignore::Matcher::new(&spec.exclude)?) };
             let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
             let is_git = crate::steps::fetch::is_git;

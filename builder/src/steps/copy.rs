@@ -25,7 +25,7 @@ pub struct CopyRequest<'a> {
     pub dest: &'a str,
     pub workdir: &'a str,
     pub owner: Option<Owner>,
-    pub chmod: Option<&'a crate::steps::chmod::ModeSpec>,
+    pub chmod: Option<&'a kiln_frontend::ModeSpec>,
     /// `--parents`: keep each source's path below the context under the destination.
     pub parents: bool,
     /// `.dockerignore` of the build context (paths relative to `context`).
@@ -461,7 +461,7 @@ fn chown_nofollow(p: &Path, owner: Owner) -> Result<()> {
     .with_context(|| format!("chown {}:{} {}", owner.uid, owner.gid, p.display()))
 }
 
-fn set_meta(p: &Path, md: &fs::Metadata, owner: Option<Owner>, chmod: Option<&crate::steps::chmod::ModeSpec>) -> Result<()> {
+fn set_meta(p: &Path, md: &fs::Metadata, owner: Option<Owner>, chmod: Option<&kiln_frontend::ModeSpec>) -> Result<()> {
     let owner = owner_for(owner, md);
     chown(p, Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(owner.gid)))
         .with_context(|| format!("chown {}:{} {}", owner.uid, owner.gid, p.display()))?;

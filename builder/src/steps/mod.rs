@@ -2,7 +2,6 @@
 //! downloads, git), `--chmod` modes, `--parents`, the ssh agent relay.
 
 pub mod archive;
-pub mod chmod;
 pub mod copy;
 pub mod fetch;
 pub mod parents;

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use kiln_frontend::{Heredoc, RunMount};
+use kiln_frontend::{Heredoc, MountKind, RunMount, Sharing};
 
 use crate::fsutil::{container_path, resolve_in_root};
 use crate::options::SshSpec;
@@ -76,26 +76,8 @@ fn scratch_dir(base: &Path, what: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn opt<'a>(m: &'a RunMount, k: &str) -> Option<&'a str> {
-    m.options.get(k).map(String::as_str)
-}
-
-fn octal(m: &RunMount, default: u32) -> Result<u32> {
-    match opt(m, "mode") {
-        Some(v) => u32::from_str_radix(v, 8).map_err(|_| anyhow!("invalid mode {v:?}")),
-        None => Ok(default),
-    }
-}
-
-fn num(m: &RunMount, k: &str) -> Result<u32> {
-    match opt(m, k) {
-        Some(v) => v.parse().map_err(|_| anyhow!("invalid {k} {v:?}")),
-        None => Ok(0),
-    }
-}
-
 fn target_of(m: &RunMount, workdir: &str, default: &str) -> String {
-    let t = opt(m, "target").filter(|t| !t.is_empty()).unwrap_or(default);
+    let t = m.target.as_deref().filter(|t| !t.is_empty()).unwrap_or(default);
     container_path(workdir, t).to_string_lossy().into_owned()
 }
 
@@ -108,10 +90,10 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
     let mut p = Prepared::default();
     let mut ssh_index = 0;
     for m in mounts {
-        match m.kind.as_str() {
-            "bind" => {
+        match m.kind {
+            MountKind::Bind => {
                 let target = target_of(m, inputs.workdir, "");
-                let readonly = opt(m, "readonly") != Some("false");
+                let readonly = m.readonly;
                 let root = match &m.from {
                     Some(from) => roots.root_of(from)?,
                     None => {
@@ -123,34 +105,34 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
                         }
                     }
                 };
-                let src = opt(m, "source").unwrap_or("/");
+                let src = m.source.as_deref().unwrap_or("/");
                 let host = resolve_in_root(&root, &PathBuf::from("/").join(src), true)?;
                 let md = fs::metadata(&host).with_context(|| format!("--mount=type=bind source {src:?} not found"))?;
                 p.stubs.push((rel(&target), md.is_dir()));
                 p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: host, readonly } });
             }
-            "cache" => {
+            MountKind::Cache => {
                 let target = target_of(m, inputs.workdir, "");
-                let id = opt(m, "id").filter(|i| !i.is_empty()).unwrap_or(&target).to_string();
+                let id = m.id.as_deref().filter(|i| !i.is_empty()).unwrap_or(&target).to_string();
                 // `from=` (with `source=`): a new cache starts as a copy of that
                 // directory of a stage or image instead of empty.
                 let seed = match &m.from {
                     Some(from) => {
                         let root = roots.root_of(from)?;
-                        let src = opt(m, "source").unwrap_or("/");
+                        let src = m.source.as_deref().unwrap_or("/");
                         Some((root.clone(), resolve_in_root(&root, &PathBuf::from("/").join(src), true)?))
                     }
                     None => None,
                 };
                 let seed = seed.as_ref().map(|(r, s)| (r.as_path(), s.as_path()));
-                let dir = cache_dir(inputs.state_dir, &id, octal(m, 0o755)?, num(m, "uid")?, num(m, "gid")?, seed, inputs.no_cache)?;
-                let source = match opt(m, "sharing").unwrap_or("shared") {
-                    "locked" => {
+                let dir = cache_dir(inputs.state_dir, &id, m.mode.unwrap_or(0o755), m.uid.unwrap_or(0), m.gid.unwrap_or(0), seed, inputs.no_cache)?;
+                let source = match m.sharing {
+                    Sharing::Locked => {
                         let lock = lock_file(&dir, true)?.expect("blocking lock");
                         p.locks.push(lock);
                         dir.join("data")
                     }
-                    "private" => match lock_file(&dir, false)? {
+                    Sharing::Private => match lock_file(&dir, false)? {
                         Some(lock) => {
                             p.locks.push(lock);
                             dir.join("data")
@@ -162,23 +144,23 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
                             d
                         }
                     },
-                    _ => dir.join("data"),
+                    Sharing::Shared => dir.join("data"),
                 };
                 p.stubs.push((rel(&target), true));
-                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source, readonly: opt(m, "readonly") == Some("true") } });
+                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source, readonly: m.readonly } });
             }
-            "tmpfs" => {
+            MountKind::Tmpfs => {
                 let target = target_of(m, inputs.workdir, "");
                 p.stubs.push((rel(&target), true));
-                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Tmpfs { size: opt(m, "size").map(str::to_string) } });
+                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Tmpfs { size: m.size.clone() } });
             }
-            "secret" => {
-                let id = opt(m, "id")
+            MountKind::Secret => {
+                let id = m.id.as_deref()
                     .filter(|i| !i.is_empty())
                     .map(str::to_string)
-                    .or_else(|| opt(m, "target").and_then(|t| Path::new(t).file_name()).map(|n| n.to_string_lossy().into_owned()))
+                    .or_else(|| m.target.as_deref().and_then(|t| Path::new(t).file_name()).map(|n| n.to_string_lossy().into_owned()))
                     .ok_or_else(|| anyhow!("--mount=type=secret needs id= or target="))?;
-                let required = opt(m, "required") == Some("true");
+                let required = m.required;
                 let Some(spec) = inputs.secrets.iter().find(|s| s.id == id) else {
                     if required {
                         bail!("secret {id:?} is required but was not given (use --secret id={id},src=FILE)");
@@ -191,9 +173,9 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
                         .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
                         .ok_or_else(|| anyhow!("secret {id:?}: environment variable {var} is not set"))?,
                 };
-                if let Some(var) = opt(m, "env") {
+                if let Some(var) = &m.env {
                     p.env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
-                    if opt(m, "target").is_none() {
+                    if m.target.is_none() {
                         continue;
                     }
                 }
@@ -202,15 +184,15 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
                 p.scratch.push(dir.clone());
                 let file = dir.join("secret");
                 fs::write(&file, &value).with_context(|| format!("staging secret {id:?}"))?;
-                fs::set_permissions(&file, fs::Permissions::from_mode(octal(m, 0o400)?))?;
-                nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(num(m, "uid")?)), Some(nix::unistd::Gid::from_raw(num(m, "gid")?)))
+                fs::set_permissions(&file, fs::Permissions::from_mode(m.mode.unwrap_or(0o400)))?;
+                nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(m.uid.unwrap_or(0))), Some(nix::unistd::Gid::from_raw(m.gid.unwrap_or(0))))
                     .with_context(|| format!("chown of secret {id:?}"))?;
                 p.stubs.push((rel(&target), false));
                 p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: file, readonly: true } });
             }
-            "ssh" => {
-                let id = opt(m, "id").filter(|i| !i.is_empty()).unwrap_or("default");
-                let required = opt(m, "required") == Some("true");
+            MountKind::Ssh => {
+                let id = m.id.as_deref().filter(|i| !i.is_empty()).unwrap_or("default");
+                let required = m.required;
                 let Some(spec) = inputs.ssh.iter().find(|s| s.id == id) else {
                     if required {
                         bail!("ssh agent {id:?} is required but was not given (use --ssh {id}=$SSH_AUTH_SOCK)");
@@ -224,8 +206,8 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
                 let target = target_of(m, "/", &format!("/run/buildkit/ssh_agent.{ssh_index}"));
                 ssh_index += 1;
                 // BuildKit's defaults for an ssh mount: 0600, owned by root.
-                let mode = octal(m, 0o600)?;
-                let (uid, gid) = (num(m, "uid")?, num(m, "gid")?);
+                let mode = m.mode.unwrap_or(0o600);
+                let (uid, gid) = (m.uid.unwrap_or(0), m.gid.unwrap_or(0));
                 let dir = scratch_dir(&inputs.state_dir.join("tmp"), "ssh")?;
                 p.scratch.push(dir.clone());
                 let sock = dir.join("agent.sock");
@@ -234,7 +216,6 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
                 p.stubs.push((rel(&target), false));
                 p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: sock, readonly: false } });
             }
-            other => bail!("unsupported mount type {other:?}"),
         }
     }
     // Heredoc scripts with an interpreter line run as /dev/pipes/NAME (on /dev's
