@@ -17,7 +17,6 @@ mod fsutil;
 mod image;
 mod options;
 mod plan;
-mod platform;
 mod progress;
 mod solver;
 mod steps;

@@ -1,15 +1,15 @@
 //! Picking a manifest out of an index / manifest list for a platform.
 //!
-//! We use oci-spec's `Platform` (re-exported as `kiln_oci::Platform`) so that the
-//! builder passes the same type it writes into indexes. Matching follows containerd's
-//! platform matcher in spirit: os and architecture must match; variants are compared
-//! after normalisation (arm64 ≡ arm64/v8; arm defaults to v7); when no variant is
-//! asked for, the entry without (or with the default) variant is preferred.
+//! Matching follows containerd's platform matcher in spirit, on platforms
+//! normalised by `kiln_oci::Platform` (the one normaliser): os and architecture
+//! must match, then the variant (arm64 ≡ arm64/v8; arm means arm/v7); when no
+//! variant is asked for, an entry with another variant is taken only if nothing
+//! matches exactly (not for arm, where variants are not interchangeable).
 
 use kiln_oci::{Descriptor, Platform};
-use oci_spec::image::{Arch, Os, PlatformBuilder};
 
-/// Builds a platform from `os/arch[/variant]`, e.g. `linux/arm64/v8`.
+/// Builds a platform from `os/arch[/variant]`, e.g. `linux/arm64/v8`, without
+/// checking that the architecture is one kiln knows.
 pub fn parse_platform(s: &str) -> Option<Platform> {
     let mut parts = s.split('/');
     let os = parts.next().filter(|p| !p.is_empty())?;
@@ -18,60 +18,30 @@ pub fn parse_platform(s: &str) -> Option<Platform> {
     if parts.next().is_some() {
         return None;
     }
-    let mut b = PlatformBuilder::default().os(Os::from(os)).architecture(Arch::from(arch));
-    if let Some(v) = variant.filter(|v| !v.is_empty()) {
-        b = b.variant(v.to_string());
-    }
-    b.build().ok()
+    Some(Platform::new(os, arch, variant))
 }
 
-/// `os/arch[/variant]` for messages.
-pub fn platform_string(p: &Platform) -> String {
+/// An index entry's platform as the registry wrote it, for messages.
+pub fn as_written(p: &oci_spec::image::Platform) -> String {
     match p.variant() {
         Some(v) => format!("{}/{}/{}", p.os(), p.architecture(), v),
         None => format!("{}/{}", p.os(), p.architecture()),
     }
 }
 
-/// The variant with defaults filled in, so that equal platforms compare equal.
-fn normalized_variant(arch: &str, variant: Option<&str>) -> Option<String> {
-    match (arch, variant) {
-        ("arm64", None) | ("arm64", Some("v8")) | ("arm64", Some("8")) => Some("v8".into()),
-        ("arm", None) | ("arm", Some("7")) => Some("v7".into()),
-        (_, Some("")) | (_, None) => None,
-        (_, Some(v)) if v.chars().all(|c| c.is_ascii_digit()) => Some(format!("v{v}")),
-        (_, Some(v)) => Some(v.to_string()),
-    }
-}
-
-fn normalized_arch(arch: &str) -> &str {
-    match arch {
-        "aarch64" => "arm64",
-        "x86_64" | "x86-64" => "amd64",
-        other => other,
-    }
-}
-
 /// Picks the descriptor for `wanted` from an index's manifests.
 pub fn select<'a>(manifests: &'a [Descriptor], wanted: &Platform) -> Option<&'a Descriptor> {
-    let w_os = wanted.os().to_string();
-    let w_arch_s = wanted.architecture().to_string();
-    let w_arch = normalized_arch(&w_arch_s);
-    let w_var = normalized_variant(w_arch, wanted.variant().as_deref());
     let mut fallback = None;
     for m in manifests {
         let Some(p) = m.platform() else { continue };
-        let arch_s = p.architecture().to_string();
-        let arch = normalized_arch(&arch_s);
-        if p.os().to_string() != w_os || arch != w_arch {
+        let p = Platform::from_spec(p);
+        if p.os != wanted.os || p.architecture != wanted.architecture {
             continue;
         }
-        let var = normalized_variant(arch, p.variant().as_deref());
-        if var == w_var {
+        if p.variant == wanted.variant {
             return Some(m);
         }
-        // No variant asked for (e.g. amd64): accept any variant if nothing matches exactly.
-        if wanted.variant().is_none() && fallback.is_none() && !matches!(arch, "arm" | "arm64") {
+        if wanted.variant.is_none() && fallback.is_none() && !matches!(p.architecture.as_str(), "arm" | "arm64") {
             fallback = Some(m);
         }
     }
@@ -89,7 +59,7 @@ mod tests {
             .media_type(MediaType::ImageManifest)
             .digest(oci_spec::image::Digest::try_from(d.to_string()).unwrap())
             .size(1u64)
-            .platform(parse_platform(p).unwrap())
+            .platform(parse_platform(p).unwrap().to_spec())
             .build()
             .unwrap()
     }
@@ -121,8 +91,8 @@ mod tests {
 
     #[test]
     fn parses() {
-        assert_eq!(platform_string(&parse_platform("linux/arm64/v8").unwrap()), "linux/arm64/v8");
-        assert_eq!(platform_string(&parse_platform("linux/amd64").unwrap()), "linux/amd64");
+        assert_eq!(parse_platform("linux/arm64/v8").unwrap().to_string(), "linux/arm64");
+        assert_eq!(parse_platform("linux/amd64").unwrap().to_string(), "linux/amd64");
         assert!(parse_platform("linux").is_none());
         assert!(parse_platform("a/b/c/d").is_none());
     }

@@ -22,7 +22,7 @@ use oci_client::RegistryOperation;
 
 pub use crate::error::RegistryError;
 use crate::error::StoreError;
-use crate::platform::{platform_string, select};
+use crate::platform::{as_written, select};
 use crate::reference::Reference;
 use crate::retry::{is_transient, retry};
 use crate::store::ContentStore;
@@ -565,11 +565,11 @@ impl Registry {
             let index: ImageIndex = parse_and_keep(&bytes, "index", &digest, r, store)?;
             let chosen = select(index.manifests(), platform).ok_or_else(|| RegistryError::NoMatchingPlatform {
                 target: r.to_string(),
-                wanted: platform_string(platform),
+                wanted: platform.to_string(),
                 available: index
                     .manifests()
                     .iter()
-                    .filter_map(|m| m.platform().as_ref().map(platform_string))
+                    .filter_map(|m| m.platform().as_ref().map(as_written))
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;

@@ -60,8 +60,8 @@ fn main() {
     let iters: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let text = dockerfile(lines);
     let opts = LowerOptions {
-        target_platform: Platform { os: "linux".into(), architecture: "arm64".into(), variant: None },
-        build_platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
+        target_platform: Platform::new("linux", "arm64", None),
+        build_platform: Platform::new("linux", "amd64", None),
         ..Default::default()
     };
     // Warm up and check that the input is valid.

@@ -89,7 +89,6 @@ pub use parser::{parse, CmdLine, Command, CopySource, Directive, Dockerfile, Fla
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt;
 
 /// Inputs of lowering that come from the command line and from base image configs.
 #[derive(Debug, Clone, Default)]
@@ -110,27 +109,8 @@ pub struct LowerOptions {
     pub base_onbuild: BTreeMap<String, Vec<String>>,
 }
 
-/// An OS/architecture/variant triple.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl fmt::Display for Platform {
-    /// `linux/amd64` or `linux/arm/v7`; empty for the empty (default) platform.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.os.is_empty() && self.architecture.is_empty() {
-            return Ok(());
-        }
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = self.variant.as_deref().filter(|v| !v.is_empty()) {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+/// Platforms are kiln's one type (parse, normalise, host, text, JSON).
+pub use kiln_oci::Platform;
 
 /// A heredoc attached to RUN/COPY/ADD.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

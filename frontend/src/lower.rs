@@ -463,9 +463,13 @@ impl<'a> Cx<'a> {
 /// The automatic platform ARGs.
 fn auto_args(opts: &LowerOptions) -> Vec<(String, String)> {
     let mut v = Vec::new();
+    // dockerfile2llb defaultArgs: TARGETPLATFORM with its OS version
+    // (platforms.FormatAll), BUILDPLATFORM without (platforms.Format).
     for (prefix, p) in [("TARGET", &opts.target_platform), ("BUILD", &opts.build_platform)] {
-        v.push((format!("{prefix}PLATFORM"), p.to_string()));
+        let text = if prefix == "TARGET" { p.to_string() } else { p.without_version() };
+        v.push((format!("{prefix}PLATFORM"), text));
         v.push((format!("{prefix}OS"), p.os.clone()));
+        v.push((format!("{prefix}OSVERSION"), p.os_version.clone().unwrap_or_default()));
         v.push((format!("{prefix}ARCH"), p.architecture.clone()));
         v.push((format!("{prefix}VARIANT"), p.variant.clone().unwrap_or_default()));
     }

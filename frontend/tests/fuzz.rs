@@ -114,8 +114,8 @@ fn opts() -> Vec<LowerOptions> {
         LowerOptions {
             build_args: BTreeMap::from([("V".into(), "2".into()), ("BASE".into(), "".into())]),
             target: Some("a".into()),
-            target_platform: Platform { os: "linux".into(), architecture: "arm".into(), variant: Some("v7".into()) },
-            build_platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
+            target_platform: Platform::new("linux", "arm", Some("v7")),
+            build_platform: Platform::new("linux", "amd64", None),
             base_env: BTreeMap::from([("x".into(), vec![("PATH".into(), "/bin".into())])]),
             base_onbuild: BTreeMap::from([("x".into(), vec!["RUN echo $V".into(), "COPY --from=0 a b".into()])]),
         },

@@ -14,6 +14,7 @@ fn platform(s: &str) -> Platform {
         os: it.next().unwrap_or("").into(),
         architecture: it.next().unwrap_or("").into(),
         variant: it.next().map(str::to_string),
+        os_version: None,
     }
 }
 

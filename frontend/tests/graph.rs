@@ -73,7 +73,7 @@ fn key_ignores_location_and_proxy_args() {
     }
     // The platform is part of the key.
     let opts = LowerOptions {
-        target_platform: Platform { os: "linux".into(), architecture: "arm64".into(), variant: None },
+        target_platform: Platform::new("linux", "arm64", None),
         ..Default::default()
     };
     let c = lower(&parse("Dockerfile", "FROM alpine\nRUN make\n").unwrap(), &opts).unwrap();

@@ -284,7 +284,7 @@ fn small_buildkit_details() {
     // ARG resolution: --build-arg > default > global/automatic.
     let opts = LowerOptions {
         build_args: BTreeMap::from([("B".into(), "cli".into())]),
-        target_platform: Platform { os: "linux".into(), architecture: "arm64".into(), variant: None },
+        target_platform: Platform::new("linux", "arm64", None),
         ..Default::default()
     };
     let g = lower_str("ARG G=glob\nFROM x\nARG B=dflt G TARGETARCH TARGETOS=mine NONE\n", &opts).unwrap();
@@ -317,8 +317,8 @@ FROM 0 AS child
             ("NOT_DECLARED".into(), "ignored".into()),
             ("HTTP_PROXY".into(), "http://proxy".into()),
         ]),
-        target_platform: Platform { os: "linux".into(), architecture: "arm".into(), variant: Some("v7".into()) },
-        build_platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
+        target_platform: Platform::new("linux", "arm", Some("v7")),
+        build_platform: Platform::new("linux", "amd64", None),
         base_env: BTreeMap::from([("alpine:3".into(), kv(&[("PATH", "/usr/bin")]))]),
         ..Default::default()
     };

@@ -10,8 +10,10 @@ pub mod config;
 pub mod digest;
 pub mod index;
 pub mod media;
+pub mod platform;
 
 pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};
 pub use digest::{Digest, DigestError, Sha256Writer};
 pub use index::{index_json, IndexEntry};
-pub use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, Platform};
+pub use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+pub use platform::{Platform, PlatformError};

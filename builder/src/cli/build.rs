@@ -230,7 +230,7 @@ impl BuildArgs {
         let build_args = parse_build_args(&self.build_args)?;
         let mut platforms = Vec::new();
         for p in &self.platforms {
-            for q in crate::platform::parse_list(p).with_context(|| format!("--platform {p}"))? {
+            for q in kiln_oci::Platform::parse_list(p).with_context(|| format!("--platform {p}"))? {
                 if !platforms.contains(&q) {
                     platforms.push(q);
                 }

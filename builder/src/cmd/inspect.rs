@@ -181,9 +181,9 @@ fn parse_text(df: &Dockerfile) -> String {
 fn run_plan(args: PlanArgs) -> Result<String> {
     let (name, text) = read_dockerfile(&args.file, &args.context)?;
     let build_args = crate::cli::values::parse_build_args(&args.build_args)?;
-    let host = crate::platform::host();
+    let host = kiln_oci::Platform::host();
     let target_platform = match &args.platform {
-        Some(p) => crate::platform::parse(p)?,
+        Some(p) => kiln_oci::Platform::parse(p)?,
         None => host.clone(),
     };
     let opts = LowerOptions {

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use kiln_frontend::Platform;
 
-use crate::platform;
 
 const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 
@@ -71,13 +70,13 @@ pub enum Support {
 
 pub fn support_in(dir: &Path, host: &Platform, target: &Platform) -> Support {
     if target.os != "linux" {
-        return Support::Missing(format!("{} is not a Linux platform; RUN steps need one", platform::display(target)));
+        return Support::Missing(format!("{} is not a Linux platform; RUN steps need one", (target).to_string()));
     }
     if native(host, target) {
         return Support::Native;
     }
     let Some(q) = qemu_name(&target.architecture) else {
-        return Support::Missing(format!("no known emulator for {}", platform::display(target)));
+        return Support::Missing(format!("no known emulator for {}", (target).to_string()));
     };
     let name = format!("qemu-{q}");
     match std::fs::read_to_string(dir.join(&name)) {
@@ -101,7 +100,7 @@ pub fn support_in(dir: &Path, host: &Platform, target: &Platform) -> Support {
 }
 
 pub fn support(target: &Platform) -> Support {
-    support_in(Path::new(BINFMT_DIR), &platform::host(), target)
+    support_in(Path::new(BINFMT_DIR), &Platform::host(), target)
 }
 
 /// Fail with the fix when RUN steps for `target` cannot execute here.
@@ -112,7 +111,7 @@ pub fn ensure_runnable(target: &Platform) -> Result<()> {
             "cannot run RUN steps for platform {}: {why}.\n\
              Fix: install qemu-user-static and, as root, run `kiln binfmt --install {}` \
              (or build this platform on a native node and join the images with an index)",
-            platform::display(target),
+            (target).to_string(),
             target.architecture
         ),
     }
@@ -120,10 +119,10 @@ pub fn ensure_runnable(target: &Platform) -> Result<()> {
 
 /// `kiln binfmt`: list what this machine can run.
 pub fn list() -> Result<()> {
-    let host = platform::host();
-    println!("host: {}", platform::display(&host));
+    let host = Platform::host();
+    println!("host: {}", (&host).to_string());
     for p in ["linux/amd64", "linux/386", "linux/arm64", "linux/arm/v7", "linux/ppc64le", "linux/s390x", "linux/riscv64"] {
-        let target = platform::parse(p)?;
+        let target = Platform::parse(p)?;
         let line = match support(&target) {
             Support::Native => "native".to_string(),
             Support::Emulated(e) => format!("emulated ({} → {})", e.name, e.interpreter),
@@ -173,14 +172,14 @@ pub fn install(archs: &[String]) -> Result<()> {
             .mount(Some(Path::new("binfmt_misc")), dir, Some("binfmt_misc"), nix::mount::MsFlags::empty(), None)
             .context("mounting binfmt_misc")?;
     }
-    let host = platform::host();
+    let host = Platform::host();
     let wanted: Vec<String> = if archs.is_empty() {
         ["arm64", "arm", "amd64", "386", "ppc64le", "s390x", "riscv64"].iter().map(|s| s.to_string()).collect()
     } else {
-        archs.iter().map(|a| platform::parse(a).map(|p| p.architecture)).collect::<Result<_>>()?
+        archs.iter().map(|a| Platform::parse(a).map(|p| p.architecture).map_err(anyhow::Error::from)).collect::<Result<_>>()?
     };
     for arch in wanted {
-        let target = platform::parse(&arch)?;
+        let target = Platform::parse(&arch)?;
         match support_in(dir, &host, &target) {
             Support::Native => println!("{arch}: native"),
             Support::Emulated(e) => println!("{arch}: already registered ({})", e.name),
@@ -205,7 +204,7 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Platform {
-        platform::parse(s).unwrap()
+        Platform::parse(s).unwrap()
     }
 
     #[test]

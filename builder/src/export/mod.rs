@@ -10,7 +10,6 @@ use serde_json::json;
 
 use crate::options::{BuildOptions, Output};
 use crate::image::ImageState;
-use crate::platform;
 use kiln_frontend::Platform;
 use crate::options::Format;
 
@@ -64,11 +63,7 @@ fn write_index(store: &ContentStore, manifests: &[(Platform, Manifest)], format:
     let entries: Vec<kiln_oci::IndexEntry> = manifests
         .iter()
         .map(|(p, m)| {
-            let mut plat = json!({"architecture": p.architecture, "os": p.os});
-            if let Some(v) = &p.variant {
-                plat["variant"] = json!(v);
-            }
-            kiln_oci::IndexEntry::new(format.manifest(), &m.digest, m.bytes.len() as u64).with_platform(plat)
+            kiln_oci::IndexEntry::new(format.manifest(), &m.digest, m.bytes.len() as u64).with_platform(p.to_json())
         })
         .collect();
     let bytes = kiln_oci::index_json(format.index(), &entries);
@@ -100,7 +95,7 @@ pub async fn export(
     } else {
         let (bytes, digest) = write_index(store, &manifests, opts.format)?;
         for (p, m) in &manifests {
-            crate::progress::get().info("image", &format!("image {} {}", platform::display(p), m.digest));
+            crate::progress::get().info("image", &format!("image {} {}", (p).to_string(), m.digest));
         }
         let mt = opts.format.index();
         Built { top: descriptor(mt, &digest, bytes.len() as u64)?, top_bytes: bytes, top_media_type: mt, manifests }
@@ -142,7 +137,7 @@ pub async fn export(
                     let report = registry
                         .push_image(&r, store, &m.bytes, opts.format.manifest(), &m.blobs, mount_from)
                         .await
-                        .with_context(|| format!("pushing the {} image to {}", platform::display(p), tag.name()))?;
+                        .with_context(|| format!("pushing the {} image to {}", (p).to_string(), tag.name()))?;
                     print_report(&report, Some(p));
                 }
                 let report = registry
@@ -171,7 +166,7 @@ pub async fn export(
     }
     if let Some(path) = &opts.metadata_file {
         let platforms: serde_json::Map<String, serde_json::Value> =
-            built.manifests.iter().map(|(p, m)| (platform::display(p), json!(m.digest.to_string()))).collect();
+            built.manifests.iter().map(|(p, m)| ((p).to_string(), json!(m.digest.to_string()))).collect();
         let meta = json!({
             "containerimage.digest": top_digest.to_string(),
             "containerimage.descriptor": {"mediaType": built.top_media_type, "digest": top_digest.to_string(), "size": built.top_bytes.len()},
@@ -184,7 +179,7 @@ pub async fn export(
 }
 
 fn print_report(report: &kiln_cache::registry::PushReport, p: Option<&Platform>) {
-    let prefix = p.map(|p| format!("{} ", platform::display(p))).unwrap_or_default();
+    let prefix = p.map(|p| format!("{} ", (p).to_string())).unwrap_or_default();
     for d in &report.skipped {
         crate::progress::get().info("blob", &format!("  {prefix}blob {} exists", d.short()));
     }
@@ -202,7 +197,7 @@ fn print_report(report: &kiln_cache::registry::PushReport, p: Option<&Platform>)
 /// decompress them. With several platforms only the host's image is listed in
 /// `manifest.json` (Docker loads one platform), the layout holds all.
 fn write_docker_archive(store: &ContentStore, dest: &std::path::Path, built: &Built, tags: &[Reference]) -> Result<()> {
-    let host = platform::host();
+    let host = Platform::host();
     let (_, m) = built
         .manifests
         .iter()

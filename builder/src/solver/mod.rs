@@ -26,7 +26,6 @@ use crate::image::{resolve_chown, resolve_user, ImageState, Layer};
 use crate::plan::keys::JobKeys;
 use crate::progress::{self, StepRef};
 use crate::exec::binfmt;
-use crate::platform;
 use crate::steps::runmounts;
 use kiln_cache::layercache::{CacheKey, CacheOptions, CacheRecord, LayerCache, LayerRecord, LocalCache, RegistryCache};
 use kiln_oci::Digest;
@@ -132,7 +131,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     let file_name = opts.dockerfile.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
     let df = kiln_frontend::parse(&file_name, &text).map_err(|e| anyhow!("{e}"))?;
     check_syntax_directive(&df)?;
-    let host = platform::host();
+    let host = Platform::host();
     let targets = if opts.platforms.is_empty() { vec![host.clone()] } else { opts.platforms.clone() };
     let epoch_urls = epoch_from_stage(&df, &mut opts, &host, &targets[0]).await?;
 
@@ -205,7 +204,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
                 Some(&id) => id,
                 None => {
                     let stage_jobs: BTreeMap<usize, usize> = stage.deps.iter().filter_map(|d| plan.jobs.get(d).map(|j| (*d, *j))).collect();
-                    let label = if multi { format!("{} ", platform::display(&plan.platform)) } else { String::new() };
+                    let label = if multi { format!("{} ", (&plan.platform).to_string()) } else { String::new() };
                     jobs.push(Job {
                         stage: stage.clone(),
                         platform: stage_platform.clone(),
@@ -271,10 +270,10 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
             pulled: &pulled,
             keys: &keys,
             job,
-            platform: platform::display(&job.platform),
+            platform: (&job.platform).to_string(),
             urls: &resolved,
         };
-        let k = crate::plan::keys::job_keys(&job.stage, &platform::display(&job.platform), &mut ki)?;
+        let k = crate::plan::keys::job_keys(&job.stage, &(&job.platform).to_string(), &mut ki)?;
         keys.insert(id, k);
     }
     let _ = hasher.save();
@@ -435,7 +434,7 @@ async fn fetch_lazy(cx: &Ctx) -> Result<()> {
 fn export_local(cx: &Ctx, images: &[(Platform, ImageState)], dest: &Path) -> Result<()> {
     for (p, state) in images {
         let target = if images.len() > 1 {
-            dest.join(platform::display(p).replace('/', "_"))
+            dest.join((p).to_string().replace('/', "_"))
         } else {
             dest.to_path_buf()
         };
@@ -445,7 +444,7 @@ fn export_local(cx: &Ctx, images: &[(Platform, ImageState)], dest: &Path) -> Res
         let sources = vec![".".to_string()];
         let req = CopyRequest::whole_dir(snap.merged(), &sources, "/", Some(Owner::default()));
         copy::copy_into(&target, &req).with_context(|| format!("writing the rootfs to {}", target.display()))?;
-        progress::get().info("output", &format!("wrote rootfs {} ({})", target.display(), platform::display(p)));
+        progress::get().info("output", &format!("wrote rootfs {} ({})", target.display(), (p).to_string()));
     }
     Ok(())
 }
@@ -573,7 +572,7 @@ fn layer_caches(opts: &BuildOptions, store: &ContentStore, registry: &Registry) 
 /// The platform a stage runs for: its `FROM --platform`, else the target's.
 fn stage_platform(stage: &Stage, target: &Platform) -> Result<Platform> {
     match stage.platform.as_deref().filter(|p| !p.is_empty()) {
-        Some(p) => platform::parse(p).with_context(|| format!("FROM --platform={p} at {}:{}", stage.loc.file, stage.loc.line)),
+        Some(p) => Platform::parse(p).with_context(|| format!("FROM --platform={p} at {}:{}", stage.loc.file, stage.loc.line)),
         None => Ok(target.clone()),
     }
 }
@@ -583,7 +582,7 @@ fn stage_platform(stage: &Stage, target: &Platform) -> Result<Platform> {
 fn fingerprint(stage: &Stage, platform: &Platform, deps: &BTreeMap<usize, String>) -> Result<String> {
     use sha2::{Digest as _, Sha256};
     let mut h = Sha256::new();
-    h.update(platform::display(platform).as_bytes());
+    h.update((platform).to_string().as_bytes());
     h.update(serde_json::to_vec(&stage.steps)?);
     match &stage.base {
         Base::Scratch => h.update(b"scratch"),
@@ -682,13 +681,13 @@ fn explain_pull_error(e: anyhow::Error, df: &kiln_frontend::Dockerfile) -> anyho
 
 async fn pull_all(registry: &Registry, store: &ContentStore, pulled: &mut PulledMap, wanted: &[(String, Platform)]) -> Result<()> {
     for (name, p) in wanted {
-        let key = (name.clone(), platform::display(p));
+        let key = (name.clone(), (p).to_string());
         if pulled.contains_key(&key) {
             continue;
         }
         let reference: Reference = name.parse().map_err(|e| anyhow!("image {name}: {e}"))?;
         progress::get().info("pull", &format!("pulling {reference} ({})", key.1));
-        let img = registry.pull_image(&reference, &to_cache_platform(p), store).await.map_err(|e| {
+        let img = registry.pull_image(&reference, p, store).await.map_err(|e| {
             anyhow::Error::new(e).context(PullFailed { name: name.clone(), reference: reference.to_string(), platform: key.1.clone() })
         })?;
         if img.config.rootfs.diff_ids.len() != img.layers.len() {
@@ -769,10 +768,6 @@ fn run_jobs(cx: &Ctx, jobs: &[Job], pulled: &PulledMap) -> Result<BTreeMap<usize
     Ok(results)
 }
 
-fn to_cache_platform(p: &Platform) -> kiln_oci::Platform {
-    kiln_cache::parse_platform(&p.to_string()).unwrap_or_default()
-}
-
 /// Docker media types name the same bytes; the manifest we write is OCI.
 fn oci_layer_type(mt: &str) -> String {
     match media::layer_compression(mt) {
@@ -785,7 +780,7 @@ fn oci_layer_type(mt: &str) -> String {
 
 fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BTreeMap<usize, ImageState>) -> Result<ImageState> {
     let stage = &job.stage;
-    let plat = platform::display(&job.platform);
+    let plat = (&job.platform).to_string();
     let (from_text, mut state) = match &stage.base {
         Base::Scratch => {
             // BuildKit's empty image (dockerfile2llb emptyImage): WorkingDir `/` and,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_cache::{parse_platform, ContentStore, Reference};
+use kiln_cache::{ContentStore, Reference};
 use kiln_oci::{media, Descriptor, Digest};
 use oci_spec::image::{DescriptorBuilder, MediaType};
 
@@ -153,13 +153,25 @@ pub fn random_bytes(len: usize, salt: u64) -> Vec<u8> {
         .collect()
 }
 
+/// `os/arch[/variant]` exactly as written (not normalised): what a registry may serve.
+pub fn spec_platform(s: &str) -> oci_spec::image::Platform {
+    let mut it = s.split('/');
+    let mut b = oci_spec::image::PlatformBuilder::default()
+        .os(oci_spec::image::Os::from(it.next().unwrap()))
+        .architecture(oci_spec::image::Arch::from(it.next().unwrap()));
+    if let Some(v) = it.next() {
+        b = b.variant(v.to_string());
+    }
+    b.build().unwrap()
+}
+
 pub fn desc(mt: &str, d: &Digest, size: usize, platform: Option<&str>) -> Descriptor {
     let mut b = DescriptorBuilder::default()
         .media_type(MediaType::from(mt))
         .digest(oci_spec::image::Digest::try_from(d.to_string()).unwrap())
         .size(size as u64);
     if let Some(p) = platform {
-        b = b.platform(parse_platform(p).unwrap());
+        b = b.platform(spec_platform(p));
     }
     b.build().unwrap()
 }
@@ -182,7 +194,7 @@ pub fn make_image(store: &ContentStore, platform: &str, layer_len: usize, docker
     };
     let layer = random_bytes(layer_len, layer_len as u64 ^ platform.len() as u64);
     let layer_d = store.put(&layer).unwrap();
-    let p = parse_platform(platform).unwrap();
+    let p = spec_platform(platform);
     let mut cfg = serde_json::json!({
         "architecture": p.architecture().to_string(),
         "os": p.os().to_string(),
