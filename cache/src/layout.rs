@@ -13,10 +13,7 @@ use std::path::Path;
 use kiln_oci::{media, Descriptor, Digest, ImageIndex, ImageManifest};
 use oci_spec::image::MediaType;
 
-use crate::store::{create_unique, init_layout, sync_dir, write_atomic, ContentStore, StoreError};
-
-/// The annotation an OCI layout uses to name an image.
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+use crate::store::{create_unique, init_layout, ref_name, sync_dir, write_atomic, ContentStore, StoreError, REF_NAME};
 
 /// See the crate-level API description: writes `images` and everything they reference
 /// into a layout at `dest`, merging with an existing `index.json` (same tag replaced).
@@ -61,10 +58,6 @@ pub fn export_layout(
         message: e.to_string(),
     })?;
     write_atomic(&index_path, &out)
-}
-
-pub(crate) fn ref_name(d: &Descriptor) -> Option<&str> {
-    d.annotations().as_ref()?.get(REF_NAME).map(|s| s.as_str())
 }
 
 fn parse_digest(d: &Descriptor) -> Result<Digest, StoreError> {

@@ -20,7 +20,9 @@
 
 pub mod auth;
 pub mod error;
+mod failure;
 pub mod gc;
+mod hosts;
 pub mod layercache;
 pub mod layout;
 pub mod lock;
@@ -28,6 +30,7 @@ mod oauth;
 pub mod platform;
 pub mod reference;
 pub mod registry;
+pub mod registrycache;
 pub mod retry;
 pub mod store;
 
@@ -35,8 +38,8 @@ pub use error::{ReferenceError, RegistryError, StoreError};
 pub use platform::parse_platform;
 pub use reference::Reference;
 pub use registry::{PulledImage, PushReport, Registry, RegistryOptions};
-pub use store::{export_layout, BlobWriter, ContentStore};
+pub use layout::export_layout;
+pub use store::{BlobWriter, ContentStore};
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Usage};
-pub use layercache::{
-    CacheError, CacheKey, CacheOptions, CacheRecord, LayerCache, LayerRecord, LocalCache, RegistryCache,
-};
+pub use layercache::{CacheError, CacheKey, CacheOptions, CacheRecord, LayerCache, LayerRecord, LocalCache};
+pub use registrycache::RegistryCache;

@@ -7,25 +7,24 @@
 //! (`platform.rs`), and error messages naming operation, registry and repository.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::io::{self, Write};
-use std::net::IpAddr;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use kiln_oci::{media, Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Platform};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 
 pub use crate::error::RegistryError;
 use crate::error::StoreError;
+use crate::failure::{attempt, into_error, Failure};
 use crate::platform::{as_written, select};
 use crate::reference::Reference;
-use crate::retry::{is_transient, retry};
 use crate::store::ContentStore;
+use crate::hosts::{self, host_of, speaks_tls};
 
 /// Default bound on blobs transferred at once per image (`max_concurrent_transfers`).
 pub const CONCURRENCY: usize = 4;
@@ -115,115 +114,6 @@ pub struct PushReport {
     pub skipped: Vec<Digest>,
 }
 
-/// What one attempt of an operation can fail with; decides retrying and the final error.
-#[derive(Debug)]
-enum Failure {
-    /// From oci-client: retried if transient.
-    Oci(OciDistributionError),
-    /// A body stream broke mid-way: retried.
-    Stream(io::Error),
-    /// Local store trouble: not retried.
-    Store(StoreError),
-    /// The registry sent something wrong (size mismatch, bad JSON): not retried.
-    Bad(String),
-    /// A failure worth retrying that did not come from oci-client.
-    Transient(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Oci(e) => {
-                // reqwest's message alone ("error sending request") hides the cause
-                // (refused, reset, TLS: unknown issuer…): add the chain of sources.
-                write!(f, "{e}")?;
-                let mut src = std::error::Error::source(e);
-                let mut last = e.to_string();
-                while let Some(s) = src {
-                    let m = s.to_string();
-                    if !last.contains(&m) {
-                        write!(f, ": {m}")?;
-                    }
-                    last = m;
-                    src = s.source();
-                }
-                Ok(())
-            }
-            Failure::Stream(e) => write!(f, "{e}"),
-            Failure::Store(e) => write!(f, "{e}"),
-            Failure::Bad(m) | Failure::Transient(m) => write!(f, "{m}"),
-        }
-    }
-}
-
-impl From<OciDistributionError> for Failure {
-    fn from(e: OciDistributionError) -> Self {
-        Failure::Oci(e)
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        Failure::Store(e)
-    }
-}
-
-fn transient(f: &Failure) -> bool {
-    match f {
-        Failure::Oci(e) => is_transient(e),
-        Failure::Stream(_) | Failure::Transient(_) => true,
-        Failure::Store(_) | Failure::Bad(_) => false,
-    }
-}
-
-fn into_error(op: String, target: String, f: Failure) -> RegistryError {
-    match f {
-        Failure::Store(source) => RegistryError::Store { op, target, source },
-        Failure::Bad(message) => RegistryError::BadContent { op, target, message },
-        other if is_not_found(&other) => RegistryError::NotFound { op, target, message: other.to_string() },
-        other => {
-            let mut message = other.to_string();
-            if is_denied(&other) {
-                // Say what to do: credentials come from docker's config.json.
-                let host = target.split('/').next().unwrap_or(&target);
-                message.push_str(&format!(
-                     " (access denied: check the credentials for {host} in docker's config.json — `docker login {host}` — or in $REGISTRY_AUTH_FILE)"
-                ));
-            }
-            let plain_http_to_tls = message.contains("400 Bad Request") && message.contains("http://");
-            if message.contains("certificate") || plain_http_to_tls {
-                let host = target.split('/').next().unwrap_or(&target);
-                if plain_http_to_tls {
-                    // A loopback registry is spoken to over HTTP unless told otherwise;
-                    // a 400 there usually means it speaks TLS.
-                    message.push_str(" (the registry may speak TLS:");
-                    message.push_str(" give its CA with --registry-certificate FILE, or --insecure-registry to skip verification)");
-                    return RegistryError::Transport { op, target, message };
-                }
-                message.push_str(&format!(
-                    " (TLS: trust the registry's CA with --registry-certificate FILE, or use --insecure-registry {host})"
-                ));
-            }
-            RegistryError::Transport { op, target, message }
-        }
-    }
-}
-
-fn is_not_found(f: &Failure) -> bool {
-    match f {
-        Failure::Oci(OciDistributionError::ImageManifestNotFoundError(_)) => true,
-        Failure::Oci(OciDistributionError::ServerError { code, .. }) => *code == 404,
-        Failure::Oci(OciDistributionError::RequestError(e)) => e.status().is_some_and(|s| s.as_u16() == 404),
-        Failure::Oci(OciDistributionError::RegistryError { envelope, .. }) => envelope.errors.iter().any(|e| {
-            matches!(
-                e.code,
-                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown | OciErrorCode::NotFound
-            )
-        }),
-        _ => false,
-    }
-}
-
 /// `r` moved to `to` (`host[:port][/prefix]`) with repository `rest` under it, keeping
 /// tag and digest.
 fn rebase(r: &Reference, to: &str, rest: &str) -> Option<Reference> {
@@ -238,32 +128,6 @@ fn rebase(r: &Reference, to: &str, rest: &str) -> Option<Reference> {
         (None, _) => return None,
     };
     Reference::new(registry, &repository, r.tag(), r.digest().cloned()).ok()
-}
-
-fn is_denied(f: &Failure) -> bool {
-    match f {
-        Failure::Oci(OciDistributionError::UnauthorizedError { .. })
-        | Failure::Oci(OciDistributionError::AuthenticationFailure(_)) => true,
-        Failure::Oci(OciDistributionError::ServerError { code, .. }) => *code == 401 || *code == 403,
-        Failure::Oci(OciDistributionError::RequestError(e)) => {
-            e.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403)
-        }
-        Failure::Oci(OciDistributionError::RegistryError { envelope, .. }) => envelope
-            .errors
-            .iter()
-            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
-        _ => false,
-    }
-}
-
-/// Runs `f` with retries; on final failure, an error naming `op` and `r`'s repository.
-async fn attempt<T, F, Fut>(attempts: u32, op: String, r: &Reference, f: F) -> Result<T, RegistryError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Failure>>,
-{
-    let what = format!("{op} {}", r.name());
-    retry(attempts, &what, transient, f).await.map_err(|e| into_error(op, r.name(), e))
 }
 
 /// Parse a manifest or index (`what`) and keep its bytes in the store.
@@ -289,61 +153,7 @@ fn short(d: &Digest) -> String {
 
 /// Whether `registry` (`host[:port]`) is spoken to over plain HTTP.
 pub fn is_insecure(opts: &RegistryOptions, registry: &str) -> bool {
-    let host = host_of(registry);
-    if opts.insecure.iter().any(|i| i == registry || i == host) {
-        return true;
-    }
-    if host == "localhost" {
-        return true;
-    }
-    host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
-}
-
-/// Whether the server at `host[:port]` (443 if none) answers a TLS ClientHello with
-/// a TLS record: a short blocking probe, done once per registry and process.
-fn speaks_tls(registry: &str) -> bool {
-    use std::io::{Read, Write};
-    use std::net::{TcpStream, ToSocketAddrs};
-    let addr = if registry.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())) && !registry.ends_with(']') {
-        registry.to_string()
-    } else {
-        format!("{registry}:443")
-    };
-    let Some(sock) = addr.to_socket_addrs().ok().and_then(|mut a| a.next()) else { return false };
-    let Ok(mut s) = TcpStream::connect_timeout(&sock, Duration::from_secs(3)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    // A minimal TLS 1.2 ClientHello (one cipher suite, no extensions): any TLS
-    // server answers with a handshake (0x16) or alert (0x15) record; an HTTP server
-    // answers "HTTP/1.x 400" once it sees a line end.
-    let mut body = vec![0x03, 0x03];
-    body.extend_from_slice(&[0u8; 32]); // random
-    body.push(0); // session id
-    body.extend_from_slice(&[0x00, 0x02, 0xc0, 0x2f]); // cipher suites
-    body.extend_from_slice(&[0x01, 0x00]); // compression: null
-    let mut hs = vec![0x01, 0x00, (body.len() >> 8) as u8, body.len() as u8];
-    hs.extend_from_slice(&body);
-    let mut hello = vec![0x16, 0x03, 0x01, (hs.len() >> 8) as u8, hs.len() as u8];
-    hello.extend_from_slice(&hs);
-    // An HTTP server reads up to the end of a request line before it answers: end one,
-    // so a plain-HTTP registry replies 400 at once instead of waiting (a TLS server
-    // has answered the hello before it looks at these bytes).
-    hello.extend_from_slice(b"\r\n\r\n");
-    if s.write_all(&hello).is_err() {
-        return false;
-    }
-    let mut first = [0u8; 1];
-    matches!(s.read(&mut first), Ok(1) if first[0] == 0x16 || first[0] == 0x15)
-}
-
-/// `host` of `host[:port]` / `[v6]:port`.
-fn host_of(registry: &str) -> &str {
-    if let Some(rest) = registry.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match registry.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => registry,
-    }
+    hosts::is_insecure(&opts.insecure, registry)
 }
 
 fn parse_oci_digest(d: &oci_spec::image::Digest) -> Result<Digest, Failure> {
@@ -857,28 +667,4 @@ enum Outcome {
     Skipped,
     Mounted,
     Uploaded,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn insecure_hosts() {
-        let o = RegistryOptions { insecure: vec!["myreg:5000".into(), "plain.example".into()], ..Default::default() };
-        for (r, want) in [
-            ("localhost", true),
-            ("localhost:5000", true),
-            ("127.0.0.1:5000", true),
-            ("127.1.2.3", true),
-            ("[::1]:5000", true),
-            ("myreg:5000", true),
-            ("myreg:5001", false),
-            ("plain.example:8080", true),
-            ("docker.io", false),
-            ("10.0.0.1:5000", false),
-        ] {
-            assert_eq!(is_insecure(&o, r), want, "{r}");
-        }
-    }
 }

@@ -18,7 +18,10 @@ use kiln_oci::{Descriptor, Digest, ImageIndex, Sha256Writer};
 use crate::lock::{LockFile, LockMode};
 
 pub use crate::error::StoreError;
-pub use crate::layout::export_layout;
+
+/// The annotation an OCI layout uses to name an image (the store's `index.json`
+/// names images the same way as an exported layout).
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 const EMPTY_INDEX: &str = "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[]}";
@@ -67,10 +70,10 @@ impl ContentStore {
     /// `flock` on `index.lock` around the read-modify-write).
     pub fn set_ref(&self, name: &str, desc: &Descriptor) -> Result<(), StoreError> {
         self.update_index(|manifests| {
-            manifests.retain(|d| crate::layout::ref_name(d) != Some(name));
+            manifests.retain(|d| ref_name(d) != Some(name));
             let mut d = desc.clone();
             let mut ann = d.annotations().clone().unwrap_or_default();
-            ann.insert(crate::layout::REF_NAME.to_string(), name.to_string());
+            ann.insert(REF_NAME.to_string(), name.to_string());
             d.set_annotations(Some(ann));
             manifests.push(d);
         })
@@ -78,7 +81,7 @@ impl ContentStore {
 
     /// Removes the entry named `name` from `index.json` (its blobs become prunable).
     pub fn remove_ref(&self, name: &str) -> Result<(), StoreError> {
-        self.update_index(|manifests| manifests.retain(|d| crate::layout::ref_name(d) != Some(name)))
+        self.update_index(|manifests| manifests.retain(|d| ref_name(d) != Some(name)))
     }
 
     fn update_index(&self, f: impl FnOnce(&mut Vec<Descriptor>)) -> Result<(), StoreError> {
@@ -155,6 +158,11 @@ impl ContentStore {
             StoreError::io(op, p, e)
         }
     }
+}
+
+/// The name `d` has in an `index.json` (its [`REF_NAME`] annotation).
+pub(crate) fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations().as_ref()?.get(REF_NAME).map(|s| s.as_str())
 }
 
 /// Creates `oci-layout`, `index.json` and `blobs/sha256` under `root` if missing.

@@ -118,7 +118,7 @@ async fn cache_to_and_from_manifest() {
     first.flush(&src).await.unwrap();
     let (m, _) = client.get_manifest(&r).await.unwrap().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
-    assert_eq!(v["config"]["mediaType"], kiln_cache::layercache::CACHE_CONFIG_MEDIA_TYPE);
+    assert_eq!(v["config"]["mediaType"], kiln_cache::registrycache::CACHE_CONFIG_MEDIA_TYPE);
     assert_eq!(v["layers"].as_array().unwrap().len(), 1);
 
     // Second build elsewhere: hits for both, adds the third, exports all three

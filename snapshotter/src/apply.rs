@@ -22,17 +22,20 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use kiln_oci::media::LayerCompression;
 use kiln_oci::{Digest, Sha256Writer};
 
+use crate::entry_meta::{chown_failed, finish_file, ids, read_meta, set_owner_mode, set_xattrs, set_xattrs_with, Meta};
+use crate::error::{io_err, unsafe_err};
 pub use crate::error::ApplyError;
 use crate::safepath::{normalize, Components, NormalizeError, Root};
-use crate::sys::{self, cstr};
+use crate::sys::{self, cstr, errno};
 use crate::whiteout::{self, Kind};
 use crate::xattr;
+
+mod lowers;
 
 /// The result of unpacking a layer.
 #[derive(Debug, Clone)]
@@ -149,15 +152,6 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Metadata of one entry, with PAX records taking precedence over header fields.
-pub(crate) struct Meta {
-    uid: u64,
-    gid: u64,
-    pub(crate) mode: u32,
-    mtime: (i64, u32),
-    xattrs: Vec<(String, Vec<u8>)>,
-}
-
 struct State {
     root: Root,
     /// (entry number, message), sorted at the end: workers report out of order.
@@ -192,157 +186,7 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-pub(crate) fn io_err<'a>(path: &'a str, op: &'static str) -> impl FnOnce(io::Error) -> ApplyError + 'a {
-    move |source| ApplyError::Io { path: path.to_string(), op, source }
-}
-
-fn unsafe_err(path: &str, reason: impl Into<String>) -> ApplyError {
-    ApplyError::Unsafe { path: path.to_string(), reason: reason.into() }
-}
-
-fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(0)
-}
-
-/// Parse a PAX time (`1700000000.5`, possibly negative) into (seconds, nanoseconds).
-fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
-    let (int, frac) = match v.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (v, ""),
-    };
-    let secs: i64 = int.parse().ok()?;
-    let mut nanos: u32 = 0;
-    let digits: String = frac.chars().take(9).collect();
-    if !digits.is_empty() {
-        if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        nanos = format!("{digits:0<9}").parse().ok()?;
-    }
-    if secs < 0 && nanos > 0 {
-        // -1.5 means 1.5 s before the epoch: (-2 s, +0.5 s).
-        return Some((secs - 1, 1_000_000_000 - nanos));
-    }
-    Some((secs, nanos))
-}
-
-fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, path: &str) -> Result<Meta, ApplyError> {
-    let h = entry.header();
-    let bad = |what: &str| unsafe_err(path, format!("malformed {what} field in tar header"));
-    let mut m = Meta {
-        uid: h.uid().map_err(|_| bad("uid"))?,
-        gid: h.gid().map_err(|_| bad("gid"))?,
-        mode: h.mode().map_err(|_| bad("mode"))? & 0o7777,
-        mtime: (h.mtime().map_err(|_| bad("mtime"))? as i64, 0),
-        xattrs: Vec::new(),
-    };
-    if let Some(pax) = entry.pax_extensions().map_err(ApplyError::Read)? {
-        for rec in pax {
-            let rec = rec.map_err(ApplyError::Read)?;
-            let Ok(key) = rec.key() else { continue };
-            let val = rec.value_bytes();
-            let num = || std::str::from_utf8(val).ok().and_then(|s| s.parse::<u64>().ok());
-            match key {
-                "uid" => m.uid = num().ok_or_else(|| bad("PAX uid"))?,
-                "gid" => m.gid = num().ok_or_else(|| bad("PAX gid"))?,
-                "mtime" => {
-                    m.mtime = std::str::from_utf8(val).ok().and_then(parse_pax_time).ok_or_else(|| bad("PAX mtime"))?
-                }
-                k => {
-                    if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                        m.xattrs.push((name.to_string(), val.to_vec()));
-                    }
-                }
-            }
-        }
-    }
-    Ok(m)
-}
-
 impl State {
-    /// Where an entry's parent directory is. `None`: as named (it is in this layer,
-    /// or there are no lowers and it will be created). `Some(resolved)`: resolved
-    /// through the merged view of this layer and its lowers; the directories that
-    /// exist below have been copied up into this layer.
-    fn place_parent(&mut self, parent: &[Vec<u8>], path: &str) -> Result<Option<Components>, ApplyError> {
-        if parent.is_empty() || self.root.dir(parent, false).is_ok() {
-            return Ok(None);
-        }
-        self.depends_on_lowers = true;
-        if self.lowers.is_empty() {
-            return Ok(None);
-        }
-        self.barrier()?;
-        let mut all: Vec<&Path> = vec![self.target.as_path()];
-        all.extend(self.lowers.iter().map(|p| p.as_path()));
-        let (resolved, existing) = crate::merged::resolve_dir(&all, parent)
-            .map_err(|e| unsafe_err(path, format!("parent directory cannot be resolved in the lower layers: {e}")))?;
-        self.quick = false;
-        crate::links::copy_up_parents(&self.target, &all, &resolved[..existing])
-            .map_err(io_err(path, "copy up parent directory from a lower layer"))?;
-        // Copied-up parents keep the mtime they have below once the entries are in.
-        use std::os::unix::fs::MetadataExt;
-        let mut p = self.target.clone();
-        for (i, c) in resolved[..existing].iter().enumerate() {
-            p.push(std::ffi::OsStr::from_bytes(c));
-            if let Ok(md) = std::fs::symlink_metadata(&p) {
-                self.dir_times.push((resolved[..=i].to_vec(), (md.mtime(), md.mtime_nsec() as u32)));
-            }
-        }
-        self.root.invalidate();
-        Ok(Some(resolved))
-    }
-
-    /// A hardlink whose target is not in this layer but in a lower one: copy the
-    /// target up (at its merged-view location) so the link can be made. Returns the
-    /// resolved parent of the target when it did so.
-    fn copy_up_link_target(
-        &mut self,
-        tparent: &[Vec<u8>],
-        tname: &[u8],
-        tcname: &std::ffi::CStr,
-        path: &str,
-    ) -> Result<Option<Components>, ApplyError> {
-        if self.lowers.is_empty() {
-            return Ok(None);
-        }
-        if let Ok(fd) = self.root.dir_owned(tparent, false) {
-            if let Ok(Some(_)) = sys::fstatat_nofollow(fd.as_fd(), tcname) {
-                return Ok(None);
-            }
-        }
-        let mut all: Vec<&Path> = vec![self.target.as_path()];
-        all.extend(self.lowers.iter().map(|p| p.as_path()));
-        let Ok((resolved, existing)) = crate::merged::resolve_dir(&all, tparent) else { return Ok(None) };
-        if existing != resolved.len() {
-            return Ok(None);
-        }
-        let mut full = resolved.clone();
-        full.push(tname.to_vec());
-        let Some(found) = crate::merged::lookup(&all, &full) else { return Ok(None) };
-        if found.layer == 0 || found.md.is_dir() {
-            return Ok(None);
-        }
-        self.depends_on_lowers = true;
-        // (Hardlinks are never quick: the barrier has been passed.)
-        self.quick = false;
-        crate::links::copy_up_parents(&self.target, &all, &resolved)
-            .map_err(io_err(path, "copy up parent directory from a lower layer"))?;
-        let mut dst = self.target.clone();
-        for c in &full {
-            dst.push(std::ffi::OsStr::from_bytes(c));
-        }
-        let pdir = dst.parent().map(Path::to_path_buf).unwrap_or_else(|| self.target.clone());
-        let pmd = std::fs::symlink_metadata(&pdir).map_err(io_err(path, "stat"))?;
-        crate::fsops::copy_node(&found.path, &found.md, &dst).map_err(io_err(path, "copy up hardlink target"))?;
-        use std::os::unix::fs::MetadataExt;
-        if dst.parent() != Some(self.target.as_path()) {
-            crate::fsops::set_mtime(&pdir, pmd.mtime(), pmd.mtime_nsec()).map_err(io_err(path, "set mtime"))?;
-        }
-        self.root.invalidate();
-        Ok(Some(resolved))
-    }
-
     /// Apply one tar entry. Returns false for entries that are not files of the
     /// image (global PAX headers), which are not counted.
     fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<bool, ApplyError> {
@@ -422,30 +266,8 @@ impl State {
         }
         match wkind {
             Kind::Normal => {}
-            Kind::AufsMeta => {
-                self.skip(format!("{path}: AUFS metadata entry ignored"));
-                return Ok(true);
-            }
-            Kind::Opaque => {
-                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                let dfd = sys::openat(pfd, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                    .map_err(io_err(path, "open opaque directory"))?;
-                let n = cstr(xattr::OPAQUE_XATTR.as_bytes()).map_err(io_err(path, "opaque xattr name"))?;
-                xattr::fset(dfd.as_fd(), &n, b"y").map_err(io_err(path, "set user.overlay.opaque"))?;
-                return Ok(true);
-            }
-            Kind::Whiteout(real) => {
-                if real.is_empty() || real == b"." || real == b".." {
-                    return Err(unsafe_err(path, "whiteout of an invalid name"));
-                }
-                let real = cstr(real).map_err(io_err(path, "whiteout name"))?;
-                self.remove_existing(parent, &real, path)?;
-                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                sys::mknodat(pfd, &real, libc::S_IFCHR, 0).map_err(io_err(path, "create whiteout device"))?;
-                // Keep the marker's mtime so that diffing this directory again gives
-                // the same layer. Ownership stays root and mode 0, as overlay does.
-                sys::utimensat_nofollow(pfd, &real, meta.mtime.0, meta.mtime.1)
-                    .map_err(io_err(path, "set whiteout mtime"))?;
+            marker => {
+                self.apply_marker(marker, parent, &meta, path)?;
                 return Ok(true);
             }
         }
@@ -453,46 +275,9 @@ impl State {
         let cname = cstr(name).map_err(io_err(path, "name"))?;
         match kind {
             T::Regular | T::Continuous if fresh && entry.size() <= crate::unpack_pool::MAX_JOB_BYTES => {
-                let mut data = Vec::with_capacity(entry.size() as usize);
-                entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
-                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                let pfd = pfd.try_clone_to_owned().map_err(io_err(path, "open parent directory"))?;
-                let job = crate::unpack_pool::Job {
-                    seq: self.seq,
-                    pfd,
-                    name: cname,
-                    parent: parent.to_vec(),
-                    data,
-                    meta,
-                    path: path.to_string(),
-                };
-                let workers = self.workers;
-                let pool = self.pool.get_or_insert_with(|| crate::unpack_pool::Pool::start(workers));
-                pool.submit(job, &mut self.finished)?;
-                if self.absorb_finished() {
-                    self.barrier()?;
-                }
+                self.queue_file(parent, cname, &mut entry, meta, path)?;
             }
-            T::Directory => {
-                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                let existing = sys::fstatat_nofollow(pfd, &cname).map_err(io_err(path, "stat"))?;
-                match existing {
-                    // An existing directory stays (its children too); metadata is updated.
-                    Some(st) if sys::is_dir(&st) => {}
-                    Some(_) => {
-                        self.remove_existing(parent, &cname, path)?;
-                        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                        sys::mkdirat(pfd, &cname, meta.mode & 0o777).map_err(io_err(path, "mkdir"))?;
-                    }
-                    None => sys::mkdirat(pfd, &cname, meta.mode & 0o777).map_err(io_err(path, "mkdir"))?,
-                }
-                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                let dfd = sys::openat(pfd, &cname, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
-                    .map_err(io_err(path, "open directory"))?;
-                self.set_owner_mode_fd(dfd.as_fd(), &meta, path)?;
-                self.set_xattrs_fd(dfd.as_fd(), &meta, path)?;
-                self.dir_times.push((comps.clone(), meta.mtime));
-            }
+            T::Directory => self.make_dir(parent, &cname, &comps, &meta, path)?,
             T::Regular | T::Continuous | T::GNUSparse => {
                 self.write_file(parent, &cname, &mut entry, &meta, path)?;
             }
@@ -507,71 +292,143 @@ impl State {
             }
             T::Link => {
                 let target = entry.link_name_bytes().ok_or_else(|| unsafe_err(path, "hardlink without a target"))?;
-                let tpath = lossy(&target);
-                let tcomps = normalize(&target).map_err(|_| {
-                    unsafe_err(path, format!("hardlink target {tpath:?} climbs out of the root"))
-                })?;
-                let Some((tname, tparent)) = tcomps.split_last() else {
-                    return Err(unsafe_err(path, "hardlink to the root directory"));
-                };
-                if tcomps == comps {
-                    return Ok(true); // a link to itself: nothing to do
-                }
-                let link_err = || ApplyError::HardlinkTarget { path: path.to_string(), target: tpath.clone() };
-                let tcname = cstr(tname).map_err(io_err(path, "hardlink target"))?;
-                let lower_target = self.copy_up_link_target(tparent, tname, &tcname, path)?;
-                let tparent: &[Vec<u8>] = lower_target.as_deref().unwrap_or(tparent);
-                let tpfd = match self.root.dir_owned(tparent, false) {
-                    Ok(fd) => fd,
-                    Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENOTDIR) => return Err(link_err()),
-                    Err(e) => return Err(io_err(path, "open hardlink target directory")(e)),
-                };
-                match sys::fstatat_nofollow(tpfd.as_fd(), &tcname).map_err(io_err(path, "stat hardlink target"))? {
-                    None => return Err(link_err()),
-                    Some(st) if sys::is_dir(&st) => {
-                        return Err(unsafe_err(path, format!("hardlink target {tpath:?} is a directory")))
-                    }
-                    Some(_) => {}
-                }
-                self.remove_existing(parent, &cname, path)?;
-                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                match sys::linkat(tpfd.as_fd(), &tcname, pfd, &cname) {
-                    Ok(()) => {}
-                    // Removing the old `path` may have removed the target (a link into
-                    // a directory that this entry replaced).
-                    Err(e) if errno(&e) == libc::ENOENT => return Err(link_err()),
-                    Err(e) => return Err(io_err(path, "hardlink")(e)),
-                }
+                self.make_hardlink(parent, &cname, &comps, &target, path)?;
             }
-            T::Char | T::Block | T::Fifo => {
-                let major = entry.header().device_major().ok().flatten().unwrap_or(0);
-                let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
-                let fmt = match kind {
-                    T::Char => libc::S_IFCHR,
-                    T::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
-                };
-                self.remove_existing(parent, &cname, path)?;
-                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
-                let dev = if kind == T::Fifo { 0 } else { libc::makedev(major, minor) };
-                match sys::mknodat(pfd, &cname, fmt | 0o600, dev) {
-                    Ok(()) => {}
-                    // Real device nodes need CAP_MKNOD in the initial namespace; a
-                    // rootless build cannot make them (only 0/0 whiteouts). The
-                    // container gets its /dev from the runtime anyway.
-                    Err(e) if errno(&e) == libc::EPERM => {
-                        self.skip(format!("{path}: device {major}:{minor} not created: {e}"));
-                        return Ok(true);
-                    }
-                    Err(e) => return Err(io_err(path, "mknod")(e)),
-                }
-                self.finish_special(parent, &cname, &meta, path, true)?;
-            }
+            T::Char | T::Block | T::Fifo => self.make_device(parent, &cname, &entry, kind, &meta, path)?,
             other => {
                 self.skip(format!("{path}: unsupported tar entry type {:?} ignored", other));
             }
         }
         Ok(true)
+    }
+
+    /// An entry named by the whiteout convention (`.wh.`): made in overlay format.
+    fn apply_marker(&mut self, wkind: Kind<'_>, parent: &[Vec<u8>], meta: &Meta, path: &str) -> Result<(), ApplyError> {
+        match wkind {
+            Kind::Normal => {}
+            Kind::AufsMeta => {
+                self.skip(format!("{path}: AUFS metadata entry ignored"));
+            }
+            Kind::Opaque => {
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                let dfd = sys::openat(pfd, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                    .map_err(io_err(path, "open opaque directory"))?;
+                let n = cstr(xattr::OPAQUE_XATTR.as_bytes()).map_err(io_err(path, "opaque xattr name"))?;
+                xattr::fset(dfd.as_fd(), &n, b"y").map_err(io_err(path, "set user.overlay.opaque"))?;
+            }
+            Kind::Whiteout(real) => {
+                if real.is_empty() || real == b"." || real == b".." {
+                    return Err(unsafe_err(path, "whiteout of an invalid name"));
+                }
+                let real = cstr(real).map_err(io_err(path, "whiteout name"))?;
+                self.remove_existing(parent, &real, path)?;
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                sys::mknodat(pfd, &real, libc::S_IFCHR, 0).map_err(io_err(path, "create whiteout device"))?;
+                // Keep the marker's mtime so that diffing this directory again gives
+                // the same layer. Ownership stays root and mode 0, as overlay does.
+                sys::utimensat_nofollow(pfd, &real, meta.mtime.0, meta.mtime.1)
+                    .map_err(io_err(path, "set whiteout mtime"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A new file for the workers: its data read now, its parent resolved here.
+    fn queue_file<R: Read>(
+        &mut self,
+        parent: &[Vec<u8>],
+        cname: std::ffi::CString,
+        entry: &mut tar::Entry<'_, R>,
+        meta: Meta,
+        path: &str,
+    ) -> Result<(), ApplyError> {
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut data).map_err(ApplyError::Read)?;
+        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+        let pfd = pfd.try_clone_to_owned().map_err(io_err(path, "open parent directory"))?;
+        let job = crate::unpack_pool::Job {
+            seq: self.seq,
+            pfd,
+            name: cname,
+            parent: parent.to_vec(),
+            data,
+            meta,
+            path: path.to_string(),
+        };
+        let workers = self.workers;
+        let pool = self.pool.get_or_insert_with(|| crate::unpack_pool::Pool::start(workers));
+        pool.submit(job, &mut self.finished)?;
+        if self.absorb_finished() {
+            self.barrier()?;
+        }
+        Ok(())
+    }
+
+    /// A directory at parent/name; an existing one stays (its children too) and
+    /// gets the entry's metadata.
+    fn make_dir(
+        &mut self,
+        parent: &[Vec<u8>],
+        cname: &std::ffi::CStr,
+        comps: &Components,
+        meta: &Meta,
+        path: &str,
+    ) -> Result<(), ApplyError> {
+        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+        let existing = sys::fstatat_nofollow(pfd, cname).map_err(io_err(path, "stat"))?;
+        match existing {
+            // An existing directory stays (its children too); metadata is updated.
+            Some(st) if sys::is_dir(&st) => {}
+            Some(_) => {
+                self.remove_existing(parent, cname, path)?;
+                let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+                sys::mkdirat(pfd, cname, meta.mode & 0o777).map_err(io_err(path, "mkdir"))?;
+            }
+            None => sys::mkdirat(pfd, cname, meta.mode & 0o777).map_err(io_err(path, "mkdir"))?,
+        }
+        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+        let dfd = sys::openat(pfd, cname, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
+            .map_err(io_err(path, "open directory"))?;
+        self.set_owner_mode_fd(dfd.as_fd(), meta, path)?;
+        self.set_xattrs_fd(dfd.as_fd(), meta, path)?;
+        self.dir_times.push((comps.clone(), meta.mtime));
+        Ok(())
+    }
+
+    /// A device node or fifo at parent/name. Device nodes that need privileges are
+    /// skipped with a note.
+    fn make_device<R: Read>(
+        &mut self,
+        parent: &[Vec<u8>],
+        cname: &std::ffi::CStr,
+        entry: &tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        meta: &Meta,
+        path: &str,
+    ) -> Result<(), ApplyError> {
+        use tar::EntryType as T;
+        let major = entry.header().device_major().ok().flatten().unwrap_or(0);
+        let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+        let fmt = match kind {
+            T::Char => libc::S_IFCHR,
+            T::Block => libc::S_IFBLK,
+            _ => libc::S_IFIFO,
+        };
+        self.remove_existing(parent, cname, path)?;
+        let pfd = self.root.dir(parent, true).map_err(io_err(path, "open parent directory"))?;
+        let dev = if kind == T::Fifo { 0 } else { libc::makedev(major, minor) };
+        match sys::mknodat(pfd, cname, fmt | 0o600, dev) {
+            Ok(()) => {}
+            // Real device nodes need CAP_MKNOD in the initial namespace; a
+            // rootless build cannot make them (only 0/0 whiteouts). The
+            // container gets its /dev from the runtime anyway.
+            Err(e) if errno(&e) == libc::EPERM => {
+                self.skip(format!("{path}: device {major}:{minor} not created: {e}"));
+                return Ok(());
+            }
+            Err(e) => return Err(io_err(path, "mknod")(e)),
+        }
+        self.finish_special(parent, cname, meta, path, true)
     }
 
     /// Remove whatever is at parent/name (recursively for a directory), without
@@ -791,95 +648,6 @@ fn name_key(parent_ino: u64, name: &[u8]) -> u64 {
     h.finish()
 }
 
-fn ids(meta: &Meta, path: &str) -> Result<(u32, u32), ApplyError> {
-    let uid = u32::try_from(meta.uid).ok().filter(|&u| u != u32::MAX);
-    let gid = u32::try_from(meta.gid).ok().filter(|&g| g != u32::MAX);
-    match (uid, gid) {
-        (Some(u), Some(g)) => Ok((u, g)),
-        _ => Err(unsafe_err(path, format!("uid/gid {}:{} out of range", meta.uid, meta.gid))),
-    }
-}
-
-fn chown_failed(e: io::Error, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
-    // EINVAL: the uid/gid has no mapping in our user namespace (e.g. a single-uid
-    // map). The file stays owned by root; say so rather than fail the build.
-    if errno(&e) == libc::EINVAL {
-        notes.push(format!("{path}: owner {}:{} not mapped in the user namespace: {e}", meta.uid, meta.gid));
-        return Ok(());
-    }
-    Err(io_err(path, "chown")(e))
-}
-
-/// Owner and mode, changed only where they differ from what the node has: a node
-/// created by us already has our ids (usually the tar's 0:0) and, through the
-/// create mode, usually the right permission bits. fstat costs far less than a
-/// chown or chmod, each of which dirties the inode.
-fn set_owner_mode(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
-    let (uid, gid) = ids(meta, path)?;
-    let want = meta.mode & 0o7777;
-    let st = sys::fstat(fd).map_err(io_err(path, "stat"))?;
-    let mut have = st.st_mode & 0o7777;
-    if (st.st_uid, st.st_gid) != (uid, gid) {
-        if let Err(e) = sys::fchown(fd, uid, gid) {
-            chown_failed(e, meta, path, notes)?;
-        }
-        // chown clears setuid/setgid: set the mode again.
-        have = u32::MAX;
-    }
-    if have != want {
-        sys::fchmod(fd, want).map_err(io_err(path, "chmod"))?;
-    }
-    Ok(())
-}
-
-fn set_xattrs(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
-    set_xattrs_with(meta, path, notes, |c, v| xattr::fset(fd, c, v))
-}
-
-/// The entry's xattrs through `set` (by fd, or by path for nodes that cannot be
-/// opened), minus overlay's own, with failures judged by `xattr_result`.
-fn set_xattrs_with(
-    meta: &Meta,
-    path: &str,
-    notes: &mut Vec<String>,
-    mut set: impl FnMut(&std::ffi::CStr, &[u8]) -> io::Result<()>,
-) -> Result<(), ApplyError> {
-    for (name, value) in &meta.xattrs {
-        if xattr::is_overlay_private(name) {
-            notes.push(format!("{path}: overlay-private xattr {name} not applied"));
-            continue;
-        }
-        let c = cstr(name.as_bytes()).map_err(io_err(path, "xattr name"))?;
-        xattr_result(set(&c, value), name, path, notes)?;
-    }
-    Ok(())
-}
-
-fn xattr_result(r: io::Result<()>, name: &str, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
-    match r {
-        Ok(()) => Ok(()),
-        // trusted.* needs CAP_SYS_ADMIN in the initial namespace: expected to fail
-        // rootless, and meaningless inside a container anyway.
-        Err(e) if name.starts_with("trusted.") && matches!(errno(&e), libc::EPERM | libc::ENOTSUP) => Ok(()),
-        // File capabilities are what makes e.g. ping work: never drop them quietly.
-        Err(e) if name == "security.capability" => Err(io_err(path, "set security.capability")(e)),
-        Err(e) if matches!(errno(&e), libc::EPERM | libc::ENOTSUP) => {
-            notes.push(format!("{path}: xattr {name} not set: {e}"));
-            Ok(())
-        }
-        Err(e) => Err(io_err(path, "set xattr")(e)),
-    }
-}
-
-/// A new regular file's metadata once its data is written. Order matters: chown
-/// clears setuid/setgid and security.capability, so chown, then chmod, then
-/// xattrs; the mtime last.
-pub(crate) fn finish_file(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
-    set_owner_mode(fd, meta, path, notes)?;
-    set_xattrs(fd, meta, path, notes)?;
-    sys::futimens(fd, meta.mtime.0, meta.mtime.1).map_err(io_err(path, "set mtime"))
-}
-
 enum CopyError {
     Read(io::Error),
     Write(io::Error),
@@ -896,18 +664,5 @@ fn copy_data<R: Read + ?Sized, W: Write>(r: &mut R, w: &mut W, buf: &mut [u8]) -
             Err(e) => return Err(CopyError::Read(e)),
         };
         w.write_all(&buf[..n]).map_err(CopyError::Write)?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_pax_time;
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(parse_pax_time("1700000000"), Some((1700000000, 0)));
-        assert_eq!(parse_pax_time("1700000000.5"), Some((1700000000, 500_000_000)));
-        assert_eq!(parse_pax_time("-1.5"), Some((-2, 500_000_000)));
-        assert_eq!(parse_pax_time("x"), None);
     }
 }

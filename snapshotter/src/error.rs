@@ -70,3 +70,12 @@ pub enum DiffError {
     #[error("writing layer: {0}")]
     Write(#[source] io::Error),
 }
+
+/// The `map_err` for a failed filesystem operation on the entry `path`.
+pub(crate) fn io_err<'a>(path: &'a str, op: &'static str) -> impl FnOnce(io::Error) -> ApplyError + 'a {
+    move |source| ApplyError::Io { path: path.to_string(), op, source }
+}
+
+pub(crate) fn unsafe_err(path: &str, reason: impl Into<String>) -> ApplyError {
+    ApplyError::Unsafe { path: path.to_string(), reason: reason.into() }
+}

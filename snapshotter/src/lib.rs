@@ -13,6 +13,7 @@
 
 pub mod apply;
 pub mod diff;
+mod entry_meta;
 pub mod error;
 mod fsops;
 mod links;

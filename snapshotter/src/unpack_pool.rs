@@ -15,8 +15,8 @@ use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 
-use crate::apply::{finish_file, io_err, Meta};
-use crate::error::ApplyError;
+use crate::entry_meta::{finish_file, Meta};
+use crate::error::{io_err, ApplyError};
 use crate::safepath::Components;
 use crate::sys;
 

@@ -4,7 +4,8 @@
 use anyhow::{Context, Result};
 use kiln_cache::reference::Reference;
 use kiln_cache::registry::Registry;
-use kiln_cache::store::{export_layout, ContentStore};
+use kiln_cache::layout::export_layout;
+use kiln_cache::store::ContentStore;
 use kiln_oci::{media, Descriptor, Digest};
 use serde_json::json;
 

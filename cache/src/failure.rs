@@ -1,0 +1,147 @@
+//! What one attempt of a registry operation can fail with: whether it is retried,
+//! and the error the user finally sees (naming the operation and repository, with a
+//! hint for denied access and TLS trouble).
+
+use std::future::Future;
+use std::io;
+
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+
+use crate::error::{RegistryError, StoreError};
+use crate::reference::Reference;
+use crate::retry::{is_transient, retry};
+
+/// What one attempt of an operation can fail with; decides retrying and the final error.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// From oci-client: retried if transient.
+    Oci(OciDistributionError),
+    /// A body stream broke mid-way: retried.
+    Stream(io::Error),
+    /// Local store trouble: not retried.
+    Store(StoreError),
+    /// The registry sent something wrong (size mismatch, bad JSON): not retried.
+    Bad(String),
+    /// A failure worth retrying that did not come from oci-client.
+    Transient(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Oci(e) => {
+                // reqwest's message alone ("error sending request") hides the cause
+                // (refused, reset, TLS: unknown issuer…): add the chain of sources.
+                write!(f, "{e}")?;
+                let mut src = std::error::Error::source(e);
+                let mut last = e.to_string();
+                while let Some(s) = src {
+                    let m = s.to_string();
+                    if !last.contains(&m) {
+                        write!(f, ": {m}")?;
+                    }
+                    last = m;
+                    src = s.source();
+                }
+                Ok(())
+            }
+            Failure::Stream(e) => write!(f, "{e}"),
+            Failure::Store(e) => write!(f, "{e}"),
+            Failure::Bad(m) | Failure::Transient(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl From<OciDistributionError> for Failure {
+    fn from(e: OciDistributionError) -> Self {
+        Failure::Oci(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+fn transient(f: &Failure) -> bool {
+    match f {
+        Failure::Oci(e) => is_transient(e),
+        Failure::Stream(_) | Failure::Transient(_) => true,
+        Failure::Store(_) | Failure::Bad(_) => false,
+    }
+}
+
+pub(crate) fn into_error(op: String, target: String, f: Failure) -> RegistryError {
+    match f {
+        Failure::Store(source) => RegistryError::Store { op, target, source },
+        Failure::Bad(message) => RegistryError::BadContent { op, target, message },
+        other if is_not_found(&other) => RegistryError::NotFound { op, target, message: other.to_string() },
+        other => {
+            let mut message = other.to_string();
+            if is_denied(&other) {
+                // Say what to do: credentials come from docker's config.json.
+                let host = target.split('/').next().unwrap_or(&target);
+                message.push_str(&format!(
+                     " (access denied: check the credentials for {host} in docker's config.json — `docker login {host}` — or in $REGISTRY_AUTH_FILE)"
+                ));
+            }
+            let plain_http_to_tls = message.contains("400 Bad Request") && message.contains("http://");
+            if message.contains("certificate") || plain_http_to_tls {
+                let host = target.split('/').next().unwrap_or(&target);
+                if plain_http_to_tls {
+                    // A loopback registry is spoken to over HTTP unless told otherwise;
+                    // a 400 there usually means it speaks TLS.
+                    message.push_str(" (the registry may speak TLS:");
+                    message.push_str(" give its CA with --registry-certificate FILE, or --insecure-registry to skip verification)");
+                    return RegistryError::Transport { op, target, message };
+                }
+                message.push_str(&format!(
+                    " (TLS: trust the registry's CA with --registry-certificate FILE, or use --insecure-registry {host})"
+                ));
+            }
+            RegistryError::Transport { op, target, message }
+        }
+    }
+}
+
+fn is_not_found(f: &Failure) -> bool {
+    match f {
+        Failure::Oci(OciDistributionError::ImageManifestNotFoundError(_)) => true,
+        Failure::Oci(OciDistributionError::ServerError { code, .. }) => *code == 404,
+        Failure::Oci(OciDistributionError::RequestError(e)) => e.status().is_some_and(|s| s.as_u16() == 404),
+        Failure::Oci(OciDistributionError::RegistryError { envelope, .. }) => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown | OciErrorCode::NotFound
+            )
+        }),
+        _ => false,
+    }
+}
+
+fn is_denied(f: &Failure) -> bool {
+    match f {
+        Failure::Oci(OciDistributionError::UnauthorizedError { .. })
+        | Failure::Oci(OciDistributionError::AuthenticationFailure(_)) => true,
+        Failure::Oci(OciDistributionError::ServerError { code, .. }) => *code == 401 || *code == 403,
+        Failure::Oci(OciDistributionError::RequestError(e)) => {
+            e.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403)
+        }
+        Failure::Oci(OciDistributionError::RegistryError { envelope, .. }) => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
+    }
+}
+
+/// Runs `f` with retries; on final failure, an error naming `op` and `r`'s repository.
+pub(crate) async fn attempt<T, F, Fut>(attempts: u32, op: String, r: &Reference, f: F) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let what = format!("{op} {}", r.name());
+    retry(attempts, &what, transient, f).await.map_err(|e| into_error(op, r.name(), e))
+}
