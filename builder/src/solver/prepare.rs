@@ -1,0 +1,204 @@
+//! Before any step runs: the `# syntax` check, pulling base images (with the
+//! Dockerfile line of a failed pull), which images and platforms each stage needs,
+//! stage fingerprints (equal stage instances run once) and the SOURCE_DATE_EPOCH of a stage.
+
+use super::*;
+
+/// SOURCE_DATE_EPOCH naming a stage: the time of that stage's one remote source,
+/// found before lowering for real so that `ARG SOURCE_DATE_EPOCH` sees the number
+/// (BuildKit dockerfile2llb/epoch.go: the response's Last-Modified, else the newest
+/// mtime in the downloaded archive, else no epoch). Returns the URL resolved, so
+/// the build does not ask for it again.
+pub(super) async fn epoch_from_stage(
+    df: &kiln_frontend::Dockerfile,
+    opts: &mut BuildOptions,
+    host: &Platform,
+    target: &Platform,
+) -> Result<BTreeMap<String, crate::steps::urlcache::Resolved>> {
+    let lower_opts = LowerOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        target_platform: target.clone(),
+        build_platform: host.clone(),
+        ..Default::default()
+    };
+    // A Dockerfile that does not lower here fails below with the real error.
+    let Ok(graph) = kiln_frontend::lower(df, &lower_opts) else { return Ok(BTreeMap::new()) };
+    let Some(kiln_frontend::SourceDateEpoch::Stage(i)) = graph.source_date_epoch else { return Ok(BTreeMap::new()) };
+    let url = epoch_source(&graph.stages[i])?;
+    let (dir, store_dir) = (opts.state_dir.clone(), opts.state_dir.join("content"));
+    let resolved = tokio::task::spawn_blocking(move || -> Result<_> {
+        let store = ContentStore::open(&store_dir)?;
+        let map = crate::steps::urlcache::resolve_all(&dir, &store, std::slice::from_ref(&url), BTreeMap::new())?;
+        let r = &map[&url];
+        let t = match r.mtime {
+            Some(t) => Some(t),
+            None => crate::steps::urlcache::archive_max_mtime(&store, &r.digest)?,
+        };
+        Ok((map, t))
+    })
+    .await
+    .context("resolving the SOURCE_DATE_EPOCH stage was interrupted")??;
+    if let Some(t) = resolved.1 {
+        opts.build_args.insert("SOURCE_DATE_EPOCH".into(), t.to_string());
+    }
+    Ok(resolved.0)
+}
+
+/// The one remote source of a SOURCE_DATE_EPOCH stage (the frontend checked the
+/// stage: FROM scratch and one ADD of one remote source).
+pub(super) fn epoch_source(stage: &Stage) -> Result<String> {
+    let url = stage.steps.iter().find_map(|s| match &s.kind {
+        StepKind::Add(spec) => spec.sources.first().cloned(),
+        _ => None,
+    });
+    match url {
+        Some(u) if crate::steps::fetch::is_git(&u) => {
+            bail!("SOURCE_DATE_EPOCH from a stage's git source ({u}) is not supported yet: give a number of seconds")
+        }
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(u),
+        _ => bail!("the SOURCE_DATE_EPOCH stage has no remote ADD source"),
+    }
+}
+
+/// The platform a stage runs for: its `FROM --platform`, else the target's.
+pub(super) fn stage_platform(stage: &Stage, target: &Platform) -> Result<Platform> {
+    match stage.platform.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => Platform::parse(p).with_context(|| format!("FROM --platform={p} at {}:{}", stage.loc.file, stage.loc.line)),
+        None => Ok(target.clone()),
+    }
+}
+
+/// Identity of a stage instance: its base, platform, steps and the identities of the
+/// stages it reads. Equal fingerprints build equal images, so they run once.
+pub(super) fn fingerprint(stage: &Stage, platform: &Platform, deps: &BTreeMap<usize, String>) -> Result<String> {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update((platform).to_string().as_bytes());
+    h.update(serde_json::to_vec(&stage.steps)?);
+    match &stage.base {
+        Base::Scratch => h.update(b"scratch"),
+        Base::Image(r) => h.update(format!("image:{r}").as_bytes()),
+        Base::Stage(i) => h.update(format!("stage:{}", deps.get(i).map(String::as_str).unwrap_or("?")).as_bytes()),
+    }
+    for d in &stage.deps {
+        h.update(format!("dep:{}", deps.get(d).map(String::as_str).unwrap_or("?")).as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Images a graph reads (FROM and COPY --from), with the platform of each use.
+pub(super) fn images_needed(graph: &BuildGraph, target: &Platform) -> Result<Vec<(String, Platform)>> {
+    let mut out = Vec::new();
+    for &i in &graph.needed() {
+        let stage = &graph.stages[i];
+        let p = stage_platform(stage, target)?;
+        if let Base::Image(r) = &stage.base {
+            out.push((r.clone(), p.clone()));
+        }
+        for step in &stage.steps {
+            if let StepKind::Copy(c) | StepKind::Add(c) = &step.kind {
+                if let Some(CopyFrom::Image(r)) = &c.from {
+                    out.push((r.clone(), p.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `# syntax=IMAGE` asks BuildKit to run that frontend. kiln has BuildKit's
+/// Dockerfile frontend built in: the `docker/dockerfile` images (any tag, `-labs`,
+/// `-upstream`) mean it; any other frontend cannot be run, and building with the
+/// built-in one instead could give another image, so that is an error.
+pub(super) fn check_syntax_directive(df: &kiln_frontend::Dockerfile) -> Result<()> {
+    let Some(d) = df.directives.iter().find(|d| d.name == "syntax") else { return Ok(()) };
+    let image = d.value.split_whitespace().next().unwrap_or("");
+    let name = image.split(['@']).next().unwrap_or("");
+    let name = match name.rsplit_once(':') {
+        Some((n, tag)) if !tag.contains('/') => n,
+        _ => name,
+    };
+    let name = name.trim_start_matches("docker.io/");
+    if matches!(name, "docker/dockerfile" | "docker/dockerfile-upstream") {
+        return Ok(());
+    }
+    bail!(
+        "{}:{}: # syntax={image}: kiln builds with BuildKit's Dockerfile frontend built in (the docker/dockerfile images) and cannot run the frontend {name:?}",
+        d.loc.file,
+        d.loc.line
+    )
+}
+
+/// An image that could not be pulled, by name: the error says so, and the caller
+/// names where the Dockerfile asks for it.
+#[derive(Debug, thiserror::Error)]
+#[error("pulling image {reference} for {platform}")]
+pub(super) struct PullFailed {
+    name: String,
+    reference: String,
+    platform: String,
+}
+
+/// A failed pull, located and explained as BuildKit does: the Dockerfile line that
+/// names the image, and a stage of a close name when it was probably meant
+/// (`FROM bulid` for the stage `build`).
+pub(super) fn explain_pull_error(e: anyhow::Error, df: &kiln_frontend::Dockerfile) -> anyhow::Error {
+    let Some(pf) = e.downcast_ref::<PullFailed>() else { return e };
+    let name = pf.name.clone();
+    let stages: Vec<String> = df
+        .instructions
+        .iter()
+        .filter_map(|i| match &i.command {
+            kiln_frontend::Command::From { name: Some(n), .. } => Some(n.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    let origin = df.instructions.iter().find_map(|i| {
+        let names_it = match &i.command {
+            kiln_frontend::Command::From { image, .. } => image == &name,
+            _ => i.flags.iter().any(|f| f.name == "from" && f.value.as_deref() == Some(name.as_str())),
+        };
+        names_it.then(|| format!("{}:{}", i.loc.file, i.loc.line))
+    });
+    let hint = kiln_frontend::suggest::did_you_mean(
+        kiln_frontend::suggest::search(&name.to_ascii_lowercase(), stages.iter().map(String::as_str), true).as_deref(),
+    );
+    let what = match origin {
+        Some(at) => format!("{at}: {name:?} is not a stage and could not be pulled as an image{hint}"),
+        None => format!("{name:?} could not be pulled{hint}"),
+    };
+    e.context(what)
+}
+
+pub(super) async fn pull_all(registry: &Registry, store: &ContentStore, pulled: &mut PulledMap, wanted: &[(String, Platform)]) -> Result<()> {
+    for (name, p) in wanted {
+        let key = (name.clone(), (p).to_string());
+        if pulled.contains_key(&key) {
+            continue;
+        }
+        let reference: Reference = name.parse().map_err(|e| anyhow!("image {name}: {e}"))?;
+        progress::get().info("pull", &format!("pulling {reference} ({})", key.1));
+        let img = registry.pull_image(&reference, p, store).await.map_err(|e| {
+            anyhow::Error::new(e).context(PullFailed { name: name.clone(), reference: reference.to_string(), platform: key.1.clone() })
+        })?;
+        if img.config.rootfs.diff_ids.len() != img.layers.len() {
+            bail!("image {reference}: its config lists {} diff_ids for {} layers", img.config.rootfs.diff_ids.len(), img.layers.len());
+        }
+        let layers = img
+            .layers
+            .iter()
+            .zip(img.config.rootfs.diff_ids.iter())
+            .map(|(d, diff_id)| {
+                Ok(Layer {
+                    media_type: oci_layer_type(d.media_type().as_ref()),
+                    digest: d.digest().to_string().parse()?,
+                    size: d.size(),
+                    diff_id: diff_id.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        pulled.insert(key, Pulled { state: ImageState::new(img.config, layers), manifest_digest: img.manifest_digest.to_string() });
+    }
+    Ok(())
+}

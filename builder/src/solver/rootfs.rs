@@ -1,0 +1,141 @@
+//! The snapshotter boundary: unpacked lower layers of an image state, the
+//! rootfs of a step, mount roots for RUN --mount from stages, and committing a
+//! step's changes as a layer.
+
+use super::*;
+
+/// Roots for `RUN --mount=type=bind`: stages and images mounted for the step (their
+/// scratch upper takes any writes and is thrown away), or a writable view of the
+/// context.
+pub(super) struct MountRoots<'a, 'b> {
+    pub(super) cx: &'a Ctx,
+    pub(super) sources: &'a Sources<'b>,
+    pub(super) held: Vec<ActiveSnapshot>,
+}
+
+impl runmounts::FromRoots for MountRoots<'_, '_> {
+    fn root_of(&mut self, from: &CopyFrom) -> Result<PathBuf> {
+        let state = self.sources.get(from)?;
+        let lowers = lower_dirs(self.cx, state)?;
+        let snap = self.cx.snaps.prepare(&lowers)?;
+        let root = snap.merged().to_path_buf();
+        self.held.push(snap);
+        Ok(root)
+    }
+
+    fn root_of_context_rw(&mut self) -> Result<PathBuf> {
+        let snap = self.cx.snaps.prepare(&[self.cx.opts.context.clone()])?;
+        let root = snap.merged().to_path_buf();
+        self.held.push(snap);
+        Ok(root)
+    }
+}
+
+/// Where `COPY --from` reads: earlier stages of this build, or pulled images.
+pub(super) struct Sources<'a> {
+    pub(super) stages: &'a BTreeMap<usize, ImageState>,
+    pub(super) pulled: &'a PulledMap,
+    pub(super) platform: &'a str,
+}
+
+impl Sources<'_> {
+    pub(super) fn get(&self, from: &CopyFrom) -> Result<&ImageState> {
+        match from {
+            CopyFrom::Stage(i) => self.stages.get(i).with_context(|| format!("stage {i} has not been built")),
+            CopyFrom::Image(r) => self
+                .pulled
+                .get(&(r.clone(), self.platform.to_string()))
+                .map(|p| &p.state)
+                .with_context(|| format!("image {r} was not pulled")),
+        }
+    }
+}
+
+/// Make sure every layer of `state` is unpacked; return their directories, bottom first.
+pub(super) fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
+    // Settle overlay vs native once per build (auto: probe an overlay mount).
+    let (_, notice) = cx.snaps.select(cx.opts.snapshotter);
+    if let Some(n) = notice {
+        eprintln!("note: {n}");
+    }
+    // Each layer is unpacked knowing the ones below it (symlinked parents and
+    // hardlinks into lower layers resolve as on a merged rootfs).
+    let mut dirs: Vec<PathBuf> = Vec::with_capacity(state.layers.len());
+    for l in &state.layers {
+        let dir = match cx.snaps.layer_on(&l.diff_id, &dirs) {
+            Some(p) => p,
+            None => {
+                let compression = media::layer_compression(&l.media_type)
+                    .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
+                let t0 = std::time::Instant::now();
+                cx.ensure_blob(l)?;
+                let t1 = std::time::Instant::now();
+                let blob = cx.store.open_blob(&l.digest)?;
+                let dir = cx
+                    .snaps
+                    .unpack_onto(&l.diff_id, &dirs, std::io::BufReader::new(blob), compression)
+                    .with_context(|| format!("unpacking layer {}", l.digest))?;
+                tracing::debug!(
+                    layer = %l.digest,
+                    fetch_ms = (t1 - t0).as_millis() as u64,
+                    unpack_ms = t1.elapsed().as_millis() as u64,
+                    "layer unpacked"
+                );
+                dir
+            }
+        };
+        dirs.push(dir);
+    }
+    Ok(dirs)
+}
+
+/// Whether a step is a WORKDIR that makes a layer (any but `/`, as BuildKit).
+pub(super) fn workdir_layer(kind: &StepKind) -> bool {
+    matches!(kind, StepKind::Workdir(w) if w.trim_end_matches('/') != "")
+}
+
+/// Who owns a WORKDIR that a step creates: the stage's USER (root if unknown).
+pub(super) fn workdir_owner(root: &Path, state: &ImageState) -> Owner {
+    resolve_user(root, &state.user()).map(|r| Owner { uid: r.uid, gid: r.gid }).unwrap_or_default()
+}
+
+/// WORKDIR's layer: its directory made with its parents (an empty layer when it
+/// exists already).
+pub(super) fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<()> {
+    let lowers = lower_dirs(cx, state)?;
+    let active = cx.snaps.prepare(&lowers)?;
+    let root = active.merged().to_path_buf();
+    let workdir = state.workdir();
+    copy::mkdir_p_as(&root, Path::new(&workdir), Some(workdir_owner(&root, state)))?;
+    commit_layer(cx, state, active)
+}
+
+pub(super) fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveSnapshot) -> Result<()> {
+    let opts = DiffOptions {
+        exclude: Vec::new(),
+        source_date_epoch: cx.opts.source_date_epoch,
+        gzip_level: cx.opts.compression_level.map(|l| l.clamp(0, 9) as u32),
+        compression: cx.opts.compression,
+        zstd_level: cx.opts.compression_level,
+    };
+    let mut w = cx.store.writer()?;
+    // overlay: the upperdir (hardlinks broken by copy-up repaired); native: the
+    // walk-and-compare diff in the same format.
+    let t0 = std::time::Instant::now();
+    let upper = active.diff().context("computing the step's changes")?;
+    let t1 = std::time::Instant::now();
+    let digests = write_layer(upper, &opts, &mut w).context("writing the layer")?;
+    let (digest, size) = w.commit(Some(&digests.digest))?;
+    let t2 = std::time::Instant::now();
+    cx.snaps.commit(active, &digests.diff_id)?;
+    tracing::debug!(
+        layer = %digest,
+        size,
+        diff_ms = (t1 - t0).as_millis() as u64,
+        write_ms = (t2 - t1).as_millis() as u64,
+        commit_ms = t2.elapsed().as_millis() as u64,
+        "layer committed"
+    );
+    state.push_layer(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id });
+    Ok(())
+}
