@@ -142,6 +142,14 @@ impl Reporter {
         }
     }
 
+    /// Something the user should know that does not stop the build.
+    pub fn warn(&self, message: &str) {
+        match self.mode {
+            Mode::Json => self.json(json!({"event": "warning", "message": message})),
+            _ => self.line(&format!("warning: {message}")),
+        }
+    }
+
     pub fn error(&self, message: &str) {
         if self.mode == Mode::Json {
             self.json(json!({"event": "error", "message": message}));

@@ -140,7 +140,7 @@ fn extra_sources(authfile: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) 
                 .collect();
             tracing::warn!("ignoring GitLab registry credentials: {} not set", missing.join(", "));
             if reg.is_some() {
-                eprintln!("warning: CI_REGISTRY is set but {} is not: no credentials taken from it", missing.join(" and "));
+                crate::progress::get().warn(&format!("CI_REGISTRY is set but {} is not: no credentials taken from it", missing.join(" and ")));
             }
         }
     }
@@ -194,7 +194,7 @@ fn merged(authfile: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Resu
             Ok(Some(v)) => merge(&mut base, &v),
             Ok(None) => {}
             // The user's own file is broken: say so and go on with the CI ones.
-            Err(e) => eprintln!("warning: {e:#}: ignored"),
+            Err(e) => crate::progress::get().warn(&format!("{e:#}: ignored")),
         }
     }
     for (_, v) in &extra {

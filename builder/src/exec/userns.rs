@@ -49,10 +49,10 @@ pub fn enter(choice: IsolationChoice) -> Result<Entered> {
     }
     let plan = plan_for_current_user();
     if let MapPlan::SingleId { uid, .. } = &plan {
-        eprintln!(
-            "kiln: no subordinate id range for uid {uid} in /etc/subuid and /etc/subgid (or newuidmap missing): \
+        crate::progress::get().warn(&format!(
+            "no subordinate id range for uid {uid} in /etc/subuid and /etc/subgid (or newuidmap missing): \
              using a single-id map; images whose files belong to other users will fail to build"
-        );
+        ));
     }
     let code = spawn_inside(&plan)?;
     Ok(Entered::ChildExited(code))
@@ -84,7 +84,7 @@ fn isolate_in_place(sys: &dyn Sys, choice: IsolationChoice) -> Result<Option<Iso
             Ok(Some(Isolation::Rootless))
         }
         Err(e) if choice == IsolationChoice::Auto => {
-            eprintln!("kiln: cannot create a mount namespace ({e}): using --isolation chroot (no /proc in RUN steps)");
+            crate::progress::get().warn(&format!("cannot create a mount namespace ({e}): using --isolation chroot (no /proc in RUN steps)"));
             Ok(Some(Isolation::Chroot))
         }
         Err(e) => Err(e).context("unsharing the mount namespace (for --isolation chroot, run with that flag)"),

@@ -218,11 +218,11 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     for cache in &cx.caches {
         for r in &records {
             if let Err(e) = cache.put(r, &cx.store).await {
-                eprintln!("warning: could not store cache record {}: {e:#}", &r.key[..12]);
+                crate::progress::get().warn(&format!("could not store cache record {}: {e:#}", &r.key[..12]));
             }
         }
         if let Err(e) = cache.flush(&cx.store).await {
-            eprintln!("warning: could not write the cache: {e:#}");
+            crate::progress::get().warn(&format!("could not write the cache: {e:#}"));
         }
     }
 

@@ -56,7 +56,7 @@ pub(super) fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
     // Settle overlay vs native once per build (auto: probe an overlay mount).
     let (_, notice) = cx.snaps.select(cx.opts.snapshotter);
     if let Some(n) = notice {
-        eprintln!("note: {n}");
+        crate::progress::get().info("note", &format!("note: {n}"));
     }
     // Each layer is unpacked knowing the ones below it (symlinked parents and
     // hardlinks into lower layers resolve as on a merged rootfs).
