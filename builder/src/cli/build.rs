@@ -30,9 +30,8 @@ pub struct BuildArgs {
     /// Build this stage and stop.
     #[arg(long)]
     pub target: Option<String>,
-    /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: crate::cli::values::RegistryFlags,
     /// Media types of the image: oci (default) or docker (v2 schema 2).
     #[arg(long = "format", value_name = "oci|docker", default_value = "oci")]
     pub format: String,
@@ -66,18 +65,6 @@ pub struct BuildArgs {
     /// BuildKit-style registry cache to write: type=registry,ref=REF.
     #[arg(long = "cache-to", value_name = "type=registry,ref=REF")]
     pub cache_to: Option<String>,
-    /// Mirror for docker.io images (host[:port][/prefix]). Repeatable, tried in order.
-    #[arg(long = "registry-mirror", value_name = "HOST")]
-    pub registry_mirrors: Vec<String>,
-    /// Rewrite pulls of FROM-prefixed references to TO (FROM=TO). Repeatable.
-    #[arg(long = "registry-map", value_name = "FROM=TO")]
-    pub registry_map: Vec<String>,
-    /// Extra CA certificate (PEM) for registries. Repeatable.
-    #[arg(long = "registry-certificate", value_name = "FILE")]
-    pub registry_certificates: Vec<PathBuf>,
-    /// Retries for each registry operation (429, 5xx, dropped connections).
-    #[arg(long = "push-retry", value_name = "N", default_value_t = 3)]
-    pub push_retry: u32,
     /// Write the image ID (the config digest; the index digest for several platforms).
     #[arg(long = "iidfile", value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -290,18 +277,7 @@ impl BuildArgs {
             },
             cache_from: self.cache_from.iter().map(|c| parse_cache_ref("--cache-from", c)).collect::<Result<_>>()?,
             cache_to: self.cache_to.as_deref().map(|c| parse_cache_ref("--cache-to", c)).transpose()?,
-            registry: kiln_cache::RegistryOptions {
-                insecure: self.insecure_registries.clone(),
-                mirrors: self.registry_mirrors.clone(),
-                registry_map: self
-                    .registry_map
-                    .iter()
-                    .map(|m| m.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| anyhow!("--registry-map {m:?}: expected FROM=TO")))
-                    .collect::<Result<_>>()?,
-                ca_certs: self.registry_certificates.clone(),
-                retries: self.push_retry,
-                ..Default::default()
-            },
+            registry: self.registry.to_options()?,
             labels: self
                 .labels
                 .iter()

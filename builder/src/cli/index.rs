@@ -18,9 +18,8 @@ pub struct CreateArgs {
     /// manifests are all taken). Repeatable; at least one.
     #[arg(long = "from", value_name = "REF", required = true)]
     pub from: Vec<String>,
-    /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: crate::cli::values::RegistryFlags,
     /// Write the index digest to this file.
     #[arg(long = "digest-file", value_name = "FILE")]
     pub digest_file: Option<PathBuf>,

@@ -116,6 +116,44 @@ pub fn parse_ssh(s: &str) -> Result<SshSpec> {
     Ok(SshSpec { id, socket })
 }
 
+/// The registry flags of every subcommand that talks to a registry (`build`,
+/// `executor` through it, `index create`): declared once here.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryFlags {
+    /// Registry to speak plain HTTP to (127.0.0.1 and localhost always are). Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Mirror for docker.io images (host[:port][/prefix]). Repeatable, tried in order.
+    #[arg(long = "registry-mirror", value_name = "HOST")]
+    pub registry_mirrors: Vec<String>,
+    /// Rewrite pulls of FROM-prefixed references to TO (FROM=TO). Repeatable.
+    #[arg(long = "registry-map", value_name = "FROM=TO")]
+    pub registry_map: Vec<String>,
+    /// Extra CA certificate (PEM) for registries. Repeatable.
+    #[arg(long = "registry-certificate", value_name = "FILE")]
+    pub registry_certificates: Vec<PathBuf>,
+    /// Retries for each registry operation (429, 5xx, dropped connections).
+    #[arg(long = "push-retry", value_name = "N", default_value_t = 3)]
+    pub push_retry: u32,
+}
+
+impl RegistryFlags {
+    pub fn to_options(&self) -> Result<kiln_cache::RegistryOptions> {
+        Ok(kiln_cache::RegistryOptions {
+            insecure: self.insecure_registries.clone(),
+            mirrors: self.registry_mirrors.clone(),
+            registry_map: self
+                .registry_map
+                .iter()
+                .map(|m| m.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| anyhow!("--registry-map {m:?}: expected FROM=TO")))
+                .collect::<Result<_>>()?,
+            ca_certs: self.registry_certificates.clone(),
+            retries: self.push_retry,
+            ..Default::default()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +173,24 @@ mod tests {
     fn parses_ssh_flags() {
         assert_eq!(parse_ssh("default=/tmp/s").unwrap(), SshSpec { id: "default".into(), socket: "/tmp/s".into() });
         assert!(parse_ssh("=x").is_err());
+    }
+
+    #[test]
+    fn build_and_index_create_take_the_same_registry_flags() {
+        use clap::Parser;
+        let flags = ["--insecure-registry", "r:5000", "--registry-mirror", "m", "--registry-map", "a=b", "--registry-certificate", "/ca.pem", "--push-retry", "5"];
+        let build = crate::cli::Cli::try_parse_from(["kiln", "build"].iter().chain(&flags).chain(&["."])).unwrap();
+        let index = crate::cli::Cli::try_parse_from(["kiln", "index", "create", "r:5000/x:1", "--from", "r:5000/y:1"].iter().chain(&flags)).unwrap();
+        let b = match build.command {
+            crate::cli::CommandKind::Build(b) => b.registry.to_options().unwrap(),
+            _ => unreachable!(),
+        };
+        let i = match index.command {
+            crate::cli::CommandKind::Index { command: crate::cli::index::IndexCommand::Create(c) } => c.registry.to_options().unwrap(),
+            _ => unreachable!(),
+        };
+        assert_eq!(format!("{b:?}"), format!("{i:?}"));
+        assert_eq!(b.retries, 5);
+        assert_eq!(b.registry_map, vec![("a".to_string(), "b".to_string())]);
     }
 }

@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use kiln_cache::reference::Reference;
 
 use crate::cli::index::{CreateArgs, IndexCommand};
-use kiln_cache::registry::{Registry, RegistryOptions};
+use kiln_cache::registry::Registry;
 use kiln_cache::store::ContentStore;
 use kiln_oci::{media, Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest};
 use serde_json::{json, Value};
@@ -216,7 +216,7 @@ async fn create(args: CreateArgs) -> Result<()> {
         .iter()
         .map(|s| s.parse::<Reference>().map_err(|e| anyhow!("--from {s}: {e}")))
         .collect::<Result<Vec<_>>>()?;
-    let registry = Registry::new(RegistryOptions { insecure: args.insecure_registries.clone(), ..Default::default() });
+    let registry = Registry::new(args.registry.to_options()?);
     let state = crate::options::state_dir()?;
     let store = ContentStore::open(&state.join("content"))
         .with_context(|| format!("opening the content store in {}", state.display()))?;
