@@ -610,8 +610,15 @@ impl Registry {
             let ct = manifest_media_type
                 .parse()
                 .map_err(|_| Failure::Bad(format!("invalid media type {manifest_media_type:?}")))?;
-            t.client.push_manifest_raw(&oref, body.clone(), ct).await?;
-            Ok(())
+            match t.client.push_manifest_raw(&oref, body.clone(), ct).await {
+                Ok(_) => Ok(()),
+                // distribution writes a blob's repository link in place, so while a
+                // concurrent push of the same blob commits, the manifest can name a
+                // blob it briefly does not see (seen with three builds pushing one
+                // image at once): the spec's MANIFEST_BLOB_UNKNOWN, worth a retry.
+                Err(e) if e.to_string().contains("MANIFEST_BLOB_UNKNOWN") => Err(Failure::Transient(e.to_string())),
+                Err(e) => Err(e.into()),
+            }
         })
         .await?;
         Ok(report)
