@@ -167,7 +167,7 @@ pub fn resolved_urls(kind: &StepKind) -> Vec<&str> {
         StepKind::Add(spec) if spec.checksum.is_none() => spec
             .sources
             .iter()
-            .filter(|s| (s.starts_with("http://") || s.starts_with("https://")) && !crate::steps::fetch::is_git(s))
+            .filter(|s| crate::steps::fetch::is_http(s) && !crate::steps::fetch::is_git(s))
             .map(String::as_str)
             .collect(),
         _ => Vec::new(),

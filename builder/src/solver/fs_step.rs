@@ -144,10 +144,9 @@ fn copy_step(
     };
     let chmod = spec.chmod.as_ref().map(|c| c.mode.clone());
     let exclude = if spec.exclude.is_empty() { None } else { Some(crate::context::dockerignore::Matcher::new(&spec.exclude)?) };
-    let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
     let is_git = crate::steps::fetch::is_git;
     let (remote, local): (Vec<String>, Vec<String>) =
-        spec.sources.iter().cloned().partition(|s| is_add && (is_url(s) || is_git(s)));
+        spec.sources.iter().cloned().partition(|s| is_add && (crate::steps::fetch::is_http(s) || is_git(s)));
     let total_sources = spec.sources.len() + spec.heredocs.len();
     let dest_is_dir = total_sources > 1;
     let unpack = is_add && spec.unpack != Some(false);
@@ -183,14 +182,18 @@ fn copy_step(
             }
             let name = crate::steps::fetch::file_name(url);
             let f = dir.0.join(&name);
-            let mtime = match cx.urls.get(url) {
-                Some(r) => {
-                    std::fs::copy(cx.store.blob_path(&r.digest), &f)
-                        .with_context(|| format!("ADD {url}: staging the download"))?;
-                    r.mtime
+            // Resolved before the build, or (with --checksum) fetched now.
+            let fetched;
+            let r = match (cx.urls.get(url), spec.checksum.as_deref()) {
+                (Some(r), _) => r,
+                (None, Some(c)) => {
+                    fetched = crate::steps::urlcache::fetch_pinned(&cx.store, url, c)?;
+                    &fetched
                 }
-                None => crate::steps::fetch::download(url, &f, spec.checksum.as_deref())?.mtime,
+                (None, None) => bail!("ADD {url} was not resolved before the build"),
             };
+            std::fs::copy(cx.store.blob_path(&r.digest), &f).with_context(|| format!("ADD {url}: staging the download"))?;
+            let mtime = r.mtime;
             // Docker gives downloaded files mode 0600 and the server's mtime.
             std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             if let Some(t) = mtime {

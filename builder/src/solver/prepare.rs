@@ -22,6 +22,16 @@ pub(super) async fn epoch_from_stage(
         build_platform: host.clone(),
         ..Default::default()
     };
+    // Only the build arg or a global ARG can name a stage (frontend lower/epoch.rs):
+    // without either, no extra lowering on every build.
+    let global_epoch_arg = df
+        .instructions
+        .iter()
+        .take_while(|i| !matches!(i.command, kiln_frontend::Command::From { .. }))
+        .any(|i| matches!(&i.command, kiln_frontend::Command::Arg(a) if a.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH")));
+    if !global_epoch_arg && !opts.build_args.contains_key("SOURCE_DATE_EPOCH") {
+        return Ok(BTreeMap::new());
+    }
     // A Dockerfile that does not lower here fails below with the real error.
     let Ok(graph) = kiln_frontend::lower(df, &lower_opts) else { return Ok(BTreeMap::new()) };
     let Some(kiln_frontend::SourceDateEpoch::Stage(i)) = graph.source_date_epoch else { return Ok(BTreeMap::new()) };
@@ -56,7 +66,7 @@ pub(super) fn epoch_source(stage: &Stage) -> Result<String> {
         Some(u) if crate::steps::fetch::is_git(&u) => {
             bail!("SOURCE_DATE_EPOCH from a stage's git source ({u}) is not supported yet: give a number of seconds")
         }
-        Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(u),
+        Some(u) if crate::steps::fetch::is_http(&u) => Ok(u),
         _ => bail!("the SOURCE_DATE_EPOCH stage has no remote ADD source"),
     }
 }

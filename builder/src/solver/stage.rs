@@ -83,9 +83,7 @@ pub(super) fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, 
             continue;
         }
         if let Some((_, rec)) = cx.hits.get(key.hex()) {
-            progress::get().step(&sref, progress::State::Cached, None, None);
-            cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            last_time = use_cached(cx, &mut state, rec, &step.created_by);
+            last_time = take_hit(cx, &sref, &mut state, rec, &step.created_by);
             content_parent = None;
             continue;
         }
@@ -96,9 +94,7 @@ pub(super) fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, 
             None
         };
         if let Some(rec) = content.as_ref().and_then(|c| probe_late(cx, c)) {
-            progress::get().step(&sref, progress::State::Cached, None, None);
-            cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            last_time = use_cached(cx, &mut state, &rec, &step.created_by);
+            last_time = take_hit(cx, &sref, &mut state, &rec, &step.created_by);
             // Found by content: the step's own key leads to the same layer next time.
             remember(cx, key, &state, &step.created_by, &last_time);
             content_parent = content;
@@ -209,8 +205,11 @@ pub(super) fn probe_late(cx: &Ctx, key: &CacheKey) -> Option<CacheRecord> {
     None
 }
 
-/// Take a step's layer from a cache hit; returns the history time it first ran.
-pub(super) fn use_cached(cx: &Ctx, state: &mut ImageState, rec: &CacheRecord, created_by: &str) -> String {
+/// A step served from the cache: reported and counted as cached, its layer taken;
+/// returns the history time it first ran.
+fn take_hit(cx: &Ctx, sref: &StepRef<'_>, state: &mut ImageState, rec: &CacheRecord, created_by: &str) -> String {
+    progress::get().step(sref, progress::State::Cached, None, None);
+    cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { unreachable!("hits carry a layer") };
     state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone() });
     let time = rec.history_created.clone().unwrap_or_else(|| cx.created.clone());

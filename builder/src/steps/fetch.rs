@@ -1,14 +1,13 @@
-//! `ADD https://…`: downloading a remote file into the build, with `--checksum`.
+//! Remote ADD sources: URL file names and git checkouts (HTTP downloads are in
+//! `urlcache`).
 
-use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use kiln_oci::Digest;
 
-/// A downloaded file's Last-Modified time (Docker gives it to the file).
-pub struct Download {
-    pub mtime: Option<i64>,
+/// An HTTP(S) URL source (downloaded; anything else that is remote is git).
+pub fn is_http(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
 }
 
 /// The file name ADD gives a URL source: the last path segment, as Docker does.
@@ -19,45 +18,6 @@ pub fn file_name(url: &str) -> String {
     // name (`/`, empty) gives BuildKit's `__unnamed__`.
     let name = after_host.trim_end_matches('/').rsplit('/').next().unwrap_or("");
     if name.is_empty() || name == "." { "__unnamed__".to_string() } else { name.to_string() }
-}
-
-/// Download `url` to `dest`, streaming, verifying `checksum` (`sha256:…`) if given.
-pub fn download(url: &str, dest: &Path, checksum: Option<&str>) -> Result<Download> {
-    let expected: Option<Digest> = match checksum {
-        Some(c) => Some(c.parse().with_context(|| format!("--checksum={c}: expected sha256:<64 hex digits>"))?),
-        None => None,
-    };
-    let client = reqwest::blocking::Client::builder()
-        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("creating the HTTP client")?;
-    let mut resp = client.get(url).send().with_context(|| format!("ADD {url}: request failed"))?;
-    if !resp.status().is_success() {
-        bail!("ADD {url}: the server answered {}", resp.status());
-    }
-    let mtime = resp
-        .headers()
-        .get(reqwest::header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::steps::urlcache::parse_http_date);
-    let file = std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let mut w = kiln_oci::Sha256Writer::new(std::io::BufWriter::new(file));
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = resp.read(&mut buf).with_context(|| format!("ADD {url}: reading the body"))?;
-        if n == 0 {
-            break;
-        }
-        w.write_all(&buf[..n])?;
-    }
-    let (mut inner, digest, _) = w.finish();
-    inner.flush()?;
-    if let Some(want) = expected {
-        if want != digest {
-            bail!("ADD {url}: checksum mismatch: expected {want}, got {digest}");
-        }
-    }
-    Ok(Download { mtime })
 }
 
 /// RFC 7231 IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) → seconds since the epoch.

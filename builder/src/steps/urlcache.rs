@@ -47,10 +47,7 @@ pub fn resolve_all(
     if urls.iter().all(|u| out.contains_key(u)) {
         return Ok(out);
     }
-    let client = reqwest::blocking::Client::builder()
-        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("creating the HTTP client")?;
+    let client = client()?;
     let dir = state_dir.join("http-cache");
     for url in urls {
         if !out.contains_key(url) {
@@ -59,6 +56,46 @@ pub fn resolve_all(
         }
     }
     Ok(out)
+}
+
+/// A URL with `--checksum`, fetched when its step runs (the checksum is its key):
+/// the body goes into the store only if it has that digest.
+pub fn fetch_pinned(store: &ContentStore, url: &str, checksum: &str) -> Result<Resolved> {
+    let want: Digest = checksum.parse().with_context(|| format!("--checksum={checksum}: expected sha256:<64 hex digits>"))?;
+    let resp = client()?.get(url).send().with_context(|| format!("ADD {url}: request failed"))?;
+    if !resp.status().is_success() {
+        bail!("ADD {url}: the server answered {}", resp.status());
+    }
+    let mtime = header(&resp, reqwest::header::LAST_MODIFIED).as_deref().and_then(parse_http_date);
+    let digest = store_body(store, url, resp, Some(&want))?;
+    Ok(Resolved { digest, mtime })
+}
+
+fn client() -> Result<reqwest::blocking::Client> {
+    reqwest::blocking::Client::builder()
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("creating the HTTP client")
+}
+
+/// Stream a response body into the content store, verified against `expected`.
+fn store_body(store: &ContentStore, url: &str, mut resp: reqwest::blocking::Response, expected: Option<&Digest>) -> Result<Digest> {
+    let mut w = store.writer().context("ADD: writing the download to the content store")?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = resp.read(&mut buf).with_context(|| format!("ADD {url}: reading the body"))?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n]).context("ADD: writing the download")?;
+    }
+    match w.commit(expected) {
+        Ok((digest, _)) => Ok(digest),
+        Err(kiln_cache::store::StoreError::DigestMismatch { expected, actual }) => {
+            bail!("ADD {url}: checksum mismatch: expected {expected}, got {actual}")
+        }
+        Err(e) => Err(e).context("ADD: storing the download"),
+    }
 }
 
 fn record_path(dir: &Path, url: &str) -> PathBuf {
@@ -111,7 +148,7 @@ fn resolve(client: &reqwest::blocking::Client, dir: &Path, store: &ContentStore,
     if let Some((rec, _)) = &known {
         req = req.header(reqwest::header::IF_NONE_MATCH, rec.etag.as_deref().unwrap_or_default());
     }
-    let mut resp = req.send().with_context(|| format!("ADD {url}: request failed"))?;
+    let resp = req.send().with_context(|| format!("ADD {url}: request failed"))?;
     if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
         if let Some((rec, digest)) = &known {
             return Ok(Resolved { digest: digest.clone(), mtime: rec.last_modified.as_deref().and_then(parse_http_date) });
@@ -122,16 +159,7 @@ fn resolve(client: &reqwest::blocking::Client, dir: &Path, store: &ContentStore,
     }
     let etag = header(&resp, reqwest::header::ETAG);
     let last_modified = header(&resp, reqwest::header::LAST_MODIFIED);
-    let mut w = store.writer().context("ADD: writing the download to the content store")?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = resp.read(&mut buf).with_context(|| format!("ADD {url}: reading the body"))?;
-        if n == 0 {
-            break;
-        }
-        w.write_all(&buf[..n]).context("ADD: writing the download")?;
-    }
-    let (digest, _) = w.commit(None).context("ADD: storing the download")?;
+    let digest = store_body(store, url, resp, None)?;
     let rec = Record { url: url.to_string(), etag, last_modified, digest: digest.to_string() };
     // Not remembering only costs a download next time.
     if let Err(e) = save(dir, &rec) {
