@@ -3,4 +3,5 @@
 
 pub mod dockerignore;
 pub mod hasher;
+pub mod select;
 pub mod stagecontent;

@@ -530,7 +530,7 @@ impl crate::plan::keys::KeyInputs for KeySources<'_> {
         self.hasher.digest_sources(sources)
     }
     fn context_has(&mut self, rel: &str) -> bool {
-        self.hasher.has(rel)
+        self.hasher.select().has(rel)
     }
     fn image_digest(&self, reference: &str) -> Result<String> {
         self.pulled

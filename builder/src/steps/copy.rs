@@ -16,7 +16,8 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{chown, Gid, Uid};
 
 use crate::context::dockerignore::Matcher;
-use crate::fsutil::{container_path, context_path, resolve_in_root};
+use crate::context::select::{Entry, EntryKind, Selector};
+use crate::fsutil::{container_path, resolve_in_root};
 use crate::image::Owner;
 
 pub struct CopyRequest<'a> {
@@ -69,11 +70,6 @@ impl CopyRequest<'_> {
             || (!in_src.is_empty() && self.exclude.is_some_and(|m| m.matches(in_src, false)))
     }
 
-    fn could_contain_included(&self, rel: &str, in_src: &str) -> bool {
-        self.ignore.is_none_or(|m| !m.matches(rel, true) || m.could_contain_included(rel))
-            && (in_src.is_empty() || self.exclude.is_none_or(|m| !m.matches(in_src, true) || m.could_contain_included(in_src)))
-    }
-
     fn rel(&self, p: &Path) -> String {
         p.strip_prefix(self.context).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default()
     }
@@ -81,8 +77,11 @@ impl CopyRequest<'_> {
 
 /// Copy into the rootfs at `root`; returns the number of entries written.
 pub fn copy_into(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
+    // Matches are reported relative to a canonical root.
+    let context = req.context.canonicalize().with_context(|| format!("reading {}", req.context.display()))?;
+    let req = CopyRequest { context: &context, ..*req };
     HARDLINKS.with(|h| h.borrow_mut().clear());
-    let r = copy_into_inner(root, req);
+    let r = copy_into_inner(root, &req);
     HARDLINKS.with(|h| h.borrow_mut().clear());
     r
 }
@@ -99,37 +98,24 @@ fn copy_into_inner(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
     if req.parents {
         return copy_parents(root, &dest, req);
     }
+    let no_ignore = Matcher::empty();
+    let sel = Selector::new(req.context, req.ignore.unwrap_or(&no_ignore)).allow_empty_wildcard(true);
     let mut written = 0;
     for src in req.sources {
-        let matches = expand_source(req.context, src)?;
         let literal = !src.contains(['*', '?', '[']);
-        for host_src in matches {
-            let rel = req.rel(&host_src);
-            let name = host_src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let in_src = if host_src.is_dir() { String::new() } else { name };
-            if !rel.is_empty() && req.excluded(&rel, &in_src) && !(literal && host_src.is_dir() && req.could_contain_included(&rel, &in_src)) {
+        for (m, entries) in sel.list(src)? {
+            let name = m.path.rsplit('/').next().unwrap_or_default();
+            // `--exclude` applies below each source; a file source is matched by its name.
+            if !m.is_dir && !m.path.is_empty() && req.exclude.is_some_and(|x| x.matches(name, false)) {
                 if literal {
-                    bail!("COPY source {src:?} not found in the build context (excluded by .dockerignore or --exclude)");
+                    bail!("COPY source {src:?} not found in the build context (excluded by --exclude)");
                 }
                 continue;
             }
-            let mut md = fs::symlink_metadata(&host_src).with_context(|| format!("COPY source {src:?}"))?;
-            // A symlink named as a source is followed (inside the source root), as
-            // BuildKit does; the copy keeps the link's name. Links inside copied
-            // directories stay links.
-            let mut content_src = host_src.clone();
-            if md.file_type().is_symlink() {
-                let followed = resolve_in_root(req.context, &Path::new("/").join(&rel), true)?;
-                match fs::metadata(&followed) {
-                    Ok(m) => {
-                        md = m;
-                        content_src = followed;
-                    }
-                    // Dangling: the link itself is copied, as BuildKit does.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e).with_context(|| format!("COPY source {src:?}: following its symlink")),
-                }
-            }
+            // A symlink named as a source was followed by the selector (a dangling one
+            // is the link itself); the copy keeps the name it was given.
+            let content_src = sel.host(&m.resolved);
+            let md = fs::symlink_metadata(&content_src).with_context(|| format!("COPY source {src:?}"))?;
             if req.unpack_archives && md.is_file() {
                 if let Some(reader) = crate::steps::archive::open_decompressed(&content_src)? {
                     mkdir_p_as(root, &dest, req.owner)?;
@@ -144,12 +130,12 @@ fn copy_into_inner(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
                     continue;
                 }
             }
-            let target = if md.is_dir() {
+            let target = if md.is_dir() || !dest_is_dir {
                 dest.clone()
-            } else if dest_is_dir {
-                dest.join(host_src.file_name().context("source without a file name")?)
+            } else if name.is_empty() {
+                bail!("COPY source {src:?} has no file name")
             } else {
-                dest.clone()
+                dest.join(name)
             };
             ensure_parents(root, &target, req)?;
             if md.is_dir() {
@@ -165,7 +151,7 @@ fn copy_into_inner(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
                     fs::set_permissions(&host_dir, fs::Permissions::from_mode(created_dir_mode(req)))?;
                     set_times(&host_dir, &md)?;
                 }
-                written += copy_dir_contents(&content_src, &content_src, root, &target, req)?;
+                written += copy_entries(&sel, &m.resolved, &entries[1..], root, &target, req)?;
             } else {
                 written += copy_entry(&content_src, &md, root, &target, req)?;
             }
@@ -179,6 +165,8 @@ fn copy_into_inner(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
 /// paths; directories on the way are made with their source's metadata.
 fn copy_parents(root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> {
     use crate::steps::parents::{select, ParentsSource};
+    let no_ignore = Matcher::empty();
+    let sel = Selector::new(req.context, req.ignore.unwrap_or(&no_ignore)).allow_empty_wildcard(true);
     // BuildKit creates the destination even when nothing matches.
     mkdir_p_mode(root, dest, req.owner, created_dir_mode(req))?;
     let mut written = 0;
@@ -190,14 +178,14 @@ fn copy_parents(root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> 
                 bail!("COPY source {src:?} not found in the build context");
             }
         }
-        let dirs = if ps.dir.is_empty() { vec![req.context.to_path_buf()] } else { expand_source(req.context, &ps.dir)? };
+        let dirs = if ps.dir.is_empty() {
+            vec![req.context.to_path_buf()]
+        } else {
+            sel.resolve(&ps.dir)?.into_iter().filter(|m| m.is_dir).map(|m| sel.host(&m.resolved)).collect()
+        };
         let pattern = Matcher::new(&[ps.pattern.as_str()]).with_context(|| format!("COPY --parents source {src:?}"))?;
+        // The directory named before the pivot was followed if it is a symlink.
         for dir in dirs {
-            // The directory named before the pivot is followed if it is a symlink.
-            let dir = resolve_in_root(req.context, &Path::new("/").join(req.rel(&dir)), true)?;
-            if !dir.is_dir() {
-                continue;
-            }
             let mut made: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
             // Directory metadata goes on last (children would move their mtimes).
             let mut dirs_made: Vec<(PathBuf, PathBuf)> = Vec::new();
@@ -246,60 +234,6 @@ fn make_dir(root: &Path, target: &Path, follow: bool) -> Result<PathBuf> {
         Err(_) => fs::create_dir(&host).with_context(|| format!("creating {}", target.display()))?,
     }
     Ok(host)
-}
-
-/// A source is a path in the context whose components may hold `*`, `?` and
-/// `[...]` wildcards (Go's filepath.Match per component, as BuildKit). Existing
-/// directories along it resolve inside the source root (the context or a stage's
-/// rootfs); the last component is returned as is (the caller follows a symlink
-/// there). A wildcard matching nothing is no error, as in BuildKit.
-fn expand_source(context: &Path, src: &str) -> Result<Vec<PathBuf>> {
-    let lexical = context_path(context, src)?;
-    let rel = lexical.strip_prefix(context).unwrap_or(Path::new("")).to_path_buf();
-    let comps: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-    let wild = |c: &str| c.contains(['*', '?', '[']);
-    if !comps.iter().any(|c| wild(c)) {
-        let path = match (rel.parent(), rel.file_name()) {
-            (Some(parent), Some(name)) => resolve_in_root(context, &Path::new("/").join(parent), true)?.join(name),
-            _ => context.to_path_buf(),
-        };
-        if fs::symlink_metadata(&path).is_err() {
-            bail!("COPY source {src:?} not found in the build context");
-        }
-        return Ok(vec![path]);
-    }
-    // Container-style paths (relative to the root), expanded one component at a time.
-    let mut current: Vec<PathBuf> = vec![PathBuf::from("/")];
-    for (i, comp) in comps.iter().enumerate() {
-        let last = i + 1 == comps.len();
-        let mut next = Vec::new();
-        for cur in &current {
-            let dir = resolve_in_root(context, cur, true)?;
-            if !wild(comp) {
-                let candidate = cur.join(comp);
-                if fs::symlink_metadata(resolve_in_root(context, &candidate, !last)?).is_ok() {
-                    next.push(candidate);
-                }
-                continue;
-            }
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-            names.sort();
-            for n in names {
-                if crate::context::hasher::go_match_segment(comp, &n) {
-                    next.push(cur.join(n));
-                }
-            }
-        }
-        current = next;
-    }
-    current
-        .iter()
-        .map(|c| {
-            let parent = c.parent().unwrap_or(Path::new("/"));
-            Ok(resolve_in_root(context, parent, true)?.join(c.file_name().unwrap_or_default()))
-        })
-        .collect()
 }
 
 /// Create missing parents of `target`: 0755, owned like the copied files (BuildKit
@@ -351,48 +285,77 @@ pub fn mkdir_p_mode(root: &Path, path: &Path, owner: Option<Owner>, mode: u32) -
     Ok(())
 }
 
-fn copy_dir_contents(src_root: &Path, src_dir: &Path, root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> {
-    let mut entries: Vec<_> = fs::read_dir(src_dir)
-        .with_context(|| format!("reading {}", src_dir.display()))?
-        .collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
+/// Copy the entries the selector listed below the directory `base` (relative to
+/// the source root) into `dest`, leaving out what `--exclude` drops.
+fn copy_entries(sel: &Selector<'_>, base: &str, entries: &[Entry], root: &Path, dest: &Path, req: &CopyRequest<'_>) -> Result<u64> {
+    let under = |e: &Entry| -> String {
+        let p = if base.is_empty() { e.path.as_str() } else { e.path.strip_prefix(base).unwrap_or(&e.path) };
+        p.trim_start_matches('/').to_string()
+    };
+    let keep = kept_by_exclude(entries.iter().map(|e| (under(e), e.kind == EntryKind::Dir)), req.exclude);
     let mut n = 0;
-    for e in entries {
-        let md = fs::symlink_metadata(e.path())?;
-        let rel = req.rel(&e.path());
-        let in_src = e.path().strip_prefix(src_root).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
-        if !rel.is_empty() && req.excluded(&rel, &in_src) {
-            // An excluded directory is kept only for re-included files below it.
-            if !(md.is_dir() && req.could_contain_included(&rel, &in_src) && has_included(src_root, &e.path(), req)) {
-                continue;
-            }
+    // Directory metadata goes on last (children would move their mtimes).
+    let mut dirs = Vec::new();
+    for (e, keep) in entries.iter().zip(keep) {
+        if !keep {
+            continue;
         }
-        let target = dest.join(e.file_name());
+        let src = sel.host(&e.path);
+        let md = fs::symlink_metadata(&src).with_context(|| format!("reading {}", src.display()))?;
+        let target = dest.join(under(e));
         if md.is_dir() {
             // The last component is not followed: a symlink there is replaced.
-            let host = make_dir(root, &target, false)?;
-            n += 1 + copy_dir_contents(src_root, &e.path(), root, &target, req)?;
-            set_meta(&host, &md, req.owner, req.chmod)?;
+            dirs.push((make_dir(root, &target, false)?, md));
+            n += 1;
         } else {
-            n += copy_entry(&e.path(), &md, root, &target, req)?;
+            n += copy_entry(&src, &md, root, &target, req)?;
         }
+    }
+    for (host, md) in dirs.iter().rev() {
+        set_meta(host, md, req.owner, req.chmod)?;
     }
     Ok(n)
 }
 
-/// Whether anything below `dir` survives `.dockerignore`/`--exclude`.
-fn has_included(src_root: &Path, dir: &Path, req: &CopyRequest<'_>) -> bool {
-    let Ok(rd) = fs::read_dir(dir) else { return false };
-    rd.flatten().any(|e| {
-        let p = e.path();
-        let rel = req.rel(&p);
-        let in_src = p.strip_prefix(src_root).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
-        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if !req.excluded(&rel, &in_src) {
-            return true;
+/// Which of a depth-first listing (paths relative to the copied directory, whether
+/// each is a directory) `--exclude` keeps: an excluded directory stays only for
+/// re-included entries below it, as BuildKit's fsutil walk keeps it.
+fn kept_by_exclude(listing: impl Iterator<Item = (String, bool)>, exclude: Option<&Matcher>) -> Vec<bool> {
+    let mut keep = Vec::new();
+    // Directories above the current entry: (path, index in `keep`).
+    let mut open: Vec<(String, usize)> = Vec::new();
+    let mut pruned: Option<String> = None;
+    for (path, is_dir) in listing {
+        let i = keep.len();
+        keep.push(false);
+        let inside = |dir: &str| path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/');
+        if pruned.as_deref().is_some_and(inside) {
+            continue;
         }
-        is_dir && req.could_contain_included(&rel, &in_src) && has_included(src_root, &p, req)
-    })
+        pruned = None;
+        while open.last().is_some_and(|(d, _)| !inside(d)) {
+            open.pop();
+        }
+        let Some(x) = exclude else {
+            keep[i] = true;
+            continue;
+        };
+        if !x.matches(&path, false) {
+            keep[i] = true;
+            for (_, j) in &open {
+                keep[*j] = true;
+            }
+        } else if !(is_dir && (!x.matches(&path, true) || x.could_contain_included(&path))) {
+            if is_dir {
+                pruned = Some(path);
+            }
+            continue;
+        }
+        if is_dir {
+            open.push((path, i));
+        }
+    }
+    keep
 }
 
 fn copy_entry(src: &Path, md: &fs::Metadata, root: &Path, target: &Path, req: &CopyRequest<'_>) -> Result<u64> {
@@ -515,5 +478,86 @@ mod tests {
         copy_into(root.path(), &req).unwrap();
         assert!(fs::read_dir(outside.path()).unwrap().next().is_none(), "wrote outside the root");
         assert!(root.path().join(outside.path().strip_prefix("/").unwrap()).join("f").exists());
+    }
+
+    /// Every regular file, link and directory below `dir`, relative to it.
+    fn tree_of(dir: &Path) -> std::collections::BTreeSet<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut std::collections::BTreeSet<String>) {
+            let Ok(rd) = fs::read_dir(dir) else { return };
+            for e in rd.flatten() {
+                let p = e.path();
+                out.insert(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                if fs::symlink_metadata(&p).unwrap().is_dir() {
+                    walk(base, &p, out);
+                }
+            }
+        }
+        let mut out = Default::default();
+        walk(dir, dir, &mut out);
+        out
+    }
+
+    /// The cache key and the copy come from one resolver: for each row, what the
+    /// selector lists is exactly what the copy writes, every copied file moves the
+    /// key, and a context file the copy leaves out does not.
+    #[test]
+    fn cache_key_and_copy_see_the_same_files() {
+        use crate::context::hasher::ContextHasher;
+        let rows: &[(&[&str], &str)] = &[
+            (&["src"], ""),
+            (&["src"], "src/lib/gen.rs"),
+            (&["src"], "src\n!src/lib/mod.rs"),
+            (&["*.txt", "link.rs"], ""),
+            (&["."], "secret.key\ndocs"),
+            (&["*"], "*.md\nsrc/lib"),
+            (&["s*"], "secret.key"),
+            (&["src/*", "escape"], ""),
+            (&["./src/../docs/", "c.md"], "**/gen.rs"),
+        ];
+        let me = Owner { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
+        for (sources, ignore) in rows {
+            let t = crate::context::select::tests::tree();
+            let ctx = t.path().canonicalize().unwrap();
+            let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+            let matcher = Matcher::parse(ignore).unwrap();
+            let mut hasher = ContextHasher::new(&ctx, Matcher::parse(ignore).unwrap(), None).unwrap();
+            hasher.set_allow_empty_wildcard(true);
+            // What the key covers, placed where the copy puts it.
+            let mut listed = std::collections::BTreeSet::new();
+            let mut files = Vec::new();
+            for src in &sources {
+                for (m, entries) in hasher.select().list(src).unwrap() {
+                    let base = if m.is_dir { m.resolved.clone() } else { m.resolved.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default() };
+                    for e in if m.is_dir { &entries[1..] } else { &entries[..] } {
+                        let under = e.path.strip_prefix(&base).unwrap_or(&e.path).trim_start_matches('/');
+                        let placed = if m.is_dir { under.to_string() } else { m.path.rsplit('/').next().unwrap().to_string() };
+                        listed.insert(placed);
+                        if e.kind == EntryKind::File {
+                            files.push(e.path.clone());
+                        }
+                    }
+                }
+            }
+            let root = tempfile::tempdir().unwrap();
+            let req = CopyRequest { context: &ctx, sources: &sources, dest: "/out/", workdir: "/", owner: Some(me), chmod: None, parents: false, ignore: Some(&matcher), exclude: None, dest_is_dir: true, unpack_archives: false, archive_owner: None };
+            copy_into(root.path(), &req).unwrap();
+            let copied = tree_of(&root.path().join("out"));
+            assert_eq!(listed, copied, "sources {sources:?}, .dockerignore {ignore:?}");
+
+            let key = hasher.digest_sources(&sources).unwrap();
+            for f in &files {
+                let before = fs::read(ctx.join(f)).unwrap();
+                fs::write(ctx.join(f), b"changed").unwrap();
+                assert_ne!(hasher.digest_sources(&sources).unwrap(), key, "{f} is copied by {sources:?} but not in its key");
+                fs::write(ctx.join(f), before).unwrap();
+            }
+            for f in ["a.txt", "b.txt", "c.md", "src/main.rs", "src/lib/mod.rs", "src/lib/gen.rs", "docs/x.md", "secret.key"] {
+                if files.iter().any(|x| x == f) {
+                    continue;
+                }
+                fs::write(ctx.join(f), b"changed").unwrap();
+                assert_eq!(hasher.digest_sources(&sources).unwrap(), key, "{f} is not copied by {sources:?} but moves its key");
+            }
+        }
     }
 }
