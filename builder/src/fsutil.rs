@@ -78,23 +78,6 @@ pub fn resolve_in_root(root: &Path, path: &Path, follow_last: bool) -> Result<Pa
     Ok(root.join(resolved))
 }
 
-/// Resolve a path given relative to the build context, refusing to leave it.
-pub fn context_path(context: &Path, src: &str) -> Result<PathBuf> {
-    let mut rel = PathBuf::new();
-    for c in Path::new(src).components() {
-        match c {
-            Component::Normal(n) => rel.push(n),
-            Component::ParentDir => {
-                if !rel.pop() {
-                    bail!("COPY source {src:?} points outside the build context");
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(context.join(rel))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,14 +103,6 @@ mod tests {
         assert_eq!(resolve_in_root(root, Path::new("/abs"), false).unwrap(), root.join("abs"));
         std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
         assert!(resolve_in_root(root, Path::new("/loop/x"), true).is_err());
-    }
-
-    #[test]
-    fn context_paths_stay_inside() {
-        let c = Path::new("/ctx");
-        assert_eq!(context_path(c, "a/../b").unwrap(), PathBuf::from("/ctx/b"));
-        assert_eq!(context_path(c, "/abs").unwrap(), PathBuf::from("/ctx/abs"));
-        assert!(context_path(c, "../x").is_err());
     }
 }
 

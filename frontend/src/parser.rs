@@ -479,10 +479,6 @@ impl Parser {
         if json_kw && json_not_strings(args) {
             return err("when using JSON array syntax, arrays must be comprised of strings only".into());
         }
-        let cmdline = |s: &str| match parse_json_array(s) {
-            Some(v) => CmdLine::Exec(v),
-            None => CmdLine::Shell(s.to_string()),
-        };
         Ok(match kw {
             Keyword::From => {
                 let w = split_ws(args);
@@ -501,37 +497,7 @@ impl Parser {
                 Some(v) if !v.is_empty() => Command::Shell(v),
                 _ => return err("SHELL requires the arguments to be in JSON form, e.g. [\"/bin/sh\", \"-c\"]".into()),
             },
-            Keyword::Copy | Keyword::Add => {
-                let words = match parse_json_array(args) {
-                    Some(v) => v,
-                    None => split_ws(args),
-                };
-                if words.len() < 2 {
-                    return err(format!("{name} requires at least two arguments, but only one was provided. Destination could not be determined"));
-                }
-                let (dest, srcs) = words.split_last().expect("len >= 2");
-                if heredocs.iter().any(|h| heredoc_word(dest, self.escape).is_some_and(|d| d.0 == h.name)) {
-                    return err(format!("{name} cannot accept a heredoc as a destination"));
-                }
-                let mut hd = 0;
-                let sources = srcs
-                    .iter()
-                    .map(|w| {
-                        if hd < heredocs.len() && heredoc_word(w, self.escape).is_some_and(|h| h.0 == heredocs[hd].name)
-                        {
-                            hd += 1;
-                            CopySource::Heredoc(hd - 1)
-                        } else {
-                            CopySource::Path(w.clone())
-                        }
-                    })
-                    .collect();
-                if kw == Keyword::Copy {
-                    Command::Copy { sources, dest: dest.clone() }
-                } else {
-                    Command::Add { sources, dest: dest.clone() }
-                }
-            }
+            Keyword::Copy | Keyword::Add => self.copy_args(kw, args, aloc, heredocs)?,
             Keyword::Env | Keyword::Label => {
                 let pairs = self.name_vals(name, args, aloc)?;
                 if kw == Keyword::Env {
@@ -576,26 +542,65 @@ impl Parser {
                 }
                 Command::OnBuild(args.to_string())
             }
-            Keyword::Healthcheck => {
-                let mut it = args.trim_start().splitn(2, char::is_whitespace);
-                let typ = it.next().unwrap_or("").to_ascii_uppercase();
-                let rest = it.next().unwrap_or("").trim_start();
-                match typ.as_str() {
-                    "NONE" => {
-                        if !rest.is_empty() {
-                            return err("HEALTHCHECK NONE takes no arguments".into());
-                        }
-                        Command::Healthcheck(None)
-                    }
-                    "CMD" => {
-                        if rest.is_empty() {
-                            return err("missing command after HEALTHCHECK CMD".into());
-                        }
-                        Command::Healthcheck(Some(cmdline(rest)))
-                    }
-                    _ => return err(format!("unknown type for HEALTHCHECK: {typ} (expected CMD or NONE)")),
+            Keyword::Healthcheck => self.healthcheck_args(args, aloc)?,
+        })
+    }
+
+    /// COPY/ADD: sources then destination (JSON or words); heredoc names as sources.
+    fn copy_args(&self, kw: Keyword, args: &str, aloc: &Location, heredocs: &[Heredoc]) -> Result<Command, Error> {
+        let name = kw.as_str();
+        let err = |m: String| Err(self.err(aloc.clone(), m));
+        let words = match parse_json_array(args) {
+            Some(v) => v,
+            None => split_ws(args),
+        };
+        if words.len() < 2 {
+            return err(format!("{name} requires at least two arguments, but only one was provided. Destination could not be determined"));
+        }
+        let (dest, srcs) = words.split_last().expect("len >= 2");
+        if heredocs.iter().any(|h| heredoc_word(dest, self.escape).is_some_and(|d| d.0 == h.name)) {
+            return err(format!("{name} cannot accept a heredoc as a destination"));
+        }
+        let mut hd = 0;
+        let sources = srcs
+            .iter()
+            .map(|w| {
+                if hd < heredocs.len() && heredoc_word(w, self.escape).is_some_and(|h| h.0 == heredocs[hd].name)
+                {
+                    hd += 1;
+                    CopySource::Heredoc(hd - 1)
+                } else {
+                    CopySource::Path(w.clone())
                 }
+            })
+            .collect();
+        Ok(if kw == Keyword::Copy {
+            Command::Copy { sources, dest: dest.clone() }
+        } else {
+            Command::Add { sources, dest: dest.clone() }
+        })
+    }
+
+    /// `HEALTHCHECK NONE` or `HEALTHCHECK CMD ...` (its flags were taken before).
+    fn healthcheck_args(&self, args: &str, aloc: &Location) -> Result<Command, Error> {
+        let err = |m: String| Err(self.err(aloc.clone(), m));
+        let mut it = args.trim_start().splitn(2, char::is_whitespace);
+        let typ = it.next().unwrap_or("").to_ascii_uppercase();
+        let rest = it.next().unwrap_or("").trim_start();
+        Ok(match typ.as_str() {
+            "NONE" => {
+                if !rest.is_empty() {
+                    return err("HEALTHCHECK NONE takes no arguments".into());
+                }
+                Command::Healthcheck(None)
             }
+            "CMD" => {
+                if rest.is_empty() {
+                    return err("missing command after HEALTHCHECK CMD".into());
+                }
+                Command::Healthcheck(Some(cmdline(rest)))
+            }
+            _ => return err(format!("unknown type for HEALTHCHECK: {typ} (expected CMD or NONE)")),
         })
     }
 
@@ -645,4 +650,13 @@ fn split_directive(line: &str) -> Option<(String, String, usize)> {
     let value = after.trim();
     let vcol = line.len() - after.trim_start().len();
     Some((name.to_string(), value.to_string(), vcol))
+}
+
+/// A RUN/CMD/ENTRYPOINT/HEALTHCHECK command line: exec form when it is a JSON
+/// array of strings, shell form otherwise.
+fn cmdline(s: &str) -> CmdLine {
+    match parse_json_array(s) {
+        Some(v) => CmdLine::Exec(v),
+        None => CmdLine::Shell(s.to_string()),
+    }
 }

@@ -135,6 +135,7 @@ impl ContextHasher {
     }
 
     /// How many files had their contents read (the rest came from the stat cache).
+    #[cfg(test)]
     pub fn content_reads(&self) -> u64 {
         self.reads
     }

@@ -91,151 +91,174 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
     let mut ssh_index = 0;
     for m in mounts {
         match m.kind {
-            MountKind::Bind => {
-                let target = target_of(m, inputs.workdir, "");
-                let readonly = m.readonly;
-                let root = match &m.from {
-                    Some(from) => roots.root_of(from)?,
-                    None => {
-                        if !readonly {
-                            // rw binds of the context: writes land in a scratch copy.
-                            roots.root_of_context_rw()?
-                        } else {
-                            inputs.context.to_path_buf()
-                        }
-                    }
-                };
-                let src = m.source.as_deref().unwrap_or("/");
-                let host = resolve_in_root(&root, &PathBuf::from("/").join(src), true)?;
-                let md = fs::metadata(&host).with_context(|| format!("--mount=type=bind source {src:?} not found"))?;
-                p.stubs.push((rel(&target), md.is_dir()));
-                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: host, readonly } });
-            }
-            MountKind::Cache => {
-                let target = target_of(m, inputs.workdir, "");
-                let id = m.id.as_deref().filter(|i| !i.is_empty()).unwrap_or(&target).to_string();
-                // `from=` (with `source=`): a new cache starts as a copy of that
-                // directory of a stage or image instead of empty.
-                let seed = match &m.from {
-                    Some(from) => {
-                        let root = roots.root_of(from)?;
-                        let src = m.source.as_deref().unwrap_or("/");
-                        Some((root.clone(), resolve_in_root(&root, &PathBuf::from("/").join(src), true)?))
-                    }
-                    None => None,
-                };
-                let seed = seed.as_ref().map(|(r, s)| (r.as_path(), s.as_path()));
-                let dir = cache_dir(inputs.state_dir, &id, m.mode.unwrap_or(0o755), m.uid.unwrap_or(0), m.gid.unwrap_or(0), seed, inputs.no_cache)?;
-                let source = match m.sharing {
-                    Sharing::Locked => {
-                        let lock = lock_file(&dir, true)?.expect("blocking lock");
-                        p.locks.push(lock);
-                        dir.join("data")
-                    }
-                    Sharing::Private => match lock_file(&dir, false)? {
-                        Some(lock) => {
-                            p.locks.push(lock);
-                            dir.join("data")
-                        }
-                        None => {
-                            // In use: this step gets its own, thrown away afterwards.
-                            let d = scratch_dir(&inputs.state_dir.join("tmp"), "cache")?;
-                            p.scratch.push(d.clone());
-                            d
-                        }
-                    },
-                    Sharing::Shared => dir.join("data"),
-                };
-                p.stubs.push((rel(&target), true));
-                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source, readonly: m.readonly } });
-            }
+            MountKind::Bind => bind(m, inputs, roots, &mut p)?,
+            MountKind::Cache => cache(m, inputs, roots, &mut p)?,
             MountKind::Tmpfs => {
                 let target = target_of(m, inputs.workdir, "");
                 p.stubs.push((rel(&target), true));
                 p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Tmpfs { size: m.size.clone() } });
             }
-            MountKind::Secret => {
-                let id = m.id.as_deref()
-                    .filter(|i| !i.is_empty())
-                    .map(str::to_string)
-                    .or_else(|| m.target.as_deref().and_then(|t| Path::new(t).file_name()).map(|n| n.to_string_lossy().into_owned()))
-                    .ok_or_else(|| anyhow!("--mount=type=secret needs id= or target="))?;
-                let required = m.required;
-                let Some(spec) = inputs.secrets.iter().find(|s| s.id == id) else {
-                    if required {
-                        bail!("secret {id:?} is required but was not given (use --secret id={id},src=FILE)");
-                    }
-                    continue;
-                };
-                let value = match &spec.source {
-                    SecretSource::File(path) => fs::read(path).with_context(|| format!("reading secret {id:?} from {}", path.display()))?,
-                    SecretSource::Env(var) => std::env::var_os(var)
-                        .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
-                        .ok_or_else(|| anyhow!("secret {id:?}: environment variable {var} is not set"))?,
-                };
-                if let Some(var) = &m.env {
-                    p.env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
-                    if m.target.is_none() {
-                        continue;
-                    }
-                }
-                let target = target_of(m, "/", &format!("/run/secrets/{id}"));
-                let dir = scratch_dir(&inputs.state_dir.join("tmp"), "secrets")?;
-                p.scratch.push(dir.clone());
-                let file = dir.join("secret");
-                fs::write(&file, &value).with_context(|| format!("staging secret {id:?}"))?;
-                fs::set_permissions(&file, fs::Permissions::from_mode(m.mode.unwrap_or(0o400)))?;
-                nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(m.uid.unwrap_or(0))), Some(nix::unistd::Gid::from_raw(m.gid.unwrap_or(0))))
-                    .with_context(|| format!("chown of secret {id:?}"))?;
-                p.stubs.push((rel(&target), false));
-                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: file, readonly: true } });
-            }
-            MountKind::Ssh => {
-                let id = m.id.as_deref().filter(|i| !i.is_empty()).unwrap_or("default");
-                let required = m.required;
-                let Some(spec) = inputs.ssh.iter().find(|s| s.id == id) else {
-                    if required {
-                        bail!("ssh agent {id:?} is required but was not given (use --ssh {id}=$SSH_AUTH_SOCK)");
-                    }
-                    continue;
-                };
-                let md = fs::metadata(&spec.socket).with_context(|| format!("--ssh {id}: {}", spec.socket.display()))?;
-                if !std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) {
-                    bail!("--ssh {id}: {} is not an agent socket (key files are not supported yet)", spec.socket.display());
-                }
-                let target = target_of(m, "/", &format!("/run/buildkit/ssh_agent.{ssh_index}"));
-                ssh_index += 1;
-                // BuildKit's defaults for an ssh mount: 0600, owned by root.
-                let mode = m.mode.unwrap_or(0o600);
-                let (uid, gid) = (m.uid.unwrap_or(0), m.gid.unwrap_or(0));
-                let dir = scratch_dir(&inputs.state_dir.join("tmp"), "ssh")?;
-                p.scratch.push(dir.clone());
-                let sock = dir.join("agent.sock");
-                p.ssh_relays.push(crate::steps::sshrelay::SshRelay::start(&sock, &spec.socket, mode, uid, gid)?);
-                p.env.push(format!("SSH_AUTH_SOCK={target}"));
-                p.stubs.push((rel(&target), false));
-                p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: sock, readonly: false } });
-            }
+            MountKind::Secret => secret(m, inputs, &mut p)?,
+            MountKind::Ssh => ssh(m, inputs, &mut ssh_index, &mut p)?,
         }
     }
-    // Heredoc scripts with an interpreter line run as /dev/pipes/NAME (on /dev's
-    // tmpfs in the sandbox, so never in a layer).
     if !heredocs.is_empty() {
-        let dir = scratch_dir(&inputs.state_dir.join("tmp"), "heredoc")?;
-        p.scratch.push(dir.clone());
-        for h in heredocs {
-            let file = dir.join(format!("h{}", p.mounts.len()));
-            fs::write(&file, &h.content)?;
-            fs::set_permissions(&file, fs::Permissions::from_mode(0o755))?;
-            p.mounts.push(SandboxMount {
-                target: format!("/dev/pipes/{}", h.name),
-                kind: SandboxMountKind::Bind { source: file, readonly: true },
-            });
-        }
+        stage_heredocs(heredocs, inputs, &mut p)?;
     }
     // Parents before children, so nested targets stay visible.
     p.mounts.sort_by_key(|m| m.target.matches('/').count());
     Ok(p)
+}
+
+/// `type=bind`: a directory or file of the context (read-only, or a scratch copy
+/// for `rw`) or of a stage/image (`from=`).
+fn bind(m: &RunMount, inputs: &Inputs<'_>, roots: &mut dyn FromRoots, p: &mut Prepared) -> Result<()> {
+    let target = target_of(m, inputs.workdir, "");
+    let readonly = m.readonly;
+    let root = match &m.from {
+        Some(from) => roots.root_of(from)?,
+        None => {
+            if !readonly {
+                // rw binds of the context: writes land in a scratch copy.
+                roots.root_of_context_rw()?
+            } else {
+                inputs.context.to_path_buf()
+            }
+        }
+    };
+    let src = m.source.as_deref().unwrap_or("/");
+    let host = resolve_in_root(&root, &PathBuf::from("/").join(src), true)?;
+    let md = fs::metadata(&host).with_context(|| format!("--mount=type=bind source {src:?} not found"))?;
+    p.stubs.push((rel(&target), md.is_dir()));
+    p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: host, readonly } });
+    Ok(())
+}
+
+/// `type=cache`: a persistent directory per id, shared, locked or private.
+fn cache(m: &RunMount, inputs: &Inputs<'_>, roots: &mut dyn FromRoots, p: &mut Prepared) -> Result<()> {
+    let target = target_of(m, inputs.workdir, "");
+    let id = m.id.as_deref().filter(|i| !i.is_empty()).unwrap_or(&target).to_string();
+    // `from=` (with `source=`): a new cache starts as a copy of that
+    // directory of a stage or image instead of empty.
+    let seed = match &m.from {
+        Some(from) => {
+            let root = roots.root_of(from)?;
+            let src = m.source.as_deref().unwrap_or("/");
+            Some((root.clone(), resolve_in_root(&root, &PathBuf::from("/").join(src), true)?))
+        }
+        None => None,
+    };
+    let seed = seed.as_ref().map(|(r, s)| (r.as_path(), s.as_path()));
+    let dir = cache_dir(inputs.state_dir, &id, m.mode.unwrap_or(0o755), m.uid.unwrap_or(0), m.gid.unwrap_or(0), seed, inputs.no_cache)?;
+    let source = match m.sharing {
+        Sharing::Locked => {
+            let lock = lock_file(&dir, true)?.expect("blocking lock");
+            p.locks.push(lock);
+            dir.join("data")
+        }
+        Sharing::Private => match lock_file(&dir, false)? {
+            Some(lock) => {
+                p.locks.push(lock);
+                dir.join("data")
+            }
+            None => {
+                // In use: this step gets its own, thrown away afterwards.
+                let d = scratch_dir(&inputs.state_dir.join("tmp"), "cache")?;
+                p.scratch.push(d.clone());
+                d
+            }
+        },
+        Sharing::Shared => dir.join("data"),
+    };
+    p.stubs.push((rel(&target), true));
+    p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source, readonly: m.readonly } });
+    Ok(())
+}
+
+/// `type=secret`: a file (0400 by default) in a private scratch dir, and/or an
+/// environment variable (`env=`). A missing optional secret mounts nothing.
+fn secret(m: &RunMount, inputs: &Inputs<'_>, p: &mut Prepared) -> Result<()> {
+    let id = m.id.as_deref()
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .or_else(|| m.target.as_deref().and_then(|t| Path::new(t).file_name()).map(|n| n.to_string_lossy().into_owned()))
+        .ok_or_else(|| anyhow!("--mount=type=secret needs id= or target="))?;
+    let required = m.required;
+    let Some(spec) = inputs.secrets.iter().find(|s| s.id == id) else {
+        if required {
+            bail!("secret {id:?} is required but was not given (use --secret id={id},src=FILE)");
+        }
+        return Ok(());
+    };
+    let value = match &spec.source {
+        SecretSource::File(path) => fs::read(path).with_context(|| format!("reading secret {id:?} from {}", path.display()))?,
+        SecretSource::Env(var) => std::env::var_os(var)
+            .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
+            .ok_or_else(|| anyhow!("secret {id:?}: environment variable {var} is not set"))?,
+    };
+    if let Some(var) = &m.env {
+        p.env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
+        if m.target.is_none() {
+            return Ok(());
+        }
+    }
+    let target = target_of(m, "/", &format!("/run/secrets/{id}"));
+    let dir = scratch_dir(&inputs.state_dir.join("tmp"), "secrets")?;
+    p.scratch.push(dir.clone());
+    let file = dir.join("secret");
+    fs::write(&file, &value).with_context(|| format!("staging secret {id:?}"))?;
+    fs::set_permissions(&file, fs::Permissions::from_mode(m.mode.unwrap_or(0o400)))?;
+    nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(m.uid.unwrap_or(0))), Some(nix::unistd::Gid::from_raw(m.gid.unwrap_or(0))))
+        .with_context(|| format!("chown of secret {id:?}"))?;
+    p.stubs.push((rel(&target), false));
+    p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: file, readonly: true } });
+    Ok(())
+}
+
+/// `type=ssh`: a relay socket to the given agent, named by `SSH_AUTH_SOCK`.
+fn ssh(m: &RunMount, inputs: &Inputs<'_>, ssh_index: &mut usize, p: &mut Prepared) -> Result<()> {
+    let id = m.id.as_deref().filter(|i| !i.is_empty()).unwrap_or("default");
+    let required = m.required;
+    let Some(spec) = inputs.ssh.iter().find(|s| s.id == id) else {
+        if required {
+            bail!("ssh agent {id:?} is required but was not given (use --ssh {id}=$SSH_AUTH_SOCK)");
+        }
+        return Ok(());
+    };
+    let md = fs::metadata(&spec.socket).with_context(|| format!("--ssh {id}: {}", spec.socket.display()))?;
+    if !std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) {
+        bail!("--ssh {id}: {} is not an agent socket (key files are not supported yet)", spec.socket.display());
+    }
+    let target = target_of(m, "/", &format!("/run/buildkit/ssh_agent.{ssh_index}"));
+    *ssh_index += 1;
+    // BuildKit's defaults for an ssh mount: 0600, owned by root.
+    let mode = m.mode.unwrap_or(0o600);
+    let (uid, gid) = (m.uid.unwrap_or(0), m.gid.unwrap_or(0));
+    let dir = scratch_dir(&inputs.state_dir.join("tmp"), "ssh")?;
+    p.scratch.push(dir.clone());
+    let sock = dir.join("agent.sock");
+    p.ssh_relays.push(crate::steps::sshrelay::SshRelay::start(&sock, &spec.socket, mode, uid, gid)?);
+    p.env.push(format!("SSH_AUTH_SOCK={target}"));
+    p.stubs.push((rel(&target), false));
+    p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: sock, readonly: false } });
+    Ok(())
+}
+
+/// Heredoc scripts with an interpreter line run as /dev/pipes/NAME (on /dev's
+/// tmpfs in the sandbox, so never in a layer).
+fn stage_heredocs(heredocs: &[Heredoc], inputs: &Inputs<'_>, p: &mut Prepared) -> Result<()> {
+    let dir = scratch_dir(&inputs.state_dir.join("tmp"), "heredoc")?;
+    p.scratch.push(dir.clone());
+    for h in heredocs {
+        let file = dir.join(format!("h{}", p.mounts.len()));
+        fs::write(&file, &h.content)?;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o755))?;
+        p.mounts.push(SandboxMount {
+            target: format!("/dev/pipes/{}", h.name),
+            kind: SandboxMountKind::Bind { source: file, readonly: true },
+        });
+    }
+    Ok(())
 }
 
 /// The persistent directory behind a cache mount id, created with the mount's
