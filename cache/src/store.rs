@@ -176,8 +176,25 @@ pub(crate) fn init_layout(root: &Path) -> Result<(), StoreError> {
     }
     let index = root.join("index.json");
     if !index.exists() {
-        write_atomic(&index, EMPTY_INDEX.as_bytes())?;
+        // Never replace: another process may have created it and named images in
+        // it since the check above.
+        create_if_absent(&index, EMPTY_INDEX.as_bytes())?;
     }
+    Ok(())
+}
+
+/// Writes `path` with `bytes` unless it exists, atomically (a complete temp file
+/// hard-linked into place, which fails rather than replaces).
+fn create_if_absent(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (mut f, tmp) = create_unique(dir, "init")?;
+    let res = f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| match fs::hard_link(&tmp, path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        r => r,
+    });
+    let _ = fs::remove_file(&tmp);
+    res.map_err(|e| StoreError::io("writing", path, e))?;
+    sync_dir(dir);
     Ok(())
 }
 
