@@ -175,6 +175,212 @@ pub fn load_all(registry_host: &str) -> Result<Vec<BkCase>, String> {
     Ok(out)
 }
 
+/// A case being read: what its sections gave so far.
+struct Open {
+    name: String,
+    line: usize,
+    from: Option<String>,
+    entries: Vec<Entry>,
+    served: Vec<ServedFile>,
+    expect: Option<String>,
+}
+// The section being filled: a file entry or expect.json.
+enum Section {
+    None,
+    File { path: String, mode: u32, noeol: bool, lines: Vec<String> },
+    /// `line` is the header's line number; body lines follow it.
+    Base64 { path: String, mode: u32, line: usize, lines: Vec<String> },
+    Expect { lines: Vec<String> },
+    Http { file: ServedFile, base64: bool, noeol: bool, line: usize, lines: Vec<String> },
+}
+fn close_section(file: &str, sec: &mut Section, case: &mut Open) -> Result<(), String> {
+    match std::mem::replace(sec, Section::None) {
+        Section::None => {}
+        Section::File { path, mode, noeol, lines } => {
+            let mut data = lines.join("\n");
+            if !lines.is_empty() && !noeol {
+                data.push('\n');
+            }
+            case.entries.push(Entry::File { path, data: data.into_bytes(), mode });
+        }
+        Section::Base64 { path, mode, line, lines } => {
+            let data = decode_base64(&lines).map_err(|(offset, e)| {
+                format!("{file}:{}: {path}: bad base64 body: {e}", line + 1 + offset)
+            })?;
+            case.entries.push(Entry::Binary { path, data, mode });
+        }
+        Section::Expect { lines } => case.expect = Some(lines.join("\n")),
+        Section::Http { file: mut served, base64, noeol, line, lines } => {
+            served.data = if base64 {
+                decode_base64(&lines).map_err(|(offset, e)| {
+                    format!("{file}:{}: http:{}: bad base64 body: {e}", line + 1 + offset, served.path)
+                })?
+            } else {
+                let mut data = lines.join("\n");
+                if !lines.is_empty() && !noeol {
+                    data.push('\n');
+                }
+                data.into_bytes()
+            };
+            if case.served.iter().any(|f| f.path == served.path) {
+                return Err(format!("{file}:{line}: http:{} is served twice", served.path));
+            }
+            case.served.push(served);
+        }
+    }
+    Ok(())
+}
+/// The body's bytes; on error, which body line (0-based) is wrong. Line
+/// breaks are free, so a character outside the alphabet is found per line
+/// and the rest (length, padding) is judged on the whole text, whose
+/// trouble is put on its last line.
+fn decode_base64(lines: &[String]) -> Result<Vec<u8>, (usize, String)> {
+    let body: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
+    for (i, l) in body.iter().enumerate() {
+        if let Some(c) = l.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))) {
+            return Err((i, format!("{c:?} is not a base64 character")));
+        }
+    }
+    let last = body.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
+    base64::engine::general_purpose::STANDARD
+        .decode(body.concat())
+        .map_err(|e| (last, e.to_string()))
+}
+// Blank lines before the next `=== ` (or the end of the file) separate cases: the
+// last section of a case must not get them as content, or a `noeol` file ends in
+// a line end after all (and exact comparisons such as `cmp` fail while `$(cat)`
+// hides it).
+fn drop_separator_lines(sec: &mut Section) {
+    if let Section::File { lines, .. } | Section::Expect { lines } | Section::Http { lines, base64: false, .. } = sec {
+        while lines.last().is_some_and(|l| l.trim().is_empty()) {
+            lines.pop();
+        }
+    }
+}
+
+fn finish(file: &str, registry_host: &str, case: Open) -> Result<BkCase, String> {
+    let origin = format!("{file}:{}", case.line);
+    let from = case.from.ok_or_else(|| format!("{origin}: case {} has no `from:` line", case.name))?;
+    let raw = match &case.expect {
+        None => serde_json::Value::Object(Default::default()),
+        Some(s) => serde_json::from_str(&rewrite_hosts(s, registry_host, None))
+            .map_err(|e| format!("{origin}: case {}: expect.json: {e}", case.name))?,
+    };
+    if !case.entries.iter().any(|e| matches!(e, Entry::File { path, .. } if path.to_ascii_lowercase().contains("dockerfile")))
+        && raw.get("dockerfile").is_none()
+    {
+        return Err(format!("{origin}: case {} has no Dockerfile", case.name));
+    }
+    Ok(BkCase {
+        name: case.name.clone(),
+        from,
+        origin,
+        entries: case.entries,
+        expect: Expect { name: case.name, raw },
+        served: case.served,
+        expect_src: case.expect,
+    })
+}
+
+enum Header {
+    File { path: String, mode: u32, noeol: bool },
+    Base64 { path: String, mode: u32 },
+    Symlink { path: String, target: String },
+    Dir { path: String, mode: u32 },
+    Expect,
+    Http { file: ServedFile, base64: bool, noeol: bool },
+}
+impl Header {
+    fn into_section(self, c: &mut Open, line: usize) -> Section {
+        match self {
+            Header::File { path, mode, noeol } => Section::File { path, mode, noeol, lines: Vec::new() },
+            Header::Base64 { path, mode } => Section::Base64 { path, mode, line, lines: Vec::new() },
+            Header::Expect => Section::Expect { lines: Vec::new() },
+            Header::Http { file, base64, noeol } => Section::Http { file, base64, noeol, line, lines: Vec::new() },
+            Header::Symlink { path, target } => {
+                c.entries.push(Entry::Symlink { path, target });
+                Section::None
+            }
+            Header::Dir { path, mode } => {
+                c.entries.push(Entry::Dir { path, mode });
+                Section::None
+            }
+        }
+    }
+}
+fn section_header(h: &str) -> Result<Header, String> {
+    if h == "expect.json" {
+        return Ok(Header::Expect);
+    }
+    if let Some(rest) = h.strip_prefix("http:") {
+        return http_header(rest);
+    }
+    if let Some((path, target)) = h.split_once(" -> ") {
+        return Ok(Header::Symlink { path: path.trim().to_string(), target: target.trim().to_string() });
+    }
+    let mut words = h.split_whitespace();
+    let path = words.next().ok_or("empty section name")?.to_string();
+    if path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(format!("context path {path:?} must be relative and stay inside"));
+    }
+    let mut mode = None;
+    let mut noeol = false;
+    let mut base64 = false;
+    for w in words {
+        if let Some(m) = w.strip_prefix("mode=") {
+            mode = Some(u32::from_str_radix(m, 8).map_err(|_| format!("bad mode {m:?}"))?);
+        } else if w == "noeol" {
+            noeol = true;
+        } else if w == "base64" {
+            base64 = true;
+        } else {
+            return Err(format!("unknown attribute {w:?} (mode=OCTAL, noeol, base64)"));
+        }
+    }
+    if base64 && noeol {
+        // The decoded bytes are the file: there is no line end to drop.
+        return Err(format!("{path}: noeol has no meaning with base64"));
+    }
+    Ok(match path.strip_suffix('/') {
+        Some(d) if base64 => return Err(format!("{d}/: a directory has no base64 body")),
+        Some(d) => Header::Dir { path: d.to_string(), mode: mode.unwrap_or(0o755) },
+        None if base64 => Header::Base64 { path, mode: mode.unwrap_or(0o644) },
+        None => Header::File { path, mode: mode.unwrap_or(0o644), noeol },
+    })
+}
+/// `http:/path [base64] [noeol] [last-modified=DATE]`, where DATE (an HTTP date,
+/// which has blanks, or epoch seconds) is the rest of the header.
+fn http_header(h: &str) -> Result<Header, String> {
+    let (words, date) = match h.split_once("last-modified=") {
+        Some((w, d)) => (w, Some(d.trim())),
+        None => (h, None),
+    };
+    let mut words = words.split_whitespace();
+    let path = words.next().ok_or("http: needs a path (http:/file)")?.to_string();
+    if !path.starts_with('/') {
+        return Err(format!("http:{path}: the served path must start with /"));
+    }
+    let (mut base64, mut noeol) = (false, false);
+    for w in words {
+        match w {
+            "base64" => base64 = true,
+            "noeol" => noeol = true,
+            _ => return Err(format!("http:{path}: unknown attribute {w:?} (base64, noeol, last-modified=DATE last)")),
+        }
+    }
+    if base64 && noeol {
+        return Err(format!("http:{path}: noeol has no meaning with base64"));
+    }
+    let last_modified = match date {
+        None => None,
+        Some(d) if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(d.parse::<i64>().map_err(|e| format!("http:{path}: last-modified={d}: {e}"))?)
+        }
+        Some(d) => Some(parse_http_date(d).map_err(|e| format!("http:{path}: last-modified: {e}"))?),
+    };
+    Ok(Header::Http { file: ServedFile { path, data: Vec::new(), last_modified }, base64, noeol })
+}
+
 /// Parse one file. Layout:
 ///
 /// ```text
@@ -195,111 +401,6 @@ pub fn load_all(registry_host: &str) -> Result<Vec<BkCase>, String> {
 /// {"files": {"/x": {"content": "y\n"}}}
 /// ```
 pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>, String> {
-    struct Open {
-        name: String,
-        line: usize,
-        from: Option<String>,
-        entries: Vec<Entry>,
-        served: Vec<ServedFile>,
-        expect: Option<String>,
-    }
-    // The section being filled: a file entry or expect.json.
-    enum Section {
-        None,
-        File { path: String, mode: u32, noeol: bool, lines: Vec<String> },
-        /// `line` is the header's line number; body lines follow it.
-        Base64 { path: String, mode: u32, line: usize, lines: Vec<String> },
-        Expect { lines: Vec<String> },
-        Http { file: ServedFile, base64: bool, noeol: bool, line: usize, lines: Vec<String> },
-    }
-    fn close_section(file: &str, sec: &mut Section, case: &mut Open) -> Result<(), String> {
-        match std::mem::replace(sec, Section::None) {
-            Section::None => {}
-            Section::File { path, mode, noeol, lines } => {
-                let mut data = lines.join("\n");
-                if !lines.is_empty() && !noeol {
-                    data.push('\n');
-                }
-                case.entries.push(Entry::File { path, data: data.into_bytes(), mode });
-            }
-            Section::Base64 { path, mode, line, lines } => {
-                let data = decode_base64(&lines).map_err(|(offset, e)| {
-                    format!("{file}:{}: {path}: bad base64 body: {e}", line + 1 + offset)
-                })?;
-                case.entries.push(Entry::Binary { path, data, mode });
-            }
-            Section::Expect { lines } => case.expect = Some(lines.join("\n")),
-            Section::Http { file: mut served, base64, noeol, line, lines } => {
-                served.data = if base64 {
-                    decode_base64(&lines).map_err(|(offset, e)| {
-                        format!("{file}:{}: http:{}: bad base64 body: {e}", line + 1 + offset, served.path)
-                    })?
-                } else {
-                    let mut data = lines.join("\n");
-                    if !lines.is_empty() && !noeol {
-                        data.push('\n');
-                    }
-                    data.into_bytes()
-                };
-                if case.served.iter().any(|f| f.path == served.path) {
-                    return Err(format!("{file}:{line}: http:{} is served twice", served.path));
-                }
-                case.served.push(served);
-            }
-        }
-        Ok(())
-    }
-    /// The body's bytes; on error, which body line (0-based) is wrong. Line
-    /// breaks are free, so a character outside the alphabet is found per line
-    /// and the rest (length, padding) is judged on the whole text, whose
-    /// trouble is put on its last line.
-    fn decode_base64(lines: &[String]) -> Result<Vec<u8>, (usize, String)> {
-        let body: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
-        for (i, l) in body.iter().enumerate() {
-            if let Some(c) = l.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))) {
-                return Err((i, format!("{c:?} is not a base64 character")));
-            }
-        }
-        let last = body.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
-        base64::engine::general_purpose::STANDARD
-            .decode(body.concat())
-            .map_err(|e| (last, e.to_string()))
-    }
-    // Blank lines before the next `=== ` (or the end of the file) separate cases: the
-    // last section of a case must not get them as content, or a `noeol` file ends in
-    // a line end after all (and exact comparisons such as `cmp` fail while `$(cat)`
-    // hides it).
-    fn drop_separator_lines(sec: &mut Section) {
-        if let Section::File { lines, .. } | Section::Expect { lines } | Section::Http { lines, base64: false, .. } = sec {
-            while lines.last().is_some_and(|l| l.trim().is_empty()) {
-                lines.pop();
-            }
-        }
-    }
-    let finish = |case: Open| -> Result<BkCase, String> {
-        let origin = format!("{file}:{}", case.line);
-        let from = case.from.ok_or_else(|| format!("{origin}: case {} has no `from:` line", case.name))?;
-        let raw = match &case.expect {
-            None => serde_json::Value::Object(Default::default()),
-            Some(s) => serde_json::from_str(&rewrite_hosts(s, registry_host, None))
-                .map_err(|e| format!("{origin}: case {}: expect.json: {e}", case.name))?,
-        };
-        if !case.entries.iter().any(|e| matches!(e, Entry::File { path, .. } if path.to_ascii_lowercase().contains("dockerfile")))
-            && raw.get("dockerfile").is_none()
-        {
-            return Err(format!("{origin}: case {} has no Dockerfile", case.name));
-        }
-        Ok(BkCase {
-            name: case.name.clone(),
-            from,
-            origin,
-            entries: case.entries,
-            expect: Expect { name: case.name, raw },
-            served: case.served,
-            expect_src: case.expect,
-        })
-    };
-
     let mut out = Vec::new();
     let mut case: Option<Open> = None;
     let mut sec = Section::None;
@@ -309,7 +410,7 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
             if let Some(mut c) = case.take() {
                 drop_separator_lines(&mut sec);
                 close_section(file, &mut sec, &mut c)?;
-                out.push(finish(c)?);
+                out.push(finish(file, registry_host, c)?);
             }
             let name = name.trim();
             if name.is_empty() || name.contains(char::is_whitespace) {
@@ -343,107 +444,9 @@ pub fn parse(file: &str, text: &str, registry_host: &str) -> Result<Vec<BkCase>,
     if let Some(mut c) = case.take() {
         drop_separator_lines(&mut sec);
         close_section(file, &mut sec, &mut c)?;
-        out.push(finish(c)?);
+        out.push(finish(file, registry_host, c)?);
     }
 
-    enum Header {
-        File { path: String, mode: u32, noeol: bool },
-        Base64 { path: String, mode: u32 },
-        Symlink { path: String, target: String },
-        Dir { path: String, mode: u32 },
-        Expect,
-        Http { file: ServedFile, base64: bool, noeol: bool },
-    }
-    impl Header {
-        fn into_section(self, c: &mut Open, line: usize) -> Section {
-            match self {
-                Header::File { path, mode, noeol } => Section::File { path, mode, noeol, lines: Vec::new() },
-                Header::Base64 { path, mode } => Section::Base64 { path, mode, line, lines: Vec::new() },
-                Header::Expect => Section::Expect { lines: Vec::new() },
-                Header::Http { file, base64, noeol } => Section::Http { file, base64, noeol, line, lines: Vec::new() },
-                Header::Symlink { path, target } => {
-                    c.entries.push(Entry::Symlink { path, target });
-                    Section::None
-                }
-                Header::Dir { path, mode } => {
-                    c.entries.push(Entry::Dir { path, mode });
-                    Section::None
-                }
-            }
-        }
-    }
-    fn section_header(h: &str) -> Result<Header, String> {
-        if h == "expect.json" {
-            return Ok(Header::Expect);
-        }
-        if let Some(rest) = h.strip_prefix("http:") {
-            return http_header(rest);
-        }
-        if let Some((path, target)) = h.split_once(" -> ") {
-            return Ok(Header::Symlink { path: path.trim().to_string(), target: target.trim().to_string() });
-        }
-        let mut words = h.split_whitespace();
-        let path = words.next().ok_or("empty section name")?.to_string();
-        if path.starts_with('/') || path.split('/').any(|c| c == "..") {
-            return Err(format!("context path {path:?} must be relative and stay inside"));
-        }
-        let mut mode = None;
-        let mut noeol = false;
-        let mut base64 = false;
-        for w in words {
-            if let Some(m) = w.strip_prefix("mode=") {
-                mode = Some(u32::from_str_radix(m, 8).map_err(|_| format!("bad mode {m:?}"))?);
-            } else if w == "noeol" {
-                noeol = true;
-            } else if w == "base64" {
-                base64 = true;
-            } else {
-                return Err(format!("unknown attribute {w:?} (mode=OCTAL, noeol, base64)"));
-            }
-        }
-        if base64 && noeol {
-            // The decoded bytes are the file: there is no line end to drop.
-            return Err(format!("{path}: noeol has no meaning with base64"));
-        }
-        Ok(match path.strip_suffix('/') {
-            Some(d) if base64 => return Err(format!("{d}/: a directory has no base64 body")),
-            Some(d) => Header::Dir { path: d.to_string(), mode: mode.unwrap_or(0o755) },
-            None if base64 => Header::Base64 { path, mode: mode.unwrap_or(0o644) },
-            None => Header::File { path, mode: mode.unwrap_or(0o644), noeol },
-        })
-    }
-    /// `http:/path [base64] [noeol] [last-modified=DATE]`, where DATE (an HTTP date,
-    /// which has blanks, or epoch seconds) is the rest of the header.
-    fn http_header(h: &str) -> Result<Header, String> {
-        let (words, date) = match h.split_once("last-modified=") {
-            Some((w, d)) => (w, Some(d.trim())),
-            None => (h, None),
-        };
-        let mut words = words.split_whitespace();
-        let path = words.next().ok_or("http: needs a path (http:/file)")?.to_string();
-        if !path.starts_with('/') {
-            return Err(format!("http:{path}: the served path must start with /"));
-        }
-        let (mut base64, mut noeol) = (false, false);
-        for w in words {
-            match w {
-                "base64" => base64 = true,
-                "noeol" => noeol = true,
-                _ => return Err(format!("http:{path}: unknown attribute {w:?} (base64, noeol, last-modified=DATE last)")),
-            }
-        }
-        if base64 && noeol {
-            return Err(format!("http:{path}: noeol has no meaning with base64"));
-        }
-        let last_modified = match date {
-            None => None,
-            Some(d) if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) => {
-                Some(d.parse::<i64>().map_err(|e| format!("http:{path}: last-modified={d}: {e}"))?)
-            }
-            Some(d) => Some(parse_http_date(d).map_err(|e| format!("http:{path}: last-modified: {e}"))?),
-        };
-        Ok(Header::Http { file: ServedFile { path, data: Vec::new(), last_modified }, base64, noeol })
-    }
     Ok(out)
 }
 

@@ -185,6 +185,64 @@ fn pick(shared: &Shared, method: &str, path: &str) -> Option<Fault> {
     None
 }
 
+/// Upstream → client, applying the response fault armed for the current request;
+/// `kill` closes both connections.
+fn pump_responses(from: &mut TcpStream, to: &mut TcpStream, rf: &Mutex<Option<RespFault>>, kill: &dyn Fn()) {
+    let mut buf = [0u8; 16 * 1024];
+    // Per armed fault: bytes seen since armed, and for corruption the head end.
+    let mut seen = 0usize;
+    let mut head_tail: Vec<u8> = Vec::new();
+    let mut body_at: Option<usize> = None;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &mut buf[..n];
+        let armed = *rf.lock().unwrap();
+        match armed {
+            Some(RespFault::DropAfter(limit)) => {
+                let room = limit.saturating_sub(seen);
+                if n >= room {
+                    let _ = to.write_all(&chunk[..room]);
+                    let _ = to.flush();
+                    kill();
+                    break;
+                }
+                seen += n;
+            }
+            Some(RespFault::Corrupt(off)) => {
+                for (i, b) in chunk.iter_mut().enumerate() {
+                    let pos = seen + i;
+                    match body_at {
+                        None => {
+                            head_tail.push(*b);
+                            if head_tail.ends_with(b"\r\n\r\n") {
+                                body_at = Some(pos + 1);
+                            }
+                        }
+                        Some(start) if pos == start + off => {
+                            *b = !*b;
+                            *rf.lock().unwrap() = None;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                seen += n;
+            }
+            None => {
+                seen = 0;
+                head_tail.clear();
+                body_at = None;
+            }
+        }
+        if to.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    kill();
+}
+
 fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let upstream = TcpStream::connect(&shared.upstream)?;
     let resp_fault: Arc<Mutex<Option<RespFault>>> = Arc::new(Mutex::new(None));
@@ -202,61 +260,7 @@ fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         let mut to = client.try_clone()?;
         let rf = resp_fault.clone();
         let kill = kill.clone();
-        thread::spawn(move || {
-            let mut buf = [0u8; 16 * 1024];
-            // Per armed fault: bytes seen since armed, and for corruption the head end.
-            let mut seen = 0usize;
-            let mut head_tail: Vec<u8> = Vec::new();
-            let mut body_at: Option<usize> = None;
-            loop {
-                let n = match from.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let chunk = &mut buf[..n];
-                let armed = *rf.lock().unwrap();
-                match armed {
-                    Some(RespFault::DropAfter(limit)) => {
-                        let room = limit.saturating_sub(seen);
-                        if n >= room {
-                            let _ = to.write_all(&chunk[..room]);
-                            let _ = to.flush();
-                            kill();
-                            break;
-                        }
-                        seen += n;
-                    }
-                    Some(RespFault::Corrupt(off)) => {
-                        for (i, b) in chunk.iter_mut().enumerate() {
-                            let pos = seen + i;
-                            match body_at {
-                                None => {
-                                    head_tail.push(*b);
-                                    if head_tail.ends_with(b"\r\n\r\n") {
-                                        body_at = Some(pos + 1);
-                                    }
-                                }
-                                Some(start) if pos == start + off => {
-                                    *b = !*b;
-                                    *rf.lock().unwrap() = None;
-                                }
-                                Some(_) => {}
-                            }
-                        }
-                        seen += n;
-                    }
-                    None => {
-                        seen = 0;
-                        head_tail.clear();
-                        body_at = None;
-                    }
-                }
-                if to.write_all(chunk).is_err() {
-                    break;
-                }
-            }
-            kill();
-        });
+        thread::spawn(move || pump_responses(&mut from, &mut to, &rf, &kill));
     }
 
     // Request pump: client → upstream, one request at a time.
