@@ -21,15 +21,10 @@ pub struct BuildArgs {
     /// Write the result somewhere: type=oci,dest=DIR (an OCI image layout).
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
-    /// Path of the Dockerfile (default: CONTEXT/Dockerfile).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// Build-time variable, KEY=VALUE (or KEY to take it from the environment).
-    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
-    pub build_args: Vec<String>,
-    /// Build this stage and stop.
-    #[arg(long)]
-    pub target: Option<String>,
+    #[command(flatten)]
+    pub dockerfile: crate::cli::dockerfile::DockerfileFlag,
+    #[command(flatten)]
+    pub stage: crate::cli::dockerfile::StageFlags,
     #[command(flatten)]
     pub registry: crate::cli::values::RegistryFlags,
     /// Media types of the image: oci (default) or docker (v2 schema 2).
@@ -198,13 +193,7 @@ impl BuildArgs {
             bail!("build context {:?} is not a directory", self.context);
         }
         let context = self.context.canonicalize().with_context(|| format!("resolving context {:?}", self.context))?;
-        // As BuildKit: `Dockerfile`, else `dockerfile` (dockerui's DefaultDockerfileName
-        // and its lower-case fallback).
-        let dockerfile = match self.file {
-            Some(f) => f,
-            None if !context.join("Dockerfile").exists() && context.join("dockerfile").is_file() => context.join("dockerfile"),
-            None => context.join("Dockerfile"),
-        };
+        let dockerfile = self.dockerfile.path(&context);
         let tags = self
             .tags
             .iter()
@@ -214,7 +203,7 @@ impl BuildArgs {
             bail!("--push needs at least one -t REF to push to");
         }
         let outputs = self.outputs.iter().map(|o| parse_output(o)).collect::<Result<Vec<_>>>()?;
-        let build_args = parse_build_args(&self.build_args)?;
+        let build_args = parse_build_args(&self.stage.build_args)?;
         let mut platforms = Vec::new();
         for p in &self.platforms {
             for q in kiln_oci::Platform::parse_list(p).with_context(|| format!("--platform {p}"))? {
@@ -257,7 +246,7 @@ impl BuildArgs {
             push: self.push && !self.no_push,
             outputs,
             build_args,
-            target: self.target,
+            target: self.stage.target,
             digest_file: self.digest_file,
             metadata_file: self.metadata_file,
             iidfile: self.iidfile,

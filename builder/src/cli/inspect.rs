@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::cli::dockerfile::{DockerfileFlag, StageFlags};
+
 #[derive(Debug, Args)]
 pub struct ParseArgs {
-    /// Path of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub dockerfile: DockerfileFlag,
     /// Print JSON (schema: frontend/docs/parse-json.md).
     #[arg(long)]
     pub json: bool,
@@ -19,15 +20,10 @@ pub struct ParseArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Path of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: Option<PathBuf>,
-    /// Build-time variable, KEY=VALUE (or KEY to take it from the environment).
-    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
-    pub build_args: Vec<String>,
-    /// Plan this stage (default: the last one).
-    #[arg(long)]
-    pub target: Option<String>,
+    #[command(flatten)]
+    pub dockerfile: DockerfileFlag,
+    #[command(flatten)]
+    pub stage: StageFlags,
     /// Target platform, os/arch[/variant] (default: the host's).
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,

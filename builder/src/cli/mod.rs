@@ -6,6 +6,7 @@
 //! Every validation error names the flag. Nothing below `cmd/` names this module.
 
 pub mod build;
+pub mod dockerfile;
 pub mod executor;
 pub mod index;
 pub mod inspect;

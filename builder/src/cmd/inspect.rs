@@ -7,7 +7,6 @@
 //! `frontend/docs/parse-json.md` and versioned by its `schema_version` field.
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
@@ -16,6 +15,7 @@ use kiln_frontend::{
 };
 use serde_json::{json, Value};
 
+use crate::cli::dockerfile::DockerfileFlag;
 use crate::cli::inspect::{ParseArgs, PlanArgs};
 
 /// Version of the JSON printed by `kiln parse --json` and `kiln plan --json`.
@@ -44,15 +44,15 @@ fn finish(r: Result<String>) -> ExitCode {
 }
 
 /// The Dockerfile's text and the name used in error locations.
-fn read_dockerfile(file: &Option<PathBuf>, context: &std::path::Path) -> Result<(String, String)> {
-    match file {
+fn read_dockerfile(flag: &DockerfileFlag, context: &std::path::Path) -> Result<(String, String)> {
+    match &flag.file {
         Some(f) if f.as_os_str() == "-" => {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s).context("reading the Dockerfile from stdin")?;
             Ok(("Dockerfile".into(), s))
         }
         _ => {
-            let path = file.clone().unwrap_or_else(|| context.join("Dockerfile"));
+            let path = flag.path(context);
             let bytes = std::fs::read(&path).with_context(|| format!("reading Dockerfile {}", path.display()))?;
             let text = String::from_utf8(bytes).map_err(|_| anyhow!("Dockerfile {} is not UTF-8", path.display()))?;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
@@ -62,7 +62,7 @@ fn read_dockerfile(file: &Option<PathBuf>, context: &std::path::Path) -> Result<
 }
 
 fn run_parse(args: ParseArgs) -> Result<String> {
-    let (name, text) = read_dockerfile(&args.file, &args.context)?;
+    let (name, text) = read_dockerfile(&args.dockerfile, &args.context)?;
     let df = kiln_frontend::parse(&name, &text).map_err(|e| anyhow!("{e}"))?;
     if args.json {
         let mut s = serde_json::to_string_pretty(&parse_json(&df))?;
@@ -179,8 +179,8 @@ fn parse_text(df: &Dockerfile) -> String {
 }
 
 fn run_plan(args: PlanArgs) -> Result<String> {
-    let (name, text) = read_dockerfile(&args.file, &args.context)?;
-    let build_args = crate::cli::values::parse_build_args(&args.build_args)?;
+    let (name, text) = read_dockerfile(&args.dockerfile, &args.context)?;
+    let build_args = crate::cli::values::parse_build_args(&args.stage.build_args)?;
     let host = kiln_oci::Platform::host();
     let target_platform = match &args.platform {
         Some(p) => kiln_oci::Platform::parse(p)?,
@@ -188,7 +188,7 @@ fn run_plan(args: PlanArgs) -> Result<String> {
     };
     let opts = LowerOptions {
         build_args,
-        target: args.target.clone(),
+        target: args.stage.target.clone(),
         target_platform,
         build_platform: host,
         ..Default::default()
