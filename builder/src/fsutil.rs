@@ -78,6 +78,32 @@ pub fn resolve_in_root(root: &Path, path: &Path, follow_last: bool) -> Result<Pa
     Ok(root.join(resolved))
 }
 
+/// `mkdir -p` of `path` inside `root`: symlinks along it are followed inside the
+/// root (as a chroot at `root` would), missing directories are created with
+/// `mode` and, when given and not 0:0, chowned to `owner`. Returns the host path.
+pub fn mkdir_in_root(root: &Path, path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let host = resolve_in_root(root, &Path::new("/").join(path), true)?;
+    let rel = host.strip_prefix(root).context("path resolved outside the root")?.to_path_buf();
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => bail!("cannot create directory {}: a file is in the way", path.display()),
+            Err(_) => {
+                std::fs::create_dir(&cur).with_context(|| format!("creating directory {}", path.display()))?;
+                std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(mode))?;
+                if let Some((uid, gid)) = owner.filter(|o| *o != (0, 0)) {
+                    nix::unistd::chown(&cur, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+                        .with_context(|| format!("chown {uid}:{gid} {}", path.display()))?;
+                }
+            }
+        }
+    }
+    Ok(host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

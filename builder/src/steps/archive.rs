@@ -35,7 +35,6 @@ use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
 
-use crate::fsutil::resolve_in_root;
 
 /// The compression of a file, by magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,22 +291,8 @@ fn clean_inside(raw: &[u8]) -> Result<PathBuf> {
 /// component not followed.
 fn place(dest: &Path, rel: &Path) -> Result<PathBuf> {
     let name = rel.file_name().context("entry without a name")?;
-    let parent = rel.parent().unwrap_or(Path::new(""));
-    let host_parent = resolve_in_root(dest, &Path::new("/").join(parent), true)?;
-    let under = host_parent.strip_prefix(dest).context("path resolved outside the destination")?.to_path_buf();
-    let mut cur = dest.to_path_buf();
-    for c in under.components() {
-        cur.push(c);
-        match fs::symlink_metadata(&cur) {
-            Ok(md) if md.is_dir() => {}
-            Ok(_) => bail!("{} is not a directory", cur.display()),
-            Err(_) => {
-                fs::create_dir(&cur).with_context(|| format!("creating {}", cur.display()))?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))?;
-            }
-        }
-    }
-    Ok(host_parent.join(name))
+    let parent = crate::fsutil::mkdir_in_root(dest, rel.parent().unwrap_or(Path::new("")), 0o755, None)?;
+    Ok(parent.join(name))
 }
 
 fn apply_meta(p: &Path, hdr: &tar::Header, opts: &ExtractOptions, is_link: bool) -> Result<()> {

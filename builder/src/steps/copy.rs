@@ -264,25 +264,7 @@ pub fn mkdir_p_as(root: &Path, path: &Path, owner: Option<Owner>) -> Result<()> 
 
 /// [`mkdir_p_as`] with the mode of the directories it creates.
 pub fn mkdir_p_mode(root: &Path, path: &Path, owner: Option<Owner>, mode: u32) -> Result<()> {
-    let host = resolve_in_root(root, path, true)?;
-    let rel = host.strip_prefix(root).context("path resolved outside the root")?.to_path_buf();
-    let mut cur = root.to_path_buf();
-    for c in rel.components() {
-        cur.push(c);
-        match fs::symlink_metadata(&cur) {
-            Ok(md) if md.is_dir() => {}
-            Ok(_) => bail!("cannot create directory {}: a file is in the way", path.display()),
-            Err(_) => {
-                fs::create_dir(&cur).with_context(|| format!("creating directory {}", path.display()))?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(mode))?;
-                if let Some(o) = owner.filter(|o| *o != Owner::default()) {
-                    chown(&cur, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid)))
-                        .with_context(|| format!("chown {}:{} {}", o.uid, o.gid, path.display()))?;
-                }
-            }
-        }
-    }
-    Ok(())
+    crate::fsutil::mkdir_in_root(root, path, mode, owner.map(|o| (o.uid, o.gid))).map(|_| ())
 }
 
 /// Copy the entries the selector listed below the directory `base` (relative to
