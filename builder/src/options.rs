@@ -50,6 +50,8 @@ pub struct BuildOptions {
     pub platforms: Vec<kiln_frontend::Platform>,
     pub state_dir: PathBuf,
     pub source_date_epoch: Option<i64>,
+    /// The tracing filter when `KILN_LOG` is unset.
+    pub log_filter: Option<String>,
     /// `--network none`: RUN steps without `--network` get no network.
     pub network_none: bool,
     /// `--add-host`: (host, ip) lines added to each RUN step's /etc/hosts.

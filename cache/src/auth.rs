@@ -76,6 +76,14 @@ impl AuthFiles {
         AuthFiles { files }
     }
 
+    /// The transport's credentials for `registry` (anonymous without any).
+    pub fn registry_auth(&self, registry: &str) -> RegistryAuth {
+        match self.lookup(registry) {
+            Some(c) => RegistryAuth::Basic(c.username, c.password),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+
     /// Credentials for `registry` (`host[:port]` as in a reference), if any file has
     /// some. Unreadable files and failing helpers are logged (without what they
     /// hold) and skipped.
@@ -92,19 +100,6 @@ impl AuthFiles {
         }
         None
     }
-}
-
-/// The transport's credentials for `registry`, from [`AuthFiles::from_env`].
-pub fn registry_auth(registry: &str) -> RegistryAuth {
-    match AuthFiles::from_env().lookup(registry) {
-        Some(c) => RegistryAuth::Basic(c.username, c.password),
-        None => RegistryAuth::Anonymous,
-    }
-}
-
-/// Kept for callers of the first version.
-pub fn credentials_for(registry: &str) -> RegistryAuth {
-    registry_auth(registry)
 }
 
 /// The host part of a config key: `https://host/v1/` → `host`.

@@ -54,6 +54,9 @@ pub struct RegistryOptions {
     pub retries: u32,
     /// Blobs transferred at once per image (pull and push).
     pub max_concurrent_transfers: usize,
+    /// Where credentials come from; `None`: the environment's usual files
+    /// ([`crate::auth::AuthFiles::from_env`]).
+    pub auth_files: Option<crate::auth::AuthFiles>,
 }
 
 impl Default for RegistryOptions {
@@ -65,6 +68,7 @@ impl Default for RegistryOptions {
             ca_certs: Vec::new(),
             retries: DEFAULT_RETRIES,
             max_concurrent_transfers: CONCURRENCY,
+            auth_files: None,
         }
     }
 }
@@ -237,7 +241,8 @@ impl Registry {
             ..Default::default()
         };
         let scheme = if insecure && !tls { "http" } else { "https" };
-        let (auth, identity) = match crate::auth::registry_auth(registry) {
+        let files = self.inner.opts.auth_files.clone().unwrap_or_else(crate::auth::AuthFiles::from_env);
+        let (auth, identity) = match files.registry_auth(registry) {
             RegistryAuth::Basic(u, refresh) if u == crate::auth::IDENTITY_TOKEN_USER => {
                 let mut b = reqwest::Client::builder()
                     .danger_accept_invalid_certs(unverified_tls)

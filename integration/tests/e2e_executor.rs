@@ -49,6 +49,37 @@ fn kaniko_flags_build_push_and_write_digest_files() {
     assert!(!registry.tags("demo/kaniko/cache").is_empty(), "no cache images in demo/kaniko/cache\n{out}");
 }
 
+/// Without --digest-file the names file still gets the digest (through a file of the
+/// build's own, removed afterwards), and --verbosity sets the log level.
+#[test]
+fn image_names_without_a_digest_file_and_verbosity() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let ctx = sb.context("hello", &registry);
+    let dest = registry.reference("demo/kaniko-names:1");
+    let names = sb.out_path("names");
+    let tmp = sb.out_path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let out = sb
+        .kiln()
+        .env("TMPDIR", &tmp)
+        .arg("executor")
+        .arg(format!("--context={}", ctx.display()))
+        .arg(format!("--destination={dest}"))
+        .arg(format!("--image-name-with-digest-file={}", names.display()))
+        .arg("--verbosity=debug")
+        .run();
+    out.assert_success();
+    let line = std::fs::read_to_string(&names).unwrap();
+    let digest = line.trim().strip_prefix(&format!("{dest}@")).unwrap_or_else(|| panic!("names file: {line:?}"));
+    assert_eq!(digest, Image::pull_from(&registry, "demo/kaniko-names:1").manifest_digest, "names file digest");
+    assert!(out.stderr.contains("DEBUG"), "--verbosity=debug logged nothing at debug level:\n{}", out.stderr);
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}
+
 #[test]
 fn executor_rejects_remote_contexts_clearly() {
     let sb = Sandbox::new();

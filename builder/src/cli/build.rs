@@ -27,6 +27,12 @@ pub struct BuildArgs {
     pub stage: crate::cli::dockerfile::StageFlags,
     #[command(flatten)]
     pub registry: crate::cli::values::RegistryFlags,
+    /// SOURCE_DATE_EPOCH when the environment has none (`kiln executor --reproducible`).
+    #[arg(skip)]
+    pub epoch_default: Option<String>,
+    /// The log filter when `KILN_LOG` is unset (`kiln executor --verbosity`).
+    #[arg(skip)]
+    pub log_filter: Option<String>,
     /// Media types of the image: oci (default) or docker (v2 schema 2).
     #[arg(long = "format", value_name = "oci|docker", default_value = "oci")]
     pub format: String,
@@ -125,6 +131,10 @@ pub struct ExecutorMapping {
     pub platforms: Vec<String>,
     pub compression: Option<String>,
     pub compression_level: Option<i32>,
+    /// Kaniko's `--reproducible`: SOURCE_DATE_EPOCH=0 unless the environment sets one.
+    pub reproducible: bool,
+    /// Kaniko's `--verbosity`: the log filter unless `KILN_LOG` sets one.
+    pub verbosity: Option<String>,
 }
 
 impl BuildArgs {
@@ -182,7 +192,11 @@ impl BuildArgs {
         }
         argv.push(m.context.into_os_string());
         match Cli::try_parse_from(argv) {
-            Ok(Cli { command: CommandKind::Build(b) }) => b,
+            Ok(Cli { command: CommandKind::Build(mut b) }) => {
+                b.epoch_default = m.reproducible.then(|| "0".to_string());
+                b.log_filter = m.verbosity;
+                b
+            }
             Ok(_) => unreachable!("built a build command line"),
             Err(e) => e.exit(),
         }
@@ -215,7 +229,7 @@ impl BuildArgs {
         // The environment's SOURCE_DATE_EPOCH; `--build-arg SOURCE_DATE_EPOCH=` (what
         // buildx passes) and a global ARG default are the frontend's to resolve and
         // validate (a number, `context` or a stage name), and win over it.
-        let epoch_text = std::env::var("SOURCE_DATE_EPOCH").ok();
+        let epoch_text = std::env::var("SOURCE_DATE_EPOCH").ok().or(self.epoch_default);
         let source_date_epoch = match epoch_text {
             // BuildKit's `context`: the epoch of a Git or HTTP context; a local
             // context has none, so the build has no epoch.
@@ -280,6 +294,7 @@ impl BuildArgs {
             platforms,
             state_dir: state_dir()?,
             source_date_epoch,
+            log_filter: self.log_filter,
             network_none,
             extra_hosts,
             snapshotter: match self.snapshotter.as_str() {

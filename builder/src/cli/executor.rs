@@ -129,25 +129,12 @@ impl ExecutorArgs {
         } else {
             None
         };
-        if self.reproducible.unwrap_or(false) && std::env::var_os("SOURCE_DATE_EPOCH").is_none() {
-            // Kaniko's --reproducible strips timestamps: the epoch, as SOURCE_DATE_EPOCH=0.
-            std::env::set_var("SOURCE_DATE_EPOCH", "0");
-        }
-        if let Some(v) = &self.verbosity {
-            if std::env::var_os("KILN_LOG").is_none() {
-                std::env::set_var("KILN_LOG", v);
-            }
-        }
-        // The namespaced child re-runs this mapping: share the temp digest path with
-        // it through the environment so the parent finds the file.
+        // Without --digest-file, the digest the names file needs goes through a file of
+        // this process's own (the build writes it; `cmd::build` reads and removes it).
         let digest_file = self.digest_file.clone().or_else(|| {
-            self.image_name_with_digest_file.as_ref().map(|_| {
-                let p = std::env::var_os("_KILN_EXECUTOR_DIGEST")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| std::env::temp_dir().join(format!("kiln-digest-{}", std::process::id())));
-                std::env::set_var("_KILN_EXECUTOR_DIGEST", &p);
-                p
-            })
+            self.image_name_with_digest_file
+                .as_ref()
+                .map(|_| std::env::temp_dir().join(format!("kiln-digest-{}-{}", std::process::id(), crate::fsutil::next_id())))
         });
         let args = BuildArgs::for_executor(crate::cli::build::ExecutorMapping {
             context,
@@ -167,6 +154,9 @@ impl ExecutorArgs {
             platforms: self.custom_platform.into_iter().collect(),
             compression: self.compression,
             compression_level: self.compression_level,
+            // Kaniko's --reproducible strips timestamps: the epoch, as SOURCE_DATE_EPOCH=0.
+            reproducible: self.reproducible.unwrap_or(false),
+            verbosity: self.verbosity.clone(),
         });
         Ok((args, self.image_name_with_digest_file))
     }

@@ -9,10 +9,10 @@ use crate::cli::build::BuildArgs;
 
 /// `kiln build` (and `kiln executor`, which maps onto it). `image_names`: Kaniko's
 /// `--image-name-with-digest-file`, written once the build succeeded.
-pub fn run(args: BuildArgs, image_names: Option<(std::path::PathBuf, std::path::PathBuf, Vec<String>)>) -> ExitCode {
+pub fn run(args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
     // CI-provided registry credentials (CI_REGISTRY*, KILN_AUTH, --authfile):
     // a private merged docker config, removed when the build ends.
-    let _auth = match crate::cmd::ciauth::install(args.authfile.as_deref()) {
+    let auth = match crate::cmd::ciauth::install(args.authfile.as_deref()) {
         Ok(g) => g,
         Err(e) => return super::fail(&e.context("registry credentials")),
     };
@@ -21,6 +21,7 @@ pub fn run(args: BuildArgs, image_names: Option<(std::path::PathBuf, std::path::
         Ok(o) => o,
         Err(e) => return super::fail(&e),
     };
+    opts.registry.auth_files = auth.as_ref().map(|g| g.auth_files());
     crate::progress::init(opts.progress);
     let code = match crate::exec::userns::enter(opts.isolation_choice) {
         Ok(crate::exec::userns::Entered::ChildExited(code)) => code,
@@ -30,28 +31,39 @@ pub fn run(args: BuildArgs, image_names: Option<(std::path::PathBuf, std::path::
                 // No mounts at all: materialized rootfs and walk-and-compare diffs.
                 opts.snapshotter = Some(kiln_snapshotter::SnapshotterKind::Native);
             }
-            super::init_tracing();
+            super::init_tracing(opts.log_filter.as_deref());
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return super::fail(&anyhow::Error::new(e).context("starting the async runtime")),
             };
-            match rt.block_on(crate::solver::build(opts)) {
-                Ok(()) => 0,
-                Err(e) => return super::fail(&e),
+            if let Err(e) = rt.block_on(crate::solver::build(opts)) {
+                return super::fail(&e);
             }
+            if let Some(names) = image_names {
+                let written = write_image_names(&names.file, &names.destinations, &names.digest_file);
+                if names.temporary_digest {
+                    let _ = std::fs::remove_file(&names.digest_file);
+                }
+                if let Err(e) = written {
+                    return super::fail(&e.context(format!("writing {}", names.file.display())));
+                }
+            }
+            0
         }
         Err(e) => return super::fail(&e.context("entering the build's user namespace")),
     };
-    if code == 0 && !crate::exec::userns::entered_before() {
-        if let Some((file, digest_file, destinations)) = image_names {
-            if let Err(e) = write_image_names(&file, &destinations, &digest_file) {
-                return super::fail(&e.context(format!("writing {}", file.display())));
-            }
-        }
-    }
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
+
+/// Kaniko's `--image-name-with-digest-file`: where, for which destinations, and the
+/// digest file the build writes (a temporary one when the user gave no --digest-file).
+pub struct ImageNames {
+    pub file: std::path::PathBuf,
+    pub digest_file: std::path::PathBuf,
+    pub temporary_digest: bool,
+    pub destinations: Vec<String>,
+}
 
 /// After a successful build: Kaniko's `--image-name-with-digest-file`, one
 /// `REF@DIGEST` line per destination.

@@ -13,9 +13,10 @@
 //! | `--authfile FILE` | a docker-style config.json |
 //!
 //! When any of the last three is present, the merged config is written to a fresh
-//! 0700 directory under `$KILN_ROOT/tmp/` (file 0600) and `DOCKER_CONFIG` and
-//! `REGISTRY_AUTH_FILE` are pointed at it for this process and its children; the
-//! directory is removed when the returned guard drops. Entries are merged per
+//! 0700 directory under `$KILN_ROOT/tmp/` (file 0600) and the registry client is
+//! given that one file (`RegistryOptions::auth_files`, no environment change: the
+//! child re-executed inside the user namespace merges again from the same inputs);
+//! the directory is removed when the returned guard drops. Entries are merged per
 //! registry host (an entry replaces every key of the same host and any
 //! `credHelpers` entry for it). Credentials are never printed: messages name the
 //! variable or file, never what it holds.
@@ -25,13 +26,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 
-/// Set once the merged config is in place, so the re-executed child (inside the user
-/// namespace) does not do it again.
-const INSTALLED_ENV: &str = "KILN_CIAUTH_DIR";
-
-/// Removes the private config directory on drop.
+/// The merged config; removes its private directory on drop.
 pub struct Guard {
     dir: PathBuf,
+}
+
+impl Guard {
+    /// The credential files for the registry client: the merged config alone.
+    pub fn auth_files(&self) -> kiln_cache::auth::AuthFiles {
+        kiln_cache::auth::AuthFiles { files: vec![self.dir.join("config.json")] }
+    }
 }
 
 impl Drop for Guard {
@@ -207,11 +211,9 @@ fn env_var(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
-/// Installs the merged config (module docs). Call before the process spawns threads.
+/// Writes the merged config (module docs), if the environment or `--authfile` gives
+/// anything to merge.
 pub fn install(authfile: Option<&Path>) -> Result<Option<Guard>> {
-    if std::env::var_os(INSTALLED_ENV).is_some() {
-        return Ok(None);
-    }
     let Some(config) = merged(authfile, &env_var)? else { return Ok(None) };
     let tmp = crate::options::state_dir()?.join("tmp");
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -220,10 +222,6 @@ pub fn install(authfile: Option<&Path>) -> Result<Option<Guard>> {
     let guard = Guard { dir: dir.clone() };
     let file = dir.join("config.json");
     write_private(&file, &serde_json::to_vec_pretty(&config)?).with_context(|| format!("writing {}", file.display()))?;
-    // Single-threaded here (before the runtime and before userns::enter).
-    std::env::set_var("DOCKER_CONFIG", &dir);
-    std::env::set_var("REGISTRY_AUTH_FILE", &file);
-    std::env::set_var(INSTALLED_ENV, &dir);
     tracing::debug!("registry credentials merged into {}", file.display());
     Ok(Some(guard))
 }

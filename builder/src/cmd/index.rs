@@ -34,7 +34,8 @@ struct Entry {
     platform: Value,
 }
 
-pub fn main(cmd: IndexCommand) -> Result<()> {
+/// `auth_files`: the merged CI credentials, if any (`cmd::ciauth`).
+pub fn main(cmd: IndexCommand, auth_files: Option<kiln_cache::auth::AuthFiles>) -> Result<()> {
     match cmd {
         IndexCommand::Create(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -42,7 +43,7 @@ pub fn main(cmd: IndexCommand) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            rt.block_on(create(args))
+            rt.block_on(create(args, auth_files))
         }
     }
 }
@@ -206,7 +207,7 @@ async fn ensure_in_repo(registry: &Registry, store: &ContentStore, target: &Refe
     Ok(())
 }
 
-async fn create(args: CreateArgs) -> Result<()> {
+async fn create(args: CreateArgs, auth_files: Option<kiln_cache::auth::AuthFiles>) -> Result<()> {
     let target: Reference = args.reference.parse().map_err(|e| anyhow!("index create {}: {e}", args.reference))?;
     if target.digest().is_some() {
         bail!("index create {}: give a tag to push the index under, not a digest", args.reference);
@@ -216,7 +217,7 @@ async fn create(args: CreateArgs) -> Result<()> {
         .iter()
         .map(|s| s.parse::<Reference>().map_err(|e| anyhow!("--from {s}: {e}")))
         .collect::<Result<Vec<_>>>()?;
-    let registry = Registry::new(args.registry.to_options()?);
+    let registry = Registry::new(kiln_cache::RegistryOptions { auth_files, ..args.registry.to_options()? });
     let state = crate::options::state_dir()?;
     let store = ContentStore::open(&state.join("content"))
         .with_context(|| format!("opening the content store in {}", state.display()))?;

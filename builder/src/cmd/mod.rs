@@ -20,8 +20,10 @@ pub fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "warn".into());
+/// Logging to stderr: `KILN_LOG` if set, else `default` (e.g. `--verbosity`), else warnings.
+pub fn init_tracing(default: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default.unwrap_or("warn")));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
@@ -39,15 +41,15 @@ pub fn run() -> ExitCode {
         crate::cli::CommandKind::Parse(args) => inspect::parse_cmd(args),
         crate::cli::CommandKind::Plan(args) => inspect::plan_cmd(args),
         crate::cli::CommandKind::Index { command } => {
-            init_tracing();
+            init_tracing(None);
             let authfile = match &command {
                 crate::cli::index::IndexCommand::Create(a) => a.authfile.clone(),
             };
-            let _auth = match ciauth::install(authfile.as_deref()) {
+            let auth = match ciauth::install(authfile.as_deref()) {
                 Ok(g) => g,
                 Err(e) => return fail(&e.context("registry credentials")),
             };
-            match index::main(command) {
+            match index::main(command, auth.as_ref().map(|g| g.auth_files())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -72,10 +74,16 @@ pub fn run() -> ExitCode {
         crate::cli::CommandKind::Build(args) => build::run(args, None),
         crate::cli::CommandKind::Executor(args) => {
             let destinations = args.destinations.clone();
+            let own_digest_file = args.digest_file.is_some();
             match args.into_build() {
                 Ok((build, names_file)) => {
-                    let digest_file = build.digest_file.clone();
-                    build::run(build, names_file.zip(digest_file).map(|(n, d)| (n, d, destinations)))
+                    let names = names_file.zip(build.digest_file.clone()).map(|(file, digest_file)| build::ImageNames {
+                        file,
+                        temporary_digest: !own_digest_file,
+                        digest_file,
+                        destinations,
+                    });
+                    build::run(build, names)
                 }
                 Err(e) => fail(&e),
             }
