@@ -150,9 +150,16 @@ impl Reporter {
         }
     }
 
-    pub fn error(&self, message: &str) {
+    /// The build's final error (JSON mode only: the text mode prints it in `cmd::fail`);
+    /// `run`: the failed RUN's step number and exit code, when that is what failed.
+    pub fn error(&self, message: &str, run: Option<(usize, i32)>) {
         if self.mode == Mode::Json {
-            self.json(json!({"event": "error", "message": message}));
+            let mut ev = json!({"event": "error", "message": message});
+            if let Some((step, code)) = run {
+                ev["step"] = json!(step);
+                ev["exit_code"] = json!(code);
+            }
+            self.json(ev);
         }
     }
 }

@@ -105,6 +105,7 @@ fn json_progress_events() {
     let err = out.stderr.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|e| e["event"] == "error").unwrap_or_else(|| panic!("{out}"));
     let msg = err["message"].as_str().unwrap();
     assert!(msg.contains("step 2/2") && msg.contains("exit code: 4"), "{msg}");
+    assert_eq!((err["step"].as_u64(), err["exit_code"].as_i64()), (Some(2), Some(4)), "{err}");
 }
 
 #[test]

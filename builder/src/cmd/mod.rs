@@ -13,7 +13,8 @@ use clap::Parser;
 pub fn fail(e: &anyhow::Error) -> ExitCode {
     // Frontend errors carry their own `file:line:col` and caret; print them as is.
     if crate::progress::get().mode() == crate::progress::Mode::Json {
-        crate::progress::get().error(&format!("{e:#}"));
+        let run = e.chain().find_map(|c| c.downcast_ref::<crate::solver::RunFailed>()).map(|r| (r.step, r.code));
+        crate::progress::get().error(&format!("{e:#}"), run);
     } else {
         eprintln!("error: {e:#}");
     }

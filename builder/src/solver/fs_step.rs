@@ -22,6 +22,18 @@ pub(super) fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources
     commit_layer(cx, state, active)
 }
 
+/// A RUN step's process ended with a non-zero status (128+N when killed by signal N).
+/// The message is BuildKit's (solver/llbsolver/ops/exec.go), with the command as
+/// executed: the shell form shows its shell.
+#[derive(Debug, thiserror::Error)]
+#[error("process {command:?} did not complete successfully: exit code: {code}")]
+pub struct RunFailed {
+    /// The step's number in its stage's step list (as progress shows it).
+    pub step: usize,
+    pub command: String,
+    pub code: i32,
+}
+
 /// RUN: its mounts, user, environment and network, run in the sandbox.
 #[allow(clippy::too_many_arguments)]
 fn run_step(
@@ -112,9 +124,7 @@ fn run_step(
     drop(prepared);
     drop(roots);
     if code != 0 {
-        // BuildKit's wording (solver/llbsolver/ops/exec.go), with the command
-        // as executed: the shell form shows its shell.
-        bail!("process {:?} did not complete successfully: exit code: {code}", argv.join(" "));
+        return Err(RunFailed { step: step_no, command: argv.join(" "), code }.into());
     }
     active.remove_stubs()?;
     Ok(())

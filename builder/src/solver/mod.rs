@@ -41,6 +41,7 @@ mod schedule;
 mod stage;
 
 use fs_step::*;
+pub use fs_step::RunFailed;
 use prepare::*;
 use rootfs::*;
 use schedule::*;
