@@ -9,12 +9,44 @@ use crate::Heredoc;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// The index of a stage in its graph ([`BuildGraph::stages`]); written (Display,
+/// Debug, JSON) as the bare number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StageIdx(pub usize);
+
+impl std::fmt::Display for StageIdx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for StageIdx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::ops::Index<StageIdx> for Vec<Stage> {
+    type Output = Stage;
+    fn index(&self, i: StageIdx) -> &Stage {
+        &self[i.0]
+    }
+}
+
+impl BuildGraph {
+    /// The stage at `i`, if the graph has it.
+    pub fn stage(&self, i: StageIdx) -> Option<&Stage> {
+        self.stages.get(i.0)
+    }
+}
+
 /// The result of lowering.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuildGraph {
     pub stages: Vec<Stage>,
     /// Index of the stage to build (`--target`, else the last one).
-    pub target: usize,
+    pub target: StageIdx,
     /// Where the build's SOURCE_DATE_EPOCH comes from (`--build-arg`, else the
     /// global ARG's value); `None` when it is unset or empty.
     pub source_date_epoch: Option<SourceDateEpoch>,
@@ -29,14 +61,15 @@ pub enum SourceDateEpoch {
     Context,
     /// A stage name: the time of the one remote source (HTTP or Git) its single
     /// `ADD` fetches; the stage is checked to be `FROM scratch` with only ARGs and it.
-    Stage(usize),
+    Stage(StageIdx),
 }
 
 impl BuildGraph {
     /// The stages the target needs, dependencies first, the target last.
-    pub fn needed(&self) -> Vec<usize> {
-        let deps: Vec<&[usize]> = self.stages.iter().map(|s| s.deps.as_slice()).collect();
-        dependency_order(self.target, &deps)
+    pub fn needed(&self) -> Vec<StageIdx> {
+        let deps: Vec<Vec<usize>> = self.stages.iter().map(|s| s.deps.iter().map(|d| d.0).collect()).collect();
+        let deps: Vec<&[usize]> = deps.iter().map(Vec::as_slice).collect();
+        dependency_order(self.target.0, &deps).into_iter().map(StageIdx).collect()
     }
 
     /// The needed part of the build as a DAG of operations: image and context
@@ -49,7 +82,7 @@ impl BuildGraph {
         let mut images: BTreeMap<String, usize> = BTreeMap::new();
         let mut context: Option<usize> = None;
         // The last op of each lowered stage (None: scratch with no steps).
-        let mut results: BTreeMap<usize, Option<usize>> = BTreeMap::new();
+        let mut results: BTreeMap<StageIdx, Option<usize>> = BTreeMap::new();
         let mut image_op = |ops: &mut Vec<Op>, r: &str| -> usize {
             *images.entry(r.to_string()).or_insert_with(|| {
                 let id = ops.len();
@@ -66,7 +99,7 @@ impl BuildGraph {
             })
         };
         for i in self.needed() {
-            let Some(st) = self.stages.get(i) else { continue };
+            let Some(st) = self.stage(i) else { continue };
             let mut parent = match &st.base {
                 Base::Scratch => None,
                 Base::Image(r) => Some(image_op(&mut ops, r)),
@@ -159,7 +192,7 @@ pub(crate) fn dependency_order(target: usize, deps: &[&[usize]]) -> Vec<usize> {
 /// `${X:?}` with X unset) it is kept with no steps and its error is dropped.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stage {
-    pub index: usize,
+    pub index: StageIdx,
     /// Lower-cased `AS` name.
     pub name: Option<String>,
     pub base: Base,
@@ -167,7 +200,7 @@ pub struct Stage {
     pub platform: Option<String>,
     pub steps: Vec<Step>,
     /// Stages this one reads from (its base stage, `COPY --from`, `RUN --mount=from=`).
-    pub deps: Vec<usize>,
+    pub deps: Vec<StageIdx>,
     pub loc: Location,
 }
 
@@ -175,7 +208,7 @@ pub struct Stage {
 pub enum Base {
     Scratch,
     Image(String),
-    Stage(usize),
+    Stage(StageIdx),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -211,7 +244,7 @@ pub enum StepInput {
     /// or a `RUN --mount=type=bind` source (`.` for the whole context).
     Context { sources: Vec<String> },
     /// The result of another stage (`COPY --from`, `RUN --mount=from=`).
-    Stage(usize),
+    Stage(StageIdx),
     /// An image that is not a stage (`COPY --from=alpine`, `--mount=from=image`).
     Image(String),
 }
@@ -264,7 +297,7 @@ pub struct Op {
     pub id: usize,
     pub kind: OpKind,
     /// The stage of a step node; `None` for sources.
-    pub stage: Option<usize>,
+    pub stage: Option<StageIdx>,
     /// The step index within the stage.
     pub step: Option<usize>,
     /// A short human label: `FROM alpine`, `context`, or the step's `created_by`.
@@ -332,7 +365,7 @@ pub struct CopySpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum CopyFrom {
-    Stage(usize),
+    Stage(StageIdx),
     Image(String),
 }
 

@@ -57,7 +57,7 @@
 //!     opts.base_env.insert(image, vec![("PATH".into(), "/usr/bin:/bin".into())]);
 //! }
 //! let graph = lower(&df, &opts)?;
-//! assert_eq!(graph.needed(), vec![0, 1]);
+//! assert_eq!(graph.needed().iter().map(|d| d.0).collect::<Vec<_>>(), vec![0, 1]);
 //! match &graph.stages[0].steps[0].kind {
 //!     StepKind::Run { argv, .. } => assert_eq!(argv, &["/bin/sh", "-c", "make"]),
 //!     other => panic!("{other:?}"),
@@ -82,7 +82,7 @@ pub use error::{Diag, Error, Location};
 pub use expand::{expand_display, expand_raw, expand_word};
 pub use graph::{
     Base, BuildGraph, CopyFrom, CopySpec, Healthcheck, MountKind, Network, Op, OpInput, OpKind, RunMount, Sharing,
-    SourceDateEpoch, Stage, Step, StepInput, StepKind,
+    SourceDateEpoch, Stage, StageIdx, Step, StepInput, StepKind,
 };
 pub use lower::{base_images, lower};
 pub use parser::{parse, CmdLine, Command, CopySource, Directive, Dockerfile, Flag, Instruction, Keyword};

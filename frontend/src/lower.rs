@@ -78,12 +78,12 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> 
             cx.expand_flag(f, &|n| cx.global(n))?;
         }
     }
-    type Lowered = (Stage, Scope, Vec<(usize, Location)>);
+    type Lowered = (Stage, Scope, Vec<(StageIdx, Location)>);
     let mut results: Vec<Result<Lowered, Error>> = Vec::new();
     let mut finals: Vec<Scope> = Vec::new();
     for (i, sh) in cx.stages.iter().enumerate() {
         let parent_err = match &bases[i] {
-            Base::Stage(j) => results.get(*j).and_then(|r| r.as_ref().err()).cloned(),
+            Base::Stage(j) => results.get(j.0).and_then(|r| r.as_ref().err()).cloned(),
             _ => None,
         };
         let r = match parent_err {
@@ -93,15 +93,16 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> 
         finals.push(r.as_ref().map(|x| x.1.clone()).unwrap_or_default());
         results.push(r);
     }
-    let deps: Vec<Vec<usize>> = results
+    let deps: Vec<Vec<StageIdx>> = results
         .iter()
         .enumerate()
         .map(|(i, r)| match r {
             Ok((st, _, _)) => st.deps.clone(),
-            Err(_) => cx.rough_deps(i, &bases[i]),
+            Err(_) => cx.rough_deps(i, &bases[i]).into_iter().map(StageIdx).collect(),
         })
         .collect();
-    let dep_refs: Vec<&[usize]> = deps.iter().map(Vec::as_slice).collect();
+    let raw_deps: Vec<Vec<usize>> = deps.iter().map(|d| d.iter().map(|s| s.0).collect()).collect();
+    let dep_refs: Vec<&[usize]> = raw_deps.iter().map(Vec::as_slice).collect();
     let needed = dependency_order(target, &dep_refs);
     let mut needed_sorted = needed.clone();
     needed_sorted.sort_unstable();
@@ -111,7 +112,7 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> 
         }
     }
     let mut stages: Vec<Stage> = Vec::new();
-    let mut edges: Vec<Vec<(usize, Location)>> = Vec::new();
+    let mut edges: Vec<Vec<(StageIdx, Location)>> = Vec::new();
     for (i, r) in results.into_iter().enumerate() {
         match r {
             Ok((stage, _, e)) => {
@@ -122,7 +123,7 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> 
                 let sh = &cx.stages[i];
                 let platform = sh.from.flag("platform").and_then(|f| cx.expand_flag(f, &|n| cx.global(n)).ok());
                 stages.push(Stage {
-                    index: i,
+                    index: StageIdx(i),
                     name: sh.name.clone(),
                     base: bases[i].clone(),
                     platform,
@@ -135,7 +136,7 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> 
         }
     }
     check_cycles(&cx, &stages, &edges)?;
-    Ok(BuildGraph { stages, target, source_date_epoch })
+    Ok(BuildGraph { stages, target: StageIdx(target), source_date_epoch })
 }
 
 /// A stage as found in the AST: its FROM and the instructions after it.
@@ -304,7 +305,7 @@ impl<'a> Cx<'a> {
         }
         let l = img.to_ascii_lowercase();
         if let Some(j) = self.stages[..i].iter().position(|s| s.name.as_deref() == Some(l.as_str())) {
-            return Ok(Base::Stage(j));
+            return Ok(Base::Stage(StageIdx(j)));
         }
         Ok(Base::Image(img))
     }
@@ -330,7 +331,7 @@ impl<'a> Cx<'a> {
                 format!("cannot copy from stage {value:?}, it needs to be defined before current stage {here:?}"),
             ));
         }
-        Ok(CopyFrom::Stage(j))
+        Ok(CopyFrom::Stage(StageIdx(j)))
     }
 
     fn lower_stage(
@@ -338,7 +339,7 @@ impl<'a> Cx<'a> {
         index: usize,
         sh: &StageHead,
         finals: &[Scope],
-    ) -> Result<(Stage, Scope, Vec<(usize, Location)>), Error> {
+    ) -> Result<(Stage, Scope, Vec<(StageIdx, Location)>), Error> {
         let base = self.base_of(index, sh)?;
         let platform = match sh.from.flag("platform") {
             Some(f) => Some(self.expand_flag(f, &|n| self.global(n))?),
@@ -356,7 +357,7 @@ impl<'a> Cx<'a> {
                     .unwrap_or_default(),
                 ..Default::default()
             },
-            Base::Stage(j) => finals.get(*j).cloned().unwrap_or_default(),
+            Base::Stage(j) => finals.get(j.0).cloned().unwrap_or_default(),
         };
         let triggers = std::mem::take(&mut scope.onbuild);
         if !matches!(base, Base::Stage(_)) && !scope.env.iter().any(|(k, _)| k == "PATH") {
@@ -367,7 +368,7 @@ impl<'a> Cx<'a> {
                 scope.env.push(("PATH".into(), DEFAULT_PATH.into()));
             }
         }
-        let mut edges: Vec<(usize, Location)> = Vec::new();
+        let mut edges: Vec<(StageIdx, Location)> = Vec::new();
         if let Base::Stage(j) = base {
             edges.push((j, sh.from.loc.clone()));
         }
@@ -385,13 +386,13 @@ impl<'a> Cx<'a> {
             steps.push(step);
         }
         scope.args = args;
-        let mut deps: Vec<usize> = Vec::new();
+        let mut deps: Vec<StageIdx> = Vec::new();
         for (d, _) in &edges {
             if !deps.contains(d) {
                 deps.push(*d);
             }
         }
-        let stage = Stage { index, name: sh.name.clone(), base, platform, steps, deps, loc: sh.from.loc.clone() };
+        let stage = Stage { index: StageIdx(index), name: sh.name.clone(), base, platform, steps, deps, loc: sh.from.loc.clone() };
         Ok((stage, scope, edges))
     }
 
@@ -400,7 +401,7 @@ impl<'a> Cx<'a> {
     fn rough_deps(&self, i: usize, base: &Base) -> Vec<usize> {
         let mut out = Vec::new();
         if let Base::Stage(j) = base {
-            out.push(*j);
+            out.push(j.0);
         }
         let Some(sh) = self.stages.get(i) else { return out };
         let lookup =
@@ -508,7 +509,7 @@ fn set<V: Clone>(list: &mut Vec<(String, V)>, k: &str, v: V) {
 
 /// Dependency cycles. References can only name earlier stages, so none can form
 /// today; this stays as a guard should forward references ever be allowed.
-fn check_cycles(cx: &Cx, stages: &[Stage], edges: &[Vec<(usize, Location)>]) -> Result<(), Error> {
+fn check_cycles(cx: &Cx, stages: &[Stage], edges: &[Vec<(StageIdx, Location)>]) -> Result<(), Error> {
     let n = stages.len();
     let mut state = vec![0u8; n];
     for root in 0..n {
@@ -521,7 +522,7 @@ fn check_cycles(cx: &Cx, stages: &[Stage], edges: &[Vec<(usize, Location)>]) -> 
             let (s, i) = (top.0, top.1);
             if let Some((d, loc)) = edges[s].get(i) {
                 top.1 += 1;
-                let d = *d;
+                let d = d.0;
                 if d >= n {
                     continue;
                 }

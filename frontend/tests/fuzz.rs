@@ -129,7 +129,7 @@ fn exercise(text: &str) {
         if let Ok(g) = lower(&df, &o) {
             let n = g.needed();
             assert!(n.last() == Some(&g.target));
-            assert!(n.iter().all(|&i| i < g.stages.len()));
+            assert!(n.iter().all(|&i| i.0 < g.stages.len()));
             for op in g.ops() {
                 assert!(op.inputs.iter().all(|i| i.op < op.id), "{op:?}");
             }

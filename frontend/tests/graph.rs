@@ -108,7 +108,7 @@ fn independent_stages_share_no_path() {
         }
         reach.push(set);
     }
-    let last_of = |stage: usize| ops.iter().filter(|o| o.stage == Some(stage)).map(|o| o.id).max().unwrap();
+    let last_of = |stage: usize| ops.iter().filter(|o| o.stage == Some(kiln_frontend::StageIdx(stage))).map(|o| o.id).max().unwrap();
     let (a, b, f) = (last_of(0), last_of(1), last_of(2));
     assert!(!reach[a].contains(&b) && !reach[b].contains(&a), "a and b are independent");
     assert!(reach[f].contains(&a) && reach[f].contains(&b));
@@ -118,17 +118,17 @@ fn independent_stages_share_no_path() {
     assert_eq!(kinds.iter().filter(|k| **k == OpKind::Exec).count(), 2);
     assert_eq!(kinds.iter().filter(|k| **k == OpKind::File).count(), 4);
     // The COPY --from=a reads stage a's last op, with the role "stage".
-    let copy_a = ops.iter().find(|o| o.stage == Some(2) && o.step == Some(0)).unwrap();
+    let copy_a = ops.iter().find(|o| o.stage == Some(kiln_frontend::StageIdx(2)) && o.step == Some(0)).unwrap();
     assert!(copy_a.inputs.iter().any(|i| i.op == a && i.role == "stage"));
     assert!(copy_a.cache_material.contains("input stage:0\n"), "{}", copy_a.cache_material);
-    let copy_img = ops.iter().find(|o| o.stage == Some(2) && o.step == Some(2)).unwrap();
+    let copy_img = ops.iter().find(|o| o.stage == Some(kiln_frontend::StageIdx(2)) && o.step == Some(2)).unwrap();
     assert!(copy_img.cache_material.contains("input image:\"busybox\"\n"));
     // Pruning: targeting `a` leaves only a's ops.
     let opts = LowerOptions { target: Some("a".into()), ..Default::default() };
     let ga = lower(&parse("Dockerfile", PAR).unwrap(), &opts).unwrap();
     let ops_a = ga.ops();
     assert_eq!(ops_a.len(), 2);
-    assert!(ops_a.iter().all(|o| o.stage.is_none() || o.stage == Some(0)));
+    assert!(ops_a.iter().all(|o| o.stage.is_none() || o.stage == Some(kiln_frontend::StageIdx(0))));
 }
 
 #[test]
@@ -138,12 +138,12 @@ fn stage_on_stage_and_mount_edges() {
         &[],
     );
     let ops = g.ops();
-    let run_t = ops.iter().find(|o| o.stage == Some(1)).unwrap();
-    let base_last = ops.iter().find(|o| o.stage == Some(0)).unwrap().id;
+    let run_t = ops.iter().find(|o| o.stage == Some(kiln_frontend::StageIdx(1))).unwrap();
+    let base_last = ops.iter().find(|o| o.stage == Some(kiln_frontend::StageIdx(0))).unwrap().id;
     assert!(run_t.inputs.iter().any(|i| i.op == base_last && i.role == "parent"));
     assert!(run_t.inputs.iter().any(|i| i.op == base_last && i.role == "stage"));
     assert!(run_t.inputs.iter().any(|i| i.role == "context"));
-    assert_eq!(g.stages[1].steps[0].inputs, vec![StepInput::Stage(0), StepInput::Context { sources: vec![".".into()] }]);
+    assert_eq!(g.stages[1].steps[0].inputs, vec![StepInput::Stage(kiln_frontend::StageIdx(0)), StepInput::Context { sources: vec![".".into()] }]);
 }
 
 #[test]

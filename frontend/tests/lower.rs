@@ -60,14 +60,14 @@ fn walking_skeleton() {
     let opts = LowerOptions::default();
     assert_eq!(base_images(&df, &opts).unwrap(), vec!["127.0.0.1:5000/base/busybox:latest"]);
     let g = lower(&df, &opts).unwrap();
-    assert_eq!(g.target, 0);
-    assert_eq!(g.needed(), vec![0]);
+    assert_eq!(g.target.0, 0);
+    assert_eq!(g.needed().iter().map(|d| d.0).collect::<Vec<_>>(), vec![0]);
     assert_eq!(g.stages.len(), 1);
     let st = &g.stages[0];
     assert_eq!(st.base, Base::Image("127.0.0.1:5000/base/busybox:latest".into()));
     assert_eq!(st.name, None);
     assert_eq!(st.platform, None);
-    assert_eq!(st.deps, Vec::<usize>::new());
+    assert_eq!(st.deps.iter().map(|d| d.0).collect::<Vec<_>>(), Vec::<usize>::new());
     assert_eq!(st.loc, loc(1, 1));
     let run = r#"echo "built by RUN" > /app/built.txt && chmod 0640 /app/built.txt"#;
     let want = vec![
@@ -150,13 +150,13 @@ fn multi_stage_and_target() {
     assert_eq!(base_images(&df, &opts).unwrap(), vec!["golang:1.22", "alpine"]);
     let g = lower(&df, &opts).unwrap();
     assert_eq!(g.stages.len(), 4);
-    assert_eq!(g.target, 3);
+    assert_eq!(g.target.0, 3);
     assert_eq!(g.stages[0].name.as_deref(), Some("builder"));
-    assert_eq!(g.stages[2].base, Base::Stage(0));
-    assert_eq!(g.stages[2].deps, vec![0]);
+    assert_eq!(g.stages[2].base, Base::Stage(kiln_frontend::StageIdx(0)));
+    assert_eq!(g.stages[2].deps.iter().map(|d| d.0).collect::<Vec<_>>(), vec![0]);
     assert_eq!(g.stages[3].base, Base::Scratch);
-    assert_eq!(g.stages[3].deps, vec![0, 1]);
-    assert_eq!(g.needed(), vec![0, 1, 3]);
+    assert_eq!(g.stages[3].deps.iter().map(|d| d.0).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(g.needed().iter().map(|d| d.0).collect::<Vec<_>>(), vec![0, 1, 3]);
     let froms: Vec<_> = g.stages[3]
         .steps
         .iter()
@@ -165,14 +165,14 @@ fn multi_stage_and_target() {
             _ => None,
         })
         .collect();
-    assert_eq!(froms, vec![CopyFrom::Stage(0), CopyFrom::Stage(1), CopyFrom::Image("busybox:musl".into())]);
+    assert_eq!(froms, vec![CopyFrom::Stage(kiln_frontend::StageIdx(0)), CopyFrom::Stage(kiln_frontend::StageIdx(1)), CopyFrom::Image("busybox:musl".into())]);
     assert_eq!(g.stages[3].steps[3].kind, StepKind::Entrypoint(sh("/app")));
     assert_eq!(g.stages[3].steps[3].created_by, r#"ENTRYPOINT ["/bin/sh" "-c" "/app"]"#);
 
     let t = LowerOptions { target: Some("TEST".into()), ..Default::default() };
     let g = lower(&df, &t).unwrap();
-    assert_eq!(g.target, 2);
-    assert_eq!(g.needed(), vec![0, 2]);
+    assert_eq!(g.target.0, 2);
+    assert_eq!(g.needed().iter().map(|d| d.0).collect::<Vec<_>>(), vec![0, 2]);
 
     let bad = LowerOptions { target: Some("nope".into()), ..Default::default() };
     let e = lower(&df, &bad).unwrap_err();
@@ -214,17 +214,17 @@ fn copy_from_rules() {
         assert!(e.to_string().contains(frag), "{text:?}: {e}");
     }
     let g = graph("FROM a AS one\nFROM b\nCOPY --from=ONE /x /x\nCOPY --from=0 /y /y\n");
-    assert_eq!(g.stages[1].deps, vec![0]);
+    assert_eq!(g.stages[1].deps.iter().map(|d| d.0).collect::<Vec<_>>(), vec![0]);
 }
 
 #[test]
 fn unreachable_stages_are_best_effort() {
     let text = "FROM a AS release\nARG TOKEN\nRUN echo hi\nCOPY x /opt/${TOKEN:?needed_for_release}/\nFROM release AS rel2\nFROM b AS test\nRUN true\n";
     let g = lower_str(text, &LowerOptions { target: Some("test".into()), ..Default::default() }).unwrap();
-    assert_eq!(g.needed(), vec![2]);
+    assert_eq!(g.needed().iter().map(|d| d.0).collect::<Vec<_>>(), vec![2]);
     assert!(g.stages[0].steps.is_empty());
     assert!(g.stages[1].steps.is_empty());
-    assert_eq!(g.stages[1].deps, vec![0]);
+    assert_eq!(g.stages[1].deps.iter().map(|d| d.0).collect::<Vec<_>>(), vec![0]);
     assert_eq!(g.stages[2].steps.len(), 1);
     // The same error is fatal when the stage is needed, directly or through a child.
     for target in ["release", "rel2"] {
@@ -535,7 +535,7 @@ fn run_mounts() {
         }
     );
     assert_eq!(mounts[1].kind, MountKind::Bind);
-    assert_eq!(mounts[1].from, Some(CopyFrom::Stage(0)));
+    assert_eq!(mounts[1].from, Some(CopyFrom::Stage(kiln_frontend::StageIdx(0))));
     assert!(mounts[1].readonly);
     assert_eq!(mounts[2].kind, MountKind::Secret);
     assert_eq!(mounts[2].target.as_deref(), Some("/run/secrets/tok"));
@@ -554,8 +554,8 @@ fn run_mounts() {
     ] {
         assert!(lower_str(&format!("FROM x\nRUN --mount={bad} true\n"), &LowerOptions::default()).is_err(), "{bad}");
     }
-    assert_eq!(g.stages[1].deps, vec![0]);
-    assert_eq!(g.needed(), vec![0, 1]);
+    assert_eq!(g.stages[1].deps.iter().map(|d| d.0).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(g.needed().iter().map(|d| d.0).collect::<Vec<_>>(), vec![0, 1]);
 }
 
 #[test]
@@ -741,7 +741,7 @@ fn source_date_epoch() {
         ("ARG SOURCE_DATE_EPOCH=1\nFROM scratch\n", Some(""), Ok(None)),
         ("FROM scratch\n", Some("context"), Ok(Some(SourceDateEpoch::Context))),
         ("ARG SOURCE_DATE_EPOCH=not-a-timestamp\nFROM scratch\n", None, Err("invalid SOURCE_DATE_EPOCH: not-a-timestamp")),
-        (remote, None, Ok(Some(SourceDateEpoch::Stage(0)))),
+        (remote, None, Ok(Some(SourceDateEpoch::Stage(kiln_frontend::StageIdx(0))))),
         // a numeric build arg wins over a stage name, which is then not checked
         ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nCOPY a /\nFROM scratch\n", Some("7"), Ok(Some(SourceDateEpoch::Seconds(7)))),
         (
@@ -753,7 +753,7 @@ fn source_date_epoch() {
         ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nFROM scratch\n", None, Err("must contain exactly one remote ADD")),
         ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD https://x.invalid/a https://x.invalid/b /\nFROM scratch\n", None, Err("exactly one remote ADD source")),
         ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD local.tar /\nFROM scratch\n", None, Err("must be a single HTTP(S) or Git ADD")),
-        ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD git@github.com:a/b.git /\nFROM scratch\n", None, Ok(Some(SourceDateEpoch::Stage(0)))),
+        ("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD git@github.com:a/b.git /\nFROM scratch\n", None, Ok(Some(SourceDateEpoch::Stage(kiln_frontend::StageIdx(0))))),
     ];
     for (text, arg, want) in table {
         let mut opts = LowerOptions::default();

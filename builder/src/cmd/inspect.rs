@@ -200,7 +200,7 @@ fn run_plan(args: PlanArgs) -> Result<String> {
     if args.json {
         let stages: Vec<Value> = needed
             .iter()
-            .filter_map(|&i| graph.stages.get(i))
+            .filter_map(|&i| graph.stage(i))
             .map(|st| {
                 let base = match &st.base {
                     kiln_frontend::Base::Scratch => json!("scratch"),
@@ -247,9 +247,9 @@ fn run_plan(args: PlanArgs) -> Result<String> {
         return Ok(s);
     }
     let mut out = String::new();
-    let pruned: Vec<usize> = (0..graph.stages.len()).filter(|i| !needed.contains(i)).collect();
+    let pruned: Vec<usize> = (0..graph.stages.len()).filter(|i| !needed.contains(&kiln_frontend::StageIdx(*i))).collect();
     out.push_str(&format!("target: stage {}", graph.target));
-    if let Some(n) = graph.stages.get(graph.target).and_then(|s| s.name.as_deref()) {
+    if let Some(n) = graph.stage(graph.target).and_then(|s| s.name.as_deref()) {
         out.push_str(&format!(" ({n})"));
     }
     out.push_str(&format!("\nneeded stages: {needed:?}; pruned: {pruned:?}\n"));

@@ -57,7 +57,7 @@ pub trait KeyInputs {
     /// Manifest digest of an image as pulled for this platform.
     fn image_digest(&self, reference: &str) -> Result<String>;
     /// Result key of a stage this one reads.
-    fn stage_key(&self, stage: usize) -> Result<CacheKey>;
+    fn stage_key(&self, stage: kiln_frontend::StageIdx) -> Result<CacheKey>;
     /// What an `ADD` URL (without `--checksum`) resolved to: content digest and time.
     fn url_digest(&self, url: &str) -> Result<String>;
 }
@@ -211,7 +211,7 @@ mod tests {
         fn image_digest(&self, r: &str) -> Result<String> {
             Ok(format!("sha256:{r}"))
         }
-        fn stage_key(&self, s: usize) -> Result<CacheKey> {
+        fn stage_key(&self, s: kiln_frontend::StageIdx) -> Result<CacheKey> {
             Ok(CacheKey::from_parts([format!("stage{s}")]))
         }
         fn url_digest(&self, u: &str) -> Result<String> {
@@ -266,7 +266,7 @@ mod tests {
             fn context_digest(&mut self, _: &[String]) -> Result<String> { Ok("c".into()) }
             fn context_has(&mut self, _: &str) -> bool { true }
             fn image_digest(&self, r: &str) -> Result<String> { Ok(format!("sha256:{r}")) }
-            fn stage_key(&self, _: usize) -> Result<CacheKey> { Ok(CacheKey::from_parts(["another"])) }
+            fn stage_key(&self, _: kiln_frontend::StageIdx) -> Result<CacheKey> { Ok(CacheKey::from_parts(["another"])) }
             fn url_digest(&self, u: &str) -> Result<String> { Ok(u.into()) }
         }
         let k2 = job_keys(&g.stages[1], "p", &mut Other).unwrap();

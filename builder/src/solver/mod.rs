@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use kiln_cache::reference::Reference;
 use kiln_cache::registry::Registry;
 use kiln_cache::store::ContentStore;
-use kiln_frontend::{Base, BuildGraph, CopyFrom, LowerOptions, Network, Platform, Stage, Step, StepKind};
+use kiln_frontend::{Base, BuildGraph, CopyFrom, LowerOptions, Network, Platform, Stage, StageIdx, Step, StepKind};
 use kiln_oci::media::{self, LayerCompression};
 use kiln_oci::ImageConfig;
 use kiln_snapshotter::diff::{write_layer, DiffOptions};
@@ -68,7 +68,7 @@ pub(crate) struct Ctx {
     caches: Vec<Box<dyn LayerCache>>,
     hits: BTreeMap<String, (usize, CacheRecord)>,
     /// Every step's key, by job.
-    keys: BTreeMap<usize, JobKeys>,
+    keys: BTreeMap<JobId, JobKeys>,
     /// ADD URLs resolved before the build: their bodies are in the store.
     urls: BTreeMap<String, crate::steps::urlcache::Resolved>,
     /// Cached layers not downloaded yet (lazy: only when a later step needs them).
@@ -115,13 +115,24 @@ impl Drop for ScratchDir {
 
 /// One stage to execute for one platform. Identical stage instances of different
 /// target platforms (`FROM --platform=$BUILDPLATFORM`) become one job.
+/// A job's index in the build's merged job list (one stage instance for one
+/// platform; equal instances of several platforms are one job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct JobId(pub usize);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 struct Job {
     stage: Stage,
     platform: Platform,
     /// Stage index (in its graph) → job id, for FROM and COPY --from.
-    stage_jobs: BTreeMap<usize, usize>,
+    stage_jobs: BTreeMap<StageIdx, JobId>,
     /// Jobs that must finish first.
-    deps: Vec<usize>,
+    deps: Vec<JobId>,
     /// Progress: label prefix, number of the stage's FROM step, steps in the target.
     label: String,
     first_step: usize,
@@ -136,7 +147,7 @@ struct TargetPlan {
     platform: Platform,
     graph: BuildGraph,
     /// Stage index → job id.
-    jobs: BTreeMap<usize, usize>,
+    jobs: BTreeMap<StageIdx, JobId>,
 }
 
 pub async fn build(mut opts: BuildOptions) -> Result<()> {
@@ -346,12 +357,12 @@ async fn plan_targets(
 fn merge_jobs(plans: &mut [TargetPlan]) -> Result<Vec<Job>> {
     let multi = plans.len() > 1;
     let mut jobs: Vec<Job> = Vec::new();
-    let mut by_fingerprint: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_fingerprint: BTreeMap<String, JobId> = BTreeMap::new();
     for plan in plans.iter_mut() {
         let needed = plan.graph.needed();
         let total: usize = needed.iter().map(|&i| 1 + plan.graph.stages[i].steps.len()).sum();
         let mut first_step = 1;
-        let mut fingerprints: BTreeMap<usize, String> = BTreeMap::new();
+        let mut fingerprints: BTreeMap<StageIdx, String> = BTreeMap::new();
         for &i in &needed {
             let stage = &plan.graph.stages[i];
             let stage_platform = stage_platform(stage, &plan.platform)?;
@@ -360,7 +371,7 @@ fn merge_jobs(plans: &mut [TargetPlan]) -> Result<Vec<Job>> {
             let id = match by_fingerprint.get(&fp) {
                 Some(&id) => id,
                 None => {
-                    let stage_jobs: BTreeMap<usize, usize> = stage.deps.iter().filter_map(|d| plan.jobs.get(d).map(|j| (*d, *j))).collect();
+                    let stage_jobs: BTreeMap<StageIdx, JobId> = stage.deps.iter().filter_map(|d| plan.jobs.get(d).map(|j| (*d, *j))).collect();
                     let label = if multi { format!("{} ", (&plan.platform).to_string()) } else { String::new() };
                     jobs.push(Job {
                         stage: stage.clone(),
@@ -373,8 +384,9 @@ fn merge_jobs(plans: &mut [TargetPlan]) -> Result<Vec<Job>> {
                         stage_name: (plan.graph.stages.len() > 1)
                             .then(|| stage.name.clone().unwrap_or_else(|| format!("stage-{i}"))),
                     });
-                    by_fingerprint.insert(fp, jobs.len() - 1);
-                    jobs.len() - 1
+                    let id = JobId(jobs.len() - 1);
+                    by_fingerprint.insert(fp, id);
+                    id
                 }
             };
             plan.jobs.insert(i, id);
@@ -402,14 +414,14 @@ async fn keys_and_hits(
     resolved: &BTreeMap<String, crate::steps::urlcache::Resolved>,
     ignore: &crate::context::dockerignore::Matcher,
     caches: &[Box<dyn LayerCache>],
-) -> Result<(BTreeMap<usize, JobKeys>, Hits)> {
+) -> Result<(BTreeMap<JobId, JobKeys>, Hits)> {
     // Every key up front: the context is hashed once (incrementally, with a stat
     // cache), then all keys are probed in parallel before anything runs.
     let hasher_ignore = ignore.clone();
     let hasher_cache = crate::context::hasher::ContextHasher::cache_dir_for(&opts.state_dir, &opts.context);
     let mut hasher = crate::context::hasher::ContextHasher::new(&opts.context, hasher_ignore, Some(&hasher_cache))?;
     hasher.set_allow_empty_wildcard(true);
-    let mut keys: BTreeMap<usize, JobKeys> = BTreeMap::new();
+    let mut keys: BTreeMap<JobId, JobKeys> = BTreeMap::new();
     for (id, job) in jobs.iter().enumerate() {
         let mut ki = KeySources {
             hasher: &mut hasher,
@@ -420,7 +432,7 @@ async fn keys_and_hits(
             urls: resolved,
         };
         let k = crate::plan::keys::job_keys(&job.stage, &job.platform.to_string(), &mut ki)?;
-        keys.insert(id, k);
+        keys.insert(JobId(id), k);
     }
     let _ = hasher.save();
     let mut hits: BTreeMap<String, (usize, CacheRecord)> = BTreeMap::new();
@@ -430,7 +442,7 @@ async fn keys_and_hits(
             if job.stage.name.as_ref().is_some_and(|n| opts.no_cache_filter.contains(n)) {
                 continue;
             }
-            for (step, key) in job.stage.steps.iter().zip(&keys[&id].steps) {
+            for (step, key) in job.stage.steps.iter().zip(&keys[&JobId(id)].steps) {
                 let fs = matches!(step.kind, StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_))
                     || workdir_layer(&step.kind);
                 if fs && crate::plan::keys::cacheable(&step.kind) {
@@ -520,7 +532,7 @@ fn mount_sources(plans: &[TargetPlan]) -> Vec<Reference> {
 struct KeySources<'a> {
     hasher: &'a mut crate::context::hasher::ContextHasher,
     pulled: &'a PulledMap,
-    keys: &'a BTreeMap<usize, JobKeys>,
+    keys: &'a BTreeMap<JobId, JobKeys>,
     job: &'a Job,
     platform: String,
     urls: &'a BTreeMap<String, crate::steps::urlcache::Resolved>,
@@ -539,7 +551,7 @@ impl crate::plan::keys::KeyInputs for KeySources<'_> {
             .map(|p| p.manifest_digest.clone())
             .with_context(|| format!("image {reference} was not pulled"))
     }
-    fn stage_key(&self, stage: usize) -> Result<CacheKey> {
+    fn stage_key(&self, stage: StageIdx) -> Result<CacheKey> {
         let job = self.job.stage_jobs.get(&stage).with_context(|| format!("stage {stage} is not scheduled"))?;
         Ok(self.keys.get(job).with_context(|| format!("stage {stage} has no key yet"))?.result.clone())
     }

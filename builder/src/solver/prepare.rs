@@ -81,7 +81,7 @@ pub(super) fn stage_platform(stage: &Stage, target: &Platform) -> Result<Platfor
 
 /// Identity of a stage instance: its base, platform, steps and the identities of the
 /// stages it reads. Equal fingerprints build equal images, so they run once.
-pub(super) fn fingerprint(stage: &Stage, platform: &Platform, deps: &BTreeMap<usize, String>) -> Result<String> {
+pub(super) fn fingerprint(stage: &Stage, platform: &Platform, deps: &BTreeMap<StageIdx, String>) -> Result<String> {
     use sha2::{Digest as _, Sha256};
     let mut h = Sha256::new();
     h.update((platform).to_string().as_bytes());

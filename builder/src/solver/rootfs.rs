@@ -33,7 +33,7 @@ impl runmounts::FromRoots for MountRoots<'_, '_> {
 
 /// Where `COPY --from` reads: earlier stages of this build, or pulled images.
 pub(super) struct Sources<'a> {
-    pub(super) stages: &'a BTreeMap<usize, ImageState>,
+    pub(super) stages: &'a BTreeMap<StageIdx, ImageState>,
     pub(super) pulled: &'a PulledMap,
     pub(super) platform: &'a str,
 }

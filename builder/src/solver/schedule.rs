@@ -5,15 +5,17 @@
 use super::*;
 
 /// Run the build's jobs (stage instances) with [`schedule`].
-pub(super) fn run_jobs(cx: &Ctx, jobs: &[Job], pulled: &PulledMap) -> Result<BTreeMap<usize, ImageState>> {
+pub(super) fn run_jobs(cx: &Ctx, jobs: &[Job], pulled: &PulledMap) -> Result<BTreeMap<JobId, ImageState>> {
     let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
-    let deps: Vec<Vec<usize>> = jobs.iter().map(|j| j.deps.clone()).collect();
-    schedule(&deps, parallel, |id, done: &BTreeMap<usize, ImageState>| {
+    // The scheduler works on positions in `jobs`, which is what a JobId is.
+    let deps: Vec<Vec<usize>> = jobs.iter().map(|j| j.deps.iter().map(|d| d.0).collect()).collect();
+    let results = schedule(&deps, parallel, |id, done: &BTreeMap<usize, ImageState>| {
         let job = &jobs[id];
-        let inputs: BTreeMap<usize, ImageState> =
-            job.stage_jobs.iter().map(|(stage, j)| (*stage, done[j].clone())).collect();
-        run_stage(cx, id, job, pulled, &inputs)
-    })
+        let inputs: BTreeMap<StageIdx, ImageState> =
+            job.stage_jobs.iter().map(|(stage, j)| (*stage, done[&j.0].clone())).collect();
+        run_stage(cx, JobId(id), job, pulled, &inputs)
+    })?;
+    Ok(results.into_iter().map(|(id, s)| (JobId(id), s)).collect())
 }
 
 /// Run job `i` (for every `i` in `deps`) once all of `deps[i]` are done, at most

@@ -13,7 +13,7 @@ pub(super) fn oci_layer_type(mt: &str) -> String {
     }
 }
 
-pub(super) fn run_stage(cx: &Ctx, job_id: usize, job: &Job, pulled: &PulledMap, inputs: &BTreeMap<usize, ImageState>) -> Result<ImageState> {
+pub(super) fn run_stage(cx: &Ctx, job_id: JobId, job: &Job, pulled: &PulledMap, inputs: &BTreeMap<StageIdx, ImageState>) -> Result<ImageState> {
     let stage = &job.stage;
     let plat = (&job.platform).to_string();
     let (from_text, mut state) = match &stage.base {

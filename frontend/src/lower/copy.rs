@@ -2,6 +2,7 @@
 //! here, so a bad mode is an error at its line), the checks BuildKit makes on
 //! them, the step's inputs and its history text.
 
+use crate::StageIdx;
 use super::step::Inst;
 use super::Cx;
 use crate::chmod::Chmod;
@@ -24,7 +25,7 @@ impl Cx<'_> {
         ix: &Inst,
         sources: &[CopySource],
         dest: &str,
-        edges: &mut Vec<(usize, Location)>,
+        edges: &mut Vec<(StageIdx, Location)>,
         inputs: &mut Vec<StepInput>,
     ) -> Result<(StepKind, String), Error> {
         let inst = ix.inst;
@@ -103,7 +104,7 @@ impl Cx<'_> {
 
     /// `--from=`: taken literally (BuildKit fixes the stage graph before variables
     /// are known), resolved to an earlier stage (a dependency edge) or an image.
-    fn copy_from(&self, index: usize, f: &Flag, edges: &mut Vec<(usize, Location)>) -> Result<CopyFrom, Error> {
+    fn copy_from(&self, index: usize, f: &Flag, edges: &mut Vec<(StageIdx, Location)>) -> Result<CopyFrom, Error> {
         let raw = f.value.clone().unwrap_or_default();
         let v = self.expand_flag(f, &|_: &str| None)?;
         if v != raw {

@@ -34,7 +34,7 @@ impl Cx<'_> {
             return Err(Error::InvalidSourceDateEpoch { value });
         };
         self.check_epoch_stage(&self.stages[i])?;
-        Ok(Some(SourceDateEpoch::Stage(i)))
+        Ok(Some(SourceDateEpoch::Stage(crate::StageIdx(i))))
     }
 
     /// A stage that names the epoch must only fetch one remote source: FROM scratch,

@@ -1,6 +1,7 @@
 //! RUN: its argv (heredoc scripts included), the build args and proxy variables in
 //! its environment, `--network`, `--security` and `--mount`, and its history text.
 
+use crate::StageIdx;
 use super::step::{shell_argv, Inst};
 use super::{Cx, Scope};
 use crate::error::{Error, Location};
@@ -40,7 +41,7 @@ impl Cx<'_> {
         c: &CmdLine,
         scope: &Scope,
         args: &[(String, Option<String>)],
-        edges: &mut Vec<(usize, Location)>,
+        edges: &mut Vec<(StageIdx, Location)>,
         inputs: &mut Vec<StepInput>,
     ) -> Result<(StepKind, String), Error> {
         let inst = ix.inst;
@@ -135,7 +136,7 @@ impl Cx<'_> {
         index: usize,
         f: &Flag,
         env: &dyn Fn(&str) -> Option<String>,
-        edges: &mut Vec<(usize, Location)>,
+        edges: &mut Vec<(StageIdx, Location)>,
     ) -> Result<RunMount, Error> {
         let spec = f.value.as_deref().unwrap_or("");
         let expand = |v: &str| {

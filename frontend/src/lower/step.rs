@@ -2,6 +2,7 @@
 //! what every step gets the same way: the build args it used, its cache material
 //! and its display name.
 
+use crate::StageIdx;
 use super::run::{proxy_build_arg, PROXY_ARGS};
 use super::{scope_lookup, Cx, Scope, DEFAULT_SHELL};
 use crate::error::{Error, Location};
@@ -68,7 +69,7 @@ impl Cx<'_> {
         inst: &Instruction,
         scope: &mut Scope,
         args: &mut Vec<(String, Option<String>)>,
-        edges: &mut Vec<(usize, Location)>,
+        edges: &mut Vec<(StageIdx, Location)>,
         platform: &str,
     ) -> Result<Step, Error> {
         let snap = Snapshot { env: scope.env.clone(), args: args.clone(), arg_over_env: scope.arg_over_env.clone() };
