@@ -62,6 +62,49 @@ pub struct BuildOptions {
     pub compression_level: Option<i32>,
 }
 
+impl BuildOptions {
+    /// A build of `dockerfile` in `context` with what `kiln build` does when given
+    /// no other flag, keeping its state in `state_dir`: for library callers and
+    /// in-process tests.
+    pub fn new(context: PathBuf, dockerfile: PathBuf, state_dir: PathBuf) -> Self {
+        BuildOptions {
+            context,
+            dockerfile,
+            tags: Vec::new(),
+            push: false,
+            outputs: Vec::new(),
+            build_args: BTreeMap::new(),
+            target: None,
+            digest_file: None,
+            metadata_file: None,
+            iidfile: None,
+            labels: Vec::new(),
+            progress: crate::progress::Mode::Plain,
+            format: Format::Oci,
+            isolation_choice: IsolationChoice::Auto,
+            isolation: Isolation::Rootless,
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            cache_ttl: None,
+            cache_repo: None,
+            cache_from: Vec::new(),
+            cache_to: None,
+            registry: kiln_cache::RegistryOptions::default(),
+            secrets: Vec::new(),
+            ssh: Vec::new(),
+            platforms: Vec::new(),
+            state_dir,
+            source_date_epoch: None,
+            log_filter: None,
+            network_none: false,
+            extra_hosts: Vec::new(),
+            snapshotter: None,
+            compression: kiln_snapshotter::Compression::default(),
+            compression_level: None,
+        }
+    }
+}
+
 /// `$KILN_ROOT`, else `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
 pub fn state_dir() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("KILN_ROOT").filter(|v| !v.is_empty()) {

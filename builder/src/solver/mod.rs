@@ -39,6 +39,8 @@ mod prepare;
 mod rootfs;
 mod schedule;
 mod stage;
+#[cfg(test)]
+mod in_process_tests;
 
 use fs_step::*;
 pub use fs_step::RunFailed;
