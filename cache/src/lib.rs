@@ -22,6 +22,7 @@ pub mod auth;
 pub mod error;
 mod failure;
 pub mod gc;
+pub mod images;
 mod hosts;
 pub mod layercache;
 pub mod layout;
