@@ -38,6 +38,8 @@ pub struct BuildOptions {
     /// Decided when entering the namespaces (`Rootless` until then).
     pub isolation: crate::options::Isolation,
     pub no_cache: bool,
+    /// `--pull`: where `FROM`, `COPY --from` and `--mount from=` images come from.
+    pub pull: PullPolicy,
     pub no_cache_filter: Vec<String>,
     pub cache_ttl: Option<std::time::Duration>,
     pub cache_repo: Option<Reference>,
@@ -84,6 +86,7 @@ impl BuildOptions {
             isolation_choice: IsolationChoice::Auto,
             isolation: Isolation::Rootless,
             no_cache: false,
+            pull: PullPolicy::Missing,
             no_cache_filter: Vec::new(),
             cache_ttl: None,
             cache_repo: None,
@@ -124,6 +127,33 @@ pub enum Isolation {
     Rootless,
     /// uid 0 without CAP_SYS_ADMIN (a default container): plain chroot, no mounts.
     Chroot,
+}
+
+/// `--pull`: whether an image the build names is looked up among the named local
+/// images (`kiln images`) or in its registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// `--pull` / `--pull=always`: always from the registry (as `docker build --pull`).
+    Always,
+    /// The default: a local image of that name first, else the registry (as podman).
+    #[default]
+    Missing,
+    /// Only local images; a name that is not local is an error naming it.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        // Buildah's spellings too: `true`/`ifnewer` ask the registry, `false` only
+        // when the image is not local.
+        match s {
+            "always" | "true" | "ifnewer" => Ok(Self::Always),
+            "missing" | "ifmissing" | "false" => Ok(Self::Missing),
+            "never" => Ok(Self::Never),
+            _ => Err(format!("unknown pull policy {s:?} (always, missing, never)")),
+        }
+    }
 }
 
 /// `--isolation`: what the user asked for.

@@ -51,6 +51,11 @@ pub struct BuildArgs {
     /// Do not use cached layers (the cache is still updated).
     #[arg(long)]
     pub no_cache: bool,
+    /// Where images named by FROM, COPY --from and --mount from= come from: missing
+    /// (default: a local image of that name, else the registry), always (`--pull`
+    /// alone: the registry), never (local images only).
+    #[arg(long, value_name = "always|missing|never", num_args = 0..=1, require_equals = true, default_value = "missing", default_missing_value = "always")]
+    pub pull: String,
     /// Do not use cached layers for these stages. Repeatable.
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
@@ -269,6 +274,7 @@ impl BuildArgs {
             isolation_choice: self.isolation.parse().map_err(|e| anyhow!("--isolation: {e}"))?,
             isolation: crate::options::Isolation::Rootless,
             no_cache: self.no_cache,
+            pull: self.pull.parse().map_err(|e| anyhow!("--pull: {e}"))?,
             no_cache_filter: self.no_cache_filter,
             cache_ttl: match &self.cache_ttl {
                 Some(t) => Some(kiln_cache::gc::parse_duration(t).ok_or_else(|| anyhow!("--cache-ttl {t:?}: expected a duration like 168h or 7d"))?),

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod dockerfile;
 pub mod executor;
+pub mod images;
 pub mod index;
 pub mod inspect;
 pub mod maintenance;
@@ -52,6 +53,8 @@ pub enum CommandKind {
     Prune(maintenance::PruneArgs),
     /// Show how much disk kiln's state uses.
     Df,
+    #[command(flatten)]
+    Image(images::ImageCommand),
     /// Internal: run one RUN step inside its sandbox.
     #[command(name = "__sandbox", hide = true)]
     Sandbox { spec: PathBuf },

@@ -14,6 +14,8 @@ use crate::image::ImageState;
 use kiln_frontend::Platform;
 use crate::options::Format;
 
+pub mod archive;
+
 /// The stored manifest of a finished image.
 pub struct Manifest {
     pub bytes: Vec<u8>,
@@ -50,14 +52,15 @@ pub fn write_manifest(store: &ContentStore, state: &ImageState, format: Format) 
     Ok(Manifest { bytes, digest, blobs })
 }
 
-/// What was built: one manifest, or an index over one manifest per platform.
-struct Built {
+/// What was built (or is named locally): one manifest, or an index over one
+/// manifest per platform.
+pub struct Built {
     /// The descriptor to tag: the manifest, or the index.
-    top: Descriptor,
-    top_bytes: Vec<u8>,
-    top_media_type: &'static str,
+    pub top: Descriptor,
+    pub top_bytes: Vec<u8>,
+    pub top_media_type: &'static str,
     /// (platform, manifest) for each platform.
-    manifests: Vec<(Platform, Manifest)>,
+    pub manifests: Vec<(Platform, Manifest)>,
 }
 
 fn write_index(store: &ContentStore, manifests: &[(Platform, Manifest)], format: Format) -> Result<(Vec<u8>, Digest)> {
@@ -109,7 +112,7 @@ pub async fn export(
             Output::OciLayout { dest } if dest.extension().is_some_and(|e| e == "tar") => {
                 // An OCI layout in a tar (the same archive as type=docker, whose
                 // extra manifest.json OCI tools ignore).
-                write_docker_archive(store, dest, &built, &opts.tags)
+                archive::write_docker_archive(store, dest, &built, &opts.tags)
                     .with_context(|| format!("writing OCI archive {}", dest.display()))?;
                 crate::progress::get().info("output", &format!("wrote OCI archive {}", dest.display()));
             }
@@ -120,7 +123,7 @@ pub async fn export(
                 crate::progress::get().info("output", &format!("wrote OCI layout {} (tag {tag})", dest.display()));
             }
             Output::DockerArchive { dest } => {
-                write_docker_archive(store, dest, &built, &opts.tags)
+                archive::write_docker_archive(store, dest, &built, &opts.tags)
                     .with_context(|| format!("writing image archive {}", dest.display()))?;
                 crate::progress::get().info("output", &format!("wrote image archive {} (load it with `docker load -i` or `podman load -i`)", dest.display()));
             }
@@ -128,33 +131,15 @@ pub async fn export(
             Output::Local { .. } => {}
         }
     }
+    if names_locally(opts) {
+        for tag in &opts.tags {
+            store.name_image(tag, &built.top).with_context(|| format!("naming the image {tag} in {}", store.root().display()))?;
+            crate::progress::get().info("image", &format!("named {tag}"));
+        }
+    }
     if opts.push {
         for tag in &opts.tags {
-            // Platform manifests first (by digest), so the index never points at
-            // something the registry does not have.
-            if built.manifests.len() > 1 {
-                for (p, m) in &built.manifests {
-                    let r = tag.with_digest(m.digest.clone());
-                    let report = registry
-                        .push_image(&r, store, &m.bytes, opts.format.manifest(), &m.blobs, mount_from)
-                        .await
-                        .with_context(|| format!("pushing the {} image to {}", (p).to_string(), tag.name()))?;
-                    print_report(&report, Some(p));
-                }
-                let report = registry
-                    .push_image(tag, store, &built.top_bytes, built.top_media_type, &[], mount_from)
-                    .await
-                    .with_context(|| format!("pushing the index to {tag}"))?;
-                crate::progress::get().info("push", &format!("pushed {tag}@{}", report.manifest_digest));
-            } else {
-                let m = &built.manifests[0].1;
-                let report = registry
-                    .push_image(tag, store, &m.bytes, opts.format.manifest(), &m.blobs, mount_from)
-                    .await
-                    .with_context(|| format!("pushing {tag}"))?;
-                print_report(&report, None);
-                crate::progress::get().info("push", &format!("pushed {tag}@{}", report.manifest_digest));
-            }
+            push_built(registry, store, tag, &built, mount_from).await?;
         }
     }
     if let Some(path) = &opts.digest_file {
@@ -179,6 +164,86 @@ pub async fn export(
     Ok(top_digest)
 }
 
+/// `-t NAME` without `--push` keeps the image in the content store under each name
+/// (as `docker build -t` and `buildah build -t` do), until `kiln rmi`.
+pub fn names_locally(opts: &BuildOptions) -> bool {
+    !opts.push && !opts.tags.is_empty()
+}
+
+/// Pushes `built` as `tag`: the platform manifests first (by digest), so the index
+/// never points at something the registry does not have. Returns the pushed digest.
+pub async fn push_built(registry: &Registry, store: &ContentStore, tag: &Reference, built: &Built, mount_from: &[Reference]) -> Result<Digest> {
+    if built.manifests.len() > 1 {
+        for (p, m) in &built.manifests {
+            let r = tag.with_digest(m.digest.clone());
+            let mt = manifest_media_type(&m.bytes);
+            let report = registry
+                .push_image(&r, store, &m.bytes, mt, &m.blobs, mount_from)
+                .await
+                .with_context(|| format!("pushing the {p} image to {}", tag.name()))?;
+            print_report(&report, Some(p));
+        }
+        let report = registry
+            .push_image(tag, store, &built.top_bytes, built.top_media_type, &[], mount_from)
+            .await
+            .with_context(|| format!("pushing the index to {tag}"))?;
+        crate::progress::get().info("push", &format!("pushed {tag}@{}", report.manifest_digest));
+        Ok(report.manifest_digest)
+    } else {
+        let m = &built.manifests[0].1;
+        let report = registry
+            .push_image(tag, store, &m.bytes, built.top_media_type, &m.blobs, mount_from)
+            .await
+            .with_context(|| format!("pushing {tag}"))?;
+        print_report(&report, None);
+        crate::progress::get().info("push", &format!("pushed {tag}@{}", report.manifest_digest));
+        Ok(report.manifest_digest)
+    }
+}
+
+/// The media type a manifest's bytes declare (Docker's or OCI's).
+fn manifest_media_type(bytes: &[u8]) -> &'static str {
+    let declared = serde_json::from_slice::<serde_json::Value>(bytes).ok().and_then(|v| v["mediaType"].as_str().map(str::to_string));
+    match declared.as_deref() {
+        Some(media::DOCKER_MANIFEST) => media::DOCKER_MANIFEST,
+        Some(media::DOCKER_MANIFEST_LIST) => media::DOCKER_MANIFEST_LIST,
+        Some(media::OCI_INDEX) => media::OCI_INDEX,
+        _ => media::OCI_MANIFEST,
+    }
+}
+
+/// A named local image as [`Built`]: its manifest, or its index and each platform's
+/// manifest, with the blobs each references (all in the store).
+pub fn load_built(store: &ContentStore, top: &Descriptor) -> Result<Built> {
+    let top_digest: Digest = top.digest().to_string().parse()?;
+    let top_bytes = store.read(&top_digest)?;
+    let top_media_type = manifest_media_type(&top_bytes);
+    let mut top = top.clone();
+    top.set_annotations(None);
+    let one = |digest: &Digest, bytes: Vec<u8>| -> Result<Manifest> {
+        let m: kiln_oci::ImageManifest = serde_json::from_slice(&bytes).with_context(|| format!("manifest {digest}"))?;
+        let mut blobs = vec![m.config().clone()];
+        blobs.extend(m.layers().iter().cloned());
+        Ok(Manifest { bytes, digest: digest.clone(), blobs })
+    };
+    let manifests = if kiln_cache::images::is_index(&top_bytes)? {
+        let index: kiln_oci::ImageIndex = serde_json::from_slice(&top_bytes).with_context(|| format!("index {top_digest}"))?;
+        let mut out = Vec::new();
+        for e in index.manifests() {
+            let d: Digest = e.digest().to_string().parse()?;
+            let p = e.platform().as_ref().map(Platform::from_spec).unwrap_or_else(Platform::host);
+            out.push((p, one(&d, store.read(&d)?)?));
+        }
+        out
+    } else {
+        let config_digest: Digest = one(&top_digest, top_bytes.clone())?.blobs[0].digest().to_string().parse()?;
+        let config = kiln_oci::ImageConfig::from_bytes(&store.read(&config_digest)?).map_err(|e| anyhow::anyhow!("config {config_digest}: {e}"))?;
+        let p = Platform::new(&config.os, &config.architecture, config.variant.as_deref());
+        vec![(p, one(&top_digest, top_bytes.clone())?)]
+    };
+    Ok(Built { top, top_bytes, top_media_type, manifests })
+}
+
 fn print_report(report: &kiln_cache::registry::PushReport, p: Option<&Platform>) {
     let prefix = p.map(|p| format!("{} ", (p).to_string())).unwrap_or_default();
     for d in &report.skipped {
@@ -190,73 +255,4 @@ fn print_report(report: &kiln_cache::registry::PushReport, p: Option<&Platform>)
     for d in &report.uploaded {
         crate::progress::get().info("blob", &format!("  {prefix}blob {} pushed", d.short()));
     }
-}
-
-/// A tar that `docker load` and `podman load` accept: an OCI image layout (what
-/// `docker save` writes since Docker 25) plus the classic `manifest.json` naming the
-/// config and layer blobs inside it. Layers stay gzip-compressed; both loaders
-/// decompress them. With several platforms only the host's image is listed in
-/// `manifest.json` (Docker loads one platform), the layout holds all.
-fn write_docker_archive(store: &ContentStore, dest: &std::path::Path, built: &Built, tags: &[Reference]) -> Result<()> {
-    let host = Platform::host();
-    let (_, m) = built
-        .manifests
-        .iter()
-        .find(|(p, _)| p.architecture == host.architecture)
-        .unwrap_or(&built.manifests[0]);
-    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let add_bytes = |tar: &mut tar::Builder<_>, name: &str, bytes: &[u8]| -> Result<()> {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        tar.append_data(&mut h, name, bytes)?;
-        Ok(())
-    };
-    add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let tag = tags.first().map(|t| t.to_string());
-    let top_digest: Digest = built.top.digest().to_string().parse().context("the top descriptor's digest")?;
-    let mut top = kiln_oci::IndexEntry::new(built.top_media_type, &top_digest, built.top_bytes.len() as u64);
-    if let Some(t) = &tag {
-        top = top.annotate("io.containerd.image.name", t).annotate("org.opencontainers.image.ref.name", t.rsplit(':').next().unwrap_or("latest"));
-    }
-    add_bytes(&mut tar, "index.json", &kiln_oci::index_json(media::OCI_INDEX, &[top]))?;
-    let config = m.blobs[0].digest().to_string();
-    let layers: Vec<String> = m.blobs[1..].iter().map(|b| format!("blobs/sha256/{}", b.digest().to_string().trim_start_matches("sha256:"))).collect();
-    let manifest_json = json!([{
-        "Config": format!("blobs/sha256/{}", config.trim_start_matches("sha256:")),
-        "RepoTags": tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-        "Layers": layers,
-    }]);
-    add_bytes(&mut tar, "manifest.json", &serde_json::to_vec(&manifest_json)?)?;
-    let mut blobs: Vec<Digest> = vec![top_digest_of(built)?];
-    for (_, m) in &built.manifests {
-        blobs.push(m.digest.clone());
-        for b in &m.blobs {
-            blobs.push(b.digest().to_string().parse()?);
-        }
-    }
-    blobs.sort();
-    blobs.dedup();
-    for d in blobs {
-        let path = store.blob_path(&d);
-        let mut f = std::fs::File::open(&path).with_context(|| format!("reading blob {d}"))?;
-        let mut h = tar::Header::new_ustar();
-        h.set_size(f.metadata()?.len());
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        tar.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)?;
-    }
-    let w = tar.into_inner()?;
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, dest).with_context(|| format!("moving the archive to {}", dest.display()))?;
-    Ok(())
-}
-
-fn top_digest_of(built: &Built) -> Result<Digest> {
-    Ok(built.top.digest().to_string().parse()?)
 }

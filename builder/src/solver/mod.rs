@@ -278,7 +278,9 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     mount_from.extend(cx.opts.cache_repo.iter().chain(cx.opts.cache_from.iter()).chain(cx.opts.cache_to.iter()).cloned());
     // Outputs written from the store need every blob; a push only needs the ones
     // the registry cannot mount, so it fetches lazily cached layers only on demand.
-    let needs_blobs = cx.opts.outputs.iter().any(|o| !matches!(o, crate::options::Output::Local { .. }));
+    // A local name (`-t` without `--push`) is an output of the store too.
+    let needs_blobs = cx.opts.outputs.iter().any(|o| !matches!(o, crate::options::Output::Local { .. }))
+        || export::names_locally(&cx.opts);
     if needs_blobs {
         fetch_lazy(&cx).await?;
     }
@@ -335,7 +337,7 @@ async fn plan_targets(
                 .map(|r| (r, target.clone()))
                 .collect(),
         };
-        pull_all(registry, store, pulled, &wanted).await.map_err(|e| explain_pull_error(e, df))?;
+        pull_all(registry, store, opts.pull, pulled, &wanted).await.map_err(|e| explain_pull_error(e, df))?;
         for ((name, _), p) in pulled.iter() {
             let env = p.state.env();
             lower_opts.base_env.entry(name.clone()).or_insert_with(|| {
@@ -347,7 +349,7 @@ async fn plan_targets(
         }
         let graph = kiln_frontend::lower(df, &lower_opts).map_err(|e| anyhow!("{e}"))?;
         let wanted = images_needed(&graph, target)?;
-        pull_all(registry, store, pulled, &wanted).await.map_err(|e| explain_pull_error(e, df))?;
+        pull_all(registry, store, opts.pull, pulled, &wanted).await.map_err(|e| explain_pull_error(e, df))?;
         plans.push(TargetPlan { platform: target.clone(), graph, jobs: BTreeMap::new() });
     }
 

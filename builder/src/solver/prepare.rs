@@ -3,6 +3,7 @@
 //! stage fingerprints (equal stage instances run once) and the SOURCE_DATE_EPOCH of a stage.
 
 use super::*;
+use crate::options::PullPolicy;
 
 /// SOURCE_DATE_EPOCH naming a stage: the time of that stage's one remote source,
 /// found before lowering for real so that `ARG SOURCE_DATE_EPOCH` sees the number
@@ -181,16 +182,45 @@ pub(super) fn explain_pull_error(e: anyhow::Error, df: &kiln_frontend::Dockerfil
     e.context(what)
 }
 
-pub(super) async fn pull_all(registry: &Registry, store: &ContentStore, pulled: &mut PulledMap, wanted: &[(String, Platform)]) -> Result<()> {
+/// The image `reference` names for `platform`, from where `--pull` says: a named
+/// local image (`kiln images`) unless `always`, else its registry unless `never`.
+async fn resolve_image(
+    registry: &Registry,
+    store: &ContentStore,
+    policy: PullPolicy,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<kiln_cache::PulledImage> {
+    if policy != PullPolicy::Always {
+        if let Some(img) = store.local_image(reference, platform)? {
+            progress::get().info("pull", &format!("using the local image {reference} ({platform})"));
+            return Ok(img);
+        }
+    }
+    if policy == PullPolicy::Never {
+        let names: Vec<String> = store.images()?.iter().map(|i| i.name.to_string()).collect();
+        let have = if names.is_empty() { "there are no local images".to_string() } else { format!("local images: {}", names.join(", ")) };
+        bail!("{reference} ({platform}) is not a local image and --pull=never forbids pulling it ({have})");
+    }
+    progress::get().info("pull", &format!("pulling {reference} ({platform})"));
+    Ok(registry.pull_image(reference, platform, store).await?)
+}
+
+pub(super) async fn pull_all(
+    registry: &Registry,
+    store: &ContentStore,
+    policy: PullPolicy,
+    pulled: &mut PulledMap,
+    wanted: &[(String, Platform)],
+) -> Result<()> {
     for (name, p) in wanted {
         let key = (name.clone(), (p).to_string());
         if pulled.contains_key(&key) {
             continue;
         }
         let reference: Reference = name.parse().map_err(|e| anyhow!("image {name}: {e}"))?;
-        progress::get().info("pull", &format!("pulling {reference} ({})", key.1));
-        let img = registry.pull_image(&reference, p, store).await.map_err(|e| {
-            anyhow::Error::new(e).context(PullFailed { name: name.clone(), reference: reference.to_string(), platform: key.1.clone() })
+        let img = resolve_image(registry, store, policy, &reference, p).await.map_err(|e| {
+            e.context(PullFailed { name: name.clone(), reference: reference.to_string(), platform: key.1.clone() })
         })?;
         if img.config.rootfs.diff_ids.len() != img.layers.len() {
             bail!("image {reference}: its config lists {} diff_ids for {} layers", img.config.rootfs.diff_ids.len(), img.layers.len());
