@@ -107,9 +107,10 @@ pub(super) fn images_needed(graph: &BuildGraph, target: &Platform) -> Result<Vec
         if let Base::Image(r) = &stage.base {
             out.push((r.clone(), p.clone()));
         }
+        // COPY --from=IMAGE and RUN --mount=from=IMAGE alike.
         for step in &stage.steps {
-            if let StepKind::Copy(c) | StepKind::Add(c) = &step.kind {
-                if let Some(CopyFrom::Image(r)) = &c.from {
+            for input in &step.inputs {
+                if let kiln_frontend::StepInput::Image(r) = input {
                     out.push((r.clone(), p.clone()));
                 }
             }
