@@ -16,6 +16,8 @@ pub enum Output {
     DockerArchive { dest: PathBuf },
     /// The final root filesystem, files owned by the invoking user.
     Local { dest: PathBuf },
+    /// The final root filesystem as a tar (BuildKit's `type=tar`; `-`: stdout).
+    Tar { dest: PathBuf },
 }
 
 /// Everything a build needs, validated.
@@ -31,6 +33,8 @@ pub struct BuildOptions {
     pub digest_file: Option<PathBuf>,
     pub metadata_file: Option<PathBuf>,
     pub iidfile: Option<PathBuf>,
+    /// `-q`: print the image ID on stdout when the build succeeds.
+    pub print_id: bool,
     pub labels: Vec<(String, String)>,
     pub progress: crate::progress::Mode,
     pub format: crate::options::Format,
@@ -80,6 +84,7 @@ impl BuildOptions {
             digest_file: None,
             metadata_file: None,
             iidfile: None,
+            print_id: false,
             labels: Vec::new(),
             progress: crate::progress::Mode::Plain,
             format: Format::Oci,

@@ -15,6 +15,8 @@ pub enum Mode {
     Plain,
     Tty,
     Json,
+    /// `-q` / `--progress quiet`: warnings only; a failing RUN's output is shown.
+    Quiet,
 }
 
 impl std::str::FromStr for Mode {
@@ -25,7 +27,8 @@ impl std::str::FromStr for Mode {
             "plain" => Ok(Mode::Plain),
             "tty" => Ok(Mode::Tty),
             "json" | "rawjson" => Ok(Mode::Json),
-            _ => Err(format!("unknown progress mode {s:?} (auto, plain, tty, json)")),
+            "quiet" => Ok(Mode::Quiet),
+            _ => Err(format!("unknown progress mode {s:?} (auto, plain, tty, json, quiet)")),
         }
     }
 }
@@ -98,6 +101,7 @@ impl Reporter {
                 }
                 self.json(v);
             }
+            Mode::Quiet => {}
             Mode::Plain | Mode::Tty => match state {
                 State::Running => {
                     if self.mode == Mode::Tty {
@@ -125,6 +129,7 @@ impl Reporter {
     pub fn info(&self, kind: &str, message: &str) {
         match self.mode {
             Mode::Json => self.json(json!({"event": kind, "message": message})),
+            Mode::Quiet => {}
             _ => self.line(message),
         }
     }
@@ -138,6 +143,7 @@ impl Reporter {
         let secs = self.start.elapsed().as_secs_f64();
         match self.mode {
             Mode::Json => self.json(json!({"event": "done", "digest": digest, "steps_run": ran, "steps_cached": cached, "duration_ms": (secs * 1000.0) as u64})),
+            Mode::Quiet => {}
             _ => self.line(&format!("built {digest} in {secs:.1}s ({ran} steps run, {cached} cached)")),
         }
     }

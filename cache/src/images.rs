@@ -108,6 +108,11 @@ impl ContentStore {
         let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| invalid(&digest, e))?;
         let config_digest = parse_digest(manifest.config().digest())?;
         let config = ImageConfig::from_bytes(&self.read(&config_digest)?).map_err(|e| invalid(&config_digest, e))?;
+        // A single-platform image is no image of another platform.
+        let own = Platform::new(&config.os, &config.architecture, config.variant.as_deref());
+        if crate::platform::select(&[platform_descriptor(&digest, &own)?], platform).is_none() {
+            return Ok(None);
+        }
         let layers = manifest.layers().clone();
         for l in &layers {
             let d = parse_digest(l.digest())?;
@@ -117,6 +122,14 @@ impl ContentStore {
         }
         Ok(Some(PulledImage { manifest_digest: digest, manifest, manifest_bytes: bytes, config_digest, config, layers }))
     }
+}
+
+/// A descriptor standing for a manifest of `platform`, for [`crate::platform::select`].
+fn platform_descriptor(digest: &Digest, platform: &Platform) -> Result<Descriptor, StoreError> {
+    let d: oci_spec::image::Digest = digest.to_string().parse().map_err(|e| invalid(digest, e))?;
+    let mut desc = Descriptor::new(media::OCI_MANIFEST.into(), 0, d);
+    desc.set_platform(Some(platform.to_spec()));
+    Ok(desc)
 }
 
 /// Whether manifest bytes are an index (by media type, else by shape).
@@ -195,5 +208,9 @@ mod tests {
         assert_eq!(s.local_image(&r, &p("linux/amd64")).unwrap().unwrap().manifest_digest, da);
         assert!(s.local_image(&r, &p("linux/s390x")).unwrap().is_none());
         assert!(s.local_image(&"absent".parse().unwrap(), &p("linux/amd64")).unwrap().is_none());
+        // A single-platform image only serves its own platform.
+        s.name_image(&"single:1".parse().unwrap(), &a).unwrap();
+        assert!(s.local_image(&"single:1".parse().unwrap(), &p("linux/amd64")).unwrap().is_some());
+        assert!(s.local_image(&"single:1".parse().unwrap(), &p("linux/arm64")).unwrap().is_none());
     }
 }

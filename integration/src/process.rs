@@ -19,6 +19,8 @@ pub struct RunOutput {
     pub cmdline: String,
     pub status: ExitStatus,
     pub stdout: String,
+    /// stdout as written (binary output such as `-o -`'s tar).
+    pub stdout_bytes: Vec<u8>,
     pub stderr: String,
     pub elapsed: Duration,
 }
@@ -62,9 +64,10 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> RunOutput {
             Err(e) => panic!("waiting for {cmdline}: {e}"),
         }
     };
-    let stdout = String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned();
+    let stdout_bytes = t_out.join().unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&stdout_bytes).into_owned();
     let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
-    RunOutput { cmdline, status, stdout, stderr, elapsed: start.elapsed() }
+    RunOutput { cmdline, status, stdout, stdout_bytes, stderr, elapsed: start.elapsed() }
 }
 
 impl fmt::Display for RunOutput {

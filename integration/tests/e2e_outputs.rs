@@ -176,3 +176,62 @@ fn sockets_fifos_and_hardlinks_in_copies_and_local_output() {
     assert_eq!(md("a").ino(), md("b").ino(), "hard links stay hard links in the local output");
     assert_eq!(std::fs::read_to_string(rootfs.join("b")).unwrap(), "shared\n");
 }
+
+/// `-q` prints only the image ID on stdout (RUN output and progress hidden);
+/// `-o -` and `type=tar,dest=` write the rootfs as a tar (BuildKit's tar exporter),
+/// one directory per platform when there are several; a bare `-o DIR` is
+/// `type=local`; the metadata file has BuildKit's config digest key.
+#[test]
+fn quiet_builds_and_rootfs_tar_outputs() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    let ctx = sb
+        .new_context("tar")
+        .file("Dockerfile", format!("FROM {base}\nCOPY f /app/f\nRUN echo run-output && ln /app/f /app/g && chown 123:45 /app/f\n"))
+        .file("f", "content\n")
+        .build();
+    let iid = sb.out_path("iid");
+    let meta = sb.out_path("meta.json");
+    let q = sb.kiln().build().arg("-q").arg("--iidfile").arg(&iid).arg("--metadata-file").arg(&meta).arg(&ctx).run();
+    q.assert_success();
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert_eq!(q.stdout, format!("{id}\n"), "-q prints the image ID alone\n{q}");
+    assert!(!q.combined().contains("run-output"), "-q hides RUN output\n{q}");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.config.digest"], id.as_str());
+
+    // -o -: a tar on stdout, nothing else there (RUN output goes to stderr).
+    let cmd = sb.kiln().build().arg("--no-cache").args(["-o", "-"]).arg(&ctx).run();
+    cmd.assert_success();
+    let bytes = cmd.stdout_bytes.clone();
+    let mut names = std::collections::BTreeMap::new();
+    let mut a = tar::Archive::new(&bytes[..]);
+    for e in a.entries().expect("stdout is a tar") {
+        let e = e.expect("tar entry");
+        let h = e.header();
+        names.insert(e.path().unwrap().display().to_string(), (h.entry_type(), h.uid().unwrap(), h.gid().unwrap(), e.link_name().unwrap().map(|l| l.display().to_string())));
+    }
+    assert_eq!(names["app/f"], (tar::EntryType::Regular, 123, 45, None));
+    assert_eq!(names["app/g"].0, tar::EntryType::Link, "hard links stay links: {:?}", names["app/g"]);
+    assert!(names.contains_key("bin/busybox"));
+    assert!(cmd.stderr.contains("run-output"), "RUN output is on stderr\n{}", cmd.stderr);
+
+    // type=tar,dest=FILE with two platforms: a directory per platform.
+    let multi = sb.new_context("multi").file("Dockerfile", "FROM scratch\nARG TARGETARCH\nCOPY f /f-$TARGETARCH\n").file("f", "x").build();
+    let file = sb.out_path("rootfs.tar");
+    sb.kiln().build().args(["--platform", "linux/amd64,linux/arm64", "--output"]).arg(format!("type=tar,dest={}", file.display())).arg(&multi).run().assert_success();
+    let mut list = Command::new("tar");
+    list.arg("-tf").arg(&file);
+    let o = run_with_timeout(&mut list, Duration::from_secs(30));
+    let entries: Vec<&str> = o.stdout.lines().map(|l| l.trim_end_matches('/')).collect();
+    assert_eq!(entries, ["linux_amd64", "linux_amd64/f-amd64", "linux_arm64", "linux_arm64/f-arm64"], "{o}");
+
+    // A bare -o DIR is type=local.
+    let dir = sb.out_path("bare");
+    sb.kiln().build().arg("-o").arg(&dir).arg(&multi).run().assert_success();
+    assert!(dir.join(format!("f-{}", std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"))).is_file());
+    // Two writers of stdout are refused before any work.
+    sb.kiln().build().args(["-q", "-o", "-"]).arg(&multi).run().assert_failure_containing("stdout");
+}

@@ -8,7 +8,7 @@ use kiln_cache::reference::Reference;
 
 use crate::cli::values::{parse_build_args, parse_cache_ref, parse_output};
 use crate::cli::{Cli, CommandKind};
-use crate::options::{state_dir, BuildOptions};
+use crate::options::{state_dir, BuildOptions, Output};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -18,7 +18,12 @@ pub struct BuildArgs {
     /// Push the image to the registry of each tag.
     #[arg(long)]
     pub push: bool,
-    /// Write the result somewhere: type=oci,dest=DIR (an OCI image layout).
+    /// Only print the image ID (on stdout); no progress.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the result somewhere: type=oci,dest=DIR|FILE.tar (an OCI layout),
+    /// type=docker,dest=FILE.tar, type=local,dest=DIR (the rootfs), type=tar,dest=FILE
+    /// (the rootfs as a tar); `dest=-` and a bare `-o -` write to stdout.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     #[command(flatten)]
@@ -222,6 +227,18 @@ impl BuildArgs {
             bail!("--push needs at least one -t REF to push to");
         }
         let outputs = self.outputs.iter().map(|o| parse_output(o)).collect::<Result<Vec<_>>>()?;
+        let to_stdout = outputs
+            .iter()
+            .filter(|o| match o {
+                Output::OciLayout { dest } | Output::DockerArchive { dest } | Output::Tar { dest } | Output::Local { dest } => dest.as_os_str() == "-",
+            })
+            .count();
+        if to_stdout > 1 || (to_stdout == 1 && self.quiet) {
+            bail!("only one of -q and the --output with dest=- can write to stdout");
+        }
+        if outputs.iter().any(|o| matches!(o, Output::Local { dest } if dest.as_os_str() == "-")) {
+            bail!("--output type=local needs a directory, not -; use type=tar,dest=- for a tar on stdout");
+        }
         let build_args = parse_build_args(&self.stage.build_args)?;
         let mut platforms = Vec::new();
         for p in &self.platforms {
@@ -270,7 +287,8 @@ impl BuildArgs {
             metadata_file: self.metadata_file,
             iidfile: self.iidfile,
             format: self.format.parse().map_err(|e| anyhow!("--format: {e}"))?,
-            progress: self.progress.parse().map_err(|e| anyhow!("--progress: {e}"))?,
+            progress: if self.quiet { crate::progress::Mode::Quiet } else { self.progress.parse().map_err(|e| anyhow!("--progress: {e}"))? },
+            print_id: self.quiet,
             isolation_choice: self.isolation.parse().map_err(|e| anyhow!("--isolation: {e}"))?,
             isolation: crate::options::Isolation::Rootless,
             no_cache: self.no_cache,

@@ -46,7 +46,15 @@ pub fn parse_cache_ref(flag: &str, spec: &str) -> Result<Reference> {
     r.parse::<Reference>().map_err(|e| anyhow!("{flag} {r}: {e}"))
 }
 
+/// `--output` as BuildKit takes it: `type=oci|docker|local|tar,dest=…`, or a bare
+/// `-` (a tar of the rootfs on stdout) or a bare directory (`type=local`).
 pub fn parse_output(spec: &str) -> Result<Output> {
+    if spec == "-" {
+        return Ok(Output::Tar { dest: PathBuf::from("-") });
+    }
+    if !spec.contains('=') {
+        return Ok(Output::Local { dest: PathBuf::from(spec) });
+    }
     let mut kind = None;
     let mut dest = None;
     for part in spec.split(',') {
@@ -59,9 +67,10 @@ pub fn parse_output(spec: &str) -> Result<Output> {
     let need = |what: &str| anyhow!("--output {spec:?}: this type needs dest={what}");
     match kind.as_deref() {
         Some("oci") => Ok(Output::OciLayout { dest: dest.ok_or_else(|| need("DIR"))? }),
-        Some("docker" | "tar") => Ok(Output::DockerArchive { dest: dest.ok_or_else(|| need("FILE.tar"))? }),
+        Some("docker") => Ok(Output::DockerArchive { dest: dest.ok_or_else(|| need("FILE.tar"))? }),
         Some("local") => Ok(Output::Local { dest: dest.ok_or_else(|| need("DIR"))? }),
-        Some(other) => bail!("--output {spec:?}: unsupported type {other:?} (supported: oci, docker, local)"),
+        Some("tar") => Ok(Output::Tar { dest: dest.ok_or_else(|| need("FILE.tar or -"))? }),
+        Some(other) => bail!("--output {spec:?}: unsupported type {other:?} (supported: oci, docker, local, tar)"),
         None => bail!("--output {spec:?}: missing type= (e.g. type=oci,dest=DIR)"),
     }
 }

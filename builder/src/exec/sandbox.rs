@@ -76,8 +76,17 @@ pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
     std::fs::write(&hosts_file, hosts_text(&spec.hostname, &spec.extra_hosts)).context("writing the step's /etc/hosts")?;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg("__sandbox").arg(spec_path).stdin(Stdio::null());
-    let json = crate::progress::get().mode() == crate::progress::Mode::Json;
-    let status = if json {
+    let mode = crate::progress::get().mode();
+    let status = if mode == crate::progress::Mode::Quiet {
+        // Shown only when the step fails: quiet builds keep stderr for errors.
+        let out = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output().context("starting the RUN sandbox")?;
+        if !out.status.success() {
+            let mut e = std::io::stderr().lock();
+            let _ = std::io::Write::write_all(&mut e, &out.stdout);
+            let _ = std::io::Write::write_all(&mut e, &out.stderr);
+        }
+        out.status
+    } else if mode == crate::progress::Mode::Json {
         // Tools reading JSON get the step's output as log events, line by line.
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting the RUN sandbox")?;
         let forward = |r: Box<dyn std::io::Read + Send>, stream: &'static str| {
@@ -95,7 +104,10 @@ pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
         let _ = err.join();
         status
     } else {
-        cmd.status().context("starting the RUN sandbox")?
+        // A step's stdout goes to kiln's stderr, with the rest of the progress:
+        // kiln's stdout is for what the user asked to be printed (`-q`'s image ID,
+        // `-o -`'s tar).
+        cmd.stdout(Stdio::from(std::io::stderr())).status().context("starting the RUN sandbox")?
     };
     let _ = std::fs::remove_file(spec_path);
     let _ = std::fs::remove_file(&hostname_file);

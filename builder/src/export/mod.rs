@@ -15,6 +15,7 @@ use kiln_frontend::Platform;
 use crate::options::Format;
 
 pub mod archive;
+pub mod rootfs_tar;
 
 /// The stored manifest of a finished image.
 pub struct Manifest {
@@ -109,7 +110,7 @@ pub async fn export(
 
     for out in &opts.outputs {
         match out {
-            Output::OciLayout { dest } if dest.extension().is_some_and(|e| e == "tar") => {
+            Output::OciLayout { dest } if dest.extension().is_some_and(|e| e == "tar") || dest.as_os_str() == "-" => {
                 // An OCI layout in a tar (the same archive as type=docker, whose
                 // extra manifest.json OCI tools ignore).
                 archive::write_docker_archive(store, dest, &built, &opts.tags)
@@ -128,7 +129,7 @@ pub async fn export(
                 crate::progress::get().info("output", &format!("wrote image archive {} (load it with `docker load -i` or `podman load -i`)", dest.display()));
             }
             // Written by the solver, which can mount the layers.
-            Output::Local { .. } => {}
+            Output::Local { .. } | Output::Tar { .. } => {}
         }
     }
     if names_locally(opts) {
@@ -145,10 +146,13 @@ pub async fn export(
     if let Some(path) = &opts.digest_file {
         std::fs::write(path, top_digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
     }
+    // Docker's image ID is the config digest; for several platforms, the index.
+    let id = if built.manifests.len() == 1 { built.manifests[0].1.blobs[0].digest().to_string() } else { top_digest.to_string() };
     if let Some(path) = &opts.iidfile {
-        // Docker's image ID is the config digest; for several platforms, the index.
-        let id = if built.manifests.len() == 1 { built.manifests[0].1.blobs[0].digest().to_string() } else { top_digest.to_string() };
-        std::fs::write(path, id).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if opts.print_id {
+        println!("{id}");
     }
     if let Some(path) = &opts.metadata_file {
         let platforms: serde_json::Map<String, serde_json::Value> =
@@ -156,6 +160,7 @@ pub async fn export(
         let meta = json!({
             "containerimage.digest": top_digest.to_string(),
             "containerimage.descriptor": {"mediaType": built.top_media_type, "digest": top_digest.to_string(), "size": built.top_bytes.len()},
+            "containerimage.config.digest": built.manifests[0].1.blobs[0].digest().to_string(),
             "image.name": opts.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
             "kiln.platforms": platforms,
         });

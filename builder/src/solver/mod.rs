@@ -252,21 +252,24 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         }
         images.push((plan.platform.clone(), state));
     }
-    let local: Vec<PathBuf> = cx
+    // Outputs of the root filesystem: they mount the layers.
+    let rootfs_outputs: Vec<crate::options::Output> = cx
         .opts
         .outputs
         .iter()
-        .filter_map(|o| match o {
-            crate::options::Output::Local { dest } => Some(dest.clone()),
-            _ => None,
-        })
+        .filter(|o| matches!(o, crate::options::Output::Local { .. } | crate::options::Output::Tar { .. }))
+        .cloned()
         .collect();
-    let (cx, images) = if local.is_empty() {
+    let (cx, images) = if rootfs_outputs.is_empty() {
         (cx, images)
     } else {
         tokio::task::spawn_blocking(move || -> Result<_> {
-            for dest in &local {
-                export_local(&cx, &images, dest)?;
+            for out in &rootfs_outputs {
+                match out {
+                    crate::options::Output::Local { dest } => export_local(&cx, &images, dest)?,
+                    crate::options::Output::Tar { dest } => crate::export::rootfs_tar::write(dest, &rootfs_views(&cx, &images)?)?,
+                    _ => {}
+                }
             }
             Ok((cx, images))
         })
@@ -279,7 +282,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     // Outputs written from the store need every blob; a push only needs the ones
     // the registry cannot mount, so it fetches lazily cached layers only on demand.
     // A local name (`-t` without `--push`) is an output of the store too.
-    let needs_blobs = cx.opts.outputs.iter().any(|o| !matches!(o, crate::options::Output::Local { .. }))
+    let needs_blobs = cx.opts.outputs.iter().any(|o| !matches!(o, crate::options::Output::Local { .. } | crate::options::Output::Tar { .. }))
         || export::names_locally(&cx.opts);
     if needs_blobs {
         fetch_lazy(&cx).await?;
@@ -498,6 +501,18 @@ async fn fetch_lazy(cx: &Ctx) -> Result<()> {
 /// `--output type=local,dest=DIR`: the final root filesystem, owned by the invoking
 /// user (ownership inside the image cannot be kept outside the namespace), one
 /// subdirectory per platform (`linux_arm64`) when there are several.
+/// Each platform's final rootfs, mounted, with the directory it has in a
+/// multi-platform output (`linux_arm64`; none for one platform, as BuildKit).
+fn rootfs_views(cx: &Ctx, images: &[(Platform, ImageState)]) -> Result<Vec<(Option<String>, ActiveSnapshot)>> {
+    let mut out = Vec::new();
+    for (p, state) in images {
+        let lowers = lower_dirs(cx, state)?;
+        let dir = (images.len() > 1).then(|| p.to_string().replace('/', "_"));
+        out.push((dir, cx.snaps.prepare(&lowers)?));
+    }
+    Ok(out)
+}
+
 fn export_local(cx: &Ctx, images: &[(Platform, ImageState)], dest: &Path) -> Result<()> {
     for (p, state) in images {
         let target = if images.len() > 1 {
