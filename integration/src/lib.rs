@@ -28,6 +28,7 @@ pub mod cases;
 pub mod compare;
 pub mod faultproxy;
 pub mod fileserver;
+pub mod gitdaemon;
 pub mod http;
 pub mod image;
 pub mod paths;

@@ -27,10 +27,15 @@ pub struct RunOutput {
 
 /// Run `cmd` (stdin null, stdout/stderr captured); kill it after `timeout`.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> RunOutput {
+    run_with_stdin(cmd, timeout, Stdio::null())
+}
+
+/// [`run_with_timeout`] with `stdin` as the command's standard input.
+pub fn run_with_stdin(cmd: &mut Command, timeout: Duration, stdin: Stdio) -> RunOutput {
     let cmdline = format!("{cmd:?}");
     let start = Instant::now();
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -239,7 +239,7 @@ impl Sandbox {
         if let Ok(v) = std::env::var("KILN_TEST_RUST_LOG") {
             cmd.env("RUST_LOG", v);
         }
-        KilnCmd { _sandbox: self, cmd, timeout: default_timeout() }
+        KilnCmd { _sandbox: self, cmd, timeout: default_timeout(), stdin: None }
     }
 
     /// `buildah --root … --runroot … --storage-driver vfs` as the build user,
@@ -362,6 +362,7 @@ pub struct KilnCmd<'a> {
     _sandbox: &'a Sandbox,
     cmd: Command,
     timeout: Duration,
+    stdin: Option<PathBuf>,
 }
 
 impl KilnCmd<'_> {
@@ -383,6 +384,11 @@ impl KilnCmd<'_> {
     }
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
+        self
+    }
+    /// Feed this file to kiln's standard input (`kiln build -`, `-f -`, `kiln load`).
+    pub fn stdin_file(mut self, path: &Path) -> Self {
+        self.stdin = Some(path.to_path_buf());
         self
     }
 
@@ -415,7 +421,13 @@ impl KilnCmd<'_> {
     }
 
     pub fn run(mut self) -> RunOutput {
-        let out = run_with_timeout(&mut self.cmd, self.timeout);
+        let out = match &self.stdin {
+            Some(p) => {
+                let f = fs::File::open(p).unwrap_or_else(|e| panic!("stdin file {}: {e}", p.display()));
+                crate::process::run_with_stdin(&mut self.cmd, self.timeout, std::process::Stdio::from(f))
+            }
+            None => run_with_timeout(&mut self.cmd, self.timeout),
+        };
         if std::env::var_os("KILN_TEST_VERBOSE").is_some() {
             eprintln!("{out}");
         }

@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
+use kiln_integration::gitdaemon::{git, GitDaemon};
 use kiln_integration::{seed_base_images, Image, Kind, Registry, Sandbox};
 
 /// Serve `body` to every GET on a free loopback port, in a thread, for the test.
@@ -167,55 +168,15 @@ fn missing_and_ignored_sources_are_clear_errors() {
     sb.kiln().build().arg(&ctx).run().assert_failure_containing("excluded by .dockerignore");
 }
 
-/// A git repository served by `git daemon` on loopback, for ADD of git URLs.
-struct GitDaemon {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git").args(args).current_dir(dir).env("GIT_AUTHOR_NAME", "t").env("GIT_AUTHOR_EMAIL", "t@example.com").env("GIT_COMMITTER_NAME", "t").env("GIT_COMMITTER_EMAIL", "t@example.com").output().expect("git is installed by scripts/setup.sh");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
+/// The repository ADD reads: `README` in two versions (tag `v1` on the first), `sub/`.
 fn git_daemon() -> GitDaemon {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(work.join("sub")).unwrap();
-    std::fs::write(work.join("README"), "version one\n").unwrap();
-    std::fs::write(work.join("sub/inner.txt"), "inner\n").unwrap();
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "one"]);
+    let d = GitDaemon::start();
+    let work = d.work_tree("repo", &[("README", "version one\n"), ("sub/inner.txt", "inner\n")]);
     git(&work, &["tag", "v1"]);
     std::fs::write(work.join("README"), "version two\n").unwrap();
     git(&work, &["commit", "-q", "-am", "two"]);
-    git(dir.path(), &["clone", "-q", "--bare", "work", "repo.git"]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = std::process::Command::new("git")
-        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", dir.path().display()))
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("git daemon");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    GitDaemon { child, port, _dir: dir }
+    d.publish("repo");
+    d
 }
 
 #[test]

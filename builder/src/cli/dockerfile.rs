@@ -8,8 +8,8 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct DockerfileFlag {
-    /// Path of the Dockerfile (default: CONTEXT/Dockerfile, else CONTEXT/dockerfile;
-    /// `kiln parse` and `kiln plan` read `-` as stdin).
+    /// Path of the Dockerfile (default: CONTEXT/Dockerfile, else CONTEXT/dockerfile,
+    /// else CONTEXT/Containerfile; `-` reads it from stdin).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
 }
@@ -21,7 +21,10 @@ impl DockerfileFlag {
     pub fn path(&self, context: &Path) -> PathBuf {
         match &self.file {
             Some(f) => f.clone(),
-            None if !context.join("Dockerfile").exists() && context.join("dockerfile").is_file() => context.join("dockerfile"),
+            None if context.join("Dockerfile").exists() => context.join("Dockerfile"),
+            None if context.join("dockerfile").is_file() => context.join("dockerfile"),
+            // Buildah's and podman's default name, when there is no Dockerfile.
+            None if context.join("Containerfile").is_file() => context.join("Containerfile"),
             None => context.join("Dockerfile"),
         }
     }
@@ -46,6 +49,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let flag = DockerfileFlag { file: None };
         assert_eq!(flag.path(t.path()), t.path().join("Dockerfile"));
+        std::fs::write(t.path().join("Containerfile"), "FROM scratch\n").unwrap();
+        assert_eq!(flag.path(t.path()), t.path().join("Containerfile"));
         std::fs::write(t.path().join("dockerfile"), "FROM scratch\n").unwrap();
         assert_eq!(flag.path(t.path()), t.path().join("dockerfile"));
         std::fs::write(t.path().join("Dockerfile"), "FROM scratch\n").unwrap();

@@ -9,7 +9,14 @@ use crate::cli::build::BuildArgs;
 
 /// `kiln build` (and `kiln executor`, which maps onto it). `image_names`: Kaniko's
 /// `--image-name-with-digest-file`, written once the build succeeded.
-pub fn run(args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
+pub fn run(mut args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
+    // A context that is not a directory (stdin, tarball, URL, git) or `-f -`:
+    // made into one by this process, or inherited by the re-executed child.
+    let materialized = match prepare_sources(&mut args) {
+        Ok(m) => m,
+        Err(e) => return super::fail(&e),
+    };
+    let child_env = materialized.as_ref().map(|m| m.child_env()).unwrap_or_default();
     // CI-provided registry credentials (CI_REGISTRY*, KILN_AUTH, --authfile):
     // a private merged docker config, removed when the build ends.
     let auth = match crate::cmd::ciauth::install(args.authfile.as_deref()) {
@@ -23,7 +30,7 @@ pub fn run(args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
     };
     opts.registry.auth_files = auth.as_ref().map(|g| g.auth_files());
     crate::progress::init(opts.progress);
-    let code = match crate::exec::userns::enter(opts.isolation_choice) {
+    let code = match crate::exec::userns::enter(opts.isolation_choice, &child_env) {
         Ok(crate::exec::userns::Entered::ChildExited(code)) => code,
         Ok(crate::exec::userns::Entered::Inside(isolation)) => {
             opts.isolation = isolation;
@@ -55,6 +62,31 @@ pub fn run(args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
+
+/// Points `args` at a materialised context and Dockerfile (see `cmd::source`).
+fn prepare_sources(args: &mut BuildArgs) -> anyhow::Result<Option<super::source::Materialized>> {
+    if let Some((dir, dockerfile)) = super::source::inherited() {
+        if let Some(d) = dir {
+            args.context = d;
+        }
+        if let Some(f) = dockerfile {
+            args.dockerfile.file = Some(f);
+        }
+        return Ok(None);
+    }
+    let keep_git_dir = args.stage.build_args.iter().any(|a| {
+        a.split_once('=').is_some_and(|(k, v)| k == "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && matches!(v, "1" | "true" | "True" | "TRUE"))
+    });
+    let state = crate::options::state_dir()?;
+    let m = super::source::materialize(&args.context, args.dockerfile.file.as_deref(), &state, keep_git_dir)?;
+    if let Some(m) = &m {
+        args.context = m.context.clone();
+        if let Some(f) = &m.dockerfile {
+            args.dockerfile.file = Some(f.clone());
+        }
+    }
+    Ok(m)
+}
 
 /// Kaniko's `--image-name-with-digest-file`: where, for which destinations, and the
 /// digest file the build writes (a temporary one when the user gave no --digest-file).

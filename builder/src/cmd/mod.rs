@@ -6,6 +6,7 @@ pub mod images;
 pub mod index;
 pub mod inspect;
 pub mod maintenance;
+pub mod source;
 
 use std::process::ExitCode;
 
@@ -62,7 +63,7 @@ pub fn run() -> ExitCode {
         },
         crate::cli::CommandKind::Prune(args) => {
             // Unpacked layers belong to subordinate ids: prune from inside.
-            match crate::exec::userns::enter(crate::options::IsolationChoice::Auto) {
+            match crate::exec::userns::enter(crate::options::IsolationChoice::Auto, &[]) {
                 Ok(crate::exec::userns::Entered::ChildExited(code)) => return ExitCode::from(code.clamp(0, 255) as u8),
                 Ok(crate::exec::userns::Entered::Inside(_)) => {}
                 Err(e) => return fail(&e.context("entering the build's user namespace")),

@@ -39,7 +39,8 @@ pub fn entered_before() -> bool {
 
 /// Make sure this process runs as root of a user namespace with its own mount
 /// namespace, re-executing if necessary.
-pub fn enter(choice: IsolationChoice) -> Result<Entered> {
+/// `child_env`: variables the re-executed child gets on top of this process's.
+pub fn enter(choice: IsolationChoice, child_env: &[(String, String)]) -> Result<Entered> {
     if entered_before() {
         make_mounts_private(&Linux)?;
         return Ok(Entered::Inside(Isolation::Rootless));
@@ -54,7 +55,7 @@ pub fn enter(choice: IsolationChoice) -> Result<Entered> {
              using a single-id map; images whose files belong to other users will fail to build"
         ));
     }
-    let code = spawn_inside(&plan)?;
+    let code = spawn_inside(&plan, child_env)?;
     Ok(Entered::ChildExited(code))
 }
 
@@ -111,7 +112,7 @@ fn find_in_path(cmd: &str) -> bool {
     std::env::split_paths(&path).any(|d| d.join(cmd).is_file())
 }
 
-fn spawn_inside(plan: &MapPlan) -> Result<i32> {
+fn spawn_inside(plan: &MapPlan, child_env: &[(String, String)]) -> Result<i32> {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, ForkResult};
     use std::ffi::CString;
@@ -136,6 +137,9 @@ fn spawn_inside(plan: &MapPlan) -> Result<i32> {
         .collect::<Result<_, _>>()
         .context("environment contains a NUL byte")?;
     envp.push(CString::new(format!("{INSIDE_ENV}=1")).expect("no NUL"));
+    for (k, v) in child_env {
+        envp.push(CString::new(format!("{k}={v}")).context("environment contains a NUL byte")?);
+    }
     // Two handshakes: the child says when it has unshared (maps can only be written
     // for a process already in its new namespace), the parent says when the maps are
     // written (the child must not exec before, or it would lose its capabilities).

@@ -179,7 +179,7 @@ fn copy_step(
         }
         for url in &remote {
             if is_git(url) {
-                let tree = crate::steps::fetch::git_checkout(url, &dir.0, spec.keep_git_dir)?;
+                let tree = crate::steps::fetch::git_checkout(url, &dir.0, spec.keep_git_dir).with_context(|| format!("ADD {url}"))?;
                 // The repository's contents go into DEST, as a directory source.
                 let all = [".".to_string()];
                 let req = CopyRequest {

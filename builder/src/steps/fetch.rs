@@ -34,9 +34,11 @@ mod tests {
     }
 }
 
-/// `ADD <git URL>[#ref[:subdir]] DEST`: clone with the `git` command (any transport
-/// it speaks), check out `ref` (branch, tag or commit), keep only `subdir`, and drop
-/// `.git` unless `--keep-git-dir`. Returns the directory whose contents ADD copies.
+/// `ADD <git URL>[#ref[:subdir]] DEST` and git build contexts: clone with the `git`
+/// command (any transport it speaks), check out `ref` (branch, tag or commit) and
+/// its submodules, keep only `subdir`, and drop `.git` unless `keep_git_dir`.
+/// Returns the directory whose contents are the source. Errors say what failed;
+/// the caller says which URL.
 pub fn git_checkout(url: &str, into: &Path, keep_git_dir: bool) -> Result<std::path::PathBuf> {
     let (repo, fragment) = match url.split_once('#') {
         Some((r, f)) => (r, Some(f)),
@@ -67,12 +69,19 @@ pub fn git_checkout(url: &str, into: &Path, keep_git_dir: bool) -> Result<std::p
     args.extend(["--", repo, &dir_s]);
     let out = git(&args, None)?;
     if !out.status.success() {
-        bail!("ADD {url}: git clone failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!("git clone failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     let what = reference.unwrap_or("HEAD");
     let out = git(&["checkout", "--quiet", "--detach", what], Some(&dir))?;
     if !out.status.success() {
-        bail!("ADD {url}: git checkout {what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!("git checkout {what} failed (no such branch, tag or commit?): {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    // Submodules come along, as BuildKit's git source checks them out.
+    if dir.join(".gitmodules").is_file() {
+        let out = git(&["-c", "protocol.file.allow=never", "submodule", "update", "--quiet", "--init", "--recursive", "--depth", "1"], Some(&dir))?;
+        if !out.status.success() {
+            bail!("git submodule update failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
     }
     if !keep_git_dir {
         std::fs::remove_dir_all(dir.join(".git")).context("removing .git")?;
@@ -81,7 +90,7 @@ pub fn git_checkout(url: &str, into: &Path, keep_git_dir: bool) -> Result<std::p
         Some(d) => {
             let p = crate::fsutil::resolve_in_root(&dir, &Path::new("/").join(d), true)?;
             if !p.is_dir() {
-                bail!("ADD {url}: {d} is not a directory of the repository");
+                bail!("{d} is not a directory of the repository");
             }
             Ok(p)
         }
