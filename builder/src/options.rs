@@ -44,6 +44,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--pull`: where `FROM`, `COPY --from` and `--mount from=` images come from.
     pub pull: PullPolicy,
+    /// `--build-context NAME=VALUE`, by NAME as given.
+    pub named_contexts: BTreeMap<String, NamedContext>,
     pub no_cache_filter: Vec<String>,
     pub cache_ttl: Option<std::time::Duration>,
     pub cache_repo: Option<Reference>,
@@ -92,6 +94,7 @@ impl BuildOptions {
             isolation: Isolation::Rootless,
             no_cache: false,
             pull: PullPolicy::Missing,
+            named_contexts: BTreeMap::new(),
             no_cache_filter: Vec::new(),
             cache_ttl: None,
             cache_repo: None,
@@ -132,6 +135,44 @@ pub enum Isolation {
     Rootless,
     /// uid 0 without CAP_SYS_ADMIN (a default container): plain chroot, no mounts.
     Chroot,
+}
+
+/// What a `--build-context` name stands for (see `solver::named`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `docker-image://REF`.
+    Image(kiln_cache::reference::Reference),
+    /// `oci-layout://PATH[:TAG|@DIGEST]`.
+    Layout { path: PathBuf, select: Option<String> },
+    /// A directory (git URLs and tarballs are made into one before the build).
+    Dir(PathBuf),
+}
+
+impl NamedContext {
+    /// Parses the VALUE of `--build-context NAME=VALUE` (already materialised).
+    pub fn parse(value: &str) -> std::result::Result<Self, String> {
+        if let Some(r) = value.strip_prefix("docker-image://") {
+            return r.parse().map(NamedContext::Image).map_err(|e| format!("{e}"));
+        }
+        if let Some(rest) = value.strip_prefix("oci-layout://") {
+            let (path, select) = match rest.split_once('@') {
+                Some((p, d)) => (p.to_string(), Some(d.to_string())),
+                None => match rest.rsplit_once(':') {
+                    Some((p, t)) if !t.contains('/') && !p.is_empty() => (p.to_string(), Some(t.to_string())),
+                    _ => (rest.to_string(), None),
+                },
+            };
+            if !std::path::Path::new(&path).join("index.json").is_file() {
+                return Err(format!("{path} is not an OCI layout (no index.json)"));
+            }
+            return Ok(NamedContext::Layout { path: PathBuf::from(path), select });
+        }
+        let p = PathBuf::from(value);
+        if p.is_dir() {
+            return p.canonicalize().map(NamedContext::Dir).map_err(|e| format!("{value}: {e}"));
+        }
+        Err(format!("{value:?} is not a directory, docker-image://REF, oci-layout://PATH, a git URL or an http(s) tarball"))
+    }
 }
 
 /// `--pull`: whether an image the build names is looked up among the named local

@@ -147,3 +147,65 @@ fn http_and_git_sources() {
     // A ref that does not exist is named.
     sb.kiln().build().arg(format!("{}#no-such-branch", d.url("app"))).run().assert_failure_containing("no-such-branch");
 }
+
+/// `--build-context NAME=VALUE` for FROM, COPY --from and RUN --mount from=: a
+/// directory, docker-image://, oci-layout://PATH:TAG, a git URL and an http tarball;
+/// a changed directory changes the build (its content is its key).
+#[test]
+fn named_build_contexts() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    // An OCI layout holding an image tagged `v1`.
+    let lib_ctx = sb.new_context("lib").file("Dockerfile", "FROM scratch\nCOPY lib.txt /lib.txt\n").file("lib.txt", "from the layout\n").build();
+    let lib_layout = sb.out_path("lib-layout");
+    sb.kiln().build().args(["-t", "lib:v1"]).output_oci(&lib_layout).arg(&lib_ctx).run().assert_success();
+    let assets = sb.new_context("assets").file("x.txt", "asset one\n").build();
+    let d = GitDaemon::start();
+    d.work_tree("src", &[("src.txt", "from git\n")]);
+    d.publish("src");
+    let server = FileServer::start(vec![ServedFile { path: "/t.tar.gz".into(), data: gzip(&tar_of(&[("t.txt", "from http\n")])), last_modified: None }]).unwrap();
+    let ctx = sb
+        .new_context("main")
+        .file(
+            "Dockerfile",
+            "FROM mybase\nCOPY --from=assets /x.txt /x\nRUN --mount=from=assets,target=/m cat /m/x.txt > /mounted\nCOPY --from=lib /lib.txt /lib\nCOPY --from=src /src.txt /src\nCOPY --from=web /t.txt /t\n",
+        )
+        .build();
+    let named = |sb: &Sandbox, out: &std::path::Path| {
+        sb.kiln()
+            .build()
+            .arg("--build-context")
+            .arg(format!("mybase=docker-image://{base}"))
+            .arg("--build-context")
+            .arg(format!("assets={}", assets.display()))
+            .arg("--build-context")
+            .arg(format!("lib=oci-layout://{}:v1", lib_layout.display()))
+            .arg("--build-context")
+            .arg(format!("src={}#main", d.url("src")))
+            .arg("--build-context")
+            .arg(format!("web=http://{}/t.tar.gz", server.host()))
+            .output_oci(out)
+            .arg(&ctx)
+            .run()
+    };
+    let out = sb.out_path("named");
+    named(&sb, &out).assert_success();
+    let t = Image::from_layout(&out, None).tree;
+    assert_eq!(t.node("/x").text(), "asset one\n");
+    assert_eq!(t.node("/mounted").text(), "asset one\n");
+    assert_eq!(t.node("/lib").text(), "from the layout\n");
+    assert_eq!(t.node("/src").text(), "from git\n");
+    assert_eq!(t.node("/t").text(), "from http\n");
+    assert!(t.contains("/bin/busybox"), "FROM mybase is the docker-image:// base");
+    // A changed file of a named directory reaches the image (no stale cache hit).
+    std::fs::write(assets.join("x.txt"), "asset two\n").unwrap();
+    let out2 = sb.out_path("named-2");
+    named(&sb, &out2).assert_success();
+    let t = Image::from_layout(&out2, None).tree;
+    assert_eq!(t.node("/x").text(), "asset two\n");
+    assert_eq!(t.node("/mounted").text(), "asset two\n");
+    // A value that is none of the forms is named.
+    sb.kiln().build().args(["--build-context", "x=/does/not/exist"]).arg(&ctx).run().assert_failure_containing("--build-context x");
+}

@@ -61,6 +61,11 @@ pub struct BuildArgs {
     /// alone: the registry), never (local images only).
     #[arg(long, value_name = "always|missing|never", num_args = 0..=1, require_equals = true, default_value = "missing", default_missing_value = "always")]
     pub pull: String,
+    /// NAME=VALUE: what `FROM NAME`, `COPY --from=NAME` and `--mount from=NAME` read:
+    /// a directory, docker-image://REF, oci-layout://PATH[:TAG|@DIGEST], a git URL
+    /// or an http(s) tarball. Repeatable.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Do not use cached layers for these stages. Repeatable.
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
@@ -293,6 +298,14 @@ impl BuildArgs {
             isolation: crate::options::Isolation::Rootless,
             no_cache: self.no_cache,
             pull: self.pull.parse().map_err(|e| anyhow!("--pull: {e}"))?,
+            named_contexts: self
+                .build_contexts
+                .iter()
+                .map(|c| match c.split_once('=') {
+                    Some((n, v)) if !n.is_empty() => crate::options::NamedContext::parse(v).map(|v| (n.to_string(), v)).map_err(|e| anyhow!("--build-context {n}: {e}")),
+                    _ => Err(anyhow!("--build-context {c:?}: expected NAME=VALUE")),
+                })
+                .collect::<Result<_>>()?,
             no_cache_filter: self.no_cache_filter,
             cache_ttl: match &self.cache_ttl {
                 Some(t) => Some(kiln_cache::gc::parse_duration(t).ok_or_else(|| anyhow!("--cache-ttl {t:?}: expected a duration like 168h or 7d"))?),

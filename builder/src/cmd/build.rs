@@ -16,7 +16,12 @@ pub fn run(mut args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
         Ok(m) => m,
         Err(e) => return super::fail(&e),
     };
-    let child_env = materialized.as_ref().map(|m| m.child_env()).unwrap_or_default();
+    let named = match prepare_named_contexts(&mut args) {
+        Ok(n) => n,
+        Err(e) => return super::fail(&e),
+    };
+    let mut child_env = materialized.as_ref().map(|m| m.child_env()).unwrap_or_default();
+    child_env.extend(named.1);
     // CI-provided registry credentials (CI_REGISTRY*, KILN_AUTH, --authfile):
     // a private merged docker config, removed when the build ends.
     let auth = match crate::cmd::ciauth::install(args.authfile.as_deref()) {
@@ -62,6 +67,39 @@ pub fn run(mut args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
+
+/// Where the re-executed child finds the `--build-context` list with git URLs and
+/// tarballs replaced by the directories they were made into.
+const NAMED_ENV: &str = "KILN_MATERIALIZED_BUILD_CONTEXTS";
+
+/// `--build-context` values that are git URLs, tarballs or http(s) URLs, made into
+/// directories (kept until the returned guards drop); the child's environment.
+fn prepare_named_contexts(args: &mut BuildArgs) -> anyhow::Result<(Vec<super::source::Materialized>, Vec<(String, String)>)> {
+    use anyhow::Context as _;
+    if let Some(v) = std::env::var_os(NAMED_ENV) {
+        args.build_contexts = serde_json::from_str(&v.to_string_lossy()).context("the parent's build contexts")?;
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut guards = Vec::new();
+    let mut changed = false;
+    let state = crate::options::state_dir()?;
+    for c in args.build_contexts.iter_mut() {
+        let Some((name, value)) = c.split_once('=') else { continue };
+        if value.starts_with("docker-image://") || value.starts_with("oci-layout://") {
+            continue;
+        }
+        if value == "-" {
+            anyhow::bail!("--build-context {name}: stdin is for the main context only");
+        }
+        if let Some(m) = super::source::materialize(std::path::Path::new(value), None, &state, false).with_context(|| format!("--build-context {name}"))? {
+            *c = format!("{name}={}", m.context.display());
+            guards.push(m);
+            changed = true;
+        }
+    }
+    let env = if changed { vec![(NAMED_ENV.to_string(), serde_json::to_string(&args.build_contexts)?)] } else { Vec::new() };
+    Ok((guards, env))
+}
 
 /// Points `args` at a materialised context and Dockerfile (see `cmd::source`).
 fn prepare_sources(args: &mut BuildArgs) -> anyhow::Result<Option<super::source::Materialized>> {

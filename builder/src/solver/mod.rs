@@ -35,6 +35,7 @@ use crate::timefmt;
 use crate::fsutil::next_id;
 
 mod fs_step;
+mod named;
 mod prepare;
 mod rootfs;
 mod schedule;
@@ -340,7 +341,7 @@ async fn plan_targets(
                 .map(|r| (r, target.clone()))
                 .collect(),
         };
-        pull_all(registry, store, opts.pull, pulled, &wanted).await.map_err(|e| explain_pull_error(e, df))?;
+        pull_all(registry, store, opts, pulled, &wanted).await.map_err(|e| explain_pull_error(e, df))?;
         for ((name, _), p) in pulled.iter() {
             let env = p.state.env();
             lower_opts.base_env.entry(name.clone()).or_insert_with(|| {
@@ -352,7 +353,7 @@ async fn plan_targets(
         }
         let graph = kiln_frontend::lower(df, &lower_opts).map_err(|e| anyhow!("{e}"))?;
         let wanted = images_needed(&graph, target)?;
-        pull_all(registry, store, opts.pull, pulled, &wanted).await.map_err(|e| explain_pull_error(e, df))?;
+        pull_all(registry, store, opts, pulled, &wanted).await.map_err(|e| explain_pull_error(e, df))?;
         plans.push(TargetPlan { platform: target.clone(), graph, jobs: BTreeMap::new() });
     }
 

@@ -3,7 +3,7 @@
 //! stage fingerprints (equal stage instances run once) and the SOURCE_DATE_EPOCH of a stage.
 
 use super::*;
-use crate::options::PullPolicy;
+use crate::options::{NamedContext, PullPolicy};
 
 /// SOURCE_DATE_EPOCH naming a stage: the time of that stage's one remote source,
 /// found before lowering for real so that `ARG SOURCE_DATE_EPOCH` sees the number
@@ -210,19 +210,33 @@ async fn resolve_image(
 pub(super) async fn pull_all(
     registry: &Registry,
     store: &ContentStore,
-    policy: PullPolicy,
+    opts: &BuildOptions,
     pulled: &mut PulledMap,
     wanted: &[(String, Platform)],
 ) -> Result<()> {
+    let policy = opts.pull;
     for (name, p) in wanted {
         let key = (name.clone(), (p).to_string());
         if pulled.contains_key(&key) {
             continue;
         }
-        let reference: Reference = name.parse().map_err(|e| anyhow!("image {name}: {e}"))?;
-        let img = resolve_image(registry, store, policy, &reference, p).await.map_err(|e| {
-            e.context(PullFailed { name: name.clone(), reference: reference.to_string(), platform: key.1.clone() })
-        })?;
+        let named = super::named::lookup(&opts.named_contexts, name);
+        let img = match named {
+            Some(NamedContext::Layout { path, select }) => {
+                super::named::layout_image(store, path, select.as_deref(), p).with_context(|| format!("--build-context {name}"))?
+            }
+            Some(NamedContext::Dir(dir)) => super::named::dir_image(store, dir, p).with_context(|| format!("--build-context {name}"))?,
+            _ => {
+                let reference: Reference = match named {
+                    Some(NamedContext::Image(r)) => r.clone(),
+                    _ => name.parse().map_err(|e| anyhow!("image {name}: {e}"))?,
+                };
+                resolve_image(registry, store, policy, &reference, p).await.map_err(|e| {
+                    e.context(PullFailed { name: name.clone(), reference: reference.to_string(), platform: key.1.clone() })
+                })?
+            }
+        };
+        let reference = name;
         if img.config.rootfs.diff_ids.len() != img.layers.len() {
             bail!("image {reference}: its config lists {} diff_ids for {} layers", img.config.rootfs.diff_ids.len(), img.layers.len());
         }
