@@ -36,6 +36,8 @@ pub struct BuildOptions {
     /// `-q`: print the image ID on stdout when the build succeeds.
     pub print_id: bool,
     pub labels: Vec<(String, String)>,
+    /// `--annotation`, BuildKit's syntax.
+    pub annotations: Vec<Annotation>,
     pub progress: crate::progress::Mode,
     pub format: crate::options::Format,
     pub isolation_choice: crate::options::IsolationChoice,
@@ -88,6 +90,7 @@ impl BuildOptions {
             iidfile: None,
             print_id: false,
             labels: Vec::new(),
+            annotations: Vec::new(),
             progress: crate::progress::Mode::Plain,
             format: Format::Oci,
             isolation_choice: IsolationChoice::Auto,
@@ -135,6 +138,70 @@ pub enum Isolation {
     Rootless,
     /// uid 0 without CAP_SYS_ADMIN (a default container): plain chroot, no mounts.
     Chroot,
+}
+
+/// Where an `--annotation` goes (BuildKit's types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationTarget {
+    Manifest,
+    Index,
+    ManifestDescriptor,
+    IndexDescriptor,
+}
+
+/// `--annotation [TYPE[,TYPE…]][\[PLATFORM\]]:KEY=VALUE` (no type: the manifest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Annotation {
+    pub targets: Vec<AnnotationTarget>,
+    /// Only the manifests (and their descriptors) of this platform.
+    pub platform: Option<kiln_oci::Platform>,
+    pub key: String,
+    pub value: String,
+}
+
+impl Annotation {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let (left, value) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected [TYPE:]KEY=VALUE"))?;
+        let (spec, key) = match left.split_once(':') {
+            Some((spec, key)) => (Some(spec), key),
+            None => (None, left),
+        };
+        if key.is_empty() {
+            return Err(format!("{s:?}: empty key"));
+        }
+        let mut targets = Vec::new();
+        let mut platform = None;
+        if let Some(spec) = spec {
+            let (types, plat) = match spec.split_once('[') {
+                Some((t, p)) => (t, Some(p.strip_suffix(']').ok_or_else(|| format!("{s:?}: unclosed [PLATFORM]"))?)),
+                None => (spec, None),
+            };
+            if let Some(p) = plat {
+                platform = Some(kiln_oci::Platform::parse(p).map_err(|e| format!("{s:?}: {e}"))?);
+            }
+            for t in types.split(',').filter(|t| !t.is_empty()) {
+                targets.push(match t {
+                    "manifest" => AnnotationTarget::Manifest,
+                    "index" => AnnotationTarget::Index,
+                    "manifest-descriptor" => AnnotationTarget::ManifestDescriptor,
+                    "index-descriptor" => AnnotationTarget::IndexDescriptor,
+                    other => return Err(format!("{s:?}: unknown annotation type {other:?} (manifest, index, manifest-descriptor, index-descriptor)")),
+                });
+            }
+        }
+        if targets.is_empty() {
+            targets.push(AnnotationTarget::Manifest);
+        }
+        Ok(Annotation { targets, platform, key: key.to_string(), value: value.to_string() })
+    }
+
+    /// Whether it applies to `target` for the image of `platform` (`None`: the index).
+    pub fn applies(&self, target: AnnotationTarget, platform: Option<&kiln_oci::Platform>) -> bool {
+        self.targets.contains(&target) && match (&self.platform, platform) {
+            (Some(want), Some(p)) => want.os == p.os && want.architecture == p.architecture && (want.variant.is_none() || want.variant == p.variant),
+            _ => true,
+        }
+    }
 }
 
 /// What a `--build-context` name stands for (see `solver::named`).

@@ -235,3 +235,45 @@ fn quiet_builds_and_rootfs_tar_outputs() {
     // Two writers of stdout are refused before any work.
     sb.kiln().build().args(["-q", "-o", "-"]).arg(&multi).run().assert_failure_containing("stdout");
 }
+
+/// `--annotation` with BuildKit's syntax: the manifest by default, `index:`,
+/// `manifest-descriptor:` and `manifest[PLATFORM]:` where they say.
+#[test]
+fn annotations_where_buildkit_puts_them() {
+    let sb = Sandbox::new();
+    let ctx = sb.new_context("ann").file("Dockerfile", "FROM scratch\nCOPY f /f\n").file("f", "x").build();
+    let read = |dir: &std::path::Path, digest: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap()).unwrap()
+    };
+    let top = |dir: &std::path::Path| -> String {
+        let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        idx["manifests"][0]["digest"].as_str().unwrap().to_string()
+    };
+    let one = sb.out_path("one");
+    sb.kiln().build().args(["--annotation", "org.opencontainers.image.source=https://example.com/r", "--annotation", "index:only=index"]).output_oci(&one).arg(&ctx).run().assert_success().assert_stderr_contains("only");
+    let m = read(&one, &top(&one));
+    assert_eq!(m["annotations"], serde_json::json!({"org.opencontainers.image.source": "https://example.com/r"}));
+
+    let multi = sb.out_path("multi");
+    sb.kiln()
+        .build()
+        .args(["--platform", "linux/amd64,linux/arm64"])
+        .args(["--annotation", "index:team=builders", "--annotation", "manifest-descriptor:d=desc", "--annotation", "manifest[linux/arm64]:arch=arm", "--annotation", "all=manifests"])
+        .output_oci(&multi)
+        .arg(&ctx)
+        .run()
+        .assert_success();
+    let index = read(&multi, &top(&multi));
+    assert_eq!(index["annotations"], serde_json::json!({"team": "builders"}));
+    for entry in index["manifests"].as_array().unwrap() {
+        assert_eq!(entry["annotations"]["d"], "desc", "{entry}");
+        let m = read(&multi, entry["digest"].as_str().unwrap());
+        let arch = entry["platform"]["architecture"].as_str().unwrap();
+        let mut want = serde_json::json!({"all": "manifests"});
+        if arch == "arm64" {
+            want["arch"] = "arm".into();
+        }
+        assert_eq!(m["annotations"], want, "{arch}");
+    }
+    sb.kiln().build().args(["--annotation", "weird:k=v"]).arg(&ctx).run().assert_failure_containing("unknown annotation type");
+}

@@ -66,6 +66,10 @@ pub struct BuildArgs {
     /// or an http(s) tarball. Repeatable.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
+    /// Annotation of the manifest (default) or, with a type prefix, of the index or
+    /// descriptors: `[TYPE[,TYPE]][[PLATFORM]]:KEY=VALUE` (BuildKit's syntax). Repeatable.
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
     /// Do not use cached layers for these stages. Repeatable.
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
@@ -298,6 +302,7 @@ impl BuildArgs {
             isolation: crate::options::Isolation::Rootless,
             no_cache: self.no_cache,
             pull: self.pull.parse().map_err(|e| anyhow!("--pull: {e}"))?,
+            annotations: self.annotations.iter().map(|a| crate::options::Annotation::parse(a).map_err(|e| anyhow!("--annotation {e}"))).collect::<Result<_>>()?,
             named_contexts: self
                 .build_contexts
                 .iter()
@@ -388,11 +393,31 @@ mod tests {
     #[test]
     fn parses_oci_output() {
         assert_eq!(parse_output("type=oci,dest=/x").unwrap(), Output::OciLayout { dest: "/x".into() });
+        assert_eq!(parse_output("-").unwrap(), Output::Tar { dest: "-".into() });
+        assert_eq!(parse_output("out/dir").unwrap(), Output::Local { dest: "out/dir".into() });
+        assert_eq!(parse_output("type=tar,dest=r.tar").unwrap(), Output::Tar { dest: "r.tar".into() });
         assert!(parse_output("type=oci").unwrap_err().to_string().contains("dest="));
         assert_eq!(parse_output("type=docker,dest=/x.tar").unwrap(), Output::DockerArchive { dest: "/x.tar".into() });
         assert_eq!(parse_output("type=local,dest=/r").unwrap(), Output::Local { dest: "/r".into() });
         assert!(parse_output("type=zip,dest=x").unwrap_err().to_string().contains("unsupported type"));
         assert!(parse_output("dest=x").unwrap_err().to_string().contains("missing type"));
         assert!(parse_output("type=oci,foo=1").unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn annotations_parse_as_buildkit() {
+        use crate::options::{Annotation, AnnotationTarget::*};
+        let a = Annotation::parse("org.opencontainers.image.source=https://x:1/y").unwrap();
+        assert_eq!((a.targets.as_slice(), a.key.as_str(), a.value.as_str()), (&[Manifest][..], "org.opencontainers.image.source", "https://x:1/y"));
+        let a = Annotation::parse("index,manifest-descriptor:k=v").unwrap();
+        assert_eq!(a.targets, [Index, ManifestDescriptor]);
+        let a = Annotation::parse("manifest[linux/arm64]:k=v").unwrap();
+        assert_eq!(a.platform.as_ref().map(|p| p.architecture.as_str()), Some("arm64"));
+        let arm = kiln_oci::Platform::parse("linux/arm64").unwrap();
+        let amd = kiln_oci::Platform::parse("linux/amd64").unwrap();
+        assert!(a.applies(Manifest, Some(&arm)) && !a.applies(Manifest, Some(&amd)) && !a.applies(Index, None));
+        assert!(Annotation::parse("bogus:k=v").unwrap_err().contains("unknown annotation type"));
+        assert!(Annotation::parse("novalue").is_err());
+        assert!(Annotation::parse("manifest[linux/arm64:k=v").unwrap_err().contains("unclosed"));
     }
 }

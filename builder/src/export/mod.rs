@@ -9,7 +9,7 @@ use kiln_cache::store::ContentStore;
 use kiln_oci::{media, Descriptor, Digest};
 use serde_json::json;
 
-use crate::options::{BuildOptions, Output};
+use crate::options::{AnnotationTarget, BuildOptions, Output};
 use crate::image::ImageState;
 use kiln_frontend::Platform;
 use crate::options::Format;
@@ -32,7 +32,7 @@ fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor
 
 /// Store config and manifest in the content store. Keys are written sorted
 /// (serde_json's default map), so the same image gives the same bytes.
-pub fn write_manifest(store: &ContentStore, state: &ImageState, format: Format) -> Result<Manifest> {
+pub fn write_manifest(store: &ContentStore, state: &ImageState, format: Format, annotations: &serde_json::Map<String, serde_json::Value>) -> Result<Manifest> {
     let config_bytes = state.config.to_bytes();
     let config_digest = store.put(&config_bytes)?;
     let mut layers = Vec::new();
@@ -42,12 +42,15 @@ pub fn write_manifest(store: &ContentStore, state: &ImageState, format: Format) 
         layers.push(json!({"mediaType": mt, "digest": l.digest.to_string(), "size": l.size}));
         blobs.push(descriptor(&mt, &l.digest, l.size)?);
     }
-    let manifest = json!({
+    let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": format.manifest(),
         "config": {"mediaType": format.config(), "digest": config_digest.to_string(), "size": config_bytes.len()},
         "layers": layers,
     });
+    if !annotations.is_empty() {
+        manifest["annotations"] = serde_json::Value::Object(annotations.clone());
+    }
     let bytes = serde_json::to_vec(&manifest)?;
     let digest = store.put(&bytes)?;
     Ok(Manifest { bytes, digest, blobs })
@@ -64,14 +67,28 @@ pub struct Built {
     pub manifests: Vec<(Platform, Manifest)>,
 }
 
-fn write_index(store: &ContentStore, manifests: &[(Platform, Manifest)], format: Format) -> Result<(Vec<u8>, Digest)> {
+fn annotations_for(opts: &BuildOptions, target: AnnotationTarget, platform: Option<&Platform>) -> serde_json::Map<String, serde_json::Value> {
+    opts.annotations.iter().filter(|a| a.applies(target, platform)).map(|a| (a.key.clone(), json!(a.value))).collect()
+}
+
+fn write_index(store: &ContentStore, opts: &BuildOptions, manifests: &[(Platform, Manifest)], format: Format) -> Result<(Vec<u8>, Digest)> {
     let entries: Vec<kiln_oci::IndexEntry> = manifests
         .iter()
         .map(|(p, m)| {
-            kiln_oci::IndexEntry::new(format.manifest(), &m.digest, m.bytes.len() as u64).with_platform(p.to_json())
+            let mut e = kiln_oci::IndexEntry::new(format.manifest(), &m.digest, m.bytes.len() as u64).with_platform(p.to_json());
+            for (k, v) in annotations_for(opts, AnnotationTarget::ManifestDescriptor, Some(p)) {
+                e = e.annotate(&k, v.as_str().unwrap_or_default());
+            }
+            e
         })
         .collect();
-    let bytes = kiln_oci::index_json(format.index(), &entries);
+    let mut bytes = kiln_oci::index_json(format.index(), &entries);
+    let index_ann = annotations_for(opts, AnnotationTarget::Index, None);
+    if !index_ann.is_empty() {
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes)?;
+        v["annotations"] = serde_json::Value::Object(index_ann);
+        bytes = serde_json::to_vec(&v)?;
+    }
     let digest = store.put(&bytes)?;
     Ok((bytes, digest))
 }
@@ -85,7 +102,7 @@ pub async fn export(
 ) -> Result<Digest> {
     let mut manifests = Vec::new();
     for (p, state) in &images {
-        manifests.push((p.clone(), write_manifest(store, state, opts.format)?));
+        manifests.push((p.clone(), write_manifest(store, state, opts.format, &annotations_for(opts, AnnotationTarget::Manifest, Some(p)))?));
     }
     // One platform asked for (or defaulted): a plain manifest, as `docker build`.
     // Several: an OCI index with a platform on each entry.
@@ -98,7 +115,7 @@ pub async fn export(
             manifests,
         }
     } else {
-        let (bytes, digest) = write_index(store, &manifests, opts.format)?;
+        let (bytes, digest) = write_index(store, opts, &manifests, opts.format)?;
         for (p, m) in &manifests {
             crate::progress::get().info("image", &format!("image {} {}", (p).to_string(), m.digest));
         }
@@ -107,6 +124,13 @@ pub async fn export(
     };
     let top_digest: Digest = built.top.digest().to_string().parse()?;
     crate::progress::get().info("image", &format!("image {top_digest}"));
+    let single = built.manifests.len() == 1;
+    for a in &opts.annotations {
+        let index_only = a.targets.iter().all(|t| matches!(t, AnnotationTarget::Index | AnnotationTarget::ManifestDescriptor | AnnotationTarget::IndexDescriptor));
+        if (single && index_only) || a.targets.contains(&AnnotationTarget::IndexDescriptor) {
+            crate::progress::get().warn(&format!("--annotation {}: this build writes no index (or index descriptor) to carry it; not written", a.key));
+        }
+    }
 
     for out in &opts.outputs {
         match out {
