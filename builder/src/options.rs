@@ -66,6 +66,10 @@ pub struct BuildOptions {
     pub network_none: bool,
     /// `--add-host`: (host, ip) lines added to each RUN step's /etc/hosts.
     pub extra_hosts: Vec<(String, String)>,
+    /// `--shm-size` in bytes.
+    pub shm_size: Option<u64>,
+    /// `--ulimit`s for RUN steps.
+    pub ulimits: Vec<Ulimit>,
     /// None = auto-detect.
     pub snapshotter: Option<kiln_snapshotter::SnapshotterKind>,
     pub compression: kiln_snapshotter::Compression,
@@ -112,6 +116,8 @@ impl BuildOptions {
             log_filter: None,
             network_none: false,
             extra_hosts: Vec::new(),
+            shm_size: None,
+            ulimits: Vec::new(),
             snapshotter: None,
             compression: kiln_snapshotter::Compression::default(),
             compression_level: None,
@@ -138,6 +144,69 @@ pub enum Isolation {
     Rootless,
     /// uid 0 without CAP_SYS_ADMIN (a default container): plain chroot, no mounts.
     Chroot,
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` (Docker's names; `-1` or `unlimited` for no limit).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+const ULIMITS: &[(&str, nix::sys::resource::Resource)] = {
+    use nix::sys::resource::Resource::*;
+    &[
+        ("as", RLIMIT_AS), ("core", RLIMIT_CORE), ("cpu", RLIMIT_CPU), ("data", RLIMIT_DATA), ("fsize", RLIMIT_FSIZE),
+        ("locks", RLIMIT_LOCKS), ("memlock", RLIMIT_MEMLOCK), ("msgqueue", RLIMIT_MSGQUEUE), ("nice", RLIMIT_NICE),
+        ("nofile", RLIMIT_NOFILE), ("nproc", RLIMIT_NPROC), ("rss", RLIMIT_RSS), ("rtprio", RLIMIT_RTPRIO),
+        ("rttime", RLIMIT_RTTIME), ("sigpending", RLIMIT_SIGPENDING), ("stack", RLIMIT_STACK),
+    ]
+};
+
+impl Ulimit {
+    pub fn parse(s: &str) -> std::result::Result<Ulimit, String> {
+        let (name, limits) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected NAME=SOFT[:HARD]"))?;
+        if !ULIMITS.iter().any(|(n, _)| *n == name) {
+            let names: Vec<&str> = ULIMITS.iter().map(|(n, _)| *n).collect();
+            let hint = kiln_frontend::suggest::did_you_mean(kiln_frontend::suggest::search(name, names.iter().copied(), true).as_deref());
+            return Err(format!("{s:?}: unknown limit {name:?}{hint} ({})", names.join(", ")));
+        }
+        let value = |v: &str| -> std::result::Result<u64, String> {
+            match v {
+                "-1" | "unlimited" => Ok(nix::sys::resource::RLIM_INFINITY),
+                _ => v.parse().map_err(|_| format!("{s:?}: {v:?} is not a number")),
+            }
+        };
+        let (soft, hard) = match limits.split_once(':') {
+            Some((a, b)) => (value(a)?, value(b)?),
+            None => (value(limits)?, value(limits)?),
+        };
+        if soft > hard {
+            return Err(format!("{s:?}: the soft limit is above the hard one"));
+        }
+        Ok(Ulimit { name: name.to_string(), soft, hard })
+    }
+
+    pub fn resource(&self) -> nix::sys::resource::Resource {
+        ULIMITS.iter().find(|(n, _)| *n == self.name).map(|(_, r)| *r).unwrap_or(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    }
+}
+
+/// Docker's `--shm-size`: bytes with an optional binary unit (`64m`, `1g`, `512k`).
+pub fn parse_ram(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a size like 64m or 1g"))?;
+    let mult: u64 = match unit.trim_end_matches('b').trim_end_matches('i') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit (b, k, m, g)")),
+    };
+    n.checked_mul(mult).filter(|b| *b > 0).ok_or_else(|| format!("{s:?}: out of range"))
 }
 
 /// Where an `--annotation` goes (BuildKit's types).

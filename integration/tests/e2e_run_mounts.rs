@@ -186,3 +186,34 @@ fn ssh_mount_socket_has_its_mode_uid_and_gid() {
     assert_eq!(img.tree.node("/params").text(), "741 100 102 socket\n");
     assert_eq!(img.tree.node("/defaults").text(), "600 0 0 socket\n");
 }
+
+/// `--shm-size`, `--ulimit` and `--add-host NAME:host-gateway` shape what a RUN
+/// step sees, as with `docker build`.
+#[test]
+fn shm_size_ulimits_and_host_gateway() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    let ctx = sb
+        .new_context("limits")
+        .file(
+            "Dockerfile",
+            format!("FROM {base}\nRUN df -k /dev/shm | tail -n 1 | awk '{{print $2}}' > /shm && ulimit -n > /nofile && ulimit -Hn > /nofile-hard && grep gw.test /etc/hosts > /hosts\n"),
+        )
+        .build();
+    let out = sb.out_path("limits");
+    sb.kiln()
+        .build()
+        .args(["--shm-size", "128m", "--ulimit", "nofile=1000:1500", "--add-host", "gw.test:host-gateway"])
+        .output_oci(&out)
+        .arg(&ctx)
+        .run()
+        .assert_success();
+    let t = Image::from_layout(&out, None).tree;
+    assert_eq!(t.node("/shm").text().trim(), (128 * 1024).to_string());
+    assert_eq!(t.node("/nofile").text().trim(), "1000");
+    assert_eq!(t.node("/nofile-hard").text().trim(), "1500");
+    assert_eq!(t.node("/hosts").text().split_whitespace().collect::<Vec<_>>(), ["127.0.0.1", "gw.test"]);
+    sb.kiln().build().args(["--ulimit", "nofiles=1"]).arg(&ctx).run().assert_failure_containing("did you mean nofile");
+}

@@ -70,6 +70,12 @@ pub struct BuildArgs {
     /// descriptors: `[TYPE[,TYPE]][[PLATFORM]]:KEY=VALUE` (BuildKit's syntax). Repeatable.
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
+    /// Size of /dev/shm in RUN steps (e.g. 64m, 1g; default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Resource limit for RUN steps: NAME=SOFT[:HARD] (e.g. nofile=1024:2048). Repeatable.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
     /// Do not use cached layers for these stages. Repeatable.
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
@@ -280,6 +286,9 @@ impl BuildArgs {
             .add_hosts
             .iter()
             .map(|h| match h.split_once([':', '=']) {
+                // RUN steps share the host's network (unless --network none), so the
+                // host is at its loopback address; Docker's `host-gateway` means that.
+                Some((host, "host-gateway")) if !host.is_empty() => Ok((host.to_string(), "127.0.0.1".to_string())),
                 Some((host, ip)) if !host.is_empty() && ip.parse::<std::net::IpAddr>().is_ok() => Ok((host.to_string(), ip.to_string())),
                 _ => Err(anyhow!("--add-host {h:?}: expected HOST:IP (e.g. db:10.0.0.5)")),
             })
@@ -302,6 +311,8 @@ impl BuildArgs {
             isolation: crate::options::Isolation::Rootless,
             no_cache: self.no_cache,
             pull: self.pull.parse().map_err(|e| anyhow!("--pull: {e}"))?,
+            shm_size: self.shm_size.as_deref().map(|s| crate::options::parse_ram(s).map_err(|e| anyhow!("--shm-size {e}"))).transpose()?,
+            ulimits: self.ulimits.iter().map(|u| crate::options::Ulimit::parse(u).map_err(|e| anyhow!("--ulimit {e}"))).collect::<Result<_>>()?,
             annotations: self.annotations.iter().map(|a| crate::options::Annotation::parse(a).map_err(|e| anyhow!("--annotation {e}"))).collect::<Result<_>>()?,
             named_contexts: self
                 .build_contexts
@@ -419,5 +430,18 @@ mod tests {
         assert!(Annotation::parse("bogus:k=v").unwrap_err().contains("unknown annotation type"));
         assert!(Annotation::parse("novalue").is_err());
         assert!(Annotation::parse("manifest[linux/arm64:k=v").unwrap_err().contains("unclosed"));
+    }
+
+    #[test]
+    fn ulimits_and_shm_sizes_parse_as_docker() {
+        use crate::options::{parse_ram, Ulimit};
+        assert_eq!(Ulimit::parse("nofile=1024:2048").unwrap(), Ulimit { name: "nofile".into(), soft: 1024, hard: 2048 });
+        assert_eq!(Ulimit::parse("core=-1").unwrap().hard, nix::sys::resource::RLIM_INFINITY);
+        assert!(Ulimit::parse("nofiles=1").unwrap_err().contains("did you mean nofile"));
+        assert!(Ulimit::parse("nofile=9:3").unwrap_err().contains("above"));
+        assert_eq!(parse_ram("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_ram("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_ram("512").unwrap(), 512);
+        assert!(parse_ram("12q").is_err());
     }
 }

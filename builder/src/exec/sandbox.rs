@@ -44,6 +44,12 @@ pub struct RunSpec {
     /// plain chroot with device nodes made by mknod and host files copied in.
     #[serde(default)]
     pub chroot: bool,
+    /// `--shm-size`: bytes of the step's /dev/shm (default 64 MiB, as Docker).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// `--ulimit`: (resource, soft, hard), set before the step's program starts.
+    #[serde(default)]
+    pub ulimits: Vec<crate::options::Ulimit>,
 }
 
 /// Files and directories the sandbox mounts over inside the rootfs. The solver makes
@@ -270,7 +276,7 @@ fn setup_rootfs(sys: &dyn Sys, spec: &RunSpec, spec_path: &Path) -> Result<()> {
         .context("bind-mounting the rootfs")?;
     sys.mount(Some(Path::new("proc")), &root.join("proc"), Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)
     .context("mounting /proc")?;
-    setup_dev(sys, &root.join("dev"))?;
+    setup_dev(sys, &root.join("dev"), spec.shm_size.unwrap_or(64 << 20))?;
     // /sys: a read-only view of the host's; without it some tools misbehave. A new
     // sysfs can only be mounted with our own network namespace.
     if spec.network_none {
@@ -405,6 +411,9 @@ fn exec_command(spec: &RunSpec) -> Result<Never> {
     let prog = argv.first().context("empty command")?;
     // The step gets fds 0-2 only (as under runc): nothing kiln or its caller left
     // open (a jobserver pipe, a log file) may reach it.
+    for u in &spec.ulimits {
+        nix::sys::resource::setrlimit(u.resource(), u.soft, u.hard).with_context(|| format!("--ulimit {}={}:{}", u.name, u.soft, u.hard))?;
+    }
     // SAFETY: marks descriptors close-on-exec; none is used after exec.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     match nix::unistd::execvp(prog, &argv) {
@@ -416,7 +425,7 @@ fn exec_command(spec: &RunSpec) -> Result<Never> {
 
 /// A minimal /dev: a tmpfs with the host's harmless devices bound in (device nodes
 /// cannot be created in a user namespace, bind mounts of them can).
-fn setup_dev(sys: &dyn Sys, dev: &Path) -> Result<()> {
+fn setup_dev(sys: &dyn Sys, dev: &Path, shm_bytes: u64) -> Result<()> {
     sys.mount(Some(Path::new("tmpfs")), dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=65536k"))
         .context("mounting a tmpfs on /dev")?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
@@ -429,7 +438,8 @@ fn setup_dev(sys: &dyn Sys, dev: &Path) -> Result<()> {
     for d in ["pts", "shm"] {
         std::fs::create_dir(dev.join(d)).with_context(|| format!("creating /dev/{d}"))?;
     }
-    let _ = sys.mount(Some(Path::new("shm")), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k"));
+    let shm = format!("mode=1777,size={}k", shm_bytes.div_ceil(1024));
+    let _ = sys.mount(Some(Path::new("shm")), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&shm));
     let _ = sys.mount(Some(Path::new("devpts")), &dev.join("pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
     for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
         let _ = std::os::unix::fs::symlink(target, dev.join(link));
@@ -563,6 +573,8 @@ mod tests {
                 SandboxMount { target: "/cache".into(), kind: SandboxMountKind::Tmpfs { size: Some("10m".into()) } },
             ],
             chroot: false,
+            shm_size: None,
+            ulimits: vec![],
         }
     }
 

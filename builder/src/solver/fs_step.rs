@@ -116,6 +116,8 @@ fn run_step(
         extra_hosts: cx.opts.extra_hosts.clone(),
         mounts: prepared.mounts.clone(),
         chroot,
+        shm_size: cx.opts.shm_size,
+        ulimits: cx.opts.ulimits.clone(),
     };
     let spec_path = cx.scratch.join(format!("run-{}-{}.json", std::process::id(), next_id()));
     let t0 = std::time::Instant::now();
