@@ -224,6 +224,9 @@ pub fn classify(arg: &str) -> Result<Form> {
     if p.is_file() {
         return Ok(Form::Archive(p.into()));
     }
+    if arg.starts_with('/') || arg.starts_with("./") || arg.starts_with("../") {
+        bail!("no such file or directory");
+    }
     let r = arg.strip_prefix("docker-image://").unwrap_or(arg);
     let r: Reference = r.parse().map_err(|e| anyhow!("no such file or directory, and not an image reference: {e}"))?;
     Ok(Form::Reference(r))
@@ -532,6 +535,7 @@ mod tests {
         let r = classify("docker-image://127.0.0.1:5000/a/b:1").unwrap();
         assert_eq!(r, Form::Reference("127.0.0.1:5000/a/b:1".parse().unwrap()));
         assert!(matches!(classify("busybox").unwrap(), Form::Reference(_)));
-        assert!(format!("{:#}", classify("/no/such/Thing.tar").unwrap_err()).contains("no such file or directory"));
+        assert_eq!(format!("{:#}", classify("/no/such/thing.tar").unwrap_err()), "no such file or directory");
+        assert!(format!("{:#}", classify("No/Such").unwrap_err()).contains("no such file or directory, and not an image reference"));
     }
 }
