@@ -19,9 +19,11 @@ pub enum DiffFormat {
 /// pulled from its registry).
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The first image.
+    /// The first image: `oci-layout://DIR[:TAG|@DIGEST]`, a directory holding an OCI
+    /// layout, an OCI or docker archive file (plain or gzip), or `[docker-image://]REF`
+    /// (a named local image, else pulled from its registry).
     pub a: String,
-    /// The second image.
+    /// The second image, in any of the same forms.
     pub b: String,
     /// Leave out a path and everything below it: a prefix (`etc/hosts`, `/run`) or a
     /// glob (`*` within a name, `**` across names: `var/cache/*`, `**/*.pyc`). Repeatable.

@@ -55,7 +55,8 @@ fn diff(args: &DiffArgs) -> Result<bool> {
         Some(p) => Platform::parse(p).map_err(|e| anyhow!("--platform {p}: {e}"))?,
         None => Platform::host(),
     };
-    let mut loader = source::Loader::new(args.registry.to_options()?, platform);
+    let state = crate::options::state_dir().map_err(|e| format!("{e:#}"));
+    let mut loader = source::Loader::new(args.registry.to_options()?, platform, state);
     let a = load(&mut loader, "A", &args.a)?;
     let b = load(&mut loader, "B", &args.b)?;
     let mut diffs = compare::compare_trees(&a.tree, &b.tree, &opts);

@@ -328,12 +328,14 @@ fn open_archive(path: &Path) -> Result<Files> {
 pub struct Loader {
     registry: RegistryOptions,
     platform: Platform,
+    /// kiln's state dir (`$KILN_ROOT`), needed for references only.
+    state: Result<PathBuf, String>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Loader {
-    pub fn new(registry: RegistryOptions, platform: Platform) -> Loader {
-        Loader { registry, platform, runtime: None }
+    pub fn new(registry: RegistryOptions, platform: Platform, state: Result<PathBuf, String>) -> Loader {
+        Loader { registry, platform, state, runtime: None }
     }
 
     pub fn load(&mut self, arg: &str) -> Result<Loaded> {
@@ -360,7 +362,7 @@ impl Loader {
     }
 
     fn from_reference(&mut self, r: &Reference) -> Result<Loaded> {
-        let state = crate::options::state_dir()?;
+        let state = self.state.clone().map_err(|e| anyhow!("kiln's state dir: {e}"))?;
         let store = ContentStore::open(&state.join("content")).with_context(|| format!("opening the content store in {}", state.display()))?;
         let (image, description) = match store.local_image(r, &self.platform).context("reading the local images")? {
             Some(img) => (img, format!("local image {r}")),
@@ -447,7 +449,7 @@ mod tests {
     }
 
     fn loader(arch: &str) -> Loader {
-        Loader::new(RegistryOptions::default(), Platform::new("linux", arch, None))
+        Loader::new(RegistryOptions::default(), Platform::new("linux", arch, None), Err("none in this test".into()))
     }
 
     fn arch_of(l: &Loaded) -> String {
@@ -523,6 +525,27 @@ mod tests {
         let l = loader("arm64").load(&ar.display().to_string()).unwrap();
         assert_eq!(l.layers.len(), 2);
         assert_eq!(l.tree().unwrap().nodes["/etc/x"].digest, Some(Digest::of(b"classic")));
+    }
+
+    #[test]
+    fn a_named_local_image_comes_from_the_store() {
+        let d = tempfile::tempdir().unwrap();
+        let lay = d.path().join("layout");
+        layout(&lay);
+        let store = ContentStore::open(&d.path().join("content")).unwrap();
+        let amd = image(&lay, "amd64");
+        for e in std::fs::read_dir(lay.join("blobs/sha256")).unwrap() {
+            store.put(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+        }
+        let desc: kiln_oci::Descriptor = serde_json::from_value(amd).unwrap();
+        store.name_image(&"localhost/mine:1".parse().unwrap(), &desc).unwrap();
+        drop(store);
+        let mut l = Loader::new(RegistryOptions::default(), Platform::new("linux", "amd64", None), Ok(d.path().into()));
+        let img = l.load("docker-image://localhost/mine:1").unwrap();
+        assert_eq!(img.description, "local image localhost/mine:1");
+        assert_eq!(img.tree().unwrap().nodes["/arch"].digest, Some(Digest::of(b"amd64")));
+        let err = Loader::new(RegistryOptions::default(), Platform::host(), Err("HOME is not set".into())).load("localhost/mine:1").err().unwrap();
+        assert!(format!("{err:#}").contains("kiln's state dir: HOME is not set"), "{err:#}");
     }
 
     #[test]
