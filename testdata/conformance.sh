@@ -1,7 +1,7 @@
 #!/bin/bash
 # Conformance: build every testdata/cases/* with kiln and with Buildah 1.28
 # (`buildah bud --layers --isolation chroot`, vfs storage, rootless as the
-# build user) and compare the two images with the integration crate's compare-images,
+# build user) and compare the two images with `kiln diff` (as the build user),
 # ignoring Buildah 1.28's known artifacts. Slow (minutes); not part of the
 # normal suite.
 #
@@ -18,15 +18,12 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
-COMPARE=${COMPARE:-$REPO/target/debug/compare-images}
 KILN=${KILN_BIN:-$REPO/target/debug/kiln}
 PORT=${CONFORMANCE_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 JOBS=${CONFORMANCE_JOBS:-2}
 OUT=${OUT:-/tmp/kiln-conformance}
 die() { echo "conformance: ERROR: $*" >&2; exit 2; }
-(cd "$REPO" && cargo build -q -p kiln-integration --bin compare-images) || die "cargo build of compare-images failed"
 [ -x "$KILN" ] || die "no kiln binary at $KILN (cargo build -p kiln-builder)"
-[ -f "$COMPARE" ] || die "no $COMPARE"
 command -v buildah >/dev/null || die "buildah not installed (scripts/setup.sh)"
 
 if [ "$(id -u)" = 0 ]; then
@@ -99,21 +96,18 @@ run_case() { # CASE
     --storage-driver vfs push --tls-verify=false "localhost/conf-$c" "docker://$REG/conf/$c:buildah" \
     >>"$OUT/$c.buildah.log" 2>&1 || b=FAIL
   if [ $k = ok ] && [ $b = ok ]; then
-    if "$COMPARE" --ignore-path /etc/hosts --ignore-path /etc/hostname \
-        --ignore-path /etc/resolv.conf --ignore-path /run --ignore-path '/run/*' \
+    "${AS[@]}" "${envs[@]}" "$KILN" diff --ignore-path /etc/hosts --ignore-path /etc/hostname \
+        --ignore-path /etc/resolv.conf --ignore-path /run \
         --ignore-xattr user.overlay. --ignore-label io.buildah.version \
-        "$REG/conf/$c:kiln" "$REG/conf/$c:buildah" >"$OUT/$c.diff" 2>&1; then
-      cmp=same
-    else
-      cmp=DIFFER
-    fi
+        "$REG/conf/$c:kiln" "$REG/conf/$c:buildah" >"$OUT/$c.diff" 2>&1
+    case $? in 0) cmp=same ;; 1) cmp=DIFFER ;; *) cmp=ERROR ;; esac
   else
     cmp=-
   fi
   echo "$k|$b|$cmp" >"$res"
 }
 export -f run_case case_flags skip_reason
-export HERE OUT REG KILN COMPARE BUSER
+export HERE OUT REG KILN BUSER
 export AS_STR="${AS[*]}"
 
 # xargs needs the array: rebuild it in each worker from AS_STR.
@@ -128,10 +122,11 @@ for c in "${CASES[@]}"; do
     printf '%-26s %s\n' "$c" "skipped: $b"; n_skip=$((n_skip+1)); continue
   fi
   detail=""
-  [ "$cmp" = DIFFER ] && detail=" ($(grep -cv '^\(a\|b\): \|^$' "$OUT/$c.diff") lines in $OUT/$c.diff)"
+  [ "$cmp" = DIFFER ] && detail=" ($(grep -c '^[-+~] ' "$OUT/$c.diff") differences in $OUT/$c.diff)"
+  [ "$cmp" = ERROR ] && detail=" (kiln diff failed: $OUT/$c.diff)"
   printf '%-26s %-6s %-8s %s%s\n' "$c" "$k" "$b" "$cmp" "$detail"
   case $cmp in same) n_same=$((n_same+1)) ;; DIFFER) n_diff=$((n_diff+1)) ;; *) n_fail=$((n_fail+1)) ;; esac
 done
 echo
-echo "$n_same same, $n_diff differ, $n_fail not compared (a build failed), $n_skip skipped; logs in $OUT"
+echo "$n_same same, $n_diff differ, $n_fail not compared (a build or kiln diff failed), $n_skip skipped; logs in $OUT"
 [ $n_diff = 0 ] && [ $n_fail = 0 ]

@@ -25,7 +25,6 @@
 
 pub mod bkcases;
 pub mod cases;
-pub mod compare;
 pub mod faultproxy;
 pub mod fileserver;
 pub mod gitdaemon;

@@ -4,7 +4,6 @@
 //! Every test starts its own registry on a free port and its own sandbox
 //! (HOME, KILN_ROOT), so they run in parallel safely.
 
-use kiln_integration::compare::{compare_images, CompareOptions};
 use kiln_integration::{seed_base_images, Image, Kind, Registry, RunOutput, Sandbox};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -280,8 +279,7 @@ fn failing_run_reports_step_and_exit_code() {
 }
 
 /// (f) kiln's image vs Buildah's for the same context, compared file by file and
-/// config by config (`kiln_integration::compare`), ignoring Buildah's known
-/// artifacts.
+/// config by config with `kiln diff`, ignoring Buildah's known artifacts.
 ///
 /// The Buildah build that works here, rootless as kilntest (Buildah 1.28,
 /// vfs storage in the sandbox; overlay would leak user.overlay.* xattrs):
@@ -325,15 +323,16 @@ fn hello_matches_buildah() {
     let kiln_ref = registry.reference("cmp/hello:kiln");
     build_push(&sb, &registry, &ctx, &kiln_ref);
 
-    let kiln_img = Image::pull(&kiln_ref);
-    let opts = CompareOptions {
-        ignore_paths: ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run", "/run/*"].map(String::from).to_vec(),
-        ignore_xattr_prefixes: vec!["user.overlay.".into()],
-        ignore_labels: vec!["io.buildah.version".into()],
-    };
-    let diffs = compare_images(&kiln_img, &buildah_img, &opts);
-    assert!(diffs.is_empty(), "kiln's image (A) differs from Buildah's (B):\n{}", diffs.join("\n"));
+    // Buildah's known artifacts: the RUN mount targets it leaves, overlay xattrs,
+    // its version label.
+    let ignore = [
+        "--ignore-path", "/etc/hosts", "--ignore-path", "/etc/hostname", "--ignore-path", "/etc/resolv.conf",
+        "--ignore-path", "/run", "--ignore-xattr", "user.overlay.", "--ignore-label", "io.buildah.version",
+    ];
+    let out = sb.kiln().arg("diff").args(ignore).arg(&kiln_ref).arg(&buildah_ref).run();
+    assert_eq!(out.status.code(), Some(0), "kiln's image (A) differs from Buildah's (B)\n{out}");
     // the comparison can fail: kiln's image against its own base differs
-    let base_img = Image::pull(&registry.reference("base/busybox:latest"));
-    assert!(!compare_images(&kiln_img, &base_img, &opts).is_empty());
+    let out = sb.kiln().arg("diff").args(ignore).arg(&kiln_ref).arg(registry.reference("base/busybox:latest")).run();
+    assert_eq!(out.status.code(), Some(1), "kiln's image must differ from its base\n{out}");
+    assert!(out.stdout.contains("- /app/hello.txt"), "{out}");
 }

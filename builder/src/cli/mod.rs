@@ -6,6 +6,7 @@
 //! Every validation error names the flag. Nothing below `cmd/` names this module.
 
 pub mod build;
+pub mod diff;
 pub mod dockerfile;
 pub mod executor;
 pub mod images;
@@ -55,6 +56,8 @@ pub enum CommandKind {
     Df,
     #[command(flatten)]
     Image(images::ImageCommand),
+    /// Compare two images (file tree and config); exit 0 same, 1 different, 2 error.
+    Diff(diff::DiffArgs),
     /// Internal: run one RUN step inside its sandbox.
     #[command(name = "__sandbox", hide = true)]
     Sandbox { spec: PathBuf },

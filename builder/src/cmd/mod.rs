@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod ciauth;
+pub mod diff;
 pub mod images;
 pub mod index;
 pub mod inspect;
@@ -76,6 +77,7 @@ pub fn run() -> ExitCode {
         crate::cli::CommandKind::Sandbox { spec } => ExitCode::from(crate::exec::sandbox::main(&spec).clamp(0, 255) as u8),
         crate::cli::CommandKind::Build(args) => build::run(args, None),
         crate::cli::CommandKind::Image(command) => images::run(command),
+        crate::cli::CommandKind::Diff(args) => diff::run(args),
         crate::cli::CommandKind::Executor(args) => {
             let destinations = args.destinations.clone();
             let own_digest_file = args.digest_file.is_some();
