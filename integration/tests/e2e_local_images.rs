@@ -64,6 +64,13 @@ fn laptop_workflow_without_a_registry() {
     let img = Image::from_layout(&layout, None);
     assert_eq!(img.tree.node("/seen").text(), "hi\nhi\n");
     assert_eq!(img.tree.node("/copied").text(), "hi\n");
+    // kiln diff reads local names: the named image and its OCI layout are the same
+    // image, and it differs from its base by the files the build added.
+    let same = sb.kiln().arg("diff").arg("app:1").arg(&layout).run();
+    assert_eq!(same.status.code(), Some(0), "{same}");
+    let differ = sb.kiln().args(["diff", "myapp:dev", "app:1"]).run();
+    assert_eq!(differ.status.code(), Some(1), "{differ}");
+    differ.assert_stdout_contains("/seen").assert_stdout_contains("/copied");
 
     // An unknown image with --pull=never names it and lists what is local.
     let bad = sb.new_context("bad").file("Dockerfile", "FROM myap:dev\n").build();
