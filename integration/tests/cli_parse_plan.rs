@@ -131,3 +131,28 @@ fn bad_dockerfiles_fail_with_a_location() {
     let out = kiln(&["plan", "--target", "nope", "."], dir.path());
     out.assert_failure_containing("target stage \"nope\" could not be found");
 }
+
+/// `kiln build --call targets|outline` prints what buildx prints, building nothing
+/// (the example of the Dockerfile reference's build checks page: doc comments above
+/// FROM and ARG, their own name taken off).
+#[test]
+fn call_targets_and_outline() {
+    let dir = fixture(
+        "# syntax=docker/dockerfile:1\n# GO_VERSION sets the Go version\nARG GO_VERSION=1.22\n# base has all the dependencies\nFROM golang:${GO_VERSION} AS base\n# VERSION is stamped into the binary\nARG VERSION=dev\nRUN --mount=type=secret,id=token,required=true true\n\n# binary builds the binary\nFROM base AS binary\nRUN --mount=type=ssh true\n\nFROM scratch AS other\nARG UNUSED=1\n",
+    );
+    let t = kiln(&["build", "--call", "targets", "."], dir.path());
+    t.assert_success();
+    let rows: Vec<Vec<String>> = t.stdout.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect();
+    assert_eq!(rows[1].join(" "), "base has all the dependencies");
+    assert_eq!(rows[2].join(" "), "binary builds the binary");
+    assert_eq!(rows[3].join(" "), "other (default)");
+    let o = kiln(&["build", "--call", "outline", "--target", "binary", "--build-arg", "VERSION=1.2", "."], dir.path());
+    o.assert_success().assert_stdout_contains("TARGET:      binary").assert_stdout_contains("DESCRIPTION: builds the binary");
+    let line = |s: &str| o.stdout.lines().find(|l| l.starts_with(s)).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
+    assert_eq!(line("GO_VERSION").as_deref(), Some("GO_VERSION 1.22 sets the Go version"));
+    assert_eq!(line("VERSION").as_deref(), Some("VERSION 1.2 is stamped into the binary"));
+    assert_eq!(line("token").as_deref(), Some("token true"));
+    assert!(o.stdout.lines().any(|l| l == "default"), "ssh listed\n{o}");
+    assert!(!o.stdout.contains("UNUSED"), "args of stages the target does not need are not listed\n{o}");
+    kiln(&["build", "--call", "check", "."], dir.path()).assert_failure_containing("--call \"check\"");
+}

@@ -18,6 +18,10 @@ pub struct BuildArgs {
     /// Push the image to the registry of each tag.
     #[arg(long)]
     pub push: bool,
+    /// Do not build; print what the Dockerfile offers: targets (the stages and their
+    /// descriptions) or outline (the build args, secrets and ssh a target uses).
+    #[arg(long = "call", value_name = "targets|outline")]
+    pub call: Option<String>,
     /// Only print the image ID (on stdout); no progress.
     #[arg(short = 'q', long)]
     pub quiet: bool,

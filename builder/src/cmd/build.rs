@@ -16,6 +16,12 @@ pub fn run(mut args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
         Ok(m) => m,
         Err(e) => return super::fail(&e),
     };
+    if let Some(what) = args.call.clone().filter(|c| c != "build") {
+        return match super::call::run(&args, &what) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => super::fail(&e),
+        };
+    }
     let named = match prepare_named_contexts(&mut args) {
         Ok(n) => n,
         Err(e) => return super::fail(&e),

@@ -1,6 +1,7 @@
 //! One module per subcommand: each turns validated options into work.
 
 pub mod build;
+pub mod call;
 pub mod ciauth;
 pub mod diff;
 pub mod images;
