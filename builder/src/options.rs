@@ -66,6 +66,8 @@ pub struct BuildOptions {
     pub network_none: bool,
     /// `--add-host`: (host, ip) lines added to each RUN step's /etc/hosts.
     pub extra_hosts: Vec<(String, String)>,
+    /// `--squash`: the build's own layers merged into one (base layers kept).
+    pub squash: bool,
     /// `--shm-size` in bytes.
     pub shm_size: Option<u64>,
     /// `--ulimit`s for RUN steps.
@@ -116,6 +118,7 @@ impl BuildOptions {
             log_filter: None,
             network_none: false,
             extra_hosts: Vec::new(),
+            squash: false,
             shm_size: None,
             ulimits: Vec::new(),
             snapshotter: None,

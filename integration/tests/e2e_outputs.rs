@@ -277,3 +277,43 @@ fn annotations_where_buildkit_puts_them() {
     }
     sb.kiln().build().args(["--annotation", "weird:k=v"]).arg(&ctx).run().assert_failure_containing("unknown annotation type");
 }
+
+/// `--squash` (Buildah's): the build's layers become one on top of the base's,
+/// and the image's files are exactly those of the unsquashed build (deletions of
+/// base files, a base directory removed and made again, files replaced) — checked
+/// with `kiln diff`.
+#[test]
+fn squash_keeps_the_base_and_the_same_tree() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    let ctx = sb
+        .new_context("squash")
+        .file(
+            "Dockerfile",
+            format!(
+                "FROM {base}\nRUN mkdir -p /a && echo 1 > /a/f && echo keep > /k\nRUN rm -rf /a && mkdir /a && echo 2 > /a/g\nRUN rm -f /bin/ls && rm -rf /home && mkdir /home && echo only > /home/only\nCOPY x /x\n"
+            ),
+        )
+        .file("x", "x\n")
+        .build();
+    let plain = sb.out_path("plain");
+    let squashed = sb.out_path("squashed");
+    sb.kiln().build().output_oci(&plain).arg(&ctx).run().assert_success();
+    sb.kiln().build().arg("--squash").output_oci(&squashed).arg(&ctx).run().assert_success().assert_stderr_contains("squashed 4 layers into one");
+    let (p, s) = (Image::from_layout(&plain, None), Image::from_layout(&squashed, None));
+    let base_layers = Image::pull(&base).manifest["layers"].as_array().unwrap().len();
+    assert_eq!(s.manifest["layers"].as_array().unwrap().len(), base_layers + 1);
+    assert_eq!(p.manifest["layers"].as_array().unwrap().len(), base_layers + 4);
+    assert_eq!(s.manifest["layers"][0], p.manifest["layers"][0], "the base layer is kept as it is");
+    let non_empty = s.config["history"].as_array().unwrap().iter().filter(|h| !h["empty_layer"].as_bool().unwrap_or(false)).count();
+    assert_eq!(non_empty, base_layers + 1, "history pairs with the layers");
+    s.tree.assert_absent("/bin/ls");
+    s.tree.assert_absent("/a/f");
+    s.tree.assert_absent("/home/app");
+    assert_eq!(s.tree.node("/home/only").text(), "only\n");
+    assert_eq!(s.tree.node("/a/g").text(), "2\n");
+    let d = sb.kiln().arg("diff").arg(&plain).arg(&squashed).run();
+    assert_eq!(d.status.code(), Some(0), "the squashed image has the same files and config\n{d}");
+}

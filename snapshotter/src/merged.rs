@@ -137,6 +137,10 @@ pub(crate) fn resolve_dir(layers: &[&Path], comps: &[Vec<u8>]) -> io::Result<(Ve
 pub(crate) enum Fill {
     /// Copy data: the result may be modified in place (a native rootfs).
     Copy,
+    /// Copy data and keep what hides lower content (whiteouts, opaque
+    /// directories): the result is one overlay-format layer equal to the stack
+    /// (`--squash`), to be placed on the layers below it.
+    Squash,
 }
 
 /// Write the merged view of `layers` (bottom first) into the empty directory
@@ -178,12 +182,19 @@ fn apply_dir(
         let s = src.join(&name);
         let d = dst.join(&name);
         let md = fs::symlink_metadata(&s)?;
+        let keep = fill == Fill::Squash;
         if fsops::is_whiteout(&md) {
             fsops::remove_any(&d)?;
+            if keep {
+                fsops::mkwhiteout(&d)?;
+            }
             continue;
         }
         let existing = fs::symlink_metadata(&d).ok();
         if md.is_dir() {
+            // A directory made where a lower one was deleted (or replaced by
+            // opaque): in a squashed layer it must hide what lies below it.
+            let hides = is_opaque(&s) || existing.as_ref().is_some_and(|e| fsops::is_whiteout(e));
             match existing {
                 Some(e) if e.is_dir() => {
                     if is_opaque(&s) {
@@ -199,6 +210,10 @@ fn apply_dir(
                 }
                 None => fsops::copy_dir(&s, &md, &d, false)?,
             }
+            if keep && hides {
+                let name = std::ffi::CString::new(crate::xattr::OPAQUE_XATTR).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+                crate::xattr::lset(&d, &name, b"y")?;
+            }
             dir_times.push((d.clone(), md.mtime(), md.mtime_nsec()));
             apply_dir(&s, &d, fill, links, dir_times)?;
             continue;
@@ -213,9 +228,7 @@ fn apply_dir(
             }
             links.insert((md.dev(), md.ino()), d.clone());
         }
-        match fill {
-            Fill::Copy => fsops::copy_node(&s, &md, &d)?,
-        }
+        fsops::copy_node(&s, &md, &d)?;
     }
     Ok(())
 }

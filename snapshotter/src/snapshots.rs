@@ -278,6 +278,27 @@ impl SnapshotStore {
         Ok(out)
     }
 
+    /// `--squash`: the unpacked `layers` (bottom first) merged into one overlay-format
+    /// directory that, placed on the layers below them, gives the same rootfs
+    /// (whiteouts and opaque directories kept). The caller writes it as a layer with
+    /// `diff::write_layer` and removes it with [`SnapshotStore::remove_scratch`].
+    pub fn squash(&self, layers: &[PathBuf]) -> Result<PathBuf, SnapshotError> {
+        let tmp = self.root.join("active").join(format!("squash-{}", unique_name()));
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        if let Err(e) = merged::materialize(layers, &tmp, merged::Fill::Squash) {
+            remove_tree(&tmp);
+            return Err(SnapshotError::Io { path: tmp, source: e });
+        }
+        Ok(tmp)
+    }
+
+    /// Removes a directory [`SnapshotStore::squash`] made.
+    pub fn remove_scratch(&self, dir: &Path) {
+        if dir.starts_with(self.root.join("active")) {
+            remove_tree(dir);
+        }
+    }
+
     /// How many lowers (the top ones, plus one flattened dir) fit the legacy option
     /// string.
     fn layers_fitting_options(&self, lowers: &[PathBuf], upper: &Path, work: &Path) -> usize {

@@ -74,6 +74,10 @@ pub struct BuildArgs {
     /// descriptors: `[TYPE[,TYPE]][[PLATFORM]]:KEY=VALUE` (BuildKit's syntax). Repeatable.
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
+    /// Merge the layers this build makes into one, keeping the base image's layers
+    /// (Buildah's --squash).
+    #[arg(long)]
+    pub squash: bool,
     /// Size of /dev/shm in RUN steps (e.g. 64m, 1g; default 64m).
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
@@ -315,6 +319,7 @@ impl BuildArgs {
             isolation: crate::options::Isolation::Rootless,
             no_cache: self.no_cache,
             pull: self.pull.parse().map_err(|e| anyhow!("--pull: {e}"))?,
+            squash: self.squash,
             shm_size: self.shm_size.as_deref().map(|s| crate::options::parse_ram(s).map_err(|e| anyhow!("--shm-size {e}"))).transpose()?,
             ulimits: self.ulimits.iter().map(|u| crate::options::Ulimit::parse(u).map_err(|e| anyhow!("--ulimit {e}"))).collect::<Result<_>>()?,
             annotations: self.annotations.iter().map(|a| crate::options::Annotation::parse(a).map_err(|e| anyhow!("--annotation {e}"))).collect::<Result<_>>()?,

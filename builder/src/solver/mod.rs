@@ -36,6 +36,7 @@ use crate::fsutil::next_id;
 
 mod fs_step;
 mod named;
+mod squash;
 mod prepare;
 mod rootfs;
 mod schedule;
@@ -220,6 +221,8 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         counts: Default::default(),
     };
 
+    // --squash keeps the base image's layers: how many, per target.
+    let squash_keep: Vec<usize> = plans.iter().map(|p| squash::base_layers(&p.graph, p.graph.target, &pulled, &p.platform.to_string())).collect();
     let (cx, results) = tokio::task::spawn_blocking(move || {
         let r = run_jobs(&cx, &jobs, &pulled);
         let _ = &cx.keys;
@@ -242,7 +245,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     }
 
     let mut images = Vec::new();
-    for plan in &plans {
+    for (n, plan) in plans.iter().enumerate() {
         let job = plan.jobs.get(&plan.graph.target).context("target stage was not scheduled")?;
         let mut state = results.get(job).context("target stage produced no image")?.clone();
         if !cx.opts.labels.is_empty() {
@@ -250,6 +253,14 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
             for (k, v) in &cx.opts.labels {
                 labels.insert(k.clone(), v.clone());
             }
+        }
+        if cx.opts.squash {
+            let keep = squash_keep[n];
+            let cx2 = &cx;
+            state = tokio::task::block_in_place(|| -> Result<ImageState> {
+                squash::squash(cx2, &mut state, keep)?;
+                Ok(state)
+            })?;
         }
         images.push((plan.platform.clone(), state));
     }
