@@ -317,3 +317,52 @@ fn squash_keeps_the_base_and_the_same_tree() {
     let d = sb.kiln().arg("diff").arg(&plain).arg(&squashed).run();
     assert_eq!(d.status.code(), Some(0), "the squashed image has the same files and config\n{d}");
 }
+
+/// `--progress tty` on a terminal (a pty made by `script`): a live view in which
+/// finished steps scroll up with a check mark and their time, output of a running
+/// RUN shows under it, and a failed RUN is marked with its whole output before the
+/// error.
+#[test]
+fn tty_progress_on_a_terminal() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let base = registry.reference("base/busybox:latest");
+    let ctx = sb
+        .new_context("tty")
+        .file(
+            "Dockerfile",
+            format!("FROM {base} AS a\nRUN for i in 1 2 3; do echo line-a-$i; sleep 0.2; done\nFROM {base} AS b\nRUN echo line-b\nFROM {base}\nCOPY --from=a /etc /a\nCOPY --from=b /etc /b\nRUN echo first-of-failure && echo second-of-failure && exit 3\n"),
+        )
+        .build();
+    let kiln = kiln_integration::kiln_bin();
+    let inner = format!("KILN_ROOT={} {} build --progress tty {}", sb.kiln_root().display(), kiln.display(), ctx.display());
+    let mut cmd = sb.user_command("script");
+    cmd.args(["-qfec", &inner, "/dev/null"]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
+    // What the terminal shows, without colours and cursor movements.
+    let mut text = String::new();
+    let mut chars = out.stdout.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                while let Some(&n) = chars.peek() {
+                    chars.next();
+                    if n.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else if c != '\r' {
+            text.push(c);
+        }
+    }
+    assert!(text.contains("✔ [a 2/2] RUN for i in 1 2 3"), "finished steps get a check mark\n{text}");
+    assert!(text.contains("✔ [b 2/2] RUN echo line-b"), "{text}");
+    assert!(text.contains("│ line-a-2"), "RUN output shows under its running step\n{text}");
+    assert!(text.contains("✗ [stage-2 4/4] RUN echo first-of-failure"), "the failed step is marked\n{text}");
+    let failed_at = text.find("✗ [stage-2 4/4]").unwrap();
+    assert!(text[failed_at..].contains("│ first-of-failure") && text[failed_at..].contains("│ second-of-failure"), "its whole output follows\n{text}");
+    assert!(text.contains("exit code: 3"), "{text}");
+}

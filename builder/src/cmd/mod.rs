@@ -20,6 +20,7 @@ pub fn fail(e: &anyhow::Error) -> ExitCode {
         let run = e.chain().find_map(|c| c.downcast_ref::<crate::solver::RunFailed>()).map(|r| (r.step, r.code));
         crate::progress::get().error(&format!("{e:#}"), run);
     } else {
+        crate::progress::get().error("", None);
         eprintln!("error: {e:#}");
     }
     ExitCode::from(1)

@@ -92,7 +92,7 @@ pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
             let _ = std::io::Write::write_all(&mut e, &out.stderr);
         }
         out.status
-    } else if mode == crate::progress::Mode::Json {
+    } else if crate::progress::get().captures_run_output() {
         // Tools reading JSON get the step's output as log events, line by line.
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting the RUN sandbox")?;
         let forward = |r: Box<dyn std::io::Read + Send>, stream: &'static str| {
@@ -108,6 +108,9 @@ pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
         let status = child.wait().context("waiting for the RUN sandbox")?;
         let _ = out.join();
         let _ = err.join();
+        if !status.success() {
+            crate::progress::get().run_failed(step);
+        }
         status
     } else {
         // A step's stdout goes to kiln's stderr, with the rest of the progress:

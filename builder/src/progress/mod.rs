@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
+mod tty;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Plain,
@@ -36,17 +38,20 @@ impl std::str::FromStr for Mode {
 pub struct Reporter {
     mode: Mode,
     start: Instant,
+    /// The live view in tty mode on a terminal.
+    live: Option<tty::Live>,
 }
 
 static REPORTER: OnceLock<Reporter> = OnceLock::new();
 
 /// Set the mode once, before the build starts (later calls keep the first).
 pub fn init(mode: Mode) {
-    let _ = REPORTER.set(Reporter { mode, start: Instant::now() });
+    let live = if mode == Mode::Tty { tty::Live::new() } else { None };
+    let _ = REPORTER.set(Reporter { mode, start: Instant::now(), live });
 }
 
 pub fn get() -> &'static Reporter {
-    REPORTER.get_or_init(|| Reporter { mode: Mode::Plain, start: Instant::now() })
+    REPORTER.get_or_init(|| Reporter { mode: Mode::Plain, start: Instant::now(), live: None })
 }
 
 /// Where a step stands.
@@ -81,7 +86,25 @@ impl Reporter {
     }
 
     fn line(&self, s: &str) {
-        let _ = writeln!(std::io::stderr().lock(), "{s}");
+        match &self.live {
+            Some(l) => l.println(s),
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{s}");
+            }
+        }
+    }
+
+    /// Whether RUN output comes through [`Reporter::log`] (JSON events, or the
+    /// live view that shows it under its step), rather than straight to stderr.
+    pub fn captures_run_output(&self) -> bool {
+        self.mode == Mode::Json || self.live.is_some()
+    }
+
+    /// A RUN step failed: the live view shows its whole output.
+    pub fn run_failed(&self, step: usize) {
+        if let Some(l) = &self.live {
+            l.fail(step);
+        }
     }
 
     pub fn step(&self, s: &StepRef<'_>, state: State, secs: Option<f64>, layer: Option<(&str, u64)>) {
@@ -102,6 +125,25 @@ impl Reporter {
                 self.json(v);
             }
             Mode::Quiet => {}
+            Mode::Tty if self.live.is_some() => {
+                let live = self.live.as_ref().expect("checked");
+                match state {
+                    // FROM has nothing to wait for once its image is there.
+                    State::Running if s.text.starts_with("FROM ") => live.finish(s.n, &format!("\x1b[32m✔\x1b[0m {head}{}", s.text)),
+                    State::Running => live.start(s.n, &format!("\x1b[1m{head}{}\x1b[0m", s.text)),
+                    State::Cached => live.finish(s.n, &format!("\x1b[32m✔\x1b[0m {head}{} \x1b[2mCACHED\x1b[0m", s.text)),
+                    State::Done => {
+                        let mut t = format!("\x1b[32m✔\x1b[0m {head}{}", s.text);
+                        if let Some(d) = secs {
+                            t.push_str(&format!(" \x1b[2m{d:.1}s\x1b[0m"));
+                        }
+                        if let Some((digest, size)) = layer {
+                            t.push_str(&format!(" \x1b[2mlayer {} ({size} bytes)\x1b[0m", &digest[7.min(digest.len())..19.min(digest.len())]));
+                        }
+                        live.finish(s.n, &t);
+                    }
+                }
+            }
             Mode::Plain | Mode::Tty => match state {
                 State::Running => {
                     if self.mode == Mode::Tty {
@@ -134,12 +176,19 @@ impl Reporter {
         }
     }
 
-    /// Output of a RUN step (JSON mode only; otherwise it streams straight through).
+    /// Output of a RUN step when [`Reporter::captures_run_output`]; otherwise it
+    /// streams straight through.
     pub fn log(&self, step: usize, stream: &str, data: &str) {
-        self.json(json!({"event": "log", "step": step, "stream": stream, "data": data}));
+        match &self.live {
+            Some(l) => l.log(step, data),
+            None => self.json(json!({"event": "log", "step": step, "stream": stream, "data": data})),
+        }
     }
 
     pub fn summary(&self, digest: &str, ran: usize, cached: usize) {
+        if let Some(l) = &self.live {
+            l.clear();
+        }
         let secs = self.start.elapsed().as_secs_f64();
         match self.mode {
             Mode::Json => self.json(json!({"event": "done", "digest": digest, "steps_run": ran, "steps_cached": cached, "duration_ms": (secs * 1000.0) as u64})),
@@ -156,9 +205,13 @@ impl Reporter {
         }
     }
 
-    /// The build's final error (JSON mode only: the text mode prints it in `cmd::fail`);
+    /// The build's final error (an event in JSON mode; the text mode prints it in
+    /// `cmd::fail`, after this clears the live view);
     /// `run`: the failed RUN's step number and exit code, when that is what failed.
     pub fn error(&self, message: &str, run: Option<(usize, i32)>) {
+        if let Some(l) = &self.live {
+            l.clear();
+        }
         if self.mode == Mode::Json {
             let mut ev = json!({"event": "error", "message": message});
             if let Some((step, code)) = run {
