@@ -244,26 +244,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         }
     }
 
-    let mut images = Vec::new();
-    for (n, plan) in plans.iter().enumerate() {
-        let job = plan.jobs.get(&plan.graph.target).context("target stage was not scheduled")?;
-        let mut state = results.get(job).context("target stage produced no image")?.clone();
-        if !cx.opts.labels.is_empty() {
-            let labels = state.config.run_config_mut().labels.get_or_insert_with(BTreeMap::new);
-            for (k, v) in &cx.opts.labels {
-                labels.insert(k.clone(), v.clone());
-            }
-        }
-        if cx.opts.squash {
-            let keep = squash_keep[n];
-            let cx2 = &cx;
-            state = tokio::task::block_in_place(|| -> Result<ImageState> {
-                squash::squash(cx2, &mut state, keep)?;
-                Ok(state)
-            })?;
-        }
-        images.push((plan.platform.clone(), state));
-    }
+    let images = final_images(&cx, &plans, &results, &squash_keep)?;
     // Outputs of the root filesystem: they mount the layers.
     let rootfs_outputs: Vec<crate::options::Output> = cx
         .opts
@@ -310,6 +291,31 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     let cached = cx.counts.1.load(std::sync::atomic::Ordering::Relaxed);
     progress::get().summary(&digest.to_string(), ran, cached);
     Ok(())
+}
+
+/// Each target's image: its stage's result with `--label`s, squashed with `--squash`.
+fn final_images(cx: &Ctx, plans: &[TargetPlan], results: &BTreeMap<JobId, ImageState>, squash_keep: &[usize]) -> Result<Vec<(Platform, ImageState)>> {
+    let mut images = Vec::new();
+    for (n, plan) in plans.iter().enumerate() {
+        let job = plan.jobs.get(&plan.graph.target).context("target stage was not scheduled")?;
+        let mut state = results.get(job).context("target stage produced no image")?.clone();
+        if !cx.opts.labels.is_empty() {
+            let labels = state.config.run_config_mut().labels.get_or_insert_with(BTreeMap::new);
+            for (k, v) in &cx.opts.labels {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+        if cx.opts.squash {
+            let keep = squash_keep[n];
+            let cx2 = cx;
+            state = tokio::task::block_in_place(|| -> Result<ImageState> {
+                squash::squash(cx2, &mut state, keep)?;
+                Ok(state)
+            })?;
+        }
+        images.push((plan.platform.clone(), state));
+    }
+    Ok(images)
 }
 
 /// Lower the Dockerfile once per target platform, pulling the bases each needs.
