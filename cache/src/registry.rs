@@ -57,6 +57,15 @@ pub struct RegistryOptions {
     /// Where credentials come from; `None`: the environment's usual files
     /// ([`crate::auth::AuthFiles::from_env`]).
     pub auth_files: Option<crate::auth::AuthFiles>,
+    /// Counts the bytes of blobs pulled and pushed, for a progress display.
+    pub transferred: Option<Arc<Transferred>>,
+}
+
+/// Blob bytes moved so far (see [`RegistryOptions::transferred`]).
+#[derive(Debug, Default)]
+pub struct Transferred {
+    pub pulled: std::sync::atomic::AtomicU64,
+    pub pushed: std::sync::atomic::AtomicU64,
 }
 
 impl Default for RegistryOptions {
@@ -69,6 +78,7 @@ impl Default for RegistryOptions {
             retries: DEFAULT_RETRIES,
             max_concurrent_transfers: CONCURRENCY,
             auth_files: None,
+            transferred: None,
         }
     }
 }
@@ -481,6 +491,9 @@ impl Registry {
                 // Blocking write of a page-cache-bound file: short, and keeps the blob
                 // writer (with its atomic commit) the single way into the store.
                 w.write_all(&chunk).map_err(|e| StoreError::io("writing", w.temp_path(), e))?;
+                if let Some(c) = &self.inner.opts.transferred {
+                    c.pulled.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             if let Some(s) = size {
                 if n != s {
@@ -665,7 +678,13 @@ impl Registry {
             let file = tokio::fs::File::open(&path)
                 .await
                 .map_err(|e| Failure::Store(StoreError::io("opening", &path, e)))?;
+            let counter = self.inner.opts.transferred.clone();
             let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+                .inspect_ok(move |chunk| {
+                    if let Some(c) = &counter {
+                        c.pushed.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
                 .map_err(OciDistributionError::IoError);
             t.client.push_blob_stream(&oref, body, &ds, Some(size)).await?;
             Ok(())

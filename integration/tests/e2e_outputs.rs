@@ -320,8 +320,8 @@ fn squash_keeps_the_base_and_the_same_tree() {
 
 /// `--progress tty` on a terminal (a pty made by `script`): a live view in which
 /// finished steps scroll up with a check mark and their time, output of a running
-/// RUN shows under it, and a failed RUN is marked with its whole output before the
-/// error.
+/// RUN shows under it, pulled bytes are counted, and a failed RUN is marked with its
+/// whole output before the error.
 #[test]
 fn tty_progress_on_a_terminal() {
     let registry = Registry::start();
@@ -365,4 +365,5 @@ fn tty_progress_on_a_terminal() {
     let failed_at = text.find("✗ [stage-2 4/4]").unwrap();
     assert!(text[failed_at..].contains("│ first-of-failure") && text[failed_at..].contains("│ second-of-failure"), "its whole output follows\n{text}");
     assert!(text.contains("exit code: 3"), "{text}");
+    assert!(text.contains("⇣ pulled "), "registry bytes are shown while the build runs\n{text}");
 }

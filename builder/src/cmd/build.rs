@@ -41,6 +41,7 @@ pub fn run(mut args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
     };
     opts.registry.auth_files = auth.as_ref().map(|g| g.auth_files());
     crate::progress::init(opts.progress);
+    opts.registry.transferred = crate::progress::get().transfers();
     let code = match crate::exec::userns::enter(opts.isolation_choice, &child_env) {
         Ok(crate::exec::userns::Entered::ChildExited(code)) => code,
         Ok(crate::exec::userns::Entered::Inside(isolation)) => {

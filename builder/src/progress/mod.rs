@@ -94,6 +94,11 @@ impl Reporter {
         }
     }
 
+    /// The byte counter of registry transfers when the live view shows them.
+    pub fn transfers(&self) -> Option<std::sync::Arc<kiln_cache::registry::Transferred>> {
+        self.live.as_ref().map(|l| l.transferred())
+    }
+
     /// Whether RUN output comes through [`Reporter::log`] (JSON events, or the
     /// live view that shows it under its step), rather than straight to stderr.
     pub fn captures_run_output(&self) -> bool {

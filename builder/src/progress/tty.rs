@@ -4,10 +4,12 @@
 //! runs (collapsed when it ends), and on failure that step's whole output.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_cache::registry::Transferred;
 
 /// Output lines shown under a running step.
 const TAIL: usize = 6;
@@ -24,6 +26,10 @@ struct StepBar {
 pub struct Live {
     multi: MultiProgress,
     bars: Mutex<HashMap<usize, StepBar>>,
+    /// Registry bytes pulled and pushed, shown on a line of their own once nonzero.
+    transferred: Arc<Transferred>,
+    stop: Arc<AtomicBool>,
+    transfer_bar: Arc<Mutex<Option<ProgressBar>>>,
 }
 
 fn running_style() -> ProgressStyle {
@@ -37,7 +43,42 @@ impl Live {
         if target.is_hidden() {
             return None;
         }
-        Some(Live { multi: MultiProgress::with_draw_target(target), bars: Mutex::new(HashMap::new()) })
+        let live = Live {
+            multi: MultiProgress::with_draw_target(target),
+            bars: Mutex::new(HashMap::new()),
+            transferred: Arc::new(Transferred::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+            transfer_bar: Arc::new(Mutex::new(None)),
+        };
+        live.watch_transfers();
+        Some(live)
+    }
+
+    /// The counter the registry client adds blob bytes to.
+    pub fn transferred(&self) -> Arc<Transferred> {
+        self.transferred.clone()
+    }
+
+    /// A line `⇣ pulled 12.3 MiB  ⇡ pushed 1.0 MiB`, kept current while the build runs.
+    fn watch_transfers(&self) {
+        let (multi, t, stop, slot) = (self.multi.clone(), self.transferred.clone(), self.stop.clone(), self.transfer_bar.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let (down, up) = (t.pulled.load(Ordering::Relaxed), t.pushed.load(Ordering::Relaxed));
+                let mut bar = slot.lock().unwrap_or_else(|p| p.into_inner());
+                if down + up > 0 && !stop.load(Ordering::Relaxed) {
+                    let b = bar.get_or_insert_with(|| {
+                        let b = multi.add(ProgressBar::new_spinner());
+                        b.set_style(running_style());
+                        b.enable_steady_tick(Duration::from_millis(100));
+                        b
+                    });
+                    b.set_message(format!("⇣ pulled {}  ⇡ pushed {}", HumanBytes(down), HumanBytes(up)));
+                }
+                drop(bar);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
     }
 
     pub fn start(&self, n: usize, head: &str) {
@@ -103,6 +144,11 @@ impl Live {
 
     /// The build ended: no step is running any more.
     pub fn clear(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(b) = self.transfer_bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            b.finish_and_clear();
+            self.multi.remove(&b);
+        }
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
         for (_, b) in bars.drain() {
             b.bar.finish_and_clear();
