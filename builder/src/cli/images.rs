@@ -65,13 +65,10 @@ pub struct PushArgs {
     /// Where to push (default: the local name itself).
     pub destination: Option<String>,
     #[command(flatten)]
-    pub registry: crate::cli::values::RegistryFlags,
+    pub access: crate::cli::values::RegistryAccess,
     /// Write the pushed digest to this file.
     #[arg(long = "digest-file", value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
-    /// Docker-style config.json with registry credentials (merged over the usual ones).
-    #[arg(long = "authfile", value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -82,10 +79,7 @@ pub struct PullArgs {
     #[arg(long, value_name = "OS/ARCH[/VARIANT],...")]
     pub platform: Option<String>,
     #[command(flatten)]
-    pub registry: crate::cli::values::RegistryFlags,
-    /// Docker-style config.json with registry credentials (merged over the usual ones).
-    #[arg(long = "authfile", value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
+    pub access: crate::cli::values::RegistryAccess,
     /// Print only the digest.
     #[arg(short, long)]
     pub quiet: bool,
@@ -103,10 +97,7 @@ pub struct InspectArgs {
     #[arg(short, long, value_name = "PATH")]
     pub format: Option<String>,
     #[command(flatten)]
-    pub registry: crate::cli::values::RegistryFlags,
-    /// Docker-style config.json with registry credentials (merged over the usual ones).
-    #[arg(long = "authfile", value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
+    pub access: crate::cli::values::RegistryAccess,
 }
 
 #[derive(Debug, Args)]

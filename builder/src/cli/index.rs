@@ -19,12 +19,9 @@ pub struct CreateArgs {
     #[arg(long = "from", value_name = "REF", required = true)]
     pub from: Vec<String>,
     #[command(flatten)]
-    pub registry: crate::cli::values::RegistryFlags,
+    pub access: crate::cli::values::RegistryAccess,
     /// Write the index digest to this file.
     #[arg(long = "digest-file", value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
-    /// Docker-style config.json with registry credentials (merged over the usual ones).
-    #[arg(long = "authfile", value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
 }
 

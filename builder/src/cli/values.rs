@@ -146,6 +146,17 @@ pub struct RegistryFlags {
     pub push_retry: u32,
 }
 
+/// The registry flags and `--authfile`, as the commands that talk to a registry
+/// besides `build` take them (`push`, `pull`, `inspect`, `index create`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryAccess {
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// Docker-style config.json with registry credentials (merged over the usual ones).
+    #[arg(long = "authfile", value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+}
+
 impl RegistryFlags {
     pub fn to_options(&self) -> Result<kiln_cache::RegistryOptions> {
         Ok(kiln_cache::RegistryOptions {
@@ -195,7 +206,7 @@ mod tests {
             _ => unreachable!(),
         };
         let i = match index.command {
-            crate::cli::CommandKind::Index { command: crate::cli::index::IndexCommand::Create(c) } => c.registry.to_options().unwrap(),
+            crate::cli::CommandKind::Index { command: crate::cli::index::IndexCommand::Create(c) } => c.access.registry.to_options().unwrap(),
             _ => unreachable!(),
         };
         assert_eq!(format!("{b:?}"), format!("{i:?}"));

@@ -217,7 +217,7 @@ async fn create(args: CreateArgs, auth_files: Option<kiln_cache::auth::AuthFiles
         .iter()
         .map(|s| s.parse::<Reference>().map_err(|e| anyhow!("--from {s}: {e}")))
         .collect::<Result<Vec<_>>>()?;
-    let registry = Registry::new(kiln_cache::RegistryOptions { auth_files, ..args.registry.to_options()? });
+    let registry = Registry::new(kiln_cache::RegistryOptions { auth_files, ..args.access.registry.to_options()? });
     let state = crate::options::state_dir()?;
     let store = ContentStore::open(&state.join("content"))
         .with_context(|| format!("opening the content store in {}", state.display()))?;

@@ -49,7 +49,7 @@ pub fn run() -> ExitCode {
         crate::cli::CommandKind::Index { command } => {
             init_tracing(None);
             let authfile = match &command {
-                crate::cli::index::IndexCommand::Create(a) => a.authfile.clone(),
+                crate::cli::index::IndexCommand::Create(a) => a.access.authfile.clone(),
             };
             let auth = match ciauth::install(authfile.as_deref()) {
                 Ok(g) => g,

@@ -110,14 +110,19 @@ pub(super) fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<()
     commit_layer(cx, state, active)
 }
 
-pub(super) fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveSnapshot) -> Result<()> {
-    let opts = DiffOptions {
+/// How this build writes layers: `--compression`, its level, `SOURCE_DATE_EPOCH`.
+pub(super) fn diff_options(cx: &Ctx) -> DiffOptions {
+    DiffOptions {
         exclude: Vec::new(),
         source_date_epoch: cx.opts.source_date_epoch,
         gzip_level: cx.opts.compression_level.map(|l| l.clamp(0, 9) as u32),
         compression: cx.opts.compression,
         zstd_level: cx.opts.compression_level,
-    };
+    }
+}
+
+pub(super) fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveSnapshot) -> Result<()> {
+    let opts = diff_options(cx);
     let mut w = cx.store.writer()?;
     // overlay: the upperdir (hardlinks broken by copy-up repaired); native: the
     // walk-and-compare diff in the same format.

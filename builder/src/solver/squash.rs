@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use kiln_frontend::{Base, BuildGraph, StageIdx};
-use kiln_snapshotter::diff::{write_layer, DiffOptions};
+use kiln_snapshotter::diff::write_layer;
 
 use super::{lower_dirs, Ctx, PulledMap};
 use crate::image::{ImageState, Layer};
@@ -31,13 +31,7 @@ pub(super) fn squash(cx: &Ctx, state: &mut ImageState, keep: usize) -> Result<()
     }
     let dirs = lower_dirs(cx, state)?;
     let merged = cx.snaps.squash(&dirs[keep..]).context("merging the build's layers")?;
-    let opts = DiffOptions {
-        exclude: Vec::new(),
-        source_date_epoch: cx.opts.source_date_epoch,
-        gzip_level: cx.opts.compression_level.map(|l| l.clamp(0, 9) as u32),
-        compression: cx.opts.compression,
-        zstd_level: cx.opts.compression_level,
-    };
+    let opts = super::rootfs::diff_options(cx);
     let written = (|| -> Result<Layer> {
         let mut w = cx.store.writer()?;
         let digests = write_layer(&merged, &opts, &mut w).context("writing the squashed layer")?;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{familiar, open_store, resolve_one};
 use crate::cli::images::{InspectArgs, PullArgs, PushArgs};
-use crate::cli::values::RegistryFlags;
+use crate::cli::values::RegistryAccess;
 use crate::export::{load_built, push_built};
 
 /// Largest manifest or config read into memory.
@@ -23,9 +23,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// The registry client of the command's flags and credentials; the guard keeps
 /// the merged credentials alive.
-fn registry(flags: &RegistryFlags, authfile: Option<&std::path::Path>) -> Result<(Registry, Option<crate::cmd::ciauth::Guard>)> {
-    let guard = crate::cmd::ciauth::install(authfile).context("registry credentials")?;
-    let mut opts = flags.to_options()?;
+fn registry(access: &RegistryAccess) -> Result<(Registry, Option<crate::cmd::ciauth::Guard>)> {
+    let guard = crate::cmd::ciauth::install(access.authfile.as_deref()).context("registry credentials")?;
+    let mut opts = access.registry.to_options()?;
     opts.auth_files = guard.as_ref().map(|g| g.auth_files());
     Ok((Registry::new(opts), guard))
 }
@@ -42,7 +42,7 @@ pub(super) fn push(a: PushArgs) -> Result<()> {
         None => img.name.clone(),
     };
     let built = load_built(&store, &img.descriptor)?;
-    let (registry, _guard) = registry(&a.registry, a.authfile.as_deref())?;
+    let (registry, _guard) = registry(&a.access)?;
     crate::progress::init(crate::progress::Mode::Plain);
     let digest = runtime()?.block_on(push_built(&registry, &store, &dest, &built, &[]))?;
     if let Some(p) = &a.digest_file {
@@ -121,7 +121,7 @@ pub(super) fn pull(a: PullArgs) -> Result<()> {
         Some(p) => Platform::parse_list(p).map_err(|e| anyhow!("--platform {p:?}: {e}"))?,
         None => Vec::new(),
     };
-    let (registry, _guard) = registry(&a.registry, a.authfile.as_deref())?;
+    let (registry, _guard) = registry(&a.access)?;
     crate::progress::init(crate::progress::Mode::Plain);
     let desc = runtime()?.block_on(pull_into(&registry, &store, &r, &platforms))?;
     // A pull by digest alone has no tag to keep it under: it is named
@@ -232,7 +232,7 @@ pub(super) fn inspect(a: InspectArgs) -> Result<()> {
         Some(v) => v,
         None => {
             let r = parse_ref(&a.image)?;
-            let (registry, _guard) = registry(&a.registry, a.authfile.as_deref())?;
+            let (registry, _guard) = registry(&a.access)?;
             runtime()?.block_on(inspect_remote(&registry, &r, &platform)).with_context(|| format!("inspecting {}", a.image))?
         }
     };
