@@ -156,6 +156,25 @@ fn push_and_pull_local_images_through_a_registry() {
     assert_eq!(local.stdout.trim(), digest, "push must keep the local digest");
     let from_registry = Image::pull(&pushed);
     assert_eq!(from_registry.tree.node("/hello").text(), "hi\n");
+    // inspect of a name that is not local asks its registry (nothing is pulled).
+    let fresh = sb.path().join("kiln-root-inspect");
+    let remote = sb.kiln().env("KILN_ROOT", &fresh).args(["inspect", &pushed, "-f", ".Digest"]).run();
+    remote.assert_success();
+    assert_eq!(remote.stdout.trim(), digest);
+    assert!(images_json(&sb, &fresh).is_empty(), "inspect names nothing locally");
+    // The older `docker save` format (manifest.json with layer files, as skopeo
+    // writes docker-archive:) loads too.
+    let legacy = sb.out_path("legacy.tar");
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--quiet", "--src-tls-verify=false"]).arg(format!("docker://{pushed}")).arg(format!("docker-archive:{}:legacy/app:7", legacy.display()));
+    let o = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(o.status.success(), "skopeo docker-archive\n{o}");
+    sb.user.chown_tree(&legacy);
+    sb.kiln().env("KILN_ROOT", &fresh).args(["load", "-i"]).arg(&legacy).run().assert_success().assert_stdout_contains("Loaded image: legacy/app:7");
+    let on_legacy = sb.new_context("on-legacy").file("Dockerfile", "FROM legacy/app:7\nRUN cat /hello > /again\n").build();
+    let out = sb.out_path("on-legacy-out");
+    sb.kiln().env("KILN_ROOT", &fresh).build().arg("--pull=never").output_oci(&out).arg(&on_legacy).run().assert_success();
+    assert_eq!(Image::from_layout(&out, None).tree.node("/again").text(), "hi\n");
 
     // A multi-platform build is kept as an index; push it, then pull one or all platforms.
     let multi = sb.new_context("multi").file("Dockerfile", "FROM scratch\nARG TARGETARCH\nCOPY f /f-$TARGETARCH\n").file("f", "x").build();

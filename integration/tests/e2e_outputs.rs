@@ -366,4 +366,5 @@ fn tty_progress_on_a_terminal() {
     assert!(text[failed_at..].contains("│ first-of-failure") && text[failed_at..].contains("│ second-of-failure"), "its whole output follows\n{text}");
     assert!(text.contains("exit code: 3"), "{text}");
     assert!(text.contains("⇣ pulled "), "registry bytes are shown while the build runs\n{text}");
+    assert!(text.contains("✎ layers written "), "layer bytes too\n{text}");
 }

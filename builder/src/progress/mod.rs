@@ -99,6 +99,11 @@ impl Reporter {
         self.live.as_ref().map(|l| l.transferred())
     }
 
+    /// The counter of layer bytes written when the live view shows it.
+    pub fn layer_bytes(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        self.live.as_ref().map(|l| l.layer_bytes())
+    }
+
     /// Whether RUN output comes through [`Reporter::log`] (JSON events, or the
     /// live view that shows it under its step), rather than straight to stderr.
     pub fn captures_run_output(&self) -> bool {

@@ -30,6 +30,8 @@ pub struct Live {
     transferred: Arc<Transferred>,
     stop: Arc<AtomicBool>,
     transfer_bar: Arc<Mutex<Option<ProgressBar>>>,
+    /// Bytes of layers written by this build.
+    layers: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn running_style() -> ProgressStyle {
@@ -49,6 +51,7 @@ impl Live {
             transferred: Arc::new(Transferred::default()),
             stop: Arc::new(AtomicBool::new(false)),
             transfer_bar: Arc::new(Mutex::new(None)),
+            layers: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         live.watch_transfers();
         Some(live)
@@ -59,21 +62,29 @@ impl Live {
         self.transferred.clone()
     }
 
-    /// A line `⇣ pulled 12.3 MiB  ⇡ pushed 1.0 MiB`, kept current while the build runs.
+    /// The counter layer writers add their compressed bytes to.
+    pub fn layer_bytes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.layers.clone()
+    }
+
+    /// A line `⇣ pulled 12.3 MiB  ⇡ pushed 1.0 MiB  ✎ layers written 40 MiB`, kept current
+    /// while the build runs.
     fn watch_transfers(&self) {
         let (multi, t, stop, slot) = (self.multi.clone(), self.transferred.clone(), self.stop.clone(), self.transfer_bar.clone());
+        let layers = self.layers.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let (down, up) = (t.pulled.load(Ordering::Relaxed), t.pushed.load(Ordering::Relaxed));
+                let written = layers.load(Ordering::Relaxed);
                 let mut bar = slot.lock().unwrap_or_else(|p| p.into_inner());
-                if down + up > 0 && !stop.load(Ordering::Relaxed) {
+                if down + up + written > 0 && !stop.load(Ordering::Relaxed) {
                     let b = bar.get_or_insert_with(|| {
                         let b = multi.add(ProgressBar::new_spinner());
                         b.set_style(running_style());
                         b.enable_steady_tick(Duration::from_millis(100));
                         b
                     });
-                    b.set_message(format!("⇣ pulled {}  ⇡ pushed {}", HumanBytes(down), HumanBytes(up)));
+                    b.set_message(format!("⇣ pulled {}  ⇡ pushed {}  ✎ layers written {}", HumanBytes(down), HumanBytes(up), HumanBytes(written)));
                 }
                 drop(bar);
                 std::thread::sleep(Duration::from_millis(200));

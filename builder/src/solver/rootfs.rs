@@ -110,6 +110,25 @@ pub(super) fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<()
     commit_layer(cx, state, active)
 }
 
+/// A writer that adds what passes through to the live view's layer counter.
+struct Counted<W> {
+    inner: W,
+    count: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(c) = &self.count {
+            c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// How this build writes layers: `--compression`, its level, `SOURCE_DATE_EPOCH`.
 pub(super) fn diff_options(cx: &Ctx) -> DiffOptions {
     DiffOptions {
@@ -129,7 +148,7 @@ pub(super) fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveS
     let t0 = std::time::Instant::now();
     let upper = active.diff().context("computing the step's changes")?;
     let t1 = std::time::Instant::now();
-    let digests = write_layer(upper, &opts, &mut w).context("writing the layer")?;
+    let digests = write_layer(upper, &opts, Counted { inner: &mut w, count: progress::get().layer_bytes() }).context("writing the layer")?;
     let (digest, size) = w.commit(Some(&digests.digest))?;
     let t2 = std::time::Instant::now();
     cx.snaps.commit(active, &digests.diff_id)?;
