@@ -34,6 +34,7 @@ pub mod registry;
 pub mod registrycache;
 pub mod retry;
 pub mod store;
+mod transfer;
 
 pub use error::{ReferenceError, RegistryError, StoreError};
 pub use platform::parse_platform;

@@ -61,12 +61,7 @@ pub struct RegistryOptions {
     pub transferred: Option<Arc<Transferred>>,
 }
 
-/// Blob bytes moved so far (see [`RegistryOptions::transferred`]).
-#[derive(Debug, Default)]
-pub struct Transferred {
-    pub pulled: std::sync::atomic::AtomicU64,
-    pub pushed: std::sync::atomic::AtomicU64,
-}
+pub use crate::transfer::Transferred;
 
 impl Default for RegistryOptions {
     fn default() -> Self {
