@@ -37,7 +37,9 @@ fn kaniko_flags_build_push_and_write_digest_files() {
     let d = std::fs::read_to_string(&digest).unwrap();
     let d = d.trim();
     assert!(d.starts_with("sha256:"), "{d}");
-    assert_eq!(std::fs::read_to_string(&names).unwrap(), format!("{dest}@{d}\n{dest2}@{d}\n"));
+    // Kaniko's --image-name-with-digest-file: the repository, without the tag.
+    let repo = |r: &str| r.rsplit_once(':').map(|(a, _)| a.to_string()).unwrap_or_default();
+    assert_eq!(std::fs::read_to_string(&names).unwrap(), format!("{}@{d}\n{}@{d}\n", repo(&dest), repo(&dest2)));
     assert!(tar.is_file(), "--tar-path wrote nothing");
     let img = Image::pull_from(&registry, "demo/kaniko:1");
     assert_eq!(img.cfg()["Labels"]["built-by"], "kaniko-pipeline");
@@ -59,6 +61,7 @@ fn image_names_without_a_digest_file_and_verbosity() {
     let ctx = sb.context("hello", &registry);
     let dest = registry.reference("demo/kaniko-names:1");
     let names = sb.out_path("names");
+    let names_tag = sb.out_path("names-tag");
     let tmp = sb.out_path("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
@@ -69,12 +72,15 @@ fn image_names_without_a_digest_file_and_verbosity() {
         .arg(format!("--context={}", ctx.display()))
         .arg(format!("--destination={dest}"))
         .arg(format!("--image-name-with-digest-file={}", names.display()))
+        .arg(format!("--image-name-tag-with-digest-file={}", names_tag.display()))
         .arg("--verbosity=debug")
         .run();
     out.assert_success();
-    let line = std::fs::read_to_string(&names).unwrap();
-    let digest = line.trim().strip_prefix(&format!("{dest}@")).unwrap_or_else(|| panic!("names file: {line:?}"));
-    assert_eq!(digest, Image::pull_from(&registry, "demo/kaniko-names:1").manifest_digest, "names file digest");
+    // As Kaniko's DoPush writes them: the repository @digest, and with the tag.
+    let pushed = Image::pull_from(&registry, "demo/kaniko-names:1").manifest_digest;
+    let repo = dest.trim_end_matches(":1");
+    assert_eq!(std::fs::read_to_string(&names).unwrap(), format!("{repo}@{pushed}\n"));
+    assert_eq!(std::fs::read_to_string(&names_tag).unwrap(), format!("{dest}@{pushed}\n"));
     assert!(out.stderr.contains("DEBUG"), "--verbosity=debug logged nothing at debug level:\n{}", out.stderr);
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
@@ -84,5 +90,52 @@ fn image_names_without_a_digest_file_and_verbosity() {
 fn executor_rejects_remote_contexts_clearly() {
     let sb = Sandbox::new();
     let out = sb.kiln().arg("executor").arg("--context=s3://bucket/ctx.tar.gz").arg("--no-push").run();
-    out.assert_failure_containing("s3:// contexts are not supported");
+    out.assert_failure_containing("s3:// buckets cannot be reached");
+}
+
+/// Every flag of Kaniko's executor and of the active fork (testdata/kaniko/flags.txt,
+/// one line each) is accepted by `kiln executor` with a value a pipeline would pass:
+/// the build succeeds, or fails with the named error the list expects, never with
+/// an unknown flag.
+#[test]
+fn every_kaniko_flag_is_accepted() {
+    let sb = Sandbox::new();
+    let ctx = sb.new_context("flags").file("Dockerfile", "FROM scratch AS final\nARG A\nCOPY f /f\n").file("f", "x\n").build();
+    let out_dir = sb.path().join("flag-outputs");
+    let list = std::fs::read_to_string(kiln_integration::repo_root().join("testdata/kaniko/flags.txt")).unwrap();
+    let mut n = 0;
+    for line in list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let mut parts = line.splitn(3, ' ');
+        let (flag, value, expect) = (parts.next().unwrap(), parts.next().unwrap(), parts.next());
+        let dir = out_dir.join(flag);
+        std::fs::create_dir_all(&dir).unwrap();
+        sb.user.chown_tree(&out_dir);
+        let value = value
+            .replace("@CTX", &ctx.display().to_string())
+            .replace("@FILE", &ctx.join("f").display().to_string())
+            .replace("@OUT", &dir.display().to_string())
+            .replace("@CA", "/etc/ssl/certs/ca-certificates.crt");
+        let arg = if value == "-" { format!("--{flag}") } else { format!("--{flag}={value}") };
+        let mut cmd = sb.kiln().arg("executor").arg("--no-push");
+        if flag != "context" {
+            cmd = cmd.arg(format!("--context={}", ctx.display()));
+        }
+        if !matches!(flag, "destination") {
+            cmd = cmd.arg("--destination=127.0.0.1:1/team/app:1");
+        }
+        let out = cmd.arg(&arg).run();
+        assert!(!out.stderr.contains("unexpected argument"), "{arg}: unknown to kiln executor\n{out}");
+        match expect.and_then(|e| e.strip_prefix("error:")) {
+            Some(msg) => out.assert_failure_containing(msg).assert_stderr_contains(&format!("--{flag}")),
+            None => out.assert_success(),
+        };
+        n += 1;
+    }
+    assert_eq!(n, 65, "57 Kaniko flags and 8 of the fork");
+    // Flags with an effect visible here.
+    assert!(out_dir.join("oci-layout-path/layout/index.json").is_file(), "--oci-layout-path writes a layout");
+    assert!(out_dir.join("tar-path/image.tar").is_file(), "--tar-path writes the archive");
+    assert!(std::fs::read_to_string(out_dir.join("digest-file/digest")).unwrap().starts_with("sha256:"));
+    assert!(std::fs::read_to_string(out_dir.join("image-name-with-digest-file/names")).unwrap().starts_with("127.0.0.1:1/team/app@sha256:"));
+    assert!(std::fs::read_to_string(out_dir.join("image-name-tag-with-digest-file/names-tag")).unwrap().starts_with("127.0.0.1:1/team/app:1@sha256:"));
 }

@@ -168,6 +168,10 @@ pub struct ExecutorMapping {
     pub reproducible: bool,
     /// Kaniko's `--verbosity`: the log filter unless `KILN_LOG` sets one.
     pub verbosity: Option<String>,
+    /// Further `kiln build` flags with their values (`--annotation`, `--secret`, ...).
+    pub extra: Vec<(&'static str, String)>,
+    /// Further `kiln build` switches (`--squash`).
+    pub switches: Vec<&'static str>,
 }
 
 impl BuildArgs {
@@ -219,6 +223,12 @@ impl BuildArgs {
         }
         if let Some(l) = m.compression_level {
             push("--compression-level", l.to_string().as_ref());
+        }
+        for (flag, v) in &m.extra {
+            push(flag, v.as_ref());
+        }
+        for s in &m.switches {
+            argv.push((*s).into());
         }
         if m.push {
             argv.push("--push".into());

@@ -1,9 +1,13 @@
 //! `kiln executor`: Kaniko's command line, mapped onto `kiln build`, so a Kaniko
 //! pipeline switches by changing its image and entrypoint.
 //!
-//! Flags that only tune Kaniko's own snapshotting (`--snapshot-mode`,
-//! `--single-snapshot`, `--use-new-run`, `--cleanup`, `--compressed-caching`) are
-//! accepted and have no effect: kiln always diffs exactly what a step changed.
+//! Every flag of Kaniko v1.24 (`cmd/executor/cmd/root.go`) and of the active fork
+//! (osscontainertools/kaniko) is accepted (`testdata/kaniko/flags.txt` lists them;
+//! `integration/tests/e2e_executor.rs` proves it). Those that only tune Kaniko's own
+//! machinery (snapshotting, its filesystem walk, its directory, retries of its
+//! extraction) change nothing in kiln, which diffs exactly what a step changed in
+//! its own rootfs: they are listed in [`NO_EFFECT`] and named once at
+//! `--verbosity=debug`. The README's "Moving from Kaniko" table says what each does.
 
 use std::path::PathBuf;
 
@@ -83,7 +87,128 @@ pub struct ExecutorArgs {
     pub cleanup: Option<bool>,
     #[arg(long = "compressed-caching", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
     pub compressed_caching: Option<bool>,
+    /// Also write the image as an OCI layout into this directory.
+    #[arg(long = "oci-layout-path")]
+    pub oci_layout_path: Option<PathBuf>,
+    /// `repo:tag@digest` per destination (the names file without the tag is
+    /// --image-name-with-digest-file).
+    #[arg(long = "image-name-tag-with-digest-file")]
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
+    /// FROM=TO registry rewrites for pulls; several separated by `;`. Repeatable.
+    #[arg(long = "registry-map")]
+    pub registry_map: Vec<String>,
+    /// REGISTRY=CA-FILE: a CA certificate to trust (kiln trusts it for every registry).
+    #[arg(long = "registry-certificate")]
+    pub registry_certificates: Vec<String>,
+    /// REGISTRY=CERT,KEY for mutual TLS.
+    #[arg(long = "registry-client-cert")]
+    pub registry_client_certs: Vec<String>,
+    /// Registries to skip TLS verification for (kiln: plain HTTP to them).
+    #[arg(long = "skip-tls-verify-registry")]
+    pub skip_tls_verify_registries: Vec<String>,
+    #[arg(long = "skip-tls-verify-pull", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub skip_tls_verify_pull: Option<bool>,
+    #[arg(long = "insecure-pull", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub insecure_pull: Option<bool>,
+    /// A subdirectory of the context to build in.
+    #[arg(long = "context-sub-path")]
+    pub context_sub_path: Option<String>,
+    /// Retries of image downloads (kiln: one retry count for every registry operation).
+    #[arg(long = "image-download-retry")]
+    pub image_download_retry: Option<u32>,
+    /// text, color or json (json: kiln's --progress json).
+    #[arg(long = "log-format")]
+    pub log_format: Option<String>,
+    #[arg(long = "log-timestamp", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub log_timestamp: Option<bool>,
+    /// The fork's: an annotation of the manifest. Repeatable.
+    #[arg(long = "annotation")]
+    pub annotations: Vec<String>,
+    /// The fork's: a secret for RUN --mount=type=secret (id=ID,src=PATH|env=VAR). Repeatable.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// The fork's: oci or docker media types.
+    #[arg(long = "image-format")]
+    pub image_format: Option<String>,
+    /// The fork's: build but push nothing.
+    #[arg(long = "dryrun", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub dryrun: Option<bool>,
+    /// Kaniko's cloud bucket context source.
+    #[arg(long = "bucket")]
+    pub bucket: Option<String>,
+    /// Kaniko's git options for a git context (branch=…,single-branch=…,recurse-submodules=…).
+    #[arg(long = "git")]
+    pub git: Vec<String>,
+    #[arg(long = "skip-unused-stages", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub skip_unused_stages: Option<bool>,
+    #[arg(long = "cache-dir")]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long = "cache-copy-layers", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub cache_copy_layers: Option<bool>,
+    #[arg(long = "cache-run-layers", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub cache_run_layers: Option<bool>,
+    #[arg(long = "no-push-cache", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub no_push_cache: Option<bool>,
+    #[arg(long = "kaniko-dir")]
+    pub kaniko_dir: Option<PathBuf>,
+    #[arg(long = "force", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub force: Option<bool>,
+    #[arg(long = "force-build-metadata", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub force_build_metadata: Option<bool>,
+    #[arg(long = "ignore-var-run", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub ignore_var_run: Option<bool>,
+    #[arg(long = "whitelist-var-run", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub whitelist_var_run: Option<bool>,
+    #[arg(long = "ignore-path")]
+    pub ignore_paths: Vec<String>,
+    #[arg(long = "image-fs-extract-retry")]
+    pub image_fs_extract_retry: Option<u32>,
+    #[arg(long = "push-ignore-immutable-tag-errors", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub push_ignore_immutable_tag_errors: Option<bool>,
+    #[arg(long = "skip-default-registry-fallback", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub skip_default_registry_fallback: Option<bool>,
+    #[arg(long = "skip-push-permission-check", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub skip_push_permission_check: Option<bool>,
+    #[arg(long = "credential-helpers")]
+    pub credential_helpers: Vec<String>,
+    #[arg(long = "materialize", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub materialize: Option<bool>,
+    #[arg(long = "pre-cleanup", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub pre_cleanup: Option<bool>,
+    #[arg(long = "preserve-context", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
+    pub preserve_context: Option<bool>,
 }
+
+/// Flags accepted for Kaniko pipelines that change nothing in kiln, and why.
+pub const NO_EFFECT: &[(&str, &str)] = &[
+    ("snapshot-mode", "kiln diffs exactly what a step changed (no full/redo/time scan)"),
+    ("use-new-run", "kiln's RUN is always a fresh sandbox"),
+    ("cleanup", "kiln never builds in the container's own filesystem"),
+    ("pre-cleanup", "kiln never builds in the container's own filesystem"),
+    ("compressed-caching", "kiln compresses each layer once, while writing it"),
+    ("kaniko-dir", "kiln's state is $KILN_ROOT"),
+    ("force", "kiln runs anywhere, no container check"),
+    ("force-build-metadata", "kiln always writes history and created times"),
+    ("ignore-var-run", "kiln's rootfs is its own: the container's /var/run never enters it"),
+    ("whitelist-var-run", "kiln's rootfs is its own: the container's /var/run never enters it"),
+    ("ignore-path", "kiln's rootfs is its own: no container path can enter an image"),
+    ("image-fs-extract-retry", "kiln extracts each layer once, verified by digest"),
+    ("skip-push-permission-check", "kiln checks nothing before pushing"),
+    ("push-ignore-immutable-tag-errors", "accepted; an immutable tag is still an error"),
+    ("skip-default-registry-fallback", "kiln falls back to docker.io only after --registry-mirror entries, never for mapped names"),
+    ("no-push-cache", "the layer cache is pushed with the image"),
+    ("log-timestamp", "kiln's lines carry no timestamps"),
+    ("cache-copy-layers", "COPY layers are always cached by content"),
+    ("cache-run-layers", "RUN layers are always cached"),
+    ("cache-dir", "base images are kept in kiln's content store"),
+    ("skip-unused-stages", "kiln builds only the stages the target needs, always"),
+    ("materialize", "kiln always materialises the rootfs it needs"),
+    ("preserve-context", "kiln never changes the context"),
+    ("credential-helpers", "kiln runs the helpers docker's config.json names"),
+    ("insecure-pull", "pulls speak plain HTTP to loopback and to the registries --insecure-registry names"),
+    ("skip-tls-verify-pull", "pulls speak plain HTTP to loopback and to the registries --insecure-registry names"),
+    ("git", "a git context is cloned with its submodules at the ref its URL names"),
+];
 
 /// The registry host of a reference (`host[:port]/repo:tag`), if it names one.
 fn host_of(reference: &str) -> Option<String> {
@@ -104,25 +229,73 @@ fn default_cache_repo(destination: &str) -> String {
 
 impl ExecutorArgs {
     /// The equivalent `kiln build` arguments, plus the image-name-with-digest file.
-    pub fn into_build(self) -> Result<(BuildArgs, Option<PathBuf>)> {
-        let context = match self.context.split_once("://") {
+    pub fn into_build(self) -> Result<(BuildArgs, Vec<(PathBuf, bool)>)> {
+        if let Some(b) = &self.bucket {
+            bail!("--bucket {b}: cloud bucket contexts (gs://, s3://, az://) cannot be reached by kiln; give a directory, dir://, tar://, https:// or a git URL");
+        }
+        if let Some(c) = self.registry_client_certs.first() {
+            bail!("--registry-client-cert {c}: client certificates (mutual TLS) are not supported yet");
+        }
+        let mut context = match self.context.split_once("://") {
             None => PathBuf::from(&self.context),
             Some(("dir", p)) => PathBuf::from(p),
-            Some((scheme, _)) => bail!("--context {}: {scheme}:// contexts are not supported (use a directory)", self.context),
+            Some(("tar", "stdin" | "/dev/stdin")) => PathBuf::from("-"),
+            Some(("tar", p)) => PathBuf::from(p),
+            Some(("http" | "https", _)) => PathBuf::from(&self.context),
+            Some((scheme @ ("gs" | "s3" | "az"), _)) => {
+                bail!("--context {}: {scheme}:// buckets cannot be reached by kiln; give a directory, dir://, tar://, https:// or a git URL", self.context)
+            }
+            Some((scheme, _)) => bail!("--context {}: {scheme}:// contexts are not supported (dir://, tar://, https://)", self.context),
         };
+        if let Some(sub) = &self.context_sub_path {
+            context = context.join(sub);
+        }
+        for (flag, why) in NO_EFFECT {
+            if self.given(flag) {
+                tracing::debug!("kiln executor --{flag}: no effect in kiln ({why})");
+            }
+        }
         let dockerfile = if self.dockerfile.is_absolute() || self.dockerfile.exists() {
             self.dockerfile.clone()
         } else {
             context.join(&self.dockerfile)
         };
-        let push = !self.no_push.unwrap_or(false) && !self.destinations.is_empty();
+        let push = !self.no_push.unwrap_or(false) && !self.dryrun.unwrap_or(false) && !self.destinations.is_empty();
         let mut insecure = self.insecure_registries.clone();
+        insecure.extend(self.skip_tls_verify_registries.iter().cloned());
         if self.insecure.unwrap_or(false) || self.skip_tls_verify.unwrap_or(false) {
             insecure.extend(self.destinations.iter().filter_map(|d| host_of(d)));
         }
         let mut outputs = Vec::new();
         if let Some(t) = &self.tar_path {
             outputs.push(format!("type=docker,dest={}", t.display()));
+        }
+        if let Some(d) = &self.oci_layout_path {
+            outputs.push(format!("type=oci,dest={}", d.display()));
+        }
+        let mut extra: Vec<(&'static str, String)> = Vec::new();
+        for m in &self.registry_map {
+            extra.extend(m.split(';').filter(|s| !s.is_empty()).map(|s| ("--registry-map", s.to_string())));
+        }
+        for c in &self.registry_certificates {
+            // Kaniko's REGISTRY=FILE; kiln trusts the CA for every registry.
+            let file = c.split_once('=').map(|(_, f)| f).unwrap_or(c);
+            extra.push(("--registry-certificate", file.to_string()));
+        }
+        extra.extend(self.annotations.iter().map(|a| ("--annotation", a.clone())));
+        extra.extend(self.secrets.iter().map(|s| ("--secret", s.clone())));
+        if let Some(f) = &self.image_format {
+            extra.push(("--format", f.clone()));
+        }
+        match self.log_format.as_deref() {
+            None | Some("text" | "color") => {}
+            Some("json") => extra.push(("--progress", "json".into())),
+            Some(other) => bail!("--log-format {other:?}: expected text, color or json"),
+        }
+        let mut switches = Vec::new();
+        // One layer on top of the base: Buildah's --squash.
+        if self.single_snapshot.unwrap_or(false) {
+            switches.push("--squash");
         }
         let cache_repo = if self.cache.unwrap_or(false) {
             self.cache_repo.clone().or_else(|| self.destinations.first().map(|d| default_cache_repo(d)))
@@ -131,10 +304,14 @@ impl ExecutorArgs {
         };
         // Without --digest-file, the digest the names file needs goes through a file of
         // this process's own (the build writes it; `cmd::build` reads and removes it).
+        let mut names: Vec<(PathBuf, bool)> = Vec::new();
+        names.extend(self.image_name_with_digest_file.iter().map(|f| (f.clone(), false)));
+        names.extend(self.image_name_tag_with_digest_file.iter().map(|f| (f.clone(), true)));
+        if !names.is_empty() && self.destinations.is_empty() {
+            bail!("--image-name-with-digest-file and --image-name-tag-with-digest-file need a --destination");
+        }
         let digest_file = self.digest_file.clone().or_else(|| {
-            self.image_name_with_digest_file
-                .as_ref()
-                .map(|_| std::env::temp_dir().join(format!("kiln-digest-{}-{}", std::process::id(), crate::fsutil::next_id())))
+            (!names.is_empty()).then(|| std::env::temp_dir().join(format!("kiln-digest-{}-{}", std::process::id(), crate::fsutil::next_id())))
         });
         let args = BuildArgs::for_executor(crate::cli::build::ExecutorMapping {
             context,
@@ -147,7 +324,10 @@ impl ExecutorArgs {
             target: self.target,
             insecure_registries: insecure,
             registry_mirrors: self.registry_mirrors,
-            push_retry: if self.push_retry == 0 { 3 } else { self.push_retry },
+            push_retry: match (self.push_retry, self.image_download_retry) {
+                (0, None) => 3,
+                (p, d) => p.max(d.unwrap_or(0)),
+            },
             cache_repo,
             cache_ttl: self.cache_ttl,
             digest_file,
@@ -157,8 +337,44 @@ impl ExecutorArgs {
             // Kaniko's --reproducible strips timestamps: the epoch, as SOURCE_DATE_EPOCH=0.
             reproducible: self.reproducible.unwrap_or(false),
             verbosity: self.verbosity.clone(),
+            extra,
+            switches,
         });
-        Ok((args, self.image_name_with_digest_file))
+        Ok((args, names))
+    }
+
+    /// Whether the no-effect flag `name` was given (for the debug note).
+    fn given(&self, name: &str) -> bool {
+        match name {
+            "snapshot-mode" => self.snapshot_mode.is_some(),
+            "use-new-run" => self.use_new_run.is_some(),
+            "cleanup" => self.cleanup.is_some(),
+            "pre-cleanup" => self.pre_cleanup.is_some(),
+            "compressed-caching" => self.compressed_caching.is_some(),
+            "kaniko-dir" => self.kaniko_dir.is_some(),
+            "force" => self.force.is_some(),
+            "force-build-metadata" => self.force_build_metadata.is_some(),
+            "ignore-var-run" => self.ignore_var_run.is_some(),
+            "whitelist-var-run" => self.whitelist_var_run.is_some(),
+            "ignore-path" => !self.ignore_paths.is_empty(),
+            "image-fs-extract-retry" => self.image_fs_extract_retry.is_some(),
+            "skip-push-permission-check" => self.skip_push_permission_check.is_some(),
+            "push-ignore-immutable-tag-errors" => self.push_ignore_immutable_tag_errors.is_some(),
+            "skip-default-registry-fallback" => self.skip_default_registry_fallback.is_some(),
+            "no-push-cache" => self.no_push_cache.is_some(),
+            "log-timestamp" => self.log_timestamp.is_some(),
+            "cache-copy-layers" => self.cache_copy_layers.is_some(),
+            "cache-run-layers" => self.cache_run_layers.is_some(),
+            "cache-dir" => self.cache_dir.is_some(),
+            "skip-unused-stages" => self.skip_unused_stages.is_some(),
+            "materialize" => self.materialize.is_some(),
+            "preserve-context" => self.preserve_context.is_some(),
+            "credential-helpers" => !self.credential_helpers.is_empty(),
+            "insecure-pull" => self.insecure_pull.is_some(),
+            "skip-tls-verify-pull" => self.skip_tls_verify_pull.is_some(),
+            "git" => !self.git.is_empty(),
+            _ => false,
+        }
     }
 }
 

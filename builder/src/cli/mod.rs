@@ -48,6 +48,8 @@ pub enum CommandKind {
         command: index::IndexCommand,
     },
     /// Kaniko-compatible command line (`--context`, `--destination`, ...), mapped onto `build`.
+    // pflag's rule, which Kaniko pipelines rely on: a repeated flag's last value wins.
+    #[command(args_override_self = true)]
     Executor(executor::ExecutorArgs),
     /// Remove unused data: unreferenced blobs, leftovers of killed builds; with --all
     /// also the layer cache and unpacked layers.

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::cli::build::BuildArgs;
 
@@ -59,12 +59,14 @@ pub fn run(mut args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
                 return super::fail(&e);
             }
             if let Some(names) = image_names {
-                let written = write_image_names(&names.file, &names.destinations, &names.digest_file);
+                let written = names.files.iter().try_for_each(|(file, with_tag)| {
+                    write_image_names(file, &names.destinations, &names.digest_file, *with_tag).with_context(|| format!("writing {}", file.display()))
+                });
                 if names.temporary_digest {
                     let _ = std::fs::remove_file(&names.digest_file);
                 }
                 if let Err(e) = written {
-                    return super::fail(&e.context(format!("writing {}", names.file.display())));
+                    return super::fail(&e);
                 }
             }
             0
@@ -82,7 +84,7 @@ const NAMED_ENV: &str = "KILN_MATERIALIZED_BUILD_CONTEXTS";
 /// `--build-context` values that are git URLs, tarballs or http(s) URLs, made into
 /// directories (kept until the returned guards drop); the child's environment.
 fn prepare_named_contexts(args: &mut BuildArgs) -> anyhow::Result<(Vec<super::source::Materialized>, Vec<(String, String)>)> {
-    use anyhow::Context as _;
+
     if let Some(v) = std::env::var_os(NAMED_ENV) {
         args.build_contexts = serde_json::from_str(&v.to_string_lossy()).context("the parent's build contexts")?;
         return Ok((Vec::new(), Vec::new()));
@@ -133,21 +135,38 @@ fn prepare_sources(args: &mut BuildArgs) -> anyhow::Result<Option<super::source:
     Ok(m)
 }
 
-/// Kaniko's `--image-name-with-digest-file`: where, for which destinations, and the
-/// digest file the build writes (a temporary one when the user gave no --digest-file).
+/// Kaniko's `--image-name-with-digest-file` and `--image-name-tag-with-digest-file`:
+/// the files (whether each keeps the tag), for which destinations, and the digest
+/// file the build writes (a temporary one when the user gave no --digest-file).
 pub struct ImageNames {
-    pub file: std::path::PathBuf,
+    pub files: Vec<(std::path::PathBuf, bool)>,
     pub digest_file: std::path::PathBuf,
     pub temporary_digest: bool,
     pub destinations: Vec<String>,
 }
 
-/// After a successful build: Kaniko's `--image-name-with-digest-file`, one
-/// `REF@DIGEST` line per destination.
-pub fn write_image_names(file: &std::path::Path, destinations: &[String], digest_file: &std::path::Path) -> Result<()> {
+/// After a successful build: one `REPO@DIGEST` line per destination (Kaniko's
+/// `--image-name-with-digest-file`), or `REPO:TAG@DIGEST` with `with_tag`
+/// (`--image-name-tag-with-digest-file`; a destination without a tag has none), as
+/// Kaniko's `DoPush` writes them.
+pub fn write_image_names(file: &std::path::Path, destinations: &[String], digest_file: &std::path::Path, with_tag: bool) -> Result<()> {
     let digest = std::fs::read_to_string(digest_file)?;
     let digest = digest.trim();
-    let lines: Vec<String> = destinations.iter().map(|d| format!("{}@{digest}", d.split('@').next().unwrap_or(d))).collect();
+    let lines: Vec<String> = destinations
+        .iter()
+        .map(|d| {
+            let name = d.split('@').next().unwrap_or(d);
+            let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
+            let (repo, tag) = match name[slash..].rfind(':') {
+                Some(i) => (&name[..slash + i], Some(&name[slash + i + 1..])),
+                None => (name, None),
+            };
+            match tag.filter(|_| with_tag) {
+                Some(t) => format!("{repo}:{t}@{digest}"),
+                None => format!("{repo}@{digest}"),
+            }
+        })
+        .collect();
     std::fs::write(file, lines.join("\n") + "\n")?;
     Ok(())
 }

@@ -84,9 +84,9 @@ pub fn run() -> ExitCode {
             let destinations = args.destinations.clone();
             let own_digest_file = args.digest_file.is_some();
             match args.into_build() {
-                Ok((build, names_file)) => {
-                    let names = names_file.zip(build.digest_file.clone()).map(|(file, digest_file)| build::ImageNames {
-                        file,
+                Ok((build, names_files)) => {
+                    let names = build.digest_file.clone().filter(|_| !names_files.is_empty()).map(|digest_file| build::ImageNames {
+                        files: names_files,
                         temporary_digest: !own_digest_file,
                         digest_file,
                         destinations,
