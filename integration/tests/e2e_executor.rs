@@ -132,6 +132,10 @@ fn every_kaniko_flag_is_accepted() {
         n += 1;
     }
     assert_eq!(n, 65, "57 Kaniko flags and 8 of the fork");
+    // A flag with no effect in kiln says so, once, at debug level.
+    let noted = sb.kiln().args(["executor", "--no-push", "--snapshot-mode=redo", "--verbosity=debug"]).arg(format!("--context={}", ctx.display())).run();
+    noted.assert_success().assert_stderr_contains("--snapshot-mode: no effect in kiln");
+    assert_eq!(noted.stderr.matches("--snapshot-mode: no effect").count(), 1, "{noted}");
     // Flags with an effect visible here.
     assert!(out_dir.join("oci-layout-path/layout/index.json").is_file(), "--oci-layout-path writes a layout");
     assert!(out_dir.join("tar-path/image.tar").is_file(), "--tar-path writes the archive");

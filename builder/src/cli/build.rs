@@ -42,6 +42,10 @@ pub struct BuildArgs {
     /// The log filter when `KILN_LOG` is unset (`kiln executor --verbosity`).
     #[arg(skip)]
     pub log_filter: Option<String>,
+    /// Debug-level notes to log once logging is set up (`kiln executor`'s
+    /// no-effect flags).
+    #[arg(skip)]
+    pub notes: Vec<String>,
     /// Media types of the image: oci (default) or docker (v2 schema 2).
     #[arg(long = "format", value_name = "oci|docker", default_value = "oci")]
     pub format: String,

@@ -250,11 +250,11 @@ impl ExecutorArgs {
         if let Some(sub) = &self.context_sub_path {
             context = context.join(sub);
         }
-        for (flag, why) in NO_EFFECT {
-            if self.given(flag) {
-                tracing::debug!("kiln executor --{flag}: no effect in kiln ({why})");
-            }
-        }
+        let notes: Vec<String> = NO_EFFECT
+            .iter()
+            .filter(|(flag, _)| self.given(flag))
+            .map(|(flag, why)| format!("kiln executor --{flag}: no effect in kiln ({why})"))
+            .collect();
         let dockerfile = if self.dockerfile.is_absolute() || self.dockerfile.exists() {
             self.dockerfile.clone()
         } else {
@@ -340,6 +340,8 @@ impl ExecutorArgs {
             extra,
             switches,
         });
+        let mut args = args;
+        args.notes = notes;
         Ok((args, names))
     }
 

@@ -34,6 +34,7 @@ pub fn run(mut args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
         Ok(g) => g,
         Err(e) => return super::fail(&e.context("registry credentials")),
     };
+    let notes = std::mem::take(&mut args.notes);
     // Validate before entering the namespace so flag errors are reported once.
     let mut opts = match args.validate() {
         Ok(o) => o,
@@ -51,6 +52,9 @@ pub fn run(mut args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
                 opts.snapshotter = Some(kiln_snapshotter::SnapshotterKind::Native);
             }
             super::init_tracing(opts.log_filter.as_deref());
+            for n in &notes {
+                tracing::debug!("{n}");
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return super::fail(&anyhow::Error::new(e).context("starting the async runtime")),
