@@ -498,11 +498,14 @@ pub fn run_pool(jobs: Vec<(String, Box<dyn FnOnce() -> Outcome + Send>)>) -> (Ve
     let total = jobs.len();
     let queue = Arc::new(Mutex::new(jobs.into_iter().collect::<std::collections::VecDeque<_>>()));
     let results = Arc::new(Mutex::new(Vec::new()));
+    // Case lines are printed after the run, failures first: a CI log that keeps only
+    // the beginning of a failed test's output then still names what failed.
+    let lines = Arc::new(Mutex::new(Vec::new()));
     let threads: usize = std::env::var("KILN_CASES_JOBS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     let start = std::time::Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (queue, results) = (queue.clone(), results.clone());
+            let (queue, results, lines) = (queue.clone(), results.clone(), lines.clone());
             std::thread::spawn(move || loop {
                 let Some((name, job)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
                 let t = std::time::Instant::now();
@@ -513,7 +516,7 @@ pub fn run_pool(jobs: Vec<(String, Box<dyn FnOnce() -> Outcome + Send>)>) -> (Ve
                     Outcome::XPass(..) => "FIXED? (known_bug passes)",
                     Outcome::Fail(..) => "FAIL",
                 };
-                eprintln!("case {name:<40} {tag} ({:.1}s)", t.elapsed().as_secs_f64());
+                lines.lock().unwrap_or_else(|p| p.into_inner()).push(format!("case {name:<40} {tag} ({:.1}s)", t.elapsed().as_secs_f64()));
                 results.lock().unwrap_or_else(|p| p.into_inner()).push((name, outcome));
             })
         })
@@ -543,6 +546,12 @@ pub fn run_pool(jobs: Vec<(String, Box<dyn FnOnce() -> Outcome + Send>)>) -> (Ve
         }
     }
     bad += total - results.len();
+    if bad > 0 {
+        eprintln!("FAILED cases:{report}");
+    }
+    for l in lines.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        eprintln!("{l}");
+    }
     eprintln!("{} cases in {:.0?}: {pass} passed, {xfail} known bugs, {bad} failed", results.len(), start.elapsed());
     (results, report, bad)
 }
