@@ -143,3 +143,54 @@ fn every_kaniko_flag_is_accepted() {
     assert!(std::fs::read_to_string(out_dir.join("image-name-with-digest-file/names")).unwrap().starts_with("127.0.0.1:1/team/app@sha256:"));
     assert!(std::fs::read_to_string(out_dir.join("image-name-tag-with-digest-file/names-tag")).unwrap().starts_with("127.0.0.1:1/team/app:1@sha256:"));
 }
+
+/// Kaniko's git context, `git://HOST/REPO.git#refs/heads/BRANCH`, cloned over http
+/// with `GIT_PULL_METHOD=http` (here from a dumb-HTTP repository), with
+/// `--context-sub-path` and `--oci-layout-path`.
+#[test]
+fn kaniko_git_context_over_http() {
+    use kiln_integration::fileserver::{FileServer, ServedFile};
+    use kiln_integration::gitdaemon::git;
+    let sb = Sandbox::new();
+    let repo_dir = tempfile::tempdir().unwrap();
+    let work = repo_dir.path().join("work");
+    std::fs::create_dir_all(work.join("app")).unwrap();
+    std::fs::write(work.join("app/Dockerfile"), "FROM scratch\nCOPY msg /msg\n").unwrap();
+    std::fs::write(work.join("app/msg"), "from git over http\n").unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    git(repo_dir.path(), &["clone", "-q", "--bare", "work", "app.git"]);
+    let bare = repo_dir.path().join("app.git");
+    git(&bare, &["update-server-info"]);
+    // Every file of the bare repository, as a dumb-HTTP server has them.
+    let mut files = Vec::new();
+    let mut stack = vec![bare.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(repo_dir.path()).unwrap().display().to_string();
+                files.push(ServedFile { path: format!("/{rel}"), data: std::fs::read(&p).unwrap(), last_modified: None });
+            }
+        }
+    }
+    let refs = std::fs::read(bare.join("info/refs")).unwrap();
+    files.push(ServedFile { path: "/app.git/info/refs?service=git-upload-pack".into(), data: refs, last_modified: None });
+    let server = FileServer::start(files).unwrap();
+    let layout = sb.out_path("git-layout");
+    let out = sb
+        .kiln()
+        .env("GIT_PULL_METHOD", "http")
+        .arg("executor")
+        .arg(format!("--context=git://{}/app.git#refs/heads/main", server.host()))
+        .arg("--context-sub-path=app")
+        .arg("--no-push")
+        .arg("--destination=127.0.0.1:1/team/git:1")
+        .arg(format!("--oci-layout-path={}", layout.display()))
+        .run();
+    out.assert_success();
+    assert_eq!(Image::from_layout(&layout, None).tree.node("/msg").text(), "from git over http\n");
+}

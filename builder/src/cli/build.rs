@@ -46,6 +46,10 @@ pub struct BuildArgs {
     /// no-effect flags).
     #[arg(skip)]
     pub notes: Vec<String>,
+    /// A relative `-f` names a file in the (fetched) context, as Kaniko's
+    /// `--dockerfile` does with a remote context.
+    #[arg(skip)]
+    pub dockerfile_in_context: bool,
     /// Media types of the image: oci (default) or docker (v2 schema 2).
     #[arg(long = "format", value_name = "oci|docker", default_value = "oci")]
     pub format: String,

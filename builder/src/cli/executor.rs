@@ -207,8 +207,37 @@ pub const NO_EFFECT: &[(&str, &str)] = &[
     ("credential-helpers", "kiln runs the helpers docker's config.json names"),
     ("insecure-pull", "pulls speak plain HTTP to loopback and to the registries --insecure-registry names"),
     ("skip-tls-verify-pull", "pulls speak plain HTTP to loopback and to the registries --insecure-registry names"),
-    ("git", "a git context is cloned with its submodules at the ref its URL names"),
 ];
+
+/// Kaniko's git context `git://HOST/REPO[#REF][#COMMIT]` (cloned over https, or
+/// http with `GIT_PULL_METHOD=http`; `--git branch=…` names the ref) as the git URL
+/// `kiln build` takes (`URL.git#REF`, a commit when given: it pins the content).
+fn kaniko_git_url(rest: &str, git_opts: &[String], pull_method: Option<&str>) -> Result<String> {
+    let mut parts = rest.split('#');
+    let repo = parts.next().unwrap_or_default();
+    let mut reference = parts.next().filter(|r| !r.is_empty()).map(str::to_string);
+    let commit = parts.next().filter(|c| !c.is_empty());
+    for opt in git_opts.iter().flat_map(|o| o.split(',')) {
+        match opt.split_once('=') {
+            Some(("branch", b)) => reference = Some(b.to_string()),
+            // kiln clones just what it checks out, with every submodule.
+            Some(("single-branch" | "recurse-submodules" | "insecure-skip-tls", _)) => {}
+            _ => bail!("--git {opt:?}: expected branch=, single-branch=, recurse-submodules= or insecure-skip-tls="),
+        }
+    }
+    let scheme = match pull_method {
+        None | Some("https") => "https",
+        Some("http") => "http",
+        Some(other) => bail!("GIT_PULL_METHOD={other:?}: expected https or http"),
+    };
+    let repo = if repo.ends_with(".git") { repo.to_string() } else { format!("{repo}.git") };
+    let short = |r: &str| r.trim_start_matches("refs/heads/").trim_start_matches("refs/tags/").to_string();
+    Ok(match (commit, reference) {
+        (Some(c), _) => format!("{scheme}://{repo}#{c}"),
+        (None, Some(r)) => format!("{scheme}://{repo}#{}", short(&r)),
+        (None, None) => format!("{scheme}://{repo}"),
+    })
+}
 
 /// The registry host of a reference (`host[:port]/repo:tag`), if it names one.
 fn host_of(reference: &str) -> Option<String> {
@@ -242,20 +271,33 @@ impl ExecutorArgs {
             Some(("tar", "stdin" | "/dev/stdin")) => PathBuf::from("-"),
             Some(("tar", p)) => PathBuf::from(p),
             Some(("http" | "https", _)) => PathBuf::from(&self.context),
+            Some(("git", rest)) => PathBuf::from(kaniko_git_url(rest, &self.git, std::env::var("GIT_PULL_METHOD").ok().as_deref())?),
             Some((scheme @ ("gs" | "s3" | "az"), _)) => {
                 bail!("--context {}: {scheme}:// buckets cannot be reached by kiln; give a directory, dir://, tar://, https:// or a git URL", self.context)
             }
             Some((scheme, _)) => bail!("--context {}: {scheme}:// contexts are not supported (dir://, tar://, https://)", self.context),
         };
-        if let Some(sub) = &self.context_sub_path {
-            context = context.join(sub);
+        if let Some(sub) = self.context_sub_path.as_deref().filter(|s| !s.is_empty() && *s != ".") {
+            let c = context.to_string_lossy().into_owned();
+            context = match self.context.split_once("://").map(|(s, _)| s) {
+                // kiln's git URLs name a subdirectory after the ref: `URL#REF:DIR`.
+                Some("git") => PathBuf::from(match c.split_once('#') {
+                    Some((url, r)) => format!("{url}#{r}:{sub}"),
+                    None => format!("{c}#:{sub}"),
+                }),
+                Some("tar" | "http" | "https") => bail!("--context-sub-path {sub}: not supported yet with a {} context (use a directory or git context)", self.context),
+                _ => context.join(sub),
+            };
         }
         let notes: Vec<String> = NO_EFFECT
             .iter()
             .filter(|(flag, _)| self.given(flag))
             .map(|(flag, why)| format!("kiln executor --{flag}: no effect in kiln ({why})"))
             .collect();
-        let dockerfile = if self.dockerfile.is_absolute() || self.dockerfile.exists() {
+        // A remote context exists only once fetched: its Dockerfile is found in it then.
+        let remote = self.context.contains("://") && !self.context.starts_with("dir://");
+        let dockerfile_in_context = remote && self.dockerfile.is_relative();
+        let dockerfile = if self.dockerfile.is_absolute() || self.dockerfile.exists() || remote {
             self.dockerfile.clone()
         } else {
             context.join(&self.dockerfile)
@@ -342,6 +384,7 @@ impl ExecutorArgs {
         });
         let mut args = args;
         args.notes = notes;
+        args.dockerfile_in_context = dockerfile_in_context;
         Ok((args, names))
     }
 
@@ -374,7 +417,6 @@ impl ExecutorArgs {
             "credential-helpers" => !self.credential_helpers.is_empty(),
             "insecure-pull" => self.insecure_pull.is_some(),
             "skip-tls-verify-pull" => self.skip_tls_verify_pull.is_some(),
-            "git" => !self.git.is_empty(),
             _ => false,
         }
     }
@@ -384,6 +426,17 @@ impl ExecutorArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_contexts_as_kaniko_writes_them() {
+        assert_eq!(kaniko_git_url("github.com/o/r.git#refs/heads/main", &[], None).unwrap(), "https://github.com/o/r.git#main");
+        assert_eq!(kaniko_git_url("github.com/o/r#refs/tags/v1", &[], Some("http")).unwrap(), "http://github.com/o/r.git#v1");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(kaniko_git_url(&format!("h/r.git#refs/heads/x#{commit}"), &[], None).unwrap(), format!("https://h/r.git#{commit}"));
+        assert_eq!(kaniko_git_url("h/r.git", &["branch=dev,single-branch=true".into()], None).unwrap(), "https://h/r.git#dev");
+        assert!(kaniko_git_url("h/r.git", &["depth=1".into()], None).unwrap_err().to_string().contains("--git"));
+        assert!(kaniko_git_url("h/r.git", &[], Some("ssh")).is_err());
+    }
 
     #[test]
     fn cache_repo_defaults_like_kaniko() {

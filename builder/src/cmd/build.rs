@@ -120,8 +120,10 @@ fn prepare_sources(args: &mut BuildArgs) -> anyhow::Result<Option<super::source:
         if let Some(d) = dir {
             args.context = d;
         }
-        if let Some(f) = dockerfile {
-            args.dockerfile.file = Some(f);
+        match dockerfile {
+            Some(f) => args.dockerfile.file = Some(f),
+            None if args.dockerfile_in_context => args.dockerfile.file = args.dockerfile.file.as_ref().map(|f| args.context.join(f)),
+            None => {}
         }
         return Ok(None);
     }
@@ -134,6 +136,8 @@ fn prepare_sources(args: &mut BuildArgs) -> anyhow::Result<Option<super::source:
         args.context = m.context.clone();
         if let Some(f) = &m.dockerfile {
             args.dockerfile.file = Some(f.clone());
+        } else if args.dockerfile_in_context {
+            args.dockerfile.file = args.dockerfile.file.as_ref().map(|f| m.context.join(f));
         }
     }
     Ok(m)

@@ -67,7 +67,13 @@ pub fn git_checkout(url: &str, into: &Path, keep_git_dir: bool) -> Result<std::p
         args.extend(["--depth", "1", "--branch", r]);
     }
     args.extend(["--", repo, &dir_s]);
-    let out = git(&args, None)?;
+    let mut out = git(&args, None)?;
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not support shallow") {
+        // A dumb-HTTP server cannot serve a shallow clone: take the history.
+        let _ = std::fs::remove_dir_all(&dir);
+        let full: Vec<&str> = args.iter().copied().filter(|a| *a != "--depth" && *a != "1").collect();
+        out = git(&full, None)?;
+    }
     if !out.status.success() {
         bail!("git clone failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
