@@ -32,26 +32,7 @@ pub fn write_docker_archive(store: &ContentStore, dest: &std::path::Path, built:
 
 /// [`write_archive`] into `dest` (`-`: stdout), replacing it only once complete.
 pub fn write_archive_file(store: &ContentStore, dest: &std::path::Path, images: &[(&Built, Vec<Reference>)], kind: ArchiveKind) -> Result<()> {
-    if dest.as_os_str() == "-" {
-        let stdout = std::io::stdout();
-        let mut w = std::io::BufWriter::new(stdout.lock());
-        write_archive(store, &mut w, images, kind)?;
-        w.flush()?;
-        return Ok(());
-    }
-    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    let written = write_archive(store, &mut w, images, kind).and_then(|()| {
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        Ok(())
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, dest).with_context(|| format!("moving the archive to {}", dest.display()))?;
-    Ok(())
+    super::write_output(dest, |w| write_archive(store, w, images, kind))
 }
 
 fn add_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> Result<()> {

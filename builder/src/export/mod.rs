@@ -25,7 +25,31 @@ pub struct Manifest {
     pub blobs: Vec<Descriptor>,
 }
 
-fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor> {
+/// Writes what `write` produces to `dest`, or to stdout when `dest` is `-`; a file
+/// is replaced only once complete (a temp file beside it, synced, renamed), and
+/// removed again when writing fails.
+pub fn write_output(dest: &std::path::Path, write: impl FnOnce(&mut dyn std::io::Write) -> Result<()>) -> Result<()> {
+    use std::io::Write as _;
+    if dest.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::new(stdout.lock());
+        write(&mut w)?;
+        w.flush()?;
+        return Ok(());
+    }
+    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let written = write(&mut w).and_then(|()| Ok(w.into_inner().map_err(|e| e.into_error())?.sync_all()?));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, dest).with_context(|| format!("moving the output to {}", dest.display()))
+}
+
+/// An OCI descriptor of a blob.
+pub fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor> {
     let d: oci_spec::image::Digest = digest.to_string().parse().context("converting digest")?;
     Ok(Descriptor::new(media_type.into(), size, d))
 }

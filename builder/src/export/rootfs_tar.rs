@@ -16,23 +16,10 @@ use kiln_snapshotter::snapshots::ActiveSnapshot;
 
 /// Writes the tar of `roots` to `dest` (`-`: stdout), replacing a file only once complete.
 pub fn write(dest: &Path, roots: &[(Option<String>, ActiveSnapshot)]) -> Result<()> {
-    if dest.as_os_str() == "-" {
-        let stdout = std::io::stdout();
-        let mut w = std::io::BufWriter::new(stdout.lock());
-        write_to(&mut w, roots)?;
-        w.flush()?;
-        return Ok(());
+    super::write_output(dest, |w| write_to(w, roots)).with_context(|| format!("writing {}", dest.display()))?;
+    if dest.as_os_str() != "-" {
+        crate::progress::get().info("output", &format!("wrote rootfs tar {}", dest.display()));
     }
-    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    let r = write_to(&mut w, roots).and_then(|()| Ok(w.into_inner().map_err(|e| e.into_error())?.sync_all()?));
-    if let Err(e) = r {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("writing {}", dest.display())));
-    }
-    std::fs::rename(&tmp, dest).with_context(|| format!("moving the tar to {}", dest.display()))?;
-    crate::progress::get().info("output", &format!("wrote rootfs tar {}", dest.display()));
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::{familiar, open_store, resolve};
 use crate::cli::images::{LoadArgs, SaveArgs};
 use crate::export::archive::{write_archive_file, ArchiveKind};
-use crate::export::{load_built, Built};
+use crate::export::{descriptor, load_built, Built};
 
 /// Largest JSON member of an archive read into memory.
 const MAX_JSON: u64 = 16 << 20;
@@ -91,11 +91,6 @@ fn read_members(store: &ContentStore, input: impl Read) -> Result<Members> {
         }
     }
     Ok(m)
-}
-
-fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor> {
-    let d: oci_spec::image::Digest = digest.to_string().parse().context("converting digest")?;
-    Ok(Descriptor::new(media_type.into(), size, d))
 }
 
 /// Every blob `desc` reaches is in the store (an archive may be cut short).
@@ -193,11 +188,12 @@ pub(super) fn load(a: &LoadArgs) -> Result<()> {
         read_members(&store, std::io::stdin().lock())?
     } else {
         let f = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;
-        let mut head = [0u8; 2];
-        let gz = (&f).read_exact(&mut head).is_ok() && head == [0x1f, 0x8b];
+        let mut head = [0u8; 6];
+        let n = (&f).take(6).read(&mut head).with_context(|| format!("reading {}", input.display()))?;
         let f = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;
-        if gz { read_members(&store, flate2::read::GzDecoder::new(f)) } else { read_members(&store, f) }
-            .with_context(|| format!("loading {}", input.display()))?
+        let r = crate::steps::archive::decompress(std::io::BufReader::new(f), crate::steps::archive::detect(&head[..n]))
+            .with_context(|| format!("decompressing {}", input.display()))?;
+        read_members(&store, r).with_context(|| format!("loading {}", input.display()))?
     };
     let images = match (&members.index, &members.manifest) {
         (Some(index), manifest) => images_of_layout(&store, index, manifest.as_deref())?,

@@ -108,10 +108,10 @@ async fn pull_into(registry: &Registry, store: &ContentStore, r: &Reference, pla
     descriptor(&sub, &sub_digest)
 }
 
+/// The descriptor of manifest (or index) bytes, with the media type they declare.
 fn descriptor(bytes: &[u8], digest: &Digest) -> Result<Descriptor> {
     let mt = serde_json::from_slice::<Value>(bytes)?["mediaType"].as_str().map(str::to_string).unwrap_or_else(|| kiln_oci::media::OCI_MANIFEST.to_string());
-    let d: oci_spec::image::Digest = digest.to_string().parse().context("converting digest")?;
-    Ok(Descriptor::new(mt.as_str().into(), bytes.len() as u64, d))
+    crate::export::descriptor(&mt, digest, bytes.len() as u64)
 }
 
 pub(super) fn pull(a: PullArgs) -> Result<()> {
