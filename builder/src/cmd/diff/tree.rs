@@ -107,17 +107,12 @@ pub fn normalize(raw: &str) -> Option<String> {
     }
 }
 
-/// The layer blob's bytes uncompressed, by its magic number.
+/// The layer blob's bytes uncompressed, by its magic number (`steps::archive`'s
+/// detection, the one ADD uses).
 pub fn decompressed<'a, R: Read + 'a>(reader: R) -> Result<Box<dyn Read + 'a>> {
     let mut r = BufReader::with_capacity(256 << 10, reader);
-    let head = r.fill_buf().context("reading the layer")?;
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(r).context("starting zstd")?)
-    } else {
-        Box::new(r)
-    })
+    let kind = crate::steps::archive::detect(r.fill_buf().context("reading the layer")?);
+    crate::steps::archive::decompress(r, kind).context("starting the layer's decompression")
 }
 
 fn split_parent(path: &str) -> (&str, &str) {
