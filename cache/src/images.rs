@@ -20,6 +20,18 @@ pub fn local_name(r: &Reference) -> String {
     format!("{}:{}", r.name(), r.tag().unwrap_or("latest"))
 }
 
+/// The image of `images` that `r` stands for: by name, or for `name@sha256:…` the
+/// one with that digest.
+pub fn find_in<'a>(images: &'a [LocalImage], r: &Reference) -> Option<&'a LocalImage> {
+    match r.digest() {
+        Some(want) => images.iter().find(|i| i.digest().ok().as_ref() == Some(want)),
+        None => {
+            let name = local_name(r);
+            images.iter().find(|i| i.name.to_string() == name)
+        }
+    }
+}
+
 /// One named image of the store.
 #[derive(Debug, Clone)]
 pub struct LocalImage {
@@ -63,12 +75,7 @@ impl ContentStore {
     /// The named image `r` stands for: by name, or, for `name@sha256:…` or a bare
     /// digest, the named image with that digest.
     pub fn find_image(&self, r: &Reference) -> Result<Option<LocalImage>, StoreError> {
-        let images = self.images()?;
-        if let Some(want) = r.digest() {
-            return Ok(images.into_iter().find(|i| i.digest().ok().as_ref() == Some(want)));
-        }
-        let name = local_name(r);
-        Ok(images.into_iter().find(|i| i.name.to_string() == name))
+        Ok(find_in(&self.images()?, r).cloned())
     }
 
     /// Names `desc` (a manifest or an index whose blobs are all in the store) as `r`,

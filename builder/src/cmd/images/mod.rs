@@ -67,8 +67,8 @@ pub(super) fn resolve(store: &ContentStore, arg: &str) -> Result<Vec<LocalImage>
         }
     }
     let r: Reference = arg.parse().map_err(|e| anyhow!("{e}"))?;
-    if let Some(i) = store.find_image(&r)? {
-        return Ok(vec![i]);
+    if let Some(i) = kiln_cache::images::find_in(&images, &r) {
+        return Ok(vec![i.clone()]);
     }
     Err(not_local(arg, &images))
 }
