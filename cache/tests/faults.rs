@@ -130,6 +130,61 @@ async fn corrupted_blob_is_never_committed() {
     assert_eq!(dst.read(&img.layer).unwrap(), src.read(&img.layer).unwrap());
 }
 
+/// Reads one HTTP/1.1 response with a Content-Length body from a kept-alive connection.
+fn read_response(r: &mut std::io::BufReader<std::net::TcpStream>) -> (String, Vec<u8>) {
+    use std::io::{BufRead, Read};
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        head.push_str(&line);
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+/// The proxy itself: a response fault armed for a request on a reused connection applies
+/// to that request's response (a CI run once saw the second of two corrupted GETs on one
+/// connection arrive intact, because the byte count carried over from the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxy_faults_every_response_on_a_reused_connection() {
+    use std::io::Write;
+    let reg = TestRegistry::start();
+    let t = tempfile::tempdir().unwrap();
+    let src = ContentStore::open(&t.path().join("src")).unwrap();
+    let img = make_image(&src, "linux/amd64", 100_000, false);
+    let client = Registry::new(RegistryOptions::default());
+    client
+        .push_image(&reg.reference("faults/keep:v1"), &src, &img.manifest, img.manifest_type, &img.blobs, &[])
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&reg.host);
+    let path = format!("/v2/faults/keep/blobs/{}", img.layer);
+    proxy.add_rule(Rule::new("GET", &path, Fault::CorruptResponseBody(99_999), 2));
+    let conn = std::net::TcpStream::connect(proxy.host()).unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(conn);
+    let want = src.read(&img.layer).unwrap();
+    for (i, corrupted) in [(0, true), (1, true), (2, false)] {
+        write!(w, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", proxy.host()).unwrap();
+        let (head, body) = read_response(&mut r);
+        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+        assert_eq!(body.len(), want.len(), "request {i}");
+        assert_eq!(body[..99_999], want[..99_999], "request {i}: only the last byte may differ");
+        assert_eq!(body[99_999] != want[99_999], corrupted, "request {i}");
+    }
+    assert_eq!(proxy.connections(), 1);
+    assert_eq!(proxy.injected(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_are_bounded_by_options() {
     let reg = TestRegistry::start();

@@ -168,6 +168,21 @@ enum RespFault {
     Corrupt(usize),
 }
 
+/// The response fault armed for the current request, and which request armed it: the
+/// pump restarts its byte count for every request, so a fault armed on a reused
+/// connection applies to that request's response, not to offsets of an earlier one.
+#[derive(Default)]
+struct Armed {
+    request: u64,
+    fault: Option<RespFault>,
+}
+
+fn arm(a: &Mutex<Armed>, fault: Option<RespFault>) {
+    let mut a = a.lock().unwrap();
+    a.request += 1;
+    a.fault = fault;
+}
+
 fn pick(shared: &Shared, method: &str, path: &str) -> Option<Fault> {
     let mut rules = shared.rules.lock().unwrap();
     for r in rules.iter_mut() {
@@ -187,19 +202,29 @@ fn pick(shared: &Shared, method: &str, path: &str) -> Option<Fault> {
 
 /// Upstream → client, applying the response fault armed for the current request;
 /// `kill` closes both connections.
-fn pump_responses(from: &mut TcpStream, to: &mut TcpStream, rf: &Mutex<Option<RespFault>>, kill: &dyn Fn()) {
+fn pump_responses(from: &mut TcpStream, to: &mut TcpStream, rf: &Mutex<Armed>, kill: &dyn Fn()) {
     let mut buf = [0u8; 16 * 1024];
     // Per armed fault: bytes seen since armed, and for corruption the head end.
     let mut seen = 0usize;
     let mut head_tail: Vec<u8> = Vec::new();
     let mut body_at: Option<usize> = None;
+    let mut request = 0u64;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let chunk = &mut buf[..n];
-        let armed = *rf.lock().unwrap();
+        let armed = {
+            let a = rf.lock().unwrap();
+            if a.request != request {
+                request = a.request;
+                seen = 0;
+                head_tail.clear();
+                body_at = None;
+            }
+            a.fault
+        };
         match armed {
             Some(RespFault::DropAfter(limit)) => {
                 let room = limit.saturating_sub(seen);
@@ -223,18 +248,14 @@ fn pump_responses(from: &mut TcpStream, to: &mut TcpStream, rf: &Mutex<Option<Re
                         }
                         Some(start) if pos == start + off => {
                             *b = !*b;
-                            *rf.lock().unwrap() = None;
+                            rf.lock().unwrap().fault = None;
                         }
                         Some(_) => {}
                     }
                 }
                 seen += n;
             }
-            None => {
-                seen = 0;
-                head_tail.clear();
-                body_at = None;
-            }
+            None => {}
         }
         if to.write_all(chunk).is_err() {
             break;
@@ -245,7 +266,7 @@ fn pump_responses(from: &mut TcpStream, to: &mut TcpStream, rf: &Mutex<Option<Re
 
 fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let upstream = TcpStream::connect(&shared.upstream)?;
-    let resp_fault: Arc<Mutex<Option<RespFault>>> = Arc::new(Mutex::new(None));
+    let resp_fault: Arc<Mutex<Armed>> = Arc::new(Mutex::new(Armed::default()));
     let kill = {
         let both = Arc::new((client.try_clone()?, upstream.try_clone()?));
         move || {
@@ -326,13 +347,13 @@ fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 kill();
                 return Ok(());
             }
-            Some(Fault::DropResponseAfter(n)) => *resp_fault.lock().unwrap() = Some(RespFault::DropAfter(n)),
-            Some(Fault::CorruptResponseBody(n)) => *resp_fault.lock().unwrap() = Some(RespFault::Corrupt(n)),
+            Some(Fault::DropResponseAfter(n)) => arm(&resp_fault, Some(RespFault::DropAfter(n))),
+            Some(Fault::CorruptResponseBody(n)) => arm(&resp_fault, Some(RespFault::Corrupt(n))),
             Some(Fault::DelayMs(ms)) => {
                 thread::sleep(std::time::Duration::from_millis(ms));
-                *resp_fault.lock().unwrap() = None;
+                arm(&resp_fault, None);
             }
-            None => *resp_fault.lock().unwrap() = None,
+            None => arm(&resp_fault, None),
         }
         up.write_all(&head)?;
         if chunked {
