@@ -76,6 +76,52 @@ pub struct BuildOptions {
     pub snapshotter: Option<kiln_snapshotter::SnapshotterKind>,
     pub compression: kiln_snapshotter::Compression,
     pub compression_level: Option<i32>,
+    /// `--base-image-cache DIR`: base images taken from a Kaniko-style cache directory
+    /// (`kiln warmer`, Kaniko's warmer) before the registry's layers are fetched.
+    pub base_image_cache: Option<PathBuf>,
+    /// `--all-stages`: every stage up to the target is built, used or not (Kaniko's
+    /// default; `kiln executor --skip-unused-stages` turns it off).
+    pub all_stages: bool,
+    /// Which steps the `--cache-repo` cache stores and serves.
+    pub cache_repo_steps: CacheRepoSteps,
+}
+
+/// `--cache-repo-steps`: Kaniko's `--cache-run-layers` and `--cache-copy-layers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheRepoSteps {
+    pub run: bool,
+    pub copy: bool,
+}
+
+impl Default for CacheRepoSteps {
+    fn default() -> Self {
+        CacheRepoSteps { run: true, copy: true }
+    }
+}
+
+impl CacheRepoSteps {
+    /// A comma-separated list of `run`, `copy` (COPY and ADD), or `none`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out = CacheRepoSteps { run: false, copy: false };
+        for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match w {
+                "run" => out.run = true,
+                "copy" => out.copy = true,
+                "none" => {}
+                other => return Err(format!("{other:?}: expected run, copy or none")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the step whose history says `created_by` goes through the cache repo.
+    pub fn admits(&self, created_by: &str) -> bool {
+        match created_by.split_whitespace().next() {
+            Some("RUN") => self.run,
+            Some("COPY" | "ADD") => self.copy,
+            _ => true,
+        }
+    }
 }
 
 impl BuildOptions {
@@ -124,6 +170,9 @@ impl BuildOptions {
             snapshotter: None,
             compression: kiln_snapshotter::Compression::default(),
             compression_level: None,
+            base_image_cache: None,
+            all_stages: false,
+            cache_repo_steps: CacheRepoSteps::default(),
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct BuildGraph {
     /// Where the build's SOURCE_DATE_EPOCH comes from (`--build-arg`, else the
     /// global ARG's value); `None` when it is unset or empty.
     pub source_date_epoch: Option<SourceDateEpoch>,
+    /// Every stage up to the target is built, used or not ([`LowerOptions::all_stages`]).
+    pub all_stages: bool,
 }
 
 /// A SOURCE_DATE_EPOCH value as BuildKit reads it.
@@ -69,7 +71,7 @@ impl BuildGraph {
     pub fn needed(&self) -> Vec<StageIdx> {
         let deps: Vec<Vec<usize>> = self.stages.iter().map(|s| s.deps.iter().map(|d| d.0).collect()).collect();
         let deps: Vec<&[usize]> = deps.iter().map(Vec::as_slice).collect();
-        dependency_order(self.target.0, &deps).into_iter().map(StageIdx).collect()
+        built_stages(self.target.0, &deps, self.all_stages).into_iter().map(StageIdx).collect()
     }
 
     /// The needed part of the build as a DAG of operations: image and context
@@ -162,6 +164,24 @@ impl BuildGraph {
 
 /// Post-order walk from `target` over `deps`: dependencies first. Iterative, so deep
 /// chains cannot overflow the stack; out-of-range indices are ignored.
+/// The stages a build runs, dependencies first and the target last: what the target
+/// needs, or with `all_stages` every stage up to the target and what each needs
+/// (Kaniko without `--skip-unused-stages`).
+pub(crate) fn built_stages(target: usize, deps: &[&[usize]], all_stages: bool) -> Vec<usize> {
+    if !all_stages {
+        return dependency_order(target, deps);
+    }
+    let mut out: Vec<usize> = Vec::new();
+    for s in (0..target).chain(std::iter::once(target)) {
+        for d in dependency_order(s, deps) {
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    out
+}
+
 pub(crate) fn dependency_order(target: usize, deps: &[&[usize]]) -> Vec<usize> {
     let n = deps.len();
     if target >= n {

@@ -107,6 +107,9 @@ pub struct LowerOptions {
     /// Image ref → its config `OnBuild` triggers (as written, e.g. `RUN make`): they
     /// run first in a stage built FROM that image, as in Docker.
     pub base_onbuild: BTreeMap<String, Vec<String>>,
+    /// Build every stage up to the target, not only those it needs: Kaniko's default
+    /// (`kiln executor` without `--skip-unused-stages`); BuildKit builds only the needed.
+    pub all_stages: bool,
 }
 
 /// Platforms are kiln's one type (parse, normalise, host, text, JSON).

@@ -26,7 +26,7 @@ mod step;
 use crate::error::{Diag, Error, Location};
 use crate::expand::expand_word;
 use crate::gofmt;
-use crate::graph::dependency_order;
+use crate::graph::built_stages;
 use crate::graph::*;
 use crate::parser::{Command, Dockerfile, Flag, Instruction, Keyword};
 use crate::values::valid_stage_name;
@@ -103,7 +103,7 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> 
         .collect();
     let raw_deps: Vec<Vec<usize>> = deps.iter().map(|d| d.iter().map(|s| s.0).collect()).collect();
     let dep_refs: Vec<&[usize]> = raw_deps.iter().map(Vec::as_slice).collect();
-    let needed = dependency_order(target, &dep_refs);
+    let needed = built_stages(target, &dep_refs, opts.all_stages);
     let mut needed_sorted = needed.clone();
     needed_sorted.sort_unstable();
     for i in needed_sorted {
@@ -136,7 +136,7 @@ pub fn lower(df: &Dockerfile, opts: &LowerOptions) -> Result<BuildGraph, Error> 
         }
     }
     check_cycles(&cx, &stages, &edges)?;
-    Ok(BuildGraph { stages, target: StageIdx(target), source_date_epoch })
+    Ok(BuildGraph { stages, target: StageIdx(target), source_date_epoch, all_stages: opts.all_stages })
 }
 
 /// A stage as found in the AST: its FROM and the instructions after it.

@@ -184,3 +184,23 @@ fn arg_after_env_of_the_same_name_wins_in_run_and_expansion() {
     let g = lower_with("FROM alpine\nENV X=env\nARG X\nENV Y=$X\n", &[]);
     assert_eq!(g.stages[0].steps[2].kind, StepKind::Env(vec![("Y".into(), "env".into())]));
 }
+
+/// Kaniko builds every stage up to the target unless `--skip-unused-stages`
+/// (executor/build.go CalcDependencies + skipUnusedStages); BuildKit only the needed.
+#[test]
+fn all_stages_builds_every_stage_up_to_the_target_dependencies_first() {
+    let text = "FROM scratch AS a\nFROM scratch AS unused\nCOPY --from=a / /\nFROM scratch AS b\nFROM scratch AS final\nCOPY --from=b / /\nFROM scratch AS after\n";
+    let df = parse("Dockerfile", text).unwrap();
+    let needed = |all: bool, target: Option<&str>| {
+        let opts = LowerOptions { all_stages: all, target: target.map(str::to_string), ..Default::default() };
+        lower(&df, &opts).unwrap().needed().iter().map(|s| s.0).collect::<Vec<_>>()
+    };
+    assert_eq!(needed(false, Some("final")), vec![2, 3]);
+    assert_eq!(needed(true, Some("final")), vec![0, 1, 2, 3]);
+    assert_eq!(needed(true, None), vec![0, 1, 2, 3, 4]);
+    assert_eq!(needed(true, Some("a")), vec![0]);
+    // A stage that cannot be lowered fails the build only when it is built.
+    let bad = parse("Dockerfile", "FROM scratch AS a\nFROM scratch AS broken\nCOPY --chmod=abc x /\nFROM scratch AS final\n").unwrap();
+    assert!(lower(&bad, &LowerOptions::default()).is_ok());
+    assert!(lower(&bad, &LowerOptions { all_stages: true, ..Default::default() }).is_err());
+}

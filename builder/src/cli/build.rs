@@ -101,6 +101,19 @@ pub struct BuildArgs {
     /// Kaniko-style registry layer cache: one small image per step, in this repository.
     #[arg(long = "cache-repo", value_name = "REPO")]
     pub cache_repo: Option<String>,
+    /// Which steps --cache-repo stores and serves: run, copy (COPY and ADD), both
+    /// (default) or none. Kaniko's --cache-run-layers / --cache-copy-layers.
+    #[arg(long = "cache-repo-steps", value_name = "run,copy|none", default_value = "run,copy")]
+    pub cache_repo_steps: String,
+    /// Base images from this directory of image tarballs (written by `kiln warmer` or
+    /// Kaniko's warmer, named by manifest digest) instead of fetching their layers;
+    /// entries older than --cache-ttl (default two weeks) are not used.
+    #[arg(long = "base-image-cache", value_name = "DIR")]
+    pub base_image_cache: Option<PathBuf>,
+    /// Build every stage up to the target, even those it does not use (Kaniko's
+    /// default); normally only the stages the target needs are built.
+    #[arg(long = "all-stages")]
+    pub all_stages: bool,
     /// BuildKit-style registry cache to read: type=registry,ref=REF. Repeatable.
     #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
     pub cache_from: Vec<String>,
@@ -358,6 +371,9 @@ impl BuildArgs {
                 Some(r) => Some(r.parse::<Reference>().map_err(|e| anyhow!("--cache-repo {r}: {e}"))?),
                 None => None,
             },
+            cache_repo_steps: crate::options::CacheRepoSteps::parse(&self.cache_repo_steps).map_err(|e| anyhow!("--cache-repo-steps {e}"))?,
+            base_image_cache: self.base_image_cache,
+            all_stages: self.all_stages,
             cache_from: self.cache_from.iter().map(|c| parse_cache_ref("--cache-from", c)).collect::<Result<_>>()?,
             cache_to: self.cache_to.as_deref().map(|c| parse_cache_ref("--cache-to", c)).transpose()?,
             registry: self.registry.to_options()?,

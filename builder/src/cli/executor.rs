@@ -198,10 +198,6 @@ pub const NO_EFFECT: &[(&str, &str)] = &[
     ("skip-default-registry-fallback", "kiln falls back to docker.io only after --registry-mirror entries, never for mapped names"),
     ("no-push-cache", "the layer cache is pushed with the image"),
     ("log-timestamp", "kiln's lines carry no timestamps"),
-    ("cache-copy-layers", "COPY layers are always cached by content"),
-    ("cache-run-layers", "RUN layers are always cached"),
-    ("cache-dir", "base images are kept in kiln's content store"),
-    ("skip-unused-stages", "kiln builds only the stages the target needs, always"),
     ("materialize", "kiln always materialises the rootfs it needs"),
     ("preserve-context", "kiln never changes the context"),
     ("credential-helpers", "kiln runs the helpers docker's config.json names"),
@@ -335,6 +331,22 @@ impl ExecutorArgs {
             Some(other) => bail!("--log-format {other:?}: expected text, color or json"),
         }
         let mut switches = Vec::new();
+        // Kaniko builds every stage up to the target unless told to skip unused ones.
+        if !self.skip_unused_stages.unwrap_or(false) {
+            switches.push("--all-stages");
+        }
+        if self.cache.unwrap_or(false) {
+            // Kaniko reads base images from --cache-dir (default /cache) only with --cache.
+            let dir = self.cache_dir.clone().unwrap_or_else(|| PathBuf::from("/cache"));
+            extra.push(("--base-image-cache", dir.to_string_lossy().into_owned()));
+            // kiln caches COPY layers unless told not to (see KNOWN_DIFFERENCES.md).
+            let steps: Vec<&str> = [("run", self.cache_run_layers.unwrap_or(true)), ("copy", self.cache_copy_layers.unwrap_or(true))]
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(k, _)| *k)
+                .collect();
+            extra.push(("--cache-repo-steps", if steps.is_empty() { "none".into() } else { steps.join(",") }));
+        }
         // One layer on top of the base: Buildah's --squash.
         if self.single_snapshot.unwrap_or(false) {
             switches.push("--squash");
@@ -408,10 +420,6 @@ impl ExecutorArgs {
             "skip-default-registry-fallback" => self.skip_default_registry_fallback.is_some(),
             "no-push-cache" => self.no_push_cache.is_some(),
             "log-timestamp" => self.log_timestamp.is_some(),
-            "cache-copy-layers" => self.cache_copy_layers.is_some(),
-            "cache-run-layers" => self.cache_run_layers.is_some(),
-            "cache-dir" => self.cache_dir.is_some(),
-            "skip-unused-stages" => self.skip_unused_stages.is_some(),
             "materialize" => self.materialize.is_some(),
             "preserve-context" => self.preserve_context.is_some(),
             "credential-helpers" => !self.credential_helpers.is_empty(),

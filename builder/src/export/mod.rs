@@ -15,6 +15,7 @@ use kiln_frontend::Platform;
 use crate::options::Format;
 
 pub mod archive;
+pub mod base_cache;
 pub mod rootfs_tar;
 
 /// The stored manifest of a finished image.

@@ -41,6 +41,7 @@ mod prepare;
 mod rootfs;
 mod schedule;
 mod stage;
+mod step_filter;
 #[cfg(test)]
 mod in_process_tests;
 
@@ -339,6 +340,7 @@ async fn plan_targets(
             target: opts.target.clone(),
             target_platform: target.clone(),
             build_platform: host.clone(),
+            all_stages: opts.all_stages,
             ..Default::default()
         };
         let wanted = match kiln_frontend::lower(df, &lower_opts) {
@@ -604,10 +606,12 @@ fn layer_caches(opts: &BuildOptions, store: &ContentStore, registry: &Registry) 
     let copts = || CacheOptions { ttl: opts.cache_ttl, ..Default::default() };
     let mut caches: Vec<Box<dyn LayerCache>> = vec![Box::new(LocalCache::new(store.clone(), copts()))];
     if let Some(repo) = &opts.cache_repo {
-        caches.push(Box::new(RegistryCache::repo(registry.clone(), repo.clone(), copts())));
+        let repo_cache = RegistryCache::repo(registry.clone(), repo.clone(), copts());
+        caches.push(Box::new(step_filter::StepFilter { inner: repo_cache, steps: opts.cache_repo_steps }));
     }
     if !opts.cache_from.is_empty() || opts.cache_to.is_some() {
         caches.push(Box::new(RegistryCache::manifest(registry.clone(), opts.cache_from.clone(), opts.cache_to.clone(), copts())));
     }
     Ok(caches)
 }
+

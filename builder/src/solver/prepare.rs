@@ -189,6 +189,8 @@ async fn resolve_image(
     registry: &Registry,
     store: &ContentStore,
     policy: PullPolicy,
+    base_cache: Option<&std::path::Path>,
+    ttl: std::time::Duration,
     reference: &Reference,
     platform: &Platform,
 ) -> Result<kiln_cache::PulledImage> {
@@ -203,8 +205,59 @@ async fn resolve_image(
         let have = if names.is_empty() { "there are no local images".to_string() } else { format!("local images: {}", names.join(", ")) };
         bail!("{reference} ({platform}) is not a local image and --pull=never forbids pulling it ({have})");
     }
+    if let Some(dir) = base_cache {
+        if let Some(img) = from_base_cache(registry, store, dir, ttl, reference, platform).await {
+            return Ok(img);
+        }
+    }
     progress::get().info("pull", &format!("pulling {reference} ({platform})"));
     Ok(registry.pull_image(reference, platform, store).await?)
+}
+
+/// The image from the `--base-image-cache` directory, found as Kaniko finds it: by the
+/// pinned digest, else by the digest the registry resolves the tag (and platform) to.
+/// Anything wrong with the directory or the lookup is a miss: the registry serves then.
+async fn from_base_cache(
+    registry: &Registry,
+    store: &ContentStore,
+    dir: &std::path::Path,
+    ttl: std::time::Duration,
+    reference: &Reference,
+    platform: &Platform,
+) -> Option<kiln_cache::PulledImage> {
+    use crate::export::base_cache::{import, lookup, Lookup};
+    let mut digests: Vec<kiln_oci::Digest> = reference.digest().into_iter().cloned().collect();
+    if !digests.iter().any(|d| matches!(lookup(dir, d, ttl), Lookup::Fresh(_))) {
+        match platform_manifest_digest(registry, reference, platform).await {
+            Ok(d) => digests.push(d),
+            Err(e) => tracing::debug!("base image cache: resolving {reference}: {e:#}"),
+        }
+    }
+    for d in digests {
+        match lookup(dir, &d, ttl) {
+            Lookup::Fresh(path) => match import(store, &path, &d) {
+                Ok(img) => {
+                    progress::get().info("pull", &format!("using {reference} ({platform}) from the base image cache {}", path.display()));
+                    return Some(img);
+                }
+                Err(e) => progress::get().warn(&format!("base image cache entry {} not used: {e:#}", path.display())),
+            },
+            Lookup::Expired => tracing::debug!("base image cache: {reference} ({d}) is older than the cache TTL"),
+            Lookup::Missing => tracing::debug!("base image cache: no entry for {reference} ({d})"),
+        }
+    }
+    None
+}
+
+/// The digest of `reference`'s manifest for `platform` (through its index, if any).
+async fn platform_manifest_digest(registry: &Registry, reference: &Reference, platform: &Platform) -> Result<kiln_oci::Digest> {
+    let (bytes, digest) = registry.get_manifest(reference).await?.ok_or_else(|| anyhow!("{reference}: no such image"))?;
+    if !kiln_cache::images::is_index(&bytes)? {
+        return Ok(digest);
+    }
+    let index: kiln_oci::ImageIndex = serde_json::from_slice(&bytes).with_context(|| format!("the index of {reference}"))?;
+    let chosen = kiln_cache::platform::select(index.manifests(), platform).ok_or_else(|| anyhow!("{reference} has no {platform} image"))?;
+    Ok(chosen.digest().to_string().parse()?)
 }
 
 pub(super) async fn pull_all(
@@ -215,6 +268,7 @@ pub(super) async fn pull_all(
     wanted: &[(String, Platform)],
 ) -> Result<()> {
     let policy = opts.pull;
+    let base_ttl = opts.cache_ttl.unwrap_or(crate::export::base_cache::DEFAULT_TTL);
     for (name, p) in wanted {
         let key = (name.clone(), (p).to_string());
         if pulled.contains_key(&key) {
@@ -231,7 +285,7 @@ pub(super) async fn pull_all(
                     Some(NamedContext::Image(r)) => r.clone(),
                     _ => name.parse().map_err(|e| anyhow!("image {name}: {e}"))?,
                 };
-                resolve_image(registry, store, policy, &reference, p).await.map_err(|e| {
+                resolve_image(registry, store, policy, opts.base_image_cache.as_deref(), base_ttl, &reference, p).await.map_err(|e| {
                     e.context(PullFailed { name: name.clone(), reference: reference.to_string(), platform: key.1.clone() })
                 })?
             }
