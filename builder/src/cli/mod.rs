@@ -15,7 +15,8 @@ pub mod inspect;
 pub mod maintenance;
 pub mod values;
 
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -63,4 +64,54 @@ pub enum CommandKind {
     /// Internal: run one RUN step inside its sandbox.
     #[command(name = "__sandbox", hide = true)]
     Sandbox { spec: PathBuf },
+}
+
+/// The command line clap should read. Invoked under the name `executor` (the
+/// `/kaniko/executor` of kiln's Kaniko image, where Tekton's kaniko task and GitLab's
+/// documented job call it), kiln is `kiln executor`: Kaniko's command line with
+/// Kaniko's defaults. The re-executions inside the user namespace keep this argv and
+/// so dispatch alike; the RUN sandbox is started as `/proc/self/exe`, never as `executor`.
+pub fn command_line(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    let as_executor = args.first().and_then(|a| Path::new(a).file_name()) == Some(OsStr::new("executor"));
+    if as_executor {
+        // Help and errors then say `kiln executor`, which is what runs.
+        args.splice(0..1, [OsString::from("kiln"), OsString::from("executor")]);
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Cli {
+        Cli::try_parse_from(command_line(argv.iter().map(OsString::from))).unwrap()
+    }
+
+    #[test]
+    fn executor_by_name_is_kiln_executor_with_kanikos_defaults() {
+        for argv0 in ["/kaniko/executor", "executor", "./executor"] {
+            let CommandKind::Executor(a) = parse(&[argv0, "--destination", "r/app:1", "--no-push"]).command else {
+                panic!("{argv0} did not dispatch to executor");
+            };
+            assert_eq!(a.context, "/workspace/");
+            assert_eq!(a.dockerfile, PathBuf::from("Dockerfile"));
+            assert_eq!(a.destinations, ["r/app:1"]);
+            assert_eq!(a.no_push, Some(true));
+        }
+        // No arguments at all is Kaniko's plain run: the defaults.
+        assert!(matches!(parse(&["/kaniko/executor"]).command, CommandKind::Executor(_)));
+    }
+
+    #[test]
+    fn other_names_are_kiln() {
+        for argv0 in ["kiln", "/usr/local/bin/kiln", "/proc/self/exe", "executor-wrapper", "/kaniko/executor/kiln"] {
+            assert!(matches!(parse(&[argv0, "df"]).command, CommandKind::Df), "{argv0}");
+        }
+        // `kiln` named explicitly still takes `executor` as a subcommand.
+        assert!(matches!(parse(&["kiln", "executor", "--no-push"]).command, CommandKind::Executor(_)));
+        // As `executor`, the first argument is a flag of executor, not a subcommand.
+        assert!(Cli::try_parse_from(command_line(["/kaniko/executor", "df"].map(OsString::from))).is_err());
+    }
 }

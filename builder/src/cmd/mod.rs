@@ -35,7 +35,7 @@ pub fn init_tracing(default: Option<&str>) {
 
 /// Parse the command line and run the subcommand.
 pub fn run() -> ExitCode {
-    let cli = crate::cli::Cli::parse();
+    let cli = crate::cli::Cli::parse_from(crate::cli::command_line(std::env::args_os()));
     match cli.command {
         crate::cli::CommandKind::Binfmt { install, platforms } => {
             let r = if install { crate::exec::binfmt::install(&platforms) } else { crate::exec::binfmt::list() };
