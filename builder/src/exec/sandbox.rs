@@ -367,21 +367,35 @@ fn set_default_caps() -> Result<()> {
 
 fn drop_to_user(sys: &dyn Sys, spec: &RunSpec) -> Result<()> {
     drop_bounding_caps();
-    set_identity(sys, spec)?;
+    set_identity(sys, spec, || std::fs::read_to_string("/proc/self/gid_map").ok())?;
     if spec.uid == 0 {
         set_default_caps()?;
     }
     Ok(())
 }
 
+/// Whether `gid` has a mapping in a user namespace's `gid_map` ("inside outside count" lines).
+fn gid_mapped(gid_map: &str, gid: u32) -> bool {
+    gid_map.lines().any(|l| {
+        let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        f.len() == 3 && (f[0]..f[0] + f[2]).contains(&u64::from(gid))
+    })
+}
+
 /// Groups, then gid, then uid (after setuid the others can no longer change).
-fn set_identity(sys: &dyn Sys, spec: &RunSpec) -> Result<()> {
+/// `gid_map`: this user namespace's map, read only when setgroups is refused.
+fn set_identity(sys: &dyn Sys, spec: &RunSpec, gid_map: impl FnOnce() -> Option<String>) -> Result<()> {
     let groups = &spec.groups;
     if let Err(e) = sys.setgroups(groups) {
-        // With a single-id map setgroups is denied; that only matters when the step
-        // needs groups beyond its gid.
-        if groups.iter().any(|g| *g != spec.gid) {
-            return Err(e).context("setting supplementary groups");
+        // A single-id map denies setgroups. A group with no mapping here owns no file
+        // in this namespace (layers' chowns to it failed, see the snapshotter's
+        // chown_failed), so membership in it grants nothing: root's `wheel` in a
+        // busybox image must not stop every RUN. Only a mapped extra group is a loss.
+        let map = gid_map();
+        let lost: Vec<u32> =
+            groups.iter().copied().filter(|g| *g != spec.gid && map.as_deref().is_none_or(|m| gid_mapped(m, *g))).collect();
+        if !lost.is_empty() {
+            return Err(e).context(format!("setting supplementary groups {lost:?}"));
         }
     }
     sys.setgid(spec.gid).with_context(|| format!("setgid {}", spec.gid))?;
@@ -657,18 +671,23 @@ mod tests {
     fn identity_is_groups_then_gid_then_uid() {
         let d = rootfs();
         let sys = Recorder::new();
-        set_identity(&sys, &spec(d.path())).unwrap();
+        set_identity(&sys, &spec(d.path()), || unreachable!("read only when setgroups fails")).unwrap();
         assert_eq!(sys.calls(), ["setgroups [1000, 10]", "setgid 1000", "setuid 1000"]);
         // A single-id map refuses setgroups: fine when no extra group is needed...
         let mut sys = Recorder::new();
         sys.fail.push(("setgroups".into(), nix::errno::Errno::EPERM));
         let mut s = spec(d.path());
         s.groups = vec![1000];
-        set_identity(&sys, &s).unwrap();
+        let single = || Some("      1000       1001          1\n".to_string());
+        set_identity(&sys, &s, single).unwrap();
         assert_eq!(sys.calls(), ["setgroups [1000]", "setgid 1000", "setuid 1000"]);
-        // ...an error when the step needs one.
-        let err = set_identity(&sys, &spec(d.path())).unwrap_err();
-        assert!(format!("{err:#}").contains("supplementary groups"), "{err:#}");
+        // ...or when the extra ones have no mapping (nothing here can belong to them)...
+        set_identity(&sys, &spec(d.path()), single).unwrap();
+        // ...an error when the step needs a group that exists here, or the map is unreadable.
+        let wide = || Some("0 1001 1\n1 100000 65536\n".to_string());
+        let err = set_identity(&sys, &spec(d.path()), wide).unwrap_err();
+        assert!(format!("{err:#}").contains("supplementary groups [10]"), "{err:#}");
+        assert!(set_identity(&sys, &spec(d.path()), || None).is_err());
     }
 
     #[test]
