@@ -5,7 +5,8 @@
 #
 #   1. apt: docker-registry uidmap busybox-static qemu-user-static buildah skopeo
 #      umoci apache2-utils jq python3 curl mmdebstrap (for the Debian base of
-#      testdata/projects; apt-get update only when needed);
+#      testdata/projects) bubblewrap (pods of deploy_kaniko.rs; apt-get update only
+#      when needed);
 #      arm64 as a foreign architecture and busybox-static .debs (amd64+arm64)
 #      downloaded into $KILN_DEB_CACHE (default /var/cache/kiln-testdata/debs)
 #   2. the unprivileged user `kilntest` with a 65536-wide subuid/subgid range
@@ -29,7 +30,7 @@ DEB_CACHE=${KILN_DEB_CACHE:-/var/cache/kiln-testdata/debs}
 export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(docker-registry uidmap busybox-static qemu-user-static buildah skopeo umoci git mmdebstrap
-          apache2-utils jq python3 curl ca-certificates openssl)
+          apache2-utils jq python3 curl ca-certificates openssl bubblewrap)
 
 # ---------------------------------------------------------------- 1. packages
 installed() { dpkg-query -W -f='${db:Status-Status}\n' "$1" 2>/dev/null | grep -qx installed; }
@@ -60,7 +61,7 @@ else
   log "packages already installed: ${PACKAGES[*]}"
 fi
 for b in /usr/bin/docker-registry /usr/bin/newuidmap /usr/bin/newgidmap /usr/bin/skopeo \
-         /usr/bin/buildah /usr/bin/umoci /usr/bin/jq /usr/bin/python3 /bin/busybox; do
+         /usr/bin/buildah /usr/bin/umoci /usr/bin/jq /usr/bin/python3 /bin/busybox /usr/bin/bwrap; do
   [ -x "$b" ] || die "$b missing after install"
 done
 
