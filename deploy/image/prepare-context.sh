@@ -20,6 +20,7 @@
 #     kaniko/executor                  the binary (kiln acts as `kiln executor` by that name)
 #     kaniko/ssl/certs/ca-certificates.crt   where Kaniko's SSL_CERT_DIR points
 #     kaniko, kaniko/.docker           0777 (Kaniko: "to allow non root run")
+#     kaniko/warmer                    a symlink to it (kiln acts as `kiln warmer` by that name)
 #     usr/local/bin/kiln               a symlink to /kaniko/executor
 #     etc/nsswitch.conf                Kaniko's (hosts: files dns)
 #   kaniko-debug/bin/sh                a symlink to /busybox/sh, as in Kaniko's :debug
@@ -103,6 +104,8 @@ mkdir -p "$K/kaniko/.docker" "$K/kaniko/ssl/certs" "$K/usr/local/bin"
 cp "$R/usr/local/bin/kiln" "$K/kaniko/executor"
 chmod 0755 "$K/kaniko/executor"
 ln -s /kaniko/executor "$K/usr/local/bin/kiln"
+# Kaniko's warmer image runs /kaniko/warmer: by that name kiln is `kiln warmer`.
+ln -s executor "$K/kaniko/warmer"
 cp "$R/etc/ssl/certs/ca-certificates.crt" "$K/kaniko/ssl/certs/ca-certificates.crt"
 # Kaniko makes /kaniko 0777 so that a non-root run can write there (kiln keeps
 # KILN_ROOT in it); .docker too, so that a job running as any uid can write

@@ -187,6 +187,13 @@ pub struct Image {
     pub tree: Tree,
 }
 
+impl Image {
+    /// `sha256:<hex>` of `data`: a blob's or manifest's digest.
+    pub fn digest_of(data: &[u8]) -> String {
+        sha256_hex(data)
+    }
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     let d = Sha256::digest(data);
     let mut s = String::with_capacity(71);

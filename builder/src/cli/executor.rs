@@ -17,7 +17,7 @@ use clap::Args;
 use crate::cli::build::BuildArgs;
 
 /// A Kaniko boolean: `--flag`, `--flag=true`, `--flag=false`.
-fn kbool(s: &str) -> Result<bool, String> {
+pub(super) fn kbool(s: &str) -> Result<bool, String> {
     match s {
         "true" | "1" | "" => Ok(true),
         "false" | "0" => Ok(false),

@@ -14,6 +14,7 @@ pub mod index;
 pub mod inspect;
 pub mod maintenance;
 pub mod values;
+pub mod warmer;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,9 @@ pub enum CommandKind {
     // pflag's rule, which Kaniko pipelines rely on: a repeated flag's last value wins.
     #[command(args_override_self = true)]
     Executor(executor::ExecutorArgs),
+    /// Kaniko's cache warmer: write base images into a cache directory that
+    /// `kiln executor --cache=true --cache-dir DIR` (and `kiln build --base-image-cache`) read.
+    Warmer(warmer::WarmerArgs),
     /// Remove unused data: unreferenced blobs, leftovers of killed builds; with --all
     /// also the layer cache and unpacked layers.
     Prune(maintenance::PruneArgs),
@@ -73,10 +77,11 @@ pub enum CommandKind {
 /// so dispatch alike; the RUN sandbox is started as `/proc/self/exe`, never as `executor`.
 pub fn command_line(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut args: Vec<OsString> = args.into_iter().collect();
-    let as_executor = args.first().and_then(|a| Path::new(a).file_name()) == Some(OsStr::new("executor"));
-    if as_executor {
+    let name = args.first().and_then(|a| Path::new(a).file_name()).map(OsStr::to_os_string);
+    // Kaniko's image has `/kaniko/warmer` beside it, for the same binary.
+    if let Some(as_tool) = name.filter(|n| n == "executor" || n == "warmer") {
         // Help and errors then say `kiln executor`, which is what runs.
-        args.splice(0..1, [OsString::from("kiln"), OsString::from("executor")]);
+        args.splice(0..1, [OsString::from("kiln"), as_tool]);
     }
     args
 }
@@ -87,6 +92,17 @@ mod tests {
 
     fn parse(argv: &[&str]) -> Cli {
         Cli::try_parse_from(command_line(argv.iter().map(OsString::from))).unwrap()
+    }
+
+    #[test]
+    fn warmer_by_name_is_kiln_warmer_with_kanikos_defaults() {
+        let CommandKind::Warmer(a) = parse(&["/kaniko/warmer", "-i", "debian:12", "--image=alpine", "--customPlatform=linux/arm64"]).command else {
+            panic!("/kaniko/warmer did not dispatch to warmer");
+        };
+        assert_eq!(a.cache_dir, PathBuf::from("/cache"));
+        assert_eq!(a.images, ["debian:12", "alpine"]);
+        assert_eq!(a.custom_platform.as_deref(), Some("linux/arm64"));
+        assert!(Cli::try_parse_from(command_line(["/kaniko/warmer", "--bogus"].map(OsString::from))).is_err());
     }
 
     #[test]

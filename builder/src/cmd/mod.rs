@@ -9,6 +9,7 @@ pub mod index;
 pub mod inspect;
 pub mod maintenance;
 pub mod source;
+pub mod warmer;
 
 use std::process::ExitCode;
 
@@ -80,6 +81,14 @@ pub fn run() -> ExitCode {
         crate::cli::CommandKind::Build(args) => build::run(args, None),
         crate::cli::CommandKind::Image(command) => images::run(command),
         crate::cli::CommandKind::Diff(args) => diff::run(args),
+        crate::cli::CommandKind::Warmer(args) => {
+            init_tracing(args.verbosity.as_deref());
+            crate::progress::init(crate::progress::Mode::Plain);
+            match warmer::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         crate::cli::CommandKind::Executor(args) => {
             let destinations = args.destinations.clone();
             let own_digest_file = args.digest_file.is_some();

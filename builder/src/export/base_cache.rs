@@ -148,6 +148,35 @@ pub fn write(store: &ContentStore, dir: &Path, img: &PulledImage, tag: &str) -> 
     result
 }
 
+/// The digest of `reference`'s manifest for `platform` (through its index, if any):
+/// what an entry is named by.
+pub async fn platform_manifest_digest(registry: &kiln_cache::registry::Registry, reference: &kiln_cache::reference::Reference, platform: &kiln_oci::Platform) -> Result<kiln_oci::Digest> {
+    // Through the mirrors and maps a pull would use, in the same order.
+    let mut found = None;
+    let mut last_err = None;
+    for src in registry.pull_sources(reference) {
+        match registry.get_manifest(&src).await {
+            Ok(Some(m)) => {
+                found = Some(m);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let (bytes, digest) = match (found, last_err) {
+        (Some(m), _) => m,
+        (None, Some(e)) => return Err(e.into()),
+        (None, None) => bail!("{reference}: no such image"),
+    };
+    if !kiln_cache::images::is_index(&bytes)? {
+        return Ok(digest);
+    }
+    let index: kiln_oci::ImageIndex = serde_json::from_slice(&bytes).with_context(|| format!("the index of {reference}"))?;
+    let chosen = kiln_cache::platform::select(index.manifests(), platform).ok_or_else(|| anyhow!("{reference} has no {platform} image"))?;
+    Ok(chosen.digest().to_string().parse()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,7 +228,7 @@ async fn from_base_cache(
     use crate::export::base_cache::{import, lookup, Lookup};
     let mut digests: Vec<kiln_oci::Digest> = reference.digest().into_iter().cloned().collect();
     if !digests.iter().any(|d| matches!(lookup(dir, d, ttl), Lookup::Fresh(_))) {
-        match platform_manifest_digest(registry, reference, platform).await {
+        match crate::export::base_cache::platform_manifest_digest(registry, reference, platform).await {
             Ok(d) => digests.push(d),
             Err(e) => tracing::debug!("base image cache: resolving {reference}: {e:#}"),
         }
@@ -249,16 +249,6 @@ async fn from_base_cache(
     None
 }
 
-/// The digest of `reference`'s manifest for `platform` (through its index, if any).
-async fn platform_manifest_digest(registry: &Registry, reference: &Reference, platform: &Platform) -> Result<kiln_oci::Digest> {
-    let (bytes, digest) = registry.get_manifest(reference).await?.ok_or_else(|| anyhow!("{reference}: no such image"))?;
-    if !kiln_cache::images::is_index(&bytes)? {
-        return Ok(digest);
-    }
-    let index: kiln_oci::ImageIndex = serde_json::from_slice(&bytes).with_context(|| format!("the index of {reference}"))?;
-    let chosen = kiln_cache::platform::select(index.manifests(), platform).ok_or_else(|| anyhow!("{reference} has no {platform} image"))?;
-    Ok(chosen.digest().to_string().parse()?)
-}
 
 pub(super) async fn pull_all(
     registry: &Registry,
