@@ -84,6 +84,11 @@ pub struct BuildOptions {
     pub all_stages: bool,
     /// Which steps the `--cache-repo` cache stores and serves.
     pub cache_repo_steps: CacheRepoSteps,
+    /// `--log-timestamp`: progress lines start with the time.
+    pub log_timestamp: bool,
+    /// `--ignore-path`: absolute paths left out (with all below them) of every layer
+    /// the build writes; steps still see them while the build runs (Kaniko's flag).
+    pub ignore_paths: Vec<PathBuf>,
 }
 
 /// `--cache-repo-steps`: Kaniko's `--cache-run-layers` and `--cache-copy-layers`.
@@ -173,6 +178,8 @@ impl BuildOptions {
             base_image_cache: None,
             all_stages: false,
             cache_repo_steps: CacheRepoSteps::default(),
+            log_timestamp: false,
+            ignore_paths: Vec::new(),
         }
     }
 }

@@ -166,3 +166,39 @@ fn every_stage_is_built_unless_skip_unused_stages() {
     sb.kiln().build().arg("--target=app").arg(&ctx).run().assert_success();
     sb.kiln().build().arg("--target=app").arg("--all-stages").arg(&ctx).run().assert_failure();
 }
+
+#[test]
+fn ignore_path_keeps_a_tree_out_of_the_layers_and_log_timestamp_dates_the_lines() {
+    let registry = Registry::start();
+    let base = seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let df = format!(
+        "FROM {}\nRUN mkdir -p /var/cache/build && echo scratch > /var/cache/build/f && echo kept > /kept\nRUN cat /var/cache/build/f > /seen\n",
+        base.latest
+    );
+    let ctx = sb.new_context("ignore").file("Dockerfile", &df).build();
+    let build = |name: &str, extra: &[&str]| {
+        let out = sb
+            .kiln()
+            .arg("executor")
+            .arg(format!("--context={}", ctx.display()))
+            .arg(format!("--destination={}", registry.reference(&format!("demo/ignore:{name}"))))
+            .args(extra)
+            .run();
+        out.assert_success();
+        (out, Image::pull_from(&registry, &format!("demo/ignore:{name}")))
+    };
+    let (out, img) = build("ignored", &["--ignore-path=/var/cache/build", "--log-timestamp"]);
+    img.tree.assert_absent("/var/cache/build");
+    img.tree.assert_absent("/var/cache/build/f");
+    assert_eq!(img.tree.node("/kept").text(), "kept\n");
+    // The later step still saw the file while the build ran.
+    assert_eq!(img.tree.node("/seen").text(), "scratch\n");
+    let dated = out.stderr.lines().filter(|l| l.len() > 21 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T' && l[..20].ends_with('Z')).count();
+    assert!(dated >= 3, "--log-timestamp: progress lines start with the UTC time\n{out}");
+    // Without the flag, other keys: nothing of the filtered build is reused.
+    let (out, img) = build("kept", &[]);
+    assert_eq!(img.tree.node("/var/cache/build/f").text(), "scratch\n", "{out}");
+    assert!(!out.stderr.lines().any(|l| l.starts_with("20") && l.as_bytes().get(4) == Some(&b'-')), "no timestamps unless asked\n{out}");
+    sb.kiln().build().arg("--ignore-path=relative/x").arg(&ctx).run().assert_failure_containing("--ignore-path relative/x");
+}

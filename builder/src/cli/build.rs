@@ -114,6 +114,13 @@ pub struct BuildArgs {
     /// default); normally only the stages the target needs are built.
     #[arg(long = "all-stages")]
     pub all_stages: bool,
+    /// Start each progress line with the UTC time (plain progress; Kaniko's --log-timestamp).
+    #[arg(long = "log-timestamp")]
+    pub log_timestamp: bool,
+    /// Leave this absolute path (and everything below it) out of every layer the build
+    /// writes; RUN steps still see it during the build (Kaniko's --ignore-path). Repeatable.
+    #[arg(long = "ignore-path", value_name = "PATH")]
+    pub ignore_paths: Vec<PathBuf>,
     /// BuildKit-style registry cache to read: type=registry,ref=REF. Repeatable.
     #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
     pub cache_from: Vec<String>,
@@ -374,6 +381,18 @@ impl BuildArgs {
             cache_repo_steps: crate::options::CacheRepoSteps::parse(&self.cache_repo_steps).map_err(|e| anyhow!("--cache-repo-steps {e}"))?,
             base_image_cache: self.base_image_cache,
             all_stages: self.all_stages,
+            log_timestamp: self.log_timestamp,
+            ignore_paths: self
+                .ignore_paths
+                .iter()
+                .map(|p| {
+                    let clean: PathBuf = p.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+                    if !clean.is_absolute() || clean.components().any(|c| matches!(c, std::path::Component::ParentDir)) || clean == std::path::Path::new("/") {
+                        bail!("--ignore-path {}: expected an absolute path below / without `..`", p.display());
+                    }
+                    Ok(clean)
+                })
+                .collect::<Result<_>>()?,
             cache_from: self.cache_from.iter().map(|c| parse_cache_ref("--cache-from", c)).collect::<Result<_>>()?,
             cache_to: self.cache_to.as_deref().map(|c| parse_cache_ref("--cache-to", c)).transpose()?,
             registry: self.registry.to_options()?,

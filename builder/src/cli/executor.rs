@@ -191,13 +191,11 @@ pub const NO_EFFECT: &[(&str, &str)] = &[
     ("force-build-metadata", "kiln always writes history and created times"),
     ("ignore-var-run", "kiln's rootfs is its own: the container's /var/run never enters it"),
     ("whitelist-var-run", "kiln's rootfs is its own: the container's /var/run never enters it"),
-    ("ignore-path", "kiln's rootfs is its own: no container path can enter an image"),
     ("image-fs-extract-retry", "kiln extracts each layer once, verified by digest"),
     ("skip-push-permission-check", "kiln checks nothing before pushing"),
     ("push-ignore-immutable-tag-errors", "accepted; an immutable tag is still an error"),
     ("skip-default-registry-fallback", "kiln falls back to docker.io only after --registry-mirror entries, never for mapped names"),
     ("no-push-cache", "the layer cache is pushed with the image"),
-    ("log-timestamp", "kiln's lines carry no timestamps"),
     ("materialize", "kiln always materialises the rootfs it needs"),
     ("preserve-context", "kiln never changes the context"),
     ("credential-helpers", "kiln runs the helpers docker's config.json names"),
@@ -321,6 +319,7 @@ impl ExecutorArgs {
             extra.push(("--registry-certificate", file.to_string()));
         }
         extra.extend(self.annotations.iter().map(|a| ("--annotation", a.clone())));
+        extra.extend(self.ignore_paths.iter().map(|p| ("--ignore-path", p.clone())));
         extra.extend(self.secrets.iter().map(|s| ("--secret", s.clone())));
         if let Some(f) = &self.image_format {
             extra.push(("--format", f.clone()));
@@ -331,6 +330,9 @@ impl ExecutorArgs {
             Some(other) => bail!("--log-format {other:?}: expected text, color or json"),
         }
         let mut switches = Vec::new();
+        if self.log_timestamp.unwrap_or(false) {
+            switches.push("--log-timestamp");
+        }
         // Kaniko builds every stage up to the target unless told to skip unused ones.
         if !self.skip_unused_stages.unwrap_or(false) {
             switches.push("--all-stages");
@@ -413,13 +415,11 @@ impl ExecutorArgs {
             "force-build-metadata" => self.force_build_metadata.is_some(),
             "ignore-var-run" => self.ignore_var_run.is_some(),
             "whitelist-var-run" => self.whitelist_var_run.is_some(),
-            "ignore-path" => !self.ignore_paths.is_empty(),
             "image-fs-extract-retry" => self.image_fs_extract_retry.is_some(),
             "skip-push-permission-check" => self.skip_push_permission_check.is_some(),
             "push-ignore-immutable-tag-errors" => self.push_ignore_immutable_tag_errors.is_some(),
             "skip-default-registry-fallback" => self.skip_default_registry_fallback.is_some(),
             "no-push-cache" => self.no_push_cache.is_some(),
-            "log-timestamp" => self.log_timestamp.is_some(),
             "materialize" => self.materialize.is_some(),
             "preserve-context" => self.preserve_context.is_some(),
             "credential-helpers" => !self.credential_helpers.is_empty(),

@@ -41,7 +41,7 @@ pub fn run(mut args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
         Err(e) => return super::fail(&e),
     };
     opts.registry.auth_files = auth.as_ref().map(|g| g.auth_files());
-    crate::progress::init(opts.progress);
+    crate::progress::init_with(opts.progress, opts.log_timestamp);
     opts.registry.transferred = crate::progress::get().transfers();
     let code = match crate::exec::userns::enter(opts.isolation_choice, &child_env) {
         Ok(crate::exec::userns::Entered::ChildExited(code)) => code,

@@ -83,7 +83,7 @@ pub fn run() -> ExitCode {
         crate::cli::CommandKind::Diff(args) => diff::run(args),
         crate::cli::CommandKind::Warmer(args) => {
             init_tracing(args.verbosity.as_deref());
-            crate::progress::init(crate::progress::Mode::Plain);
+            crate::progress::init_with(crate::progress::Mode::Plain, args.log_timestamp.unwrap_or(false));
             match warmer::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),

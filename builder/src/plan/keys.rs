@@ -60,6 +60,11 @@ pub trait KeyInputs {
     fn stage_key(&self, stage: kiln_frontend::StageIdx) -> Result<CacheKey>;
     /// What an `ADD` URL (without `--checksum`) resolved to: content digest and time.
     fn url_digest(&self, url: &str) -> Result<String>;
+    /// What the build leaves out of every layer it writes (`--ignore-path`), as key
+    /// material: empty for none, which keeps the keys of builds without it unchanged.
+    fn layer_filter(&self) -> String {
+        String::new()
+    }
 }
 
 pub fn job_keys(stage: &Stage, platform: &str, inputs: &mut dyn KeyInputs) -> Result<JobKeys> {
@@ -68,6 +73,9 @@ pub fn job_keys(stage: &Stage, platform: &str, inputs: &mut dyn KeyInputs) -> Re
         Base::Image(r) => CacheKey::from_parts(["kiln.base.v1", "image", &inputs.image_digest(r)?, platform]),
         Base::Stage(i) => CacheKey::from_parts(["kiln.base.v1", "stage", inputs.stage_key(*i)?.hex(), platform]),
     };
+    // Layers written with paths left out are other layers: another key chain.
+    let filter = inputs.layer_filter();
+    let base = if filter.is_empty() { base } else { CacheKey::from_parts(["kiln.layer-filter.v1", base.hex(), &filter]) };
     let mut parent = base.clone();
     let mut steps = Vec::with_capacity(stage.steps.len());
     let mut all_parts = Vec::with_capacity(stage.steps.len());

@@ -40,18 +40,25 @@ pub struct Reporter {
     start: Instant,
     /// The live view in tty mode on a terminal.
     live: Option<tty::Live>,
+    /// `--log-timestamp`: each plain line starts with the UTC time (Kaniko's flag).
+    timestamps: bool,
 }
 
 static REPORTER: OnceLock<Reporter> = OnceLock::new();
 
 /// Set the mode once, before the build starts (later calls keep the first).
 pub fn init(mode: Mode) {
+    init_with(mode, false);
+}
+
+/// [`init`], with `timestamps` on each plain line.
+pub fn init_with(mode: Mode, timestamps: bool) {
     let live = if mode == Mode::Tty { tty::Live::new() } else { None };
-    let _ = REPORTER.set(Reporter { mode, start: Instant::now(), live });
+    let _ = REPORTER.set(Reporter { mode, start: Instant::now(), live, timestamps });
 }
 
 pub fn get() -> &'static Reporter {
-    REPORTER.get_or_init(|| Reporter { mode: Mode::Plain, start: Instant::now(), live: None })
+    REPORTER.get_or_init(|| Reporter { mode: Mode::Plain, start: Instant::now(), live: None, timestamps: false })
 }
 
 /// Where a step stands.
@@ -88,6 +95,10 @@ impl Reporter {
     fn line(&self, s: &str) {
         match &self.live {
             Some(l) => l.println(s),
+            None if self.timestamps => {
+                let now = crate::timefmt::rfc3339(crate::timefmt::now_secs());
+                let _ = writeln!(std::io::stderr().lock(), "{now} {s}");
+            }
             None => {
                 let _ = writeln!(std::io::stderr().lock(), "{s}");
             }

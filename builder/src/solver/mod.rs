@@ -457,6 +457,7 @@ async fn keys_and_hits(
             job,
             platform: job.platform.to_string(),
             urls: resolved,
+            ignore_paths: &opts.ignore_paths,
         };
         let k = crate::plan::keys::job_keys(&job.stage, &job.platform.to_string(), &mut ki)?;
         keys.insert(JobId(id), k);
@@ -575,9 +576,14 @@ struct KeySources<'a> {
     job: &'a Job,
     platform: String,
     urls: &'a BTreeMap<String, crate::steps::urlcache::Resolved>,
+    ignore_paths: &'a [PathBuf],
 }
 
 impl crate::plan::keys::KeyInputs for KeySources<'_> {
+    fn layer_filter(&self) -> String {
+        self.ignore_paths.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join("\n")
+    }
+
     fn context_digest(&mut self, sources: &[String]) -> Result<String> {
         self.hasher.digest_sources(sources)
     }

@@ -129,10 +129,11 @@ impl<W: std::io::Write> std::io::Write for Counted<W> {
     }
 }
 
-/// How this build writes layers: `--compression`, its level, `SOURCE_DATE_EPOCH`.
+/// How this build writes layers: `--compression`, its level, `SOURCE_DATE_EPOCH`,
+/// and the `--ignore-path` trees left out of every layer.
 pub(super) fn diff_options(cx: &Ctx) -> DiffOptions {
     DiffOptions {
-        exclude: Vec::new(),
+        exclude: cx.opts.ignore_paths.iter().map(|p| p.strip_prefix("/").unwrap_or(p).to_path_buf()).collect(),
         source_date_epoch: cx.opts.source_date_epoch,
         gzip_level: cx.opts.compression_level.map(|l| l.clamp(0, 9) as u32),
         compression: cx.opts.compression,
