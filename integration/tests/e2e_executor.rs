@@ -194,3 +194,50 @@ fn kaniko_git_context_over_http() {
     out.assert_success();
     assert_eq!(Image::from_layout(&layout, None).tree.node("/msg").text(), "from git over http\n");
 }
+
+/// `--context-sub-path` with contexts that exist only once fetched: a local
+/// `tar://FILE.tar.gz`, `tar://stdin` and an `https://`-style URL (plain HTTP from
+/// the test's file server); the Dockerfile is found in the sub-directory.
+#[test]
+fn context_sub_path_inside_tarball_contexts() {
+    use kiln_integration::fileserver::{FileServer, ServedFile};
+    let registry = Registry::start();
+    let base = seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, content) in [
+        ("./app/Dockerfile".to_string(), format!("FROM {}\nCOPY msg.txt /msg.txt\n", base.latest)),
+        ("./app/msg.txt".to_string(), "from the sub-path\n".to_string()),
+        ("./Dockerfile".to_string(), "FROM scratch\nCOPY nothing-here /\n".to_string()),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, content.as_bytes()).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
+    let tgz = gz.finish().unwrap();
+    let file = sb.out_path("ctx.tar.gz");
+    std::fs::write(&file, &tgz).unwrap();
+    sb.user.chown_tree(&file);
+    let server = FileServer::start(vec![ServedFile { path: "/ctx.tar.gz".into(), data: tgz, last_modified: None }]).unwrap();
+    for (i, context) in [format!("tar://{}", file.display()), "tar://stdin".to_string(), format!("http://{}/ctx.tar.gz", server.host())].iter().enumerate() {
+        let tag = format!("demo/subpath:{i}");
+        let mut cmd = sb.kiln().arg("executor").arg(format!("--context={context}")).arg("--context-sub-path=app").arg(format!("--destination={}", registry.reference(&tag)));
+        if context == "tar://stdin" {
+            cmd = cmd.stdin_file(&file);
+        }
+        cmd.run().assert_success();
+        let img = Image::pull_from(&registry, &tag);
+        assert_eq!(img.tree.node("/msg.txt").text(), "from the sub-path\n", "{context}");
+    }
+    sb.kiln()
+        .arg("executor")
+        .arg(format!("--context=tar://{}", file.display()))
+        .arg("--context-sub-path=nope")
+        .arg("--no-push")
+        .run()
+        .assert_failure_containing("--context-sub-path nope: no such directory");
+}

@@ -50,6 +50,10 @@ pub struct BuildArgs {
     /// `--dockerfile` does with a remote context.
     #[arg(skip)]
     pub dockerfile_in_context: bool,
+    /// Kaniko's `--context-sub-path` for a context that exists only once fetched (a
+    /// tarball, stdin, an https URL): the build's context is this directory in it.
+    #[arg(skip)]
+    pub context_sub_path: Option<PathBuf>,
     /// Media types of the image: oci (default) or docker (v2 schema 2).
     #[arg(long = "format", value_name = "oci|docker", default_value = "oci")]
     pub format: String,

@@ -271,6 +271,7 @@ impl ExecutorArgs {
             }
             Some((scheme, _)) => bail!("--context {}: {scheme}:// contexts are not supported (dir://, tar://, https://)", self.context),
         };
+        let mut fetched_sub_path = None;
         if let Some(sub) = self.context_sub_path.as_deref().filter(|s| !s.is_empty() && *s != ".") {
             let c = context.to_string_lossy().into_owned();
             context = match self.context.split_once("://").map(|(s, _)| s) {
@@ -279,7 +280,11 @@ impl ExecutorArgs {
                     Some((url, r)) => format!("{url}#{r}:{sub}"),
                     None => format!("{c}#:{sub}"),
                 }),
-                Some("tar" | "http" | "https") => bail!("--context-sub-path {sub}: not supported yet with a {} context (use a directory or git context)", self.context),
+                // The directory inside the tarball, once it is unpacked.
+                Some("tar" | "http" | "https") => {
+                    fetched_sub_path = Some(PathBuf::from(sub.trim_start_matches("./")));
+                    context
+                }
                 _ => context.join(sub),
             };
         }
@@ -399,6 +404,7 @@ impl ExecutorArgs {
         let mut args = args;
         args.notes = notes;
         args.dockerfile_in_context = dockerfile_in_context;
+        args.context_sub_path = fetched_sub_path;
         Ok((args, names))
     }
 

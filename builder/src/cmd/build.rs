@@ -131,7 +131,17 @@ fn prepare_sources(args: &mut BuildArgs) -> anyhow::Result<Option<super::source:
         a.split_once('=').is_some_and(|(k, v)| k == "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && matches!(v, "1" | "true" | "True" | "TRUE"))
     });
     let state = crate::options::state_dir()?;
-    let m = super::source::materialize(&args.context, args.dockerfile.file.as_deref(), &state, keep_git_dir)?;
+    let mut m = super::source::materialize(&args.context, args.dockerfile.file.as_deref(), &state, keep_git_dir)?;
+    if let (Some(m), Some(sub)) = (&mut m, &args.context_sub_path) {
+        if sub.is_absolute() || sub.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            anyhow::bail!("--context-sub-path {}: expected a relative path inside the context", sub.display());
+        }
+        let dir = m.context.join(sub);
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|md| md.is_dir()) {
+            anyhow::bail!("--context-sub-path {}: no such directory in the context {}", sub.display(), args.context.display());
+        }
+        m.context = dir;
+    }
     if let Some(m) = &m {
         args.context = m.context.clone();
         if let Some(f) = &m.dockerfile {
