@@ -94,6 +94,26 @@ impl Manifest {
         Ok(m)
     }
 
+    /// A non-directory the caller moved away and back by rename: the same inode,
+    /// untouched, but rename moved its ctime. Every name of that inode whose recorded
+    /// state is otherwise equal takes the new ctime, so the diff does not report a
+    /// file nobody changed. Returns how many names were updated.
+    pub(crate) fn moved_back(&mut self, md: &fs::Metadata) -> usize {
+        let mut n = 0;
+        for b in self.paths.values_mut() {
+            let same = !b.dir
+                && b.ino == md.ino()
+                && b.size == md.len()
+                && b.mode == md.mode()
+                && b.mtime == (md.mtime(), md.mtime_nsec());
+            if same {
+                b.ctime = (md.ctime(), md.ctime_nsec());
+                n += 1;
+            }
+        }
+        n
+    }
+
     fn walk(&mut self, dir: &Path, rel: &mut Vec<u8>) -> io::Result<()> {
         for e in fs::read_dir(dir)? {
             let e = e?;

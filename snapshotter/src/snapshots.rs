@@ -607,6 +607,19 @@ impl ActiveSnapshot {
         Ok(())
     }
 
+    /// `rel` (a file, symlink or node, not a directory) was moved out of the rootfs
+    /// and back by rename while the step ran (a `RUN --mount` target under chroot
+    /// isolation): unchanged, though its ctime moved. Native snapshots then do not
+    /// count it as changed; returns whether any recorded name matched.
+    pub fn moved_back(&mut self, rel: &Path) -> Result<bool, SnapshotError> {
+        let p = self.merged.join(rel);
+        let md = fs::symlink_metadata(&p).map_err(io_err(&p))?;
+        Ok(match &mut self.native {
+            Some(m) if !md.is_dir() => m.moved_back(&md) > 0,
+            _ => false,
+        })
+    }
+
     pub fn unmount(&mut self) -> Result<(), SnapshotError> {
         if self.mounted {
             overlay::unmount(&self.merged)?;

@@ -50,6 +50,7 @@ fn run_step(
     let root = root.to_path_buf();
     let workdir = workdir.to_string();
     let mut roots = MountRoots { cx, sources, held: Vec::new() };
+    let chroot = cx.opts.isolation == crate::options::Isolation::Chroot;
     let inputs = runmounts::Inputs {
         context: &cx.opts.context,
         state_dir: &cx.opts.state_dir,
@@ -57,14 +58,8 @@ fn run_step(
         secrets: &cx.opts.secrets,
         ssh: &cx.opts.ssh,
         no_cache: cx.opts.no_cache,
+        chroot,
     };
-    let chroot = cx.opts.isolation == crate::options::Isolation::Chroot;
-    if chroot && !mounts.is_empty() {
-        bail!("RUN --mount needs mount namespaces, which --isolation chroot does not have");
-    }
-    if chroot && argv.iter().any(|a| a.contains("/dev/pipes/")) {
-        bail!("a heredoc script with #! needs a mount, which --isolation chroot does not have");
-    }
     let network_none = match network {
         Network::None => true,
         Network::Host => false,
@@ -87,6 +82,10 @@ fn run_step(
     for (target, is_dir) in MOUNT_TARGETS {
         active.create_stub(Path::new(target), *is_dir)?;
     }
+    // Chroot: the mounts' contents go into the rootfs after the stubs and come out
+    // before them (each puts back the directory times it moved). Dropped on any
+    // error below, which takes them out too.
+    let placed = if chroot { Some(crate::steps::chroot_mounts::place(&root, &prepared.chroot)?) } else { None };
     let mut env = state.env();
     // The frontend decided precedence (an ENV before an ARG of the same name
     // loses to it in RUN, as in BuildKit): what it lists here wins.
@@ -119,10 +118,19 @@ fn run_step(
         shm_size: cx.opts.shm_size,
         ulimits: cx.opts.ulimits.clone(),
     };
-    let spec_path = cx.scratch.join(format!("run-{}-{}.json", std::process::id(), next_id()));
+    // A spec with secrets in its environment is written to memory, never to disk.
+    let spec_dir = prepared.private.as_deref().unwrap_or(&cx.scratch);
+    let spec_path = spec_dir.join(format!("run-{}-{}.json", std::process::id(), next_id()));
     let t0 = std::time::Instant::now();
     let code = sandbox::run(&spec, &spec_path, step_no)?;
     tracing::debug!(step = step_no, ms = t0.elapsed().as_millis() as u64, code, "RUN finished");
+    // Also after a failed step: cache changes are kept, secrets wiped.
+    if let Some(placed) = placed {
+        placed.finish(&mut |rel: &Path| {
+            active.moved_back(rel)?;
+            Ok(())
+        })?;
+    }
     drop(prepared);
     drop(roots);
     if code != 0 {

@@ -5,7 +5,9 @@
 //! The builder prepares host-side sources here; the sandbox only bind-mounts what
 //! the `SandboxMount` list says. Every target gets a stub in the rootfs if the image
 //! lacks it, and stubs are removed before the diff, so nothing of a mount — neither
-//! its contents nor its mount point — reaches a layer.
+//! its contents nor its mount point — reaches a layer. Under `--isolation chroot`
+//! (no mount(2)) the same sources become a `chroot_mounts::Mount` list instead:
+//! copied (or, for caches, moved) into the rootfs and taken out before the diff.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -20,6 +22,7 @@ use crate::options::SecretSpec;
 use crate::options::SecretSource;
 use crate::exec::sandbox::SandboxMountKind;
 use crate::exec::sandbox::SandboxMount;
+use crate::steps::chroot_mounts::{self, Fill};
 
 /// What preparing a RUN's mounts produced.
 #[derive(Default)]
@@ -35,6 +38,12 @@ pub struct Prepared {
     pub locks: Vec<fs::File>,
     /// The step's ssh agent sockets (relays to the caller's agents).
     pub ssh_relays: Vec<crate::steps::sshrelay::SshRelay>,
+    /// `--isolation chroot`: what goes into the rootfs instead of `mounts`, parents
+    /// first.
+    pub chroot: Vec<chroot_mounts::Mount>,
+    /// A private directory in memory (/dev/shm) when the step has secrets: their
+    /// staged files, and the sandbox spec when it carries a secret in `env`.
+    pub private: Option<PathBuf>,
 }
 
 impl Drop for Prepared {
@@ -64,6 +73,8 @@ pub struct Inputs<'a> {
     /// `--no-cache`: cache mounts start empty (once per build), as BuildKit prunes
     /// the cache mounts of a build that uses no cache (moby/buildkit#5305).
     pub no_cache: bool,
+    /// `--isolation chroot`: fill `Prepared::chroot`, not `mounts`.
+    pub chroot: bool,
 }
 
 fn scratch_dir(base: &Path, what: &str) -> Result<PathBuf> {
@@ -89,12 +100,18 @@ fn rel(target: &str) -> PathBuf {
 pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, roots: &mut dyn FromRoots) -> Result<Prepared> {
     let mut p = Prepared::default();
     let mut ssh_index = 0;
+    let mut caches = Vec::new();
     for m in mounts {
         match m.kind {
             MountKind::Bind => bind(m, inputs, roots, &mut p)?,
-            MountKind::Cache => cache(m, inputs, roots, &mut p)?,
+            MountKind::Cache => caches.push(cache(m, inputs, roots)?),
             MountKind::Tmpfs => {
                 let target = target_of(m, inputs.workdir, "");
+                if inputs.chroot {
+                    // Root-owned, world-writable and sticky, as a fresh tmpfs.
+                    p.chroot.push(chroot_mounts::Mount { target, fill: Fill::Empty { mode: 0o1777, uid: 0, gid: 0 } });
+                    continue;
+                }
                 p.stubs.push((rel(&target), true));
                 p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Tmpfs { size: m.size.clone() } });
             }
@@ -102,12 +119,18 @@ pub fn prepare(mounts: &[RunMount], heredocs: &[Heredoc], inputs: &Inputs<'_>, r
             MountKind::Ssh => ssh(m, inputs, &mut ssh_index, &mut p)?,
         }
     }
+    attach_caches(&caches, inputs, &mut p)?;
     if !heredocs.is_empty() {
         stage_heredocs(heredocs, inputs, &mut p)?;
     }
     // Parents before children, so nested targets stay visible.
-    p.mounts.sort_by_key(|m| m.target.matches('/').count());
+    p.mounts.sort_by_key(|m| depth(&m.target));
+    p.chroot.sort_by_key(|m| depth(&m.target));
     Ok(p)
+}
+
+fn depth(target: &str) -> usize {
+    Path::new(target).components().count()
 }
 
 /// `type=bind`: a directory or file of the context (read-only, or a scratch copy
@@ -117,25 +140,34 @@ fn bind(m: &RunMount, inputs: &Inputs<'_>, roots: &mut dyn FromRoots, p: &mut Pr
     let readonly = m.readonly;
     let root = match &m.from {
         Some(from) => roots.root_of(from)?,
-        None => {
-            if !readonly {
-                // rw binds of the context: writes land in a scratch copy.
-                roots.root_of_context_rw()?
-            } else {
-                inputs.context.to_path_buf()
-            }
-        }
+        // rw binds of the context: writes land in a scratch copy (under chroot
+        // every bind is a copy, discarded after the step).
+        None if !readonly && !inputs.chroot => roots.root_of_context_rw()?,
+        None => inputs.context.to_path_buf(),
     };
     let src = m.source.as_deref().unwrap_or("/");
     let host = resolve_in_root(&root, &PathBuf::from("/").join(src), true)?;
     let md = fs::metadata(&host).with_context(|| format!("--mount=type=bind source {src:?} not found"))?;
+    if inputs.chroot {
+        p.chroot.push(chroot_mounts::Mount { target, fill: Fill::Copy { source: host } });
+        return Ok(());
+    }
     p.stubs.push((rel(&target), md.is_dir()));
     p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: host, readonly } });
     Ok(())
 }
 
+/// One `type=cache` mount of a step, before its lock is taken.
+struct CacheUse {
+    target: String,
+    dir: PathBuf,
+    sharing: Sharing,
+    readonly: bool,
+    owner: (u32, u32, u32),
+}
+
 /// `type=cache`: a persistent directory per id, shared, locked or private.
-fn cache(m: &RunMount, inputs: &Inputs<'_>, roots: &mut dyn FromRoots, p: &mut Prepared) -> Result<()> {
+fn cache(m: &RunMount, inputs: &Inputs<'_>, roots: &mut dyn FromRoots) -> Result<CacheUse> {
     let target = target_of(m, inputs.workdir, "");
     let id = m.id.as_deref().filter(|i| !i.is_empty()).unwrap_or(&target).to_string();
     // `from=` (with `source=`): a new cache starts as a copy of that
@@ -149,29 +181,62 @@ fn cache(m: &RunMount, inputs: &Inputs<'_>, roots: &mut dyn FromRoots, p: &mut P
         None => None,
     };
     let seed = seed.as_ref().map(|(r, s)| (r.as_path(), s.as_path()));
-    let dir = cache_dir(inputs.state_dir, &id, m.mode.unwrap_or(0o755), m.uid.unwrap_or(0), m.gid.unwrap_or(0), seed, inputs.no_cache)?;
-    let source = match m.sharing {
-        Sharing::Locked => {
-            let lock = lock_file(&dir, true)?.expect("blocking lock");
+    let owner = (m.mode.unwrap_or(0o755), m.uid.unwrap_or(0), m.gid.unwrap_or(0));
+    let dir = cache_dir(inputs.state_dir, &id, owner.0, owner.1, owner.2, seed, inputs.no_cache)?;
+    Ok(CacheUse { target, dir, sharing: m.sharing, readonly: m.readonly, owner })
+}
+
+/// Lock the step's caches and mount them. Locks are taken once per cache
+/// directory and in one order (by path), so a step naming a cache twice does not
+/// wait for itself and two steps never wait for each other in a circle. Under
+/// chroot every cache is locked for the step (its directory is moved into the
+/// rootfs, so `shared` waits as `locked` does); elsewhere `shared` takes no lock.
+fn attach_caches(caches: &[CacheUse], inputs: &Inputs<'_>, p: &mut Prepared) -> Result<()> {
+    let mut wanted: std::collections::BTreeMap<&Path, bool> = Default::default();
+    for c in caches {
+        let wait = match c.sharing {
+            Sharing::Locked => true,
+            Sharing::Private => false,
+            Sharing::Shared if inputs.chroot => true,
+            Sharing::Shared => continue,
+        };
+        let w = wanted.entry(&c.dir).or_insert(wait);
+        *w |= wait;
+    }
+    let mut held = std::collections::HashSet::new();
+    for (dir, wait) in wanted {
+        if let Some(lock) = lock_file(dir, wait)? {
             p.locks.push(lock);
-            dir.join("data")
+            held.insert(dir);
         }
-        Sharing::Private => match lock_file(&dir, false)? {
-            Some(lock) => {
-                p.locks.push(lock);
-                dir.join("data")
-            }
-            None => {
-                // In use: this step gets its own, thrown away afterwards.
-                let d = scratch_dir(&inputs.state_dir.join("tmp"), "cache")?;
-                p.scratch.push(d.clone());
-                d
-            }
-        },
-        Sharing::Shared => dir.join("data"),
-    };
-    p.stubs.push((rel(&target), true));
-    p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source, readonly: m.readonly } });
+    }
+    for c in caches {
+        // Private and in use elsewhere: this step gets its own, thrown away afterwards.
+        let own = c.sharing == Sharing::Private && !held.contains(c.dir.as_path());
+        let data = c.dir.join("data");
+        if inputs.chroot {
+            let twice = caches.iter().filter(|o| o.dir == c.dir).count() > 1;
+            let fill = if own {
+                Fill::Empty { mode: c.owner.0, uid: c.owner.1, gid: c.owner.2 }
+            } else if c.readonly {
+                Fill::Copy { source: data }
+            } else {
+                // One directory cannot be at two targets: the same cache twice is copied.
+                Fill::Cache { data, copy: twice }
+            };
+            p.chroot.push(chroot_mounts::Mount { target: c.target.clone(), fill });
+            continue;
+        }
+        let source = if own {
+            let d = scratch_dir(&inputs.state_dir.join("tmp"), "cache")?;
+            p.scratch.push(d.clone());
+            d
+        } else {
+            data
+        };
+        p.stubs.push((rel(&c.target), true));
+        p.mounts.push(SandboxMount { target: c.target.clone(), kind: SandboxMountKind::Bind { source, readonly: c.readonly } });
+    }
     Ok(())
 }
 
@@ -196,6 +261,15 @@ fn secret(m: &RunMount, inputs: &Inputs<'_>, p: &mut Prepared) -> Result<()> {
             .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
             .ok_or_else(|| anyhow!("secret {id:?}: environment variable {var} is not set"))?,
     };
+    let dir = match &p.private {
+        Some(d) => d.clone(),
+        None => {
+            let d = scratch_dir(&inputs.state_dir.join("tmp"), "secrets")?;
+            p.scratch.push(d.clone());
+            p.private = Some(d.clone());
+            d
+        }
+    };
     if let Some(var) = &m.env {
         p.env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
         if m.target.is_none() {
@@ -203,13 +277,15 @@ fn secret(m: &RunMount, inputs: &Inputs<'_>, p: &mut Prepared) -> Result<()> {
         }
     }
     let target = target_of(m, "/", &format!("/run/secrets/{id}"));
-    let dir = scratch_dir(&inputs.state_dir.join("tmp"), "secrets")?;
-    p.scratch.push(dir.clone());
-    let file = dir.join("secret");
+    let file = dir.join(format!("secret-{}", p.mounts.len() + p.chroot.len()));
     fs::write(&file, &value).with_context(|| format!("staging secret {id:?}"))?;
     fs::set_permissions(&file, fs::Permissions::from_mode(m.mode.unwrap_or(0o400)))?;
     nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(m.uid.unwrap_or(0))), Some(nix::unistd::Gid::from_raw(m.gid.unwrap_or(0))))
         .with_context(|| format!("chown of secret {id:?}"))?;
+    if inputs.chroot {
+        p.chroot.push(chroot_mounts::Mount { target, fill: Fill::Secret { source: file } });
+        return Ok(());
+    }
     p.stubs.push((rel(&target), false));
     p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: file, readonly: true } });
     Ok(())
@@ -234,11 +310,16 @@ fn ssh(m: &RunMount, inputs: &Inputs<'_>, ssh_index: &mut usize, p: &mut Prepare
     // BuildKit's defaults for an ssh mount: 0600, owned by root.
     let mode = m.mode.unwrap_or(0o600);
     let (uid, gid) = (m.uid.unwrap_or(0), m.gid.unwrap_or(0));
+    p.env.push(format!("SSH_AUTH_SOCK={target}"));
+    if inputs.chroot {
+        // The relay listens at the target in the rootfs itself.
+        p.chroot.push(chroot_mounts::Mount { target, fill: Fill::Socket { agent: spec.socket.clone(), mode, uid, gid } });
+        return Ok(());
+    }
     let dir = scratch_dir(&inputs.state_dir.join("tmp"), "ssh")?;
     p.scratch.push(dir.clone());
     let sock = dir.join("agent.sock");
     p.ssh_relays.push(crate::steps::sshrelay::SshRelay::start(&sock, &spec.socket, mode, uid, gid)?);
-    p.env.push(format!("SSH_AUTH_SOCK={target}"));
     p.stubs.push((rel(&target), false));
     p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: sock, readonly: false } });
     Ok(())
@@ -250,13 +331,15 @@ fn stage_heredocs(heredocs: &[Heredoc], inputs: &Inputs<'_>, p: &mut Prepared) -
     let dir = scratch_dir(&inputs.state_dir.join("tmp"), "heredoc")?;
     p.scratch.push(dir.clone());
     for h in heredocs {
-        let file = dir.join(format!("h{}", p.mounts.len()));
+        let file = dir.join(format!("h{}", p.mounts.len() + p.chroot.len()));
         fs::write(&file, &h.content)?;
         fs::set_permissions(&file, fs::Permissions::from_mode(0o755))?;
-        p.mounts.push(SandboxMount {
-            target: format!("/dev/pipes/{}", h.name),
-            kind: SandboxMountKind::Bind { source: file, readonly: true },
-        });
+        let target = format!("/dev/pipes/{}", h.name);
+        if inputs.chroot {
+            p.chroot.push(chroot_mounts::Mount { target, fill: Fill::Copy { source: file } });
+            continue;
+        }
+        p.mounts.push(SandboxMount { target, kind: SandboxMountKind::Bind { source: file, readonly: true } });
     }
     Ok(())
 }
@@ -307,7 +390,8 @@ fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Op
 /// flock on the cache dir's lock file; `wait=false` returns None when held.
 fn lock_file(dir: &Path, wait: bool) -> Result<Option<fs::File>> {
     use std::os::fd::AsRawFd;
-    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))
+        .with_context(|| format!("opening {}", dir.join("lock").display()))?;
     let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
     // SAFETY: a valid open file descriptor.
     if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
