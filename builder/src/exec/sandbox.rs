@@ -511,9 +511,24 @@ fn chroot_sandbox(spec: &RunSpec, hostname_file: &Path) -> Result<i32> {
         let target = root.join(rel);
         // Only over the stub the solver made (an empty file), never over image content.
         if std::fs::symlink_metadata(&target).map(|m| m.is_file() && m.len() == 0).unwrap_or(false) {
+            // Replacing the stub moves /dev's mtime; put it back, so the solver
+            // still sees the time it left there and restores /dev (else every
+            // RUN layer would carry /dev).
+            let dev = target.parent().map(Path::to_path_buf).unwrap_or_default();
+            let before = std::fs::symlink_metadata(&dev)?;
             std::fs::remove_file(&target)?;
             mknod(&target, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(*major, *minor))
                 .with_context(|| format!("mknod /{rel} (needs CAP_MKNOD)"))?;
+            let t = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
+            use std::os::unix::fs::MetadataExt;
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &dev,
+                &t(before.atime(), before.atime_nsec()),
+                &t(before.mtime(), before.mtime_nsec()),
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .with_context(|| format!("restoring the time of {}", dev.display()))?;
         }
     }
     let mut filled = Vec::new();
