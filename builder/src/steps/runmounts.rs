@@ -160,7 +160,10 @@ fn bind(m: &RunMount, inputs: &Inputs<'_>, roots: &mut dyn FromRoots, p: &mut Pr
 /// One `type=cache` mount of a step, before its lock is taken.
 struct CacheUse {
     target: String,
+    id: String,
     dir: PathBuf,
+    /// (root, directory in it) of a `from=` seed.
+    seed: Option<(PathBuf, PathBuf)>,
     sharing: Sharing,
     readonly: bool,
     owner: (u32, u32, u32),
@@ -180,10 +183,9 @@ fn cache(m: &RunMount, inputs: &Inputs<'_>, roots: &mut dyn FromRoots) -> Result
         }
         None => None,
     };
-    let seed = seed.as_ref().map(|(r, s)| (r.as_path(), s.as_path()));
     let owner = (m.mode.unwrap_or(0o755), m.uid.unwrap_or(0), m.gid.unwrap_or(0));
-    let dir = cache_dir(inputs.state_dir, &id, owner.0, owner.1, owner.2, seed, inputs.no_cache)?;
-    Ok(CacheUse { target, dir, sharing: m.sharing, readonly: m.readonly, owner })
+    let dir = cache_path(inputs.state_dir, &id);
+    Ok(CacheUse { target, id, dir, seed, sharing: m.sharing, readonly: m.readonly, owner })
 }
 
 /// Lock the step's caches and mount them. Locks are taken once per cache
@@ -191,9 +193,12 @@ fn cache(m: &RunMount, inputs: &Inputs<'_>, roots: &mut dyn FromRoots) -> Result
 /// wait for itself and two steps never wait for each other in a circle. Under
 /// chroot every cache is locked for the step (its directory is moved into the
 /// rootfs, so `shared` waits as `locked` does); elsewhere `shared` takes no lock.
+/// A cache's data directory is made (or emptied for `--no-cache`) only once its
+/// lock is held: under chroot another step may have it in its rootfs.
 fn attach_caches(caches: &[CacheUse], inputs: &Inputs<'_>, p: &mut Prepared) -> Result<()> {
     let mut wanted: std::collections::BTreeMap<&Path, bool> = Default::default();
     for c in caches {
+        fs::create_dir_all(&c.dir).with_context(|| format!("creating cache mount {:?}", c.id))?;
         let wait = match c.sharing {
             Sharing::Locked => true,
             Sharing::Private => false,
@@ -214,6 +219,10 @@ fn attach_caches(caches: &[CacheUse], inputs: &Inputs<'_>, p: &mut Prepared) -> 
         // Private and in use elsewhere: this step gets its own, thrown away afterwards.
         let own = c.sharing == Sharing::Private && !held.contains(c.dir.as_path());
         let data = c.dir.join("data");
+        if !own {
+            let seed = c.seed.as_ref().map(|(r, s)| (r.as_path(), s.as_path()));
+            ensure_data(&c.dir, &c.id, c.owner, seed, inputs.no_cache)?;
+        }
         if inputs.chroot {
             let twice = caches.iter().filter(|o| o.dir == c.dir).count() > 1;
             let fill = if own {
@@ -344,20 +353,24 @@ fn stage_heredocs(heredocs: &[Heredoc], inputs: &Inputs<'_>, p: &mut Prepared) -
     Ok(())
 }
 
-/// The persistent directory behind a cache mount id, created with the mount's
-/// owner and mode the first time.
-fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Option<(&Path, &Path)>, fresh: bool) -> Result<PathBuf> {
+/// The persistent directory behind a cache mount id (`data/` in it, `lock` beside).
+fn cache_path(state_dir: &Path, id: &str) -> PathBuf {
     use sha2::{Digest as _, Sha256};
     let key = hex::encode(Sha256::digest(id.as_bytes()));
-    let dir = state_dir.join("cache-mounts").join(&key[..32]);
+    state_dir.join("cache-mounts").join(&key[..32])
+}
+
+/// A cache's `data/`, created with the mount's owner and mode the first time
+/// (seeded from `from=`), emptied the first time a `--no-cache` build uses it.
+fn ensure_data(dir: &Path, id: &str, (mode, uid, gid): (u32, u32, u32), seed: Option<(&Path, &Path)>, fresh: bool) -> Result<()> {
     let data = dir.join("data");
     // A build without cache empties each cache mount the first time it uses it
     // (later steps of the same build share what the first one wrote).
     static EMPTIED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     if fresh {
         let mut done = EMPTIED.lock().unwrap_or_else(|p| p.into_inner());
-        if !done.contains(&dir) {
-            done.push(dir.clone());
+        if !done.iter().any(|d| d == dir) {
+            done.push(dir.to_path_buf());
             if data.is_dir() {
                 let old = dir.join(format!("data.old-{}", crate::fsutil::next_id()));
                 fs::rename(&data, &old).with_context(|| format!("emptying cache mount {id:?} for --no-cache"))?;
@@ -366,7 +379,6 @@ fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Op
         }
     }
     if !data.is_dir() {
-        fs::create_dir_all(&dir).with_context(|| format!("creating cache mount {id:?}"))?;
         let tmp = dir.join(format!("data.tmp-{}", crate::fsutil::next_id()));
         fs::create_dir(&tmp)?;
         nix::unistd::chown(&tmp, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
@@ -380,11 +392,11 @@ fn cache_dir(state_dir: &Path, id: &str, mode: u32, uid: u32, gid: u32, seed: Op
             }
         }
         if fs::rename(&tmp, &data).is_err() {
-            let _ = fs::remove_dir(&tmp); // another build created it first
+            kiln_snapshotter::snapshots::remove_tree(&tmp); // another build created it first
         }
         fs::write(dir.join("id"), id)?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// flock on the cache dir's lock file; `wait=false` returns None when held.
@@ -402,4 +414,87 @@ fn lock_file(dir: &Path, wait: bool) -> Result<Option<fs::File>> {
         return Err(e).context("locking a cache mount");
     }
     Ok(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoRoots;
+    impl FromRoots for NoRoots {
+        fn root_of(&mut self, _: &kiln_frontend::CopyFrom) -> Result<PathBuf> {
+            bail!("no stages here")
+        }
+        fn root_of_context_rw(&mut self) -> Result<PathBuf> {
+            bail!("chroot binds never need a writable view")
+        }
+    }
+
+    fn mount(kind: MountKind, target: &str) -> RunMount {
+        RunMount {
+            kind,
+            target: Some(target.into()),
+            source: None,
+            from: None,
+            readonly: kind == MountKind::Bind,
+            id: None,
+            sharing: Sharing::Shared,
+            mode: None,
+            uid: None,
+            gid: None,
+            required: false,
+            env: None,
+            size: None,
+        }
+    }
+
+    fn fills(p: &Prepared) -> Vec<String> {
+        p.chroot.iter().map(|m| format!("{} {:?}", m.target, m.fill)).collect()
+    }
+
+    /// Under chroot every mount becomes a fill of the rootfs, never a sandbox mount
+    /// or a stub; caches are locked for the step.
+    #[test]
+    fn chroot_mounts_are_fills_parents_first() {
+        let t = tempfile::tempdir().unwrap();
+        let me = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        fs::write(t.path().join("token"), "hunter2").unwrap();
+        let secrets = [SecretSpec { id: "token".into(), source: SecretSource::File(t.path().join("token")) }];
+        let inputs = Inputs { context: t.path(), state_dir: t.path(), workdir: "/w", secrets: &secrets, ssh: &[], no_cache: false, chroot: true };
+        let mut twice = mount(MountKind::Cache, "/c/two");
+        twice.id = Some("/c/one".into());
+        let mut secret = mount(MountKind::Secret, "/run/secrets/token");
+        secret.env = Some("TOKEN".into());
+        secret.uid = Some(me.0);
+        secret.gid = Some(me.1);
+        let mounts = [mount(MountKind::Cache, "/c/one"), twice, mount(MountKind::Bind, "rel"), mount(MountKind::Tmpfs, "/t"), secret];
+        let p = prepare(&mounts, &[], &inputs, &mut NoRoots).unwrap();
+        assert!(p.mounts.is_empty() && p.stubs.is_empty());
+        assert_eq!(p.env, ["TOKEN=hunter2"]);
+        let kinds: Vec<(&str, &str)> = p.chroot.iter().map(|m| (m.target.as_str(), match &m.fill {
+            Fill::Copy { .. } => "copy",
+            Fill::Cache { copy: true, .. } => "cache copied",
+            Fill::Cache { copy: false, .. } => "cache moved",
+            Fill::Empty { mode: 0o1777, .. } => "tmpfs",
+            Fill::Empty { .. } => "empty",
+            Fill::Secret { .. } => "secret",
+            Fill::Socket { .. } => "socket",
+        })).collect();
+        // One cache at two targets is copied at both (one directory, two places).
+        assert_eq!(kinds, [("/t", "tmpfs"), ("/w/rel", "copy"), ("/c/one", "cache copied"), ("/c/two", "cache copied"), ("/run/secrets/token", "secret")], "{:?}", fills(&p));
+        assert_eq!(p.locks.len(), 1, "one lock per cache directory, shared included under chroot");
+        assert!(cache_path(t.path(), "/c/one").join("data").is_dir(), "made once its lock was held");
+        // The secret and the spec carrying it live in memory.
+        let private = p.private.clone().unwrap();
+        assert!(private.starts_with("/dev/shm") || !Path::new("/dev/shm").is_dir());
+        // A private cache in use elsewhere is an empty one of the step's own.
+        let mut private_cache = mount(MountKind::Cache, "/c/one");
+        private_cache.sharing = Sharing::Private;
+        let q = prepare(&[private_cache.clone()], &[], &inputs, &mut NoRoots).unwrap();
+        assert!(matches!(q.chroot[0].fill, Fill::Empty { mode: 0o755, .. }), "{:?}", fills(&q));
+        drop(p);
+        let q = prepare(&[private_cache], &[], &inputs, &mut NoRoots).unwrap();
+        assert!(matches!(q.chroot[0].fill, Fill::Cache { copy: false, .. }), "{:?}", fills(&q));
+        assert!(!private.exists(), "the secrets' directory goes with the step");
+    }
 }
