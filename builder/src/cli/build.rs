@@ -206,6 +206,15 @@ pub struct ExecutorMapping {
     pub switches: Vec<&'static str>,
 }
 
+/// An `--ignore-path`: absolute, below `/`, without `..` (`.` parts dropped).
+fn parse_ignore_path(p: &std::path::Path) -> Result<PathBuf> {
+    let clean: PathBuf = p.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+    if !clean.is_absolute() || clean.components().any(|c| matches!(c, std::path::Component::ParentDir)) || clean == std::path::Path::new("/") {
+        bail!("--ignore-path {}: expected an absolute path below / without `..`", p.display());
+    }
+    Ok(clean)
+}
+
 impl BuildArgs {
     /// `kiln build` arguments from `kiln executor`'s (Kaniko's) flags: parsed through
     /// clap so defaults stay defined in one place.
@@ -386,17 +395,7 @@ impl BuildArgs {
             base_image_cache: self.base_image_cache,
             all_stages: self.all_stages,
             log_timestamp: self.log_timestamp,
-            ignore_paths: self
-                .ignore_paths
-                .iter()
-                .map(|p| {
-                    let clean: PathBuf = p.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
-                    if !clean.is_absolute() || clean.components().any(|c| matches!(c, std::path::Component::ParentDir)) || clean == std::path::Path::new("/") {
-                        bail!("--ignore-path {}: expected an absolute path below / without `..`", p.display());
-                    }
-                    Ok(clean)
-                })
-                .collect::<Result<_>>()?,
+            ignore_paths: self.ignore_paths.iter().map(|p| parse_ignore_path(p)).collect::<Result<_>>()?,
             cache_from: self.cache_from.iter().map(|c| parse_cache_ref("--cache-from", c)).collect::<Result<_>>()?,
             cache_to: self.cache_to.as_deref().map(|c| parse_cache_ref("--cache-to", c)).transpose()?,
             registry: self.registry.to_options()?,

@@ -335,25 +335,7 @@ impl ExecutorArgs {
             Some(other) => bail!("--log-format {other:?}: expected text, color or json"),
         }
         let mut switches = Vec::new();
-        if self.log_timestamp.unwrap_or(false) {
-            switches.push("--log-timestamp");
-        }
-        // Kaniko builds every stage up to the target unless told to skip unused ones.
-        if !self.skip_unused_stages.unwrap_or(false) {
-            switches.push("--all-stages");
-        }
-        if self.cache.unwrap_or(false) {
-            // Kaniko reads base images from --cache-dir (default /cache) only with --cache.
-            let dir = self.cache_dir.clone().unwrap_or_else(|| PathBuf::from("/cache"));
-            extra.push(("--base-image-cache", dir.to_string_lossy().into_owned()));
-            // kiln caches COPY layers unless told not to (see KNOWN_DIFFERENCES.md).
-            let steps: Vec<&str> = [("run", self.cache_run_layers.unwrap_or(true)), ("copy", self.cache_copy_layers.unwrap_or(true))]
-                .iter()
-                .filter(|(_, on)| *on)
-                .map(|(k, _)| *k)
-                .collect();
-            extra.push(("--cache-repo-steps", if steps.is_empty() { "none".into() } else { steps.join(",") }));
-        }
+        self.caching_flags(&mut extra, &mut switches);
         // One layer on top of the base: Buildah's --squash.
         if self.single_snapshot.unwrap_or(false) {
             switches.push("--squash");
@@ -406,6 +388,29 @@ impl ExecutorArgs {
         args.dockerfile_in_context = dockerfile_in_context;
         args.context_sub_path = fetched_sub_path;
         Ok((args, names))
+    }
+
+    /// The `kiln build` flags for Kaniko's stage, caching and log flags.
+    fn caching_flags(&self, extra: &mut Vec<(&'static str, String)>, switches: &mut Vec<&'static str>) {
+        if self.log_timestamp.unwrap_or(false) {
+            switches.push("--log-timestamp");
+        }
+        // Kaniko builds every stage up to the target unless told to skip unused ones.
+        if !self.skip_unused_stages.unwrap_or(false) {
+            switches.push("--all-stages");
+        }
+        if self.cache.unwrap_or(false) {
+            // Kaniko reads base images from --cache-dir (default /cache) only with --cache.
+            let dir = self.cache_dir.clone().unwrap_or_else(|| PathBuf::from("/cache"));
+            extra.push(("--base-image-cache", dir.to_string_lossy().into_owned()));
+            // kiln caches COPY layers unless told not to (see KNOWN_DIFFERENCES.md).
+            let steps: Vec<&str> = [("run", self.cache_run_layers.unwrap_or(true)), ("copy", self.cache_copy_layers.unwrap_or(true))]
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(k, _)| *k)
+                .collect();
+            extra.push(("--cache-repo-steps", if steps.is_empty() { "none".into() } else { steps.join(",") }));
+        }
     }
 
     /// Whether the no-effect flag `name` was given (for the debug note).
