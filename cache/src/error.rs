@@ -54,6 +54,9 @@ pub enum RegistryError {
     /// Something wrong with what the registry sent us.
     #[error("{op} {target}: {message}")]
     BadContent { op: String, target: String, message: String },
+    /// `--skip-default-registry-fallback`: no mirror served the image.
+    #[error("{target}: not found on any --registry-mirror ({mirrors}), and --skip-default-registry-fallback keeps kiln from docker.io: {failures}")]
+    NotOnMirrors { target: String, mirrors: String, failures: String },
     #[error("{target}: no image for platform {wanted} (available: {available})")]
     NoMatchingPlatform { target: String, wanted: String, available: String },
     #[error("{op} {target}: {source}")]

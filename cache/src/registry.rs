@@ -9,11 +9,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use kiln_oci::{media, Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Platform};
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
@@ -24,7 +22,10 @@ use crate::failure::{attempt, into_error, Failure};
 use crate::platform::{as_written, select};
 use crate::reference::Reference;
 use crate::store::ContentStore;
-use crate::hosts::{self, host_of, speaks_tls};
+use crate::hosts::{self, Mode, Policy, Purpose};
+pub use crate::hosts::{Hosts, Leniency};
+pub use crate::mtls::{ClientCert, ClientCertError};
+use crate::transport::Transport;
 
 /// Default bound on blobs transferred at once per image (`max_concurrent_transfers`).
 pub const CONCURRENCY: usize = 4;
@@ -36,13 +37,26 @@ const ACCEPT_MANIFESTS: &[&str] =
 
 #[derive(Clone, Debug)]
 pub struct RegistryOptions {
-    /// `--insecure-registry host[:port]`: spoken to over plain HTTP. `localhost`,
-    /// 127.0.0.0/8 and ::1 are always plain HTTP, as the Docker daemon treats them as
-    /// insecure.
+    /// `--insecure-registry host[:port]`: plain HTTP, or TLS without verification
+    /// if it speaks TLS, for pulls and pushes (the Docker daemon's meaning).
+    /// `localhost`, 127.0.0.0/8 and ::1 are plain HTTP unless they speak TLS.
     pub insecure: Vec<String>,
+    /// Kaniko's per-purpose switches: what pulls (base images, `--cache-from`) and
+    /// pushes (destinations, `--cache-to`, the `--cache-repo` cache both ways) may
+    /// do short of verified TLS.
+    pub pull: Leniency,
+    pub push: Leniency,
+    /// `--registry-client-cert REGISTRY=CERT,KEY`: mutual TLS with that registry.
+    pub client_certs: Vec<ClientCert>,
     /// `--registry-mirror host[:port][/prefix]`: tried in order for `docker.io` pulls,
     /// falling back to the next and finally to docker.io itself.
     pub mirrors: Vec<String>,
+    /// `--skip-default-registry-fallback`: with mirrors, an image none of them
+    /// serves is an error rather than a pull from docker.io.
+    pub skip_default_fallback: bool,
+    /// `--push-ignore-immutable-tag-errors`: a manifest PUT refused because the tag
+    /// is immutable (the messages Kaniko recognises) counts as pushed, with a warning.
+    pub ignore_immutable_tags: bool,
     /// `--registry-map FROM=TO`: pulls of a name starting with `FROM`
     /// (`registry[/repository-prefix]`, matched at a `/` boundary) go to `TO` instead,
     /// without fallback. The first matching entry wins.
@@ -67,7 +81,12 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
             insecure: Vec::new(),
+            pull: Leniency::default(),
+            push: Leniency::default(),
+            client_certs: Vec::new(),
             mirrors: Vec::new(),
+            skip_default_fallback: false,
+            ignore_immutable_tags: false,
             registry_map: Vec::new(),
             ca_certs: Vec::new(),
             retries: DEFAULT_RETRIES,
@@ -83,26 +102,20 @@ impl Default for RegistryOptions {
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
+    /// The purpose reads are made for: pulls, or pushes for a cache that lives with
+    /// the destinations ([`Registry::for_destinations`]).
+    reads: Purpose,
 }
 
 struct Inner {
     opts: RegistryOptions,
-    /// One transport per registry host: the scheme and credentials are per host, and
-    /// loopback hosts are insecure whatever their port, which a single
-    /// `HttpsExcept(list)` client could not express without knowing ports up front.
-    transports: Mutex<HashMap<String, Transport>>,
-}
-
-/// The oci-client transport for one registry host, with its credentials.
-#[derive(Clone)]
-struct Transport {
-    client: oci_client::Client,
-    auth: RegistryAuth,
-    /// With an identity token, `auth` is anonymous and each repository and operation
-    /// gets a Bearer token from this (see `oauth.rs`).
-    identity: Option<Arc<crate::oauth::IdentityToken>>,
-    /// `http://host` or `https://host`.
-    base_url: String,
+    /// One transport per registry host and mode: the scheme and credentials are per
+    /// host, loopback hosts are insecure whatever their port (which a single
+    /// `HttpsExcept(list)` client could not express without knowing ports up front),
+    /// and pulls and pushes may differ in verification.
+    transports: Mutex<HashMap<(String, Mode), Transport>>,
+    /// Whether a registry answered TLS, probed once per registry.
+    speaks_tls: Mutex<HashMap<String, bool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -160,10 +173,26 @@ fn short(d: &Digest) -> String {
     format!("sha256:{}…", d.short())
 }
 
-/// Whether `registry` (`host[:port]`) is spoken to over plain HTTP.
+/// Whether `registry` (`host[:port]`) may be spoken to over plain HTTP.
 pub fn is_insecure(opts: &RegistryOptions, registry: &str) -> bool {
     hosts::is_insecure(&opts.insecure, registry)
 }
+
+impl RegistryOptions {
+    /// The client identity for `registry` (`host[:port]`, or one given for its host).
+    pub(crate) fn client_cert(&self, registry: &str) -> Option<&ClientCert> {
+        let host = hosts::host_of(registry);
+        self.client_certs.iter().find(|c| c.registry == registry).or_else(|| self.client_certs.iter().find(|c| c.registry == host))
+    }
+}
+
+/// Kaniko's known tag-immutability refusals (`pkg/executor/push.go` errTagImmutable,
+/// with the fork's wording of ECR's).
+const TAG_IMMUTABLE: &[&str] = &[
+    "The repository has enabled tag immutability",
+    "cannot be overwritten because the repository is immutable",
+    "cannot be overwritten because the tag is immutable",
+];
 
 fn parse_oci_digest(d: &oci_spec::image::Digest) -> Result<Digest, Failure> {
     d.to_string()
@@ -186,7 +215,15 @@ fn is_index_bytes(bytes: &[u8]) -> Result<bool, Failure> {
 
 impl Registry {
     pub fn new(opts: RegistryOptions) -> Self {
-        Registry { inner: Arc::new(Inner { opts, transports: Mutex::new(HashMap::new()) }) }
+        let inner = Inner { opts, transports: Mutex::new(HashMap::new()), speaks_tls: Mutex::new(HashMap::new()) };
+        Registry { inner: Arc::new(inner), reads: Purpose::Pull }
+    }
+
+    /// The same client (connections, tokens) reading with the push settings: for a
+    /// cache that lives with the destinations, as Kaniko's `--cache-repo` does
+    /// (`pkg/cache/cache.go` takes `--insecure` and `--skip-tls-verify` for it).
+    pub fn for_destinations(&self) -> Registry {
+        Registry { inner: self.inner.clone(), reads: Purpose::Push }
     }
 
     fn attempts(&self) -> u32 {
@@ -197,79 +234,30 @@ impl Registry {
         self.inner.opts.max_concurrent_transfers.max(1)
     }
 
-    fn transport(&self, registry: &str) -> Result<Transport, RegistryError> {
+    fn mode(&self, registry: &str, purpose: Purpose) -> Mode {
+        let o = &self.inner.opts;
+        let policy = Policy {
+            insecure: &o.insecure,
+            pull: &o.pull,
+            push: &o.push,
+            ca_certs: !o.ca_certs.is_empty(),
+            client_cert: o.client_cert(registry).is_some(),
+        };
+        policy.mode(registry, purpose, || {
+            let mut probed = self.inner.speaks_tls.lock().unwrap_or_else(|p| p.into_inner());
+            *probed.entry(registry.to_string()).or_insert_with(|| hosts::speaks_tls(registry))
+        })
+    }
+
+    fn transport(&self, registry: &str, purpose: Purpose) -> Result<Transport, RegistryError> {
+        let mode = self.mode(registry, purpose);
         let mut map = self.inner.transports.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = map.get(registry) {
+        let key = (registry.to_string(), mode);
+        if let Some(t) = map.get(&key) {
             return Ok(t.clone());
         }
-        let insecure = is_insecure(&self.inner.opts, registry);
-        // Named with --insecure-registry, a registry may speak TLS with a certificate
-        // we cannot verify, or plain HTTP: as the Docker daemon does, use TLS without
-        // verification when it speaks TLS, else HTTP.
-        // Loopback registries are insecure by default (as the Docker daemon has
-        // them) but may speak TLS: then it is verified TLS (with --registry-certificate).
-        let explicit = self.inner.opts.insecure.iter().any(|i| i == registry || i == host_of(registry));
-        // Probe only where TLS is plausible: a registry named insecure, or a loopback
-        // one when certificates were given (most local registries are plain HTTP,
-        // and a probe costs a connection).
-        let tls = insecure && (explicit || !self.inner.opts.ca_certs.is_empty()) && speaks_tls(registry);
-        let unverified_tls = tls && explicit;
-        let protocol = if insecure && !tls {
-            ClientProtocol::HttpsExcept(vec![registry.to_string()])
-        } else {
-            ClientProtocol::Https
-        };
-        let cert_error = |p: &std::path::Path, message: String| RegistryError::Transport {
-            op: "reading registry certificate for".into(),
-            target: registry.to_string(),
-            message: format!("{}: {message}", p.display()),
-        };
-        let mut pems = Vec::new();
-        for p in &self.inner.opts.ca_certs {
-            pems.push((p, std::fs::read(p).map_err(|e| cert_error(p, e.to_string()))?));
-        }
-        let extra_root_certificates =
-            pems.iter().map(|(_, data)| Certificate { encoding: CertificateEncoding::Pem, data: data.clone() }).collect();
-        let config = ClientConfig {
-            protocol,
-            // A streamed monolithic PUT: one request per blob, body read from
-            // the store file as it goes (never the whole layer in memory).
-            use_monolithic_push: true,
-            // We select platforms ourselves (raw manifests).
-            platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(30)),
-            // A stalled connection is a dropped connection: retried.
-            read_timeout: Some(Duration::from_secs(120)),
-            extra_root_certificates,
-            accept_invalid_certificates: unverified_tls,
-            user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
-            ..Default::default()
-        };
-        let scheme = if insecure && !tls { "http" } else { "https" };
-        let files = self.inner.opts.auth_files.clone().unwrap_or_else(crate::auth::AuthFiles::from_env);
-        let (auth, identity) = match files.registry_auth(registry) {
-            RegistryAuth::Basic(u, refresh) if u == crate::auth::IDENTITY_TOKEN_USER => {
-                let mut b = reqwest::Client::builder()
-                    .danger_accept_invalid_certs(unverified_tls)
-                    .connect_timeout(Duration::from_secs(30))
-                    .read_timeout(Duration::from_secs(120))
-                    .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")));
-                let mut certs = Vec::new();
-                for (p, data) in &pems {
-                    certs.extend(reqwest::Certificate::from_pem_bundle(data).map_err(|e| cert_error(p, e.to_string()))?);
-                }
-                b = b.tls_certs_merge(certs);
-                let http = b.build().map_err(|e| RegistryError::Transport {
-                    op: "setting up the token client for".into(),
-                    target: registry.to_string(),
-                    message: e.to_string(),
-                })?;
-                (RegistryAuth::Anonymous, Some(Arc::new(crate::oauth::IdentityToken::new(refresh, http))))
-            }
-            a => (a, None),
-        };
-        let t = Transport { client: oci_client::Client::new(config), auth, identity, base_url: format!("{scheme}://{registry}") };
-        map.insert(registry.to_string(), t.clone());
+        let t = crate::transport::build(&self.inner.opts, registry, mode)?;
+        map.insert(key, t.clone());
         Ok(t)
     }
 
@@ -340,15 +328,26 @@ impl Registry {
         platform: &Platform,
         store: &ContentStore,
     ) -> Result<PulledImage, RegistryError> {
-        let sources = self.pull_sources(r);
-        let last = sources.len() - 1;
+        let mut sources = self.pull_sources(r);
+        let opts = &self.inner.opts;
+        // Kaniko's --skip-default-registry-fallback (pkg/image/remote/remote.go): the
+        // mirrors only, whatever made them fail.
+        let mirrors_only = opts.skip_default_fallback && !opts.mirrors.is_empty() && sources.len() > 1;
+        if mirrors_only {
+            sources.pop();
+        }
+        let last = if mirrors_only { usize::MAX } else { sources.len() - 1 };
+        let mut failures = Vec::new();
         for (i, src) in sources.iter().enumerate() {
             match self.pull_image_from(src, platform, store).await {
-                Err(e) if i < last => tracing::warn!("mirror {} failed, trying the next source: {e}", src.name()),
+                Err(e) if i < last => {
+                    tracing::warn!("mirror {} failed, trying the next source: {e}", src.name());
+                    failures.push(e.to_string());
+                }
                 res => return res,
             }
         }
-        unreachable!("pull_sources is never empty")
+        Err(RegistryError::NotOnMirrors { target: r.to_string(), mirrors: opts.mirrors.join(", "), failures: failures.join("; ") })
     }
 
     async fn pull_image_from(
@@ -357,7 +356,7 @@ impl Registry {
         platform: &Platform,
         store: &ContentStore,
     ) -> Result<PulledImage, RegistryError> {
-        let t = self.transport(r.registry())?;
+        let t = self.transport(r.registry(), self.reads)?;
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
 
         // Resolve index → manifest (at most two levels: nested indexes are not a thing
@@ -508,7 +507,7 @@ impl Registry {
     /// The manifest (or index) `r` names, raw, with its digest; `None` if the registry
     /// says it does not exist (404 / MANIFEST_UNKNOWN / NAME_UNKNOWN). No mirrors.
     pub async fn get_manifest(&self, r: &Reference) -> Result<Option<(Vec<u8>, Digest)>, RegistryError> {
-        let t = self.transport(r.registry())?;
+        let t = self.transport(r.registry(), self.reads)?;
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
         match self.fetch_manifest(&t, r).await {
             Ok(x) => Ok(Some(x)),
@@ -519,7 +518,7 @@ impl Registry {
 
     /// A small blob (a config) into memory, verified; at most `max` bytes.
     pub async fn get_blob(&self, r: &Reference, d: &Digest, max: u64) -> Result<Vec<u8>, RegistryError> {
-        let t = self.transport(r.registry())?;
+        let t = self.transport(r.registry(), self.reads)?;
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
         let oref = r.to_oci();
         let ds = d.to_string();
@@ -554,7 +553,7 @@ impl Registry {
         if store.has(d) {
             return Ok(());
         }
-        let t = self.transport(r.registry())?;
+        let t = self.transport(r.registry(), self.reads)?;
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
         self.fetch_blob(&t, r, d, size, store).await
     }
@@ -571,7 +570,7 @@ impl Registry {
         blobs: &[Descriptor],
         mount_from: &[Reference],
     ) -> Result<PushReport, RegistryError> {
-        let t = self.transport(r.registry())?;
+        let t = self.transport(r.registry(), Purpose::Push)?;
         self.authenticate(&t, r, RegistryOperation::Push).await?;
 
         // Distinct blobs, in order (a layer can appear twice in a manifest).
@@ -619,7 +618,7 @@ impl Registry {
 
         let oref = r.to_oci();
         let body = bytes::Bytes::copy_from_slice(manifest);
-        attempt(self.attempts(), format!("pushing manifest {} to", short(&report.manifest_digest)), r, || async {
+        let pushed = attempt(self.attempts(), format!("pushing manifest {} to", short(&report.manifest_digest)), r, || async {
             let ct = manifest_media_type
                 .parse()
                 .map_err(|_| Failure::Bad(format!("invalid media type {manifest_media_type:?}")))?;
@@ -633,7 +632,14 @@ impl Registry {
                 Err(e) => Err(e.into()),
             }
         })
-        .await?;
+        .await;
+        match pushed {
+            // As Kaniko's DoPush: the image is complete there, only the tag stays.
+            Err(e) if self.inner.opts.ignore_immutable_tags && TAG_IMMUTABLE.iter().any(|m| e.to_string().contains(m)) => {
+                tracing::warn!("{e}\n(the tag is immutable there: counted as pushed, --push-ignore-immutable-tag-errors)");
+            }
+            res => res?,
+        }
         Ok(report)
     }
 

@@ -63,9 +63,10 @@ impl fmt::Debug for RegistryCache {
 const MAX_CONFIG: u64 = 16 * 1024 * 1024;
 
 impl RegistryCache {
-    /// `--cache-repo REPO` (tag and digest of `repo` are ignored).
+    /// `--cache-repo REPO` (tag and digest of `repo` are ignored). Read and written
+    /// with the push settings, as Kaniko does: the cache lives with the destinations.
     pub fn repo(registry: Registry, repo: Reference, opts: CacheOptions) -> Self {
-        RegistryCache { registry, opts, flavour: Flavour::Repo(repo) }
+        RegistryCache { registry: registry.for_destinations(), opts, flavour: Flavour::Repo(repo) }
     }
 
     /// `--cache-from type=registry,ref=…` (any number) and `--cache-to
