@@ -87,22 +87,45 @@ pub(crate) fn into_error(op: String, target: String, f: Failure) -> RegistryErro
                 ));
             }
             let plain_http_to_tls = message.contains("400 Bad Request") && message.contains("http://");
-            if message.contains("certificate") || plain_http_to_tls {
-                let host = target.split('/').next().unwrap_or(&target);
-                if plain_http_to_tls {
-                    // A loopback registry is spoken to over HTTP unless told otherwise;
-                    // a 400 there usually means it speaks TLS.
-                    message.push_str(" (the registry may speak TLS:");
-                    message.push_str(" give its CA with --registry-certificate FILE, or --insecure-registry to skip verification)");
-                    return RegistryError::Transport { op, target, message };
-                }
-                message.push_str(&format!(
-                    " (TLS: trust the registry's CA with --registry-certificate FILE, or use --insecure-registry {host})"
-                ));
+            if plain_http_to_tls && !message.contains("certificate") {
+                // A loopback registry is spoken to over HTTP unless told otherwise;
+                // a 400 there usually means it speaks TLS.
+                message.push_str(" (the registry may speak TLS:");
+                message.push_str(" give its CA with --registry-certificate FILE, or --insecure-registry to skip verification)");
+            } else if let Some(hint) = tls_hint(&message, &target) {
+                message.push_str(&hint);
             }
             RegistryError::Transport { op, target, message }
         }
     }
+}
+
+/// Kaniko's known tag-immutability refusals (`pkg/executor/push.go` errTagImmutable,
+/// with the fork's wording of ECR's).
+const TAG_IMMUTABLE: &[&str] = &[
+    "The repository has enabled tag immutability",
+    "cannot be overwritten because the repository is immutable",
+    "cannot be overwritten because the tag is immutable",
+];
+
+/// Whether a registry's refusal is one of [`TAG_IMMUTABLE`].
+pub(crate) fn is_tag_immutable(message: &str) -> bool {
+    TAG_IMMUTABLE.iter().any(|m| message.contains(m))
+}
+
+/// What to do about a TLS failure in `message` with `target` (`registry/repository`).
+pub(crate) fn tls_hint(message: &str, target: &str) -> Option<String> {
+    let host = target.split('/').next().unwrap_or(target);
+    // The server's alerts when it wants a client certificate (none, or one it does
+    // not trust): Go sends bad_certificate or certificate_required.
+    if ["alert: BadCertificate", "alert: CertificateRequired", "alert: UnknownCA"].iter().any(|a| message.contains(a)) {
+        return Some(format!(
+            " (the registry refused the TLS handshake: it may require a client certificate; give one with --registry-client-cert {host}=CERT,KEY, signed by a CA it trusts)"
+        ));
+    }
+    message.contains("certificate").then(|| {
+        format!(" (TLS: trust the registry's CA with --registry-certificate FILE, or use --insecure-registry {host})")
+    })
 }
 
 fn is_not_found(f: &Failure) -> bool {

@@ -45,6 +45,14 @@ pub struct ClientCertError {
     pub message: String,
 }
 
+impl crate::registry::RegistryOptions {
+    /// The client identity for `registry` (`host[:port]`, or one given for its host).
+    pub(crate) fn client_cert(&self, registry: &str) -> Option<&ClientCert> {
+        let host = crate::hosts::host_of(registry);
+        self.client_certs.iter().find(|c| c.registry == registry).or_else(|| self.client_certs.iter().find(|c| c.registry == host))
+    }
+}
+
 /// The PEM blocks (`-----BEGIN LABEL-----` … `-----END LABEL-----`) of `text`, with their labels.
 fn pem_blocks(text: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
@@ -119,6 +127,7 @@ pub(crate) struct Relay {
     /// `http://kiln:SECRET@127.0.0.1:PORT`: oci-client's HTTP proxy.
     pub proxy_url: String,
     task: tokio::task::AbortHandle,
+    shared: Arc<Shared>,
 }
 
 impl Drop for Relay {
@@ -134,6 +143,9 @@ struct Shared {
     /// `Basic base64(kiln:SECRET)`.
     proxy_auth: HeaderValue,
     upstream: reqwest::Client,
+    /// The last failure to reach the registry: oci-client sees a 502 (without a
+    /// body for HEAD), the error message gets this (`Relay::take_error`).
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 const HOP_BY_HOP: &[&str] =
@@ -161,13 +173,19 @@ impl Relay {
             hosts,
             proxy_auth: HeaderValue::from_str(&format!("Basic {auth}")).map_err(|e| e.to_string())?,
             upstream,
+            last_error: std::sync::Mutex::new(None),
         });
         let task = {
             let _guard = rt.enter();
             let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-            rt.spawn(accept_loop(listener, shared)).abort_handle()
+            rt.spawn(accept_loop(listener, shared.clone())).abort_handle()
         };
-        Ok(Relay { proxy_url: format!("http://kiln:{secret}@{addr}"), task })
+        Ok(Relay { proxy_url: format!("http://kiln:{secret}@{addr}"), task, shared })
+    }
+
+    /// Why the registry could not be reached, since the last call.
+    pub fn take_error(&self) -> Option<String> {
+        self.shared.last_error.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -229,7 +247,9 @@ async fn forward(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response
     let resp = match rb.send().await {
         Ok(r) => r,
         Err(e) => {
-            return Ok(plain(StatusCode::BAD_GATEWAY, format!("mutual TLS to https://{host} failed: {}", error_chain(&e))));
+            let message = format!("mutual TLS to https://{host} failed: {}", error_chain(&e));
+            *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+            return Ok(plain(StatusCode::BAD_GATEWAY, message));
         }
     };
     let mut out: Response<reqwest::Body> = resp.into();

@@ -178,21 +178,6 @@ pub fn is_insecure(opts: &RegistryOptions, registry: &str) -> bool {
     hosts::is_insecure(&opts.insecure, registry)
 }
 
-impl RegistryOptions {
-    /// The client identity for `registry` (`host[:port]`, or one given for its host).
-    pub(crate) fn client_cert(&self, registry: &str) -> Option<&ClientCert> {
-        let host = hosts::host_of(registry);
-        self.client_certs.iter().find(|c| c.registry == registry).or_else(|| self.client_certs.iter().find(|c| c.registry == host))
-    }
-}
-
-/// Kaniko's known tag-immutability refusals (`pkg/executor/push.go` errTagImmutable,
-/// with the fork's wording of ECR's).
-const TAG_IMMUTABLE: &[&str] = &[
-    "The repository has enabled tag immutability",
-    "cannot be overwritten because the repository is immutable",
-    "cannot be overwritten because the tag is immutable",
-];
 
 fn parse_oci_digest(d: &oci_spec::image::Digest) -> Result<Digest, Failure> {
     d.to_string()
@@ -232,6 +217,15 @@ impl Registry {
 
     fn concurrency(&self) -> usize {
         self.inner.opts.max_concurrent_transfers.max(1)
+    }
+
+    /// [`attempt`] on `t`, its error completed with the mutual-TLS relay's reason.
+    async fn attempt<T, F, Fut>(&self, t: &Transport, op: String, r: &Reference, f: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        attempt(self.attempts(), op, r, f).await.map_err(|e| t.explain(e))
     }
 
     fn mode(&self, registry: &str, purpose: Purpose) -> Mode {
@@ -303,7 +297,7 @@ impl Registry {
             RegistryOperation::Pull => "authenticating to pull from",
             RegistryOperation::Push => "authenticating to push to",
         };
-        attempt(self.attempts(), what.to_string(), r, || async {
+        self.attempt(t, what.to_string(), r, || async {
             if let Some(id) = &t.identity {
                 let push = matches!(op, RegistryOperation::Push);
                 let token = id.access_token(&t.base_url, r.repository(), push).await.map_err(|e| match e {
@@ -444,7 +438,7 @@ impl Registry {
             Some(d) => format!("pulling manifest {} from", short(d)),
             None => format!("pulling manifest for tag {} from", r.tag().unwrap_or("latest")),
         };
-        attempt(self.attempts(), what, r, || async {
+        self.attempt(t, what, r, || async {
             let (bytes, _) = t.client.pull_manifest_raw(&oref, &t.auth, ACCEPT_MANIFESTS).await?;
             let digest = Digest::of(&bytes);
             if let Some(want) = r.digest() {
@@ -472,7 +466,7 @@ impl Registry {
         }
         let oref = r.to_oci();
         let ds = d.to_string();
-        attempt(self.attempts(), format!("pulling blob {} from", short(d)), r, || async {
+        self.attempt(t, format!("pulling blob {} from", short(d)), r, || async {
             let mut stream = t.client.pull_blob_stream(&oref, ds.as_str()).await?;
             let mut w = store.writer()?;
             let mut n: u64 = 0;
@@ -522,7 +516,7 @@ impl Registry {
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
         let oref = r.to_oci();
         let ds = d.to_string();
-        attempt(self.attempts(), format!("pulling blob {} from", short(d)), r, || async {
+        self.attempt(&t, format!("pulling blob {} from", short(d)), r, || async {
             let mut stream = t.client.pull_blob_stream(&oref, ds.as_str()).await?;
             let mut buf = Vec::new();
             while let Some(chunk) = stream.next().await {
@@ -618,7 +612,7 @@ impl Registry {
 
         let oref = r.to_oci();
         let body = bytes::Bytes::copy_from_slice(manifest);
-        let pushed = attempt(self.attempts(), format!("pushing manifest {} to", short(&report.manifest_digest)), r, || async {
+        let pushed = self.attempt(&t, format!("pushing manifest {} to", short(&report.manifest_digest)), r, || async {
             let ct = manifest_media_type
                 .parse()
                 .map_err(|_| Failure::Bad(format!("invalid media type {manifest_media_type:?}")))?;
@@ -635,7 +629,7 @@ impl Registry {
         .await;
         match pushed {
             // As Kaniko's DoPush: the image is complete there, only the tag stays.
-            Err(e) if self.inner.opts.ignore_immutable_tags && TAG_IMMUTABLE.iter().any(|m| e.to_string().contains(m)) => {
+            Err(e) if self.inner.opts.ignore_immutable_tags && crate::failure::is_tag_immutable(&e.to_string()) => {
                 tracing::warn!("{e}\n(the tag is immutable there: counted as pushed, --push-ignore-immutable-tag-errors)");
             }
             res => res?,
@@ -653,7 +647,7 @@ impl Registry {
     ) -> Result<Outcome, RegistryError> {
         let oref = r.to_oci();
         let ds = d.to_string();
-        let exists = attempt(self.attempts(), format!("checking blob {} in", short(d)), r, || async {
+        let exists = self.attempt(t, format!("checking blob {} in", short(d)), r, || async {
             Ok(t.client.blob_exists(&oref, &ds).await?)
         })
         .await?;
@@ -674,7 +668,7 @@ impl Registry {
             target: r.name(),
             source,
         })?;
-        attempt(self.attempts(), format!("pushing blob {} to", short(d)), r, || async {
+        self.attempt(t, format!("pushing blob {} to", short(d)), r, || async {
             // Reopened on each attempt: a consumed stream cannot be replayed.
             let file = tokio::fs::File::open(&path)
                 .await

@@ -32,6 +32,23 @@ pub(crate) struct Transport {
     _relay: Option<Arc<Relay>>,
 }
 
+impl Transport {
+    /// `e` with the relay's reason when the relay could not reach the registry.
+    pub fn explain(&self, e: RegistryError) -> RegistryError {
+        let Some(why) = self._relay.as_ref().and_then(|r| r.take_error()) else { return e };
+        match e {
+            RegistryError::Transport { op, target, mut message } if !message.contains(&why) => {
+                message.push_str(&format!(" ({why})"));
+                if let Some(hint) = crate::failure::tls_hint(&why, &target) {
+                    message.push_str(&hint);
+                }
+                RegistryError::Transport { op, target, message }
+            }
+            e => e,
+        }
+    }
+}
+
 /// A reqwest client with the TLS settings of `mode` and the identity, if any.
 fn tls_client(
     registry: &str,

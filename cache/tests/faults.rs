@@ -248,3 +248,36 @@ async fn layers_are_pulled_in_parallel_within_the_bound() {
         }
     }
 }
+
+/// ECR's answer to a manifest PUT on an immutable tag (`Fault::Respond`): an error
+/// naming the registry, unless `ignore_immutable_tags` (Kaniko's
+/// `--push-ignore-immutable-tag-errors`) counts the push as done. Other refusals stay errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_tag_refusals_can_count_as_pushed() {
+    let reg = TestRegistry::start();
+    let proxy = FaultProxy::start(&reg.host);
+    let t = tempfile::tempdir().unwrap();
+    let src = ContentStore::open(&t.path().join("src")).unwrap();
+    let img = make_image(&src, "linux/amd64", 4000, false);
+    let r = via(&proxy, "locked/app:1");
+    let ecr = r#"{"errors":[{"code":"TAG_INVALID","message":"The image tag '1' already exists in the 'locked/app' repository and cannot be overwritten because the repository is immutable."}]}"#;
+    let refuse = |body: &str| Rule::new("PUT", "/manifests/", Fault::Respond(400, body.to_string()), 1);
+    proxy.add_rule(refuse(ecr));
+    let err = Registry::new(RegistryOptions { retries: 0, ..Default::default() })
+        .push_image(&r, &src, &img.manifest, img.manifest_type, &img.blobs, &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("{}/locked/app", proxy.host())) && err.contains("immutable"), "{err}");
+    let lenient = Registry::new(RegistryOptions { retries: 0, ignore_immutable_tags: true, ..Default::default() });
+    proxy.add_rule(refuse(ecr));
+    let report = lenient.push_image(&r, &src, &img.manifest, img.manifest_type, &img.blobs, &[]).await.unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    // Google Artifact Registry's wording too; anything else is still an error.
+    proxy.add_rule(refuse(r#"{"errors":[{"code":"DENIED","message":"The repository has enabled tag immutability."}]}"#));
+    lenient.push_image(&r, &src, &img.manifest, img.manifest_type, &img.blobs, &[]).await.unwrap();
+    proxy.add_rule(refuse(r#"{"errors":[{"code":"DENIED","message":"quota exceeded"}]}"#));
+    let err = lenient.push_image(&r, &src, &img.manifest, img.manifest_type, &img.blobs, &[]).await.unwrap_err().to_string();
+    assert!(err.contains("quota exceeded"), "{err}");
+    assert_eq!(proxy.injected(), 4, "{:?}", proxy.log());
+}

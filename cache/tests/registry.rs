@@ -244,6 +244,25 @@ async fn mirrors_and_registry_map() {
     assert_eq!(p.manifest_digest, img.digest);
 }
 
+/// Kaniko's --skip-default-registry-fallback: an image no mirror has is an error
+/// naming it and the mirrors, not a pull from docker.io (which is tried without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_default_registry_fallback() {
+    let mirror = TestRegistry::start();
+    let t = tempfile::tempdir().unwrap();
+    let dst = ContentStore::open(t.path()).unwrap();
+    let amd64 = parse_platform("linux/amd64").unwrap();
+    let hub: kiln_cache::Reference = "kiln-absent/thing:1".parse().unwrap();
+    let opts = |skip| RegistryOptions { mirrors: vec![mirror.host.clone()], skip_default_fallback: skip, retries: 0, ..Default::default() };
+    let err = Registry::new(opts(true)).pull_image(&hub, &amd64, &dst).await.unwrap_err();
+    assert!(matches!(err, kiln_cache::RegistryError::NotOnMirrors { .. }), "{err:?}");
+    let e = err.to_string();
+    assert!(e.contains("docker.io/kiln-absent/thing:1") && e.contains(&mirror.host) && e.contains("--skip-default-registry-fallback"), "{e}");
+    // Without it, docker.io is tried last (and unreachable from the test machine).
+    let e = Registry::new(opts(false)).pull_image(&hub, &amd64, &dst).await.unwrap_err().to_string();
+    assert!(e.contains("docker.io/kiln-absent/thing") && !e.contains(&mirror.host), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_ca_certificate_is_named() {
     let t = tempfile::tempdir().unwrap();

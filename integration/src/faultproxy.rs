@@ -4,7 +4,7 @@
 //! every connection to the upstream registry. It parses just enough HTTP (request
 //! heads, `Content-Length` and chunked request bodies) to know where each request
 //! starts, so [`Rule`]s can pick requests by method and path and inject a [`Fault`]:
-//! an error status, a connection cut in the middle of a request body or of a
+//! an error status (or a given status and body), a connection cut in the middle of a request body or of a
 //! response, a corrupted response byte, or a plain close. Everything else is relayed
 //! byte for byte. Clients must not pipeline (hyper/reqwest and curl do not).
 //!
@@ -23,6 +23,9 @@ use std::thread;
 pub enum Fault {
     /// Answer this status (empty body, `Connection: close`) without forwarding.
     Status(u16),
+    /// Read the request's body, then answer this status with this JSON body (a
+    /// registry's error envelope) and `Connection: close`, without forwarding.
+    Respond(u16, String),
     /// Close the connection without answering.
     Close,
     /// Forward the head and this many body bytes (at most all but the last byte of a
@@ -332,6 +335,23 @@ fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 kill();
                 return Ok(());
             }
+            Some(Fault::Respond(code, body)) => {
+                // Read the body first: closing with unread bytes resets the
+                // connection, and the client may lose the answer.
+                if chunked {
+                    copy_chunked(&mut reader, &mut std::io::sink())?;
+                } else {
+                    std::io::copy(&mut (&mut reader).take(content_length as u64), &mut std::io::sink())?;
+                }
+                let _ = write!(
+                    cl,
+                    "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = cl.flush();
+                kill();
+                return Ok(());
+            }
             Some(Fault::Close) => {
                 kill();
                 return Ok(());
@@ -367,7 +387,7 @@ fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
 }
 
 /// Copies one chunked body (chunks, last chunk, trailers) verbatim.
-fn copy_chunked(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> std::io::Result<()> {
+fn copy_chunked(r: &mut BufReader<TcpStream>, w: &mut impl Write) -> std::io::Result<()> {
     loop {
         let mut line = Vec::new();
         r.read_until(b'\n', &mut line)?;

@@ -47,7 +47,18 @@ impl TestRegistry {
         Self::start_full(bind_ip, Some((cert, key)), None, None)
     }
 
+    /// A TLS registry that requires a client certificate signed by `client_ca`
+    /// (distribution's `http.tls.clientcas`).
+    pub fn start_mtls(bind_ip: &str, cert: &Path, key: &Path, client_ca: &Path) -> Self {
+        let yaml = format!("    clientcas:\n      - {}\n", client_ca.display());
+        Self::start_full_with(bind_ip, Some((cert, key)), &yaml, None, None)
+    }
+
     fn start_full(bind_ip: &str, tls: Option<(&Path, &Path)>, htpasswd: Option<&str>, auth_yaml: Option<&str>) -> Self {
+        Self::start_full_with(bind_ip, tls, "", htpasswd, auth_yaml)
+    }
+
+    fn start_full_with(bind_ip: &str, tls: Option<(&Path, &Path)>, tls_extra: &str, htpasswd: Option<&str>, auth_yaml: Option<&str>) -> Self {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: the registry integration tests need it; run scripts/setup.sh"
@@ -69,7 +80,7 @@ impl TestRegistry {
             config.push_str(&format!("auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n", p.display()));
         }
         if let Some((cert, key)) = tls {
-            config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+            config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n{tls_extra}", cert.display(), key.display()));
         }
         if let Some(a) = auth_yaml {
             config.push_str(&format!("auth:\n{a}"));
