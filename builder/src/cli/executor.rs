@@ -103,7 +103,7 @@ pub struct ExecutorArgs {
     /// REGISTRY=CERT,KEY for mutual TLS.
     #[arg(long = "registry-client-cert")]
     pub registry_client_certs: Vec<String>,
-    /// Registries to skip TLS verification for (kiln: plain HTTP to them).
+    /// Registries spoken to over TLS without verification, for pulls and pushes.
     #[arg(long = "skip-tls-verify-registry")]
     pub skip_tls_verify_registries: Vec<String>,
     #[arg(long = "skip-tls-verify-pull", num_args = 0..=1, default_missing_value = "true", value_parser = kbool)]
@@ -193,14 +193,10 @@ pub const NO_EFFECT: &[(&str, &str)] = &[
     ("whitelist-var-run", "kiln's rootfs is its own: the container's /var/run never enters it"),
     ("image-fs-extract-retry", "kiln extracts each layer once, verified by digest"),
     ("skip-push-permission-check", "kiln checks nothing before pushing"),
-    ("push-ignore-immutable-tag-errors", "accepted; an immutable tag is still an error"),
-    ("skip-default-registry-fallback", "kiln falls back to docker.io only after --registry-mirror entries, never for mapped names"),
     ("no-push-cache", "the layer cache is pushed with the image"),
     ("materialize", "kiln always materialises the rootfs it needs"),
     ("preserve-context", "kiln never changes the context"),
     ("credential-helpers", "kiln runs the helpers docker's config.json names"),
-    ("insecure-pull", "pulls speak plain HTTP to loopback and to the registries --insecure-registry names"),
-    ("skip-tls-verify-pull", "pulls speak plain HTTP to loopback and to the registries --insecure-registry names"),
 ];
 
 /// Kaniko's git context `git://HOST/REPO[#REF][#COMMIT]` (cloned over https, or
@@ -233,12 +229,6 @@ fn kaniko_git_url(rest: &str, git_opts: &[String], pull_method: Option<&str>) ->
     })
 }
 
-/// The registry host of a reference (`host[:port]/repo:tag`), if it names one.
-fn host_of(reference: &str) -> Option<String> {
-    let first = reference.split('/').next()?;
-    (reference.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost")).then(|| first.to_string())
-}
-
 /// Kaniko's default cache repository: the first destination's repository + `/cache`.
 fn default_cache_repo(destination: &str) -> String {
     let no_digest = destination.split('@').next().unwrap_or(destination);
@@ -255,9 +245,6 @@ impl ExecutorArgs {
     pub fn into_build(self) -> Result<(BuildArgs, Vec<(PathBuf, bool)>)> {
         if let Some(b) = &self.bucket {
             bail!("--bucket {b}: cloud bucket contexts (gs://, s3://, az://) cannot be reached by kiln; give a directory, dir://, tar://, https:// or a git URL");
-        }
-        if let Some(c) = self.registry_client_certs.first() {
-            bail!("--registry-client-cert {c}: client certificates (mutual TLS) are not supported yet");
         }
         let mut context = match self.context.split_once("://") {
             None => PathBuf::from(&self.context),
@@ -302,11 +289,7 @@ impl ExecutorArgs {
             context.join(&self.dockerfile)
         };
         let push = !self.no_push.unwrap_or(false) && !self.dryrun.unwrap_or(false) && !self.destinations.is_empty();
-        let mut insecure = self.insecure_registries.clone();
-        insecure.extend(self.skip_tls_verify_registries.iter().cloned());
-        if self.insecure.unwrap_or(false) || self.skip_tls_verify.unwrap_or(false) {
-            insecure.extend(self.destinations.iter().filter_map(|d| host_of(d)));
-        }
+        let (pull_leniency, push_leniency) = self.leniency();
         let mut outputs = Vec::new();
         if let Some(t) = &self.tar_path {
             outputs.push(format!("type=docker,dest={}", t.display()));
@@ -323,6 +306,7 @@ impl ExecutorArgs {
             let file = c.split_once('=').map(|(_, f)| f).unwrap_or(c);
             extra.push(("--registry-certificate", file.to_string()));
         }
+        extra.extend(self.registry_client_certs.iter().map(|c| ("--registry-client-cert", c.clone())));
         extra.extend(self.annotations.iter().map(|a| ("--annotation", a.clone())));
         extra.extend(self.ignore_paths.iter().map(|p| ("--ignore-path", p.clone())));
         extra.extend(self.secrets.iter().map(|s| ("--secret", s.clone())));
@@ -339,6 +323,12 @@ impl ExecutorArgs {
         // One layer on top of the base: Buildah's --squash.
         if self.single_snapshot.unwrap_or(false) {
             switches.push("--squash");
+        }
+        if self.skip_default_registry_fallback.unwrap_or(false) {
+            switches.push("--skip-default-registry-fallback");
+        }
+        if self.push_ignore_immutable_tag_errors.unwrap_or(false) {
+            switches.push("--push-ignore-immutable-tag-errors");
         }
         let cache_repo = if self.cache.unwrap_or(false) {
             self.cache_repo.clone().or_else(|| self.destinations.first().map(|d| default_cache_repo(d)))
@@ -365,7 +355,7 @@ impl ExecutorArgs {
             build_args: self.build_args,
             labels: self.labels,
             target: self.target,
-            insecure_registries: insecure,
+            insecure_registries: Vec::new(),
             registry_mirrors: self.registry_mirrors,
             push_retry: match (self.push_retry, self.image_download_retry) {
                 (0, None) => 3,
@@ -387,6 +377,7 @@ impl ExecutorArgs {
         args.notes = notes;
         args.dockerfile_in_context = dockerfile_in_context;
         args.context_sub_path = fetched_sub_path;
+        (args.registry.pull_leniency, args.registry.push_leniency) = (pull_leniency, push_leniency);
         Ok((args, names))
     }
 
@@ -413,6 +404,26 @@ impl ExecutorArgs {
         }
     }
 
+    /// Kaniko's TLS switches as (pull, push) leniencies. `--insecure` and
+    /// `--skip-tls-verify` are for pushes (`pkg/executor/push.go`), the -pull forms
+    /// for pulls (`pkg/image/remote/remote.go`), the -registry forms for both; Kaniko's
+    /// one transport (`pkg/util/transport_util.go` MakeTransport) makes
+    /// `--skip-tls-verify` skip verification for pulls too.
+    fn leniency(&self) -> (kiln_cache::Leniency, kiln_cache::Leniency) {
+        use kiln_cache::{Hosts, Leniency};
+        let hosts = |all: bool, named: &[String]| if all { Hosts::every() } else { Hosts::named(named.iter().cloned()) };
+        let on = |b: Option<bool>| b.unwrap_or(false);
+        let pull = Leniency {
+            plain_http: hosts(on(self.insecure_pull), &self.insecure_registries),
+            skip_verify: hosts(on(self.skip_tls_verify_pull) || on(self.skip_tls_verify), &self.skip_tls_verify_registries),
+        };
+        let push = Leniency {
+            plain_http: hosts(on(self.insecure), &self.insecure_registries),
+            skip_verify: hosts(on(self.skip_tls_verify), &self.skip_tls_verify_registries),
+        };
+        (pull, push)
+    }
+
     /// Whether the no-effect flag `name` was given (for the debug note).
     fn given(&self, name: &str) -> bool {
         match name {
@@ -428,14 +439,10 @@ impl ExecutorArgs {
             "whitelist-var-run" => self.whitelist_var_run.is_some(),
             "image-fs-extract-retry" => self.image_fs_extract_retry.is_some(),
             "skip-push-permission-check" => self.skip_push_permission_check.is_some(),
-            "push-ignore-immutable-tag-errors" => self.push_ignore_immutable_tag_errors.is_some(),
-            "skip-default-registry-fallback" => self.skip_default_registry_fallback.is_some(),
             "no-push-cache" => self.no_push_cache.is_some(),
             "materialize" => self.materialize.is_some(),
             "preserve-context" => self.preserve_context.is_some(),
             "credential-helpers" => !self.credential_helpers.is_empty(),
-            "insecure-pull" => self.insecure_pull.is_some(),
-            "skip-tls-verify-pull" => self.skip_tls_verify_pull.is_some(),
             _ => false,
         }
     }
@@ -462,7 +469,28 @@ mod tests {
         assert_eq!(default_cache_repo("reg:5000/team/app:1.2"), "reg:5000/team/app/cache");
         assert_eq!(default_cache_repo("reg:5000/team/app"), "reg:5000/team/app/cache");
         assert_eq!(default_cache_repo("reg/app@sha256:abc"), "reg/app/cache");
-        assert_eq!(host_of("reg:5000/a/b:1"), Some("reg:5000".into()));
-        assert_eq!(host_of("busybox"), None);
+    }
+
+    #[test]
+    fn tls_switches_per_purpose_as_kaniko() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            e: ExecutorArgs,
+        }
+        let lenient = |args: &[&str]| {
+            let (pull, push) = T::try_parse_from(["executor"].iter().chain(args)).unwrap().e.leniency();
+            let reg = "reg.example:5000";
+            [pull.plain_http.contains(reg), pull.skip_verify.contains(reg), push.plain_http.contains(reg), push.skip_verify.contains(reg)]
+        };
+        assert_eq!(lenient(&[]), [false; 4]);
+        assert_eq!(lenient(&["--insecure"]), [false, false, true, false]);
+        assert_eq!(lenient(&["--insecure-pull"]), [true, false, false, false]);
+        assert_eq!(lenient(&["--skip-tls-verify"]), [false, true, false, true]);
+        assert_eq!(lenient(&["--skip-tls-verify-pull"]), [false, true, false, false]);
+        assert_eq!(lenient(&["--insecure-registry", "reg.example:5000"]), [true, false, true, false]);
+        assert_eq!(lenient(&["--skip-tls-verify-registry", "reg.example"]), [false, true, false, true]);
+        assert_eq!(lenient(&["--skip-tls-verify-registry", "other:5000"]), [false; 4]);
     }
 }

@@ -141,9 +141,39 @@ pub struct RegistryFlags {
     /// Extra CA certificate (PEM) for registries. Repeatable.
     #[arg(long = "registry-certificate", value_name = "FILE")]
     pub registry_certificates: Vec<PathBuf>,
+    /// Mutual TLS: the client certificate (PEM, the leaf first) and its key (PEM,
+    /// unencrypted) to present to REGISTRY (host[:port], or host for every port). Repeatable.
+    #[arg(long = "registry-client-cert", value_name = "REGISTRY=CERT,KEY")]
+    pub registry_client_certs: Vec<String>,
+    /// With --registry-mirror: an image no mirror serves is an error, not a pull
+    /// from docker.io.
+    #[arg(long = "skip-default-registry-fallback")]
+    pub skip_default_registry_fallback: bool,
+    /// A push refused because the tag is immutable there (ECR, Artifact Registry)
+    /// counts as done, with a warning.
+    #[arg(long = "push-ignore-immutable-tag-errors")]
+    pub push_ignore_immutable_tag_errors: bool,
     /// Retries for each registry operation (429, 5xx, dropped connections).
     #[arg(long = "push-retry", value_name = "N", default_value_t = 3)]
     pub push_retry: u32,
+    /// What pulls and pushes may do short of verified TLS (`kiln executor`'s
+    /// Kaniko switches: --insecure, --skip-tls-verify and their -pull and -registry forms).
+    #[arg(skip)]
+    pub pull_leniency: kiln_cache::Leniency,
+    #[arg(skip)]
+    pub push_leniency: kiln_cache::Leniency,
+}
+
+/// `--registry-client-cert REGISTRY=CERT,KEY` (Kaniko's syntax), its files read and checked.
+fn parse_client_cert(v: &str) -> Result<kiln_cache::ClientCert> {
+    let parsed = v.split_once('=').and_then(|(r, files)| Some((r, files.split_once(',')?)));
+    match parsed {
+        Some((registry, (cert, key))) if !registry.is_empty() && !cert.is_empty() && !key.is_empty() && !key.contains(',') => {
+            kiln_cache::ClientCert::load(registry, std::path::Path::new(cert), std::path::Path::new(key))
+                .map_err(|e| anyhow!("--registry-client-cert {v}: {e}"))
+        }
+        _ => Err(anyhow!("--registry-client-cert {v:?}: expected REGISTRY=CERTFILE,KEYFILE")),
+    }
 }
 
 /// The registry flags and `--authfile`, as the commands that talk to a registry
@@ -168,6 +198,11 @@ impl RegistryFlags {
                 .map(|m| m.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| anyhow!("--registry-map {m:?}: expected FROM=TO")))
                 .collect::<Result<_>>()?,
             ca_certs: self.registry_certificates.clone(),
+            client_certs: self.registry_client_certs.iter().map(|v| parse_client_cert(v)).collect::<Result<_>>()?,
+            pull: self.pull_leniency.clone(),
+            push: self.push_leniency.clone(),
+            skip_default_fallback: self.skip_default_registry_fallback,
+            ignore_immutable_tags: self.push_ignore_immutable_tag_errors,
             retries: self.push_retry,
             ..Default::default()
         })
@@ -212,5 +247,21 @@ mod tests {
         assert_eq!(format!("{b:?}"), format!("{i:?}"));
         assert_eq!(b.retries, 5);
         assert_eq!(b.registry_map, vec![("a".to_string(), "b".to_string())]);
+        let flags = ["--skip-default-registry-fallback", "--push-ignore-immutable-tag-errors"];
+        let b = match crate::cli::Cli::try_parse_from(["kiln", "build"].iter().chain(&flags).chain(&["."])).unwrap().command {
+            crate::cli::CommandKind::Build(b) => b.registry.to_options().unwrap(),
+            _ => unreachable!(),
+        };
+        assert!(b.skip_default_fallback && b.ignore_immutable_tags);
+    }
+
+    #[test]
+    fn client_certificates_name_the_flag_and_file() {
+        for bad in ["r:5000", "r:5000=/a", "=/a,/b", "r=/a,", "r=/a,/b,/c"] {
+            let e = parse_client_cert(bad).unwrap_err().to_string();
+            assert!(e.contains("--registry-client-cert") && e.contains("REGISTRY=CERTFILE,KEYFILE"), "{bad}: {e}");
+        }
+        let e = parse_client_cert("r:5000=/no/such/cert.pem,/no/such/key.pem").unwrap_err().to_string();
+        assert!(e.contains("--registry-client-cert") && e.contains("/no/such/cert.pem"), "{e}");
     }
 }
