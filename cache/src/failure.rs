@@ -86,7 +86,7 @@ pub(crate) fn into_error(op: String, target: String, f: Failure) -> RegistryErro
                      " (access denied: check the credentials for {host} in docker's config.json — `docker login {host}` — or in $REGISTRY_AUTH_FILE)"
                 ));
             }
-            let plain_http_to_tls = message.contains("400 Bad Request") && message.contains("http://");
+            let plain_http_to_tls = (message.contains("400 Bad Request") || message.contains("HTTP request to an HTTPS server")) && message.contains("http://");
             if plain_http_to_tls && !message.contains("certificate") {
                 // A loopback registry is spoken to over HTTP unless told otherwise;
                 // a 400 there usually means it speaks TLS.

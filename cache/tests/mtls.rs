@@ -122,7 +122,7 @@ fn client_certificate_files_are_checked_and_named() {
 async fn verification_skipped_per_purpose() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    openssl(d, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "self.key", "-out", "self.pem", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]);
+    openssl(d, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "self.key", "-out", "self.pem", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"]);
     let reg = TestRegistry::start_tls("127.0.0.1", &d.join("self.pem"), &d.join("self.key"));
     let store = ContentStore::open(&d.join("s")).unwrap();
     let img = make_image(&store, "linux/amd64", 2000, false);
