@@ -29,6 +29,7 @@ pub mod layercache;
 pub mod layout;
 pub mod lock;
 mod oauth;
+mod options;
 pub mod platform;
 pub mod reference;
 pub mod registry;

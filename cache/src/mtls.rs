@@ -45,14 +45,6 @@ pub struct ClientCertError {
     pub message: String,
 }
 
-impl crate::registry::RegistryOptions {
-    /// The client identity for `registry` (`host[:port]`, or one given for its host).
-    pub(crate) fn client_cert(&self, registry: &str) -> Option<&ClientCert> {
-        let host = crate::hosts::host_of(registry);
-        self.client_certs.iter().find(|c| c.registry == registry).or_else(|| self.client_certs.iter().find(|c| c.registry == host))
-    }
-}
-
 /// The PEM blocks (`-----BEGIN LABEL-----` … `-----END LABEL-----`) of `text`, with their labels.
 fn pem_blocks(text: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();

@@ -11,7 +11,7 @@ use oci_client::secrets::RegistryAuth;
 use crate::error::RegistryError;
 use crate::hosts::Mode;
 use crate::mtls::{error_chain, Relay};
-use crate::registry::RegistryOptions;
+use crate::options::RegistryOptions;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A stalled connection is a dropped connection: retried.
