@@ -185,7 +185,11 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     // Connections end with the relay: their tasks are aborted with it.
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, say: let connections end rather than spin.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
         let shared = shared.clone();
         conns.spawn(async move {
             let service = hyper::service::service_fn(move |req| forward(req, shared.clone()));
