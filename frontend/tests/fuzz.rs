@@ -118,6 +118,8 @@ fn opts() -> Vec<LowerOptions> {
             build_platform: Platform::new("linux", "amd64", None),
             base_env: BTreeMap::from([("x".into(), vec![("PATH".into(), "/bin".into())])]),
             base_onbuild: BTreeMap::from([("x".into(), vec!["RUN echo $V".into(), "COPY --from=0 a b".into()])]),
+            // Every stage lowered for real: errors in unused stages are reached too.
+            all_stages: true,
         },
     ]
 }

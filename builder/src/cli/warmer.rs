@@ -64,27 +64,21 @@ pub struct WarmerArgs {
     pub azure_container_registry_config: Option<String>,
 }
 
-/// The registry host of an image reference, when it names one.
-fn host_of(image: &str) -> Option<String> {
-    let first = image.split('/').next()?;
-    (image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost")).then(|| first.to_string())
-}
 
 impl WarmerArgs {
-    /// kiln's registry flags for what the warmer was given. `--insecure-pull` and
-    /// `--skip-tls-verify-pull` apply to every image it pulls: all of them are pulls.
+    /// kiln's registry flags for what the warmer was given: every registry it talks
+    /// to is a pull, so Kaniko's -pull and -registry switches make the pull leniency.
     pub fn registry_flags(&self) -> Result<RegistryFlags> {
+        use kiln_cache::{Hosts, Leniency};
         if self.images.is_empty() && self.dockerfile.is_none() {
             bail!("kiln warmer: give at least one --image to cache or a --dockerfile to read them from");
         }
-        if let Some(c) = self.registry_client_certs.first() {
-            bail!("--registry-client-cert {c}: client certificates (mutual TLS) are not supported yet");
-        }
-        let mut insecure = self.insecure_registries.clone();
-        insecure.extend(self.skip_tls_verify_registries.iter().cloned());
-        if self.insecure_pull.unwrap_or(false) || self.skip_tls_verify_pull.unwrap_or(false) {
-            insecure.extend(self.images.iter().filter_map(|i| host_of(i)));
-        }
+        let on = |b: Option<bool>| b.unwrap_or(false);
+        let hosts = |all: bool, named: &[String]| if all { Hosts::every() } else { Hosts::named(named.iter().cloned()) };
+        let pull = Leniency {
+            plain_http: hosts(on(self.insecure_pull), &self.insecure_registries),
+            skip_verify: hosts(on(self.skip_tls_verify_pull), &self.skip_tls_verify_registries),
+        };
         let mut map = Vec::new();
         for m in &self.registry_map {
             for one in m.split(';').filter(|s| !s.is_empty()) {
@@ -103,11 +97,16 @@ impl WarmerArgs {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(RegistryFlags {
-            insecure_registries: insecure,
+            insecure_registries: self.insecure_registries.clone(),
             registry_mirrors: self.registry_mirrors.clone(),
             registry_map: map,
             registry_certificates: certificates,
+            registry_client_certs: self.registry_client_certs.clone(),
+            skip_default_registry_fallback: on(self.skip_default_registry_fallback),
+            push_ignore_immutable_tag_errors: false,
             push_retry: 3,
+            pull_leniency: pull,
+            push_leniency: Leniency::default(),
         })
     }
 }

@@ -51,7 +51,6 @@ impl<C: LayerCache> LayerCache for StepFilter<C> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::options::CacheRepoSteps;
 
     #[test]
