@@ -6,7 +6,7 @@
 //! stages) → `plan` (keys) → `export` (manifests, indexes, outputs) → `steps`
 //! (RUN mounts, COPY/ADD, archives, downloads) → `exec` (namespaces, sandbox) and
 //! `context` (the build context) → the leaves (`options`, `image`, `progress`,
-//! `platform`, `fsutil`, `timefmt`).
+//! `platform`, `fsutil`), then `timefmt` (progress lines are dated with it).
 
 mod cli;
 pub mod cmd;
