@@ -31,5 +31,6 @@ pub mod xattr;
 
 pub use apply::{apply_layer, apply_layer_onto, apply_layer_onto_with_workers, Applied};
 pub use diff::{write_layer, Compression, DiffOptions, LayerDigests};
+pub use native::wait_past_ctime;
 pub use snapshots::{ActiveSnapshot, SnapshotStore, SnapshotterKind};
 pub use error::{ApplyError, DiffError};

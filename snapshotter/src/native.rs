@@ -81,16 +81,7 @@ impl Manifest {
         let mut m = Manifest::default();
         m.walk(root, &mut Vec::new())?;
         let newest = m.paths.values().map(|b| b.ctime).max().unwrap_or((0, 0));
-        let probe = scratch.join(".kiln-clock");
-        for _ in 0..2000 {
-            fs::write(&probe, b"")?;
-            let md = fs::symlink_metadata(&probe)?;
-            if (md.ctime(), md.ctime_nsec()) > newest {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let _ = fs::remove_file(&probe);
+        wait_past_ctime(&scratch.join(".kiln-clock"), newest)?;
         Ok(m)
     }
 
@@ -307,3 +298,19 @@ impl Differ<'_> {
 }
 
 use std::os::unix::fs::FileTypeExt;
+
+/// Waits (up to ~2 s) until a file written at `probe` gets a ctime later than
+/// `newest`, then removes it: with coarse timestamps, a change made right after
+/// recording `newest` then still shows as a newer ctime.
+pub fn wait_past_ctime(probe: &Path, newest: (i64, i64)) -> io::Result<()> {
+    for _ in 0..2000 {
+        fs::write(probe, b"")?;
+        let md = fs::symlink_metadata(probe)?;
+        if (md.ctime(), md.ctime_nsec()) > newest {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let _ = fs::remove_file(probe);
+    Ok(())
+}

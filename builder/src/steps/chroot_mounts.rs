@@ -241,16 +241,7 @@ impl Placed {
             _ => None,
         }).max();
         let Some(newest) = newest else { return Ok(()) };
-        let probe = self.stash.join("clock");
-        for _ in 0..2000 {
-            fs::write(&probe, b"")?;
-            let md = fs::symlink_metadata(&probe)?;
-            if (md.ctime(), md.ctime_nsec()) > newest {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let _ = fs::remove_file(&probe);
+        kiln_snapshotter::wait_past_ctime(&self.stash.join("clock"), newest)?;
         Ok(())
     }
 
