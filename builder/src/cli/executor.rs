@@ -229,6 +229,14 @@ fn kaniko_git_url(rest: &str, git_opts: &[String], pull_method: Option<&str>) ->
     })
 }
 
+/// One purpose's leniency from Kaniko's switches: plain HTTP for every registry
+/// (`all_plain`) or the named ones, verification off for all (`all_skip`) or the named.
+pub(super) fn leniency(all_plain: bool, plain: &[String], all_skip: bool, skip: &[String]) -> kiln_cache::Leniency {
+    use kiln_cache::Hosts;
+    let hosts = |all: bool, named: &[String]| if all { Hosts::every() } else { Hosts::named(named.iter().cloned()) };
+    kiln_cache::Leniency { plain_http: hosts(all_plain, plain), skip_verify: hosts(all_skip, skip) }
+}
+
 /// Kaniko's default cache repository: the first destination's repository + `/cache`.
 fn default_cache_repo(destination: &str) -> String {
     let no_digest = destination.split('@').next().unwrap_or(destination);
@@ -410,17 +418,9 @@ impl ExecutorArgs {
     /// one transport (`pkg/util/transport_util.go` MakeTransport) makes
     /// `--skip-tls-verify` skip verification for pulls too.
     fn leniency(&self) -> (kiln_cache::Leniency, kiln_cache::Leniency) {
-        use kiln_cache::{Hosts, Leniency};
-        let hosts = |all: bool, named: &[String]| if all { Hosts::every() } else { Hosts::named(named.iter().cloned()) };
         let on = |b: Option<bool>| b.unwrap_or(false);
-        let pull = Leniency {
-            plain_http: hosts(on(self.insecure_pull), &self.insecure_registries),
-            skip_verify: hosts(on(self.skip_tls_verify_pull) || on(self.skip_tls_verify), &self.skip_tls_verify_registries),
-        };
-        let push = Leniency {
-            plain_http: hosts(on(self.insecure), &self.insecure_registries),
-            skip_verify: hosts(on(self.skip_tls_verify), &self.skip_tls_verify_registries),
-        };
+        let pull = leniency(on(self.insecure_pull), &self.insecure_registries, on(self.skip_tls_verify_pull) || on(self.skip_tls_verify), &self.skip_tls_verify_registries);
+        let push = leniency(on(self.insecure), &self.insecure_registries, on(self.skip_tls_verify), &self.skip_tls_verify_registries);
         (pull, push)
     }
 

@@ -69,16 +69,11 @@ impl WarmerArgs {
     /// kiln's registry flags for what the warmer was given: every registry it talks
     /// to is a pull, so Kaniko's -pull and -registry switches make the pull leniency.
     pub fn registry_flags(&self) -> Result<RegistryFlags> {
-        use kiln_cache::{Hosts, Leniency};
         if self.images.is_empty() && self.dockerfile.is_none() {
             bail!("kiln warmer: give at least one --image to cache or a --dockerfile to read them from");
         }
         let on = |b: Option<bool>| b.unwrap_or(false);
-        let hosts = |all: bool, named: &[String]| if all { Hosts::every() } else { Hosts::named(named.iter().cloned()) };
-        let pull = Leniency {
-            plain_http: hosts(on(self.insecure_pull), &self.insecure_registries),
-            skip_verify: hosts(on(self.skip_tls_verify_pull), &self.skip_tls_verify_registries),
-        };
+        let pull = super::executor::leniency(on(self.insecure_pull), &self.insecure_registries, on(self.skip_tls_verify_pull), &self.skip_tls_verify_registries);
         let mut map = Vec::new();
         for m in &self.registry_map {
             for one in m.split(';').filter(|s| !s.is_empty()) {
@@ -106,7 +101,7 @@ impl WarmerArgs {
             push_ignore_immutable_tag_errors: false,
             push_retry: 3,
             pull_leniency: pull,
-            push_leniency: Leniency::default(),
+            push_leniency: kiln_cache::Leniency::default(),
         })
     }
 }
