@@ -14,6 +14,8 @@ pub struct IndexEntry {
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
+    /// OCI 1.1 `artifactType` (entries of a referrers index).
+    pub artifact_type: Option<String>,
     /// The platform object (`architecture`, `os`, `variant`, `os.version`, ...).
     pub platform: Option<Value>,
     pub annotations: Vec<(String, String)>,
@@ -21,11 +23,16 @@ pub struct IndexEntry {
 
 impl IndexEntry {
     pub fn new(media_type: &str, digest: &Digest, size: u64) -> Self {
-        IndexEntry { media_type: media_type.to_string(), digest: digest.clone(), size, platform: None, annotations: Vec::new() }
+        IndexEntry { media_type: media_type.to_string(), digest: digest.clone(), size, artifact_type: None, platform: None, annotations: Vec::new() }
     }
 
     pub fn with_platform(mut self, platform: Value) -> Self {
         self.platform = Some(platform);
+        self
+    }
+
+    pub fn with_artifact_type(mut self, artifact_type: &str) -> Self {
+        self.artifact_type = Some(artifact_type.to_string());
         self
     }
 
@@ -41,6 +48,9 @@ pub fn index_json(media_type: &str, entries: &[IndexEntry]) -> Vec<u8> {
         .iter()
         .map(|e| {
             let mut m = json!({"mediaType": e.media_type, "digest": e.digest.to_string(), "size": e.size});
+            if let Some(t) = &e.artifact_type {
+                m["artifactType"] = json!(t);
+            }
             if let Some(p) = &e.platform {
                 m["platform"] = p.clone();
             }

@@ -12,6 +12,13 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
+/// OCI 1.1's empty descriptor (`{}`): the config of an artifact manifest.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// Attestation payloads (artifactType of a referrer and media type of its one layer).
+pub const SPDX_JSON: &str = "application/spdx+json";
+pub const CYCLONEDX_JSON: &str = "application/vnd.cyclonedx+json";
+pub const IN_TOTO_JSON: &str = "application/vnd.in-toto+json";
+
 /// How a layer blob is compressed, judged by its media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerCompression {
