@@ -90,6 +90,22 @@ pub struct BuildArgs {
     /// (Buildah's --squash).
     #[arg(long)]
     pub squash: bool,
+    /// Attach an SBOM of each platform's image (`--sbom` = `--attest type=sbom`):
+    /// true, false, or options such as format=cyclonedx,scan-context=true.
+    #[arg(long, value_name = "true|false|OPTIONS", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub sbom: Option<String>,
+    /// Attach SLSA v1 provenance (`--provenance` = `--attest type=provenance`):
+    /// true (mode=min), false, mode=min|max[,builder-id=URI].
+    #[arg(long, value_name = "true|false|mode=min|max", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub provenance: Option<String>,
+    /// An attestation to attach: type=sbom[,format=spdx|cyclonedx][,scan-context=true]
+    /// [,scan-stage=true][,ignore-error=true] or type=provenance[,mode=min|max]. Repeatable.
+    #[arg(long = "attest", value_name = "type=sbom|provenance[,OPTION=VALUE...]")]
+    pub attest: Vec<String>,
+    /// Where attestations go: referrers (OCI 1.1 artifacts whose subject is the image;
+    /// the index is unchanged) or buildkit (manifests inside the index, unknown/unknown).
+    #[arg(long = "attest-style", value_name = "referrers|buildkit")]
+    pub attest_style: Option<String>,
     /// Size of /dev/shm in RUN steps (e.g. 64m, 1g; default 64m).
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
@@ -396,6 +412,10 @@ impl BuildArgs {
             all_stages: self.all_stages,
             log_timestamp: self.log_timestamp,
             ignore_paths: self.ignore_paths.iter().map(|p| parse_ignore_path(p)).collect::<Result<_>>()?,
+            attestations: crate::options::attest::Attestations::parse(self.sbom.as_deref(), self.provenance.as_deref(), &self.attest, self.attest_style.as_deref())
+                .map_err(|e| anyhow!("{e}"))?,
+            context_uri: std::env::var(crate::options::attest::CONTEXT_URI_ENV).ok().filter(|v| !v.is_empty()),
+            context_commit: std::env::var(crate::options::attest::CONTEXT_COMMIT_ENV).ok().filter(|v| !v.is_empty()),
             cache_from: self.cache_from.iter().map(|c| parse_cache_ref("--cache-from", c)).collect::<Result<_>>()?,
             cache_to: self.cache_to.as_deref().map(|c| parse_cache_ref("--cache-to", c)).transpose()?,
             registry: self.registry.to_options()?,

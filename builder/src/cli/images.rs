@@ -23,6 +23,47 @@ pub enum ImageCommand {
     Save(SaveArgs),
     /// Read an image archive (docker save, OCI archive) into the store, by its names.
     Load(LoadArgs),
+    /// Print the SBOM attached to a pushed image (its packages, or the document).
+    Sbom(SbomArgs),
+    /// List the attestations (SBOMs, provenance) attached to a pushed image.
+    Attestations(AttestationsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SbomArgs {
+    /// The image, e.g. registry:5000/app:1.
+    pub reference: String,
+    /// The platform's SBOM of a multi-platform image (default: the host's, else the first).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Which document: spdx or cyclonedx (default: the first attached).
+    #[arg(long = "type", value_name = "spdx|cyclonedx")]
+    pub sbom_type: Option<String>,
+    /// What it describes: image (default), context, or stage:NAME.
+    #[arg(long, value_name = "image|context|stage:NAME", default_value = "image")]
+    pub scope: String,
+    /// `table` (packages: name, version, purl) or `json` (the document itself).
+    #[arg(long, value_name = "table|json", default_value = "table")]
+    pub format: String,
+    #[command(flatten)]
+    pub access: crate::cli::values::RegistryAccess,
+}
+
+#[derive(Debug, Args)]
+pub struct AttestationsArgs {
+    /// The image, e.g. registry:5000/app:1.
+    pub reference: String,
+    /// Only this platform's attestations.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// `table` or `json` (one object per attestation; `--payload` adds the documents).
+    #[arg(long, value_name = "table|json", default_value = "table")]
+    pub format: String,
+    /// With --format json: include each attestation's document.
+    #[arg(long)]
+    pub payload: bool,
+    #[command(flatten)]
+    pub access: crate::cli::values::RegistryAccess,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,10 @@ pub fn run(mut args: BuildArgs, image_names: Option<ImageNames>) -> ExitCode {
         Err(e) => return super::fail(&e),
     };
     opts.registry.auth_files = auth.as_ref().map(|g| g.auth_files());
+    if let Some(m) = &materialized {
+        opts.context_uri = m.uri.clone();
+        opts.context_commit = m.commit.clone();
+    }
     crate::progress::init_with(opts.progress, opts.log_timestamp);
     opts.registry.transferred = crate::progress::get().transfers();
     let code = match crate::exec::userns::enter(opts.isolation_choice, &child_env) {

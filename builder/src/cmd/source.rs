@@ -56,6 +56,9 @@ pub struct Materialized {
     pub context: PathBuf,
     /// The Dockerfile when it came from stdin or was the whole source.
     pub dockerfile: Option<PathBuf>,
+    /// A git or http(s) source's URL without credentials, and a git source's commit.
+    pub uri: Option<String>,
+    pub commit: Option<String>,
     temp: Option<PathBuf>,
 }
 
@@ -68,6 +71,12 @@ impl Materialized {
         }
         if let Some(d) = &self.dockerfile {
             v.push((DOCKERFILE_ENV.to_string(), d.display().to_string()));
+        }
+        if let Some(u) = &self.uri {
+            v.push((crate::options::attest::CONTEXT_URI_ENV.to_string(), u.clone()));
+        }
+        if let Some(c) = &self.commit {
+            v.push((crate::options::attest::CONTEXT_COMMIT_ENV.to_string(), c.clone()));
         }
         v
     }
@@ -166,7 +175,7 @@ pub fn materialize(arg: &Path, dockerfile_arg: Option<&Path>, state_dir: &Path, 
         return Ok(None);
     }
     let temp = temp_dir(state_dir)?;
-    let mut m = Materialized { context: temp.join("context"), dockerfile: None, temp: Some(temp.clone()) };
+    let mut m = Materialized { context: temp.join("context"), dockerfile: None, uri: None, commit: None, temp: Some(temp.clone()) };
     std::fs::create_dir_all(&m.context)?;
     let mut text = Vec::new();
     let unpacked = match &source {
@@ -194,11 +203,14 @@ pub fn materialize(arg: &Path, dockerfile_arg: Option<&Path>, state_dir: &Path, 
             if !resp.status().is_success() {
                 bail!("downloading the context {shown}: HTTP {}", resp.status());
             }
+            m.uri = Some(shown.clone());
             unpack_or_keep(resp, &m.context, &mut text).with_context(|| format!("unpacking the context {shown}"))?
         }
         Source::Git(url) => {
-            let dir = fetch::git_checkout(url, &temp, keep_git_dir).with_context(|| format!("build context {}", redact(url)))?;
+            let (dir, commit) = fetch::git_checkout_commit(url, &temp, keep_git_dir).with_context(|| format!("build context {}", redact(url)))?;
             m.context = dir;
+            m.uri = Some(redact(url));
+            m.commit = Some(commit);
             true
         }
     };

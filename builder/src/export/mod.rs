@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use kiln_cache::reference::Reference;
 use kiln_cache::registry::Registry;
-use kiln_cache::layout::export_layout;
+use kiln_cache::layout::export_layout_with_referrers;
 use kiln_cache::store::ContentStore;
 use kiln_oci::{media, Descriptor, Digest};
 use serde_json::json;
@@ -15,6 +15,7 @@ use kiln_frontend::Platform;
 use crate::options::Format;
 
 pub mod archive;
+pub mod attach;
 pub mod base_cache;
 pub mod rootfs_tar;
 
@@ -90,6 +91,9 @@ pub struct Built {
     pub top_media_type: &'static str,
     /// (platform, manifest) for each platform.
     pub manifests: Vec<(Platform, Manifest)>,
+    /// Further manifests the index lists (BuildKit-style attestation manifests),
+    /// pushed by digest before it.
+    pub attached: Vec<Manifest>,
 }
 
 fn annotations_for(opts: &BuildOptions, target: AnnotationTarget, platform: Option<&Platform>) -> serde_json::Map<String, serde_json::Value> {
@@ -124,6 +128,7 @@ pub async fn export(
     registry: &Registry,
     images: Vec<(Platform, ImageState)>,
     mount_from: &[Reference],
+    attest: Option<&attach::AttestInput>,
 ) -> Result<Digest> {
     let mut manifests = Vec::new();
     for (p, state) in &images {
@@ -138,6 +143,7 @@ pub async fn export(
             top_bytes: m.bytes.clone(),
             top_media_type: opts.format.manifest(),
             manifests,
+            attached: Vec::new(),
         }
     } else {
         let (bytes, digest) = write_index(store, opts, &manifests, opts.format)?;
@@ -145,7 +151,19 @@ pub async fn export(
             crate::progress::get().info("image", &format!("image {} {}", (p).to_string(), m.digest));
         }
         let mt = opts.format.index();
-        Built { top: descriptor(mt, &digest, bytes.len() as u64)?, top_bytes: bytes, top_media_type: mt, manifests }
+        Built { top: descriptor(mt, &digest, bytes.len() as u64)?, top_bytes: bytes, top_media_type: mt, manifests, attached: Vec::new() }
+    };
+    let mut built = built;
+    let docs = match attest {
+        Some(input) if opts.attestations.any() => attach::documents(opts, input, &built, &input.created),
+        _ => Vec::new(),
+    };
+    let referrers = if attach::in_index(opts) {
+        attach::into_buildkit_index(store, opts, &mut built, docs.clone())?;
+        Vec::new()
+    } else {
+        let created = attest.map(|a| a.created.as_str()).unwrap_or_default();
+        attach::store_referrers(store, &built, docs.clone(), created)?
     };
     let top_digest: Digest = built.top.digest().to_string().parse()?;
     crate::progress::get().info("image", &format!("image {top_digest}"));
@@ -168,7 +186,8 @@ pub async fn export(
             }
             Output::OciLayout { dest } => {
                 let tag = opts.tags.first().and_then(|t| t.tag().map(str::to_string)).unwrap_or_else(|| "latest".into());
-                export_layout(store, dest, &[(built.top.clone(), tag.clone())])
+                let refs: Vec<Descriptor> = referrers.iter().map(attach::Referrer::descriptor).collect::<Result<_>>()?;
+                export_layout_with_referrers(store, dest, &[(built.top.clone(), tag.clone())], &refs)
                     .with_context(|| format!("writing OCI layout {}", dest.display()))?;
                 crate::progress::get().info("output", &format!("wrote OCI layout {} (tag {tag})", dest.display()));
             }
@@ -177,8 +196,10 @@ pub async fn export(
                     .with_context(|| format!("writing image archive {}", dest.display()))?;
                 crate::progress::get().info("output", &format!("wrote image archive {} (load it with `docker load -i` or `podman load -i`)", dest.display()));
             }
-            // Written by the solver, which can mount the layers.
-            Output::Local { .. } | Output::Tar { .. } => {}
+            // The rootfs was written by the solver, which can mount the layers;
+            // the attestations go beside it.
+            Output::Local { dest } => attach::write_local(dest, &built, &docs)?,
+            Output::Tar { .. } => {}
         }
     }
     if names_locally(opts) {
@@ -191,6 +212,7 @@ pub async fn export(
         for tag in &opts.tags {
             push_built(registry, store, tag, &built, mount_from).await?;
         }
+        attach::push_referrers(registry, store, &opts.tags, &referrers).await?;
     }
     if let Some(path) = &opts.digest_file {
         std::fs::write(path, top_digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
@@ -213,6 +235,13 @@ pub async fn export(
             "image.name": opts.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
             "kiln.platforms": platforms,
         });
+        let mut meta = meta;
+        if !referrers.is_empty() {
+            meta["kiln.attestations"] = json!(referrers
+                .iter()
+                .map(|r| json!({"platform": r.platform.to_string(), "artifactType": r.artifact_type, "digest": r.manifest.digest.to_string(), "subject": r.subject.to_string()}))
+                .collect::<Vec<_>>());
+        }
         std::fs::write(path, serde_json::to_vec_pretty(&meta)?).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(top_digest)
@@ -227,7 +256,14 @@ pub fn names_locally(opts: &BuildOptions) -> bool {
 /// Pushes `built` as `tag`: the platform manifests first (by digest), so the index
 /// never points at something the registry does not have. Returns the pushed digest.
 pub async fn push_built(registry: &Registry, store: &ContentStore, tag: &Reference, built: &Built, mount_from: &[Reference]) -> Result<Digest> {
-    if built.manifests.len() > 1 {
+    if built.manifests.len() > 1 || !built.attached.is_empty() {
+        for m in &built.attached {
+            let r = tag.with_digest(m.digest.clone());
+            registry
+                .push_image(&r, store, &m.bytes, media::OCI_MANIFEST, &m.blobs, mount_from)
+                .await
+                .with_context(|| format!("pushing an attestation manifest to {}", tag.name()))?;
+        }
         for (p, m) in &built.manifests {
             let r = tag.with_digest(m.digest.clone());
             let mt = manifest_media_type(&m.bytes);
@@ -280,11 +316,17 @@ pub fn load_built(store: &ContentStore, top: &Descriptor) -> Result<Built> {
         blobs.extend(m.layers().iter().cloned());
         Ok(Manifest { bytes, digest: digest.clone(), blobs })
     };
+    let mut attached = Vec::new();
     let manifests = if kiln_cache::images::is_index(&top_bytes)? {
         let index: kiln_oci::ImageIndex = serde_json::from_slice(&top_bytes).with_context(|| format!("index {top_digest}"))?;
         let mut out = Vec::new();
         for e in index.manifests() {
             let d: Digest = e.digest().to_string().parse()?;
+            let is_attestation = e.annotations().as_ref().and_then(|a| a.get("vnd.docker.reference.type")).is_some_and(|t| t == "attestation-manifest");
+            if is_attestation {
+                attached.push(one(&d, store.read(&d)?)?);
+                continue;
+            }
             let p = e.platform().as_ref().map(Platform::from_spec).unwrap_or_else(Platform::host);
             out.push((p, one(&d, store.read(&d)?)?));
         }
@@ -295,7 +337,7 @@ pub fn load_built(store: &ContentStore, top: &Descriptor) -> Result<Built> {
         let p = Platform::new(&config.os, &config.architecture, config.variant.as_deref());
         vec![(p, one(&top_digest, top_bytes.clone())?)]
     };
-    Ok(Built { top, top_bytes, top_media_type, manifests })
+    Ok(Built { top, top_bytes, top_media_type, manifests, attached })
 }
 
 fn print_report(report: &kiln_cache::registry::PushReport, p: Option<&Platform>) {

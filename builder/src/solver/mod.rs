@@ -34,6 +34,7 @@ use crate::exec::sandbox::{self, RunSpec, MOUNT_TARGETS};
 use crate::timefmt;
 use crate::fsutil::next_id;
 
+mod attest_inputs;
 mod fs_step;
 mod named;
 mod squash;
@@ -156,6 +157,7 @@ struct TargetPlan {
 }
 
 pub async fn build(mut opts: BuildOptions) -> Result<()> {
+    let started = timefmt::now_secs();
     let text = std::fs::read_to_string(&opts.dockerfile)
         .with_context(|| format!("reading Dockerfile {}", opts.dockerfile.display()))?;
     let file_name = opts.dockerfile.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
@@ -222,12 +224,15 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         counts: Default::default(),
     };
 
+    // Provenance facts are known before the jobs move to their thread (finish time
+    // is set at export).
+    let mut facts = cx.opts.attestations.provenance.is_some().then(|| attest_inputs::facts(&cx, &jobs, &text, started));
     // --squash keeps the base image's layers: how many, per target.
     let squash_keep: Vec<usize> = plans.iter().map(|p| squash::base_layers(&p.graph, p.graph.target, &pulled, &p.platform.to_string())).collect();
-    let (cx, results) = tokio::task::spawn_blocking(move || {
+    let (cx, results, pulled) = tokio::task::spawn_blocking(move || {
         let r = run_jobs(&cx, &jobs, &pulled);
         let _ = &cx.keys;
-        r.map(|res| (cx, res))
+        r.map(|res| (cx, res, pulled))
     })
     .await
     .context("the build was interrupted")??;
@@ -254,8 +259,9 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         .filter(|o| matches!(o, crate::options::Output::Local { .. } | crate::options::Output::Tar { .. }))
         .cloned()
         .collect();
-    let (cx, images) = if rootfs_outputs.is_empty() {
-        (cx, images)
+    let wants_attestations = cx.opts.attestations.any();
+    let (cx, images, plans, gathered) = if rootfs_outputs.is_empty() && !wants_attestations {
+        (cx, images, plans, None)
     } else {
         tokio::task::spawn_blocking(move || -> Result<_> {
             for out in &rootfs_outputs {
@@ -265,11 +271,17 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
                     _ => {}
                 }
             }
-            Ok((cx, images))
+            let gathered = if wants_attestations { Some(attest_inputs::gather(&cx, &plans, &results, &images, &pulled)?) } else { None };
+            Ok((cx, images, plans, gathered))
         })
         .await
         .context("the export was interrupted")??
     };
+    let attest_input = gathered.map(|g| {
+        let mut facts = facts.take().unwrap_or_default();
+        facts.finished = timefmt::now_secs();
+        crate::export::attach::AttestInput { scans: g.scans, materials: g.materials, facts, created: cx.created.clone() }
+    });
     let mut mount_from = mount_sources(&plans);
     // Cached layers live in the cache repositories: pushes mount them from there.
     mount_from.extend(cx.opts.cache_repo.iter().chain(cx.opts.cache_from.iter()).chain(cx.opts.cache_to.iter()).cloned());
@@ -281,10 +293,10 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     if needs_blobs {
         fetch_lazy(&cx).await?;
     }
-    let digest = match export::export(&cx.opts, &cx.store, &registry, images.clone(), &mount_from).await {
+    let digest = match export::export(&cx.opts, &cx.store, &registry, images.clone(), &mount_from, attest_input.as_ref()).await {
         Err(e) if !cx.lazy.lock().expect("lazy map").is_empty() && missing_blob(&e) => {
             fetch_lazy(&cx).await?;
-            export::export(&cx.opts, &cx.store, &registry, images, &mount_from).await?
+            export::export(&cx.opts, &cx.store, &registry, images, &mount_from, attest_input.as_ref()).await?
         }
         other => other?,
     };

@@ -40,6 +40,11 @@ mod tests {
 /// Returns the directory whose contents are the source. Errors say what failed;
 /// the caller says which URL.
 pub fn git_checkout(url: &str, into: &Path, keep_git_dir: bool) -> Result<std::path::PathBuf> {
+    Ok(git_checkout_commit(url, into, keep_git_dir)?.0)
+}
+
+/// [`git_checkout`], also returning the commit checked out (provenance names it).
+pub fn git_checkout_commit(url: &str, into: &Path, keep_git_dir: bool) -> Result<(std::path::PathBuf, String)> {
     let (repo, fragment) = match url.split_once('#') {
         Some((r, f)) => (r, Some(f)),
         None => (url, None),
@@ -89,6 +94,11 @@ pub fn git_checkout(url: &str, into: &Path, keep_git_dir: bool) -> Result<std::p
             bail!("git submodule update failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
     }
+    let out = git(&["rev-parse", "HEAD"], Some(&dir))?;
+    let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || !is_commit(&commit) {
+        bail!("git rev-parse HEAD failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
     if !keep_git_dir {
         std::fs::remove_dir_all(dir.join(".git")).context("removing .git")?;
     }
@@ -98,9 +108,9 @@ pub fn git_checkout(url: &str, into: &Path, keep_git_dir: bool) -> Result<std::p
             if !p.is_dir() {
                 bail!("{d} is not a directory of the repository");
             }
-            Ok(p)
+            Ok((p, commit))
         }
-        None => Ok(dir),
+        None => Ok((dir, commit)),
     }
 }
 

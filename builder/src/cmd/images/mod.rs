@@ -3,6 +3,7 @@
 //! named entries of the content store (`kiln_cache::images`).
 
 mod archive;
+mod attestations;
 mod remote;
 
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ pub fn run(command: ImageCommand) -> ExitCode {
         ImageCommand::Inspect(a) => remote::inspect(a),
         ImageCommand::Save(a) => archive::save(&a),
         ImageCommand::Load(a) => archive::load(&a),
+        ImageCommand::Sbom(a) => attestations::sbom(a),
+        ImageCommand::Attestations(a) => attestations::list(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,22 +15,22 @@ use crate::cli::values::RegistryAccess;
 use crate::export::{load_built, push_built};
 
 /// Largest manifest or config read into memory.
-const MAX_JSON: u64 = 8 << 20;
+pub(super) const MAX_JSON: u64 = 8 << 20;
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")
 }
 
 /// The registry client of the command's flags and credentials; the guard keeps
 /// the merged credentials alive.
-fn registry(access: &RegistryAccess) -> Result<(Registry, Option<crate::cmd::ciauth::Guard>)> {
+pub(super) fn registry(access: &RegistryAccess) -> Result<(Registry, Option<crate::cmd::ciauth::Guard>)> {
     let guard = crate::cmd::ciauth::install(access.authfile.as_deref()).context("registry credentials")?;
     let mut opts = access.registry.to_options()?;
     opts.auth_files = guard.as_ref().map(|g| g.auth_files());
     Ok((Registry::new(opts), guard))
 }
 
-fn parse_ref(s: &str) -> Result<Reference> {
+pub(super) fn parse_ref(s: &str) -> Result<Reference> {
     s.parse().map_err(|e| anyhow!("{e}"))
 }
 

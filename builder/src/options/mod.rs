@@ -1,6 +1,9 @@
 //! What the engine reads: typed, validated options and the on-disk state
 //! directory. A leaf: the command line fills these (`cli/`), nothing here parses flags.
 
+
+pub mod attest;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -89,6 +92,13 @@ pub struct BuildOptions {
     /// `--ignore-path`: absolute paths left out (with all below them) of every layer
     /// the build writes; steps still see them while the build runs (Kaniko's flag).
     pub ignore_paths: Vec<PathBuf>,
+    /// `--sbom`, `--provenance`, `--attest`, `--attest-style`.
+    pub attestations: attest::Attestations,
+    /// Where the context came from when it was not a local directory (a git or
+    /// http(s) URL, credentials removed): provenance's config source.
+    pub context_uri: Option<String>,
+    /// The commit a git context was checked out at.
+    pub context_commit: Option<String>,
 }
 
 /// `--cache-repo-steps`: Kaniko's `--cache-run-layers` and `--cache-copy-layers`.
@@ -180,6 +190,9 @@ impl BuildOptions {
             cache_repo_steps: CacheRepoSteps::default(),
             log_timestamp: false,
             ignore_paths: Vec::new(),
+            attestations: attest::Attestations::default(),
+            context_uri: None,
+            context_commit: None,
         }
     }
 }
