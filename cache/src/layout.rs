@@ -22,9 +22,25 @@ pub fn export_layout(
     dest: &Path,
     images: &[(Descriptor, String)],
 ) -> Result<(), StoreError> {
+    export_layout_with_referrers(store, dest, images, &[])
+}
+
+/// [`export_layout`], plus `referrers` (artifact manifests whose `subject` is one of
+/// the images): their blobs, and a descriptor for each (with `artifactType`, no ref
+/// name) in `index.json`, which is where OCI image-layout 1.1 readers (ORAS, `kiln`)
+/// find the referrers of a layout's images.
+pub fn export_layout_with_referrers(
+    store: &ContentStore,
+    dest: &Path,
+    images: &[(Descriptor, String)],
+    referrers: &[Descriptor],
+) -> Result<(), StoreError> {
     init_layout(dest)?;
     let mut done = BTreeSet::new();
     for (desc, _) in images {
+        copy_tree(store, dest, desc, &mut done)?;
+    }
+    for desc in referrers {
         copy_tree(store, dest, desc, &mut done)?;
     }
 
@@ -50,6 +66,11 @@ pub fn export_layout(
         ann.insert(REF_NAME.to_string(), tag.clone());
         d.set_annotations(Some(ann));
         manifests.push(d);
+    }
+    for r in referrers {
+        if !manifests.iter().any(|m| m.digest() == r.digest()) {
+            manifests.push(r.clone());
+        }
     }
     index.set_manifests(manifests);
     index.set_media_type(Some(MediaType::ImageIndex));

@@ -32,6 +32,7 @@ mod oauth;
 mod options;
 pub mod platform;
 pub mod reference;
+pub mod referrers;
 pub mod registry;
 pub mod registrycache;
 pub mod retry;

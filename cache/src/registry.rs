@@ -154,7 +154,7 @@ impl Registry {
     }
 
     /// [`attempt`] on `t`, its error completed with the mutual-TLS relay's reason.
-    async fn attempt<T, F, Fut>(&self, t: &Transport, op: String, r: &Reference, f: F) -> Result<T, RegistryError>
+    pub(crate) async fn attempt<T, F, Fut>(&self, t: &Transport, op: String, r: &Reference, f: F) -> Result<T, RegistryError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
@@ -177,7 +177,7 @@ impl Registry {
         })
     }
 
-    fn transport(&self, registry: &str, purpose: Purpose) -> Result<Transport, RegistryError> {
+    pub(crate) fn transport(&self, registry: &str, purpose: Purpose) -> Result<Transport, RegistryError> {
         let mode = self.mode(registry, purpose);
         let mut map = self.inner.transports.lock().unwrap_or_else(|p| p.into_inner());
         let key = (registry.to_string(), mode);
@@ -225,7 +225,7 @@ impl Registry {
 
     /// Authenticates for `op` on `r`'s repository (a bearer token exchange where the
     /// registry asks for one; nothing for open registries).
-    async fn authenticate(&self, t: &Transport, r: &Reference, op: RegistryOperation) -> Result<(), RegistryError> {
+    pub(crate) async fn authenticate(&self, t: &Transport, r: &Reference, op: RegistryOperation) -> Result<(), RegistryError> {
         let oref = r.to_oci();
         let what = match op {
             RegistryOperation::Pull => "authenticating to pull from",
