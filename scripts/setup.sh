@@ -9,6 +9,7 @@
 #      when needed);
 #      arm64 as a foreign architecture and busybox-static .debs (amd64+arm64)
 #      downloaded into $KILN_DEB_CACHE (default /var/cache/kiln-testdata/debs)
+#      the SBOM validators (spdx-tools, cyclonedx-python-lib) in /opt/kiln-sbom-venv (PyPI)
 #   2. the unprivileged user `kilntest` with a 65536-wide subuid/subgid range
 #   3. make the repository readable and target/ executable by kilntest
 #   4. the busybox base image layouts (testdata/scripts/seed-registry.sh --prepare)
@@ -104,6 +105,21 @@ if [ -e "$BINFMT/qemu-aarch64" ]; then
 else
   log "WARNING: binfmt qemu-aarch64 not registered (arm64 RUN steps will not work)"
 fi
+
+# SBOM validators for integration/tests/e2e_attest.rs and sbom/tests: the reference
+# tools (PyPI spdx-tools, cyclonedx-python-lib) in their own virtualenv.
+SBOM_VENV=/opt/kiln-sbom-venv
+if ! "$SBOM_VENV/bin/python3" -c 'import spdx_tools, cyclonedx.validation.json, jsonschema' 2>/dev/null; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    apt_update; apt-get install -y -q --no-install-recommends python3-venv || die "apt-get install python3-venv failed"
+  fi
+  log "virtualenv $SBOM_VENV: spdx-tools cyclonedx-python-lib[json-validation]"
+  rm -rf "$SBOM_VENV"
+  python3 -m venv "$SBOM_VENV" || die "python3 -m venv $SBOM_VENV failed"
+  "$SBOM_VENV/bin/pip" install -q spdx-tools 'cyclonedx-python-lib[json-validation]' || die "pip install of the SBOM validators failed (PyPI)"
+fi
+[ -x "$SBOM_VENV/bin/pyspdxtools" ] || die "$SBOM_VENV/bin/pyspdxtools missing after install"
+chmod -R a+rX "$SBOM_VENV"
 
 # ---------------------------------------------------------------- 2. test user
 if ! id -u "$TEST_USER" >/dev/null 2>&1; then

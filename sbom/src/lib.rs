@@ -56,6 +56,11 @@ pub struct Inventory {
     pub packages: Vec<Package>,
     /// Regular files looked at (for the benchmark and the progress line).
     pub files_seen: u64,
+    /// SHA-1 (hex) of every regular file a package owns, by path: SPDX 2.3 requires
+    /// a SHA-1 on each File element.
+    pub checksums: std::collections::BTreeMap<String, String>,
+    /// Records that could not be read (too big, not UTF-8, malformed): skipped.
+    pub warnings: Vec<String>,
 }
 
 /// What the document describes: the image (one platform of it).
@@ -85,20 +90,29 @@ pub enum ScanError {
     Io { path: String, source: std::io::Error },
 }
 
+mod cyclonedx;
+mod dpkg;
+mod apk;
+mod cargo;
+mod elf;
+mod license;
+mod npm;
+mod purl;
+mod python;
+mod spdx;
+mod walk;
+
 /// Scans the tree below `root` for packages of every ecosystem.
 pub fn scan(root: &Path) -> Result<Inventory, ScanError> {
-    let _ = root;
-    todo!("helper: scanners")
+    walk::scan(root)
 }
 
 /// SPDX 2.3 JSON of `inv`, the image as the described element.
 pub fn spdx_json(inv: &Inventory, doc: &DocumentInfo) -> Vec<u8> {
-    let _ = (inv, doc);
-    todo!("helper: SPDX writer")
+    spdx::write(inv, doc)
 }
 
 /// CycloneDX 1.6 JSON of `inv`, the image as `metadata.component`.
 pub fn cyclonedx_json(inv: &Inventory, doc: &DocumentInfo) -> Vec<u8> {
-    let _ = (inv, doc);
-    todo!("helper: CycloneDX writer")
+    cyclonedx::write(inv, doc)
 }
