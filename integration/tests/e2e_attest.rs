@@ -166,8 +166,8 @@ fn sbom_and_provenance_of_a_real_debian_python_npm_image() {
     let cdx_path = sb.path().join("sbom.cdx.json");
     fs::write(&cdx_path, &cdx_out.stdout).unwrap();
     validate_cyclonedx(&cdx_path);
-    let spdx: Value = serde_json::from_slice(&spdx_out.stdout).unwrap();
-    let cdx: Value = serde_json::from_slice(&cdx_out.stdout).unwrap();
+    let spdx: Value = serde_json::from_str(&spdx_out.stdout).unwrap();
+    let cdx: Value = serde_json::from_str(&cdx_out.stdout).unwrap();
 
     // What the package managers say is installed, read from the same image.
     let image = Image::pull_from(&registry, "attest/app:1");
@@ -190,13 +190,13 @@ fn sbom_and_provenance_of_a_real_debian_python_npm_image() {
         assert!(js.contains(p), "npm installed {p:?}, the SBOM's npm packages {js:?} do not");
     }
     // The described element is the image.
-    let text = String::from_utf8_lossy(&spdx_out.stdout);
+    let text = spdx_out.stdout.clone();
     assert!(text.contains(subject.trim_start_matches("sha256:")), "the SPDX document does not name the image digest");
 
     // Provenance: the base image and the Dockerfile by digest; max mode's args.
     let list = sb.kiln().arg("attestations").arg(&tagged).arg("--format").arg("json").arg("--payload").arg("--insecure-registry").arg(registry.host()).run();
     list.assert_success();
-    let found: Vec<Value> = serde_json::from_slice(&list.stdout).unwrap();
+    let found: Vec<Value> = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(found.len(), 3, "{found:?}");
     let prov = found.iter().find(|f| f["kind"] == "provenance").expect("a provenance attestation")["payload"].clone();
     assert_eq!(prov["predicateType"], "https://slsa.dev/provenance/v1");
@@ -224,7 +224,7 @@ fn sbom_and_provenance_of_a_real_debian_python_npm_image() {
     // The table form a user reads.
     let table = sb.kiln().arg("sbom").arg(&tagged).arg("--insecure-registry").arg(registry.host()).run();
     table.assert_success();
-    let t = String::from_utf8_lossy(&table.stdout);
+    let t = table.stdout.clone();
     for needle in ["six", "1.16.0", "pkg:pypi/six@1.16.0", "pkg:npm/is-number@7.0.0", "pkg:deb/debian/nodejs@"] {
         assert!(t.contains(needle), "kiln sbom's table lacks {needle:?}:\n{t}");
     }

@@ -3,8 +3,8 @@
 //!
 //! buildx turns `--sbom=VALUE` into `--attest type=sbom,VALUE` (a boolean becomes
 //! `disabled=!VALUE`), and so do we; the last request of a type decides its options,
-//! except SBOM formats, which add up (`format=spdx` and `format=cyclonedx` in two
-//! `--attest` give both documents).
+//! except SBOM formats, which add up (`--sbom --attest type=sbom,format=cyclonedx`
+//! gives both documents; a request without `format=` asks for SPDX).
 
 /// Set by the parent for the namespaced child when it materialised a git or http(s)
 /// context: the URL (without credentials) and the checked-out commit.
@@ -199,6 +199,10 @@ fn parse_sbom(fields: &[(String, String)]) -> Result<Option<(SbomRequest, Vec<Sb
             other => return Err(unknown(other, KNOWN)),
         }
     }
+    // A request without format= asks for the default document (SPDX, as BuildKit's).
+    if formats.is_empty() {
+        formats.push(SbomFormat::Spdx);
+    }
     Ok((!disabled).then_some((req, formats)))
 }
 
@@ -255,6 +259,8 @@ mod tests {
             (None, Some("false"), &[], None, None),
             (Some("generator=docker/buildkit-syft-scanner:stable-1"), None, &[], Some(vec![SbomFormat::Spdx]), None),
             (None, None, &["type=sbom,format=cyclonedx", "type=sbom,format=spdx"], Some(vec![SbomFormat::Spdx, SbomFormat::CycloneDx]), None),
+            (Some("true"), None, &["type=sbom,format=cyclonedx"], Some(vec![SbomFormat::Spdx, SbomFormat::CycloneDx]), None),
+            (None, None, &["type=sbom,format=cyclonedx"], Some(vec![SbomFormat::CycloneDx]), None),
             (None, None, &["type=provenance,mode=max", "type=provenance,disabled=true"], None, None),
             (Some("true"), None, &["type=sbom,disabled=true"], None, None),
         ];
