@@ -80,4 +80,12 @@ mod tests {
         let lock = "version = 4\n\n[[package]]\nname = \"anyhow\"\nversion = \"1.0.86\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"ab\"\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\ndependencies = [\n \"anyhow\",\n]\n\n[metadata]\nx = 1\n";
         assert_eq!(lock_packages(lock), [("anyhow".to_string(), "1.0.86".to_string()), ("app".to_string(), "0.1.0".to_string())]);
     }
+
+    #[test]
+    fn auditable_json() {
+        // The shape cargo-auditable documents for its `.dep-v0` payload.
+        let json = br#"{"packages":[{"name":"app","version":"0.1.0","source":"local","root":true,"dependencies":[1]},{"name":"serde","version":"1.0.200","source":"crates.io"}]}"#;
+        assert_eq!(auditable_packages(json), [("app".to_string(), "0.1.0".to_string()), ("serde".to_string(), "1.0.200".to_string())]);
+        assert!(auditable_packages(b"not json").is_empty());
+    }
 }

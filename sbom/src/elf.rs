@@ -97,19 +97,19 @@ pub fn go_buildinfo(sec: &[u8]) -> Option<(String, String)> {
         return None;
     }
     let mut rest = &sec[32..];
-    let mut strings = Vec::new();
+    let mut strings: Vec<&[u8]> = Vec::new();
     for _ in 0..2 {
         let (len, n) = uvarint(rest)?;
         let end = n.checked_add(usize::try_from(len).ok()?)?;
-        strings.push(String::from_utf8_lossy(rest.get(n..end)?).into_owned());
+        strings.push(rest.get(n..end)?);
         rest = &rest[end..];
     }
     let mut modinfo = strings.pop()?;
-    // The module info is framed by 16-byte sentinels.
+    // The module info is framed by 16-byte (binary) sentinels.
     if modinfo.len() >= 33 {
-        modinfo = modinfo.get(16..modinfo.len() - 16).unwrap_or("").to_string();
+        modinfo = &modinfo[16..modinfo.len() - 16];
     }
-    Some((strings.pop()?, modinfo))
+    Some((String::from_utf8_lossy(strings.pop()?).into_owned(), String::from_utf8_lossy(modinfo).into_owned()))
 }
 
 fn go_package(module: &str, version: &str, found_at: &str) -> Package {
@@ -127,21 +127,28 @@ fn go_package(module: &str, version: &str, found_at: &str) -> Package {
     }
 }
 
-/// The modules of a modinfo text (`mod` and `dep` lines; a `=>` replaces the line before).
+/// The modules of a modinfo text: `mod` and `dep` lines (a `=>` replaces the line
+/// before). A binary built outside module mode (Debian's GOPATH builds) records only
+/// its `path`: that main package is listed, without a version.
 pub fn go_modules(modinfo: &str, found_at: &str) -> Vec<Package> {
     let mut out: Vec<Package> = Vec::new();
+    let mut main_path = None;
     for line in modinfo.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         match f.as_slice() {
+            ["path", path, ..] => main_path = Some(path.to_string()),
             ["mod" | "dep", path, version, ..] => out.push(go_package(path, version, found_at)),
+            ["mod" | "dep", path] => out.push(go_package(path, "", found_at)),
             ["=>", path, version, ..] => {
-                if let Some(last) = out.pop() {
-                    let _ = last;
+                if out.pop().is_some() {
                     out.push(go_package(path, version, found_at));
                 }
             }
             _ => {}
         }
+    }
+    if out.is_empty() {
+        out.extend(main_path.map(|p| go_package(&p, "", found_at)));
     }
     out
 }
@@ -151,7 +158,7 @@ pub fn scan(root: &Path, executables: &[String], out: &mut Vec<Package>, warning
         let Some(mut elf) = Elf::open(&root.join(&path[1..])) else { continue };
         if let Some(sec) = elf.section(".go.buildinfo") {
             match go_buildinfo(&sec) {
-                Some((_go, modinfo)) => out.extend(go_modules(&modinfo, path).into_iter().filter(|p| p.version != "(devel)" && !p.version.is_empty())),
+                Some((_go, modinfo)) => out.extend(go_modules(&modinfo, path)),
                 None => warnings.push(format!("{path}: Go build info older than Go 1.18 (not read)")),
             }
         }
@@ -167,5 +174,39 @@ pub fn scan(root: &Path, executables: &[String], out: &mut Vec<Package>, warning
                 Err(e) => warnings.push(format!("{path}: cargo-auditable data: {e}")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Go 1.18+ section: header, then varint-prefixed version and framed modinfo.
+    fn section(version: &str, modinfo: &str) -> Vec<u8> {
+        let mut s = b"\xff Go buildinf:".to_vec();
+        s.extend([8, 2]);
+        s.resize(32, 0);
+        let framed = format!("{}{modinfo}{}", "0".repeat(16), "1".repeat(16));
+        for text in [version, framed.as_str()] {
+            s.push(text.len() as u8 | 0x80);
+            s.push((text.len() >> 7) as u8);
+            s.extend(text.as_bytes());
+        }
+        s
+    }
+
+    #[test]
+    fn module_mode_and_gopath_build_info() {
+        let modinfo = "path\texample.com/app/cmd/app\nmod\texample.com/app\t(devel)\t\ndep\tgithub.com/spf13/cobra\tv1.8.0\th1:x=\ndep\tgolang.org/x/sys\tv0.1.0\th1:y=\n=>\tgolang.org/x/sys\tv0.2.0\th1:z=\nbuild\tGOOS=linux\n";
+        let (go, info) = go_buildinfo(&section("go1.22.1", modinfo)).unwrap();
+        assert_eq!(go, "go1.22.1");
+        let mods: Vec<(String, String, String)> = go_modules(&info, "/app").into_iter().map(|p| (p.name, p.version, p.purl)).collect();
+        assert_eq!(mods[1], ("github.com/spf13/cobra".into(), "v1.8.0".into(), "pkg:golang/github.com/spf13/cobra@v1.8.0".into()));
+        assert_eq!(mods[2].1, "v0.2.0", "a replacement wins");
+        assert_eq!(mods.len(), 3);
+        let gopath = go_modules("path\tgithub.com/containers/skopeo/cmd/skopeo\nbuild\t-compiler=gc\n", "/usr/bin/skopeo");
+        assert_eq!(gopath.len(), 1);
+        assert_eq!(gopath[0].purl, "pkg:golang/github.com/containers/skopeo/cmd/skopeo");
+        assert!(go_buildinfo(b"\xff Go buildinf:\x08\x00").is_none());
     }
 }

@@ -174,6 +174,8 @@ mod tests {
                 supplier: None,
             }],
             files_seen: 1,
+            checksums: Default::default(),
+            warnings: Vec::new(),
         }
     }
 
