@@ -95,6 +95,7 @@ mod dpkg;
 mod apk;
 mod cargo;
 mod elf;
+mod java;
 mod license;
 mod npm;
 mod purl;

@@ -80,6 +80,7 @@ pub struct Found {
     pub npm_packages: Vec<String>,
     pub npm_locks: Vec<String>,
     pub cargo_locks: Vec<String>,
+    pub jars: Vec<String>,
     pub executables: Vec<String>,
 }
 
@@ -122,6 +123,7 @@ fn walk(root: &Path, found: &mut Found) -> Result<u64, ScanError> {
                     "package-lock.json" if !in_node_modules && !dir.contains("/node_modules/") => found.npm_locks.push(path),
                     "Cargo.lock" => found.cargo_locks.push(path),
                     n if n.ends_with(".egg-info") => found.python.push(path),
+                    n if n.ends_with(".jar") || n.ends_with(".war") || n.ends_with(".ear") => found.jars.push(path),
                     _ => {
                         if let Ok(md) = std::fs::symlink_metadata(root.join(&path[1..])) {
                             if md.permissions().mode() & 0o111 != 0 && md.len() > 64 {
@@ -204,6 +206,7 @@ pub fn scan(root: &Path) -> Result<Inventory, ScanError> {
     crate::python::scan(root, &found.python, &mut packages, &mut warnings);
     crate::npm::scan(root, &found.npm_packages, &found.npm_locks, &mut packages, &mut warnings);
     crate::cargo::scan_locks(root, &found.cargo_locks, &mut packages, &mut warnings);
+    crate::java::scan(root, &found.jars, &mut packages);
     crate::elf::scan(root, &found.executables, &mut packages, &mut warnings);
     for p in &mut packages {
         p.files.sort();

@@ -45,6 +45,17 @@ fn fixture(root: &Path) {
     // it outside module mode, so its build info names only its main package).
     fs::create_dir_all(root.join("usr/bin")).unwrap();
     fs::copy("/usr/bin/skopeo", root.join("usr/bin/skopeo")).expect("/usr/bin/skopeo (installed by scripts/setup.sh)");
+    // Java: a Maven-built jar (deflated pom.properties) and one with only a manifest (stored).
+    let jars = root.join("opt/app/lib");
+    fs::create_dir_all(&jars).unwrap();
+    let py = "import sys, zipfile\n\
+              with zipfile.ZipFile(sys.argv[1] + '/guava-33.0.0-jre.jar', 'w', zipfile.ZIP_DEFLATED) as z:\n\
+              \x20   z.writestr('META-INF/MANIFEST.MF', 'Manifest-Version: 1.0\\n')\n\
+              \x20   z.writestr('META-INF/maven/com.google.guava/guava/pom.properties', '#gen\\ngroupId=com.google.guava\\nartifactId=guava\\nversion=33.0.0-jre\\n')\n\
+              with zipfile.ZipFile(sys.argv[1] + '/plain.jar', 'w', zipfile.ZIP_STORED) as z:\n\
+              \x20   z.writestr('META-INF/MANIFEST.MF', 'Manifest-Version: 1.0\\nImplementation-Title: plain\\nImplementation-Version: 2.1\\nImplementation-Vendor-Id: org.example\\n')\n";
+    let st = Command::new("python3").arg("-c").arg(py).arg(&jars).status().expect("python3 (scripts/setup.sh installs it)");
+    assert!(st.success());
     // Symlinks out of the root are never followed.
     std::os::unix::fs::symlink("/var/lib/dpkg", root.join("opt/host-dpkg")).unwrap();
     std::os::unix::fs::symlink("/", root.join("hostroot")).unwrap();
@@ -74,6 +85,8 @@ fn every_ecosystem_is_found() {
     assert!(has(Ecosystem::Npm, "pkg:npm/weird@0.1.0"));
     assert_eq!(inv.packages.iter().filter(|p| p.name == "left-pad").count(), 1, "installed and locked: listed once");
     assert!(has(Ecosystem::Cargo, "pkg:cargo/anyhow@1.0.86"));
+    assert!(has(Ecosystem::Maven, "pkg:maven/com.google.guava/guava@33.0.0-jre"), "{:?}", inv.packages.iter().filter(|p| p.ecosystem == Ecosystem::Maven).collect::<Vec<_>>());
+    assert!(has(Ecosystem::Maven, "pkg:maven/org.example/plain@2.1"));
     assert!(
         inv.packages.iter().any(|p| p.ecosystem == Ecosystem::Go && p.name == "github.com/containers/skopeo/cmd/skopeo"),
         "skopeo's Go modules: {:?}",
