@@ -5,7 +5,8 @@
 #
 #   1. apt: docker-registry uidmap busybox-static qemu-user-static buildah skopeo
 #      umoci apache2-utils jq python3 curl mmdebstrap (for the Debian base of
-#      testdata/projects) bubblewrap (pods of deploy_kaniko.rs; apt-get update only
+#      testdata/projects) bubblewrap (pods of deploy_kaniko.rs) rpm (an RPM database
+#      for sbom/tests; apt-get update only
 #      when needed);
 #      arm64 as a foreign architecture and busybox-static .debs (amd64+arm64)
 #      downloaded into $KILN_DEB_CACHE (default /var/cache/kiln-testdata/debs)
@@ -31,7 +32,7 @@ DEB_CACHE=${KILN_DEB_CACHE:-/var/cache/kiln-testdata/debs}
 export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(docker-registry uidmap busybox-static qemu-user-static buildah skopeo umoci git mmdebstrap
-          apache2-utils jq python3 curl ca-certificates openssl bubblewrap)
+          apache2-utils jq python3 curl ca-certificates openssl bubblewrap rpm)
 
 # ---------------------------------------------------------------- 1. packages
 installed() { dpkg-query -W -f='${db:Status-Status}\n' "$1" 2>/dev/null | grep -qx installed; }
@@ -62,7 +63,7 @@ else
   log "packages already installed: ${PACKAGES[*]}"
 fi
 for b in /usr/bin/docker-registry /usr/bin/newuidmap /usr/bin/newgidmap /usr/bin/skopeo \
-         /usr/bin/buildah /usr/bin/umoci /usr/bin/jq /usr/bin/python3 /bin/busybox /usr/bin/bwrap; do
+         /usr/bin/buildah /usr/bin/umoci /usr/bin/jq /usr/bin/python3 /bin/busybox /usr/bin/bwrap /usr/bin/rpmbuild; do
   [ -x "$b" ] || die "$b missing after install"
 done
 

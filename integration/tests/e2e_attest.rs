@@ -257,12 +257,15 @@ fn attestations_in_layouts_local_outputs_and_buildkit_style() {
 
     // -o type=local: the documents beside the rootfs; the SBOM sees the python and npm records.
     let dir = sb.out_path("rootfs");
-    sb.kiln().build().arg("--sbom").arg("--attest").arg("type=sbom,format=cyclonedx,scan-context=true").arg("--provenance").arg("--output").arg(format!("type=local,dest={}", dir.display())).arg(&ctx).run().assert_success();
+    sb.kiln().build().arg("--sbom").arg("--attest").arg("type=sbom,format=cyclonedx,scan-context=true,scan-stage=true").arg("--provenance").arg("--output").arg(format!("type=local,dest={}", dir.display())).arg(&ctx).run().assert_success();
     let spdx: Value = serde_json::from_slice(&fs::read(dir.join("sbom.spdx.json")).unwrap()).unwrap();
     assert!(spdx_packages(&spdx, "pkg:pypi/").contains(&("demo".to_string(), "1.0".to_string())), "{spdx}");
     assert!(dir.join("sbom.cdx.json").is_file() && dir.join("provenance.json").is_file() && dir.join("bin/busybox").exists());
     let context_sbom: Value = serde_json::from_slice(&fs::read(dir.join("sbom-context.spdx.json")).unwrap()).unwrap();
     assert!(spdx_packages(&context_sbom, "pkg:npm/").contains(&("left-pad".to_string(), "1.3.0".to_string())), "{context_sbom}");
+    // scan-stage: the intermediate stage's own document.
+    let stage: Value = serde_json::from_slice(&fs::read(dir.join("sbom-tools.cdx.json")).unwrap()).unwrap();
+    assert!(cdx_packages(&stage, "pkg:pypi/").contains(&("demo".to_string(), "1.0".to_string())), "{stage}");
     validate_spdx(&dir.join("sbom.spdx.json"));
     validate_cyclonedx(&dir.join("sbom.cdx.json"));
 

@@ -100,6 +100,7 @@ mod license;
 mod npm;
 mod purl;
 mod python;
+mod rpm;
 mod spdx;
 mod walk;
 

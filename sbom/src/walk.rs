@@ -201,6 +201,7 @@ pub fn scan(root: &Path) -> Result<Inventory, ScanError> {
     let mut packages = Vec::new();
     crate::dpkg::scan(root, inv.distro.as_ref(), &mut packages, &mut warnings);
     crate::apk::scan(root, inv.distro.as_ref(), &mut packages, &mut warnings);
+    crate::rpm::scan(root, inv.distro.as_ref(), &mut packages, &mut warnings);
     let mut found = Found::default();
     inv.files_seen = walk(root, &mut found)?;
     crate::python::scan(root, &found.python, &mut packages, &mut warnings);

@@ -56,9 +56,36 @@ fn fixture(root: &Path) {
               \x20   z.writestr('META-INF/MANIFEST.MF', 'Manifest-Version: 1.0\\nImplementation-Title: plain\\nImplementation-Version: 2.1\\nImplementation-Vendor-Id: org.example\\n')\n";
     let st = Command::new("python3").arg("-c").arg(py).arg(&jars).status().expect("python3 (scripts/setup.sh installs it)");
     assert!(st.success());
+    rpm_db(root);
     // Symlinks out of the root are never followed.
     std::os::unix::fs::symlink("/var/lib/dpkg", root.join("opt/host-dpkg")).unwrap();
     std::os::unix::fs::symlink("/", root.join("hostroot")).unwrap();
+}
+
+/// A real rpm ≥ 4.16 SQLite database: a package built by rpmbuild, recorded by
+/// `rpm -i --justdb` (Debian's `rpm`, installed by scripts/setup.sh).
+fn rpm_db(root: &Path) {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("demo.spec");
+    fs::write(&spec, "Name: kiln-demo\nVersion: 1.2\nRelease: 3\nEpoch: 2\nSummary: demo\nLicense: MIT\nBuildArch: noarch\n%description\ndemo\n\
+        %install\nmkdir -p %{buildroot}/usr/share/kiln-demo\necho hi > %{buildroot}/usr/share/kiln-demo/README\n%files\n/usr/share/kiln-demo/README\n").unwrap();
+    let run = |c: &mut Command| {
+        let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e} (scripts/setup.sh installs rpm)"));
+        assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(Command::new("rpmbuild").arg("-bb").arg("--quiet").arg("--define").arg(format!("_topdir {}", t.path().join("top").display())).arg(&spec));
+    let db = root.join("var/lib/rpm");
+    fs::create_dir_all(&db).unwrap();
+    let rpm = |c: &mut Command| {
+        c.arg("--define").arg("_db_backend sqlite").arg("--dbpath").arg(&db);
+    };
+    let mut init = Command::new("rpm");
+    rpm(&mut init);
+    run(init.arg("--initdb"));
+    let mut install = Command::new("rpm");
+    rpm(&mut install);
+    run(install.args(["-i", "--nodeps", "--justdb", "--noscripts"]).arg(t.path().join("top/RPMS/noarch/kiln-demo-1.2-3.noarch.rpm")));
+    write(root, "/usr/share/kiln-demo/README", "hi\n");
 }
 
 fn doc() -> DocumentInfo {
@@ -87,6 +114,10 @@ fn every_ecosystem_is_found() {
     assert!(has(Ecosystem::Cargo, "pkg:cargo/anyhow@1.0.86"));
     assert!(has(Ecosystem::Maven, "pkg:maven/com.google.guava/guava@33.0.0-jre"), "{:?}", inv.packages.iter().filter(|p| p.ecosystem == Ecosystem::Maven).collect::<Vec<_>>());
     assert!(has(Ecosystem::Maven, "pkg:maven/org.example/plain@2.1"));
+    assert!(has(Ecosystem::Rpm, "pkg:rpm/debian/kiln-demo@1.2-3?arch=noarch&distro=debian-12&epoch=2"), "{:?}", inv.packages.iter().filter(|p| p.ecosystem == Ecosystem::Rpm).collect::<Vec<_>>());
+    let demo = inv.packages.iter().find(|p| p.name == "kiln-demo").unwrap();
+    assert_eq!(demo.files, ["/usr/share/kiln-demo/README"]);
+    assert_eq!(demo.licenses, ["MIT"]);
     assert!(
         inv.packages.iter().any(|p| p.ecosystem == Ecosystem::Go && p.name == "github.com/containers/skopeo/cmd/skopeo"),
         "skopeo's Go modules: {:?}",
