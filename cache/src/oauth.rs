@@ -73,15 +73,7 @@ pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
 
 /// `application/x-www-form-urlencoded` of one value.
 fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    kiln_oci::percent::encode_unreserved(s)
 }
 
 /// The scope docker asks for: `repository:NAME:pull` or `…:pull,push`.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod digest;
 pub mod index;
 pub mod media;
+pub mod percent;
 pub mod platform;
 
 pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};

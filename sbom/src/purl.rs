@@ -4,15 +4,7 @@
 
 /// `s` percent-encoded except `A-Z a-z 0-9 . - _ ~`.
 pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    kiln_oci::percent::encode_unreserved(s)
 }
 
 /// A purl from its parts; `namespace` may hold `/`-separated segments (each encoded).
