@@ -331,3 +331,74 @@ fn refused_referrer_fails_the_build_unless_ignored() {
     ok.assert_stderr_contains("ignore-error=true: the build goes on");
     assert!(proxy.injected() >= 2, "the proxy refused nothing: {:?}", proxy.log());
 }
+
+/// Every platform of a multi-platform image gets its own attestations (subject: that
+/// platform's manifest); the index stays that of a build without them.
+#[test]
+fn each_platform_has_its_own_referrers() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let df = format!("FROM {}/base/busybox:multi\nCOPY hello /hello\n", registry.host());
+    let ctx = sb.new_context("multi").file("Dockerfile", df).file("hello", "hi\n").build();
+    let plain = registry.reference("attest/multi:plain");
+    let r = registry.reference("attest/multi:1");
+    let build = |reference: &str, extra: &[&str]| {
+        sb.kiln().build().arg("--platform").arg("linux/amd64,linux/arm64").env("SOURCE_DATE_EPOCH", "1700000000").args(extra).tag(reference).push().arg(&ctx).run()
+    };
+    build(&plain, &[]).assert_success();
+    build(&r, &["--sbom", "--provenance=mode=max"]).assert_success();
+    assert_eq!(registry.manifest_raw("attest/multi", "1"), registry.manifest_raw("attest/multi", "plain"), "attestations changed the index");
+    let index = registry.manifest("attest/multi", "1");
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    for e in entries {
+        let d = e["digest"].as_str().unwrap();
+        let refs = registry.manifest("attest/multi", &d.replace(':', "-"));
+        let arch = e["platform"]["architecture"].as_str().unwrap();
+        assert_eq!(refs["manifests"].as_array().unwrap().len(), 2, "{arch}: {refs}");
+        for m in refs["manifests"].as_array().unwrap() {
+            let a = registry.manifest("attest/multi", m["digest"].as_str().unwrap());
+            assert_eq!(a["subject"]["digest"], d);
+            if a["artifactType"] == "application/vnd.in-toto+json" {
+                let st: Value = serde_json::from_slice(&blob(&registry, "attest/multi", a["layers"][0]["digest"].as_str().unwrap())).unwrap();
+                let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"].to_string();
+                assert!(deps.contains(&format!("platform=linux%2F{arch}")), "{arch}: {deps}");
+            }
+        }
+    }
+    let out = sb.kiln().arg("attestations").arg(&r).arg("--platform").arg("linux/arm64").arg("--format").arg("json").arg("--insecure-registry").arg(registry.host()).run();
+    out.assert_success();
+    let found: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(found.len(), 2);
+    assert!(found.iter().all(|f| f["platform"] == "linux/arm64/v8" || f["platform"] == "linux/arm64"), "{found:?}");
+}
+
+/// A context that is a git work tree: provenance names its commit and origin
+/// (without the credentials in the remote URL).
+#[test]
+fn provenance_names_the_git_commit_of_the_context() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let df = format!("FROM {}/base/busybox:latest\nCOPY a /a\n", registry.host());
+    let ctx = sb.new_context("gitctx").file("Dockerfile", df).file("a", "a\n").build();
+    let git = |args: &[&str]| {
+        let out = kiln_integration::run_with_timeout(sb.user_command("git").args(args).current_dir(&ctx), Duration::from_secs(60));
+        assert!(out.status.success(), "git {args:?}: {out}");
+        out.stdout.trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["-c", "user.email=t@example.com", "-c", "user.name=t", "add", "."]);
+    git(&["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "one"]);
+    git(&["remote", "add", "origin", "https://ci-bot:s3cret-pat@git.example.com/team/app.git"]);
+    let commit = git(&["rev-parse", "HEAD"]);
+    let dir = sb.out_path("out");
+    sb.kiln().build().arg("--provenance").arg("--output").arg(format!("type=local,dest={}", dir.display())).arg(&ctx).run().assert_success();
+    let text = fs::read_to_string(dir.join("provenance.json")).unwrap();
+    assert!(!text.contains("s3cret-pat"), "credentials of the remote reached provenance: {text}");
+    let st: Value = serde_json::from_str(&text).unwrap();
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap();
+    assert!(deps.iter().any(|d| d["uri"] == "https://git.example.com/team/app.git" && d["digest"]["sha1"] == commit.as_str()), "{deps:?}");
+    assert_eq!(st["predicate"]["buildDefinition"]["externalParameters"]["configSource"]["uri"], "https://git.example.com/team/app.git");
+}
