@@ -137,3 +137,73 @@ pub(crate) fn next_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
+
+/// Largest Dockerfile or `.dockerignore` read (real ones are kilobytes; a device or
+/// an endless file must fail, not fill memory).
+pub const MAX_BUILD_FILE: u64 = 16 << 20;
+
+/// The bytes of a build file (`what`: "Dockerfile", ".dockerignore"): a regular file
+/// (after symlinks) of at most [`MAX_BUILD_FILE`] bytes, else an error naming it.
+pub fn read_build_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let md = std::fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let ft = md.file_type();
+    if !ft.is_file() {
+        use std::os::unix::fs::FileTypeExt as _;
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_fifo() {
+            "a pipe"
+        } else {
+            "not a file"
+        };
+        anyhow::bail!("{what} {}: is {kind}, not a regular file", path.display());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_BUILD_FILE + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if bytes.len() as u64 > MAX_BUILD_FILE {
+        anyhow::bail!("{what} {}: larger than {} MiB", path.display(), MAX_BUILD_FILE >> 20);
+    }
+    Ok(bytes)
+}
+
+/// A build file's bytes as text; invalid UTF-8 is an error naming `file:line:col`.
+pub fn build_file_text(bytes: Vec<u8>, path: &Path) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let col = at - before.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+        anyhow::anyhow!("{}:{line}:{col}: invalid UTF-8 (a Dockerfile is UTF-8 text)", path.display())
+    })
+}
+
+/// [`read_build_file`] then [`build_file_text`]: the Dockerfile's text.
+pub fn read_dockerfile(path: &Path) -> Result<String> {
+    build_file_text(read_build_file(path, "Dockerfile")?, path)
+}
+
+#[cfg(test)]
+mod build_file_tests {
+    use super::*;
+
+    #[test]
+    fn devices_dirs_and_bad_utf8_are_refused_by_name() {
+        let e = read_dockerfile(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("/dev/zero: is a device, not a regular file"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let e = read_build_file(d.path(), ".dockerignore").unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        let link = d.path().join("Dockerfile");
+        std::os::unix::fs::symlink("/dev/urandom", &link).unwrap();
+        assert!(read_dockerfile(&link).unwrap_err().to_string().contains("is a device"));
+        let bad = d.path().join("bad");
+        std::fs::write(&bad, b"FROM scratch\nLABEL a=\"x\xffy\"\n").unwrap();
+        let e = read_dockerfile(&bad).unwrap_err().to_string();
+        assert!(e.ends_with(":2:11: invalid UTF-8 (a Dockerfile is UTF-8 text)"), "{e}");
+    }
+}

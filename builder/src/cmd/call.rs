@@ -45,7 +45,7 @@ pub fn run(args: &BuildArgs, what: &str) -> Result<()> {
     }
     let context = &args.context;
     let path = args.dockerfile.path(context);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading Dockerfile {}", path.display()))?;
+    let text = crate::fsutil::read_dockerfile(&path)?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
     let df = kiln_frontend::parse(&file_name, &text).map_err(|e| anyhow!("{e}"))?;
     let mut global_args = Vec::new();

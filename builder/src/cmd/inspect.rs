@@ -53,8 +53,7 @@ fn read_dockerfile(flag: &DockerfileFlag, context: &std::path::Path) -> Result<(
         }
         _ => {
             let path = flag.path(context);
-            let bytes = std::fs::read(&path).with_context(|| format!("reading Dockerfile {}", path.display()))?;
-            let text = String::from_utf8(bytes).map_err(|_| anyhow!("Dockerfile {} is not UTF-8", path.display()))?;
+            let text = crate::fsutil::read_dockerfile(&path)?;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
             Ok((name, text))
         }

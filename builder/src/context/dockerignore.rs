@@ -215,17 +215,19 @@ pub fn load_for(context: &Path, dockerfile: &Path) -> Result<Matcher> {
     }
     candidates.push(context.join(DOCKERIGNORE));
     for path in candidates {
-        match std::fs::read(&path) {
+        // A directory named like the ignore file is not an ignore file.
+        if path.is_dir() {
+            continue;
+        }
+        match crate::fsutil::read_build_file(&path, ".dockerignore") {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 let mut m = Matcher::parse(&text).with_context(|| format!("reading {}", path.display()))?;
                 m.source = Some(path);
                 return Ok(m);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            // A directory named like the ignore file is not an ignore file.
-            Err(_) if path.is_dir() => continue,
-            Err(e) => return Err(anyhow!(e).context(format!("reading {}", path.display()))),
+            Err(_) if std::fs::symlink_metadata(&path).is_err() => continue,
+            Err(e) => return Err(e),
         }
     }
     Ok(Matcher::empty())

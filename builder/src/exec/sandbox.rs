@@ -403,7 +403,46 @@ fn set_identity(sys: &dyn Sys, spec: &RunSpec, gid_map: impl FnOnce() -> Option<
     Ok(())
 }
 
+/// Every signal back to its default action and none blocked: what a shell expects
+/// of a new process. kiln's Rust runtime ignores SIGPIPE, and an ignored signal
+/// stays ignored across exec (`yes | head` would never end).
+fn reset_signals() -> Result<()> {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    /// The kernel's `struct sigaction` (x86_64 and arm64 alike): glibc's wrapper
+    /// refuses signals 32 and 33, which it keeps for itself, so the call is made raw.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installs SIG_DFL through the kernel's own struct; no handler of ours
+        // runs afterwards. A signal the kernel refuses stays as it is.
+        unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, std::ptr::null_mut::<KernelSigaction>(), 8usize) };
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).context("unblocking signals")?;
+    Ok(())
+}
+
+/// An environment entry exec cannot carry (a NUL byte), named.
+fn check_env(env: &[String]) -> Result<()> {
+    for kv in env {
+        let (k, _) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        if kv.contains('\0') {
+            anyhow::bail!("the step's environment variable {:?} holds a NUL byte (from the image's Env, an ENV or a build arg); a process environment cannot carry one", k.replace('\0', "\\0"));
+        }
+    }
+    Ok(())
+}
+
 fn exec_command(spec: &RunSpec) -> Result<Never> {
+    check_env(&spec.env)?;
     // execvp looks the program up in *our* PATH, so the step's environment must be
     // ours first.
     for (k, _) in std::env::vars_os() {
@@ -431,10 +470,20 @@ fn exec_command(spec: &RunSpec) -> Result<Never> {
     for u in &spec.ulimits {
         nix::sys::resource::setrlimit(u.resource(), u.soft, u.hard).with_context(|| format!("--ulimit {}={}:{}", u.name, u.soft, u.hard))?;
     }
+    reset_signals()?;
     // SAFETY: marks descriptors close-on-exec; none is used after exec.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     match nix::unistd::execvp(prog, &argv) {
         Err(nix::errno::Errno::ENOENT) => Err(CommandNotFound(spec.argv[0].clone()).into()),
+        Err(nix::errno::Errno::E2BIG) => {
+            let bytes: usize = spec.env.iter().chain(&spec.argv).map(|s| s.len() + 1).sum();
+            let biggest = spec.env.iter().max_by_key(|kv| kv.len()).map(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k)).unwrap_or("");
+            Err(anyhow::anyhow!(
+                "exec {}: the command line and environment ({bytes} bytes, {} variables; the largest is {biggest:?}) exceed the kernel's limit (E2BIG)",
+                spec.argv[0],
+                spec.env.len()
+            ))
+        }
         Err(e) => Err(e).with_context(|| format!("exec {}", spec.argv[0])),
         Ok(never) => match never {},
     }

@@ -158,8 +158,7 @@ struct TargetPlan {
 
 pub async fn build(mut opts: BuildOptions) -> Result<()> {
     let started = timefmt::now_secs();
-    let text = std::fs::read_to_string(&opts.dockerfile)
-        .with_context(|| format!("reading Dockerfile {}", opts.dockerfile.display()))?;
+    let text = crate::fsutil::read_dockerfile(&opts.dockerfile)?;
     let file_name = opts.dockerfile.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
     let df = kiln_frontend::parse(&file_name, &text).map_err(|e| anyhow!("{e}"))?;
     check_syntax_directive(&df)?;
