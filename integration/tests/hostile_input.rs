@@ -12,6 +12,11 @@ use kiln_integration::{Image, Registry, Sandbox};
 
 /// A one-platform OCI layout (tag `t`) whose image has no layers and this config.
 fn layout_with_config(dir: &Path, config: &serde_json::Value) {
+    layout_with(dir, config, &[]);
+}
+
+/// A layout whose image has these uncompressed tar layers (diff_ids set from them).
+fn layout_with(dir: &Path, config: &serde_json::Value, layers: &[Vec<u8>]) {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| {
@@ -19,9 +24,16 @@ fn layout_with_config(dir: &Path, config: &serde_json::Value) {
         fs::write(blobs.join(d.trim_start_matches("sha256:")), bytes).unwrap();
         (d, bytes.len())
     };
-    let (cd, cl) = put(&serde_json::to_vec(config).unwrap());
+    let mut config = config.clone();
+    let mut descs = Vec::new();
+    for l in layers {
+        let (d, n) = put(l);
+        config["rootfs"]["diff_ids"].as_array_mut().unwrap().push(d.clone().into());
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}));
+    }
+    let (cd, cl) = put(&serde_json::to_vec(&config).unwrap());
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cl}, "layers": []});
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cl}, "layers": descs});
     let (md, ml) = put(&serde_json::to_vec(&manifest).unwrap());
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -90,4 +102,46 @@ fn build_files_that_are_devices_or_not_utf8_are_refused() {
     let bad = sb.new_context("utf8").file("Dockerfile", b"FROM scratch\nLABEL a=\"x\xffy\"\n".as_slice()).build();
     let out = sb.kiln().build().arg(&bad).run();
     out.assert_failure_containing("Dockerfile:2:11: invalid UTF-8");
+}
+
+/// A base layer's setuid file owned by a uid outside the build's 65536-id map
+/// (70000) must not become a setuid *root* file in what kiln writes; one of a
+/// mapped owner keeps its bits.
+#[test]
+fn an_unmappable_owner_never_becomes_setuid_root() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let tar = sb.path().join("layer.tar");
+    let py = "import io, sys, tarfile\n\
+              with tarfile.open(sys.argv[1], 'w', format=tarfile.PAX_FORMAT) as t:\n\
+              \x20   for name, uid in (('bin', 0),):\n\
+              \x20       d = tarfile.TarInfo(name); d.type = tarfile.DIRTYPE; d.mode = 0o755; t.addfile(d)\n\
+              \x20   for name, uid in (('bin/su', 70000), ('bin/ok', 1000)):\n\
+              \x20       f = tarfile.TarInfo(name); f.mode = 0o4755; f.uid = f.gid = uid; f.size = 3\n\
+              \x20       t.addfile(f, io.BytesIO(b'su\\n'))\n";
+    let st = std::process::Command::new("python3").arg("-c").arg(py).arg(&tar).status().unwrap();
+    assert!(st.success());
+    let base = sb.path().join("hostile-layout");
+    layout_with(&base, &serde_json::json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}), &[fs::read(&tar).unwrap()]);
+    sb.user.chown_tree(&base);
+    let df = format!("FROM {}/base/busybox:latest\nCOPY --from=hostile /bin/ /hostile/\n", registry.host());
+    let ctx = sb.new_context("unmapped").file("Dockerfile", df).build();
+    let layout = sb.out_path("out");
+    let out = sb
+        .kiln()
+        .build()
+        .arg("--build-context")
+        .arg(format!("hostile=oci-layout://{}:t", base.display()))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .arg(&ctx)
+        .run();
+    out.assert_success();
+    out.assert_output_contains("bin/su: setuid/setgid dropped");
+    let image = Image::from_layout(&layout, None);
+    let su = image.tree.node("/hostile/su");
+    assert_eq!(su.mode & 0o6000, 0, "an unmappable owner's setuid file became setuid {}:{} (mode {:o})", su.uid, su.gid, su.mode);
+    let ok = image.tree.node("/hostile/ok");
+    assert_eq!((ok.mode, ok.uid, ok.gid), (0o4755, 1000, 1000), "a mapped owner keeps its setuid file");
 }

@@ -604,11 +604,14 @@ impl State {
         let (uid, gid) = ids(meta, path)?;
         let pfd = self.root.dir_owned(parent, false).map_err(io_err(path, "open parent directory"))?;
         let mut notes = Vec::new();
+        let mut mode = meta.mode;
         if let Err(e) = sys::fchownat_nofollow(pfd.as_fd(), cname, uid, gid) {
-            chown_failed(e, meta, path, &mut notes)?;
+            if chown_failed(e, meta, path, &mut notes)? {
+                mode &= !0o6000;
+            }
         }
         if chmod {
-            sys::fchmodat(pfd.as_fd(), cname, meta.mode).map_err(io_err(path, "chmod"))?;
+            sys::fchmodat(pfd.as_fd(), cname, mode).map_err(io_err(path, "chmod"))?;
         }
         let node = sys::proc_path(pfd.as_fd(), cname.to_bytes());
         let set = set_xattrs_with(meta, path, &mut notes, |c, v| xattr::lset(&node, c, v));

@@ -83,12 +83,14 @@ pub(crate) fn ids(meta: &Meta, path: &str) -> Result<(u32, u32), ApplyError> {
     }
 }
 
-pub(crate) fn chown_failed(e: io::Error, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
-    // EINVAL: the uid/gid has no mapping in our user namespace (e.g. a single-uid
-    // map). The file stays owned by root; say so rather than fail the build.
+/// `Ok(true)`: the owner has no mapping in our user namespace (EINVAL, e.g. a uid
+/// beyond a 65536-id range). The node then stays owned by the namespace's root, so
+/// it must not keep any privilege that came with its real owner (see
+/// [`set_owner_mode`], [`set_xattrs`]).
+pub(crate) fn chown_failed(e: io::Error, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<bool, ApplyError> {
     if errno(&e) == libc::EINVAL {
         notes.push(format!("{path}: owner {}:{} not mapped in the user namespace: {e}", meta.uid, meta.gid));
-        return Ok(());
+        return Ok(true);
     }
     Err(io_err(path, "chown")(e))
 }
@@ -99,12 +101,16 @@ pub(crate) fn chown_failed(e: io::Error, meta: &Meta, path: &str, notes: &mut Ve
 /// chown or chmod, each of which dirties the inode.
 pub(crate) fn set_owner_mode(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
     let (uid, gid) = ids(meta, path)?;
-    let want = meta.mode & 0o7777;
+    let mut want = meta.mode & 0o7777;
     let st = sys::fstat(fd).map_err(io_err(path, "stat"))?;
     let mut have = st.st_mode & 0o7777;
     if (st.st_uid, st.st_gid) != (uid, gid) {
         if let Err(e) = sys::fchown(fd, uid, gid) {
-            chown_failed(e, meta, path, notes)?;
+            // An owner that cannot be kept must not become a setuid/setgid root file.
+            if chown_failed(e, meta, path, notes)? && want & 0o6000 != 0 {
+                notes.push(format!("{path}: setuid/setgid dropped: its owner {}:{} cannot be kept in this user namespace, and the file would run as root", meta.uid, meta.gid));
+                want &= !0o6000;
+            }
         }
         // chown clears setuid/setgid: set the mode again.
         have = u32::MAX;
@@ -115,8 +121,18 @@ pub(crate) fn set_owner_mode(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes:
     Ok(())
 }
 
+/// The entry's xattrs on `fd`; file capabilities only where the owner was kept (a
+/// capability on a file of an unmappable owner would be granted to root's file).
 pub(crate) fn set_xattrs(fd: BorrowedFd<'_>, meta: &Meta, path: &str, notes: &mut Vec<String>) -> Result<(), ApplyError> {
-    set_xattrs_with(meta, path, notes, |c, v| xattr::fset(fd, c, v))
+    let owner_kept = match (ids(meta, path), sys::fstat(fd)) {
+        (Ok(want), Ok(st)) => want == (st.st_uid, st.st_gid),
+        _ => true,
+    };
+    let caps: &[u8] = b"security.capability";
+    if !owner_kept && meta.xattrs.iter().any(|(n, _)| n.as_bytes() == caps) {
+        notes.push(format!("{path}: file capabilities dropped: its owner {}:{} cannot be kept in this user namespace", meta.uid, meta.gid));
+    }
+    set_xattrs_with(meta, path, notes, |c, v| if !owner_kept && c.to_bytes() == caps { Ok(()) } else { xattr::fset(fd, c, v) })
 }
 
 /// The entry's xattrs through `set` (by fd, or by path for nodes that cannot be

@@ -226,6 +226,15 @@ impl SnapshotStore {
             remove_tree(&tmp);
             return Err(SnapshotError::DiffIdMismatch { expected: diff_id.clone(), actual: applied.diff_id });
         }
+        // What the layer asked for and could not get here (owners outside the id map,
+        // privileges dropped with them): said once per layer, the first few by name.
+        const SHOWN: usize = 20;
+        for note in applied.skipped.iter().take(SHOWN) {
+            tracing::warn!("layer {}: {note}", diff_id.short());
+        }
+        if applied.skipped.len() > SHOWN {
+            tracing::warn!("layer {}: {} more such entries", diff_id.short(), applied.skipped.len() - SHOWN);
+        }
         if applied.depends_on_lowers {
             let dest = self.root.join("layers").join(format!("{}-{}", diff_id.hex(), chain_key(lowers)));
             return self.install_at(&tmp, dest);
