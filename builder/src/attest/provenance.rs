@@ -60,7 +60,7 @@ pub struct Facts {
     pub invocation_id: String,
 }
 
-/// The subject's `name`: the image as a purl, as BuildKit names it.
+/// An image as BuildKit names it in provenance (subjects and materials alike).
 pub fn subject_name(image: &str, platform: &str) -> String {
     let (name, tag) = split_tag(image);
     format!("pkg:docker/{name}@{tag}?platform={}", platform.replace('/', "%2F"))
@@ -73,11 +73,6 @@ fn split_tag(image: &str) -> (&str, &str) {
         Some((n, t)) if !t.contains('/') => (n, t),
         _ => (image, "latest"),
     }
-}
-
-/// A material's uri for an image reference as written.
-pub fn material_uri(image: &str, platform: &str) -> String {
-    subject_name(image, platform)
 }
 
 fn looks_like_credential(name: &str) -> bool {
@@ -191,26 +186,12 @@ pub fn work_tree_origin(context: &std::path::Path) -> Option<String> {
         } else if in_origin {
             if let Some((k, v)) = line.split_once('=') {
                 if k.trim() == "url" {
-                    return Some(redact_userinfo(v.trim()));
+                    return Some(crate::steps::fetch::redact_url(v.trim()));
                 }
             }
         }
     }
     None
-}
-
-/// A URL without `user:password@`.
-pub fn redact_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (auth, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match auth.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://{host}{path}"),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -234,7 +215,7 @@ mod tests {
 
     #[test]
     fn min_and_max_modes() {
-        let m = [Material { uri: material_uri("127.0.0.1:5000/base/debian:bookworm", "linux/amd64"), digest: format!("sha256:{}", "cd".repeat(32)) }];
+        let m = [Material { uri: subject_name("127.0.0.1:5000/base/debian:bookworm", "linux/amd64"), digest: format!("sha256:{}", "cd".repeat(32)) }];
         let subject = ("pkg:docker/r/app@1?platform=linux%2Famd64", "sha256:0123");
         let min: Value = serde_json::from_slice(&statement(ProvenanceMode::Min, "b", subject, "linux/amd64", &m, &facts())).unwrap();
         let max: Value = serde_json::from_slice(&statement(ProvenanceMode::Max, "b", subject, "linux/amd64", &m, &facts())).unwrap();

@@ -132,7 +132,7 @@ fn prepare_sources(args: &mut BuildArgs) -> anyhow::Result<Option<super::source:
         return Ok(None);
     }
     let keep_git_dir = args.stage.build_args.iter().any(|a| {
-        a.split_once('=').is_some_and(|(k, v)| k == "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && matches!(v, "1" | "true" | "True" | "TRUE"))
+        a.split_once('=').is_some_and(|(k, v)| k == "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && crate::options::build_arg_on(v))
     });
     let state = crate::options::state_dir()?;
     let mut m = super::source::materialize(&args.context, args.dockerfile.file.as_deref(), &state, keep_git_dir)?;

@@ -111,23 +111,6 @@ fn temp_dir(state_dir: &Path) -> Result<PathBuf> {
     unreachable!("an unbounded range ends only by returning")
 }
 
-/// A URL as it may be shown: without user and password.
-pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (auth, host) = match rest.split_once('/') {
-                Some((a, r)) => (a, format!("/{r}")),
-                None => (rest, String::new()),
-            };
-            match auth.rsplit_once('@') {
-                Some((_, h)) => format!("{scheme}://{h}{host}"),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
 /// Unpacks a (possibly compressed) tar stream into `dir`, owned by the caller;
 /// `Ok(false)` when the stream is not a tar (the bytes are then in `not_tar`).
 fn unpack_or_keep(mut r: impl Read, dir: &Path, not_tar: &mut Vec<u8>) -> Result<bool> {
@@ -193,7 +176,7 @@ pub fn materialize(arg: &Path, dockerfile_arg: Option<&Path>, state_dir: &Path, 
             true
         }
         Source::Http(url) => {
-            let shown = redact(url);
+            let shown = fetch::redact_url(url);
             let resp = reqwest::blocking::Client::builder()
                 .build()
                 .context("starting the HTTP client")?
@@ -207,9 +190,9 @@ pub fn materialize(arg: &Path, dockerfile_arg: Option<&Path>, state_dir: &Path, 
             unpack_or_keep(resp, &m.context, &mut text).with_context(|| format!("unpacking the context {shown}"))?
         }
         Source::Git(url) => {
-            let (dir, commit) = fetch::git_checkout_commit(url, &temp, keep_git_dir).with_context(|| format!("build context {}", redact(url)))?;
+            let (dir, commit) = fetch::git_checkout_commit(url, &temp, keep_git_dir).with_context(|| format!("build context {}", fetch::redact_url(url)))?;
             m.context = dir;
-            m.uri = Some(redact(url));
+            m.uri = Some(fetch::redact_url(url));
             m.commit = Some(commit);
             true
         }
@@ -246,8 +229,8 @@ mod tests {
 
     #[test]
     fn credentials_never_shown() {
-        assert_eq!(redact("https://user:secret@example.com/a.tar"), "https://example.com/a.tar");
-        assert_eq!(redact("https://example.com/a.tar"), "https://example.com/a.tar");
+        assert_eq!(fetch::redact_url("https://user:secret@example.com/a.tar"), "https://example.com/a.tar");
+        assert_eq!(fetch::redact_url("https://example.com/a.tar"), "https://example.com/a.tar");
     }
 
     #[test]

@@ -197,6 +197,12 @@ impl BuildOptions {
     }
 }
 
+/// Whether a BuildKit switch given as a build arg (`BUILDKIT_CONTEXT_KEEP_GIT_DIR`,
+/// `BUILDKIT_SBOM_SCAN_STAGE`, ...) is on.
+pub fn build_arg_on(v: &str) -> bool {
+    matches!(v, "1" | "true" | "True" | "TRUE")
+}
+
 /// `$KILN_ROOT`, else `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
 pub fn state_dir() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("KILN_ROOT").filter(|v| !v.is_empty()) {

@@ -22,7 +22,7 @@ pub(super) struct Inputs {
 
 /// BuildKit's build args that ask for the context and stage scans.
 fn arg_true(cx: &Ctx, name: &str) -> bool {
-    cx.opts.build_args.get(name).is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE"))
+    cx.opts.build_args.get(name).is_some_and(|v| crate::options::build_arg_on(v))
 }
 
 fn scan_state(cx: &Ctx, state: &ImageState, what: &str) -> Result<kiln_sbom::Inventory> {
@@ -72,7 +72,7 @@ pub(super) fn gather(cx: &Ctx, plans: &[TargetPlan], results: &BTreeMap<JobId, I
         let mut materials: Vec<Material> = Vec::new();
         for (name, p) in images_needed(&plan.graph, &plan.platform)? {
             let Some(pulled) = pulled.get(&(name.clone(), p.to_string())) else { continue };
-            let m = Material { uri: crate::attest::provenance::material_uri(&name, &p.to_string()), digest: pulled.manifest_digest.clone() };
+            let m = Material { uri: crate::attest::provenance::subject_name(&name, &p.to_string()), digest: pulled.manifest_digest.clone() };
             if !materials.contains(&m) {
                 materials.push(m);
             }

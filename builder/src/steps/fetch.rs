@@ -114,6 +114,20 @@ pub fn git_checkout_commit(url: &str, into: &Path, keep_git_dir: bool) -> Result
     }
 }
 
+/// A URL as it may be shown or recorded: without `user:password@`.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (auth, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match auth.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 /// A full commit id (what a cache key may trust to name fixed content).
 pub fn is_commit(r: &str) -> bool {
     (r.len() == 40 || r.len() == 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
