@@ -68,19 +68,25 @@ pub fn tag_for(subject: &Digest) -> String {
     subject.to_string().replace(':', "-")
 }
 
+/// An index entry with the `mediaType`, `artifactType` and string annotations of
+/// `v` (a referrer manifest, or an entry of a referrers index).
+fn entry_from(v: &Value, digest: &Digest, size: u64) -> IndexEntry {
+    let mut e = IndexEntry::new(v["mediaType"].as_str().unwrap_or(media::OCI_MANIFEST), digest, size);
+    if let Some(t) = v["artifactType"].as_str() {
+        e = e.with_artifact_type(t);
+    }
+    for (k, val) in v["annotations"].as_object().into_iter().flatten() {
+        if let Some(val) = val.as_str() {
+            e = e.annotate(k, val);
+        }
+    }
+    e
+}
+
 /// The index entry a referrers index has for the artifact manifest `bytes`.
 fn entry_of(bytes: &[u8]) -> Result<IndexEntry, String> {
     let m: Value = serde_json::from_slice(bytes).map_err(|e| format!("the referrer is not JSON: {e}"))?;
-    let mut e = IndexEntry::new(m["mediaType"].as_str().unwrap_or(media::OCI_MANIFEST), &Digest::of(bytes), bytes.len() as u64);
-    if let Some(t) = m["artifactType"].as_str() {
-        e = e.with_artifact_type(t);
-    }
-    for (k, v) in m["annotations"].as_object().into_iter().flatten() {
-        if let Some(v) = v.as_str() {
-            e = e.annotate(k, v);
-        }
-    }
-    Ok(e)
+    Ok(entry_from(&m, &Digest::of(bytes), bytes.len() as u64))
 }
 
 /// The entries of an existing referrers index, with `add` appended unless listed.
@@ -91,16 +97,7 @@ pub fn merge_index(existing: Option<&[u8]>, add: IndexEntry) -> Result<Vec<Index
         let list = v["manifests"].as_array().ok_or("the referrers tag holds no image index (no `manifests`)")?;
         for m in list {
             let digest: Digest = m["digest"].as_str().unwrap_or_default().parse().map_err(|e| format!("a referrers index entry: {e}"))?;
-            let mut e = IndexEntry::new(m["mediaType"].as_str().unwrap_or(media::OCI_MANIFEST), &digest, m["size"].as_u64().unwrap_or(0));
-            if let Some(t) = m["artifactType"].as_str() {
-                e = e.with_artifact_type(t);
-            }
-            for (k, v) in m["annotations"].as_object().into_iter().flatten() {
-                if let Some(v) = v.as_str() {
-                    e = e.annotate(k, v);
-                }
-            }
-            entries.push(e);
+            entries.push(entry_from(m, &digest, m["size"].as_u64().unwrap_or(0)));
         }
     }
     if !entries.iter().any(|e| e.digest == add.digest) {
