@@ -145,25 +145,7 @@ pub fn into_buildkit_index(store: &ContentStore, opts: &BuildOptions, built: &mu
     for (i, d) in docs {
         by_platform.entry(i).or_default().push(d);
     }
-    let mut entries: Vec<kiln_oci::IndexEntry> = built
-        .manifests
-        .iter()
-        .map(|(p, m)| kiln_oci::IndexEntry::new(super::manifest_media_type(&m.bytes), &m.digest, m.bytes.len() as u64).with_platform(p.to_json()))
-        .collect();
-    if built.manifests.len() > 1 {
-        // Keep the entries (and their annotations) as the index already has them.
-        let index: kiln_oci::ImageIndex = serde_json::from_slice(&built.top_bytes).context("reading the index back")?;
-        entries.clear();
-        for d in index.manifests() {
-            let digest: Digest = d.digest().to_string().parse()?;
-            let mut e = kiln_oci::IndexEntry::new(&d.media_type().to_string(), &digest, d.size());
-            e.platform = d.platform().as_ref().map(|p| Platform::from_spec(p).to_json());
-            for (k, v) in d.annotations().clone().unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>() {
-                e = e.annotate(&k, &v);
-            }
-            entries.push(e);
-        }
-    }
+    let mut entries: Vec<kiln_oci::IndexEntry> = Vec::new();
     for (i, docs) in by_platform {
         let (p, m) = &built.manifests[i];
         let subject_name = attest::provenance::subject_name(&name, &p.to_string());
@@ -196,8 +178,7 @@ pub fn into_buildkit_index(store: &ContentStore, opts: &BuildOptions, built: &mu
         );
         built.attached.push(Manifest { bytes: manifest, digest, blobs });
     }
-    let bytes = kiln_oci::index_json(media::OCI_INDEX, &entries);
-    let digest = store.put(&bytes)?;
+    let (bytes, digest) = super::write_index(store, opts, &built.manifests, opts.format, media::OCI_INDEX, entries)?;
     built.top = descriptor(media::OCI_INDEX, &digest, bytes.len() as u64)?;
     built.top_bytes = bytes;
     built.top_media_type = media::OCI_INDEX;

@@ -100,8 +100,17 @@ fn annotations_for(opts: &BuildOptions, target: AnnotationTarget, platform: Opti
     opts.annotations.iter().filter(|a| a.applies(target, platform)).map(|a| (a.key.clone(), json!(a.value))).collect()
 }
 
-fn write_index(store: &ContentStore, opts: &BuildOptions, manifests: &[(Platform, Manifest)], format: Format) -> Result<(Vec<u8>, Digest)> {
-    let entries: Vec<kiln_oci::IndexEntry> = manifests
+/// The index of `manifests` (platforms and descriptor annotations) followed by
+/// `extra` entries (BuildKit-style attestation manifests), with the index annotations.
+fn write_index(
+    store: &ContentStore,
+    opts: &BuildOptions,
+    manifests: &[(Platform, Manifest)],
+    format: Format,
+    media_type: &str,
+    extra: Vec<kiln_oci::IndexEntry>,
+) -> Result<(Vec<u8>, Digest)> {
+    let mut entries: Vec<kiln_oci::IndexEntry> = manifests
         .iter()
         .map(|(p, m)| {
             let mut e = kiln_oci::IndexEntry::new(format.manifest(), &m.digest, m.bytes.len() as u64).with_platform(p.to_json());
@@ -111,7 +120,8 @@ fn write_index(store: &ContentStore, opts: &BuildOptions, manifests: &[(Platform
             e
         })
         .collect();
-    let mut bytes = kiln_oci::index_json(format.index(), &entries);
+    entries.extend(extra);
+    let mut bytes = kiln_oci::index_json(media_type, &entries);
     let index_ann = annotations_for(opts, AnnotationTarget::Index, None);
     if !index_ann.is_empty() {
         let mut v: serde_json::Value = serde_json::from_slice(&bytes)?;
@@ -136,7 +146,7 @@ pub async fn export(
     }
     // One platform asked for (or defaulted): a plain manifest, as `docker build`.
     // Several: an OCI index with a platform on each entry.
-    let built = if manifests.len() == 1 {
+    let mut built = if manifests.len() == 1 {
         let m = &manifests[0].1;
         Built {
             top: descriptor(opts.format.manifest(), &m.digest, m.bytes.len() as u64)?,
@@ -146,14 +156,13 @@ pub async fn export(
             attached: Vec::new(),
         }
     } else {
-        let (bytes, digest) = write_index(store, opts, &manifests, opts.format)?;
+        let (bytes, digest) = write_index(store, opts, &manifests, opts.format, opts.format.index(), Vec::new())?;
         for (p, m) in &manifests {
             crate::progress::get().info("image", &format!("image {} {}", (p).to_string(), m.digest));
         }
         let mt = opts.format.index();
         Built { top: descriptor(mt, &digest, bytes.len() as u64)?, top_bytes: bytes, top_media_type: mt, manifests, attached: Vec::new() }
     };
-    let mut built = built;
     let docs = match attest {
         Some(input) if opts.attestations.any() => attach::documents(opts, input, &built, &input.created),
         _ => Vec::new(),
@@ -228,14 +237,13 @@ pub async fn export(
     if let Some(path) = &opts.metadata_file {
         let platforms: serde_json::Map<String, serde_json::Value> =
             built.manifests.iter().map(|(p, m)| ((p).to_string(), json!(m.digest.to_string()))).collect();
-        let meta = json!({
+        let mut meta = json!({
             "containerimage.digest": top_digest.to_string(),
             "containerimage.descriptor": {"mediaType": built.top_media_type, "digest": top_digest.to_string(), "size": built.top_bytes.len()},
             "containerimage.config.digest": built.manifests[0].1.blobs[0].digest().to_string(),
             "image.name": opts.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
             "kiln.platforms": platforms,
         });
-        let mut meta = meta;
         if !referrers.is_empty() {
             meta["kiln.attestations"] = json!(referrers
                 .iter()
