@@ -79,6 +79,8 @@ struct Shared {
     connections: AtomicUsize,
     active: AtomicUsize,
     max_active: AtomicUsize,
+    delayed: AtomicUsize,
+    max_delayed: AtomicUsize,
 }
 
 /// A running proxy; stops accepting when dropped (open connections run to their end).
@@ -101,6 +103,8 @@ impl FaultProxy {
             connections: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             max_active: AtomicUsize::new(0),
+            delayed: AtomicUsize::new(0),
+            max_delayed: AtomicUsize::new(0),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (sh, st) = (shared.clone(), stop.clone());
@@ -149,6 +153,12 @@ impl FaultProxy {
     /// The most connections that were open at once.
     pub fn max_active_connections(&self) -> usize {
         self.shared.max_active.load(Ordering::SeqCst)
+    }
+
+    /// The most `DelayMs`-faulted requests that were waiting at once: requests in
+    /// flight, unlike connections (an idle keep-alive connection counts as open).
+    pub fn max_concurrent_delayed(&self) -> usize {
+        self.shared.max_delayed.load(Ordering::SeqCst)
     }
 
     /// Request lines seen (`METHOD PATH`), faulted ones suffixed with ` [fault: …]`.
@@ -370,7 +380,10 @@ fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
             Some(Fault::DropResponseAfter(n)) => arm(&resp_fault, Some(RespFault::DropAfter(n))),
             Some(Fault::CorruptResponseBody(n)) => arm(&resp_fault, Some(RespFault::Corrupt(n))),
             Some(Fault::DelayMs(ms)) => {
+                let now = shared.delayed.fetch_add(1, Ordering::SeqCst) + 1;
+                shared.max_delayed.fetch_max(now, Ordering::SeqCst);
                 thread::sleep(std::time::Duration::from_millis(ms));
+                shared.delayed.fetch_sub(1, Ordering::SeqCst);
                 arm(&resp_fault, None);
             }
             None => arm(&resp_fault, None),
