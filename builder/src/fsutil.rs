@@ -207,3 +207,72 @@ mod build_file_tests {
         assert!(e.ends_with(":2:11: invalid UTF-8 (a Dockerfile is UTF-8 text)"), "{e}");
     }
 }
+
+/// The process id in a scratch name made as `WHAT-<pid>-<n>` (`run-12-3.json`,
+/// `kiln-secrets-12-3`): its first all-digit `-`-separated word.
+fn owner_pid(name: &str) -> Option<i32> {
+    name.split('-').find(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit())).and_then(|w| w.parse().ok())
+}
+
+/// Removes the entries of `dir` whose names start with one of `prefixes` and carry
+/// the id of a process that no longer exists: what a killed build left (spec files,
+/// staged secrets, context views). A live process's entries stay, also those of a
+/// concurrent build in another state directory. Returns the bytes removed.
+pub(crate) fn remove_leftovers_of_dead(dir: &Path, prefixes: &[&str]) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let mut freed = 0;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !prefixes.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let Some(pid) = owner_pid(&name) else { continue };
+        // SAFETY: signal 0 only checks that the process exists.
+        let dead = unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if dead {
+            freed += disk_usage(&e.path());
+            kiln_snapshotter::snapshots::remove_tree(&e.path());
+        }
+    }
+    freed
+}
+
+/// Bytes of the regular files at and below `p` (symlinks not followed).
+pub(crate) fn disk_usage(p: &Path) -> u64 {
+    let Ok(md) = std::fs::symlink_metadata(p) else { return 0 };
+    if !md.is_dir() {
+        return if md.is_file() { md.len() } else { 0 };
+    }
+    std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| disk_usage(&e.path())).sum()).unwrap_or(0)
+}
+
+/// Where RUN steps' secrets are staged (memory, not disk), and the prefix of their
+/// directories there.
+pub(crate) const SECRETS_DIR: &str = "/dev/shm";
+pub(crate) const SECRETS_PREFIX: &str = "kiln-secrets-";
+
+#[cfg(test)]
+mod leftover_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_dead_process_s_leftovers_are_removed() {
+        assert_eq!(owner_pid("run-123-4.json"), Some(123));
+        assert_eq!(owner_pid("kiln-secrets-77-0"), Some(77));
+        assert_eq!(owner_pid("notes"), None);
+        let t = tempfile::tempdir().unwrap();
+        // A pid that cannot exist (above pid_max) and ours.
+        let dead = t.path().join("run-99999999-1.json");
+        let live = t.path().join(format!("run-{}-1.json", std::process::id()));
+        let dead_dir = t.path().join("kiln-secrets-99999999-2");
+        std::fs::write(&dead, "{}").unwrap();
+        std::fs::write(&live, "{}").unwrap();
+        std::fs::create_dir(&dead_dir).unwrap();
+        std::fs::write(dead_dir.join("s"), "secret").unwrap();
+        std::fs::write(t.path().join("other-99999999"), "x").unwrap();
+        let freed = remove_leftovers_of_dead(t.path(), &["run-", "kiln-secrets-"]);
+        assert_eq!(freed, 8);
+        assert!(!dead.exists() && !dead_dir.exists());
+        assert!(live.exists() && t.path().join("other-99999999").exists());
+    }
+}

@@ -218,16 +218,23 @@ impl ContentStore {
     /// processes) to finish — and returns it to shared afterwards. Do not call it while
     /// another handle of the same root is open in this process.
     pub fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, StoreError> {
+        Ok(self.prune_and(opts, || ())?.0)
+    }
+
+    /// [`prune`](Self::prune), then `also` while the exclusive lock is still held:
+    /// the state kept beside the store (unpacked layers, scratch of killed builds)
+    /// can be removed there, since no build can be running or start meanwhile.
+    pub fn prune_and<T>(&self, opts: &PruneOptions, also: impl FnOnce() -> T) -> Result<(PruneReport, T), StoreError> {
         let lock_path = self.root().join("lock");
         if !self.lock_file().try_convert(LockMode::Exclusive, &lock_path)? {
             tracing::warn!("waiting for builds using {} to finish before pruning", self.root().display());
             self.lock_file().convert(LockMode::Exclusive, &lock_path)?;
         }
-        let res = self.prune_locked(opts);
+        let res = self.prune_locked(opts).map(|report| (report, also()));
         let back = self.lock_file().convert(LockMode::Shared, &lock_path);
-        let report = res?;
+        let out = res?;
         back?;
-        Ok(report)
+        Ok(out)
     }
 
     fn prune_locked(&self, opts: &PruneOptions) -> Result<PruneReport, StoreError> {

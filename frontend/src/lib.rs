@@ -68,6 +68,7 @@
 mod chmod;
 mod error;
 mod expand;
+mod gitref;
 mod gofmt;
 mod graph;
 mod lower;
@@ -79,6 +80,7 @@ mod words;
 
 pub use chmod::{Chmod, Clause, ModeSpec};
 pub use error::{Diag, Error, Location};
+pub use gitref::is_remote_git;
 pub use expand::{expand_display, expand_raw, expand_word};
 pub use graph::{
     Base, BuildGraph, CopyFrom, CopySpec, Healthcheck, MountKind, Network, Op, OpInput, OpKind, RunMount, Sharing,

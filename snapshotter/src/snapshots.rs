@@ -667,6 +667,15 @@ fn remove_stub_paths(base: &Path, stub: &Stub) {
 /// Best-effort recursive removal that also copes with the 000-mode dirs overlayfs
 /// leaves in its workdir.
 pub fn remove_tree(p: &Path) {
+    match fs::symlink_metadata(p) {
+        Err(_) => return,
+        // A file or a symlink: remove_dir_all refuses those.
+        Ok(md) if !md.is_dir() => {
+            let _ = fs::remove_file(p);
+            return;
+        }
+        Ok(_) => {}
+    }
     if fs::remove_dir_all(p).is_ok() || !p.exists() {
         return;
     }

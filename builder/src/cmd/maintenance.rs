@@ -13,6 +13,7 @@ use kiln_cache::gc::{parse_duration, parse_size};
 use kiln_cache::{ContentStore, PruneOptions};
 
 use crate::cli::maintenance::PruneArgs;
+use crate::fsutil::disk_usage;
 
 
 pub fn prune(args: &PruneArgs, state_dir: &Path) -> Result<()> {
@@ -33,43 +34,12 @@ pub fn prune(args: &PruneArgs, state_dir: &Path) -> Result<()> {
         return Ok(());
     }
     let store = ContentStore::open(&content)?;
-    let report = store.prune(&PruneOptions { all: args.all, keep_storage, until })?;
-    let mut freed = report.freed_bytes;
-    let mut layers = 0usize;
-    let snap_root = state_dir.join("snapshots");
-    let snapshots = snap_root.join("layers");
-    if let Ok(rd) = std::fs::read_dir(&snapshots) {
-        for e in rd.flatten() {
-            // Unpacked layers are rebuilt from blobs on demand: --all removes them
-            // (those older than --filter, if given); a plain prune keeps them.
-            let old_enough = until.is_none_or(|u| {
-                e.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() >= u).unwrap_or(true)
-            });
-            if args.all && old_enough {
-                freed += du(&e.path());
-                kiln_snapshotter::snapshots::remove_tree(&e.path());
-                layers += 1;
-            }
-        }
-    }
-    // Scratch of killed builds: active steps and temp files.
-    for d in [snap_root.join("active"), state_dir.join("tmp")] {
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            for e in rd.flatten() {
-                freed += du(&e.path());
-                kiln_snapshotter::snapshots::remove_tree(&e.path());
-            }
-        }
-    }
-    if args.all {
-        for d in ["cache-mounts", "context-cache"] {
-            let p = state_dir.join(d);
-            if p.exists() {
-                freed += du(&p);
-                kiln_snapshotter::snapshots::remove_tree(&p);
-            }
-        }
-    }
+    // Everything is removed under the store's exclusive lock: no build runs meanwhile
+    // (each holds the shared lock for its whole life), so none can be using a rootfs,
+    // a scratch file or a secret removed here.
+    let (report, (layers, beside)) =
+        store.prune_and(&PruneOptions { all: args.all, keep_storage, until }, || remove_beside_store(state_dir, args.all, until))?;
+    let freed = report.freed_bytes + beside;
     println!(
         "removed {} blobs, {} cache records, {} unpacked layers; freed {}",
         report.removed_blobs,
@@ -78,6 +48,50 @@ pub fn prune(args: &PruneArgs, state_dir: &Path) -> Result<()> {
         human(freed)
     );
     Ok(())
+}
+
+/// What `prune` removes beside the content store: unpacked layers (`all`; those
+/// older than `until`), scratch of killed builds (active steps, `tmp`), staged
+/// secrets of dead builds in memory, and (`all`) cache mounts and context caches.
+/// Returns (unpacked layers removed, bytes freed).
+fn remove_beside_store(state_dir: &Path, all: bool, until: Option<std::time::Duration>) -> (usize, u64) {
+    let (mut layers, mut freed) = (0usize, 0u64);
+    let snap_root = state_dir.join("snapshots");
+    if let Ok(rd) = std::fs::read_dir(snap_root.join("layers")) {
+        for e in rd.flatten() {
+            // Unpacked layers are rebuilt from blobs on demand: --all removes them
+            // (those older than --filter, if given); a plain prune keeps them.
+            let old_enough = until.is_none_or(|u| {
+                e.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() >= u).unwrap_or(true)
+            });
+            if all && old_enough {
+                freed += disk_usage(&e.path());
+                kiln_snapshotter::snapshots::remove_tree(&e.path());
+                layers += 1;
+            }
+        }
+    }
+    for d in [snap_root.join("active"), state_dir.join("tmp")] {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                freed += disk_usage(&e.path());
+                kiln_snapshotter::snapshots::remove_tree(&e.path());
+            }
+        }
+    }
+    // Secrets are staged outside the state directory (in memory), shared by every
+    // state directory of this user: only a dead build's go.
+    freed += crate::fsutil::remove_leftovers_of_dead(Path::new(crate::fsutil::SECRETS_DIR), &[crate::fsutil::SECRETS_PREFIX]);
+    if all {
+        for d in ["cache-mounts", "context-cache"] {
+            let p = state_dir.join(d);
+            if p.exists() {
+                freed += disk_usage(&p);
+                kiln_snapshotter::snapshots::remove_tree(&p);
+            }
+        }
+    }
+    (layers, freed)
 }
 
 pub fn df(state_dir: &Path) -> Result<()> {
@@ -92,20 +106,11 @@ pub fn df(state_dir: &Path) -> Result<()> {
     }
     let snapshots = state_dir.join("snapshots/layers");
     let count = std::fs::read_dir(&snapshots).map(|r| r.count()).unwrap_or(0);
-    println!("{:<28} {:>8} {:>12}", "unpacked layers", count, human(du(&snapshots)));
+    println!("{:<28} {:>8} {:>12}", "unpacked layers", count, human(disk_usage(&snapshots)));
     let mounts = state_dir.join("cache-mounts");
     let count = std::fs::read_dir(&mounts).map(|r| r.count()).unwrap_or(0);
-    println!("{:<28} {:>8} {:>12}", "RUN cache mounts", count, human(du(&mounts)));
+    println!("{:<28} {:>8} {:>12}", "RUN cache mounts", count, human(disk_usage(&mounts)));
     Ok(())
-}
-
-/// Bytes used below `p` (not following symlinks).
-fn du(p: &Path) -> u64 {
-    let Ok(md) = std::fs::symlink_metadata(p) else { return 0 };
-    if !md.is_dir() {
-        return md.len();
-    }
-    std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| du(&e.path())).sum()).unwrap_or(0)
 }
 
 fn human(b: u64) -> String {

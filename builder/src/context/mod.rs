@@ -5,3 +5,4 @@ pub mod dockerignore;
 pub mod hasher;
 pub mod select;
 pub mod stagecontent;
+pub mod view;

@@ -73,7 +73,12 @@ pub const CHROOT_DEVICES: &[(&str, u64, u64)] =
 /// Run `spec` in the sandbox, streaming its output to ours; returns the exit code
 /// (128+signal for a killed process).
 pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
-    std::fs::write(spec_path, serde_json::to_vec(spec)?).context("writing the sandbox spec")?;
+    // 0600: the spec holds the step's environment (build args, a secret's env=).
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(spec_path).context("writing the sandbox spec")?;
+        std::io::Write::write_all(&mut f, &serde_json::to_vec(spec)?).context("writing the sandbox spec")?;
+    }
     // /etc/hostname is bound from a generated file (as Docker does), never written
     // into the rootfs.
     let hostname_file = hostname_path(spec_path);
@@ -82,6 +87,13 @@ pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
     std::fs::write(&hosts_file, hosts_text(&spec.hostname, &spec.extra_hosts)).context("writing the step's /etc/hosts")?;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg("__sandbox").arg(spec_path).stdin(Stdio::null());
+    let me = std::process::id();
+    // SAFETY: die_with_parent is async-signal-safe. The thread that spawns waits for
+    // the child, so the death signal cannot fire while this kiln lives.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || super::die_with_parent(Some(me)));
+    }
     let mode = crate::progress::get().mode();
     let status = if mode == crate::progress::Mode::Quiet {
         // Shown only when the step fails: quiet builds keep stderr for errors.
@@ -471,6 +483,10 @@ fn exec_command(spec: &RunSpec) -> Result<Never> {
         nix::sys::resource::setrlimit(u.resource(), u.soft, u.hard).with_context(|| format!("--ulimit {}={}:{}", u.name, u.soft, u.hard))?;
     }
     reset_signals()?;
+    // After the user change (which clears it): the step's init dies with its
+    // sandbox, and with it every process of the step's PID namespace. Inside that
+    // namespace getppid() is 0, so the parent cannot be checked here.
+    super::die_with_parent(None).context("setting the step's parent-death signal")?;
     // SAFETY: marks descriptors close-on-exec; none is used after exec.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     match nix::unistd::execvp(prog, &argv) {

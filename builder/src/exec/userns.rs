@@ -145,6 +145,7 @@ fn spawn_inside(plan: &MapPlan, child_env: &[(String, String)]) -> Result<i32> {
     // written (the child must not exec before, or it would lose its capabilities).
     let (ready_r, ready_w) = nix::unistd::pipe().context("creating a pipe")?;
     let (unshared_r, unshared_w) = nix::unistd::pipe().context("creating a pipe")?;
+    let parent = std::process::id();
 
     // SAFETY: kiln is single-threaded here (no runtime started yet); the child only
     // makes async-signal-safe calls before execve.
@@ -152,6 +153,10 @@ fn spawn_inside(plan: &MapPlan, child_env: &[(String, String)]) -> Result<i32> {
         ForkResult::Child => unsafe {
             drop(ready_w);
             drop(unshared_r);
+            // Dies with the user's kiln (a cancelled CI job SIGKILLs only that one).
+            if super::die_with_parent(Some(parent)).is_err() {
+                libc::_exit(125);
+            }
             if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
                 let msg = b"kiln: unshare(CLONE_NEWUSER) failed: user namespaces are not available here\n";
                 libc::write(2, msg.as_ptr().cast(), msg.len());

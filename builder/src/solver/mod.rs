@@ -70,6 +70,8 @@ pub(crate) struct Ctx {
     scratch: PathBuf,
     /// The context's `.dockerignore` (or `<Dockerfile>.dockerignore`).
     ignore: crate::context::dockerignore::Matcher,
+    /// The context without what `ignore` excludes, for bind mounts: made on first use.
+    context_view: std::sync::Mutex<Option<crate::context::view::ContextView>>,
     /// Layer caches, local first; `hits` says which one answered for a key.
     caches: Vec<Box<dyn LayerCache>>,
     hits: BTreeMap<String, (usize, CacheRecord)>,
@@ -87,6 +89,20 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The directory a bind mount of the context shows: the context itself when
+    /// nothing is ignored, else the filtered view (made once per build).
+    fn bind_context(&self) -> Result<PathBuf> {
+        if self.ignore.is_empty() {
+            return Ok(self.opts.context.clone());
+        }
+        let mut view = self.context_view.lock().expect("context view");
+        if view.is_none() {
+            let dir = self.scratch.join(format!("context-view-{}-{}", std::process::id(), crate::fsutil::next_id()));
+            *view = Some(crate::context::view::ContextView::make(&self.opts.context, &self.ignore, dir)?);
+        }
+        Ok(view.as_ref().map(|v| v.path().to_path_buf()).unwrap_or_default())
+    }
+
     /// Make sure a layer blob is in the content store, fetching a lazily cached one.
     fn ensure_blob(&self, layer: &Layer) -> Result<()> {
         if self.store.has(&layer.digest) {
@@ -198,6 +214,10 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     let created = timefmt::rfc3339(opts.source_date_epoch.unwrap_or_else(timefmt::now_secs));
     let scratch = opts.state_dir.join("tmp");
     std::fs::create_dir_all(&scratch)?;
+    // What a killed build left: its spec files and views here, its staged secrets
+    // in memory (a live build's stay).
+    crate::fsutil::remove_leftovers_of_dead(&scratch, &["run-", "staged-", "context-view-", "kiln-"]);
+    crate::fsutil::remove_leftovers_of_dead(Path::new(crate::fsutil::SECRETS_DIR), &[crate::fsutil::SECRETS_PREFIX]);
     let ignore = crate::context::dockerignore::load_for(&opts.context, &opts.dockerfile)?;
 
     let caches = layer_caches(&opts, &store, &registry)?;
@@ -213,6 +233,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         created,
         scratch,
         ignore,
+        context_view: std::sync::Mutex::new(None),
         caches,
         hits,
         keys,

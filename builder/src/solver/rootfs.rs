@@ -24,7 +24,7 @@ impl runmounts::FromRoots for MountRoots<'_, '_> {
     }
 
     fn root_of_context_rw(&mut self) -> Result<PathBuf> {
-        let snap = self.cx.snaps.prepare(&[self.cx.opts.context.clone()])?;
+        let snap = self.cx.snaps.prepare(&[self.cx.bind_context()?])?;
         let root = snap.merged().to_path_buf();
         self.held.push(snap);
         Ok(root)

@@ -45,6 +45,10 @@ pub fn git_checkout(url: &str, into: &Path, keep_git_dir: bool) -> Result<std::p
 
 /// [`git_checkout`], also returning the commit checked out (provenance names it).
 pub fn git_checkout_commit(url: &str, into: &Path, keep_git_dir: bool) -> Result<(std::path::PathBuf, String)> {
+    if !is_git(url) {
+        // Never a repository of the host (a path, file://, git's ext:: helper).
+        bail!("{} is not a remote git repository (git://, ssh://, user@host:path, or an http(s) URL ending in .git)", redact_url(url));
+    }
     let (repo, fragment) = match url.split_once('#') {
         Some((r, f)) => (r, Some(f)),
         None => (url, None),
@@ -59,7 +63,16 @@ pub fn git_checkout_commit(url: &str, into: &Path, keep_git_dir: bool) -> Result
     let dir = into.join("git");
     let git = |args: &[&str], cwd: Option<&Path>| -> Result<std::process::Output> {
         let mut c = std::process::Command::new("git");
-        c.args(args).env("GIT_TERMINAL_PROMPT", "0").stdin(std::process::Stdio::null());
+        // Only network transports: no file:// or ext:: remote, also not for a
+        // submodule or a redirect (git's protocol.allow), and no system or user
+        // configuration that could rewrite URLs (insteadOf) to local ones.
+        c.args(["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always"])
+            .args(["-c", "protocol.git.allow=always", "-c", "protocol.ssh.allow=always"])
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_PROTOCOL_FROM_USER", "0")
+            .stdin(std::process::Stdio::null());
         if let Some(d) = cwd {
             c.current_dir(d);
         }
@@ -133,7 +146,8 @@ pub fn is_commit(r: &str) -> bool {
     (r.len() == 40 || r.len() == 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Whether an ADD source is a git repository, as BuildKit tells them apart.
+/// Whether an ADD source (or a context argument) is a remote git repository, as
+/// BuildKit tells them apart; a local path ending in `.git` is not one.
 pub fn is_git(s: &str) -> bool {
-    s.starts_with("git@") || s.starts_with("git://") || s.split('#').next().is_some_and(|r| r.ends_with(".git"))
+    kiln_frontend::is_remote_git(s)
 }

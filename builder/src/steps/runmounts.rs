@@ -10,7 +10,7 @@
 //! copied (or, for caches, moved) into the rootfs and taken out before the diff.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -79,10 +79,13 @@ pub struct Inputs<'a> {
 
 fn scratch_dir(base: &Path, what: &str) -> Result<PathBuf> {
     // Secrets should not touch a disk: prefer a private dir on /dev/shm.
-    let shm = Path::new("/dev/shm");
+    // Named with our pid, so that a killed build's are found and removed (next
+    // build, kiln prune: fsutil::remove_leftovers_of_dead).
+    let shm = Path::new(crate::fsutil::SECRETS_DIR);
     let parent = if what == "secrets" && shm.is_dir() { shm.to_path_buf() } else { base.to_path_buf() };
     let dir = parent.join(format!("kiln-{what}-{}-{}", std::process::id(), crate::fsutil::next_id()));
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // 0700 from the start: never a moment where another user could enter it.
+    fs::DirBuilder::new().recursive(false).mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
     Ok(dir)
 }

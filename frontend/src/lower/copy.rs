@@ -16,7 +16,7 @@ fn is_url(s: &str) -> bool {
 }
 
 fn is_git(s: &str) -> bool {
-    s.starts_with("git@") || s.starts_with("git://") || s.ends_with(".git")
+    crate::gitref::is_remote_git(s)
 }
 
 impl Cx<'_> {
