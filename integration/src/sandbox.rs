@@ -411,6 +411,11 @@ impl KilnCmd<'_> {
         self.arg("--build-arg").arg(format!("{k}={v}"))
     }
 
+    /// The command itself, for a caller that sets its own stdio (a log file).
+    pub fn into_command(self) -> Command {
+        self.cmd
+    }
+
     /// Run it and return its output (no assertion made).
     /// Start kiln in its own process group, stderr piped, without waiting.
     pub fn spawn(mut self) -> Spawned {
@@ -444,7 +449,18 @@ impl Spawned {
     /// Read stderr until a line contains `needle`, then SIGKILL the whole process
     /// group (kiln, its namespaced child, RUN sandboxes). Returns whether it was seen
     /// before the process ended or `timeout` passed.
-    pub fn kill_when_stderr_contains(mut self, needle: &str, timeout: Duration) -> bool {
+    pub fn kill_when_stderr_contains(self, needle: &str, timeout: Duration) -> bool {
+        self.kill_at(needle, timeout, true)
+    }
+
+    /// As [`kill_when_stderr_contains`](Self::kill_when_stderr_contains), but SIGKILL
+    /// only the kiln process the user started, as a CI system cancelling a job does:
+    /// what it started must end by itself.
+    pub fn kill_only_kiln_when_stderr_contains(self, needle: &str, timeout: Duration) -> bool {
+        self.kill_at(needle, timeout, false)
+    }
+
+    fn kill_at(mut self, needle: &str, timeout: Duration, group: bool) -> bool {
         use std::io::BufRead;
         let pgid = self.child.id() as i32;
         let stderr = self.child.stderr.take().expect("piped stderr");
@@ -462,7 +478,7 @@ impl Spawned {
         });
         let seen = rx.recv_timeout(timeout).unwrap_or(false);
         unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
+            libc::kill(if group { -pgid } else { pgid }, libc::SIGKILL);
         }
         let _ = self.child.wait();
         seen
