@@ -522,6 +522,23 @@ mod tests {
     }
 
     #[test]
+    fn prune_and_runs_its_work_while_no_build_can_start() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(t.path()).unwrap();
+        let lock = t.path().join("lock");
+        let (_, started) = s
+            .prune_and(&PruneOptions { all: true, ..Default::default() }, || {
+                // What a build does first: take the shared lock. It must not get it.
+                let probe = std::fs::File::open(&lock).unwrap();
+                use std::os::fd::AsRawFd;
+                // SAFETY: flock on a descriptor we own.
+                unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) == 0 }
+            })
+            .unwrap();
+        assert!(!started, "a build could start while prune removed the state beside the store");
+    }
+
+    #[test]
     fn prune_waits_for_builds() {
         let t = tempfile::tempdir().unwrap();
         let s = ContentStore::open(t.path()).unwrap();
