@@ -23,6 +23,8 @@ pub enum StoreError {
     NotFound(Digest),
     #[error("digest mismatch writing blob: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
+    #[error("blob {expected} in the content store is corrupt ({path} hashes to {actual}){}; removed: build again to fetch or rebuild", if *others > 0 { format!(", and {others} more") } else { String::new() })]
+    Corrupt { path: PathBuf, expected: Digest, actual: Digest, others: usize },
     #[error("invalid content in {what}: {message}")]
     Invalid { what: String, message: String },
 }

@@ -36,12 +36,15 @@ pub fn export_layout_with_referrers(
     referrers: &[Descriptor],
 ) -> Result<(), StoreError> {
     init_layout(dest)?;
+    let mut blobs = Vec::new();
     let mut done = BTreeSet::new();
-    for (desc, _) in images {
-        copy_tree(store, dest, desc, &mut done)?;
+    for desc in images.iter().map(|(d, _)| d).chain(referrers) {
+        list_tree(store, desc, &mut done, &mut blobs)?;
     }
-    for desc in referrers {
-        copy_tree(store, dest, desc, &mut done)?;
+    // A layout's readers trust its digests: never hand on bytes that no longer match.
+    store.verify(&blobs)?;
+    for d in &blobs {
+        link_or_copy(store, dest, d)?;
     }
 
     let index_path = dest.join("index.json");
@@ -88,31 +91,30 @@ fn parse_digest(d: &Descriptor) -> Result<Digest, StoreError> {
     })
 }
 
-/// Copies the blob of `desc` and, for manifests and indexes, what they reference.
-fn copy_tree(
-    store: &ContentStore,
-    dest: &Path,
-    desc: &Descriptor,
-    done: &mut BTreeSet<Digest>,
-) -> Result<(), StoreError> {
+/// The blob of `desc` and, for manifests and indexes, what they reference (each
+/// once, in `out`).
+fn list_tree(store: &ContentStore, desc: &Descriptor, done: &mut BTreeSet<Digest>, out: &mut Vec<Digest>) -> Result<(), StoreError> {
     let digest = parse_digest(desc)?;
     if !done.insert(digest.clone()) {
         return Ok(());
     }
-    link_or_copy(store, dest, &digest)?;
+    if !store.has(&digest) {
+        return Err(StoreError::NotFound(digest));
+    }
+    out.push(digest.clone());
     let mt = desc.media_type().to_string();
     if media::is_index(&mt) {
         let bytes = store.read(&digest)?;
         let idx: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| invalid(&digest, e))?;
         for m in idx.manifests() {
-            copy_tree(store, dest, m, done)?;
+            list_tree(store, m, done, out)?;
         }
     } else if media::is_manifest(&mt) {
         let bytes = store.read(&digest)?;
         let m: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| invalid(&digest, e))?;
-        copy_tree(store, dest, m.config(), done)?;
+        list_tree(store, m.config(), done, out)?;
         for l in m.layers() {
-            copy_tree(store, dest, l, done)?;
+            list_tree(store, l, done, out)?;
         }
     }
     Ok(())

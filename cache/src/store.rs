@@ -144,6 +144,36 @@ impl ContentStore {
         File::open(&p).map_err(|e| self.not_found_or(d, "opening", &p, e))
     }
 
+    /// Reads each blob once and checks that its bytes still hash to its digest:
+    /// called where bytes leave the store for another reader (an OCI layout, an
+    /// archive), which would otherwise trust a file that changed on disk. Every
+    /// corrupt blob is removed (the next build fetches or rebuilds it); the error
+    /// names the first and counts the others.
+    pub fn verify(&self, digests: &[Digest]) -> Result<(), StoreError> {
+        let mut corrupt: Option<StoreError> = None;
+        let mut others = 0;
+        for d in digests {
+            let mut f = self.open_blob(d)?;
+            let mut w = Sha256Writer::new(io::sink());
+            let p = self.blob_path(d);
+            io::copy(&mut f, &mut w).map_err(|e| StoreError::io("reading", &p, e))?;
+            let (_, actual, _) = w.finish();
+            if &actual == d {
+                continue;
+            }
+            let _ = fs::remove_file(&p);
+            match corrupt {
+                None => corrupt = Some(StoreError::Corrupt { path: p, expected: d.clone(), actual, others: 0 }),
+                Some(_) => others += 1,
+            }
+        }
+        match corrupt {
+            Some(StoreError::Corrupt { path, expected, actual, .. }) => Err(StoreError::Corrupt { path, expected, actual, others }),
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     pub fn size(&self, d: &Digest) -> Result<u64, StoreError> {
         let p = self.blob_path(d);
         fs::metadata(&p)

@@ -253,3 +253,42 @@ fn a_bind_mount_from_an_image_reference_works() {
     assert_eq!(fs::read_to_string(out.join("listed")).unwrap(), "/m/bin/busybox\n");
     assert!(out.join("copied").is_file());
 }
+
+/// A store blob whose bytes no longer match its digest reached `-o type=oci` (exit
+/// 0, a layout holding the corrupt blob). Now the build names the blob and fails,
+/// and the next build restores it.
+#[test]
+fn a_corrupt_store_blob_never_reaches_an_output() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let df = format!("FROM {}\nRUN echo payload > /payload\n", busybox(&registry));
+    let ctx = sb.new_context("corrupt").file("Dockerfile", df).build();
+    let first = sb.out_path("corrupt-1.tar");
+    sb.kiln().build().arg("--output").arg(format!("type=oci,dest={}", first.display())).arg(&ctx).run().assert_success();
+    // Every layer blob in the store (not JSON), flipped in its last byte.
+    let blobs = sb.kiln_root().join("content/blobs/sha256");
+    let mut flipped = 0;
+    for e in fs::read_dir(&blobs).unwrap().flatten() {
+        let mut bytes = fs::read(e.path()).unwrap();
+        if bytes.len() < 20 || bytes[0] == b'{' {
+            continue;
+        }
+        let n = bytes.len() - 1;
+        bytes[n] ^= 0xff;
+        let mut perm = fs::metadata(e.path()).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o644);
+        fs::set_permissions(e.path(), perm).unwrap();
+        fs::write(e.path(), &bytes).unwrap();
+        flipped += 1;
+    }
+    assert!(flipped >= 2, "base and RUN layers expected, flipped {flipped}");
+    let second = sb.out_path("corrupt-2.tar");
+    let out = sb.kiln().build().arg("--output").arg(format!("type=oci,dest={}", second.display())).arg(&ctx).run();
+    out.assert_failure_containing("is corrupt");
+    assert!(!out.combined().contains("panicked"), "{out}");
+    // The next build fetches or rebuilds what was removed.
+    let third = sb.out_path("corrupt-3.tar");
+    let again = sb.kiln().build().arg("--output").arg(format!("type=oci,dest={}", third.display())).arg(&ctx).run();
+    again.assert_success();
+}

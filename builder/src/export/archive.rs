@@ -82,12 +82,15 @@ pub fn write_archive<W: Write>(store: &ContentStore, out: W, images: &[(&Built, 
             }
         }
     }
+    // The archive's readers trust its digests: a corrupt store blob is named before
+    // a byte of the archive is written.
+    blobs.sort();
+    blobs.dedup();
+    store.verify(&blobs)?;
     add_bytes(&mut tar, "index.json", &kiln_oci::index_json(media::OCI_INDEX, &entries))?;
     if kind == ArchiveKind::Docker {
         add_bytes(&mut tar, "manifest.json", &serde_json::to_vec(&docker_manifest)?)?;
     }
-    blobs.sort();
-    blobs.dedup();
     for d in blobs {
         let path = store.blob_path(&d);
         let mut f = std::fs::File::open(&path).with_context(|| format!("reading blob {d}"))?;
