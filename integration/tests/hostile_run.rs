@@ -292,3 +292,42 @@ fn a_corrupt_store_blob_never_reaches_an_output() {
     let again = sb.kiln().build().arg("--output").arg(format!("type=oci,dest={}", third.display())).arg(&ctx).run();
     again.assert_success();
 }
+
+/// Four clean builds of one Dockerfile with SOURCE_DATE_EPOCH gave four gzip
+/// RUN-layer digests (zstd and none were stable). A multi-megabyte layer of text,
+/// noise and already-compressed data, built on fresh state directories with each
+/// compression: one digest per compression.
+#[test]
+fn clean_builds_give_the_same_layer_bytes_with_every_compression() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let df = format!(
+        "FROM {}\nRUN seq 1 400000 > /text && awk 'BEGIN{{srand(7); for(i=0;i<1500000;i++) printf \"%c\", 1+int(rand()*255)}}' > /noise \
+         && gzip -c /text > /text.gz && mkdir -p /d/e && touch /d/e/f\n",
+        busybox(&registry)
+    );
+    for compression in ["gzip", "zstd", "uncompressed"] {
+        let mut digests = Vec::new();
+        for run in 0..4 {
+            let sb = Sandbox::new();
+            let ctx = sb.new_context("repro").file("Dockerfile", &df).build();
+            let dest = sb.out_path("repro-layout");
+            sb.kiln()
+                .build()
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .arg("--compression")
+                .arg(compression)
+                .output_oci(&dest)
+                .arg(&ctx)
+                .timeout(Duration::from_secs(180))
+                .run()
+                .assert_success();
+            let img = kiln_integration::Image::from_layout(&dest, None);
+            let top = img.layers.last().unwrap();
+            assert!(top.size > 1_000_000 || compression != "uncompressed", "{compression} run {run}: layer of {} bytes", top.size);
+            digests.push(top.digest.clone());
+        }
+        digests.dedup();
+        assert_eq!(digests.len(), 1, "{compression}: clean builds gave different RUN layers: {digests:?}");
+    }
+}

@@ -298,6 +298,32 @@ mod tests {
         assert_eq!(&a[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
     }
 
+    /// Issue 19: four clean builds gave four gzip digests of one RUN layer. Many
+    /// runs over multi-megabyte mixed layers, with reused workers whose previous
+    /// block differed (text, noise, all-zero, short), under other threads' load:
+    /// one output, equal to one worker's.
+    #[test]
+    fn output_is_the_same_on_every_run_under_load() {
+        let mut input = data(6 << 20, 11);
+        input.extend(std::iter::repeat_n(0u8, 700_000));
+        input.extend(data(3 << 20, 12).iter().rev());
+        input.extend(b"tail".repeat(10_001));
+        let want = gz(&input, 6, 1, 1 << 20);
+        let load: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(|| (0..200).map(|i| gz(&data(200_000, i), 1, 2, 4096).len()).sum::<usize>()))
+            .collect();
+        for run in 0..12 {
+            let workers = 2 + run % 3;
+            let chunk = [4096, 65_537, 1 << 20][run % 3];
+            let got = gz(&input, 6, workers, chunk);
+            assert!(got == want, "run {run} ({workers} workers, writes of {chunk}) gave other bytes");
+        }
+        for l in load {
+            l.join().unwrap();
+        }
+        assert_eq!(gunzip(&want), input);
+    }
+
     #[test]
     fn single_block_matches_flate2_header_and_decodes() {
         let input = data(5000, 1);
