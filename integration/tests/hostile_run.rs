@@ -331,3 +331,37 @@ fn clean_builds_give_the_same_layer_bytes_with_every_compression() {
         assert_eq!(digests.len(), 1, "{compression}: clean builds gave different RUN layers: {digests:?}");
     }
 }
+
+/// `--progress json`: after one line of invalid UTF-8 no further line of the step
+/// was forwarded (and the step got EPIPE); a long line without a newline was held
+/// whole in memory. Now every line arrives (bytes exact in `data_base64`), and a
+/// long line comes in bounded pieces.
+#[test]
+fn json_progress_forwards_every_byte_of_a_step_in_bounded_pieces() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let df = format!(
+        "FROM {}\nRUN printf '\\377\\376bad\\n' && seq 1 20000 && head -c 300000 /dev/zero | tr '\\0' x && echo && echo last-line\n",
+        busybox(&registry)
+    );
+    let ctx = sb.new_context("json-bytes").file("Dockerfile", df).build();
+    let out = sb.kiln().build().args(["--progress", "json"]).arg(&ctx).timeout(Duration::from_secs(120)).run();
+    out.assert_success();
+    let logs: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "log" && e["stream"] == "stdout")
+        .collect();
+    let bad = logs.iter().find(|e| e.get("data_base64").is_some()).unwrap_or_else(|| panic!("no event carries the raw bytes"));
+    assert_eq!(bad["data_base64"], "//5iYWQ=", "{bad}");
+    assert_eq!(bad["data"], "\u{fffd}\u{fffd}bad");
+    let numbers: Vec<&str> = logs.iter().filter_map(|e| e["data"].as_str()).filter(|d| d.bytes().all(|b| b.is_ascii_digit()) && !d.is_empty()).collect();
+    assert_eq!(numbers.len(), 20000, "lines after the invalid one were lost");
+    assert_eq!(numbers[19999], "20000");
+    let pieces: Vec<&str> = logs.iter().filter_map(|e| e["data"].as_str()).filter(|d| d.starts_with('x')).collect();
+    assert!(pieces.iter().all(|p| p.len() <= 64 * 1024), "a piece over the bound: {:?}", pieces.iter().map(|p| p.len()).collect::<Vec<_>>());
+    assert_eq!(pieces.concat().len(), 300_000);
+    assert!(logs.iter().any(|e| e["data"] == "last-line"));
+}

@@ -107,14 +107,7 @@ pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
     } else if crate::progress::get().captures_run_output() {
         // Tools reading JSON get the step's output as log events, line by line.
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting the RUN sandbox")?;
-        let forward = |r: Box<dyn std::io::Read + Send>, stream: &'static str| {
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
-                    crate::progress::get().log(step, stream, &line);
-                }
-            })
-        };
+        let forward = |r: Box<dyn std::io::Read + Send>, stream: &'static str| std::thread::spawn(move || forward_lines(r, step, stream));
         let out = forward(Box::new(child.stdout.take().expect("piped")), "stdout");
         let err = forward(Box::new(child.stderr.take().expect("piped")), "stderr");
         let status = child.wait().context("waiting for the RUN sandbox")?;
@@ -135,6 +128,31 @@ pub fn run(spec: &RunSpec, spec_path: &Path, step: usize) -> Result<i32> {
     let _ = std::fs::remove_file(&hosts_file);
     use std::os::unix::process::ExitStatusExt;
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Longest piece of a step's output line held in memory: a longer line (a step
+/// printing 512 MiB without a newline) is passed on in pieces of this size.
+pub const MAX_LOG_LINE: usize = 64 * 1024;
+
+/// Relays a step's output to the progress log line by line, whatever its bytes:
+/// invalid UTF-8 never stops the relay (the step would block on a full pipe or get
+/// EPIPE), and memory stays bounded by [`MAX_LOG_LINE`].
+fn forward_lines(r: impl std::io::Read, step: usize, stream: &str) {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::with_capacity(MAX_LOG_LINE, r);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        match std::io::Read::take(&mut r, MAX_LOG_LINE as u64).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let complete = line.last() == Some(&b'\n');
+        if complete {
+            line.pop();
+        }
+        crate::progress::get().log_bytes(step, stream, &line, !complete);
+    }
 }
 
 /// The generated /etc/hostname that goes with a spec file.

@@ -199,10 +199,25 @@ impl Reporter {
 
     /// Output of a RUN step when [`Reporter::captures_run_output`]; otherwise it
     /// streams straight through.
-    pub fn log(&self, step: usize, stream: &str, data: &str) {
+    /// One line (or, for a line longer than `MAX_LOG_LINE`, one piece of it:
+    /// `partial`) of a step's output as it came. JSON carries text in `data`; bytes
+    /// that are not UTF-8 appear there replaced (U+FFFD) and exactly in
+    /// `data_base64`, so nothing is lost and no later line is dropped.
+    pub fn log_bytes(&self, step: usize, stream: &str, bytes: &[u8], partial: bool) {
+        let text = String::from_utf8_lossy(bytes);
         match &self.live {
-            Some(l) => l.log(step, data),
-            None => self.json(json!({"event": "log", "step": step, "stream": stream, "data": data})),
+            Some(l) => l.log(step, &text),
+            None => {
+                let mut ev = json!({"event": "log", "step": step, "stream": stream, "data": text});
+                if matches!(text, std::borrow::Cow::Owned(_)) {
+                    use base64::Engine;
+                    ev["data_base64"] = base64::engine::general_purpose::STANDARD.encode(bytes).into();
+                }
+                if partial {
+                    ev["partial"] = true.into();
+                }
+                self.json(ev)
+            }
         }
     }
 
