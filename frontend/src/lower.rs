@@ -22,6 +22,7 @@ mod copy;
 mod epoch;
 mod run;
 mod step;
+mod vars;
 
 use crate::error::{Diag, Error, Location};
 use crate::expand::expand_word;
@@ -149,7 +150,7 @@ struct StageHead<'a> {
 /// What a stage hands to stages built on it.
 #[derive(Clone, Default)]
 struct Scope {
-    env: Vec<(String, String)>,
+    env: std::rc::Rc<vars::Vars>,
     /// Declared ARGs with effective values; inherited by stages built on this one.
     args: Vec<(String, Option<String>)>,
     /// ONBUILD triggers declared in this stage (run by stages built on it), with
@@ -348,7 +349,7 @@ impl<'a> Cx<'a> {
         let mut scope = match &base {
             Base::Scratch => Scope { workdir: Some("/".into()), ..Default::default() },
             Base::Image(r) => Scope {
-                env: self.opts.base_env.get(r).cloned().unwrap_or_default(),
+                env: std::rc::Rc::new(vars::Vars::from_list(self.opts.base_env.get(r).cloned().unwrap_or_default())),
                 onbuild: self
                     .opts
                     .base_onbuild
@@ -360,12 +361,12 @@ impl<'a> Cx<'a> {
             Base::Stage(j) => finals.get(j.0).cloned().unwrap_or_default(),
         };
         let triggers = std::mem::take(&mut scope.onbuild);
-        if !matches!(base, Base::Stage(_)) && !scope.env.iter().any(|(k, _)| k == "PATH") {
+        if !matches!(base, Base::Stage(_)) && !scope.env.contains("PATH") {
             // BuildKit always gives a non-Windows image a PATH; it is visible to $PATH.
             let windows = platform.as_deref().unwrap_or("").starts_with("windows")
                 || (platform.is_none() && self.opts.target_platform.os == "windows");
             if !windows {
-                scope.env.push(("PATH".into(), DEFAULT_PATH.into()));
+                std::rc::Rc::make_mut(&mut scope.env).set("PATH", DEFAULT_PATH.into());
             }
         }
         let mut edges: Vec<(StageIdx, Location)> = Vec::new();
@@ -480,11 +481,11 @@ fn auto_args(opts: &LowerOptions) -> Vec<(String, String)> {
 /// A lookup over a snapshot of the scope: ENV wins over ARG; an ARG without a value
 /// is unset.
 fn scope_lookup(
-    env: &[(String, String)],
+    env: &std::rc::Rc<vars::Vars>,
     args: &[(String, Option<String>)],
     arg_over_env: &[String],
 ) -> impl Fn(&str) -> Option<String> {
-    let (env, args, over) = (env.to_vec(), args.to_vec(), arg_over_env.to_vec());
+    let (env, args, over) = (env.clone(), args.to_vec(), arg_over_env.to_vec());
     move |n: &str| {
         let arg = || args.iter().find(|(k, _)| k == n).and_then(|(_, v)| v.clone());
         if over.iter().any(|o| o == n) {
@@ -492,8 +493,8 @@ fn scope_lookup(
                 return Some(v);
             }
         }
-        match env.iter().find(|(k, _)| k == n) {
-            Some((_, v)) => Some(v.clone()),
+        match env.get(n) {
+            Some(v) => Some(v.to_string()),
             None => arg(),
         }
     }

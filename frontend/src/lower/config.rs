@@ -22,11 +22,10 @@ impl Cx<'_> {
     }
 
     pub(super) fn lower_env(&self, ix: &Inst, pairs: &[(String, String)], scope: &mut Scope) -> Lowered {
+        // The values go into the scope in lower_inst, once this instruction's
+        // snapshot of it is gone (see vars.rs).
         let out = self.x_pairs(ix, pairs)?;
-        for (k, v) in &out {
-            set(&mut scope.env, k, v.clone());
-            scope.arg_over_env.retain(|o| o != k);
-        }
+        let _ = scope;
         let cb = format!("ENV {}", kv_join(&out));
         Ok((StepKind::Env(out), cb))
     }
@@ -62,7 +61,7 @@ impl Cx<'_> {
                 Some(v) => format!("{k}={v}"),
                 None => k.clone(),
             });
-            if v.is_some() && scope.env.iter().any(|(e, _)| e == k) && !scope.arg_over_env.contains(k) {
+            if v.is_some() && scope.env.contains(k) && !scope.arg_over_env.contains(k) {
                 scope.arg_over_env.push(k.clone());
             }
             set(args, k, v.clone());

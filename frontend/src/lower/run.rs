@@ -90,8 +90,8 @@ impl Cx<'_> {
         let mut history_env: Vec<String> = Vec::new();
         for (k, v) in args {
             let env_wins = !scope.arg_over_env.contains(k);
-            match (scope.env.iter().find(|(ek, _)| ek == k).filter(|_| env_wins || v.is_none()), v) {
-                (Some((_, ev)), _) => history_env.push(format!("{k}={ev}")),
+            match (scope.env.get(k).filter(|_| env_wins || v.is_none()), v) {
+                (Some(ev), _) => history_env.push(format!("{k}={ev}")),
                 (None, Some(v)) => {
                     build_env.push((k.clone(), v.clone()));
                     history_env.push(format!("{k}={v}"));
@@ -101,7 +101,7 @@ impl Cx<'_> {
         }
         for p in PROXY_ARGS {
             if let Some(v) = proxy_build_arg(&self.opts.build_args, p) {
-                if !args.iter().any(|(k, _)| k == p) && !scope.env.iter().any(|(k, _)| k == p) {
+                if !args.iter().any(|(k, _)| k == p) && !scope.env.contains(p) {
                     build_env.push((p.to_string(), v.clone()));
                 }
             }

@@ -33,7 +33,7 @@ impl Inst<'_> {
 
 /// What the step reads of the scope before it, kept for `args_used`.
 struct Snapshot {
-    env: Vec<(String, String)>,
+    env: std::rc::Rc<super::vars::Vars>,
     args: Vec<(String, Option<String>)>,
     arg_over_env: Vec<String>,
 }
@@ -118,6 +118,17 @@ impl Cx<'_> {
         let args_used = args_used(ix.looked_up.into_inner(), &kind, &snap);
         let cache_material = cache_material(platform, &kind, &args_used, &inputs, &self.opts.build_args);
         let display = display_name(&inst.source, &kind, self.df.escape, &base_lookup);
+        if let StepKind::Env(pairs) = &kind {
+            // The snapshot's references go first: the shared list is then changed in
+            // place, not copied.
+            drop(base_lookup);
+            drop(snap);
+            let env = std::rc::Rc::make_mut(&mut scope.env);
+            for (k, v) in pairs {
+                env.set(k, v.clone());
+                scope.arg_over_env.retain(|o| o != k);
+            }
+        }
         Ok(Step {
             loc: inst.loc.clone(),
             end_line: inst.end_line,
@@ -144,7 +155,7 @@ fn args_used(mut names: Vec<String>, kind: &StepKind, snap: &Snapshot) -> Vec<(S
         .iter()
         .filter_map(|n| {
             let (_, v) = snap.args.iter().find(|(k, _)| k == n)?;
-            let env_has = snap.env.iter().any(|(k, _)| k == n) && !snap.arg_over_env.contains(n);
+            let env_has = snap.env.contains(n) && !snap.arg_over_env.contains(n);
             (!env_has).then(|| (n.clone(), v.clone()))
         })
         .collect()
