@@ -132,6 +132,15 @@ mod tests {
     }
 }
 
+/// Gives `p` (not following a symlink) the modification time of `md`, as access
+/// and modification time (a copy made to look like its source).
+pub(crate) fn set_times_from(p: &Path, md: &std::fs::Metadata) -> Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use std::os::unix::fs::MetadataExt;
+    let t = nix::sys::time::TimeSpec::new(md.mtime(), md.mtime_nsec());
+    utimensat(nix::fcntl::AT_FDCWD, p, &t, &t, UtimensatFlags::NoFollowSymlink).with_context(|| format!("setting times of {}", p.display()))
+}
+
 pub(crate) fn next_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -235,6 +244,13 @@ pub(crate) fn remove_leftovers_of_dead(dir: &Path, prefixes: &[&str]) -> u64 {
         }
     }
     freed
+}
+
+/// What killed builds left: their spec files and context views in `scratch`
+/// (`$KILN_ROOT/tmp`), their staged secrets in memory. A live build's stay.
+pub(crate) fn remove_dead_builds_scratch(scratch: &Path) {
+    remove_leftovers_of_dead(scratch, &["run-", "staged-", "context-view-", "kiln-"]);
+    remove_leftovers_of_dead(Path::new(SECRETS_DIR), &[SECRETS_PREFIX]);
 }
 
 /// Bytes of the regular files at and below `p` (symlinks not followed).

@@ -58,7 +58,7 @@ impl ContextView {
         // children before parents.
         for (d, md) in dirs.iter().rev() {
             fs::set_permissions(d, fs::Permissions::from_mode(md.mode_bits()))?;
-            set_times(d, md)?;
+            crate::fsutil::set_times_from(d, md)?;
         }
         Ok(view)
     }
@@ -90,17 +90,7 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     // Another file system, or protected_hardlinks refused a file the user does not
     // own: a copy with the same mode and times.
     fs::copy(from, to).with_context(|| format!("copying {} into the context view", from.display()))?;
-    set_times(to, &fs::metadata(from)?)
-}
-
-fn set_times(p: &Path, md: &fs::Metadata) -> Result<()> {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    use std::os::unix::fs::MetadataExt;
-    let atime = TimeSpec::new(md.atime(), md.atime_nsec());
-    let mtime = TimeSpec::new(md.mtime(), md.mtime_nsec());
-    utimensat(nix::fcntl::AT_FDCWD, p, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
-        .with_context(|| format!("setting the times of {}", p.display()))
+    crate::fsutil::set_times_from(to, &fs::metadata(from)?)
 }
 
 #[cfg(test)]

@@ -214,10 +214,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     let created = timefmt::rfc3339(opts.source_date_epoch.unwrap_or_else(timefmt::now_secs));
     let scratch = opts.state_dir.join("tmp");
     std::fs::create_dir_all(&scratch)?;
-    // What a killed build left: its spec files and views here, its staged secrets
-    // in memory (a live build's stay).
-    crate::fsutil::remove_leftovers_of_dead(&scratch, &["run-", "staged-", "context-view-", "kiln-"]);
-    crate::fsutil::remove_leftovers_of_dead(Path::new(crate::fsutil::SECRETS_DIR), &[crate::fsutil::SECRETS_PREFIX]);
+    crate::fsutil::remove_dead_builds_scratch(&scratch);
     let ignore = crate::context::dockerignore::load_for(&opts.context, &opts.dockerfile)?;
 
     let caches = layer_caches(&opts, &store, &registry)?;

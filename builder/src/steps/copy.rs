@@ -11,8 +11,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nix::sys::stat::{utimensat, UtimensatFlags};
-use nix::sys::time::TimeSpec;
 use nix::unistd::{chown, Gid, Uid};
 
 use crate::context::dockerignore::Matcher;
@@ -149,7 +147,7 @@ fn copy_into_inner(root: &Path, req: &CopyRequest<'_>) -> Result<u64> {
                     chown(&host_dir, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid)))
                         .with_context(|| format!("chown {}:{} {}", o.uid, o.gid, target.display()))?;
                     fs::set_permissions(&host_dir, fs::Permissions::from_mode(created_dir_mode(req)))?;
-                    set_times(&host_dir, &md)?;
+                    crate::fsutil::set_times_from(&host_dir, &md)?;
                 }
                 written += copy_entries(&sel, &m.resolved, &entries[1..], root, &target, req)?;
             } else {
@@ -365,7 +363,7 @@ fn copy_entry(src: &Path, md: &fs::Metadata, root: &Path, target: &Path, req: &C
         let link = fs::read_link(src)?;
         std::os::unix::fs::symlink(&link, &host).with_context(|| format!("creating symlink {}", target.display()))?;
         chown_nofollow(&host, owner_for(req.owner, md))?;
-        set_times(&host, md)?;
+        crate::fsutil::set_times_from(&host, md)?;
     } else if ft.is_file() {
         fs::copy(src, &host).with_context(|| format!("copying {} to {}", src.display(), target.display()))?;
         set_meta(&host, md, req.owner, req.chmod)?;
@@ -415,13 +413,7 @@ fn set_meta(p: &Path, md: &fs::Metadata, owner: Option<Owner>, chmod: Option<&ki
         None => md.mode() & 0o7777,
     };
     fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
-    set_times(p, md)
-}
-
-fn set_times(p: &Path, md: &fs::Metadata) -> Result<()> {
-    let t = TimeSpec::new(md.mtime(), md.mtime_nsec());
-    utimensat(nix::fcntl::AT_FDCWD, p, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .with_context(|| format!("setting times of {}", p.display()))
+    crate::fsutil::set_times_from(p, md)
 }
 
 #[cfg(test)]
