@@ -18,7 +18,7 @@ KILN=$REPO/target/release/kiln
 command -v /usr/bin/time >/dev/null || apt-get install -y -q time
 cargo build -q --release -p kiln-builder --manifest-path "$REPO/Cargo.toml"
 rm -rf "$W"; mkdir -p "$W"; chown "$U" "$W"
-as_user() { setpriv --reuid=$U --regid=$U --init-groups env HOME="$W" "$@"; }
+AS=(setpriv --reuid=$U --regid=$U --init-groups env HOME="$W")
 measure() { # label, command...
   local label=$1; shift
   /usr/bin/time -f "$label|%e s|%M KiB" -o "$W/time.txt" "$@" >/dev/null 2>"$W/err.txt" || { echo "$label|failed: $(tail -1 "$W/err.txt")"; return; }
@@ -31,16 +31,16 @@ for n in 20000 100000; do
   ctx env$n "print('FROM scratch')
 for i in range($n): print(f'ENV V{i}=value{i}')
 print('COPY f /f')"
-  measure "kiln plan, $n ENV" as_user "$KILN" plan "$W/env$n"
-  measure "kiln build, $n ENV" as_user env KILN_ROOT="$W/root-env$n" "$KILN" build --progress quiet -o type=oci,dest="$W/env$n.tar" "$W/env$n"
-  measure "buildah bud, $n ENV" timeout 600 as_user buildah --root "$W/bh-root-$n" --runroot "$W/bh-run-$n" --storage-driver vfs bud --layers=false -q "$W/env$n"
+  measure "kiln plan, $n ENV" "${AS[@]}" "$KILN" plan "$W/env$n"
+  measure "kiln build, $n ENV" "${AS[@]}" env KILN_ROOT="$W/root-env$n" "$KILN" build --progress quiet -o type=oci,dest="$W/env$n.tar" "$W/env$n"
+  measure "buildah bud, $n ENV" timeout 600 "${AS[@]}" buildah --root "$W/bh-root-$n" --runroot "$W/bh-run-$n" --storage-driver vfs bud --layers=false -q "$W/env$n"
 done
 ctx mix "print('FROM busybox')
 for i in range(25000): print(f'ENV V{i}=value{i}\nLABEL l{i}=\$V{i}\nRUN echo \$V{i}\nWORKDIR /w{i}')"
-measure "kiln plan, 100000 mixed" as_user "$KILN" plan "$W/mix"
+measure "kiln plan, 100000 mixed" "${AS[@]}" "$KILN" plan "$W/mix"
 for n in 1000 2000; do
   ctx stages$n "print('FROM scratch AS s0\nCOPY f /f')
 for i in range(1,$n): print(f'FROM scratch AS s{i}\nCOPY --from=s{i-1} /f /f')"
-  measure "kiln plan, $n chained stages" as_user "$KILN" plan "$W/stages$n"
-  measure "kiln build, $n chained stages" as_user env KILN_ROOT="$W/root-st$n" "$KILN" build --progress quiet -o type=oci,dest="$W/st$n.tar" "$W/stages$n"
+  measure "kiln plan, $n chained stages" "${AS[@]}" "$KILN" plan "$W/stages$n"
+  measure "kiln build, $n chained stages" "${AS[@]}" env KILN_ROOT="$W/root-st$n" "$KILN" build --progress quiet -o type=oci,dest="$W/st$n.tar" "$W/stages$n"
 done
