@@ -65,22 +65,26 @@ fn incompressible(data: &[u8]) -> bool {
     bits > 7.99
 }
 
-/// A worker's two compressors: the chosen level, and stored (level 0) for noise.
+/// A worker's compressor settings: the chosen level, or stored (level 0) for noise.
+///
+/// Each block gets a fresh deflate state. A reused one (`Compress::reset`) made the
+/// output depend on which block the worker compressed before: four clean builds of
+/// one layer under load gave four different (valid) gzip streams (issue 19), the
+/// worker a block lands on being a matter of timing.
 struct Deflaters {
-    level: Compress,
-    stored: Compress,
+    level: u32,
 }
 
 impl Deflaters {
     fn new(level: u32) -> Self {
-        Deflaters { level: Compress::new(Compression::new(level), false), stored: Compress::new(Compression::new(0), false) }
+        Deflaters { level }
     }
 
     fn block(&mut self, data: &[u8], dict: &[u8], last: bool) -> io::Result<Vec<u8>> {
         if incompressible(data) {
-            deflate_block(&mut self.stored, data, &[], last)
+            deflate_block(&mut Compress::new(Compression::new(0), false), data, &[], last)
         } else {
-            deflate_block(&mut self.level, data, dict, last)
+            deflate_block(&mut Compress::new(Compression::new(self.level), false), data, dict, last)
         }
     }
 }
@@ -88,7 +92,6 @@ impl Deflaters {
 /// Compress one block as a piece of a raw deflate stream.
 fn deflate_block(c: &mut Compress, data: &[u8], dict: &[u8], last: bool) -> io::Result<Vec<u8>> {
     let err = |e: flate2::CompressError| io::Error::other(format!("deflate: {e}"));
-    c.reset();
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(err)?;
     }
