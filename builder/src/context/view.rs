@@ -10,7 +10,7 @@
 //! (mode and mtime kept) where it does not.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -57,7 +57,7 @@ impl ContextView {
         // Modes and times of directories last (their entries changed their mtime),
         // children before parents.
         for (d, md) in dirs.iter().rev() {
-            fs::set_permissions(d, fs::Permissions::from_mode(md.mode_bits()))?;
+            fs::set_permissions(d, fs::Permissions::from_mode(md.mode() & 0o7777))?;
             crate::fsutil::set_times_from(d, md)?;
         }
         Ok(view)
@@ -69,17 +69,6 @@ impl Drop for ContextView {
         // A read-only directory of the context keeps its mode here: remove_tree
         // opens such directories up.
         kiln_snapshotter::snapshots::remove_tree(&self.dir);
-    }
-}
-
-trait ModeBits {
-    fn mode_bits(&self) -> u32;
-}
-
-impl ModeBits for fs::Metadata {
-    fn mode_bits(&self) -> u32 {
-        use std::os::unix::fs::MetadataExt;
-        self.mode() & 0o7777
     }
 }
 
@@ -120,8 +109,7 @@ mod tests {
         }
         assert_eq!(seen, ["app.py", "link", "secrets", "secrets/README", "src", "src/keep", "src/keep/a.txt"]);
         assert_eq!(fs::read_link(dir.join("link")).unwrap(), Path::new("app.py"));
-        assert_eq!(fs::metadata(dir.join("app.py")).unwrap().mode_bits(), 0o751);
-        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(dir.join("app.py")).unwrap().mode() & 0o7777, 0o751);
         assert_eq!(fs::metadata(dir.join("src")).unwrap().mtime(), fs::metadata(ctx.join("src")).unwrap().mtime());
         drop(view);
         assert!(!dir.exists(), "the view outlived its build");
