@@ -19,6 +19,7 @@
 //! ```
 
 pub mod auth;
+mod bounded;
 pub mod error;
 mod failure;
 pub mod gc;
@@ -40,6 +41,7 @@ pub mod store;
 mod transfer;
 mod transport;
 
+pub use bounded::MAX_MANIFEST;
 pub use error::{ReferenceError, RegistryError, StoreError};
 pub use platform::parse_platform;
 pub use reference::Reference;

@@ -136,7 +136,8 @@ struct Shared {
     proxy_auth: HeaderValue,
     upstream: reqwest::Client,
     /// The last failure to reach the registry: oci-client sees a 502 (without a
-    /// body for HEAD), the error message gets this (`Relay::take_error`).
+    /// body for HEAD), the error message gets this (`Relay::last_error`). Kept, not
+    /// taken: requests run in parallel, and each failed one must be explained.
     last_error: std::sync::Mutex<Option<String>>,
 }
 
@@ -175,9 +176,9 @@ impl Relay {
         Ok(Relay { proxy_url: format!("http://kiln:{secret}@{addr}"), task, shared })
     }
 
-    /// Why the registry could not be reached, since the last call.
-    pub fn take_error(&self) -> Option<String> {
-        self.shared.last_error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    /// Why the registry could not be reached, the last time it could not.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -50,6 +50,9 @@ pub struct RegistryOptions {
     pub auth_files: Option<crate::auth::AuthFiles>,
     /// Counts the bytes of blobs pulled and pushed, for a progress display.
     pub transferred: Option<Arc<Transferred>>,
+    /// How long a registry may take to send a whole manifest, index or referrers
+    /// list (each attempt); a stalled or dripping answer is then a transient failure.
+    pub manifest_deadline: std::time::Duration,
 }
 
 
@@ -69,6 +72,7 @@ impl Default for RegistryOptions {
             max_concurrent_transfers: CONCURRENCY,
             auth_files: None,
             transferred: None,
+            manifest_deadline: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -152,18 +152,30 @@ impl Registry {
         let t = self.transport(repo.registry(), Purpose::Pull)?;
         self.authenticate(&t, repo, RegistryOperation::Pull).await?;
         let oref = repo.with_digest(subject.clone()).to_oci();
-        let index = self
+        let url = t.url(&oref, "referrers", &subject.to_string());
+        let deadline = self.manifest_deadline();
+        let listed = self
             .attempt(&t, format!("listing the referrers of {} in", subject.short()), repo, || async {
-                Ok(t.client.pull_referrers(&oref, artifact_type).await?)
+                Ok(crate::bounded::get(&t, &url, oref.repository(), media::OCI_INDEX, crate::bounded::MAX_MANIFEST, deadline).await?.bytes)
             })
-            .await?;
+            .await;
+        // No referrers API (404): the tag schema's index, if there is one.
+        let bytes = match listed {
+            Ok(b) => b,
+            Err(RegistryError::NotFound { .. }) => {
+                let tag_ref = repo.with_tag(&subject.to_string().replace(':', "-")).map_err(|e| bad_entry(repo, e.to_string()))?;
+                match self.fetch_manifest(&t, &tag_ref).await {
+                    Ok((b, _)) => b,
+                    Err(RegistryError::NotFound { .. }) => return Ok(Vec::new()),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let index: oci_client::manifest::OciImageIndex = serde_json::from_slice(&bytes).map_err(|e| bad_entry(repo, format!("the referrers index: {e}")))?;
         let mut out = Vec::new();
         for m in index.manifests {
-            let digest: Digest = m.digest.parse().map_err(|e: kiln_oci::DigestError| RegistryError::BadContent {
-                op: "listing referrers in".into(),
-                target: repo.name(),
-                message: format!("entry {}: {e}", m.digest),
-            })?;
+            let digest: Digest = m.digest.parse().map_err(|e: kiln_oci::DigestError| bad_entry(repo, format!("entry {}: {e}", m.digest)))?;
             if artifact_type.is_some_and(|want| m.artifact_type.as_deref() != Some(want)) {
                 continue;
             }
@@ -233,4 +245,8 @@ mod tests {
         assert!(merge_index(Some(b"{\"schemaVersion\":2}"), b.clone()).unwrap_err().contains("no image index"));
         assert!(merge_index(Some(b"not json"), b).is_err());
     }
+}
+
+fn bad_entry(repo: &Reference, message: String) -> RegistryError {
+    RegistryError::BadContent { op: "listing referrers in".into(), target: repo.name(), message }
 }

@@ -239,9 +239,14 @@ impl Registry {
                     crate::oauth::OAuthError::Refused(m) => Failure::Bad(m),
                 })?;
                 // oci-client keeps it for this repository and operation.
-                return t.client.auth(&oref, &RegistryAuth::Bearer(token), op).await.map(|_| ()).map_err(Failure::from);
+                t.client.auth(&oref, &RegistryAuth::Bearer(token.clone()), op).await.map_err(Failure::from)?;
+                t.keep_token(oref.repository(), token);
+                return Ok(());
             }
-            t.client.auth(&oref, &t.auth, op).await.map(|_| ()).map_err(Failure::from)
+            if let Some(token) = t.client.auth(&oref, &t.auth, op).await.map_err(Failure::from)? {
+                t.keep_token(oref.repository(), token);
+            }
+            Ok(())
         })
         .await
     }
@@ -364,23 +369,42 @@ impl Registry {
         })
     }
 
-    /// GETs a manifest or index and checks its digest (against the reference's digest
-    /// when pinned).
-    async fn fetch_manifest(&self, t: &Transport, r: &Reference) -> Result<(Vec<u8>, Digest), RegistryError> {
+    /// How long a whole manifest, index or referrers answer may take.
+    pub(crate) fn manifest_deadline(&self) -> std::time::Duration {
+        self.inner.opts.manifest_deadline
+    }
+
+    /// GETs a manifest or index (bounded: `bounded.rs`) and checks its digest (against
+    /// the reference's digest when pinned, and the registry's `Docker-Content-Digest`).
+    pub(crate) async fn fetch_manifest(&self, t: &Transport, r: &Reference) -> Result<(Vec<u8>, Digest), RegistryError> {
         let oref = r.to_oci();
         let what = match r.digest() {
             Some(d) => format!("pulling manifest {} from", short(d)),
             None => format!("pulling manifest for tag {} from", r.tag().unwrap_or("latest")),
         };
+        let reference = match r.digest() {
+            Some(d) => d.to_string(),
+            None => r.tag().unwrap_or("latest").to_string(),
+        };
+        let url = t.url(&oref, "manifests", &reference);
+        let accept = ACCEPT_MANIFESTS.join(", ");
+        let deadline = self.inner.opts.manifest_deadline;
         self.attempt(t, what, r, || async {
-            let (bytes, _) = t.client.pull_manifest_raw(&oref, &t.auth, ACCEPT_MANIFESTS).await?;
-            let digest = Digest::of(&bytes);
+            let body = crate::bounded::get(t, &url, oref.repository(), &accept, crate::bounded::MAX_MANIFEST, deadline).await?;
+            let digest = Digest::of(&body.bytes);
             if let Some(want) = r.digest() {
                 if *want != digest {
                     return Err(Failure::Bad(format!("manifest digest is {digest}, expected {want}")));
                 }
             }
-            Ok((bytes.to_vec(), digest))
+            // What the registry says the bytes are must be what they are (when it says
+            // so in the algorithm kiln computes).
+            if let Some(said) = body.digest_header.filter(|h| h.starts_with("sha256:")) {
+                if said != digest.to_string() {
+                    return Err(Failure::Bad(format!("the registry says the manifest is {said}, its bytes are {digest}")));
+                }
+            }
+            Ok((body.bytes, digest))
         })
         .await
     }

@@ -30,14 +30,36 @@ pub(crate) struct Transport {
     pub base_url: String,
     /// The mutual-TLS relay oci-client speaks through; stops with the last clone.
     _relay: Option<Arc<Relay>>,
+    /// kiln's own requests (`bounded.rs`): the same TLS settings and identity, direct.
+    pub http: reqwest::Client,
+    /// The bearer tokens oci-client was given or got, per repository, for kiln's own
+    /// requests (oci-client keeps its cache to itself).
+    tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl Transport {
-    /// `e` with the relay's reason when the relay could not reach the registry.
+    /// The bearer token for `repository`, if one was got.
+    pub fn token(&self, repository: &str) -> Option<String> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(repository).cloned()
+    }
+
+    /// Keeps `token` for `repository`: a push token also reads, so it replaces a pull one.
+    pub fn keep_token(&self, repository: &str, token: String) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(repository.to_string(), token);
+    }
+
+    /// `{scheme}://{registry as oci-client names it}/v2/{repository}/{kind}/{reference}`.
+    pub fn url(&self, r: &oci_client::Reference, kind: &str, reference: &str) -> String {
+        let scheme = self.base_url.split("://").next().unwrap_or("https");
+        format!("{scheme}://{}/v2/{}/{kind}/{reference}", r.resolve_registry(), r.repository())
+    }
+
+    /// `e` with the relay's reason when the relay could not reach the registry (its
+    /// answer then is a 502, with no body for a HEAD).
     pub fn explain(&self, e: RegistryError) -> RegistryError {
-        let Some(why) = self._relay.as_ref().and_then(|r| r.take_error()) else { return e };
+        let Some(why) = self._relay.as_ref().and_then(|r| r.last_error()) else { return e };
         match e {
-            RegistryError::Transport { op, target, mut message } if !message.contains(&why) => {
+            RegistryError::Transport { op, target, mut message } if message.contains("502") && !message.contains(&why) => {
                 message.push_str(&format!(" ({why})"));
                 if let Some(hint) = crate::failure::tls_hint(&why, &target) {
                     message.push_str(&hint);
@@ -136,10 +158,10 @@ pub(crate) fn build(opts: &RegistryOptions, registry: &str, mode: Mode) -> Resul
     };
     let scheme = if tls { "https" } else { "http" };
     let files = opts.auth_files.clone().unwrap_or_else(crate::auth::AuthFiles::from_env);
+    let http = tls_client(registry, verify, &certs, identity, "HTTP client")?;
     let (auth, token) = match files.registry_auth(registry) {
         RegistryAuth::Basic(u, refresh) if u == crate::auth::IDENTITY_TOKEN_USER => {
-            let http = tls_client(registry, verify, &certs, identity, "token client")?;
-            (RegistryAuth::Anonymous, Some(Arc::new(crate::oauth::IdentityToken::new(refresh, http))))
+            (RegistryAuth::Anonymous, Some(Arc::new(crate::oauth::IdentityToken::new(refresh, http.clone()))))
         }
         a => (a, None),
     };
@@ -149,5 +171,7 @@ pub(crate) fn build(opts: &RegistryOptions, registry: &str, mode: Mode) -> Resul
         identity: token,
         base_url: format!("{scheme}://{registry}"),
         _relay: relay,
+        http,
+        tokens: Default::default(),
     })
 }
