@@ -38,6 +38,16 @@ pub enum Fault {
     CorruptResponseBody(usize),
     /// Wait this many milliseconds, then forward normally (to observe parallelism).
     DelayMs(u64),
+    /// Answer with this status, these headers and body (a lying registry: a wrong
+    /// `Docker-Content-Digest`, a huge header), without forwarding.
+    Answer { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    /// Answer 200 with `Content-Type` and, if given, a declared `Content-Length`, then
+    /// send bytes without end (64 KiB at a time) until the client goes away.
+    Endless { content_type: String, declared_length: Option<u64> },
+    /// Answer 200 with a `Content-Length` of `length`, then one byte every `ms`.
+    Drip { ms: u64, length: u64 },
+    /// Answer 307 to this URL (`{path}` is replaced by the request's path).
+    Redirect(String),
 }
 
 /// Which requests get a fault: `method` (None = any) and a substring of the path;
@@ -75,6 +85,8 @@ struct Shared {
     upstream: String,
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<String>>,
+    /// `METHOD PATH` and the `Authorization` header's value, for requests that had one.
+    authorizations: Mutex<Vec<(String, String)>>,
     injected: AtomicUsize,
     connections: AtomicUsize,
     active: AtomicUsize,
@@ -99,6 +111,7 @@ impl FaultProxy {
             upstream: upstream.to_string(),
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            authorizations: Mutex::new(Vec::new()),
             injected: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
@@ -159,6 +172,11 @@ impl FaultProxy {
     /// flight, unlike connections (an idle keep-alive connection counts as open).
     pub fn max_concurrent_delayed(&self) -> usize {
         self.shared.max_delayed.load(Ordering::SeqCst)
+    }
+
+    /// The requests that carried an `Authorization` header: (`METHOD PATH`, value).
+    pub fn authorizations(&self) -> Vec<(String, String)> {
+        self.shared.authorizations.lock().unwrap().clone()
     }
 
     /// Request lines seen (`METHOD PATH`), faulted ones suffixed with ` [fault: …]`.
@@ -327,6 +345,8 @@ fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     content_length = v.parse().unwrap_or(0);
                 } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
                     chunked = true;
+                } else if k == "authorization" {
+                    shared.authorizations.lock().unwrap().push((format!("{method} {path}"), v.to_string()));
                 }
             }
         }
@@ -366,6 +386,11 @@ fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 kill();
                 return Ok(());
             }
+            Some(f @ (Fault::Answer { .. } | Fault::Endless { .. } | Fault::Drip { .. } | Fault::Redirect(_))) => {
+                let _ = answer(&mut cl, &f, &path);
+                kill();
+                return Ok(());
+            }
             Some(Fault::DropRequestAfter(n)) => {
                 up.write_all(&head)?;
                 // Never the whole body: the request must stay incomplete (and we must
@@ -397,6 +422,43 @@ fn handle(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
         up.flush()?;
     }
+}
+
+/// Writes the answer of a fault that does not forward (see [`Fault`]).
+fn answer(cl: &mut TcpStream, f: &Fault, path: &str) -> std::io::Result<()> {
+    match f {
+        Fault::Answer { status, headers, body } => {
+            let mut head = format!("HTTP/1.1 {status} Injected\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            cl.write_all(head.as_bytes())?;
+            cl.write_all(body)?;
+        }
+        Fault::Endless { content_type, declared_length } => {
+            let length = declared_length.map(|n| format!("Content-Length: {n}\r\n")).unwrap_or_default();
+            write!(cl, "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n{length}Connection: close\r\n\r\n{{\"schemaVersion\":2,\"x\":\"")?;
+            let block = vec![b'x'; 64 << 10];
+            loop {
+                cl.write_all(&block)?;
+            }
+        }
+        Fault::Drip { ms, length } => {
+            write!(cl, "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n")?;
+            for _ in 0..*length {
+                cl.write_all(b" ")?;
+                cl.flush()?;
+                thread::sleep(std::time::Duration::from_millis(*ms));
+            }
+        }
+        Fault::Redirect(to) => {
+            let location = to.replace("{path}", path);
+            write!(cl, "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        }
+        _ => {}
+    }
+    cl.flush()
 }
 
 /// Copies one chunked body (chunks, last chunk, trailers) verbatim.

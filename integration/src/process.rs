@@ -23,6 +23,9 @@ pub struct RunOutput {
     pub stdout_bytes: Vec<u8>,
     pub stderr: String,
     pub elapsed: Duration,
+    /// The most memory the command (with the children it waited for) had resident,
+    /// in KiB (`wait4`'s `ru_maxrss`).
+    pub peak_rss_kib: u64,
 }
 
 /// Run `cmd` (stdin null, stdout/stderr captured); kill it after `timeout`.
@@ -52,8 +55,18 @@ pub fn run_with_stdin(cmd: &mut Command, timeout: Duration, stdin: Stdio) -> Run
         let _ = err.read_to_end(&mut v);
         v
     });
+    let pid = child.id() as libc::pid_t;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let status = loop {
-        match child.try_wait() {
+        // wait4, not try_wait: the child's own peak RSS comes with its status.
+        let mut raw = 0;
+        let r = unsafe { libc::wait4(pid, &mut raw, libc::WNOHANG, &mut usage) };
+        let waited = match r {
+            0 => Ok(None),
+            r if r == pid => Ok(Some(std::os::unix::process::ExitStatusExt::from_raw(raw))),
+            _ => Err(std::io::Error::last_os_error()),
+        };
+        match waited {
             Ok(Some(s)) => break s,
             Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
@@ -72,7 +85,8 @@ pub fn run_with_stdin(cmd: &mut Command, timeout: Duration, stdin: Stdio) -> Run
     let stdout_bytes = t_out.join().unwrap_or_default();
     let stdout = String::from_utf8_lossy(&stdout_bytes).into_owned();
     let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
-    RunOutput { cmdline, status, stdout, stdout_bytes, stderr, elapsed: start.elapsed() }
+    let peak_rss_kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+    RunOutput { cmdline, status, stdout, stdout_bytes, stderr, elapsed: start.elapsed(), peak_rss_kib }
 }
 
 impl fmt::Display for RunOutput {

@@ -416,7 +416,6 @@ impl KilnCmd<'_> {
         self.cmd
     }
 
-    /// Run it and return its output (no assertion made).
     /// Start kiln in its own process group, stderr piped, without waiting.
     pub fn spawn(mut self) -> Spawned {
         use std::os::unix::process::CommandExt;
@@ -425,6 +424,7 @@ impl KilnCmd<'_> {
         Spawned { child }
     }
 
+    /// Run it and return its output (no assertion made).
     pub fn run(mut self) -> RunOutput {
         let out = match &self.stdin {
             Some(p) => {
@@ -458,6 +458,32 @@ impl Spawned {
     /// what it started must end by itself.
     pub fn kill_only_kiln_when_stderr_contains(self, needle: &str, timeout: Duration) -> bool {
         self.kill_at(needle, timeout, false)
+    }
+
+    /// SIGKILL only kiln after `delay` unless it ended before (its stderr drained
+    /// meanwhile). `None` if it was killed, else how it ended and its stderr.
+    pub fn kill_after(mut self, delay: Duration) -> Option<(std::process::ExitStatus, String)> {
+        use std::io::Read;
+        let mut stderr = self.child.stderr.take().expect("piped stderr");
+        let drain = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = stderr.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        });
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((status, drain.join().unwrap_or_default()));
+            }
+            if start.elapsed() >= delay {
+                unsafe {
+                    libc::kill(self.child.id() as i32, libc::SIGKILL);
+                }
+                let _ = self.child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn kill_at(mut self, needle: &str, timeout: Duration, group: bool) -> bool {
