@@ -37,7 +37,7 @@ fn finish(r: Result<String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", super::error_text(&e));
             ExitCode::from(1)
         }
     }

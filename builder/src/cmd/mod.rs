@@ -19,12 +19,30 @@ pub fn fail(e: &anyhow::Error) -> ExitCode {
     // Frontend errors carry their own `file:line:col` and caret; print them as is.
     if crate::progress::get().mode() == crate::progress::Mode::Json {
         let run = e.chain().find_map(|c| c.downcast_ref::<crate::solver::RunFailed>()).map(|r| (r.step, r.code));
-        crate::progress::get().error(&format!("{e:#}"), run);
+        crate::progress::get().error(&error_text(e), run);
     } else {
         crate::progress::get().error("", None);
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_text(e));
     }
     ExitCode::from(1)
+}
+
+/// `e` and its causes joined by ": ", each cause left out when the text before
+/// already says it: most errors put their source in their own message, so anyhow's
+/// `{:#}` said "No space left on device" three times.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        if text.contains(&m) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&m);
+    }
+    text
 }
 
 /// Logging to stderr: `KILN_LOG` if set, else `default` (e.g. `--verbosity`), else warnings.
