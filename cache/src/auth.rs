@@ -117,7 +117,7 @@ fn host_matches(key: &str, registry: &str) -> bool {
     }
 }
 
-fn lookup_in_file(path: &Path, registry: &str) -> Result<Option<Credentials>, String> {
+pub(crate) fn lookup_in_file(path: &Path, registry: &str) -> Result<Option<Credentials>, String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

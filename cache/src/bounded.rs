@@ -70,7 +70,7 @@ fn too_big(url: &str, announced: Option<u64>, max: u64) -> Failure {
 }
 
 /// The error oci-client makes of a status (its `validate_registry_response`).
-fn check_status(status: StatusCode, body: &[u8], url: &str) -> Result<(), Failure> {
+pub(crate) fn check_status(status: StatusCode, body: &[u8], url: &str) -> Result<(), Failure> {
     let e = match status {
         StatusCode::OK => return Ok(()),
         StatusCode::UNAUTHORIZED => OciDistributionError::UnauthorizedError { url: url.to_string() },

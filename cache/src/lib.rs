@@ -51,3 +51,6 @@ pub use store::{BlobWriter, ContentStore};
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Usage};
 pub use layercache::{CacheError, CacheKey, CacheOptions, CacheRecord, LayerCache, LayerRecord, LocalCache};
 pub use registrycache::RegistryCache;
+
+#[cfg(test)]
+mod fuzz_parsers;

@@ -120,7 +120,7 @@ fn parse_oci_digest(d: &oci_spec::image::Digest) -> Result<Digest, Failure> {
 }
 
 /// Whether manifest bytes are an index (or manifest list) rather than an image manifest.
-fn is_index_bytes(bytes: &[u8]) -> Result<bool, Failure> {
+pub(crate) fn is_index_bytes(bytes: &[u8]) -> Result<bool, Failure> {
     let v: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Failure::Bad(format!("manifest is not JSON: {e}")))?;
     match v.get("mediaType").and_then(|m| m.as_str()) {

@@ -6,3 +6,6 @@ pub mod hasher;
 pub mod select;
 pub mod stagecontent;
 pub mod view;
+
+#[cfg(test)]
+mod fuzz_ignore;
