@@ -1,7 +1,7 @@
 //! kiln's own GET for what a registry sends that is held in memory: manifests,
 //! indexes and referrers lists. oci-client reads such answers whole (`bytes()`), so a
 //! registry that sends gigabytes, or a body without end, grew kiln until it was killed.
-//! Here every such body has a size cap ([`MAX_MANIFEST`], containerd's limit) and the
+//! Here every such body has a size cap ([`MAX_MANIFEST`], 4 MiB) and the
 //! whole answer a deadline (a slow-loris registry sending a byte just before each read
 //! timeout cannot hold a build for hours). Same TLS settings and credentials as
 //! oci-client's requests; a redirect to another host carries no credentials (reqwest
@@ -16,8 +16,8 @@ use reqwest::{header, StatusCode};
 use crate::failure::Failure;
 use crate::transport::Transport;
 
-/// The largest manifest, index or referrers list kiln reads (containerd's
-/// `images.MaxManifestSize`, 4 MiB); real ones are a few KiB.
+/// The largest manifest, index or referrers list kiln reads: 4 MiB, the ceiling of
+/// distribution (which stores none larger) and containers/image; real ones are KiBs.
 pub const MAX_MANIFEST: u64 = 4 << 20;
 
 /// A body that came back in full, with the registry's `Docker-Content-Digest`.
