@@ -20,6 +20,43 @@ use crate::transport::Transport;
 /// distribution (which stores none larger) and containers/image; real ones are KiBs.
 pub const MAX_MANIFEST: u64 = 4 << 20;
 
+/// The slowest a blob may arrive, on average over each `answer_deadline` window:
+/// far below any working link, far above a registry dripping bytes to beat the
+/// per-read timeout (which alone would let a 1 GB layer take years).
+pub const MIN_BLOB_RATE: u64 = 4 << 10;
+
+/// Counts a blob's bytes and fails when a whole window passed below [`MIN_BLOB_RATE`].
+pub(crate) struct RateFloor {
+    window: Duration,
+    started: Instant,
+    bytes: u64,
+}
+
+impl RateFloor {
+    pub fn new(window: Duration) -> Self {
+        RateFloor { window, started: Instant::now(), bytes: 0 }
+    }
+
+    pub fn add(&mut self, n: usize) -> Result<(), Failure> {
+        self.bytes += n as u64;
+        let elapsed = self.started.elapsed();
+        if elapsed < self.window {
+            return Ok(());
+        }
+        if self.bytes < MIN_BLOB_RATE * elapsed.as_secs().max(1) {
+            return Err(Failure::Transient(format!(
+                "the blob arrived at {} bytes/s over {}s, below kiln's floor of {MIN_BLOB_RATE} bytes/s",
+                self.bytes / elapsed.as_secs().max(1),
+                elapsed.as_secs()
+            )));
+        }
+        // A new window: a link that was fast must not carry a later stall.
+        self.started = Instant::now();
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
 /// A body that came back in full, with the registry's `Docker-Content-Digest`.
 pub(crate) struct Body {
     pub bytes: Vec<u8>,

@@ -41,7 +41,7 @@ pub mod store;
 mod transfer;
 mod transport;
 
-pub use bounded::MAX_MANIFEST;
+pub use bounded::{MAX_MANIFEST, MIN_BLOB_RATE};
 pub use error::{ReferenceError, RegistryError, StoreError};
 pub use platform::parse_platform;
 pub use reference::Reference;

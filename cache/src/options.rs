@@ -51,8 +51,10 @@ pub struct RegistryOptions {
     /// Counts the bytes of blobs pulled and pushed, for a progress display.
     pub transferred: Option<Arc<Transferred>>,
     /// How long a registry may take to send a whole manifest, index or referrers
-    /// list (each attempt); a stalled or dripping answer is then a transient failure.
-    pub manifest_deadline: std::time::Duration,
+    /// list (each attempt), and the window over which a blob must arrive at
+    /// [`MIN_BLOB_RATE`](crate::MIN_BLOB_RATE) on average; a stalled or dripping
+    /// answer is then a transient failure.
+    pub answer_deadline: std::time::Duration,
 }
 
 
@@ -72,7 +74,7 @@ impl Default for RegistryOptions {
             max_concurrent_transfers: CONCURRENCY,
             auth_files: None,
             transferred: None,
-            manifest_deadline: std::time::Duration::from_secs(60),
+            answer_deadline: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -153,7 +153,7 @@ impl Registry {
         self.authenticate(&t, repo, RegistryOperation::Pull).await?;
         let oref = repo.with_digest(subject.clone()).to_oci();
         let url = t.url(&oref, "referrers", &subject.to_string());
-        let deadline = self.manifest_deadline();
+        let deadline = self.answer_deadline();
         let listed = self
             .attempt(&t, format!("listing the referrers of {} in", subject.short()), repo, || async {
                 Ok(crate::bounded::get(&t, &url, oref.repository(), media::OCI_INDEX, crate::bounded::MAX_MANIFEST, deadline).await?.bytes)

@@ -370,8 +370,8 @@ impl Registry {
     }
 
     /// How long a whole manifest, index or referrers answer may take.
-    pub(crate) fn manifest_deadline(&self) -> std::time::Duration {
-        self.inner.opts.manifest_deadline
+    pub(crate) fn answer_deadline(&self) -> std::time::Duration {
+        self.inner.opts.answer_deadline
     }
 
     /// GETs a manifest or index (bounded: `bounded.rs`) and checks its digest (against
@@ -388,7 +388,7 @@ impl Registry {
         };
         let url = t.url(&oref, "manifests", &reference);
         let accept = ACCEPT_MANIFESTS.join(", ");
-        let deadline = self.inner.opts.manifest_deadline;
+        let deadline = self.inner.opts.answer_deadline;
         self.attempt(t, what, r, || async {
             let body = crate::bounded::get(t, &url, oref.repository(), &accept, crate::bounded::MAX_MANIFEST, deadline).await?;
             let digest = Digest::of(&body.bytes);
@@ -428,8 +428,10 @@ impl Registry {
             let mut stream = t.client.pull_blob_stream(&oref, ds.as_str()).await?;
             let mut w = store.writer()?;
             let mut n: u64 = 0;
+            let mut floor = crate::bounded::RateFloor::new(self.answer_deadline());
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(Failure::Stream)?;
+                floor.add(chunk.len())?;
                 n += chunk.len() as u64;
                 if let Some(s) = size.filter(|s| n > *s) {
                     return Err(Failure::Bad(format!("blob is larger than the {s} bytes announced")));
@@ -477,8 +479,10 @@ impl Registry {
         self.attempt(&t, format!("pulling blob {} from", short(d)), r, || async {
             let mut stream = t.client.pull_blob_stream(&oref, ds.as_str()).await?;
             let mut buf = Vec::new();
+            let mut floor = crate::bounded::RateFloor::new(self.answer_deadline());
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(Failure::Stream)?;
+                floor.add(chunk.len())?;
                 if buf.len() as u64 + chunk.len() as u64 > max {
                     return Err(Failure::Bad(format!("blob is larger than {max} bytes")));
                 }

@@ -1,6 +1,6 @@
 //! A registry that lies or stalls, faked by the fault proxy in front of a real
 //! `docker-registry`: manifests without end or with a huge declared size, a manifest
-//! dripped a byte at a time, a `Docker-Content-Digest` that is not the bytes', a huge
+//! or a blob dripped a byte at a time, a `Docker-Content-Digest` that is not the bytes', a huge
 //! header, and redirects to another host, which must never carry credentials. Each
 //! case must end quickly with an error naming what was wrong, never by reading it all.
 
@@ -16,7 +16,7 @@ use kiln_cache::auth::AuthFiles;
 use kiln_cache::{parse_platform, ContentStore, Reference, Registry, RegistryOptions};
 
 fn client(deadline: Duration, auth: Option<AuthFiles>) -> Registry {
-    Registry::new(RegistryOptions { retries: 0, manifest_deadline: deadline, auth_files: auth, ..Default::default() })
+    Registry::new(RegistryOptions { retries: 0, answer_deadline: deadline, auth_files: auth, ..Default::default() })
 }
 
 /// A pull through `proxy` of an image pushed to `reg`, with `fault` on every GET of a
@@ -56,6 +56,10 @@ async fn oversized_stalled_and_lying_manifests_are_refused() {
     // A byte a second: the whole answer has a deadline, although no read times out.
     let (e, took) = pull_with(&reg, "/manifests/", Fault::Drip { ms: 1000, length: 1000 }).await;
     assert!(e.contains("did not send its answer") && e.contains("within 2s"), "{e}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    // A blob dripped a byte at a time: below the rate floor over a window, stopped.
+    let (e, took) = pull_with(&reg, "/blobs/", Fault::Drip { ms: 100, length: 10_000 }).await;
+    assert!(e.contains("below kiln's floor"), "{e}");
     assert!(took < Duration::from_secs(20), "{took:?}");
     // The registry names a digest that is not its bytes'.
     let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#.to_vec();

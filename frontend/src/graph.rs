@@ -497,6 +497,14 @@ pub struct RunMount {
     pub size: Option<String>,
 }
 
+impl RunMount {
+    /// A bind of the build context (no `from=`): what the step sees of it must be
+    /// what `.dockerignore` keeps.
+    pub fn binds_context(&self) -> bool {
+        self.kind == MountKind::Bind && self.from.is_none()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Healthcheck {
     /// `["CMD", ...]` or `["CMD-SHELL", "..."]`.

@@ -51,7 +51,7 @@ fn run_step(
     let workdir = workdir.to_string();
     let mut roots = MountRoots { cx, sources, held: Vec::new() };
     let chroot = cx.opts.isolation == crate::options::Isolation::Chroot;
-    let uses_context = mounts.iter().any(|m| m.kind == kiln_frontend::MountKind::Bind && m.from.is_none());
+    let uses_context = mounts.iter().any(kiln_frontend::RunMount::binds_context);
     let context = if uses_context { cx.bind_context()? } else { cx.opts.context.clone() };
     let inputs = runmounts::Inputs {
         context: &context,
