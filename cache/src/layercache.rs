@@ -221,6 +221,14 @@ pub trait LayerCache: Send + Sync {
     fn probe_concurrency(&self) -> usize {
         DEFAULT_PROBE_CONCURRENCY
     }
+
+    /// The keys of the steps whose layers the built image holds (every platform):
+    /// what a `mode=min` export keeps. Told before [`flush`](Self::flush).
+    fn set_image_keys(&self, _keys: &[String]) {}
+
+    /// A record this build took (a hit, from any cache): an exporting cache keeps it
+    /// for [`flush`](Self::flush); probe hits that were not taken are not exported.
+    fn mark_used(&self, _record: &CacheRecord, _store: &ContentStore) {}
 }
 
 fn probe_or_miss<'a, C: LayerCache + ?Sized>(c: &'a C, k: &'a CacheKey) -> BoxFuture<'a, Option<CacheRecord>> {

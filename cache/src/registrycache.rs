@@ -1,10 +1,14 @@
 //! The layer caches in a registry (the formats are described in `layercache`):
 //! Kaniko-style `--cache-repo REPO`, one small image per key, and BuildKit-style
-//! `--cache-from/--cache-to type=registry,ref=REF`, one manifest mapping keys to
-//! records, imported on the first probe and exported by [`LayerCache::flush`].
+//! `--cache-from/--cache-to type=registry,ref=REF` (or `type=local`, the same manifest
+//! in an OCI layout directory a CI system keeps), one manifest mapping keys to records,
+//! imported on the first probe and exported by [`LayerCache::flush`]: with `mode=min`
+//! only the records of the built image's layers, with `mode=max` every step's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
@@ -36,13 +40,46 @@ enum Flavour {
     Manifest(ManifestState),
 }
 
+/// Where a BuildKit-style cache manifest is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheLocation {
+    /// `type=registry,ref=REF`.
+    Registry(Reference),
+    /// `type=local,src|dest=DIR`: an OCI layout, the manifest named `tag` in its
+    /// `index.json` (or, when reading, the one with `digest`).
+    Layout { dir: PathBuf, tag: String, digest: Option<Digest> },
+}
+
+impl fmt::Display for CacheLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheLocation::Registry(r) => write!(f, "{r}"),
+            CacheLocation::Layout { dir, tag, .. } => write!(f, "{}:{tag}", dir.display()),
+        }
+    }
+}
+
+/// `mode=` of `--cache-to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// The layers of the built image (BuildKit's default).
+    Min,
+    /// Every step's layer, intermediate stages too.
+    Max,
+}
+
 struct ManifestState {
-    from: Vec<Reference>,
-    to: Option<Reference>,
-    imported: tokio::sync::OnceCell<HashMap<String, (CacheRecord, Reference)>>,
-    /// What the export will contain: this build's hits (with where they came from) and
-    /// puts (source `None`: the layer is local).
-    export: Mutex<BTreeMap<String, (CacheRecord, Option<Reference>)>>,
+    from: Vec<CacheLocation>,
+    to: Option<(CacheLocation, CacheMode)>,
+    imported: tokio::sync::OnceCell<HashMap<String, (CacheRecord, CacheLocation)>>,
+    /// This cache's probe hits, with where they came from: exported only once the
+    /// build says it took them (`mark_used`).
+    probed: Mutex<BTreeMap<String, (CacheRecord, CacheLocation)>>,
+    /// What the export will contain: the hits this build took (with where they came
+    /// from) and puts (source `None`: the layer is local).
+    export: Mutex<BTreeMap<String, (CacheRecord, Option<CacheLocation>)>>,
+    /// The built image's step keys (`set_image_keys`), for `mode=min`.
+    image_keys: Mutex<Option<BTreeSet<String>>>,
 }
 
 impl fmt::Debug for RegistryCache {
@@ -53,7 +90,7 @@ impl fmt::Debug for RegistryCache {
                 f,
                 "RegistryCache(from {:?}, to {:?})",
                 m.from.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-                m.to.as_ref().map(|r| r.to_string())
+                m.to.as_ref().map(|(r, mode)| format!("{r} {mode:?}"))
             ),
         }
     }
@@ -69,9 +106,9 @@ impl RegistryCache {
         RegistryCache { registry: registry.for_destinations(), opts, flavour: Flavour::Repo(repo) }
     }
 
-    /// `--cache-from type=registry,ref=…` (any number) and `--cache-to
-    /// type=registry,ref=…` (at most one).
-    pub fn manifest(registry: Registry, from: Vec<Reference>, to: Option<Reference>, opts: CacheOptions) -> Self {
+    /// `--cache-from` (any number) and `--cache-to` (at most one), each a registry
+    /// reference or an OCI layout directory.
+    pub fn manifest(registry: Registry, from: Vec<CacheLocation>, to: Option<(CacheLocation, CacheMode)>, opts: CacheOptions) -> Self {
         RegistryCache {
             registry,
             opts,
@@ -79,7 +116,9 @@ impl RegistryCache {
                 from,
                 to,
                 imported: tokio::sync::OnceCell::new(),
+                probed: Mutex::new(BTreeMap::new()),
                 export: Mutex::new(BTreeMap::new()),
+                image_keys: Mutex::new(None),
             }),
         }
     }
@@ -89,7 +128,15 @@ impl RegistryCache {
     pub fn repositories(&self) -> Vec<Reference> {
         match &self.flavour {
             Flavour::Repo(r) => vec![r.clone()],
-            Flavour::Manifest(m) => m.from.iter().chain(m.to.iter()).cloned().collect(),
+            Flavour::Manifest(m) => m
+                .from
+                .iter()
+                .chain(m.to.iter().map(|(l, _)| l))
+                .filter_map(|l| match l {
+                    CacheLocation::Registry(r) => Some(r.clone()),
+                    CacheLocation::Layout { .. } => None,
+                })
+                .collect(),
         }
     }
 
@@ -168,7 +215,7 @@ impl RegistryCache {
         Ok(())
     }
 
-    async fn import<'a>(&'a self, m: &'a ManifestState) -> &'a HashMap<String, (CacheRecord, Reference)> {
+    async fn import<'a>(&'a self, m: &'a ManifestState) -> &'a HashMap<String, (CacheRecord, CacheLocation)> {
         m.imported
             .get_or_init(|| async {
                 let mut all = HashMap::new();
@@ -188,8 +235,12 @@ impl RegistryCache {
             .await
     }
 
-    async fn import_one(&self, r: &Reference) -> Result<Vec<CacheRecord>, CacheError> {
-        let Some((what, _, c)) = self.config_of(r, "cache manifest").await? else {
+    async fn import_one(&self, from: &CacheLocation) -> Result<Vec<CacheRecord>, CacheError> {
+        let found = match from {
+            CacheLocation::Registry(r) => self.config_of(r, "cache manifest").await?,
+            CacheLocation::Layout { dir, tag, digest } => layout::config_of(dir, tag, digest.as_ref())?,
+        };
+        let Some((what, _, c)) = found else {
             return Ok(Vec::new());
         };
         let recs: BTreeMap<String, CacheRecord> = serde_json::from_value(c[RECORDS_FIELD].clone())
@@ -198,29 +249,37 @@ impl RegistryCache {
     }
 
     async fn export(&self, m: &ManifestState, store: &ContentStore) -> Result<(), CacheError> {
-        let Some(to) = &m.to else { return Ok(()) };
-        let entries: Vec<(CacheRecord, Option<Reference>)> =
-            m.export.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let Some((to, mode)) = &m.to else { return Ok(()) };
+        let image_keys = m.image_keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let entries: Vec<(CacheRecord, Option<CacheLocation>)> = m
+            .export
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(rec, _)| *mode == CacheMode::Max || image_keys.as_ref().is_none_or(|k| k.contains(&rec.key)))
+            .cloned()
+            .collect();
         if entries.is_empty() {
             return Ok(());
         }
-        // Layers not here and not already in the target repository are fetched first
+        // Layers not here and not already where the export goes are fetched first
         // (same-registry sources are mounted by push_image when possible).
         for (rec, src) in &entries {
             let (Some(l), Some(src)) = (&rec.layer, src) else { continue };
-            if store.has(&l.digest) || (src.registry() == to.registry() && src.repository() == to.repository()) {
+            if store.has(&l.digest) {
                 continue;
             }
-            if src.registry() == to.registry() {
-                continue; // mounted by push_image
+            match (src, to) {
+                (CacheLocation::Registry(s), CacheLocation::Registry(t)) if s.registry() == t.registry() => {} // mounted by push_image
+                (CacheLocation::Registry(s), _) => self.registry.pull_blob(s, &l.digest, Some(l.size), store).await?,
+                (CacheLocation::Layout { dir, .. }, _) => layout::copy_blob(dir, &l.digest, l.size, store)?,
             }
-            self.registry.pull_blob(src, &l.digest, Some(l.size), store).await?;
         }
         let records: BTreeMap<&str, &CacheRecord> = entries.iter().map(|(r, _)| (r.key.as_str(), r)).collect();
         let config = serde_json::to_vec(&serde_json::json!({ RECORDS_FIELD: records })).expect("serialises");
         let cd = store.put(&config)?;
         let mut layers = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for rec in records.values() {
             if let Some(l) = &rec.layer {
                 if seen.insert(l.digest.clone()) {
@@ -236,10 +295,25 @@ impl RegistryCache {
             "layers": layers,
         }))
         .expect("serialises");
-        let mut blobs = vec![config_desc];
-        blobs.extend(layers);
-        let mount: Vec<Reference> = entries.iter().filter_map(|(_, s)| s.clone()).collect();
-        self.registry.push_image(to, store, &manifest, media::OCI_MANIFEST, &blobs, &mount).await?;
+        match to {
+            CacheLocation::Registry(to) => {
+                let mut blobs = vec![config_desc];
+                blobs.extend(layers);
+                let mount: Vec<Reference> = entries
+                    .iter()
+                    .filter_map(|(_, s)| match s {
+                        Some(CacheLocation::Registry(r)) => Some(r.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                self.registry.push_image(to, store, &manifest, media::OCI_MANIFEST, &blobs, &mount).await?;
+            }
+            CacheLocation::Layout { dir, tag, .. } => {
+                let md = store.put(&manifest)?;
+                let desc = descriptor(media::OCI_MANIFEST, &md, manifest.len() as u64);
+                crate::layout::export_layout(store, dir, &[(desc, tag.clone())])?;
+            }
+        }
         Ok(())
     }
 }
@@ -255,11 +329,7 @@ impl LayerCache for RegistryCache {
                     if !rec.is_fresh(self.opts.ttl) {
                         return Ok(None);
                     }
-                    m.export
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(rec.key.clone())
-                        .or_insert_with(|| (rec.clone(), Some(src.clone())));
+                    m.probed.lock().unwrap_or_else(|p| p.into_inner()).insert(rec.key.clone(), (rec.clone(), src.clone()));
                     Ok(Some(rec.clone()))
                 }
             }
@@ -274,7 +344,7 @@ impl LayerCache for RegistryCache {
                 return Ok(());
             }
             let src = match &self.flavour {
-                Flavour::Repo(repo) => repo.clone(),
+                Flavour::Repo(repo) => CacheLocation::Registry(repo.clone()),
                 Flavour::Manifest(m) => {
                     let all = self.import(m).await;
                     match all.get(&record.key) {
@@ -283,7 +353,10 @@ impl LayerCache for RegistryCache {
                     }
                 }
             };
-            self.registry.pull_blob(&src, &l.digest, Some(l.size), store).await?;
+            match &src {
+                CacheLocation::Registry(r) => self.registry.pull_blob(r, &l.digest, Some(l.size), store).await?,
+                CacheLocation::Layout { dir, .. } => layout::copy_blob(dir, &l.digest, l.size, store)?,
+            }
             Ok(())
         }
         .boxed()
@@ -322,6 +395,102 @@ impl LayerCache for RegistryCache {
 
     fn probe_concurrency(&self) -> usize {
         self.opts.probe_concurrency
+    }
+
+    fn mark_used(&self, record: &CacheRecord, store: &ContentStore) {
+        let Flavour::Manifest(m) = &self.flavour else { return };
+        let src = m.probed.lock().unwrap_or_else(|p| p.into_inner()).get(&record.key).map(|(_, s)| s.clone());
+        let local = record.layer.as_ref().is_none_or(|l| store.has(&l.digest));
+        // From this cache: exported from where it is; from another: only if the layer
+        // is here to upload.
+        if src.is_some() || local {
+            m.export.lock().unwrap_or_else(|p| p.into_inner()).entry(record.key.clone()).or_insert_with(|| (record.clone(), src));
+        }
+    }
+
+    fn set_image_keys(&self, keys: &[String]) {
+        if let Flavour::Manifest(m) = &self.flavour {
+            *m.image_keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(keys.iter().cloned().collect());
+        }
+    }
+}
+
+/// A cache manifest in an OCI layout directory (`type=local`).
+mod layout {
+    use super::*;
+
+    /// An index.json or manifest bigger than this is not a cache kiln wrote.
+    const MAX_JSON: u64 = 16 << 20;
+
+    fn read_small(path: &Path, max: u64) -> Result<Option<Vec<u8>>, CacheError> {
+        let f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(invalid(path, e.to_string())),
+        };
+        let mut buf = Vec::new();
+        f.take(max + 1).read_to_end(&mut buf).map_err(|e| invalid(path, e.to_string()))?;
+        if buf.len() as u64 > max {
+            return Err(invalid(path, format!("larger than {max} bytes")));
+        }
+        Ok(Some(buf))
+    }
+
+    fn invalid(path: &Path, message: String) -> CacheError {
+        CacheError::Invalid { what: path.display().to_string(), message }
+    }
+
+    fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
+        dir.join("blobs").join("sha256").join(d.hex())
+    }
+
+    /// A blob of the layout, read whole and verified.
+    fn read_blob(dir: &Path, d: &Digest) -> Result<Vec<u8>, CacheError> {
+        let p = blob_path(dir, d);
+        let bytes = read_small(&p, MAX_JSON)?.ok_or_else(|| invalid(&p, "missing".into()))?;
+        if Digest::of(&bytes) != *d {
+            return Err(invalid(&p, format!("does not hold {d}")));
+        }
+        Ok(bytes)
+    }
+
+    /// The cache manifest named `tag` (or with `digest`) in the layout at `dir`, and
+    /// its config; `None` when the directory holds no layout yet (a first CI run).
+    pub(super) fn config_of(dir: &Path, tag: &str, digest: Option<&Digest>) -> Result<Option<(String, serde_json::Value, serde_json::Value)>, CacheError> {
+        let index_path = dir.join("index.json");
+        let Some(index) = read_small(&index_path, MAX_JSON)? else { return Ok(None) };
+        let index: serde_json::Value = serde_json::from_slice(&index).map_err(|e| invalid(&index_path, e.to_string()))?;
+        let entry = index["manifests"].as_array().into_iter().flatten().find(|m| match digest {
+            Some(d) => m["digest"].as_str() == Some(d.to_string().as_str()),
+            None => m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag),
+        });
+        let Some(entry) = entry else { return Ok(None) };
+        let md: Digest = entry["digest"].as_str().and_then(|s| s.parse().ok()).ok_or_else(|| invalid(&index_path, "an entry without a digest".into()))?;
+        let what = format!("cache manifest {}:{tag} ({md})", dir.display());
+        let m: serde_json::Value = serde_json::from_slice(&read_blob(dir, &md)?).map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        let cd: Digest = m["config"]["digest"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| CacheError::Invalid { what: what.clone(), message: "no config digest".into() })?;
+        let c = serde_json::from_slice(&read_blob(dir, &cd)?).map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        Ok(Some((what, m, c)))
+    }
+
+    /// Copies a layer of the layout into the store, verified (nothing enters unless
+    /// the digest and size match).
+    pub(super) fn copy_blob(dir: &Path, d: &Digest, size: u64, store: &ContentStore) -> Result<(), CacheError> {
+        if store.has(d) {
+            return Ok(());
+        }
+        let p = blob_path(dir, d);
+        let mut f = std::fs::File::open(&p).map_err(|e| invalid(&p, e.to_string()))?;
+        let mut w = store.writer()?;
+        let n = std::io::copy(&mut (&mut f).take(size + 1), &mut w).map_err(|e| invalid(&p, e.to_string()))?;
+        if n != size {
+            return Err(invalid(&p, format!("has {n} bytes, the record says {size}")));
+        }
+        w.commit(Some(d))?;
+        Ok(())
     }
 }
 

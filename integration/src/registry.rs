@@ -187,6 +187,17 @@ impl Registry {
         r.body
     }
 
+    /// GET a blob's bytes (the registry follows no redirect here: it serves them).
+    #[track_caller]
+    pub fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let auth = self.basic_auth_header().unwrap_or_default();
+        let headers: Vec<(&str, &str)> = if auth.is_empty() { vec![] } else { vec![("Authorization", auth.as_str())] };
+        let r = http::get(&self.host(), &path, &headers).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.status, 200, "GET {path} on {}: {}", self.host(), r.text());
+        r.body
+    }
+
     /// Does the repository have this blob? (HEAD /v2/REPO/blobs/DIGEST)
     pub fn has_blob(&self, repo: &str, digest: &str) -> bool {
         let path = format!("/v2/{repo}/blobs/{digest}");

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser};
 use kiln_cache::reference::Reference;
 
-use crate::cli::values::{parse_build_args, parse_cache_ref, parse_output};
+use crate::cli::values::{parse_build_args, parse_output};
 use crate::cli::{Cli, CommandKind};
 use crate::options::{state_dir, BuildOptions, Output};
 
@@ -141,10 +141,11 @@ pub struct BuildArgs {
     /// writes; RUN steps still see it during the build (Kaniko's --ignore-path). Repeatable.
     #[arg(long = "ignore-path", value_name = "PATH")]
     pub ignore_paths: Vec<PathBuf>,
-    /// BuildKit-style registry cache to read: type=registry,ref=REF. Repeatable.
+    /// BuildKit-style cache to read: type=registry,ref=REF or type=local,src=DIR[,tag=T]. Repeatable.
     #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
     pub cache_from: Vec<String>,
-    /// BuildKit-style registry cache to write: type=registry,ref=REF.
+    /// BuildKit-style cache to write: type=registry,ref=REF or type=local,dest=DIR, with
+    /// mode=min (the image's layers, the default) or mode=max (every step), ignore-error=.
     #[arg(long = "cache-to", value_name = "type=registry,ref=REF")]
     pub cache_to: Option<String>,
     /// Write the image ID (the config digest; the index digest for several platforms).
@@ -368,6 +369,14 @@ impl BuildArgs {
                 _ => Err(anyhow!("--add-host {h:?}: expected HOST:IP (e.g. db:10.0.0.5)")),
             })
             .collect::<Result<Vec<_>>>()?;
+        // The cache holds the layers the build made: a compression= of --cache-to must
+        // be the build's own, or the user would not get what they asked for.
+        if let Some(c) = self.cache_to.as_deref().map(crate::options::cachespec::parse_cache_to).transpose().map_err(|e| anyhow!("{e}"))?.and_then(|c| c.compression) {
+            let same = c.parse::<kiln_snapshotter::Compression>().ok() == self.compression.parse::<kiln_snapshotter::Compression>().ok();
+            if !same {
+                bail!("--cache-to compression={c}: the cache holds the layers this build makes, compressed with --compression {}; pass --compression {c} to build with it", self.compression);
+            }
+        }
         Ok(BuildOptions {
             context,
             dockerfile,
@@ -416,8 +425,8 @@ impl BuildArgs {
                 .map_err(|e| anyhow!("{e}"))?,
             context_uri: std::env::var(crate::options::attest::CONTEXT_URI_ENV).ok().filter(|v| !v.is_empty()),
             context_commit: std::env::var(crate::options::attest::CONTEXT_COMMIT_ENV).ok().filter(|v| !v.is_empty()),
-            cache_from: self.cache_from.iter().map(|c| parse_cache_ref("--cache-from", c)).collect::<Result<_>>()?,
-            cache_to: self.cache_to.as_deref().map(|c| parse_cache_ref("--cache-to", c)).transpose()?,
+            cache_from: self.cache_from.iter().map(|c| crate::options::cachespec::parse_cache_from(c).map_err(|e| anyhow!("{e}"))).collect::<Result<_>>()?,
+            cache_to: self.cache_to.as_deref().map(|c| crate::options::cachespec::parse_cache_to(c).map_err(|e| anyhow!("{e}"))).transpose()?,
             registry: self.registry.to_options()?,
             labels: self
                 .labels

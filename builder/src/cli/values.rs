@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
-use kiln_cache::reference::Reference;
 
 use crate::options::{Output, SecretSource, SecretSpec, SshSpec};
 
@@ -28,23 +27,6 @@ pub fn parse_build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(build_args)
 }
 
-
-/// `type=registry,ref=REF` (BuildKit's cache syntax), or a bare reference.
-pub fn parse_cache_ref(flag: &str, spec: &str) -> Result<Reference> {
-    let mut r = None;
-    for part in spec.split(',') {
-        match part.split_once('=') {
-            Some(("type", "registry")) => {}
-            Some(("type", other)) => bail!("{flag} {spec:?}: unsupported cache type {other:?} (registry)"),
-            Some(("ref", v)) => r = Some(v.to_string()),
-            Some(("mode" | "compression" | "oci-mediatypes" | "image-manifest" | "ignore-error", _)) => {}
-            None if !part.is_empty() => r = Some(part.to_string()),
-            _ => bail!("{flag} {spec:?}: unknown field {part:?}"),
-        }
-    }
-    let r = r.ok_or_else(|| anyhow!("{flag} {spec:?}: missing ref="))?;
-    r.parse::<Reference>().map_err(|e| anyhow!("{flag} {r}: {e}"))
-}
 
 /// `--output` as BuildKit takes it: `type=oci|docker|local|tar,dest=…`, or a bare
 /// `-` (a tar of the rootfs on stdout) or a bare directory (`type=local`).

@@ -3,6 +3,7 @@
 
 
 pub mod attest;
+pub mod cachespec;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -54,8 +55,8 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     pub cache_ttl: Option<std::time::Duration>,
     pub cache_repo: Option<Reference>,
-    pub cache_from: Vec<Reference>,
-    pub cache_to: Option<Reference>,
+    pub cache_from: Vec<cachespec::CacheImport>,
+    pub cache_to: Option<cachespec::CacheExport>,
     pub registry: kiln_cache::RegistryOptions,
     pub secrets: Vec<crate::options::SecretSpec>,
     pub ssh: Vec<crate::options::SshSpec>,

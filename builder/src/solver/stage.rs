@@ -210,6 +210,7 @@ pub(super) fn probe_late(cx: &Ctx, key: &CacheKey) -> Option<CacheRecord> {
 fn take_hit(cx: &Ctx, sref: &StepRef<'_>, state: &mut ImageState, rec: &CacheRecord, created_by: &str) -> String {
     progress::get().step(sref, progress::State::Cached, None, None);
     cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    cx.used_hits.lock().expect("hits").push(rec.clone());
     let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { unreachable!("hits carry a layer") };
     state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone() });
     let time = rec.history_created.clone().unwrap_or_else(|| cx.created.clone());

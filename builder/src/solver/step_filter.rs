@@ -47,6 +47,16 @@ impl<C: LayerCache> LayerCache for StepFilter<C> {
     fn probe_concurrency(&self) -> usize {
         self.inner.probe_concurrency()
     }
+
+    fn set_image_keys(&self, keys: &[String]) {
+        self.inner.set_image_keys(keys)
+    }
+
+    fn mark_used(&self, record: &CacheRecord, store: &ContentStore) {
+        if self.steps.admits(&record.created_by) {
+            self.inner.mark_used(record, store)
+        }
+    }
 }
 
 #[cfg(test)]
