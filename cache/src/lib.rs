@@ -1,7 +1,7 @@
 //! Where bytes live: the local content store (an OCI image layout, with `df`/`prune`
 //! under a store lock), layout export, image references, the registry client
 //! (pull/push with retries, mirrors, docker/podman credentials) and the layer cache
-//! (local, `--cache-repo`, `--cache-from/--cache-to type=registry`).
+//! (local, `--cache-repo`, `--cache-from/--cache-to type=registry|local`).
 //!
 //! How a build uses it:
 //! ```text
@@ -13,6 +13,8 @@
 //! let hits = caches[i].probe_many(&keys).await;      // all keys, concurrently, no layer downloaded
 //! caches[i].fetch_layer(&record, &store).await?;     // only when a later step needs the filesystem
 //! caches[i].put(&record, &store).await?;             // after a step ran (layer blob already in the store)
+//! caches[i].mark_used(&hit, &store);                 // a hit the build took: exported too
+//! caches[i].set_image_keys(&keys);                   // the image's steps: all mode=min exports
 //! caches[i].flush(&store).await?;                    // end of a successful build (--cache-to export)
 //! registry.push_image(&r, &store, &m, mt, &blobs, &cache.repositories()).await?; // mounts cached layers
 //! store.df()?; store.prune(&PruneOptions { all, keep_storage, until })?;

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use kiln_cache::registrycache::{CacheLocation, CacheMode};
 use kiln_cache::{
     CacheKey, CacheOptions, CacheRecord, ContentStore, LayerCache, LayerRecord, LocalCache, Registry,
     RegistryCache, RegistryOptions,
@@ -99,6 +100,10 @@ async fn cache_repo_kaniko_style() {
     assert_eq!(cache.probe(&key(&old)).await.unwrap(), Some(old));
 }
 
+fn loc(r: &kiln_cache::Reference) -> CacheLocation {
+    CacheLocation::Registry(r.clone())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_to_and_from_manifest() {
     let reg = TestRegistry::start();
@@ -109,7 +114,7 @@ async fn cache_to_and_from_manifest() {
     let recs = records(&src);
 
     // First build: nothing to import; puts are batched and pushed by flush.
-    let first = RegistryCache::manifest(client.clone(), vec![r.clone()], Some(r.clone()), CacheOptions::default());
+    let first = RegistryCache::manifest(client.clone(), vec![loc(&r)], Some((loc(&r), CacheMode::Max)), CacheOptions::default());
     assert_eq!(first.probe(&key(&recs[0])).await.unwrap(), None);
     for rec in &recs[..2] {
         first.put(rec, &src).await.unwrap();
@@ -124,9 +129,12 @@ async fn cache_to_and_from_manifest() {
     // Second build elsewhere: hits for both, adds the third, exports all three
     // (the first layer is not downloaded to do so: it is already in the repository).
     let fresh = ContentStore::open(&t.path().join("b")).unwrap();
-    let second = RegistryCache::manifest(client.clone(), vec![r.clone()], Some(r.clone()), CacheOptions::default());
+    let second = RegistryCache::manifest(client.clone(), vec![loc(&r)], Some((loc(&r), CacheMode::Max)), CacheOptions::default());
     let got = second.probe_many(&[key(&recs[0]), key(&recs[1]), key(&recs[2])]).await;
     assert_eq!(got, vec![Some(recs[0].clone()), Some(recs[1].clone()), None]);
+    // Hits are exported once the build says it took them.
+    second.mark_used(&recs[0], &fresh);
+    second.mark_used(&recs[1], &fresh);
     // recs[2]'s layer is in `src`; put it into `fresh` as the second build would have made it.
     let l3 = recs[2].layer.as_ref().unwrap();
     fresh.put(&src.read(&l3.digest).unwrap()).unwrap();
@@ -136,17 +144,19 @@ async fn cache_to_and_from_manifest() {
 
     // Third machine: everything is there, lazily.
     let third = ContentStore::open(&t.path().join("c")).unwrap();
-    let cache = RegistryCache::manifest(client.clone(), vec![r.clone()], None, CacheOptions::default());
+    let cache = RegistryCache::manifest(client.clone(), vec![loc(&r)], None, CacheOptions::default());
     check_second_machine(&cache, &recs, &src, &third).await;
 
     // Export to another repository of the same registry: layers are mounted, not fetched.
     let other = reg.reference("team/other:cache");
     let fourth = ContentStore::open(&t.path().join("d")).unwrap();
-    let c4 = RegistryCache::manifest(client.clone(), vec![r.clone()], Some(other.clone()), CacheOptions::default());
+    let c4 = RegistryCache::manifest(client.clone(), vec![loc(&r)], Some((loc(&other), CacheMode::Max)), CacheOptions::default());
     assert_eq!(c4.probe_many(&[key(&recs[0]), key(&recs[2])]).await.iter().filter(|x| x.is_some()).count(), 2);
+    c4.mark_used(&recs[0], &fourth);
+    c4.mark_used(&recs[2], &fourth);
     c4.flush(&fourth).await.unwrap();
     assert!(!fourth.has(&recs[0].layer.as_ref().unwrap().digest), "mounted, not downloaded");
-    let c5 = RegistryCache::manifest(client.clone(), vec![other.clone()], None, CacheOptions::default());
+    let c5 = RegistryCache::manifest(client.clone(), vec![loc(&other)], None, CacheOptions::default());
     let fifth = ContentStore::open(&t.path().join("e")).unwrap();
     let hit = c5.probe(&key(&recs[2])).await.unwrap().unwrap();
     c5.fetch_layer(&hit, &fifth).await.unwrap();
@@ -164,6 +174,6 @@ async fn unreachable_cache_is_a_miss_not_an_error() {
     assert_eq!(cache.probe_many(std::slice::from_ref(&k)).await, vec![None]);
     let err = cache.probe(&k).await.unwrap_err().to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}/cache")), "{err}");
-    let m = RegistryCache::manifest(Registry::new(opts), vec![repo], None, CacheOptions::default());
+    let m = RegistryCache::manifest(Registry::new(opts), vec![loc(&repo)], None, CacheOptions::default());
     assert_eq!(m.probe_many(&[k]).await, vec![None]);
 }
