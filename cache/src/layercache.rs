@@ -27,6 +27,7 @@
 //! (network, bad content) are logged and count as misses in
 //! [`LayerCache::probe_many`]: a broken cache must not fail a build.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -123,6 +124,39 @@ pub struct CacheRecord {
     pub history_created: Option<String>,
     /// When the record was made, seconds since the epoch: what `--cache-ttl` compares.
     pub created: u64,
+    /// What the key was made of, to explain a later miss (`builder/src/solver/explain.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<StepInputs>,
+}
+
+/// What a step's key was made of, kept in its record: where the step is (the same
+/// across builds), its parent key, and per input a digest or a value that may be
+/// shown (never a secret's; build arg values that look like credentials only as
+/// digests), context files by path.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StepInputs {
+    /// Dockerfile, stage, step index, platform.
+    pub position: String,
+    pub parent: String,
+    /// `instruction`, `arg NAME`, `context SOURCES`, `stage S`, `image R`, `url U`,
+    /// `base` → what it was.
+    pub parts: BTreeMap<String, String>,
+    /// Context path → content digest, for selections of a bounded size.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub files_truncated: bool,
+}
+
+impl StepInputs {
+    /// How much of `other` is the same as this (parts with equal values, and the
+    /// parent counting as much as the instruction): among the records at one position
+    /// (another project's Dockerfile has the same), the one most like the step.
+    pub fn likeness(&self, other: &StepInputs) -> usize {
+        let same = self.parts.iter().filter(|(k, v)| other.parts.get(*k) == Some(*v)).count();
+        let instruction = usize::from(self.parts.get("instruction").is_some_and(|i| other.parts.get("instruction") == Some(i)));
+        same + 4 * instruction + 2 * usize::from(self.parent == other.parent)
+    }
 }
 
 impl CacheRecord {
@@ -134,6 +168,7 @@ impl CacheRecord {
             diff_id,
             config_change: serde_json::Value::Null,
             created_by: created_by.to_string(),
+            inputs: None,
             history_created: None,
             created: now_secs(),
         }
@@ -229,6 +264,12 @@ pub trait LayerCache: Send + Sync {
     /// A record this build took (a hit, from any cache): an exporting cache keeps it
     /// for [`flush`](Self::flush); probe hits that were not taken are not exported.
     fn mark_used(&self, _record: &CacheRecord, _store: &ContentStore) {}
+
+    /// The record this cache has for a step at `now`'s position most like it
+    /// ([`StepInputs::likeness`], then the newest), to explain why the step missed.
+    fn previous<'a>(&'a self, _now: &'a StepInputs) -> BoxFuture<'a, Option<CacheRecord>> {
+        async { None }.boxed()
+    }
 }
 
 fn probe_or_miss<'a, C: LayerCache + ?Sized>(c: &'a C, k: &'a CacheKey) -> BoxFuture<'a, Option<CacheRecord>> {
@@ -250,19 +291,48 @@ fn probe_or_miss<'a, C: LayerCache + ?Sized>(c: &'a C, k: &'a CacheKey) -> BoxFu
 pub struct LocalCache {
     store: ContentStore,
     opts: CacheOptions,
+    /// Step position → its records and when each was last used, made on first use
+    /// (`previous_at`).
+    positions: std::sync::Arc<std::sync::OnceLock<std::collections::HashMap<String, Vec<(SystemTime, CacheRecord)>>>>,
 }
 
 impl LocalCache {
     pub fn new(store: ContentStore, opts: CacheOptions) -> Self {
-        LocalCache { store, opts }
+        LocalCache { store, opts, positions: Default::default() }
     }
 
     fn key_path(&self, key: &CacheKey) -> std::path::PathBuf {
         self.store.root().join(KEYS_DIR).join(key.hex())
     }
 
+    /// The record at `now`'s position most like it, the one written or used last
+    /// (`get` touches a key file, as `insert` writes it) among equals. The index is
+    /// made on the first call (a miss, when work is about to be done anyway) from the
+    /// records in the store, so nothing beside them is kept or pruned.
+    pub fn previous_at(&self, now: &StepInputs) -> Option<CacheRecord> {
+        let index = self.positions.get_or_init(|| {
+            let mut index: std::collections::HashMap<String, Vec<(SystemTime, CacheRecord)>> = std::collections::HashMap::new();
+            for e in fs::read_dir(self.store.root().join(KEYS_DIR)).into_iter().flatten().flatten() {
+                let Some(key) = CacheKey::from_hex(&e.file_name().to_string_lossy()) else { continue };
+                let used = e.metadata().and_then(|m| m.modified()).unwrap_or(UNIX_EPOCH);
+                let Ok(Some(rec)) = self.read(&key, false) else { continue };
+                let Some(pos) = rec.inputs.as_ref().map(|i| i.position.clone()) else { continue };
+                index.entry(pos).or_default().push((used, rec));
+            }
+            index
+        });
+        let candidates = index.get(&now.position)?;
+        let best = candidates.iter().max_by_key(|(used, r)| (r.inputs.as_ref().map(|i| i.likeness(now)).unwrap_or(0), *used))?;
+        Some(best.1.clone())
+    }
+
     /// Synchronous lookup (the trait's `probe` wraps it).
     pub fn get(&self, key: &CacheKey) -> Result<Option<CacheRecord>, CacheError> {
+        self.read(key, true)
+    }
+
+    /// The record of `key`; `touch`: mark it used (prune keeps used records longest).
+    fn read(&self, key: &CacheKey, touch: bool) -> Result<Option<CacheRecord>, CacheError> {
         let p = self.key_path(key);
         let text = match fs::read_to_string(&p) {
             Ok(t) => t,
@@ -290,8 +360,10 @@ impl LocalCache {
             }
         }
         // Recently used records are pruned last (best effort).
-        if let Ok(f) = fs::File::options().write(true).open(&p) {
-            let _ = f.set_modified(SystemTime::now());
+        if touch {
+            if let Ok(f) = fs::File::options().write(true).open(&p) {
+                let _ = f.set_modified(SystemTime::now());
+            }
         }
         Ok(Some(rec))
     }
@@ -327,6 +399,9 @@ impl LayerCache for LocalCache {
     }
     fn put<'a>(&'a self, record: &'a CacheRecord, _store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
         async move { self.insert(record) }.boxed()
+    }
+    fn previous<'a>(&'a self, now: &'a StepInputs) -> BoxFuture<'a, Option<CacheRecord>> {
+        async move { self.previous_at(now) }.boxed()
     }
     fn probe_concurrency(&self) -> usize {
         self.opts.probe_concurrency

@@ -408,6 +408,19 @@ impl LayerCache for RegistryCache {
         }
     }
 
+    fn previous<'a>(&'a self, now: &'a crate::layercache::StepInputs) -> BoxFuture<'a, Option<CacheRecord>> {
+        async move {
+            let Flavour::Manifest(m) = &self.flavour else { return None };
+            let all = self.import(m).await;
+            all.values()
+                .map(|(r, _)| r)
+                .filter_map(|r| r.inputs.as_ref().filter(|i| i.position == now.position).map(|i| (i.likeness(now), r.created, r)))
+                .max_by_key(|(l, c, _)| (*l, *c))
+                .map(|(_, _, r)| r.clone())
+        }
+        .boxed()
+    }
+
     fn set_image_keys(&self, keys: &[String]) {
         if let Flavour::Manifest(m) = &self.flavour {
             *m.image_keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(keys.iter().cloned().collect());

@@ -141,6 +141,11 @@ pub struct BuildArgs {
     /// writes; RUN steps still see it during the build (Kaniko's --ignore-path). Repeatable.
     #[arg(long = "ignore-path", value_name = "PATH")]
     pub ignore_paths: Vec<PathBuf>,
+    /// Explain every cache miss in full (each part of the step's key, before and
+    /// after); `--explain=values` also keeps and shows build arg values that look like
+    /// credentials. Without it, each miss still gets one line naming what changed.
+    #[arg(long = "explain", value_name = "values", num_args = 0..=1, default_missing_value = "full")]
+    pub explain: Option<String>,
     /// BuildKit-style cache to read: type=registry,ref=REF or type=local,src=DIR[,tag=T]. Repeatable.
     #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
     pub cache_from: Vec<String>,
@@ -426,6 +431,12 @@ impl BuildArgs {
             context_uri: std::env::var(crate::options::attest::CONTEXT_URI_ENV).ok().filter(|v| !v.is_empty()),
             context_commit: std::env::var(crate::options::attest::CONTEXT_COMMIT_ENV).ok().filter(|v| !v.is_empty()),
             cache_from: self.cache_from.iter().map(|c| crate::options::cachespec::parse_cache_from(c).map_err(|e| anyhow!("{e}"))).collect::<Result<_>>()?,
+            explain: match self.explain.as_deref() {
+                None => crate::options::ExplainMode::Summary,
+                Some("full") => crate::options::ExplainMode::Full,
+                Some("values") => crate::options::ExplainMode::Values,
+                Some(other) => bail!("--explain={other}: expected --explain or --explain=values"),
+            },
             cache_to: self.cache_to.as_deref().map(|c| crate::options::cachespec::parse_cache_to(c).map_err(|e| anyhow!("{e}"))).transpose()?,
             registry: self.registry.to_options()?,
             labels: self

@@ -66,6 +66,9 @@ struct CacheFile {
 
 /// Hashes COPY/ADD sources of one build context, remembering file hashes between
 /// builds.
+/// Files listed per selection for miss explanations; more are summarised.
+pub const LISTED_FILES: usize = 2000;
+
 pub struct ContextHasher {
     context: PathBuf,
     matcher: Matcher,
@@ -78,6 +81,8 @@ pub struct ContextHasher {
     /// Owners enter the digest (a stage's files keep theirs when copied or mounted).
     include_owners: bool,
     racy_window: Duration,
+    /// Per selection, the files it held (for explaining cache misses).
+    listings: std::collections::BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl ContextHasher {
@@ -107,6 +112,7 @@ impl ContextHasher {
             allow_empty_wildcard: false,
             include_owners: false,
             racy_window: Duration::from_secs(2),
+            listings: Default::default(),
         })
     }
 
@@ -146,8 +152,15 @@ impl ContextHasher {
     }
 
     /// The digest of what `sources` select: `sha256:<hex>`.
+    /// What [`digest_sources`](Self::digest_sources) saw, by sources (joined by
+    /// newlines): path → content digest, at most `explain::MAX_FILES + 1` entries.
+    pub fn take_listings(&mut self) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+        std::mem::take(&mut self.listings)
+    }
+
     pub fn digest_sources(&mut self, sources: &[String]) -> Result<String> {
         let started = SystemTime::now();
+        let mut listing: Vec<(String, String)> = Vec::new();
         let mut h = Sha256::new();
         h.update(b"kiln-context-v1\n");
         for src in sources {
@@ -166,6 +179,9 @@ impl ContextHasher {
                         }
                         _ => "-".into(),
                     };
+                    if listing.len() <= LISTED_FILES {
+                        listing.push((e.path.clone(), format!("{} {:o} {}", e.kind.letter(), e.mode, content)));
+                    }
                     let owner = if self.include_owners { format!(" {}:{}", e.uid, e.gid) } else { String::new() };
                     h.update(
                         format!("{} {:o} {} {} {}{owner}\n", e.kind.letter(), e.mode, e.size, quote(under.as_bytes()), content)
@@ -174,6 +190,7 @@ impl ContextHasher {
                 }
             }
         }
+        self.listings.insert(sources.join("\n"), listing);
         Ok(format!("sha256:{}", hex::encode(h.finalize())))
     }
 

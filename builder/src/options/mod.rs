@@ -5,6 +5,19 @@
 pub mod attest;
 pub mod cachespec;
 
+/// How a cache miss is explained (`solver/explain.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExplainMode {
+    /// One line per miss naming what changed (always).
+    #[default]
+    Summary,
+    /// `--explain`: and every part of the key, before and after.
+    Full,
+    /// `--explain=values`: and build arg values that look like credentials are kept
+    /// in the records and shown.
+    Values,
+}
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -53,6 +66,8 @@ pub struct BuildOptions {
     /// `--build-context NAME=VALUE`, by NAME as given.
     pub named_contexts: BTreeMap<String, NamedContext>,
     pub no_cache_filter: Vec<String>,
+    /// `--explain[=values]`: how much a cache miss explanation shows.
+    pub explain: ExplainMode,
     pub cache_ttl: Option<std::time::Duration>,
     pub cache_repo: Option<Reference>,
     pub cache_from: Vec<cachespec::CacheImport>,
@@ -167,6 +182,7 @@ impl BuildOptions {
             pull: PullPolicy::Missing,
             named_contexts: BTreeMap::new(),
             no_cache_filter: Vec::new(),
+            explain: ExplainMode::Summary,
             cache_ttl: None,
             cache_repo: None,
             cache_from: Vec::new(),

@@ -233,6 +233,32 @@ impl Reporter {
         }
     }
 
+    /// A step that runs although a record existed for its place: what changed
+    /// (`changes`: input kind, name, sentence), and with `--explain` every part.
+    pub fn cache_miss(&self, s: &StepRef<'_>, changes: &[(&str, &str, &str)], full: Option<&str>) {
+        match self.mode {
+            Mode::Json => {
+                let list: Vec<serde_json::Value> = changes.iter().map(|(i, n, d)| json!({"input": i, "name": n, "detail": d})).collect();
+                let mut v = json!({"event": "cache_miss", "step": s.n, "name": s.name, "instruction": s.text, "changes": list});
+                if let Some(f) = full {
+                    v["comparison"] = json!(f);
+                }
+                self.json(v);
+            }
+            Mode::Quiet => {}
+            _ => {
+                let what: Vec<&str> = changes.iter().map(|(_, _, d)| *d).collect();
+                let head = if s.name.is_empty() { String::new() } else { format!("[{}] ", s.name) };
+                let mut line = format!("cache miss: {head}{}: {}", s.text, what.join("; "));
+                if let Some(f) = full {
+                    line.push('\n');
+                    line.push_str(f.trim_end());
+                }
+                self.line(&line);
+            }
+        }
+    }
+
     /// Something the user should know that does not stop the build.
     pub fn warn(&self, message: &str) {
         match self.mode {

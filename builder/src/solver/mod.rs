@@ -41,6 +41,7 @@ mod squash;
 mod prepare;
 mod rootfs;
 mod schedule;
+mod explain;
 mod stage;
 mod step_filter;
 #[cfg(test)]
@@ -85,6 +86,8 @@ pub(crate) struct Ctx {
     new_records: std::sync::Mutex<Vec<CacheRecord>>,
     /// The cache hits the build took (from any cache), for the exporting caches.
     used_hits: std::sync::Mutex<Vec<CacheRecord>>,
+    /// Context files per COPY/ADD selection (path → digest), for miss explanations.
+    context_files: BTreeMap<String, Vec<(String, String)>>,
     rt: tokio::runtime::Handle,
     /// Steps run and steps served from the cache, for the summary.
     counts: (std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize),
@@ -220,7 +223,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     let ignore = crate::context::dockerignore::load_for(&opts.context, &opts.dockerfile)?;
 
     let caches = layer_caches(&opts, &store, &registry)?;
-    let (keys, hits) = keys_and_hits(&opts, &jobs, &pulled, &resolved, &ignore, &caches).await?;
+    let (keys, hits, context_files) = keys_and_hits(&opts, &jobs, &pulled, &resolved, &ignore, &caches).await?;
     let lazy: BTreeMap<Digest, usize> = hits
         .values()
         .filter_map(|(i, r)| r.layer.as_ref().filter(|l| !store.has(&l.digest)).map(|l| (l.digest.clone(), *i)))
@@ -240,6 +243,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         lazy: std::sync::Mutex::new(lazy),
         new_records: std::sync::Mutex::new(Vec::new()),
         used_hits: std::sync::Mutex::new(Vec::new()),
+        context_files,
         rt: tokio::runtime::Handle::current(),
         counts: Default::default(),
     };
@@ -510,7 +514,7 @@ async fn keys_and_hits(
     resolved: &BTreeMap<String, crate::steps::urlcache::Resolved>,
     ignore: &crate::context::dockerignore::Matcher,
     caches: &[Box<dyn LayerCache>],
-) -> Result<(BTreeMap<JobId, JobKeys>, Hits)> {
+) -> Result<(BTreeMap<JobId, JobKeys>, Hits, BTreeMap<String, Vec<(String, String)>>)> {
     // Every key up front: the context is hashed once (incrementally, with a stat
     // cache), then all keys are probed in parallel before anything runs.
     let hasher_ignore = ignore.clone();
@@ -532,6 +536,7 @@ async fn keys_and_hits(
         keys.insert(JobId(id), k);
     }
     let _ = hasher.save();
+    let context_files = hasher.take_listings();
     let mut hits: BTreeMap<String, (usize, CacheRecord)> = BTreeMap::new();
     if !opts.no_cache {
         let mut wanted: Vec<CacheKey> = Vec::new();
@@ -559,7 +564,7 @@ async fn keys_and_hits(
             }
         }
     }
-    Ok((keys, hits))
+    Ok((keys, hits, context_files))
 }
 
 /// Whether an export failed because a blob is not in the content store (a lazily

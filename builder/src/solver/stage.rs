@@ -93,12 +93,16 @@ pub(super) fn run_stage(cx: &Ctx, job_id: JobId, job: &Job, pulled: &PulledMap, 
         } else {
             None
         };
+        let explained = cacheable.then(|| super::explain::step_inputs(cx, job_id, job, i, pulled));
         if let Some(rec) = content.as_ref().and_then(|c| probe_late(cx, c)) {
             last_time = take_hit(cx, &sref, &mut state, &rec, &step.created_by);
             // Found by content: the step's own key leads to the same layer next time.
-            remember(cx, key, &state, &step.created_by, &last_time);
+            remember(cx, key, &state, &step.created_by, &last_time, explained.as_ref());
             content_parent = content;
             continue;
+        }
+        if let (true, Some(now)) = (probe, &explained) {
+            super::explain::explain_miss(cx, &sref, key, now);
         }
         progress::get().step(&sref, progress::State::Running, None, None);
         let started = std::time::Instant::now();
@@ -110,9 +114,9 @@ pub(super) fn run_stage(cx: &Ctx, job_id: JobId, job: &Job, pulled: &PulledMap, 
         last_time = cx.created.clone();
         state.push_history(&last_time, &step.created_by, false);
         if cacheable {
-            remember(cx, key, &state, &step.created_by, &last_time);
+            remember(cx, key, &state, &step.created_by, &last_time, explained.as_ref());
             if let Some(c) = &content {
-                remember(cx, c, &state, &step.created_by, &last_time);
+                remember(cx, c, &state, &step.created_by, &last_time, explained.as_ref());
             }
         }
         content_parent = content;
@@ -219,7 +223,7 @@ fn take_hit(cx: &Ctx, sref: &StepRef<'_>, state: &mut ImageState, rec: &CacheRec
 }
 
 /// Queue a cache record for the step that just added the last layer of `state`.
-pub(super) fn remember(cx: &Ctx, key: &CacheKey, state: &ImageState, created_by: &str, time: &str) {
+pub(super) fn remember(cx: &Ctx, key: &CacheKey, state: &ImageState, created_by: &str, time: &str, inputs: Option<&kiln_cache::layercache::StepInputs>) {
     let l = state.layers.last().expect("the step added a layer");
     let mut rec = CacheRecord::new(
         key,
@@ -228,6 +232,7 @@ pub(super) fn remember(cx: &Ctx, key: &CacheKey, state: &ImageState, created_by:
         created_by,
     );
     rec.history_created = Some(time.to_string());
+    rec.inputs = inputs.cloned();
     cx.new_records.lock().expect("records").push(rec);
 }
 
