@@ -10,19 +10,9 @@ use std::str::FromStr;
 
 use kiln_oci::{Digest, IndexEntry};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+#[path = "../../integration/src/fuzzrng.rs"]
+mod fuzzrng;
+use fuzzrng::Rng;
 
 const DOCS: &[&str] = &[
     r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}]}"#,
@@ -97,10 +87,7 @@ fn exercise(bytes: &[u8], header: &str, reference: &str, creds_file: &std::path:
 
 #[test]
 fn fuzz_registry_parsers() {
-    let secs: f64 = std::env::var("KILN_FUZZ_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0);
-    let seed: u64 = std::env::var("KILN_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    }) | 1;
+    let (seed, secs) = fuzzrng::seed_and_secs(2.0);
     let dir = tempfile::tempdir().unwrap();
     let creds = dir.path().join("config.json");
     let mut r = Rng(seed);

@@ -8,19 +8,9 @@
 use kiln_frontend::*;
 use std::collections::BTreeMap;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+#[path = "../../integration/src/fuzzrng.rs"]
+mod fuzzrng;
+use fuzzrng::Rng;
 
 const CORPUS: &[&str] = &[
     "FROM 127.0.0.1:5000/base/busybox:latest\nWORKDIR /app\nCOPY hello.txt ./\nRUN echo \"built by RUN\" > /app/built.txt && chmod 0640 /app/built.txt\nENV GREETING=\"hello world\"\nCMD [\"cat\", \"/app/hello.txt\"]\n",
@@ -239,10 +229,7 @@ fn mutate(r: &mut Rng, doc: &str) -> String {
 
 #[test]
 fn fuzz_timed() {
-    let secs: f64 = std::env::var("KILN_FUZZ_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0);
-    let seed: u64 = std::env::var("KILN_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    }) | 1;
+    let (seed, secs) = fuzzrng::seed_and_secs(2.0);
     let corpus = corpus();
     let mut r = Rng(seed);
     let start = std::time::Instant::now();

@@ -14,22 +14,9 @@ use common::*;
 use kiln_oci::media::LayerCompression;
 use kiln_snapshotter::{apply_layer, apply_layer_onto};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
-}
+#[path = "../../integration/src/fuzzrng.rs"]
+mod fuzzrng;
+use fuzzrng::Rng;
 
 /// Names and link targets an ordinary layer has (so that most layers get deep into
 /// the applier), and hostile ones; `@OUT` becomes the sibling directory's absolute path.
@@ -109,10 +96,7 @@ fn fresh(dir: &std::path::Path) {
 
 #[test]
 fn fuzz_layer_applier() {
-    let secs: f64 = std::env::var("KILN_FUZZ_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0);
-    let seed: u64 = std::env::var("KILN_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    }) | 1;
+    let (seed, secs) = fuzzrng::seed_and_secs(2.0);
     let sb = Sandbox::new();
     let out = sb.outside().display().to_string();
     let (lower, upper) = (sb.root().join("lower"), sb.root().join("upper"));

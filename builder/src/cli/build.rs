@@ -308,7 +308,28 @@ impl BuildArgs {
         }
     }
 
+    /// `--cache-from`, `--cache-to` (its compression must be the build's: the cache
+    /// holds the layers the build made) and `--explain`.
+    fn cache_options(&self) -> Result<(Vec<crate::options::cachespec::CacheImport>, Option<crate::options::cachespec::CacheExport>, crate::options::ExplainMode)> {
+        use crate::options::cachespec::{parse_cache_from, parse_cache_to};
+        let from = self.cache_from.iter().map(|c| parse_cache_from(c).map_err(|e| anyhow!("{e}"))).collect::<Result<_>>()?;
+        let to = self.cache_to.as_deref().map(parse_cache_to).transpose().map_err(|e| anyhow!("{e}"))?;
+        if let Some(c) = to.as_ref().and_then(|t| t.compression.as_deref()) {
+            if c.parse::<kiln_snapshotter::Compression>().ok() != self.compression.parse::<kiln_snapshotter::Compression>().ok() {
+                bail!("--cache-to compression={c}: the cache holds the layers this build makes, compressed with --compression {}; pass --compression {c} to build with it", self.compression);
+            }
+        }
+        let explain = match self.explain.as_deref() {
+            None => crate::options::ExplainMode::Summary,
+            Some("full") => crate::options::ExplainMode::Full,
+            Some("values") => crate::options::ExplainMode::Values,
+            Some(other) => bail!("--explain={other}: expected --explain or --explain=values"),
+        };
+        Ok((from, to, explain))
+    }
+
     pub fn validate(self) -> Result<BuildOptions> {
+        let (cache_from, cache_to, explain) = self.cache_options()?;
         if !self.context.is_dir() {
             bail!("build context {:?} is not a directory", self.context);
         }
@@ -374,14 +395,6 @@ impl BuildArgs {
                 _ => Err(anyhow!("--add-host {h:?}: expected HOST:IP (e.g. db:10.0.0.5)")),
             })
             .collect::<Result<Vec<_>>>()?;
-        // The cache holds the layers the build made: a compression= of --cache-to must
-        // be the build's own, or the user would not get what they asked for.
-        if let Some(c) = self.cache_to.as_deref().map(crate::options::cachespec::parse_cache_to).transpose().map_err(|e| anyhow!("{e}"))?.and_then(|c| c.compression) {
-            let same = c.parse::<kiln_snapshotter::Compression>().ok() == self.compression.parse::<kiln_snapshotter::Compression>().ok();
-            if !same {
-                bail!("--cache-to compression={c}: the cache holds the layers this build makes, compressed with --compression {}; pass --compression {c} to build with it", self.compression);
-            }
-        }
         Ok(BuildOptions {
             context,
             dockerfile,
@@ -430,14 +443,9 @@ impl BuildArgs {
                 .map_err(|e| anyhow!("{e}"))?,
             context_uri: std::env::var(crate::options::attest::CONTEXT_URI_ENV).ok().filter(|v| !v.is_empty()),
             context_commit: std::env::var(crate::options::attest::CONTEXT_COMMIT_ENV).ok().filter(|v| !v.is_empty()),
-            cache_from: self.cache_from.iter().map(|c| crate::options::cachespec::parse_cache_from(c).map_err(|e| anyhow!("{e}"))).collect::<Result<_>>()?,
-            explain: match self.explain.as_deref() {
-                None => crate::options::ExplainMode::Summary,
-                Some("full") => crate::options::ExplainMode::Full,
-                Some("values") => crate::options::ExplainMode::Values,
-                Some(other) => bail!("--explain={other}: expected --explain or --explain=values"),
-            },
-            cache_to: self.cache_to.as_deref().map(|c| crate::options::cachespec::parse_cache_to(c).map_err(|e| anyhow!("{e}"))).transpose()?,
+            explain,
+            cache_from,
+            cache_to,
             registry: self.registry.to_options()?,
             labels: self
                 .labels

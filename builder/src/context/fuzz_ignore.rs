@@ -8,19 +8,9 @@
 
 use super::dockerignore::Matcher;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+#[path = "../../../integration/src/fuzzrng.rs"]
+mod fuzzrng;
+use fuzzrng::Rng;
 
 const PIECES: &[&str] = &[
     "a", "b", "c", "node_modules", ".git", ".env", "*", "**", "?", "/", "/", "/", ".", "..", "[a-c]", "[^a]", "[!b]", "[", "]", "\\",
@@ -45,10 +35,7 @@ fn path(r: &mut Rng, depth: usize) -> String {
 
 #[test]
 fn fuzz_dockerignore_matcher() {
-    let secs: f64 = std::env::var("KILN_FUZZ_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0);
-    let seed: u64 = std::env::var("KILN_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    }) | 1;
+    let (seed, secs) = fuzzrng::seed_and_secs(2.0);
     let mut r = Rng(seed);
     let start = std::time::Instant::now();
     let (mut files, mut parsed, mut matches) = (0u64, 0u64, 0u64);

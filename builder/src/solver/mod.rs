@@ -41,6 +41,7 @@ mod squash;
 mod prepare;
 mod rootfs;
 mod schedule;
+mod caches;
 mod explain;
 mod stage;
 mod step_filter;
@@ -222,7 +223,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     crate::fsutil::remove_dead_builds_scratch(&scratch);
     let ignore = crate::context::dockerignore::load_for(&opts.context, &opts.dockerfile)?;
 
-    let caches = layer_caches(&opts, &store, &registry)?;
+    let caches = caches::layer_caches(&opts, &store, &registry)?;
     let (keys, hits, context_files) = keys_and_hits(&opts, &jobs, &pulled, &resolved, &ignore, &caches).await?;
     let lazy: BTreeMap<Digest, usize> = hits
         .values()
@@ -261,32 +262,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     .await
     .context("the build was interrupted")??;
 
-    // Remember what ran, in every cache (local, and --cache-repo / --cache-to).
-    let records = std::mem::take(&mut *cx.new_records.lock().expect("records"));
-    let image_keys = image_step_keys(&cx, &plans);
-    // Hits of this build's steps, taken or not (a stage whose result was a hit
-    // further on is part of the build's cache chain, as BuildKit exports it in
-    // mode=max), and the late hits the build took; mode=min filters them below.
-    let mut used = std::mem::take(&mut *cx.used_hits.lock().expect("hits"));
-    used.extend(cx.hits.values().map(|(_, r)| r.clone()));
-    for cache in &cx.caches {
-        for r in &used {
-            cache.mark_used(r, &cx.store);
-        }
-        for r in &records {
-            if let Err(e) = cache.put(r, &cx.store).await {
-                crate::progress::get().warn(&format!("could not store cache record {}: {e:#}", &r.key[..12]));
-            }
-        }
-        cache.set_image_keys(&image_keys);
-        if let Err(e) = cache.flush(&cx.store).await {
-            // --cache-to ignore-error=false asks for a failed export to fail the build.
-            if cx.opts.cache_to.as_ref().is_some_and(|c| c.ignore_error == Some(false)) {
-                return Err(anyhow!("writing the cache (--cache-to ignore-error=false): {e:#}"));
-            }
-            crate::progress::get().warn(&format!("could not write the cache: {e:#}"));
-        }
-    }
+    caches::write_caches(&cx, &plans).await?;
 
     let images = final_images(&cx, &plans, &results, &squash_keep)?;
     // Outputs of the root filesystem: they mount the layers.
@@ -320,13 +296,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         facts.finished = timefmt::now_secs();
         crate::export::attach::AttestInput { scans: g.scans, materials: g.materials, facts, created: cx.created.clone() }
     });
-    let mut mount_from = mount_sources(&plans);
-    // Cached layers live in the cache repositories: pushes mount them from there.
-    let cache_refs = cx.opts.cache_from.iter().map(|c| &c.location).chain(cx.opts.cache_to.iter().map(|c| &c.location));
-    mount_from.extend(cx.opts.cache_repo.iter().cloned().chain(cache_refs.filter_map(|l| match l {
-        kiln_cache::registrycache::CacheLocation::Registry(r) => Some(r.clone()),
-        kiln_cache::registrycache::CacheLocation::Layout { .. } => None,
-    })));
+    let mount_from = caches::push_mount_sources(&cx, &plans);
     // Outputs written from the store need every blob; a push only needs the ones
     // the registry cannot mount, so it fetches lazily cached layers only on demand.
     // A local name (`-t` without `--push`) is an output of the store too.
@@ -349,25 +319,6 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
 }
 
 /// Each target's image: its stage's result with `--label`s, squashed with `--squash`.
-/// The keys of the steps whose layers the built images hold: the target stage's and
-/// those of the stages it is built `FROM`, on every platform (`--cache-to mode=min`).
-fn image_step_keys(cx: &Ctx, plans: &[TargetPlan]) -> Vec<String> {
-    let mut keys = Vec::new();
-    for plan in plans {
-        let mut stage = Some(plan.graph.target);
-        while let Some(s) = stage {
-            if let Some(k) = plan.jobs.get(&s).and_then(|j| cx.keys.get(j)) {
-                keys.extend(k.steps.iter().map(|k| k.hex().to_string()));
-            }
-            stage = match plan.graph.stages.get(s.0).map(|st| &st.base) {
-                Some(kiln_frontend::Base::Stage(parent)) => Some(*parent),
-                _ => None,
-            };
-        }
-    }
-    keys
-}
-
 fn final_images(cx: &Ctx, plans: &[TargetPlan], results: &BTreeMap<JobId, ImageState>, squash_keep: &[usize]) -> Result<Vec<(Platform, ImageState)>> {
     let mut images = Vec::new();
     for (n, plan) in plans.iter().enumerate() {
@@ -680,20 +631,4 @@ impl crate::plan::keys::KeyInputs for KeySources<'_> {
     }
 }
 
-/// The local layer cache, plus `--cache-repo` (Kaniko style) and
-/// `--cache-from`/`--cache-to` (BuildKit style) registry caches.
-fn layer_caches(opts: &BuildOptions, store: &ContentStore, registry: &Registry) -> Result<Vec<Box<dyn LayerCache>>> {
-    let copts = || CacheOptions { ttl: opts.cache_ttl, ..Default::default() };
-    let mut caches: Vec<Box<dyn LayerCache>> = vec![Box::new(LocalCache::new(store.clone(), copts()))];
-    if let Some(repo) = &opts.cache_repo {
-        let repo_cache = RegistryCache::repo(registry.clone(), repo.clone(), copts());
-        caches.push(Box::new(step_filter::StepFilter { inner: repo_cache, steps: opts.cache_repo_steps }));
-    }
-    if !opts.cache_from.is_empty() || opts.cache_to.is_some() {
-        let from = opts.cache_from.iter().map(|c| c.location.clone()).collect();
-        let to = opts.cache_to.as_ref().map(|c| (c.location.clone(), c.mode));
-        caches.push(Box::new(RegistryCache::manifest(registry.clone(), from, to, copts())));
-    }
-    Ok(caches)
-}
 
