@@ -151,13 +151,14 @@ impl ContextHasher {
         self.racy_window = d;
     }
 
-    /// The digest of what `sources` select: `sha256:<hex>`.
     /// What [`digest_sources`](Self::digest_sources) saw, by sources (joined by
-    /// newlines): path → content digest, at most `explain::MAX_FILES + 1` entries.
+    /// newlines): path → content digest, at most [`LISTED_FILES`] + 1 entries (one more
+    /// than listed says there were more).
     pub fn take_listings(&mut self) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
         std::mem::take(&mut self.listings)
     }
 
+    /// The digest of what `sources` select: `sha256:<hex>`.
     pub fn digest_sources(&mut self, sources: &[String]) -> Result<String> {
         let started = SystemTime::now();
         let mut listing: Vec<(String, String)> = Vec::new();

@@ -14,9 +14,6 @@ use kiln_frontend::{Base, StepInput, StepKind};
 use super::*;
 use crate::options::ExplainMode;
 
-/// Context files listed per input in a record; a bigger selection is summarised.
-pub(super) const MAX_FILES: usize = 2000;
-
 /// What a record keeps of a build arg that looks like a credential.
 const HIDDEN: &str = "set (value not kept)";
 
@@ -52,7 +49,6 @@ pub(super) fn step_inputs(cx: &Ctx, job_id: JobId, job: &Job, i: usize, pulled: 
     let values = cx.opts.explain == ExplainMode::Values;
     // The config-only steps (ARG, ENV, USER, ...) right before this one are links of
     // its key chain: what they hold is named here, as they get no line of their own.
-    let materials = [step.cache_material.as_str()];
     let mut declared: Vec<(String, Option<String>)> = Vec::new();
     // The first of those config steps: its parent is the step before that changes
     // files (or the base), which is what "an earlier step changed" is about.
@@ -71,17 +67,13 @@ pub(super) fn step_inputs(cx: &Ctx, job_id: JobId, job: &Job, i: usize, pulled: 
             }
         }
     }
-    let material_args = materials.iter().flat_map(|m| m.lines()).filter_map(|l| l.strip_prefix("arg ")).map(split_arg);
-    let declared_args = declared.into_iter().map(|(n, v)| (n, v.unwrap_or_else(|| "null".to_string())));
-    for (name, value) in declared_args.chain(material_args) {
-        let shown = if value == "null" {
-            "unset".to_string()
-        } else if values || !looks_like_credential(&name) {
-            format!("value {value}")
-        } else {
+    for (name, value) in declared.iter().chain(&step.args_used) {
+        let shown = match value {
+            None => "unset".to_string(),
+            Some(v) if values || !looks_like_credential(name) => format!("value {v}"),
             // Not even a digest: a hash of a short token can be checked by guessing,
             // and records travel to registries. A change shows in the key alone.
-            HIDDEN.to_string()
+            Some(_) => HIDDEN.to_string(),
         };
         parts.insert(format!("arg {name}"), shown);
     }
@@ -97,7 +89,7 @@ pub(super) fn step_inputs(cx: &Ctx, job_id: JobId, job: &Job, i: usize, pulled: 
         let label = match input {
             StepInput::Context { sources } => {
                 if let Some(list) = cx.context_files.get(&sources.join("\n")) {
-                    if list.len() > MAX_FILES {
+                    if list.len() > crate::context::hasher::LISTED_FILES {
                         files_truncated = true;
                     } else {
                         files.extend(list.iter().cloned());
@@ -105,7 +97,7 @@ pub(super) fn step_inputs(cx: &Ctx, job_id: JobId, job: &Job, i: usize, pulled: 
                 }
                 format!("context {}", sources.join(" "))
             }
-            StepInput::Stage(j) => format!("stage {}", job_stage_name(cx, job_id, *j)),
+            StepInput::Stage(j) => format!("stage {j}"),
             StepInput::Image(r) => format!("image {r}"),
         };
         parts.insert(label, digest);
@@ -120,27 +112,11 @@ pub(super) fn step_inputs(cx: &Ctx, job_id: JobId, job: &Job, i: usize, pulled: 
                 "{r}@{}",
                 pulled.get(&(r.clone(), job.platform.to_string())).map(|p| p.manifest_digest.to_string()).unwrap_or_default()
             ),
-            Base::Stage(j) => format!("stage {} {}", job_stage_name(cx, job_id, *j), keys.base.hex()),
+            Base::Stage(j) => format!("stage {j} {}", keys.base.hex()),
         };
         parts.insert("base".to_string(), base);
     }
     StepInputs { position, parent: keys.parent_of(first).hex().to_string(), parts, files, files_truncated }
-}
-
-fn job_stage_name(cx: &Ctx, _job: JobId, stage: kiln_frontend::StageIdx) -> String {
-    let _ = cx;
-    stage.to_string()
-}
-
-/// `"NAME" "VALUE"` (JSON strings) or `"NAME" null` of a material line.
-fn split_arg(rest: &str) -> (String, String) {
-    let mut de = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
-    let name = de.next().and_then(|v| v.ok()).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let value = match de.next().and_then(|v| v.ok()) {
-        Some(serde_json::Value::String(s)) => s,
-        _ => "null".to_string(),
-    };
-    (name, value)
 }
 
 /// One changed input, as the miss line names it.
