@@ -123,8 +123,15 @@ pub(crate) fn tls_hint(message: &str, target: &str) -> Option<String> {
             " (the registry refused the TLS handshake: it may require a client certificate; give one with --registry-client-cert {host}=CERT,KEY, signed by a CA it trusts)"
         ));
     }
-    message.contains("certificate").then(|| {
-        format!(" (TLS: trust the registry's CA with --registry-certificate FILE, or use --insecure-registry {host})")
+    if message.contains("certificate") {
+        return Some(format!(" (TLS: trust the registry's CA with --registry-certificate FILE, or use --insecure-registry {host})"));
+    }
+    // With TLS 1.3 the client's side of the handshake ends before the server has
+    // judged its certificate: a registry that wants one then just drops the
+    // connection, and all that is left is that it went away.
+    const DROPPED: &[&str] = &["connection was not ready", "connection closed before message completed", "Connection reset by peer", "unexpected EOF"];
+    (message.contains("https://") && DROPPED.iter().any(|d| message.contains(d))).then(|| {
+        format!(" (the registry closed the TLS connection: it may require a client certificate; give one with --registry-client-cert {host}=CERT,KEY, signed by a CA it trusts)")
     })
 }
 
@@ -167,4 +174,25 @@ where
 {
     let what = format!("{op} {}", r.name());
     retry(attempts, &what, transient, f).await.map_err(|e| into_error(op, r.name(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_hint;
+
+    #[test]
+    fn tls_failures_get_the_flag_that_helps() {
+        let t = "reg:5000/app";
+        let alert = "error sending request: received fatal alert: CertificateRequired";
+        assert!(tls_hint(alert, t).is_some_and(|h| h.contains("--registry-client-cert reg:5000=")));
+        let unknown = "error sending request: invalid peer certificate: UnknownIssuer";
+        assert!(tls_hint(unknown, t).is_some_and(|h| h.contains("--registry-certificate")));
+        // TLS 1.3: the server drops the connection after the handshake (seen from a
+        // registry that requires a client certificate).
+        let dropped = "error sending request for url (https://reg:5000/v2/): client error (Canceled): operation was canceled: connection was not ready";
+        assert!(tls_hint(dropped, t).is_some_and(|h| h.contains("--registry-client-cert")));
+        // Plain HTTP that went away is not a TLS matter.
+        assert_eq!(tls_hint("error sending request for url (http://reg:5000/v2/): connection was not ready", t), None);
+        assert_eq!(tls_hint("manifest unknown", t), None);
+    }
 }
