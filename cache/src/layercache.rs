@@ -209,6 +209,46 @@ pub enum CacheError {
     MissingLayer(Digest),
 }
 
+/// The contents of a `RUN --mount=type=cache` as a registry cache carries them
+/// (`cache-mounts=true`): the bundles of `kiln_snapshotter::bundle`, applied in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MountRecord {
+    /// The mount's `id` (its target when it has none), as the local cache names it.
+    pub id: String,
+    pub bundles: Vec<LayerRecord>,
+    /// File bytes and entries of the tree, for progress and limits.
+    pub bytes: u64,
+    pub entries: u64,
+    /// Platforms of the steps that used it (BuildKit shares a cache id across
+    /// platforms; so does kiln: this is for people reading the manifest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// When a build last used it (seconds since the epoch): what `cache-mounts-ttl` compares.
+    pub last_used: u64,
+}
+
+impl MountRecord {
+    /// Whether a build used it within `ttl`.
+    pub fn is_fresh(&self, ttl: Option<Duration>) -> bool {
+        ttl.is_none_or(|t| now_secs().saturating_sub(self.last_used) <= t.as_secs())
+    }
+
+    /// Compressed bytes of its bundles.
+    pub fn size(&self) -> u64 {
+        self.bundles.iter().map(|b| b.size).sum()
+    }
+}
+
+/// `--cache-to …,cache-mounts=true`: an export that carries cache mounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MountExport {
+    /// `cache-mounts-max-size=`: a mount bigger than this (file bytes) stays local.
+    pub max_size: Option<u64>,
+    /// `cache-mounts-ttl=`: a mount of the imported cache that no build used for this
+    /// long is not carried into the export.
+    pub ttl: Option<Duration>,
+}
+
 /// Options shared by the cache implementations.
 #[derive(Clone, Debug)]
 pub struct CacheOptions {
@@ -264,6 +304,25 @@ pub trait LayerCache: Send + Sync {
     /// A record this build took (a hit, from any cache): an exporting cache keeps it
     /// for [`flush`](Self::flush); probe hits that were not taken are not exported.
     fn mark_used(&self, _record: &CacheRecord, _store: &ContentStore) {}
+
+    /// The cache mount `id` as this cache brings it (`--cache-from` of an export made
+    /// with `cache-mounts=true`).
+    fn mount_record<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, Option<MountRecord>> {
+        async { None }.boxed()
+    }
+
+    /// Makes a mount record's bundles present in `store`, verified.
+    fn fetch_mount<'a>(&'a self, _rec: &'a MountRecord, _store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
+        async { Ok(()) }.boxed()
+    }
+
+    /// Whether this cache's export carries cache mounts, and its limits.
+    fn mount_export(&self) -> Option<MountExport> {
+        None
+    }
+
+    /// A cache mount as this build leaves it (bundles in the store), for the export.
+    fn put_mount(&self, _rec: MountRecord) {}
 
     /// The record this cache has for a step at `now`'s position most like it
     /// ([`StepInputs::likeness`], then the newest), to explain why the step missed.

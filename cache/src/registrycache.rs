@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use kiln_oci::{media, Digest};
 
-use crate::layercache::{CacheError, CacheKey, CacheOptions, CacheRecord, LayerCache};
+use crate::layercache::{CacheError, CacheKey, CacheOptions, CacheRecord, LayerCache, LayerRecord, MountExport, MountRecord};
 use crate::reference::Reference;
 use crate::registry::Registry;
 use crate::store::ContentStore;
@@ -26,6 +26,8 @@ pub const RECORD_FIELD: &str = "kiln.cache.record";
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.cache.config.v1+json";
 /// Records per `--cache-to` config, under this field: `{ "<key hex>": record, … }`.
 pub const RECORDS_FIELD: &str = "kiln.cache.records";
+/// Cache mounts per `--cache-to … cache-mounts=true` config: `{ "<id>": mount record, … }`.
+pub const MOUNTS_FIELD: &str = "kiln.cache.mounts";
 
 /// A cache in a registry, Kaniko-style (`--cache-repo`) or BuildKit-style
 /// (`--cache-from`/`--cache-to type=registry`). See module docs.
@@ -71,7 +73,13 @@ pub enum CacheMode {
 struct ManifestState {
     from: Vec<CacheLocation>,
     to: Option<(CacheLocation, CacheMode)>,
-    imported: tokio::sync::OnceCell<HashMap<String, (CacheRecord, CacheLocation)>>,
+    imported: tokio::sync::OnceCell<Imported>,
+    /// Imports given with `cache-mounts=false`: their cache mounts are not restored.
+    skip_mounts: Vec<CacheLocation>,
+    /// `--cache-to … cache-mounts=true`.
+    mount_export: Option<MountExport>,
+    /// Cache mounts this build used, as it leaves them.
+    mounts: Mutex<BTreeMap<String, MountRecord>>,
     /// This cache's probe hits, with where they came from: exported only once the
     /// build says it took them (`mark_used`).
     probed: Mutex<BTreeMap<String, (CacheRecord, CacheLocation)>>,
@@ -80,6 +88,13 @@ struct ManifestState {
     export: Mutex<BTreeMap<String, (CacheRecord, Option<CacheLocation>)>>,
     /// The built image's step keys (`set_image_keys`), for `mode=min`.
     image_keys: Mutex<Option<BTreeSet<String>>>,
+}
+
+/// What the `--cache-from` manifests hold, the first one naming a key or mount winning.
+#[derive(Default)]
+struct Imported {
+    records: HashMap<String, (CacheRecord, CacheLocation)>,
+    mounts: HashMap<String, (MountRecord, CacheLocation)>,
 }
 
 impl fmt::Debug for RegistryCache {
@@ -116,11 +131,24 @@ impl RegistryCache {
                 from,
                 to,
                 imported: tokio::sync::OnceCell::new(),
+                skip_mounts: Vec::new(),
+                mount_export: None,
+                mounts: Mutex::new(BTreeMap::new()),
                 probed: Mutex::new(BTreeMap::new()),
                 export: Mutex::new(BTreeMap::new()),
                 image_keys: Mutex::new(None),
             }),
         }
+    }
+
+    /// Cache mounts: restored from every import but those in `skip` (given with
+    /// `cache-mounts=false`), exported with `export`'s limits when given.
+    pub fn with_mounts(mut self, skip: Vec<CacheLocation>, export: Option<MountExport>) -> Self {
+        if let Flavour::Manifest(m) = &mut self.flavour {
+            m.skip_mounts = skip;
+            m.mount_export = export;
+        }
+        self
     }
 
     /// Repositories holding this cache's layers: pass them as `mount_from` when pushing
@@ -215,16 +243,19 @@ impl RegistryCache {
         Ok(())
     }
 
-    async fn import<'a>(&'a self, m: &'a ManifestState) -> &'a HashMap<String, (CacheRecord, CacheLocation)> {
+    async fn import<'a>(&'a self, m: &'a ManifestState) -> &'a Imported {
         m.imported
             .get_or_init(|| async {
-                let mut all = HashMap::new();
+                let mut all = Imported::default();
                 for r in &m.from {
                     match self.import_one(r).await {
-                        Ok(recs) => {
-                            tracing::info!("imported {} cache records from {r}", recs.len());
+                        Ok((recs, mounts)) => {
+                            tracing::info!("imported {} cache records and {} cache mounts from {r}", recs.len(), mounts.len());
                             for rec in recs {
-                                all.entry(rec.key.clone()).or_insert((rec, r.clone()));
+                                all.records.entry(rec.key.clone()).or_insert((rec, r.clone()));
+                            }
+                            for mount in mounts.into_iter().filter(|_| !m.skip_mounts.contains(r)) {
+                                all.mounts.entry(mount.id.clone()).or_insert((mount, r.clone()));
                             }
                         }
                         Err(e) => tracing::warn!("ignoring cache from {r}: {e}"),
@@ -235,17 +266,65 @@ impl RegistryCache {
             .await
     }
 
-    async fn import_one(&self, from: &CacheLocation) -> Result<Vec<CacheRecord>, CacheError> {
+    async fn import_one(&self, from: &CacheLocation) -> Result<(Vec<CacheRecord>, Vec<MountRecord>), CacheError> {
         let found = match from {
             CacheLocation::Registry(r) => self.config_of(r, "cache manifest").await?,
             CacheLocation::Layout { dir, tag, digest } => layout::config_of(dir, tag, digest.as_ref())?,
         };
         let Some((what, _, c)) = found else {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         };
         let recs: BTreeMap<String, CacheRecord> = serde_json::from_value(c[RECORDS_FIELD].clone())
-            .map_err(|e| CacheError::Invalid { what, message: format!("{RECORDS_FIELD}: {e}") })?;
-        Ok(recs.into_iter().filter(|(k, rec)| *k == rec.key).map(|(_, rec)| rec).collect())
+            .map_err(|e| CacheError::Invalid { what: what.clone(), message: format!("{RECORDS_FIELD}: {e}") })?;
+        let mounts: BTreeMap<String, MountRecord> = match c.get(MOUNTS_FIELD) {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| CacheError::Invalid { what, message: format!("{MOUNTS_FIELD}: {e}") })?,
+            None => BTreeMap::new(),
+        };
+        Ok((
+            recs.into_iter().filter(|(k, rec)| *k == rec.key).map(|(_, rec)| rec).collect(),
+            mounts.into_iter().filter(|(k, m)| *k == m.id).map(|(_, m)| m).collect(),
+        ))
+    }
+
+    /// The cache mounts the export carries: those this build used, and the imported
+    /// ones no build used for longer than the TTL (a build that took every step from
+    /// the cache must not lose the npm cache for the next one that misses).
+    fn mounts_to_export(&self, m: &ManifestState, imported: Option<&Imported>) -> Vec<(MountRecord, Option<CacheLocation>)> {
+        let Some(ex) = m.mount_export else { return Vec::new() };
+        let used = m.mounts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut out: Vec<_> = used.values().map(|r| (r.clone(), None)).collect();
+        for (id, (rec, src)) in imported.map(|i| &i.mounts).into_iter().flatten() {
+            if !used.contains_key(id) && rec.is_fresh(ex.ttl) && ex.max_size.is_none_or(|max| rec.bytes <= max) {
+                out.push((rec.clone(), Some(src.clone())));
+            }
+        }
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        out
+    }
+
+    fn fetch_bundle<'a>(&'a self, src: &'a CacheLocation, b: &'a LayerRecord, store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
+        async move {
+            match src {
+                _ if store.has(&b.digest) => Ok(()),
+                CacheLocation::Registry(r) => self.registry.pull_blob(r, &b.digest, Some(b.size), store).await.map_err(CacheError::from),
+                CacheLocation::Layout { dir, .. } => layout::copy_blob(dir, &b.digest, b.size, store),
+            }
+        }
+        .boxed()
+    }
+
+    /// Makes a blob of `src` present for an export to `to`: same-registry sources are
+    /// mounted by `push_image`; others are copied into the store first.
+    async fn bring(&self, l: &LayerRecord, src: &CacheLocation, to: &CacheLocation, store: &ContentStore) -> Result<(), CacheError> {
+        if store.has(&l.digest) {
+            return Ok(());
+        }
+        match (src, to) {
+            (CacheLocation::Registry(s), CacheLocation::Registry(t)) if s.registry() == t.registry() => {}
+            (CacheLocation::Registry(s), _) => self.registry.pull_blob(s, &l.digest, Some(l.size), store).await?,
+            (CacheLocation::Layout { dir, .. }, _) => layout::copy_blob(dir, &l.digest, l.size, store)?,
+        }
+        Ok(())
     }
 
     async fn export(&self, m: &ManifestState, store: &ContentStore) -> Result<(), CacheError> {
@@ -259,32 +338,40 @@ impl RegistryCache {
             .filter(|(rec, _)| *mode == CacheMode::Max || image_keys.as_ref().is_none_or(|k| k.contains(&rec.key)))
             .cloned()
             .collect();
-        if entries.is_empty() {
+        let imported = if m.mount_export.is_some() && !m.from.is_empty() { Some(self.import(m).await) } else { None };
+        let mounts = self.mounts_to_export(m, imported);
+        if entries.is_empty() && mounts.is_empty() {
             return Ok(());
         }
-        // Layers not here and not already where the export goes are fetched first
-        // (same-registry sources are mounted by push_image when possible).
+        // Blobs not here and not already where the export goes are fetched first.
+        let mut blobs_from: Vec<(&LayerRecord, &CacheLocation)> = Vec::new();
         for (rec, src) in &entries {
-            let (Some(l), Some(src)) = (&rec.layer, src) else { continue };
-            if store.has(&l.digest) {
-                continue;
-            }
-            match (src, to) {
-                (CacheLocation::Registry(s), CacheLocation::Registry(t)) if s.registry() == t.registry() => {} // mounted by push_image
-                (CacheLocation::Registry(s), _) => self.registry.pull_blob(s, &l.digest, Some(l.size), store).await?,
-                (CacheLocation::Layout { dir, .. }, _) => layout::copy_blob(dir, &l.digest, l.size, store)?,
+            if let (Some(l), Some(src)) = (&rec.layer, src) {
+                blobs_from.push((l, src));
             }
         }
+        for (mr, src) in &mounts {
+            if let Some(src) = src {
+                blobs_from.extend(mr.bundles.iter().map(|b| (b, src)));
+            }
+        }
+        for (l, src) in blobs_from {
+            self.bring(l, src, to, store).await?;
+        }
         let records: BTreeMap<&str, &CacheRecord> = entries.iter().map(|(r, _)| (r.key.as_str(), r)).collect();
-        let config = serde_json::to_vec(&serde_json::json!({ RECORDS_FIELD: records })).expect("serialises");
+        let mount_map: BTreeMap<&str, &MountRecord> = mounts.iter().map(|(r, _)| (r.id.as_str(), r)).collect();
+        let mut config = serde_json::json!({ RECORDS_FIELD: records });
+        if !mount_map.is_empty() {
+            config[MOUNTS_FIELD] = serde_json::to_value(&mount_map).expect("serialises");
+        }
+        let config = serde_json::to_vec(&config).expect("serialises");
         let cd = store.put(&config)?;
         let mut layers = Vec::new();
         let mut seen = BTreeSet::new();
-        for rec in records.values() {
-            if let Some(l) = &rec.layer {
-                if seen.insert(l.digest.clone()) {
-                    layers.push(descriptor(&l.media_type, &l.digest, l.size));
-                }
+        let all_blobs = records.values().filter_map(|r| r.layer.as_ref()).chain(mount_map.values().flat_map(|m| m.bundles.iter()));
+        for l in all_blobs {
+            if seen.insert(l.digest.clone()) {
+                layers.push(descriptor(&l.media_type, &l.digest, l.size));
             }
         }
         let config_desc = descriptor(CACHE_CONFIG_MEDIA_TYPE, &cd, config.len() as u64);
@@ -299,13 +386,14 @@ impl RegistryCache {
             CacheLocation::Registry(to) => {
                 let mut blobs = vec![config_desc];
                 blobs.extend(layers);
-                let mount: Vec<Reference> = entries
-                    .iter()
-                    .filter_map(|(_, s)| match s {
-                        Some(CacheLocation::Registry(r)) => Some(r.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                let mut mount: Vec<Reference> = Vec::new();
+                for src in entries.iter().map(|(_, s)| s).chain(mounts.iter().map(|(_, s)| s)) {
+                    if let Some(CacheLocation::Registry(r)) = src {
+                        if !mount.contains(r) {
+                            mount.push(r.clone());
+                        }
+                    }
+                }
                 self.registry.push_image(to, store, &manifest, media::OCI_MANIFEST, &blobs, &mount).await?;
             }
             CacheLocation::Layout { dir, tag, .. } => {
@@ -325,7 +413,7 @@ impl LayerCache for RegistryCache {
                 Flavour::Repo(repo) => self.probe_repo(repo, key).await,
                 Flavour::Manifest(m) => {
                     let all = self.import(m).await;
-                    let Some((rec, src)) = all.get(key.hex()) else { return Ok(None) };
+                    let Some((rec, src)) = all.records.get(key.hex()) else { return Ok(None) };
                     if !rec.is_fresh(self.opts.ttl) {
                         return Ok(None);
                     }
@@ -347,7 +435,7 @@ impl LayerCache for RegistryCache {
                 Flavour::Repo(repo) => CacheLocation::Registry(repo.clone()),
                 Flavour::Manifest(m) => {
                     let all = self.import(m).await;
-                    match all.get(&record.key) {
+                    match all.records.get(&record.key) {
                         Some((_, src)) => src.clone(),
                         None => return Err(CacheError::MissingLayer(l.digest.clone())),
                     }
@@ -412,13 +500,52 @@ impl LayerCache for RegistryCache {
         async move {
             let Flavour::Manifest(m) = &self.flavour else { return None };
             let all = self.import(m).await;
-            all.values()
+            all.records
+                .values()
                 .map(|(r, _)| r)
                 .filter_map(|r| r.inputs.as_ref().filter(|i| i.position == now.position).map(|i| (i.likeness(now), r.created, r)))
                 .max_by_key(|(l, c, _)| (*l, *c))
                 .map(|(_, _, r)| r.clone())
         }
         .boxed()
+    }
+
+    fn mount_record<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<MountRecord>> {
+        async move {
+            let Flavour::Manifest(m) = &self.flavour else { return None };
+            if m.from.is_empty() {
+                return None;
+            }
+            self.import(m).await.mounts.get(id).map(|(r, _)| r.clone())
+        }
+        .boxed()
+    }
+
+    fn fetch_mount<'a>(&'a self, rec: &'a MountRecord, store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
+        async move {
+            let Flavour::Manifest(m) = &self.flavour else { return Ok(()) };
+            let Some((_, src)) = self.import(m).await.mounts.get(&rec.id) else {
+                return Err(CacheError::Invalid { what: "cache mount".into(), message: format!("{:?} is in no imported cache", rec.id) });
+            };
+            // Bundles in parallel (a few at a time): a restore is bound by the link.
+            let fetches: Vec<BoxFuture<'_, Result<(), CacheError>>> = rec.bundles.iter().map(|b| self.fetch_bundle(src, b, store)).collect();
+            let results: Vec<Result<(), CacheError>> = futures_util::stream::iter(fetches).buffer_unordered(4).collect().await;
+            results.into_iter().collect()
+        }
+        .boxed()
+    }
+
+    fn mount_export(&self) -> Option<MountExport> {
+        match &self.flavour {
+            Flavour::Manifest(m) if m.to.is_some() => m.mount_export,
+            _ => None,
+        }
+    }
+
+    fn put_mount(&self, rec: MountRecord) {
+        if let Flavour::Manifest(m) = &self.flavour {
+            m.mounts.lock().unwrap_or_else(|p| p.into_inner()).insert(rec.id.clone(), rec);
+        }
     }
 
     fn set_image_keys(&self, keys: &[String]) {

@@ -12,6 +12,7 @@
 //!   in overlay format through [`ActiveSnapshot::diff`], so one writer serves both.
 
 pub mod apply;
+pub mod bundle;
 pub mod diff;
 mod entry_meta;
 pub mod error;

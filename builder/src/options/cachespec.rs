@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use kiln_cache::layercache::MountExport;
 use kiln_cache::registrycache::{CacheLocation, CacheMode};
 use kiln_cache::Reference;
 
@@ -13,6 +14,9 @@ use kiln_cache::Reference;
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheImport {
     pub location: CacheLocation,
+    /// `cache-mounts=false` leaves the cache mounts it carries alone (default: a
+    /// cache mount this machine does not have is restored from it when a step needs it).
+    pub restore_mounts: bool,
 }
 
 /// The `--cache-to`.
@@ -27,11 +31,24 @@ pub struct CacheExport {
     /// `compression=`: must be the build's own (`--compression`): the cache holds the
     /// layers the build made.
     pub compression: Option<String>,
+    /// `cache-mounts=true` (kiln's): the contents of `RUN --mount=type=cache` travel
+    /// with the cache, with `cache-mounts-max-size=` and `cache-mounts-ttl=`.
+    pub mounts: Option<MountExport>,
 }
 
 const TYPES: &[&str] = &["registry", "local", "inline", "gha", "s3", "azblob"];
-const REGISTRY_ATTRS: &[&str] = &["ref", "mode", "oci-mediatypes", "image-manifest", "compression", "compression-level", "force-compression", "ignore-error"];
-const LOCAL_ATTRS: &[&str] = &["src", "dest", "tag", "digest", "mode", "oci-mediatypes", "image-manifest", "compression", "compression-level", "force-compression", "ignore-error"];
+const REGISTRY_ATTRS: &[&str] = &[
+    "ref", "mode", "oci-mediatypes", "image-manifest", "compression", "compression-level", "force-compression", "ignore-error",
+    "cache-mounts", "cache-mounts-max-size", "cache-mounts-ttl",
+];
+const LOCAL_ATTRS: &[&str] = &[
+    "src", "dest", "tag", "digest", "mode", "oci-mediatypes", "image-manifest", "compression", "compression-level", "force-compression", "ignore-error",
+    "cache-mounts", "cache-mounts-max-size", "cache-mounts-ttl",
+];
+
+/// How long a cache mount no build used is carried from export to export
+/// (`cache-mounts-ttl=0` keeps them forever).
+pub const DEFAULT_MOUNT_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 fn did_you_mean(got: &str, known: &[&str]) -> String {
     kiln_frontend::suggest::did_you_mean(kiln_frontend::suggest::search(got, known.iter().copied(), true).as_deref())
@@ -77,9 +94,11 @@ pub fn parse_cache_from(spec: &str) -> Result<CacheImport, String> {
     let (kind, attrs) = fields(flag, spec)?;
     let known = if kind == "local" { LOCAL_ATTRS } else { REGISTRY_ATTRS };
     let (mut r, mut src, mut tag, mut digest) = (None, None, None, None);
+    let mut restore_mounts = true;
     for (k, v) in attrs {
         match (kind.as_str(), k) {
             ("registry", "ref") => r = Some(reference(flag, v)?),
+            (_, "cache-mounts") => restore_mounts = boolean(flag, k, v)?,
             ("local", "src") => src = Some(PathBuf::from(v)),
             ("local", "tag") => tag = Some(v.to_string()),
             ("local", "digest") => digest = Some(v.parse().map_err(|e| format!("{flag}: digest={v}: {e}"))?),
@@ -98,7 +117,7 @@ pub fn parse_cache_from(spec: &str) -> Result<CacheImport, String> {
         },
         _ => return Err(format!("{flag} {spec:?}: an inline cache is read from the image: --cache-from type=registry,ref=IMAGE")),
     };
-    Ok(CacheImport { location })
+    Ok(CacheImport { location, restore_mounts })
 }
 
 /// The `--cache-to`.
@@ -113,8 +132,16 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheExport, String> {
     let known = if kind == "local" { LOCAL_ATTRS } else { REGISTRY_ATTRS };
     let (mut mode, mut ignore_error, mut compression) = (CacheMode::Min, None, None);
     let (mut r, mut dest, mut tag) = (None, None, None);
+    let (mut mounts, mut max_size, mut ttl) = (false, None, None);
     for (k, v) in attrs {
         match (kind.as_str(), k) {
+            (_, "cache-mounts") => mounts = boolean(flag, k, v)?,
+            (_, "cache-mounts-max-size") => {
+                max_size = Some(kiln_cache::gc::parse_size(v).ok_or_else(|| format!("{flag}: cache-mounts-max-size={v}: expected a size like 500MB or 2GB"))?)
+            }
+            (_, "cache-mounts-ttl") => {
+                ttl = Some(kiln_cache::gc::parse_duration(v).ok_or_else(|| format!("{flag}: cache-mounts-ttl={v}: expected a duration like 168h or 7d"))?)
+            }
             ("registry", "ref") => r = Some(reference(flag, v)?),
             ("local", "dest") => dest = Some(PathBuf::from(v)),
             ("local", "tag") => tag = Some(v.to_string()),
@@ -152,7 +179,12 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheExport, String> {
         "registry" => CacheLocation::Registry(r.ok_or_else(|| format!("{flag} {spec:?}: missing ref="))?),
         _ => CacheLocation::Layout { dir: dest.ok_or_else(|| format!("{flag} {spec:?}: type=local needs dest=DIR"))?, tag: tag.unwrap_or_else(|| "latest".into()), digest: None },
     };
-    Ok(CacheExport { location, mode, ignore_error, compression })
+    if !mounts && (max_size.is_some() || ttl.is_some()) {
+        return Err(format!("{flag} {spec:?}: cache-mounts-max-size= and cache-mounts-ttl= apply to cache-mounts=true, which is not set"));
+    }
+    // Imported mounts no build used for a week are not carried on unless told.
+    let mounts = mounts.then(|| MountExport { max_size, ttl: Some(ttl.unwrap_or(DEFAULT_MOUNT_TTL)).filter(|t| !t.is_zero()) });
+    Ok(CacheExport { location, mode, ignore_error, compression, mounts })
 }
 
 #[cfg(test)]
@@ -171,6 +203,13 @@ mod tests {
         let from = parse_cache_from("type=local,src=/cache,tag=main").unwrap();
         assert_eq!(from.location, CacheLocation::Layout { dir: "/cache".into(), tag: "main".into(), digest: None });
         assert!(matches!(parse_cache_from("r:5000/app:cache").unwrap().location, CacheLocation::Registry(_)));
+        let m = parse_cache_to("type=local,dest=/c,cache-mounts=true,cache-mounts-max-size=2GiB,cache-mounts-ttl=24h").unwrap().mounts.unwrap();
+        assert_eq!((m.max_size, m.ttl), (Some(2 << 30), Some(std::time::Duration::from_secs(86400))));
+        assert_eq!(parse_cache_to("type=local,dest=/c,cache-mounts=true").unwrap().mounts.unwrap().ttl, Some(DEFAULT_MOUNT_TTL));
+        assert_eq!(parse_cache_to("type=local,dest=/c,cache-mounts=true,cache-mounts-ttl=0").unwrap().mounts.unwrap().ttl, None);
+        assert!(parse_cache_to("r:5000/app:cache").unwrap().mounts.is_none(), "cache mounts travel only when asked");
+        assert!(!parse_cache_from("type=registry,ref=r:5000/a:c,cache-mounts=false").unwrap().restore_mounts);
+        assert!(parse_cache_from("r:5000/a:c").unwrap().restore_mounts);
         // Export options on an import are ignored, as BuildKit does.
         assert!(parse_cache_from("type=registry,ref=r:5000/a:c,mode=max").is_ok());
     }
@@ -193,6 +232,10 @@ mod tests {
             ("type=local,dest=/c", false, "dest= is where --cache-to writes"),
             ("type=local,dst=/c", true, "unknown option \"dst\" (did you mean dest?)"),
             ("type=inline", false, "read from the image"),
+            ("type=registry,ref=r/a:c,cache-mount=true", true, "unknown option \"cache-mount\" (did you mean cache-mounts?)"),
+            ("type=registry,ref=r/a:c,cache-mounts=yes", true, "cache-mounts=yes: expected true or false"),
+            ("type=registry,ref=r/a:c,cache-mounts=true,cache-mounts-max-size=lots", true, "expected a size like 500MB"),
+            ("type=registry,ref=r/a:c,cache-mounts-ttl=24h", true, "cache-mounts=true, which is not set"),
         ];
         for (spec, to, want) in rows {
             let e = if *to { parse_cache_to(spec).unwrap_err() } else { parse_cache_from(spec).unwrap_err() };

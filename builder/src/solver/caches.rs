@@ -16,7 +16,9 @@ pub(super) fn layer_caches(opts: &BuildOptions, store: &ContentStore, registry: 
     if !opts.cache_from.is_empty() || opts.cache_to.is_some() {
         let from = opts.cache_from.iter().map(|c| c.location.clone()).collect();
         let to = opts.cache_to.as_ref().map(|c| (c.location.clone(), c.mode));
-        caches.push(Box::new(RegistryCache::manifest(registry.clone(), from, to, copts())));
+        let skip = opts.cache_from.iter().filter(|c| !c.restore_mounts).map(|c| c.location.clone()).collect();
+        let mounts = opts.cache_to.as_ref().and_then(|c| c.mounts);
+        caches.push(Box::new(RegistryCache::manifest(registry.clone(), from, to, copts()).with_mounts(skip, mounts)));
     }
     Ok(caches)
 }

@@ -70,6 +70,7 @@ fn run_step(
     if chroot && network_none {
         bail!("RUN --network=none needs a network namespace, which --isolation chroot does not have");
     }
+    super::mountcache::before_run(cx, mounts, &workdir, sources.platform);
     let prepared = runmounts::prepare(mounts, heredocs, &inputs, &mut roots)?;
     if chroot {
         // Device nodes are made by mknod over these stubs (no bind mounts).

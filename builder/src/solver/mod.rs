@@ -43,6 +43,7 @@ mod rootfs;
 mod schedule;
 mod caches;
 mod explain;
+mod mountcache;
 mod stage;
 mod step_filter;
 #[cfg(test)]
@@ -87,6 +88,8 @@ pub(crate) struct Ctx {
     new_records: std::sync::Mutex<Vec<CacheRecord>>,
     /// The cache hits the build took (from any cache), for the exporting caches.
     used_hits: std::sync::Mutex<Vec<CacheRecord>>,
+    /// Cache mounts the steps that ran used (`mountcache`).
+    mounts_used: mountcache::MountsUsed,
     /// Context files per COPY/ADD selection (path → digest), for miss explanations.
     context_files: BTreeMap<String, Vec<(String, String)>>,
     rt: tokio::runtime::Handle,
@@ -244,6 +247,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         lazy: std::sync::Mutex::new(lazy),
         new_records: std::sync::Mutex::new(Vec::new()),
         used_hits: std::sync::Mutex::new(Vec::new()),
+        mounts_used: Default::default(),
         context_files,
         rt: tokio::runtime::Handle::current(),
         counts: Default::default(),
@@ -255,7 +259,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     // --squash keeps the base image's layers: how many, per target.
     let squash_keep: Vec<usize> = plans.iter().map(|p| squash::base_layers(&p.graph, p.graph.target, &pulled, &p.platform.to_string())).collect();
     let (cx, results, pulled) = tokio::task::spawn_blocking(move || {
-        let r = run_jobs(&cx, &jobs, &pulled);
+        let r = run_jobs(&cx, &jobs, &pulled).and_then(|res| mountcache::pack_used(&cx).map(|()| res));
         let _ = &cx.keys;
         r.map(|res| (cx, res, pulled))
     })

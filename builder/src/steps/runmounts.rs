@@ -172,10 +172,16 @@ struct CacheUse {
     owner: (u32, u32, u32),
 }
 
+/// A cache mount's id: its `id=`, else its target (BuildKit's default).
+pub(crate) fn cache_id(m: &RunMount, workdir: &str) -> String {
+    let target = target_of(m, workdir, "");
+    m.id.as_deref().filter(|i| !i.is_empty()).map(str::to_string).unwrap_or(target)
+}
+
 /// `type=cache`: a persistent directory per id, shared, locked or private.
 fn cache(m: &RunMount, inputs: &Inputs<'_>, roots: &mut dyn FromRoots) -> Result<CacheUse> {
     let target = target_of(m, inputs.workdir, "");
-    let id = m.id.as_deref().filter(|i| !i.is_empty()).unwrap_or(&target).to_string();
+    let id = cache_id(m, inputs.workdir);
     // `from=` (with `source=`): a new cache starts as a copy of that
     // directory of a stage or image instead of empty.
     let seed = match &m.from {
@@ -357,7 +363,7 @@ fn stage_heredocs(heredocs: &[Heredoc], inputs: &Inputs<'_>, p: &mut Prepared) -
 }
 
 /// The persistent directory behind a cache mount id (`data/` in it, `lock` beside).
-fn cache_path(state_dir: &Path, id: &str) -> PathBuf {
+pub(crate) fn cache_path(state_dir: &Path, id: &str) -> PathBuf {
     use sha2::{Digest as _, Sha256};
     let key = hex::encode(Sha256::digest(id.as_bytes()));
     state_dir.join("cache-mounts").join(&key[..32])
@@ -400,6 +406,12 @@ fn ensure_data(dir: &Path, id: &str, (mode, uid, gid): (u32, u32, u32), seed: Op
         fs::write(dir.join("id"), id)?;
     }
     Ok(())
+}
+
+/// The cache directory's lock, waited for: no `sharing=locked` step of any build
+/// writes the cache while it is held.
+pub(crate) fn lock_cache_dir(dir: &Path) -> Result<fs::File> {
+    lock_file(dir, true)?.context("locking a cache mount")
 }
 
 /// flock on the cache dir's lock file; `wait=false` returns None when held.
