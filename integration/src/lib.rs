@@ -25,6 +25,7 @@
 
 pub mod bkcases;
 pub mod cases;
+pub mod connectproxy;
 pub mod faultproxy;
 pub mod fileserver;
 pub mod gitdaemon;
