@@ -134,3 +134,69 @@ fn one_new_file_in_a_big_cache_uploads_one_bundle_and_max_size_keeps_a_mount_loc
     assert!(out.combined().contains("more than cache-mounts-max-size"), "{out}");
     assert!(mounts(&registry, "cache/delta", "small").is_null());
 }
+
+/// A secret mounted inside a cache mount's target, or read by the step, is never in
+/// what the cache exports (the secret is a separate mount: the cache only holds the
+/// empty mount point the sandbox made for it).
+#[test]
+fn a_secret_mounted_in_a_cache_mount_never_travels() {
+    const SECRET: &str = "s3cr3t-value-5f2a91-never-in-a-bundle";
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let base = registry.reference("base/busybox:latest");
+    let cache = registry.reference("cache/secret:c");
+    let df = format!(
+        "FROM {base}\nRUN --mount=type=cache,id=c,target=/cache --mount=type=secret,id=tok,target=/cache/token sh -c 'test -s /cache/token && touch /cache/other'\n"
+    );
+    let a = Sandbox::new();
+    let ctx = a.new_context("a").file("Dockerfile", &df).build();
+    let secret = a.path().join("tok");
+    std::fs::write(&secret, SECRET).unwrap();
+    a.user.chown_tree(a.path());
+    a.kiln()
+        .build()
+        .args(["--secret", &format!("id=tok,src={}", secret.display())])
+        .args(["--cache-to", &format!("type=registry,ref={cache},mode=max,cache-mounts=true")])
+        .arg(&ctx)
+        .run()
+        .assert_success();
+    let m = mounts(&registry, "cache/secret", "c");
+    assert!(!bundles(&m["c"]).is_empty(), "{m}");
+    for d in bundles(&m["c"]) {
+        let blob = registry.blob("cache/secret", &d);
+        let tar = zstd::decode_all(blob.as_slice()).unwrap();
+        assert!(!tar.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "bundle {d} holds the secret");
+        assert!(tar.windows(5).any(|w| w == b"other"), "bundle {d} lacks what the step wrote");
+    }
+}
+
+/// The same through `type=local` (the directory a CI system's own cache keeps).
+#[test]
+fn a_local_cache_directory_carries_cache_mounts() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let a = Sandbox::new();
+    let dir = a.path().join("ci-cache");
+    a.kiln()
+        .build()
+        .args(["--cache-to", &format!("type=local,dest={},mode=max,cache-mounts=true", dir.display())])
+        .arg(context(&a, &registry, "a", "v1"))
+        .run()
+        .assert_success();
+    // The CI system restores the directory on another machine (here: another sandbox).
+    let b = Sandbox::new();
+    let moved = b.path().join("ci-cache");
+    assert!(std::process::Command::new("cp").arg("-a").arg(&dir).arg(&moved).status().unwrap().success());
+    b.user.chown_tree(&moved);
+    let dest = b.out_path("rootfs");
+    let out = b
+        .kiln()
+        .build()
+        .args(["--cache-from", &format!("type=local,src={}", moved.display()), "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(context(&b, &registry, "b", "v2"))
+        .run();
+    out.assert_success();
+    let listing = std::fs::read_to_string(dest.join("listing")).unwrap();
+    assert_eq!(listing.split_whitespace().collect::<Vec<_>>(), ["seen-v1", "seen-v2"], "{out}");
+}
