@@ -111,6 +111,11 @@ impl fmt::Debug for RegistryCache {
     }
 }
 
+/// BuildKit's inline cache field in an image config (recognised to say why it is not used).
+pub const BUILDKIT_INLINE_FIELD: &str = "moby.buildkit.cache.v0";
+/// Platform images of an index read for an inline cache.
+const MAX_INDEX_CHILDREN: usize = 32;
+
 /// Largest config blob we read while probing.
 const MAX_CONFIG: u64 = 16 * 1024 * 1024;
 
@@ -266,24 +271,61 @@ impl RegistryCache {
             .await
     }
 
+    /// The configs at `r`: a cache manifest's, an image's (an inline cache), or each
+    /// platform image's of an index (attestation manifests skipped).
+    async fn configs_at(&self, r: &Reference) -> Result<Vec<(String, serde_json::Value)>, CacheError> {
+        let Some((bytes, mdigest)) = self.registry.get_manifest(r).await? else {
+            return Ok(Vec::new());
+        };
+        let what = format!("cache {r} ({mdigest})");
+        let m: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        let Some(children) = m["manifests"].as_array() else {
+            let cfg: Digest = m["config"]["digest"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| CacheError::Invalid { what: what.clone(), message: "no config digest".into() })?;
+            let cbytes = self.registry.get_blob(r, &cfg, MAX_CONFIG).await?;
+            let c = serde_json::from_slice(&cbytes).map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+            return Ok(vec![(what, c)]);
+        };
+        let mut out = Vec::new();
+        for child in children.iter().take(MAX_INDEX_CHILDREN) {
+            if child["platform"]["os"] == "unknown" || child["annotations"]["vnd.docker.reference.type"].is_string() {
+                continue;
+            }
+            let Some(d) = child["digest"].as_str().and_then(|s| s.parse::<Digest>().ok()) else { continue };
+            if let Some((what, _, c)) = self.config_of(&r.with_digest(d), "image").await? {
+                out.push((what, c));
+            }
+        }
+        Ok(out)
+    }
+
     async fn import_one(&self, from: &CacheLocation) -> Result<(Vec<CacheRecord>, Vec<MountRecord>), CacheError> {
         let found = match from {
-            CacheLocation::Registry(r) => self.config_of(r, "cache manifest").await?,
-            CacheLocation::Layout { dir, tag, digest } => layout::config_of(dir, tag, digest.as_ref())?,
+            CacheLocation::Registry(r) => self.configs_at(r).await?,
+            CacheLocation::Layout { dir, tag, digest } => layout::config_of(dir, tag, digest.as_ref())?.map(|(w, _, c)| (w, c)).into_iter().collect(),
         };
-        let Some((what, _, c)) = found else {
-            return Ok(Default::default());
-        };
-        let recs: BTreeMap<String, CacheRecord> = serde_json::from_value(c[RECORDS_FIELD].clone())
-            .map_err(|e| CacheError::Invalid { what: what.clone(), message: format!("{RECORDS_FIELD}: {e}") })?;
-        let mounts: BTreeMap<String, MountRecord> = match c.get(MOUNTS_FIELD) {
-            Some(v) => serde_json::from_value(v.clone()).map_err(|e| CacheError::Invalid { what, message: format!("{MOUNTS_FIELD}: {e}") })?,
-            None => BTreeMap::new(),
-        };
-        Ok((
-            recs.into_iter().filter(|(k, rec)| *k == rec.key).map(|(_, rec)| rec).collect(),
-            mounts.into_iter().filter(|(k, m)| *k == m.id).map(|(_, m)| m).collect(),
-        ))
+        let (mut records, mut mounts) = (Vec::new(), Vec::new());
+        for (what, c) in found {
+            if c.get(RECORDS_FIELD).is_none() {
+                let message = if c.get(BUILDKIT_INLINE_FIELD).is_some() {
+                    format!("it carries BuildKit's inline cache ({BUILDKIT_INLINE_FIELD}), whose keys are BuildKit's LLB digests: kiln's step keys cannot be mapped to them; build the image once with kiln --cache-to type=inline")
+                } else {
+                    format!("it holds no kiln cache records ({RECORDS_FIELD}): not a kiln cache, nor an image built with --cache-to type=inline")
+                };
+                return Err(CacheError::Invalid { what, message });
+            }
+            let recs: BTreeMap<String, CacheRecord> = serde_json::from_value(c[RECORDS_FIELD].clone())
+                .map_err(|e| CacheError::Invalid { what: what.clone(), message: format!("{RECORDS_FIELD}: {e}") })?;
+            let ms: BTreeMap<String, MountRecord> = match c.get(MOUNTS_FIELD) {
+                Some(v) => serde_json::from_value(v.clone()).map_err(|e| CacheError::Invalid { what, message: format!("{MOUNTS_FIELD}: {e}") })?,
+                None => BTreeMap::new(),
+            };
+            records.extend(recs.into_iter().filter(|(k, rec)| *k == rec.key).map(|(_, rec)| rec));
+            mounts.extend(ms.into_iter().filter(|(k, m)| *k == m.id).map(|(_, m)| m));
+        }
+        Ok((records, mounts))
     }
 
     /// The cache mounts the export carries: those this build used, and the imported

@@ -310,10 +310,17 @@ impl BuildArgs {
 
     /// `--cache-from`, `--cache-to` (its compression must be the build's: the cache
     /// holds the layers the build made) and `--explain`.
-    fn cache_options(&self) -> Result<(Vec<crate::options::cachespec::CacheImport>, Option<crate::options::cachespec::CacheExport>, crate::options::ExplainMode)> {
-        use crate::options::cachespec::{parse_cache_from, parse_cache_to};
+    fn cache_options(&self) -> Result<(Vec<crate::options::cachespec::CacheImport>, Option<crate::options::cachespec::CacheTo>, crate::options::ExplainMode)> {
+        use crate::options::cachespec::{parse_cache_from, parse_cache_target, CacheTo};
         let from = self.cache_from.iter().map(|c| parse_cache_from(c).map_err(|e| anyhow!("{e}"))).collect::<Result<_>>()?;
-        let to = self.cache_to.as_deref().map(parse_cache_to).transpose().map_err(|e| anyhow!("{e}"))?;
+        let target = self.cache_to.as_deref().map(parse_cache_target).transpose().map_err(|e| anyhow!("{e}"))?;
+        if target == Some(CacheTo::Inline) && self.squash {
+            bail!("--cache-to type=inline cannot be used with --squash: the records name the layers --squash merges away");
+        }
+        let to = match &target {
+            Some(CacheTo::Export(e)) => Some(e),
+            _ => None,
+        };
         if let Some(c) = to.as_ref().and_then(|t| t.compression.as_deref()) {
             if c.parse::<kiln_snapshotter::Compression>().ok() != self.compression.parse::<kiln_snapshotter::Compression>().ok() {
                 bail!("--cache-to compression={c}: the cache holds the layers this build makes, compressed with --compression {}; pass --compression {c} to build with it", self.compression);
@@ -325,7 +332,7 @@ impl BuildArgs {
             Some("values") => crate::options::ExplainMode::Values,
             Some(other) => bail!("--explain={other}: expected --explain or --explain=values"),
         };
-        Ok((from, to, explain))
+        Ok((from, target, explain))
     }
 
     pub fn validate(self) -> Result<BuildOptions> {
@@ -445,7 +452,11 @@ impl BuildArgs {
             context_commit: std::env::var(crate::options::attest::CONTEXT_COMMIT_ENV).ok().filter(|v| !v.is_empty()),
             explain,
             cache_from,
-            cache_to,
+            cache_inline: cache_to == Some(crate::options::cachespec::CacheTo::Inline),
+            cache_to: match cache_to {
+                Some(crate::options::cachespec::CacheTo::Export(e)) => Some(e),
+                _ => None,
+            },
             registry: self.registry.to_options()?,
             labels: self
                 .labels

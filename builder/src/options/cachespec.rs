@@ -36,6 +36,37 @@ pub struct CacheExport {
     pub mounts: Option<MountExport>,
 }
 
+/// What `--cache-to` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheTo {
+    /// `type=registry` or `type=local`: a cache manifest.
+    Export(CacheExport),
+    /// `type=inline`: the records of the image's own steps in its config, read back by
+    /// `--cache-from type=registry,ref=IMAGE`.
+    Inline,
+}
+
+/// The `--cache-to`, any type.
+pub fn parse_cache_target(spec: &str) -> Result<CacheTo, String> {
+    let flag = "--cache-to";
+    let (kind, attrs) = fields(flag, spec)?;
+    if kind != "inline" {
+        return parse_cache_to(spec).map(CacheTo::Export);
+    }
+    for (k, v) in attrs {
+        match k {
+            // BuildKit's inline cache is min only; kiln's too.
+            "mode" if v == "min" => {}
+            "mode" => return Err(format!("{flag} {spec:?}: an inline cache holds the image's own layers only (mode=min); use type=registry,ref=REF,mode=max")),
+            "ignore-error" => {
+                boolean(flag, k, v)?;
+            }
+            _ => return Err(format!("{flag} {spec:?}: type=inline takes no option {k:?}")),
+        }
+    }
+    Ok(CacheTo::Inline)
+}
+
 const TYPES: &[&str] = &["registry", "local", "inline", "gha", "s3", "azblob"];
 const REGISTRY_ATTRS: &[&str] = &[
     "ref", "mode", "oci-mediatypes", "image-manifest", "compression", "compression-level", "force-compression", "ignore-error",
@@ -125,9 +156,7 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheExport, String> {
     let flag = "--cache-to";
     let (kind, attrs) = fields(flag, spec)?;
     if kind == "inline" {
-        return Err(format!(
-            "{flag} {spec:?}: type=inline is not supported yet: kiln keeps its cache records in a separate manifest; use type=registry,ref=REF (any tag of the image's repository) or type=local,dest=DIR"
-        ));
+        return Err(format!("{flag} {spec:?}: type=inline is read by parse_cache_target"));
     }
     let known = if kind == "local" { LOCAL_ATTRS } else { REGISTRY_ATTRS };
     let (mut mode, mut ignore_error, mut compression) = (CacheMode::Min, None, None);
@@ -224,7 +253,7 @@ mod tests {
             ("type=local", true, "type=local needs dest=DIR"),
             ("type=gha", true, "no GitHub Actions cache backend"),
             ("type=s3,bucket=b", false, "no s3 cache backend"),
-            ("type=inline", true, "type=inline is not supported yet"),
+            ("type=inline,mode=max", true, "holds the image's own layers only"),
             ("type=registry,ref=r/a:c,oci-mediatypes=false", true, "OCI media types only"),
             ("type=registry,ref=r/a:c,compression=brotli", true, "expected gzip, zstd or uncompressed"),
             ("type=registry,ref=r/a:c,force-compression=true", true, "force-compression= is not supported"),
@@ -237,8 +266,9 @@ mod tests {
             ("type=registry,ref=r/a:c,cache-mounts=true,cache-mounts-max-size=lots", true, "expected a size like 500MB"),
             ("type=registry,ref=r/a:c,cache-mounts-ttl=24h", true, "cache-mounts=true, which is not set"),
         ];
+        assert_eq!(parse_cache_target("type=inline").unwrap(), CacheTo::Inline);
         for (spec, to, want) in rows {
-            let e = if *to { parse_cache_to(spec).unwrap_err() } else { parse_cache_from(spec).unwrap_err() };
+            let e = if *to { parse_cache_target(spec).unwrap_err() } else { parse_cache_from(spec).unwrap_err() };
             assert!(e.contains(want), "{spec}: {e}");
         }
     }

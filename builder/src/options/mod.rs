@@ -72,6 +72,8 @@ pub struct BuildOptions {
     pub cache_repo: Option<Reference>,
     pub cache_from: Vec<cachespec::CacheImport>,
     pub cache_to: Option<cachespec::CacheExport>,
+    /// `--cache-to type=inline`: the image's step records in its config.
+    pub cache_inline: bool,
     pub registry: kiln_cache::RegistryOptions,
     pub secrets: Vec<crate::options::SecretSpec>,
     pub ssh: Vec<crate::options::SshSpec>,
@@ -187,6 +189,7 @@ impl BuildOptions {
             cache_repo: None,
             cache_from: Vec::new(),
             cache_to: None,
+            cache_inline: false,
             registry: kiln_cache::RegistryOptions::default(),
             secrets: Vec::new(),
             ssh: Vec::new(),

@@ -33,6 +33,12 @@ pub(super) async fn write_caches(cx: &Ctx, plans: &[TargetPlan]) -> Result<()> {
     // mode=max), and the late hits the build took; mode=min filters them below.
     let mut used = std::mem::take(&mut *cx.used_hits.lock().expect("hits"));
     used.extend(cx.hits.values().map(|(_, r)| r.clone()));
+    if cx.opts.cache_inline {
+        let mut inline = cx.inline_records.lock().expect("inline records");
+        for r in used.iter().chain(&records) {
+            inline.insert(r.key.clone(), r.clone());
+        }
+    }
     for cache in &cx.caches {
         for r in &used {
             cache.mark_used(r, &cx.store);
@@ -55,6 +61,23 @@ pub(super) async fn write_caches(cx: &Ctx, plans: &[TargetPlan]) -> Result<()> {
     Ok(())
 }
 
+/// `--cache-to type=inline`: the records of the image's own steps, in its config
+/// under the field a `--cache-from` import reads. Without their `inputs` (context
+/// paths, build arg values): an image is for others to pull, and a miss against an
+/// inline cache is still named by the step, not by the input.
+pub(super) fn inline_records(cx: &Ctx, plan: &TargetPlan) -> serde_json::Value {
+    let all = cx.inline_records.lock().expect("inline records");
+    let mut out = serde_json::Map::new();
+    for k in plan_step_keys(cx, plan) {
+        if let Some(r) = all.get(&k) {
+            let mut r = r.clone();
+            r.inputs = None;
+            out.insert(k, serde_json::to_value(&r).expect("a record serialises"));
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
 /// Where a push may mount blobs from: the bases' repositories and the registry caches'.
 pub(super) fn push_mount_sources(cx: &Ctx, plans: &[TargetPlan]) -> Vec<Reference> {
     let mut mount_from = mount_sources(plans);
@@ -70,8 +93,13 @@ pub(super) fn push_mount_sources(cx: &Ctx, plans: &[TargetPlan]) -> Vec<Referenc
 /// The keys of the steps whose layers the built images hold: the target stage's and
 /// those of the stages it is built `FROM`, on every platform (`--cache-to mode=min`).
 fn image_step_keys(cx: &Ctx, plans: &[TargetPlan]) -> Vec<String> {
+    plans.iter().flat_map(|p| plan_step_keys(cx, p)).collect()
+}
+
+/// The step keys of one target's image (see [`image_step_keys`]).
+pub(super) fn plan_step_keys(cx: &Ctx, plan: &TargetPlan) -> Vec<String> {
     let mut keys = Vec::new();
-    for plan in plans {
+    {
         let mut stage = Some(plan.graph.target);
         while let Some(s) = stage {
             if let Some(k) = plan.jobs.get(&s).and_then(|j| cx.keys.get(j)) {

@@ -90,6 +90,8 @@ pub(crate) struct Ctx {
     used_hits: std::sync::Mutex<Vec<CacheRecord>>,
     /// Cache mounts the steps that ran used (`mountcache`).
     mounts_used: mountcache::MountsUsed,
+    /// `--cache-to type=inline`: every record of the build by key (`caches::inline_records`).
+    inline_records: std::sync::Mutex<BTreeMap<String, CacheRecord>>,
     /// Context files per COPY/ADD selection (path → digest), for miss explanations.
     context_files: BTreeMap<String, Vec<(String, String)>>,
     rt: tokio::runtime::Handle,
@@ -248,6 +250,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         new_records: std::sync::Mutex::new(Vec::new()),
         used_hits: std::sync::Mutex::new(Vec::new()),
         mounts_used: Default::default(),
+        inline_records: Default::default(),
         context_files,
         rt: tokio::runtime::Handle::current(),
         counts: Default::default(),
@@ -333,6 +336,9 @@ fn final_images(cx: &Ctx, plans: &[TargetPlan], results: &BTreeMap<JobId, ImageS
             for (k, v) in &cx.opts.labels {
                 labels.insert(k.clone(), v.clone());
             }
+        }
+        if cx.opts.cache_inline {
+            state.config.extra.insert(kiln_cache::registrycache::RECORDS_FIELD.to_string(), caches::inline_records(cx, plan));
         }
         if cx.opts.squash {
             let keep = squash_keep[n];
