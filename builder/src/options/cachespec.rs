@@ -169,7 +169,10 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheExport, String> {
                 max_size = Some(kiln_cache::gc::parse_size(v).ok_or_else(|| format!("{flag}: cache-mounts-max-size={v}: expected a size like 500MB or 2GB"))?)
             }
             (_, "cache-mounts-ttl") => {
-                ttl = Some(kiln_cache::gc::parse_duration(v).ok_or_else(|| format!("{flag}: cache-mounts-ttl={v}: expected a duration like 168h or 7d"))?)
+                ttl = Some(match v {
+                    "0" => std::time::Duration::ZERO,
+                    _ => kiln_cache::gc::parse_duration(v).ok_or_else(|| format!("{flag}: cache-mounts-ttl={v}: expected a duration like 168h or 7d, or 0 for none"))?,
+                })
             }
             ("registry", "ref") => r = Some(reference(flag, v)?),
             ("local", "dest") => dest = Some(PathBuf::from(v)),
