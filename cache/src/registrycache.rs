@@ -111,6 +111,8 @@ impl fmt::Debug for RegistryCache {
     }
 }
 
+/// Tags of a `--cache-repo` naming the last record at a step's position.
+pub const POSITION_TAG_PREFIX: &str = "pos-";
 /// BuildKit's inline cache field in an image config (recognised to say why it is not used).
 pub const BUILDKIT_INLINE_FIELD: &str = "moby.buildkit.cache.v0";
 /// Platform images of an index read for an inline cache.
@@ -245,7 +247,26 @@ impl RegistryCache {
         }))
         .expect("manifest serialises");
         self.registry.push_image(&r, store, &manifest, media::OCI_MANIFEST, &blobs, &[]).await?;
+        // The same manifest under a tag named by the step's position, so that a fresh
+        // runner can explain a miss there (`previous`): one manifest PUT, no blob.
+        if let Some(i) = &rec.inputs {
+            let pos = Self::position_tag(repo, &i.position)?;
+            self.registry.push_image(&pos, store, &manifest, media::OCI_MANIFEST, &[], &[]).await?;
+        }
         Ok(())
+    }
+
+    /// `pos-<sha256 of the position>`: the last record made at a step's position.
+    fn position_tag(repo: &Reference, position: &str) -> Result<Reference, CacheError> {
+        let hex = Digest::of(position.as_bytes()).hex().to_string();
+        repo.with_tag(&format!("{POSITION_TAG_PREFIX}{}", &hex[..40]))
+            .map_err(|e| CacheError::Invalid { what: "cache repository".into(), message: e.to_string() })
+    }
+
+    async fn previous_in_repo(&self, repo: &Reference, now: &crate::layercache::StepInputs) -> Option<CacheRecord> {
+        let r = Self::position_tag(repo, &now.position).ok()?;
+        let (_, _, c) = self.config_of(&r, "cache image").await.ok()??;
+        serde_json::from_value::<CacheRecord>(c[RECORD_FIELD].clone()).ok()
     }
 
     async fn import<'a>(&'a self, m: &'a ManifestState) -> &'a Imported {
@@ -540,7 +561,10 @@ impl LayerCache for RegistryCache {
 
     fn previous<'a>(&'a self, now: &'a crate::layercache::StepInputs) -> BoxFuture<'a, Option<CacheRecord>> {
         async move {
-            let Flavour::Manifest(m) = &self.flavour else { return None };
+            let m = match &self.flavour {
+                Flavour::Repo(repo) => return self.previous_in_repo(repo, now).await,
+                Flavour::Manifest(m) => m,
+            };
             let all = self.import(m).await;
             all.records
                 .values()

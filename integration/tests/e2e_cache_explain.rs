@@ -121,6 +121,29 @@ fn a_fresh_runner_explains_misses_against_the_registry_cache() {
     assert!(m.iter().any(|l| l.contains("COPY app/ /app/") && l.contains("context file app/a.txt")), "{m:?}\n{out}");
 }
 
+/// The same against a Kaniko-style `--cache-repo`: the record is found by the tag
+/// naming the step's position.
+#[test]
+fn a_fresh_runner_explains_misses_against_the_cache_repo() {
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let repo = registry.reference("cache/explain-repo");
+    let a = Sandbox::new();
+    let ctx_a = context(&a, &registry, "a", "cat /app/a.txt > /out");
+    build(&a, &ctx_a, &["--cache-repo", &repo, "--build-arg", "VERSION=1"]);
+    let b = Sandbox::new();
+    let ctx_b = context(&b, &registry, "b", "cat /app/a.txt > /out");
+    fs::write(ctx_b.join("app/a.txt"), "changed on the branch\n").unwrap();
+    let out = build(&b, &ctx_b, &["--cache-repo", &repo, "--build-arg", "VERSION=1"]);
+    let m = misses(&out);
+    assert!(m.iter().any(|l| l.contains("COPY app/ /app/") && l.contains("context file app/a.txt")), "{m:?}\n{out}");
+    let c = Sandbox::new();
+    let ctx_c = context(&c, &registry, "c", "cat /app/a.txt > /out");
+    let out = build(&c, &ctx_c, &["--cache-repo", &repo, "--build-arg", "VERSION=2"]);
+    let m = misses(&out);
+    assert!(m.iter().any(|l| l.contains("build arg VERSION changed: 1 → 2")), "{m:?}\n{out}");
+}
+
 /// The base image tag now names another image: the first step says so, with both digests.
 #[test]
 fn a_moved_base_tag_is_named_with_both_digests() {

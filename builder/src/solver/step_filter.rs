@@ -52,6 +52,10 @@ impl<C: LayerCache> LayerCache for StepFilter<C> {
         self.inner.set_image_keys(keys)
     }
 
+    fn previous<'a>(&'a self, now: &'a kiln_cache::layercache::StepInputs) -> BoxFuture<'a, Option<CacheRecord>> {
+        self.inner.previous(now)
+    }
+
     fn mark_used(&self, record: &CacheRecord, store: &ContentStore) {
         if self.steps.admits(&record.created_by) {
             self.inner.mark_used(record, store)
