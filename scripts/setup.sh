@@ -32,7 +32,10 @@ DEB_CACHE=${KILN_DEB_CACHE:-/var/cache/kiln-testdata/debs}
 export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(docker-registry uidmap busybox-static qemu-user-static buildah skopeo umoci git mmdebstrap
-          apache2-utils jq python3 curl ca-certificates openssl bubblewrap rpm)
+          apache2-utils jq python3 curl ca-certificates openssl bubblewrap rpm
+          zstd e2fsprogs
+          # Docker's engine with its 2021 BuildKit: the second peer of bench/ (not the tests).
+          docker.io)
 
 # ---------------------------------------------------------------- 1. packages
 installed() { dpkg-query -W -f='${db:Status-Status}\n' "$1" 2>/dev/null | grep -qx installed; }

@@ -227,11 +227,16 @@ impl Registry {
     /// registry asks for one; nothing for open registries).
     pub(crate) async fn authenticate(&self, t: &Transport, r: &Reference, op: RegistryOperation) -> Result<(), RegistryError> {
         let oref = r.to_oci();
+        let push = matches!(op, RegistryOperation::Push);
+        // A push authentication also reads.
+        if t.recently_authed(r.repository(), push) || (!push && t.recently_authed(r.repository(), true)) {
+            return Ok(());
+        }
         let what = match op {
             RegistryOperation::Pull => "authenticating to pull from",
             RegistryOperation::Push => "authenticating to push to",
         };
-        self.attempt(t, what.to_string(), r, || async {
+        let done = self.attempt(t, what.to_string(), r, || async {
             if let Some(id) = &t.identity {
                 let push = matches!(op, RegistryOperation::Push);
                 let token = id.access_token(&t.base_url, r.repository(), push).await.map_err(|e| match e {
@@ -248,7 +253,11 @@ impl Registry {
             }
             Ok(())
         })
-        .await
+        .await;
+        if done.is_ok() {
+            t.mark_authed(r.repository(), push);
+        }
+        done
     }
 
     /// Resolves `r` for `platform` and stores manifest (and index), config and layers

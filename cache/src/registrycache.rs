@@ -200,11 +200,22 @@ impl RegistryCache {
 
     async fn probe_repo(&self, repo: &Reference, key: &CacheKey) -> Result<Option<CacheRecord>, CacheError> {
         let r = Self::repo_tag(repo, key)?;
-        let Some((what, m, c)) = self.config_of(&r, "cache image").await? else {
+        // kiln's cache images carry the record (without its inputs) in an annotation of
+        // the manifest: one GET per key. Older ones and other writers: the config.
+        let Some((bytes, mdigest)) = self.registry.get_manifest(&r).await? else {
             return Ok(None);
         };
-        let rec: CacheRecord = serde_json::from_value(c[RECORD_FIELD].clone())
-            .map_err(|e| CacheError::Invalid { what: what.clone(), message: format!("{RECORD_FIELD}: {e}") })?;
+        let what = format!("cache image {r} ({mdigest})");
+        let m: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        let annotated = m["annotations"][RECORD_FIELD].as_str().and_then(|a| serde_json::from_str::<CacheRecord>(a).ok());
+        let rec = match annotated {
+            Some(rec) => rec,
+            None => {
+                let Some((_, _, c)) = self.config_of(&r, "cache image").await? else { return Ok(None) };
+                serde_json::from_value(c[RECORD_FIELD].clone())
+                    .map_err(|e| CacheError::Invalid { what: what.clone(), message: format!("{RECORD_FIELD}: {e}") })?
+            }
+        };
         rec.check(key, &what)?;
         let layer0 = m["layers"][0]["digest"].as_str().map(str::to_string);
         if layer0 != rec.layer.as_ref().map(|l| l.digest.to_string()) {
@@ -239,11 +250,14 @@ impl RegistryCache {
             layers.push(descriptor(&l.media_type, &l.digest, l.size));
         }
         blobs.extend(layers.iter().cloned());
+        let mut lean = rec.clone();
+        lean.inputs = None;
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": media::OCI_MANIFEST,
             "config": blobs[0],
             "layers": layers,
+            "annotations": { RECORD_FIELD: serde_json::to_string(&lean).expect("a record serialises") },
         }))
         .expect("manifest serialises");
         self.registry.push_image(&r, store, &manifest, media::OCI_MANIFEST, &blobs, &[]).await?;

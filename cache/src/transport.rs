@@ -35,12 +35,30 @@ pub(crate) struct Transport {
     /// The bearer tokens oci-client was given or got, per repository, for kiln's own
     /// requests (oci-client keeps its cache to itself).
     tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// When each (repository, push?) was last authenticated: `Registry::authenticate`
+    /// does not ask again within [`AUTH_REUSE`] (oci-client's auth is a `/v2/`
+    /// round trip, twice per cache probe otherwise).
+    authed: Arc<std::sync::Mutex<std::collections::HashMap<(String, bool), std::time::Instant>>>,
 }
+
+/// How long an authentication is reused without asking the registry: shorter than
+/// any bearer token registries hand out (Docker Hub's last 300 s).
+pub(crate) const AUTH_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Transport {
     /// The bearer token for `repository`, if one was got.
     pub fn token(&self, repository: &str) -> Option<String> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(repository).cloned()
+    }
+
+    /// Whether (repository, push) was authenticated less than [`AUTH_REUSE`] ago.
+    pub fn recently_authed(&self, repository: &str, push: bool) -> bool {
+        let m = self.authed.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&(repository.to_string(), push)).is_some_and(|t| t.elapsed() < AUTH_REUSE)
+    }
+
+    pub fn mark_authed(&self, repository: &str, push: bool) {
+        self.authed.lock().unwrap_or_else(|p| p.into_inner()).insert((repository.to_string(), push), std::time::Instant::now());
     }
 
     /// Keeps `token` for `repository`: a push token also reads, so it replaces a pull one.
@@ -173,5 +191,6 @@ pub(crate) fn build(opts: &RegistryOptions, registry: &str, mode: Mode) -> Resul
         _relay: relay,
         http,
         tokens: Default::default(),
+        authed: Default::default(),
     })
 }

@@ -518,7 +518,11 @@ async fn keys_and_hits(
             if missing.is_empty() {
                 break;
             }
-            for (k, r) in missing.iter().zip(cache.probe_many(&missing).await) {
+            let t0 = std::time::Instant::now();
+            let found = cache.probe_many(&missing).await;
+            // bench/ci-cache.py reads this line (probe cost of a cache).
+            tracing::debug!(cache = i, keys = missing.len(), hits = found.iter().flatten().count(), ms = t0.elapsed().as_secs_f64() * 1000.0, "probed");
+            for (k, r) in missing.iter().zip(found) {
                 if let Some(r) = r.filter(|r| r.layer.is_some() && r.diff_id.is_some()) {
                     hits.insert(k.hex().to_string(), (i, r));
                 }
