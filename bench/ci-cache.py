@@ -77,6 +77,9 @@ class Bench:
         shutil.copyfile(self.a.kiln, self.kiln)
         os.chmod(self.kiln, 0o755)
         env = dict(os.environ, KILN_REGISTRY_DIR=self.regdir)
+        # A new registry each time: caches a previous run left would be hits.
+        subprocess.run([os.path.join(REPO, "scripts/registry.sh"), "stop", str(self.a.port)], env=env, capture_output=True)
+        shutil.rmtree(self.regdir, ignore_errors=True)
         sh(os.path.join(REPO, "scripts/registry.sh"), "start", str(self.a.port), env=env)
         sh("bash", os.path.join(REPO, "testdata/scripts/seed-registry.sh"), "--debian", self.reg)
         for name, df in (("app", APP_DF), ("mount", MOUNT_DF), ("probe", probe_df())):

@@ -239,6 +239,47 @@ impl MountRecord {
     }
 }
 
+/// Where a bundle of a cache mount is read from.
+pub enum BundleSource {
+    /// A registry's answer, chunk by chunk.
+    Stream(futures_util::stream::BoxStream<'static, Result<bytes::Bytes, CacheError>>),
+    /// A blob of an OCI layout directory (`type=local`).
+    File(std::path::PathBuf),
+}
+
+impl BundleSource {
+    /// As a blocking reader (a registry stream is driven on `rt` chunk by chunk).
+    pub fn into_read(self, rt: tokio::runtime::Handle) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(match self {
+            BundleSource::File(p) => Box::new(std::fs::File::open(&p)?),
+            BundleSource::Stream(stream) => Box::new(StreamReader { rt, stream: stream.fuse(), chunk: bytes::Bytes::new() }),
+        })
+    }
+}
+
+struct StreamReader {
+    rt: tokio::runtime::Handle,
+    /// Fused: a reader is read again after it said "end".
+    stream: futures_util::stream::Fuse<futures_util::stream::BoxStream<'static, Result<bytes::Bytes, CacheError>>>,
+    chunk: bytes::Bytes,
+}
+
+impl std::io::Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rt.block_on(self.stream.next()) {
+                Some(Ok(c)) => self.chunk = c,
+                Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
+    }
+}
+
 /// `--cache-to …,cache-mounts=true`: an export that carries cache mounts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct MountExport {
@@ -275,8 +316,16 @@ pub trait LayerCache: Send + Sync {
     /// count as misses.
     fn probe_many<'a>(&'a self, keys: &'a [CacheKey]) -> BoxFuture<'a, Vec<Option<CacheRecord>>> {
         let n = self.probe_concurrency().max(1);
-        let futs: Vec<BoxFuture<'a, Option<CacheRecord>>> = keys.iter().map(|k| probe_or_miss(self, k)).collect();
-        async move { futures_util::stream::iter(futs).buffered(n).collect().await }.boxed()
+        async move {
+            let Some((first, rest)) = keys.split_first() else { return Vec::new() };
+            // The first alone: it authenticates (or imports a manifest) once, where
+            // `n` concurrent first probes would each do it.
+            let mut out = vec![probe_or_miss(self, first).await];
+            let futs: Vec<BoxFuture<'a, Option<CacheRecord>>> = rest.iter().map(|k| probe_or_miss(self, k)).collect();
+            out.extend(futures_util::stream::iter(futs).buffered(n).collect::<Vec<_>>().await);
+            out
+        }
+        .boxed()
     }
 
     /// Makes the record's layer blob present in `store` (downloading and verifying it
@@ -311,9 +360,10 @@ pub trait LayerCache: Send + Sync {
         async { None }.boxed()
     }
 
-    /// Makes a mount record's bundles present in `store`, verified.
-    fn fetch_mount<'a>(&'a self, _rec: &'a MountRecord, _store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
-        async { Ok(()) }.boxed()
+    /// Bundle `i` of a mount record this cache brought: where to read it from. Not
+    /// verified: the reader hashes it and keeps nothing unless the digest matches.
+    fn open_bundle<'a>(&'a self, rec: &'a MountRecord, _i: usize) -> BoxFuture<'a, Result<BundleSource, CacheError>> {
+        async move { Err(CacheError::Invalid { what: "cache mount".into(), message: format!("{:?} is in no imported cache", rec.id) }) }.boxed()
     }
 
     /// Whether this cache's export carries cache mounts, and its limits.

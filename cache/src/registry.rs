@@ -467,6 +467,33 @@ impl Registry {
         .await
     }
 
+    /// A blob of `r`'s repository as a stream of chunks, not stored and not verified:
+    /// the caller hashes what it reads and throws it away unless the digest matches
+    /// (a cache mount restored straight into a scratch directory). Each chunk must come
+    /// within the answer deadline.
+    pub async fn blob_chunks(&self, r: &Reference, d: &Digest) -> Result<futures_util::stream::BoxStream<'static, Result<bytes::Bytes, RegistryError>>, RegistryError> {
+        let t = self.transport(r.registry(), self.reads)?;
+        self.authenticate(&t, r, RegistryOperation::Pull).await?;
+        let oref = r.to_oci();
+        let ds = d.to_string();
+        let stream = self
+            .attempt(&t, format!("pulling blob {} from", short(d)), r, || async { Ok(t.client.pull_blob_stream(&oref, ds.as_str()).await?) })
+            .await?;
+        let (op, target) = (format!("pulling blob {} from", short(d)), r.name());
+        let deadline = self.answer_deadline();
+        let counter = self.inner.opts.transferred.clone();
+        Ok(futures_util::StreamExt::boxed(futures_util::StreamExt::map(
+            tokio_stream_timeout(stream, deadline),
+            move |c| {
+                let c = c.map_err(|e| RegistryError::Transport { op: op.clone(), target: target.clone(), message: e.to_string() })?;
+                if let Some(t) = &counter {
+                    t.pulled.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(c)
+            },
+        )))
+    }
+
     /// The manifest (or index) `r` names, raw, with its digest; `None` if the registry
     /// says it does not exist (404 / MANIFEST_UNKNOWN / NAME_UNKNOWN). No mirrors.
     pub async fn get_manifest(&self, r: &Reference) -> Result<Option<(Vec<u8>, Digest)>, RegistryError> {
@@ -664,4 +691,19 @@ enum Outcome {
     Skipped,
     Mounted,
     Uploaded,
+}
+
+/// Each item of `s` within `deadline` of the previous one (a stalled stream ends with
+/// a timeout error instead of holding a restore forever).
+fn tokio_stream_timeout<S>(s: S, deadline: std::time::Duration) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Unpin + 'static,
+{
+    futures_util::stream::unfold(s, move |mut s| async move {
+        match tokio::time::timeout(deadline, futures_util::StreamExt::next(&mut s)).await {
+            Ok(Some(item)) => Some((item, s)),
+            Ok(None) => None,
+            Err(_) => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no data for {}s", deadline.as_secs()))), s)),
+        }
+    })
 }

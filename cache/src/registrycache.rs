@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use kiln_oci::{media, Digest};
 
-use crate::layercache::{CacheError, CacheKey, CacheOptions, CacheRecord, LayerCache, LayerRecord, MountExport, MountRecord};
+use crate::layercache::{BundleSource, CacheError, CacheKey, CacheOptions, CacheRecord, LayerCache, LayerRecord, MountExport, MountRecord};
 use crate::reference::Reference;
 use crate::registry::Registry;
 use crate::store::ContentStore;
@@ -379,17 +379,6 @@ impl RegistryCache {
         out
     }
 
-    fn fetch_bundle<'a>(&'a self, src: &'a CacheLocation, b: &'a LayerRecord, store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
-        async move {
-            match src {
-                _ if store.has(&b.digest) => Ok(()),
-                CacheLocation::Registry(r) => self.registry.pull_blob(r, &b.digest, Some(b.size), store).await.map_err(CacheError::from),
-                CacheLocation::Layout { dir, .. } => layout::copy_blob(dir, &b.digest, b.size, store),
-            }
-        }
-        .boxed()
-    }
-
     /// Makes a blob of `src` present for an export to `to`: same-registry sources are
     /// mounted by `push_image`; others are copied into the store first.
     async fn bring(&self, l: &LayerRecord, src: &CacheLocation, to: &CacheLocation, store: &ContentStore) -> Result<(), CacheError> {
@@ -427,9 +416,22 @@ impl RegistryCache {
                 blobs_from.push((l, src));
             }
         }
+        // A mount this build used may hold bundles it restored and did not change:
+        // they are not in the store (restores stream), but where they were imported from.
+        let imported_bundles: HashMap<&Digest, &CacheLocation> =
+            imported.map(|i| &i.mounts).into_iter().flatten().flat_map(|(_, (r, src))| r.bundles.iter().map(move |b| (&b.digest, src))).collect();
+        let mut restored_from: Vec<&CacheLocation> = Vec::new();
         for (mr, src) in &mounts {
-            if let Some(src) = src {
-                blobs_from.extend(mr.bundles.iter().map(|b| (b, src)));
+            for b in &mr.bundles {
+                match src.as_ref().or_else(|| imported_bundles.get(&b.digest).copied().filter(|_| !store.has(&b.digest))) {
+                    Some(src) => {
+                        blobs_from.push((b, src));
+                        if !restored_from.contains(&src) {
+                            restored_from.push(src);
+                        }
+                    }
+                    None => {}
+                }
             }
         }
         for (l, src) in blobs_from {
@@ -464,8 +466,8 @@ impl RegistryCache {
                 let mut blobs = vec![config_desc];
                 blobs.extend(layers);
                 let mut mount: Vec<Reference> = Vec::new();
-                for src in entries.iter().map(|(_, s)| s).chain(mounts.iter().map(|(_, s)| s)) {
-                    if let Some(CacheLocation::Registry(r)) = src {
+                for src in entries.iter().filter_map(|(_, s)| s.as_ref()).chain(mounts.iter().filter_map(|(_, s)| s.as_ref())).chain(restored_from.iter().copied()) {
+                    if let CacheLocation::Registry(r) = src {
                         if !mount.contains(r) {
                             mount.push(r.clone());
                         }
@@ -601,16 +603,19 @@ impl LayerCache for RegistryCache {
         .boxed()
     }
 
-    fn fetch_mount<'a>(&'a self, rec: &'a MountRecord, store: &'a ContentStore) -> BoxFuture<'a, Result<(), CacheError>> {
+    fn open_bundle<'a>(&'a self, rec: &'a MountRecord, i: usize) -> BoxFuture<'a, Result<BundleSource, CacheError>> {
         async move {
-            let Flavour::Manifest(m) = &self.flavour else { return Ok(()) };
-            let Some((_, src)) = self.import(m).await.mounts.get(&rec.id) else {
-                return Err(CacheError::Invalid { what: "cache mount".into(), message: format!("{:?} is in no imported cache", rec.id) });
-            };
-            // Bundles in parallel (a few at a time): a restore is bound by the link.
-            let fetches: Vec<BoxFuture<'_, Result<(), CacheError>>> = rec.bundles.iter().map(|b| self.fetch_bundle(src, b, store)).collect();
-            let results: Vec<Result<(), CacheError>> = futures_util::stream::iter(fetches).buffer_unordered(4).collect().await;
-            results.into_iter().collect()
+            let missing = || CacheError::Invalid { what: "cache mount".into(), message: format!("{:?} is in no imported cache", rec.id) };
+            let Flavour::Manifest(m) = &self.flavour else { return Err(missing()) };
+            let Some((_, src)) = self.import(m).await.mounts.get(&rec.id) else { return Err(missing()) };
+            let b = rec.bundles.get(i).ok_or_else(missing)?;
+            Ok(match src {
+                CacheLocation::Registry(r) => {
+                    let s = self.registry.blob_chunks(r, &b.digest).await?;
+                    BundleSource::Stream(s.map(|c| c.map_err(CacheError::from)).boxed())
+                }
+                CacheLocation::Layout { dir, .. } => BundleSource::File(layout::blob_file(dir, &b.digest)),
+            })
         }
         .boxed()
     }
@@ -662,6 +667,10 @@ mod layout {
 
     fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
         dir.join("blobs").join("sha256").join(d.hex())
+    }
+
+    pub(super) fn blob_file(dir: &Path, d: &Digest) -> PathBuf {
+        blob_path(dir, d)
     }
 
     /// A blob of the layout, read whole and verified.

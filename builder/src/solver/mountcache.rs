@@ -55,7 +55,6 @@ fn restore(cx: &Ctx, m: &RunMount, id: &str, dir: &Path) -> Result<()> {
             bail!("bundle {} has media type {:?}, not kiln's {BUNDLE_MEDIA_TYPE}", b.digest, b.media_type);
         }
         let t0 = std::time::Instant::now();
-        cx.rt.block_on(cache.fetch_mount(&rec, &cx.store)).context("downloading its bundles")?;
         fs::create_dir_all(dir)?;
         let tmp = dir.join(format!("data.restore-{}", next_id()));
         fs::create_dir(&tmp)?;
@@ -63,10 +62,8 @@ fn restore(cx: &Ctx, m: &RunMount, id: &str, dir: &Path) -> Result<()> {
         let unpacked = (|| -> Result<()> {
             nix::unistd::chown(&tmp, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))?;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
-            for b in &rec.bundles {
-                let f = cx.store.open_blob(&b.digest)?;
-                kiln_snapshotter::apply_layer_onto(BufReader::with_capacity(1 << 20, f), LayerCompression::Zstd, &tmp, &[])
-                    .with_context(|| format!("unpacking bundle {}", b.digest))?;
+            for (i, b) in rec.bundles.iter().enumerate() {
+                unpack_bundle(cx, cache.as_ref(), &rec, i, &tmp).with_context(|| format!("bundle {}", b.digest))?;
             }
             Ok(())
         })();
@@ -97,6 +94,45 @@ fn restore(cx: &Ctx, m: &RunMount, id: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Streams bundle `i` from where the cache keeps it into `into`: read once, hashed
+/// as it goes (the scratch directory is thrown away unless every digest matches),
+/// never stored (a restore costs one read of the bundles and one write of the tree).
+fn unpack_bundle(cx: &Ctx, cache: &dyn LayerCache, rec: &MountRecord, i: usize, into: &Path) -> Result<()> {
+    let b = &rec.bundles[i];
+    let source = cx.rt.block_on(cache.open_bundle(rec, i))?;
+    let reader = source.into_read(cx.rt.clone())?;
+    let mut hashed = HashingReader { inner: reader, hasher: kiln_oci::Sha256Writer::new(std::io::sink()), limit: b.size, read: 0 };
+    kiln_snapshotter::apply_layer_onto(BufReader::with_capacity(1 << 20, &mut hashed), LayerCompression::Zstd, into, &[])?;
+    // What follows the tar's end (zstd frame end, padding) counts for the digest.
+    std::io::copy(&mut hashed, &mut std::io::sink())?;
+    let (_, got, n) = std::mem::replace(&mut hashed.hasher, kiln_oci::Sha256Writer::new(std::io::sink())).finish();
+    if got != b.digest || n != b.size {
+        bail!("it is {got} ({n} bytes), the cache says {} ({} bytes)", b.digest, b.size);
+    }
+    Ok(())
+}
+
+/// A reader that hashes what passes and stops at the size the record gives.
+struct HashingReader {
+    inner: Box<dyn std::io::Read + Send>,
+    hasher: kiln_oci::Sha256Writer<std::io::Sink>,
+    limit: u64,
+    read: u64,
+}
+
+impl std::io::Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Write as _;
+        let n = self.inner.read(buf)?;
+        self.hasher.write_all(&buf[..n])?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(std::io::Error::other(format!("longer than the {} bytes the cache says", self.limit)));
+        }
+        Ok(n)
+    }
+}
+
 fn write_packed(dir: &Path, p: &Packed) {
     let tmp = dir.join(format!("packed.json.tmp-{}", next_id()));
     let ok = serde_json::to_vec(p).ok().and_then(|b| fs::write(&tmp, b).ok()).and_then(|_| fs::rename(&tmp, dir.join("packed.json")).ok());
@@ -124,7 +160,7 @@ pub(super) fn pack_used(cx: &Ctx) -> Result<()> {
         if !dir.join("data").is_dir() {
             continue;
         }
-        let mut rec = match pack(cx, &dir) {
+        let mut rec = match pack(cx, &id, &dir) {
             Ok(r) => r,
             // As any export failure: a warning unless ignore-error=false asks otherwise.
             Err(e) if cx.opts.cache_to.as_ref().is_some_and(|c| c.ignore_error == Some(false)) => {
@@ -156,12 +192,16 @@ pub(super) fn pack_used(cx: &Ctx) -> Result<()> {
 /// The mount's bundles: those of `packed.json` when its listing is unchanged and
 /// they are all in the store, else newly packed (under the mount's lock, so no
 /// `sharing=locked` step of another build writes it meanwhile).
-fn pack(cx: &Ctx, dir: &Path) -> Result<MountRecord> {
+fn pack(cx: &Ctx, id: &str, dir: &Path) -> Result<MountRecord> {
     let _lock = runmounts::lock_cache_dir(dir)?;
     let data = dir.join("data");
     let listing = bundle::listing_digest(&data)?;
     if let Some(p) = read_packed(dir) {
-        if p.listing == listing && p.record.bundles.iter().all(|b| cx.store.has(&b.digest)) {
+        // Its bundles must be somewhere the export can take them from: the store, or
+        // (restored ones, which are streamed, not stored) the cache they came from.
+        let imported: Vec<MountRecord> = cx.caches.iter().filter_map(|c| cx.rt.block_on(c.mount_record(id))).collect();
+        let reachable = |d: &Digest| cx.store.has(d) || imported.iter().any(|r| r.bundles.iter().any(|b| b.digest == *d));
+        if p.listing == listing && p.record.bundles.iter().all(|b| reachable(&b.digest)) {
             return Ok(p.record);
         }
     }

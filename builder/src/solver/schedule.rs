@@ -48,7 +48,13 @@ pub(super) fn schedule<T: Clone + Send + Sync>(
                     let done: BTreeMap<usize, T> = d.iter().map(|x| (*x, results[x].clone())).collect();
                     let tx = tx.clone();
                     scope.spawn(move || {
-                        let _ = tx.send((id, run(id, &done)));
+                        // A panicking job must still report, or the loop below waits
+                        // for it forever (the build hung instead of failing).
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(id, &done))).unwrap_or_else(|p| {
+                            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+                            Err(anyhow::anyhow!("internal error: a stage's job panicked: {what}"))
+                        });
+                        let _ = tx.send((id, r));
                     });
                 }
             }
@@ -102,6 +108,14 @@ mod tests {
         let at = |s: &str| log.iter().position(|l| l == s).unwrap();
         assert!(at("start 2") > at("end 0") && at("start 2") > at("end 1"), "{log:?}");
         assert!(at("start 3") > at("end 2"), "{log:?}");
+    }
+
+    #[test]
+    fn a_panicking_job_fails_the_schedule_instead_of_hanging_it() {
+        let deps = vec![vec![], vec![0]];
+        let r = schedule(&deps, 2, |id, _: &BTreeMap<usize, ()>| if id == 0 { panic!("bundle reader polled twice") } else { Ok(()) });
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("panicked: bundle reader polled twice"), "{e}");
     }
 
     #[test]
