@@ -47,6 +47,8 @@ RUN for i in $(seq 1 2000); do echo "module $i" > /opt/deps/m$i.py; done
 COPY src/ /app/src/
 RUN cat /app/src/* | sha256sum > /app/sum
 """
+# The same app whose last step is the COPY: nothing after it needs the layers below.
+APP_COPY_DF = APP_DF.rsplit("RUN cat", 1)[0]
 MOUNT_DF = """FROM {REG}/base/busybox:latest
 COPY rev.txt /rev.txt
 RUN --mount=type=cache,id=big,target=/cache sh -c 'test -f /cache/done || { for i in $(seq 1 500); do head -c 1048576 /dev/urandom > /cache/f$i; done; touch /cache/done; }; cat /rev.txt'
@@ -82,7 +84,7 @@ class Bench:
         shutil.rmtree(self.regdir, ignore_errors=True)
         sh(os.path.join(REPO, "scripts/registry.sh"), "start", str(self.a.port), env=env)
         sh("bash", os.path.join(REPO, "testdata/scripts/seed-registry.sh"), "--debian", self.reg)
-        for name, df in (("app", APP_DF), ("mount", MOUNT_DF), ("probe", probe_df())):
+        for name, df in (("app", APP_DF), ("app-copy", APP_COPY_DF), ("mount", MOUNT_DF), ("probe", probe_df())):
             d = os.path.join(self.w, "ctx", name)
             os.makedirs(os.path.join(d, "src"), exist_ok=True)
             open(os.path.join(d, "Dockerfile"), "w").write(df.replace("{REG}", self.reg))
@@ -156,44 +158,54 @@ class Bench:
                 p.kill()
 
     # ------------------------------------------------------------------ commands
-    def build_cmds(self, tool, state, ctx, ref, cache):
+    def build_cmds(self, tool, state, ctx, ref, cache, export):
+        """Build + push; `export`: also write the registry cache (the prime). The
+        measured builds only import, so that the warm and the fresh build of a run do
+        the same work (the changed COPY and what follows it)."""
         if tool == "kiln":
             env = ["KILN_ROOT=" + os.path.join(state, "root")]
+            out = ["--cache-to", f"type=registry,ref={cache},mode=max"] if export else []
             return [self.as_user(*env, self.kiln, "build", "--progress", "plain", "-t", ref, "--push",
-                                 "--cache-from", f"type=registry,ref={cache}",
-                                 "--cache-to", f"type=registry,ref={cache},mode=max", ctx)]
+                                 "--cache-from", f"type=registry,ref={cache}", *out, ctx)]
         if tool == "buildah":
             b = ["buildah", "--root", os.path.join(state, "root"), "--runroot", os.path.join(state, "runroot"),
                  "--storage-driver", "overlay"]
             repo = cache.rsplit(":", 1)[0]
+            out = ["--cache-to", repo] if export else []
             return [self.as_user(*b, "bud", "--layers", "--isolation", "chroot", "--tls-verify=false",
-                                 "--cache-from", repo, "--cache-to", repo, "-t", ref, ctx),
+                                 "--cache-from", repo, *out, "-t", ref, ctx),
                     self.as_user(*b, "push", "--tls-verify=false", ref)]
         sock = self.dockerd_sock
         d = ["/usr/bin/docker", "-H", f"unix://{sock}"]
-        latest = ref.rsplit(":", 1)[0] + ":latest"
+        latest = cache  # the primed image, with BuildKit's inline cache
+        tags = ["-t", ref] + (["-t", latest] if export else [])
         return [["env", "DOCKER_BUILDKIT=1"] + d + ["build", "--network", "host", "--build-arg", "BUILDKIT_INLINE_CACHE=1",
-                                                     "--cache-from", latest, "-t", ref, "-t", latest, ctx],
-                d + ["push", ref], d + ["push", latest]]
+                                                     "--cache-from", latest, *tags, ctx],
+                d + ["push", ref]] + ([d + ["push", latest]] if export else [])
 
-    def run(self, tool, state, ctx, ref, cache, label):
+    def run(self, tool, state, ctx, ref, cache, label, export=False):
         log = os.path.join(self.w, "logs", f"{label}.log")
         env = dict(os.environ)
         mark = self.reg_log_mark()
-        ok, secs, rss, _ = timed(self.build_cmds(tool, state, ctx, ref, cache), log, env)
+        ok, secs, rss, _ = timed(self.build_cmds(tool, state, ctx, ref, cache, export), log, env)
         if not ok:
             sys.exit(f"{label} failed: see {log}")
         return secs, self.blob_bytes_since(mark), log
 
     # ------------------------------------------------------------------ cases
     def case_fresh(self):
-        ctx = os.path.join(self.w, "ctx", "app")
+        for app, what in (("app-copy", "last step the COPY"), ("app", "a RUN after the COPY")):
+            self.fresh_case(app, what)
+
+    def fresh_case(self, app, what):
+        ctx = os.path.join(self.w, "ctx", app)
         for tool in self.a.tools.split(","):
             warm = self.fresh_fs(f"{tool}-warm")
-            cache = f"{self.reg}/bench/cicache-{tool}:cache"
+            cache = f"{self.reg}/bench/{app}-{tool}:cache"
             if tool == "docker":
                 self.dockerd_sock = self.start_dockerd("warm", warm)
-            self.run(tool, warm, ctx, f"{self.reg}/bench/cicache-{tool}:v0", cache, f"fresh-{tool}-prime")
+            open(os.path.join(ctx, "src", "main.py"), "w").write("print('v0')\n")
+            self.run(tool, warm, ctx, f"{self.reg}/bench/{app}-{tool}:v0", cache, f"{app}-{tool}-prime", export=True)
             fresh_s, warm_s, fetched = [], [], []
             for k in range(1, self.a.runs + 1):
                 open(os.path.join(ctx, "src", "main.py"), "w").write(f"print('v{k}')\n")
@@ -201,21 +213,22 @@ class Bench:
                 st = self.fresh_fs(f"{tool}-fresh")
                 if tool == "docker":
                     self.dockerd_sock = self.start_dockerd("fresh", st)
-                s, b, _ = self.run(tool, st, ctx, f"{self.reg}/bench/cicache-{tool}:f{k}", cache, f"fresh-{tool}-fresh{k}")
+                s, b, _ = self.run(tool, st, ctx, f"{self.reg}/bench/{app}-{tool}:f{k}", cache, f"{app}-{tool}-fresh{k}")
                 if tool == "docker":
                     self.stop_dockerd("fresh")
                     self.dockerd_sock = self.dockerd["warm"][1]
                 self.drop_fs(f"{tool}-fresh")
                 fresh_s.append(s)
                 fetched.append(b)
-                s, _, _ = self.run(tool, warm, ctx, f"{self.reg}/bench/cicache-{tool}:w{k}", cache, f"fresh-{tool}-warm{k}")
+                s, _, _ = self.run(tool, warm, ctx, f"{self.reg}/bench/{app}-{tool}:w{k}", cache, f"{app}-{tool}-warm{k}")
                 warm_s.append(s)
-                print(f"fresh {tool} run {k}: fresh {fresh_s[-1]:.2f}s ({fetched[-1] / 1e6:.1f} MB fetched), warm {s:.2f}s", flush=True)
+                print(f"{app} {tool} run {k}: fresh {fresh_s[-1]:.2f}s ({fetched[-1] / 1e6:.1f} MB fetched), warm {s:.2f}s", flush=True)
             if tool == "docker":
                 self.stop_dockerd("warm")
             self.drop_fs(f"{tool}-warm")
             f, w = statistics.median(fresh_s), statistics.median(warm_s)
-            self.rows.append(("fresh runner, one source file changed", tool, f"{f:.2f} s fresh / {w:.2f} s warm = {f / w:.2f}×",
+            self.rows.append((f"fresh runner vs warm, one source file changed, {what}", tool,
+                              f"{f:.2f} s fresh / {w:.2f} s warm = {f / w:.1f}×",
                               f"{statistics.median(fetched) / 1e6:.1f} MB of blobs fetched by the fresh build"))
 
     def case_mount(self):
