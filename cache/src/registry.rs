@@ -483,7 +483,7 @@ impl Registry {
         let deadline = self.answer_deadline();
         let counter = self.inner.opts.transferred.clone();
         Ok(futures_util::StreamExt::boxed(futures_util::StreamExt::map(
-            tokio_stream_timeout(stream, deadline),
+            crate::bounded::each_chunk_within(stream, deadline),
             move |c| {
                 let c = c.map_err(|e| RegistryError::Transport { op: op.clone(), target: target.clone(), message: e.to_string() })?;
                 if let Some(t) = &counter {
@@ -693,17 +693,3 @@ enum Outcome {
     Uploaded,
 }
 
-/// Each item of `s` within `deadline` of the previous one (a stalled stream ends with
-/// a timeout error instead of holding a restore forever).
-fn tokio_stream_timeout<S>(s: S, deadline: std::time::Duration) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static
-where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Unpin + 'static,
-{
-    futures_util::stream::unfold(s, move |mut s| async move {
-        match tokio::time::timeout(deadline, futures_util::StreamExt::next(&mut s)).await {
-            Ok(Some(item)) => Some((item, s)),
-            Ok(None) => None,
-            Err(_) => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no data for {}s", deadline.as_secs()))), s)),
-        }
-    })
-}

@@ -150,7 +150,7 @@ fn cache_options_are_checked_before_any_work() {
         ("--cache-to", "type=registry,ref=r.example/a:c,mdoe=max", "unknown option \"mdoe\" (did you mean mode?)"),
         ("--cache-to", "type=registyr,ref=r.example/a:c", "(did you mean registry?)"),
         ("--cache-to", "type=gha", "no GitHub Actions cache backend"),
-        ("--cache-to", "type=inline", "type=inline is not supported yet"),
+        ("--cache-to", "type=inline,mode=max", "holds the image's own layers only (mode=min)"),
         ("--cache-to", "type=registry,ref=r.example/a:c,compression=zstd", "pass --compression zstd"),
         ("--cache-to", "type=local,dst=/c", "(did you mean dest?)"),
     ];

@@ -452,11 +452,8 @@ impl BuildArgs {
             context_commit: std::env::var(crate::options::attest::CONTEXT_COMMIT_ENV).ok().filter(|v| !v.is_empty()),
             explain,
             cache_from,
-            cache_inline: cache_to == Some(crate::options::cachespec::CacheTo::Inline),
-            cache_to: match cache_to {
-                Some(crate::options::cachespec::CacheTo::Export(e)) => Some(e),
-                _ => None,
-            },
+            cache_inline: cache_to.as_ref().is_some_and(crate::options::cachespec::CacheTo::is_inline),
+            cache_to: cache_to.and_then(crate::options::cachespec::CacheTo::into_export),
             registry: self.registry.to_options()?,
             labels: self
                 .labels

@@ -46,6 +46,19 @@ pub enum CacheTo {
     Inline,
 }
 
+impl CacheTo {
+    pub fn is_inline(&self) -> bool {
+        matches!(self, CacheTo::Inline)
+    }
+
+    pub fn into_export(self) -> Option<CacheExport> {
+        match self {
+            CacheTo::Export(e) => Some(e),
+            CacheTo::Inline => None,
+        }
+    }
+}
+
 /// The `--cache-to`, any type.
 pub fn parse_cache_target(spec: &str) -> Result<CacheTo, String> {
     let flag = "--cache-to";
