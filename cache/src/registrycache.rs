@@ -184,13 +184,18 @@ impl RegistryCache {
         let what = format!("{kind} {r} ({mdigest})");
         let m: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+        let c = self.config_named_by(r, &m, &what).await?;
+        Ok(Some((what, m, c)))
+    }
+
+    /// The config blob the manifest `m` of `r` names, parsed (at most MAX_CONFIG).
+    async fn config_named_by(&self, r: &Reference, m: &serde_json::Value, what: &str) -> Result<serde_json::Value, CacheError> {
         let cfg: Digest = m["config"]["digest"]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| CacheError::Invalid { what: what.clone(), message: "no config digest".into() })?;
+            .ok_or_else(|| CacheError::Invalid { what: what.to_string(), message: "no config digest".into() })?;
         let cbytes = self.registry.get_blob(r, &cfg, MAX_CONFIG).await?;
-        let c = serde_json::from_slice(&cbytes).map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
-        Ok(Some((what, m, c)))
+        serde_json::from_slice(&cbytes).map_err(|e| CacheError::Invalid { what: what.to_string(), message: e.to_string() })
     }
 
     fn repo_tag(repo: &Reference, key: &CacheKey) -> Result<Reference, CacheError> {
@@ -211,7 +216,7 @@ impl RegistryCache {
         let rec = match annotated {
             Some(rec) => rec,
             None => {
-                let Some((_, _, c)) = self.config_of(&r, "cache image").await? else { return Ok(None) };
+                let c = self.config_named_by(&r, &m, &what).await?;
                 serde_json::from_value(c[RECORD_FIELD].clone())
                     .map_err(|e| CacheError::Invalid { what: what.clone(), message: format!("{RECORD_FIELD}: {e}") })?
             }
@@ -315,12 +320,7 @@ impl RegistryCache {
         let what = format!("cache {r} ({mdigest})");
         let m: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
         let Some(children) = m["manifests"].as_array() else {
-            let cfg: Digest = m["config"]["digest"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| CacheError::Invalid { what: what.clone(), message: "no config digest".into() })?;
-            let cbytes = self.registry.get_blob(r, &cfg, MAX_CONFIG).await?;
-            let c = serde_json::from_slice(&cbytes).map_err(|e| CacheError::Invalid { what: what.clone(), message: e.to_string() })?;
+            let c = self.config_named_by(r, &m, &what).await?;
             return Ok(vec![(what, c)]);
         };
         let mut out = Vec::new();
