@@ -200,3 +200,52 @@ fn a_local_cache_directory_carries_cache_mounts() {
     let listing = std::fs::read_to_string(dest.join("listing")).unwrap();
     assert_eq!(listing.split_whitespace().collect::<Vec<_>>(), ["seen-v1", "seen-v2"], "{out}");
 }
+
+/// A bundle that arrives corrupted (one flipped byte, through the fault proxy) is
+/// reported and not trusted: the step runs with an empty cache, nothing half-restored
+/// stays behind, and the build succeeds.
+#[test]
+fn a_corrupted_bundle_is_reported_and_the_step_starts_empty() {
+    use kiln_integration::faultproxy::{Fault, FaultProxy, Rule};
+    let registry = Registry::start();
+    seed_base_images(&registry);
+    let proxy = FaultProxy::start(&registry.host());
+    let cache = format!("{}/cache/corrupt:c", proxy.host());
+    let a = Sandbox::new();
+    a.kiln()
+        .build()
+        .args(["--insecure-registry", &proxy.host(), "--cache-to", &format!("type=registry,ref={cache},mode=max,cache-mounts=true")])
+        .arg(context(&a, &registry, "a", "v1"))
+        .run()
+        .assert_success();
+    let m = mounts(&registry, "cache/corrupt", "c");
+    for d in bundles(&m["/cache"]) {
+        proxy.add_rule(Rule::new("GET", &format!("/blobs/{d}"), Fault::CorruptResponseBody(40), 100));
+    }
+    let b = Sandbox::new();
+    let dest = b.out_path("rootfs");
+    let out = b
+        .kiln()
+        .build()
+        .args(["--insecure-registry", &proxy.host(), "--cache-from", &format!("type=registry,ref={cache}"), "-o"])
+        .arg(format!("type=local,dest={}", dest.display()))
+        .arg(context(&b, &registry, "b", "v2"))
+        .run();
+    out.assert_success();
+    assert!(proxy.injected() >= 1, "{:?}", proxy.log());
+    assert!(out.combined().contains("cache mount \"/cache\" was not restored"), "{out}");
+    assert_eq!(std::fs::read_to_string(dest.join("listing")).unwrap().trim(), "seen-v2", "the step saw a corrupted cache:\n{out}");
+    let left: Vec<String> = walk_names(&b.kiln_root().join("cache-mounts"));
+    assert!(!left.iter().any(|n| n.starts_with("data.restore-")), "a half-restored cache stayed: {left:?}");
+}
+
+fn walk_names(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.file_name().to_string_lossy().into_owned());
+        if e.path().is_dir() && !e.path().ends_with("data") {
+            out.extend(walk_names(&e.path()));
+        }
+    }
+    out
+}
