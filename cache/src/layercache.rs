@@ -366,6 +366,12 @@ pub trait LayerCache: Send + Sync {
         async move { Err(CacheError::Invalid { what: "cache mount".into(), message: format!("{:?} is in no imported cache", rec.id) }) }.boxed()
     }
 
+    /// What this cache has to say once (an import that was not usable and why), for
+    /// the build's progress output; each notice is returned once.
+    fn take_notices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether this cache's export carries cache mounts, and its limits.
     fn mount_export(&self) -> Option<MountExport> {
         None

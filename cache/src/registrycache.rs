@@ -80,6 +80,8 @@ struct ManifestState {
     mount_export: Option<MountExport>,
     /// Cache mounts this build used, as it leaves them.
     mounts: Mutex<BTreeMap<String, MountRecord>>,
+    /// Imports that were not usable, said once each (`LayerCache::take_notices`).
+    notices: Mutex<Vec<String>>,
     /// This cache's probe hits, with where they came from: exported only once the
     /// build says it took them (`mark_used`).
     probed: Mutex<BTreeMap<String, (CacheRecord, CacheLocation)>>,
@@ -141,6 +143,7 @@ impl RegistryCache {
                 skip_mounts: Vec::new(),
                 mount_export: None,
                 mounts: Mutex::new(BTreeMap::new()),
+                notices: Mutex::new(Vec::new()),
                 probed: Mutex::new(BTreeMap::new()),
                 export: Mutex::new(BTreeMap::new()),
                 image_keys: Mutex::new(None),
@@ -303,7 +306,10 @@ impl RegistryCache {
                                 all.mounts.entry(mount.id.clone()).or_insert((mount, r.clone()));
                             }
                         }
-                        Err(e) => tracing::warn!("ignoring cache from {r}: {e}"),
+                        Err(e) => {
+                            tracing::debug!("ignoring cache from {r}: {e}");
+                            m.notices.lock().unwrap_or_else(|p| p.into_inner()).push(format!("ignoring the cache {r}: {e}"));
+                        }
                     }
                 }
                 all
@@ -618,6 +624,13 @@ impl LayerCache for RegistryCache {
             })
         }
         .boxed()
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        match &self.flavour {
+            Flavour::Manifest(m) => std::mem::take(&mut *m.notices.lock().unwrap_or_else(|p| p.into_inner())),
+            Flavour::Repo(_) => Vec::new(),
+        }
     }
 
     fn mount_export(&self) -> Option<MountExport> {

@@ -56,6 +56,8 @@ fn an_inline_cache_serves_a_fresh_runner_from_the_image_itself() {
     let out = d.kiln().build().args(["--cache-from", &format!("type=registry,ref={plain}")]).arg(context(&d, &registry, "d", "y\n")).run();
     out.assert_success();
     assert!(ran(&out) && out.combined().contains("holds no kiln cache records"), "{out}");
+    let said = out.combined().lines().filter(|l| l.starts_with("warning: ignoring the cache") && l.contains("holds no kiln cache records")).count();
+    assert_eq!(said, 1, "reported once, as a warning line:\n{out}");
 
     // BuildKit's inline cache: named, not used.
     let bk = with_buildkit_inline_cache(&registry, "inline/plain:1", "inline/buildkit:1");
@@ -63,6 +65,12 @@ fn an_inline_cache_serves_a_fresh_runner_from_the_image_itself() {
     let out = e.kiln().build().args(["--cache-from", &format!("type=registry,ref={bk}")]).arg(context(&e, &registry, "e", "z\n")).run();
     out.assert_success();
     assert!(out.combined().contains("BuildKit's inline cache (moby.buildkit.cache.v0)"), "{out}");
+    // In --progress json the same notice is a warning event.
+    let f = Sandbox::new();
+    let out = f.kiln().build().args(["--progress", "json", "--cache-from", &format!("type=registry,ref={bk}")]).arg(context(&f, &registry, "g", "z\n")).run();
+    out.assert_success();
+    let events: Vec<Value> = out.stdout.lines().chain(out.stderr.lines()).filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(events.iter().any(|e| e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("moby.buildkit.cache.v0")), "{out}");
     let bad = a.kiln().build().args(["--cache-to", "type=inline", "--squash"]).arg(context(&a, &registry, "f", "q\n")).run();
     bad.assert_failure_containing("cannot be used with --squash");
 }

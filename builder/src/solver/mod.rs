@@ -230,6 +230,9 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
 
     let caches = caches::layer_caches(&opts, &store, &registry)?;
     let (keys, hits, context_files) = keys_and_hits(&opts, &jobs, &pulled, &resolved, &ignore, &caches).await?;
+    for notice in caches.iter().flat_map(|c| c.take_notices()) {
+        progress::get().warn(&notice);
+    }
     let lazy: BTreeMap<Digest, usize> = hits
         .values()
         .filter_map(|(i, r)| r.layer.as_ref().filter(|l| !store.has(&l.digest)).map(|l| (l.digest.clone(), *i)))
