@@ -91,8 +91,8 @@ fn a_cache_mount_comes_back_on_a_fresh_runner_only_when_a_step_needs_it() {
 }
 
 /// 40 files of 256 KiB random bytes in the cache; the next build adds one: its export
-/// uploads at most two bundles (the one the file lands in, split at most once), and
-/// the others are not sent again.
+/// uploads at most three bundles (the one the file lands in, split at most once,
+/// and the directory headers), and the others are not sent again.
 #[test]
 fn one_new_file_in_a_big_cache_uploads_one_bundle_and_max_size_keeps_a_mount_local() {
     let registry = Registry::start();
@@ -117,7 +117,9 @@ fn one_new_file_in_a_big_cache_uploads_one_bundle_and_max_size_keeps_a_mount_loc
     let second = bundles(&m["blobs"]);
     assert_eq!(m["blobs"]["entries"], 41, "{m}");
     let new: Vec<&String> = second.difference(&first).collect();
-    assert!(!new.is_empty() && new.len() <= 2, "{} of {} bundles changed for one new file: {new:?}", new.len(), second.len());
+    // The bundle the file lands in (split at most once by its own cut) and the last
+    // bundle of directory headers.
+    assert!(!new.is_empty() && new.len() <= 3, "{} of {} bundles changed for one new file: {new:?}", new.len(), second.len());
     for d in second.intersection(&first) {
         assert!(registry.blob_uploads_since(mark, d).is_empty(), "unchanged bundle {d} uploaded again");
     }

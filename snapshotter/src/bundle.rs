@@ -11,9 +11,9 @@
 //!
 //! Bundles are applied in order onto an empty directory with [`crate::apply_layer_onto`]
 //! (the hardened unpacker): a directory always comes in the same or an earlier bundle
-//! than its children; the unpacker keeps a
-//! parent's times when it adds to it, so a directory whose files span bundles keeps
-//! its mtime (the round-trip test checks every one). What a bundle holds: directories, regular files (a hard link
+//! than its children, and a last bundle of directory headers only sets their times
+//! again once every child is in place (a directory whose files span bundles would
+//! otherwise get the restore's time). What a bundle holds: directories, regular files (a hard link
 //! becomes a copy), symlinks, with mode, numeric owner and mtime (cargo's fingerprints
 //! compare mtimes); not xattrs, devices, fifos or sockets (a cache has no use for them).
 
@@ -230,6 +230,16 @@ pub fn pack<W: Write, F: FnMut() -> io::Result<W>>(root: &Path, opts: &BundleOpt
     if let Some((t, _, n, b)) = cur.take() {
         done.push(finish(t, n, b)?);
     }
+    // A directory whose files span bundles gets a later bundle's files after its own
+    // entry set its times: a last bundle of every directory's header (no data) puts
+    // them back. It changes whenever a directory does, and is small (headers only).
+    if done.len() > 1 {
+        let mut t = start(new_out().map_err(DiffError::Write)?, opts.level)?;
+        for e in entries.iter().filter(|e| e.meta.is_dir()) {
+            append(&mut t, root, e)?;
+        }
+        done.push(finish(t, 0, 0)?);
+    }
     Ok(done)
 }
 
@@ -257,6 +267,11 @@ mod tests {
         let refs: Vec<(&str, usize)> = files.iter().map(|(p, n)| (p.as_str(), *n)).collect();
         tree(&src, &refs);
         std::os::unix::fs::symlink("pkg001/data", src.join("link")).unwrap();
+        // A directory whose 800 KB of files must span bundles, dated in the past.
+        let span: Vec<(String, usize)> = (0..40).map(|i| (format!("span/f{i:02}"), 20_000)).collect();
+        tree(&src, &span.iter().map(|(p, n)| (p.as_str(), *n)).collect::<Vec<_>>());
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        fs::File::open(src.join("span")).unwrap().set_modified(old).unwrap();
         let o = BundleOptions { target: 256 << 10, min: 32 << 10, max: 1 << 20, level: 1 };
         let before = digests(&src, &o);
         assert!(before.len() >= 8, "a 4 MB tree in several bundles: {}", before.len());
@@ -265,8 +280,9 @@ mod tests {
         tree(&src, &[("pkg050/data/new-crate.crate", 9000)]);
         let after = digests(&src, &o);
         let changed = after.iter().filter(|d| !before.contains(d)).count();
-        // The bundle it lands in changes; its own cut may split that one in two.
-        assert!((1..=2).contains(&changed), "one new file changes one bundle: {before:?} {after:?}");
+        // The bundle it lands in changes (its own cut may split that one in two), and
+        // the directory bundle (its directory's mtime changed).
+        assert!((1..=3).contains(&changed), "one new file changes one bundle: {before:?} {after:?}");
 
         // Restored in order onto an empty directory, the tree is the same.
         let out = t.path().join("out");
