@@ -39,6 +39,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "compare"))
+import run as compare  # noqa: E402
 from run import USER, chown_tree, sh, timed  # noqa: E402
 
 APP_DF = """FROM {REG}/base/debian:bookworm
@@ -59,15 +60,12 @@ def probe_df():
     return "FROM {REG}/base/busybox:latest\n" + "".join(f"RUN echo {i} > /f{i}\n" for i in range(100))
 
 
-class Bench:
+class Bench(compare.Bench):
+    """bench/compare's runner (its paths and environment), with these cases."""
+
     def __init__(self, a):
-        self.a = a
-        self.w = a.out
-        self.reg = f"127.0.0.1:{a.port}"
-        self.regdir = os.path.join(self.w, "registry")
-        self.kiln = os.path.join(self.w, "bin", "kiln")
-        self.env = {"HOME": os.path.join(self.w, "home"), "XDG_RUNTIME_DIR": os.path.join(self.w, "run"),
-                    "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        super().__init__(a)
+        del self.env["KILN_ROOT"]  # each build here names its own state
         self.rows = []
         self.dockerd = {}
 
