@@ -97,27 +97,17 @@ class Bench(compare.Bench):
         return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--init-groups", "--", "env", "-i",
                 *[f"{k}={v}" for k, v in self.env.items()], *cmd]
 
-    def fresh_fs(self, name):
+    def state_fs(self, name):
+        """A new ext4 for state `name` (bench/compare's), with Buildah's two dirs."""
         mnt = os.path.join(self.w, "states", name)
-        self.drop_fs(name)
-        os.makedirs(mnt)
-        img = mnt + ".img"
-        sh("truncate", "-s", "8G", img)
-        sh("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", img)
-        sh("mount", "-o", "loop", img, mnt)
+        self.fresh_fs(mnt)
         os.makedirs(os.path.join(mnt, "root"))
         os.makedirs(os.path.join(mnt, "runroot"))
         chown_tree(mnt)
         return mnt
 
-    def drop_fs(self, name):
-        mnt = os.path.join(self.w, "states", name)
-        if subprocess.run(["mountpoint", "-q", mnt]).returncode == 0:
-            if subprocess.run(["umount", mnt]).returncode != 0:
-                sh("umount", "-l", mnt)
-        shutil.rmtree(mnt, ignore_errors=True)
-        if os.path.exists(mnt + ".img"):
-            os.unlink(mnt + ".img")
+    def drop_state(self, name):
+        self.drop_fs(os.path.join(self.w, "states", name))
 
     def reg_log_mark(self):
         return os.path.getsize(os.path.join(self.regdir, "registry.log"))
@@ -198,7 +188,7 @@ class Bench(compare.Bench):
     def fresh_case(self, app, what):
         ctx = os.path.join(self.w, "ctx", app)
         for tool in self.a.tools.split(","):
-            warm = self.fresh_fs(f"{tool}-warm")
+            warm = self.state_fs(f"{tool}-warm")
             cache = f"{self.reg}/bench/{app}-{tool}:cache"
             if tool == "docker":
                 self.dockerd_sock = self.start_dockerd("warm", warm)
@@ -208,14 +198,14 @@ class Bench(compare.Bench):
             for k in range(1, self.a.runs + 1):
                 open(os.path.join(ctx, "src", "main.py"), "w").write(f"print('v{k}')\n")
                 chown_tree(os.path.join(ctx, "src"))
-                st = self.fresh_fs(f"{tool}-fresh")
+                st = self.state_fs(f"{tool}-fresh")
                 if tool == "docker":
                     self.dockerd_sock = self.start_dockerd("fresh", st)
                 s, b, _ = self.run(tool, st, ctx, f"{self.reg}/bench/{app}-{tool}:f{k}", cache, f"{app}-{tool}-fresh{k}")
                 if tool == "docker":
                     self.stop_dockerd("fresh")
                     self.dockerd_sock = self.dockerd["warm"][1]
-                self.drop_fs(f"{tool}-fresh")
+                self.drop_state(f"{tool}-fresh")
                 fresh_s.append(s)
                 fetched.append(b)
                 s, _, _ = self.run(tool, warm, ctx, f"{self.reg}/bench/{app}-{tool}:w{k}", cache, f"{app}-{tool}-warm{k}")
@@ -223,7 +213,7 @@ class Bench(compare.Bench):
                 print(f"{app} {tool} run {k}: fresh {fresh_s[-1]:.2f}s ({fetched[-1] / 1e6:.1f} MB fetched), warm {s:.2f}s", flush=True)
             if tool == "docker":
                 self.stop_dockerd("warm")
-            self.drop_fs(f"{tool}-warm")
+            self.drop_state(f"{tool}-warm")
             f, w = statistics.median(fresh_s), statistics.median(warm_s)
             self.rows.append((f"fresh runner vs warm, one source file changed, {what}", tool,
                               f"{f:.2f} s fresh / {w:.2f} s warm = {f / w:.1f}×",
@@ -232,20 +222,20 @@ class Bench(compare.Bench):
     def case_mount(self):
         ctx = os.path.join(self.w, "ctx", "mount")
         cache = f"{self.reg}/bench/cimount:cache"
-        a = self.fresh_fs("mount-a")
+        a = self.state_fs("mount-a")
         env = ["KILN_ROOT=" + os.path.join(a, "root")]
         to = f"type=registry,ref={cache},mode=max,cache-mounts=true"
         ok, secs, _, _ = timed([self.as_user(*env, self.kiln, "build", "--progress", "plain", "--cache-to", to, ctx)],
                                os.path.join(self.w, "logs", "mount-prime.log"), dict(os.environ))
         assert ok, "mount prime failed"
-        self.drop_fs("mount-a")
+        self.drop_state("mount-a")
         cfg = self.cache_config("bench/cimount", "cache")
         bundles = cfg["kiln.cache.mounts"]["big"]["bundles"]
         size = sum(b["size"] for b in bundles)
         restores, totals, reads, unpacks = [], [], [], []
         for k in range(1, self.a.runs + 1):
             open(os.path.join(ctx, "rev.txt"), "w").write(f"{k}\n")
-            st = self.fresh_fs("mount-b")
+            st = self.state_fs("mount-b")
             env = ["KILN_ROOT=" + os.path.join(st, "root")]
             log = os.path.join(self.w, "logs", f"mount-restore{k}.log")
             ok, secs, _, _ = timed([self.as_user(*env, self.kiln, "build", "--progress", "plain", "--cache-from",
@@ -255,18 +245,18 @@ class Bench(compare.Bench):
             assert m, f"no restore line in {log}"
             restores.append(float(m.group(1)))
             totals.append(secs)
-            self.drop_fs("mount-b")
+            self.drop_state("mount-b")
             # The floor: the same bundles read once from the registry, and read + unpacked.
             t0 = time.monotonic()
             for b in bundles:
                 sh("curl", "-sf", "-o", "/dev/null", f"http://{self.reg}/v2/bench/cimount/blobs/{b['digest']}")
             reads.append(time.monotonic() - t0)
-            st = self.fresh_fs("mount-floor")
+            st = self.state_fs("mount-floor")
             t0 = time.monotonic()
             for b in bundles:
                 sh("bash", "-c", f"curl -sf http://{self.reg}/v2/bench/cimount/blobs/{b['digest']} | zstd -dq | tar -x -C {st}")
             unpacks.append(time.monotonic() - t0)
-            self.drop_fs("mount-floor")
+            self.drop_state("mount-floor")
             print(f"mount run {k}: restore {restores[-1]:.2f}s (build {secs:.2f}s); curl {reads[-1]:.2f}s; "
                   f"curl|zstd|tar {unpacks[-1]:.2f}s", flush=True)
         med = statistics.median
@@ -279,18 +269,18 @@ class Bench(compare.Bench):
         ctx = os.path.join(self.w, "ctx", "probe")
         cache = f"{self.reg}/bench/ciprobe:cache"
         repo = f"{self.reg}/bench/ciprobe-repo"
-        a = self.fresh_fs("probe-a")
+        a = self.state_fs("probe-a")
         env = ["KILN_ROOT=" + os.path.join(a, "root")]
         ok, _, _, _ = timed([self.as_user(*env, self.kiln, "build", "--progress", "plain", "--cache-repo", repo,
                                           "--cache-to", f"type=registry,ref={cache},mode=max", ctx)],
                             os.path.join(self.w, "logs", "probe-prime.log"), dict(os.environ))
         assert ok, "probe prime failed"
-        self.drop_fs("probe-a")
+        self.drop_state("probe-a")
         for label, flags in (("--cache-from (one manifest)", ["--cache-from", f"type=registry,ref={cache}"]),
                              ("--cache-repo (one image per key)", ["--cache-repo", repo])):
             ms, totals = [], []
             for k in range(self.a.runs):
-                st = self.fresh_fs("probe-b")
+                st = self.state_fs("probe-b")
                 env = ["KILN_ROOT=" + os.path.join(st, "root"), "KILN_LOG=kiln_builder::solver=debug"]
                 log = os.path.join(self.w, "logs", f"probe-{len(ms)}-{flags[0]}.log")
                 ok, secs, _, _ = timed([self.as_user(*env, self.kiln, "build", "--progress", "plain", *flags, ctx)],
@@ -301,7 +291,7 @@ class Bench(compare.Bench):
                 assert m and m.group(1) == "100" and m.group(2) == "100", f"no 100-key probe with 100 hits in {log}"
                 ms.append(float(m.group(3)))
                 totals.append(secs)
-                self.drop_fs("probe-b")
+                self.drop_state("probe-b")
             self.rows.append((f"probe 100 keys, {label}", "kiln", f"{statistics.median(ms):.1f} ms",
                               f"whole all-hit build on a fresh state {statistics.median(totals):.2f} s"))
 
@@ -320,6 +310,7 @@ def main():
     ap.add_argument("--tools", default="kiln,buildah,docker")
     ap.add_argument("--kiln", default=os.path.join(REPO, "target/release/kiln"))
     ap.add_argument("--out", default="/var/tmp/kiln-cicache/run")
+    ap.add_argument("--fs-gib", type=int, default=8, help="size of each sparse state filesystem")
     a = ap.parse_args()
     if os.getuid() != 0:
         sys.exit("ci-cache.py: run as root")
