@@ -24,7 +24,14 @@ impl Write for Count {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(args.get(1).expect("usage: layer_write DIR gzip|zstd|none [LEVEL] [REPEAT]"));
-    let compression: Compression = args.get(2).map(|s| s.parse().unwrap()).unwrap_or_default();
+    let compression: Compression = match args.get(2).map(|s| s.parse()) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            eprintln!("layer_write: {e}");
+            std::process::exit(2);
+        }
+        None => Compression::default(),
+    };
     let level: Option<i32> = args.get(3).and_then(|s| s.parse().ok());
     let repeat: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(3);
     let opts = DiffOptions {
