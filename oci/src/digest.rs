@@ -1,7 +1,7 @@
 //! `sha256:<hex>` content digests.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -121,6 +121,35 @@ impl<W: Write> Write for Sha256Writer<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// A reader that hashes and counts everything read through it from `inner`: a
+/// digest checked while streaming (a layer's diffID, a blob read once).
+pub struct Sha256Reader<R> {
+    inner: R,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: Read> Sha256Reader<R> {
+    pub fn new(inner: R) -> Self {
+        Sha256Reader { inner, hasher: Sha256::new(), len: 0 }
+    }
+
+    /// Returns the inner reader, the digest and the byte count of what was read.
+    pub fn finish(self) -> (R, Digest, u64) {
+        let d = Digest::from_sha256_bytes(&self.hasher.finalize());
+        (self.inner, d, self.len)
+    }
+}
+
+impl<R: Read> Read for Sha256Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
     }
 }
 

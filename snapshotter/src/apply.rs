@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use kiln_oci::media::LayerCompression;
-use kiln_oci::{Digest, Sha256Writer};
+use kiln_oci::{Digest, Sha256Reader};
 
 use crate::entry_meta::{chown_failed, finish_file, ids, read_meta, set_owner_mode, set_xattrs, set_xattrs_with, Meta};
 use crate::error::{io_err, unsafe_err};
@@ -96,7 +96,7 @@ pub fn apply_layer_onto_with_workers<R: Read>(
     // The tar reader reads 512-byte headers one at a time: buffer the decoded stream
     // so that each of those is not a decompressor (or, uncompressed, a syscall) call.
     let decoded = io::BufReader::with_capacity(128 * 1024, decoded);
-    let mut hashing = HashingReader { inner: decoded, hash: Sha256Writer::new(io::sink()) };
+    let mut hashing = Sha256Reader::new(decoded);
 
     let root = Root::open(target).map_err(|source| ApplyError::Target { path: target.to_path_buf(), source })?;
     let mut state = State {
@@ -130,26 +130,12 @@ pub fn apply_layer_onto_with_workers<R: Read>(
     io::copy(&mut hashing, &mut io::sink()).map_err(ApplyError::Read)?;
     state.barrier()?;
     state.finish_dir_times()?;
-    let (_, diff_id, _) = hashing.hash.finish();
+    let (_, diff_id, _) = hashing.finish();
     // In tar order, whichever thread noticed them.
     let mut skipped = std::mem::take(&mut state.skipped);
     skipped.sort_by_key(|(seq, _)| *seq);
     let skipped = skipped.into_iter().map(|(_, m)| m).collect();
     Ok(Applied { diff_id, entries, skipped, depends_on_lowers: state.depends_on_lowers })
-}
-
-/// Hashes everything read through it: the diffID is computed while streaming.
-struct HashingReader<R> {
-    inner: R,
-    hash: Sha256Writer<io::Sink>,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }
 
 struct State {

@@ -100,37 +100,18 @@ fn restore(cx: &Ctx, m: &RunMount, id: &str, dir: &Path) -> Result<()> {
 fn unpack_bundle(cx: &Ctx, cache: &dyn LayerCache, rec: &MountRecord, i: usize, into: &Path) -> Result<()> {
     let b = &rec.bundles[i];
     let source = cx.rt.block_on(cache.open_bundle(rec, i))?;
-    let reader = source.into_read(cx.rt.clone())?;
-    let mut hashed = HashingReader { inner: reader, hasher: kiln_oci::Sha256Writer::new(std::io::sink()), limit: b.size, read: 0 };
+    // One byte past the size the record gives is read, to notice a longer blob (an
+    // endless answer stops there).
+    let reader = std::io::Read::take(source.into_read(cx.rt.clone())?, b.size + 1);
+    let mut hashed = kiln_oci::Sha256Reader::new(reader);
     kiln_snapshotter::apply_layer_onto(BufReader::with_capacity(1 << 20, &mut hashed), LayerCompression::Zstd, into, &[])?;
     // What follows the tar's end (zstd frame end, padding) counts for the digest.
     std::io::copy(&mut hashed, &mut std::io::sink())?;
-    let (_, got, n) = std::mem::replace(&mut hashed.hasher, kiln_oci::Sha256Writer::new(std::io::sink())).finish();
+    let (_, got, n) = hashed.finish();
     if got != b.digest || n != b.size {
         bail!("it is {got} ({n} bytes), the cache says {} ({} bytes)", b.digest, b.size);
     }
     Ok(())
-}
-
-/// A reader that hashes what passes and stops at the size the record gives.
-struct HashingReader {
-    inner: Box<dyn std::io::Read + Send>,
-    hasher: kiln_oci::Sha256Writer<std::io::Sink>,
-    limit: u64,
-    read: u64,
-}
-
-impl std::io::Read for HashingReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::io::Write as _;
-        let n = self.inner.read(buf)?;
-        self.hasher.write_all(&buf[..n])?;
-        self.read += n as u64;
-        if self.read > self.limit {
-            return Err(std::io::Error::other(format!("longer than the {} bytes the cache says", self.limit)));
-        }
-        Ok(n)
-    }
 }
 
 fn write_packed(dir: &Path, p: &Packed) {

@@ -149,30 +149,16 @@ pub struct Loaded {
     _store: Option<ContentStore>,
 }
 
-/// A reader that hashes what passes through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: kiln_oci::Sha256Writer<io::Sink>,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        io::Write::write_all(&mut self.hasher, &buf[..n])?;
-        Ok(n)
-    }
-}
-
 impl Loaded {
     /// The file tree: every layer applied in order, each streamed once.
     pub fn tree(&self) -> Result<Tree> {
         let mut tree = Tree::default();
         for (i, l) in self.layers.iter().enumerate() {
             let what = || format!("layer {} ({})", i + 1, l.digest.as_ref().map(|d| d.to_string()).unwrap_or_else(|| l.name.clone()));
-            let mut r = Hashing { inner: self.files.open(&l.name).with_context(what)?, hasher: kiln_oci::Sha256Writer::new(io::sink()) };
+            let mut r = kiln_oci::Sha256Reader::new(self.files.open(&l.name).with_context(what)?);
             tree.apply_layer(&mut r, i).with_context(what)?;
             io::copy(&mut r, &mut io::sink()).with_context(what)?;
-            let (_, got, _) = r.hasher.finish();
+            let (_, got, _) = r.finish();
             if let Some(want) = &l.digest {
                 if *want != got {
                     bail!("{}: the blob's digest is {got}", what());
