@@ -125,17 +125,3 @@ fn server_error(s: StatusCode, body: &[u8], url: &str) -> OciDistributionError {
     OciDistributionError::ServerError { code: s.as_u16(), url: url.to_string(), message: String::from_utf8_lossy(body).chars().take(500).collect() }
 }
 
-/// Each item of `s` within `deadline` of the previous one (a stalled stream ends with
-/// a timeout error instead of holding a restore forever).
-pub(crate) fn each_chunk_within<S>(s: S, deadline: std::time::Duration) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static
-where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Unpin + 'static,
-{
-    futures_util::stream::unfold(s, move |mut s| async move {
-        match tokio::time::timeout(deadline, futures_util::StreamExt::next(&mut s)).await {
-            Ok(Some(item)) => Some((item, s)),
-            Ok(None) => None,
-            Err(_) => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no data for {}s", deadline.as_secs()))), s)),
-        }
-    })
-}

@@ -469,8 +469,8 @@ impl Registry {
 
     /// A blob of `r`'s repository as a stream of chunks, not stored and not verified:
     /// the caller hashes what it reads and throws it away unless the digest matches
-    /// (a cache mount restored straight into a scratch directory). Each chunk must come
-    /// within the answer deadline.
+    /// (a cache mount restored straight into a scratch directory). Bounded as every
+    /// blob read: the transport's read timeout, and the [`RateFloor`](crate::bounded::RateFloor).
     pub async fn blob_chunks(&self, r: &Reference, d: &Digest) -> Result<futures_util::stream::BoxStream<'static, Result<bytes::Bytes, RegistryError>>, RegistryError> {
         let t = self.transport(r.registry(), self.reads)?;
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
@@ -480,18 +480,17 @@ impl Registry {
             .attempt(&t, format!("pulling blob {} from", short(d)), r, || async { Ok(t.client.pull_blob_stream(&oref, ds.as_str()).await?) })
             .await?;
         let (op, target) = (format!("pulling blob {} from", short(d)), r.name());
-        let deadline = self.answer_deadline();
+        let mut floor = crate::bounded::RateFloor::new(self.answer_deadline());
         let counter = self.inner.opts.transferred.clone();
-        Ok(futures_util::StreamExt::boxed(futures_util::StreamExt::map(
-            crate::bounded::each_chunk_within(stream, deadline),
-            move |c| {
-                let c = c.map_err(|e| RegistryError::Transport { op: op.clone(), target: target.clone(), message: e.to_string() })?;
-                if let Some(t) = &counter {
-                    t.pulled.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                Ok(c)
-            },
-        )))
+        Ok(futures_util::StreamExt::boxed(futures_util::StreamExt::map(stream, move |c| {
+            let fail = |message: String| RegistryError::Transport { op: op.clone(), target: target.clone(), message };
+            let c = c.map_err(|e| fail(e.to_string()))?;
+            floor.add(c.len()).map_err(|e| fail(e.to_string()))?;
+            if let Some(t) = &counter {
+                t.pulled.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(c)
+        })))
     }
 
     /// The manifest (or index) `r` names, raw, with its digest; `None` if the registry
