@@ -426,21 +426,14 @@ impl RegistryCache {
         // they are not in the store (restores stream), but where they were imported from.
         let imported_bundles: HashMap<&Digest, &CacheLocation> =
             imported.map(|i| &i.mounts).into_iter().flatten().flat_map(|(_, (r, src))| r.bundles.iter().map(move |b| (&b.digest, src))).collect();
-        let mut restored_from: Vec<&CacheLocation> = Vec::new();
         for (mr, src) in &mounts {
             for b in &mr.bundles {
-                match src.as_ref().or_else(|| imported_bundles.get(&b.digest).copied().filter(|_| !store.has(&b.digest))) {
-                    Some(src) => {
-                        blobs_from.push((b, src));
-                        if !restored_from.contains(&src) {
-                            restored_from.push(src);
-                        }
-                    }
-                    None => {}
+                if let Some(src) = src.as_ref().or_else(|| imported_bundles.get(&b.digest).copied().filter(|_| !store.has(&b.digest))) {
+                    blobs_from.push((b, src));
                 }
             }
         }
-        for (l, src) in blobs_from {
+        for (l, src) in &blobs_from {
             self.bring(l, src, to, store).await?;
         }
         let records: BTreeMap<&str, &CacheRecord> = entries.iter().map(|(r, _)| (r.key.as_str(), r)).collect();
@@ -471,8 +464,9 @@ impl RegistryCache {
             CacheLocation::Registry(to) => {
                 let mut blobs = vec![config_desc];
                 blobs.extend(layers);
+                // Where the blobs that are not here come from (push_image mounts them).
                 let mut mount: Vec<Reference> = Vec::new();
-                for src in entries.iter().filter_map(|(_, s)| s.as_ref()).chain(mounts.iter().filter_map(|(_, s)| s.as_ref())).chain(restored_from.iter().copied()) {
+                for (_, src) in &blobs_from {
                     if let CacheLocation::Registry(r) = src {
                         if !mount.contains(r) {
                             mount.push(r.clone());
