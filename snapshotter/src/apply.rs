@@ -87,6 +87,34 @@ pub fn apply_layer_onto_with_workers<R: Read>(
     lowers: &[std::path::PathBuf],
     workers: usize,
 ) -> Result<Applied, ApplyError> {
+    apply_inner(reader, compression, target, lowers, workers, None).map(|(a, _)| a)
+}
+
+/// The skeleton of a layer (`crate::skeleton`): directories, symlinks, whiteouts and
+/// the files [`SKELETON_KEEPS`] as [`apply_layer_onto`] makes them; every other node
+/// is only listed (its path as resolved in the root, `/`-joined). The diffID is still
+/// that of the whole stream.
+pub(crate) fn apply_skeleton_onto<R: Read>(
+    reader: R,
+    compression: LayerCompression,
+    target: &Path,
+    lowers: &[std::path::PathBuf],
+) -> Result<(Applied, Vec<Vec<u8>>), ApplyError> {
+    apply_inner(reader, compression, target, lowers, 0, Some(Vec::new())).map(|(a, i)| (a, i.unwrap_or_default()))
+}
+
+/// Files a skeleton keeps with their data: what a COPY or WORKDIR reads from the
+/// rootfs it writes into (`--chown` and USER names).
+pub(crate) const SKELETON_KEEPS: [&[u8]; 2] = [b"etc/passwd", b"etc/group"];
+
+fn apply_inner<R: Read>(
+    reader: R,
+    compression: LayerCompression,
+    target: &Path,
+    lowers: &[std::path::PathBuf],
+    workers: usize,
+    skeleton: Option<Vec<Vec<u8>>>,
+) -> Result<(Applied, Option<Vec<Vec<u8>>>), ApplyError> {
     let decoded: Box<dyn Read + '_> = match compression {
         LayerCompression::None => Box::new(reader),
         // Multi-member: some tools write concatenated gzip members.
@@ -114,6 +142,7 @@ pub fn apply_layer_onto_with_workers<R: Read>(
         pool: None,
         done: Vec::new(),
         finished: Vec::new(),
+        skeleton,
     };
     let mut entries = 0u64;
     {
@@ -135,7 +164,7 @@ pub fn apply_layer_onto_with_workers<R: Read>(
     let mut skipped = std::mem::take(&mut state.skipped);
     skipped.sort_by_key(|(seq, _)| *seq);
     let skipped = skipped.into_iter().map(|(_, m)| m).collect();
-    Ok(Applied { diff_id, entries, skipped, depends_on_lowers: state.depends_on_lowers })
+    Ok((Applied { diff_id, entries, skipped, depends_on_lowers: state.depends_on_lowers }, state.skeleton.take()))
 }
 
 struct State {
@@ -166,6 +195,8 @@ struct State {
     done: Vec<crate::unpack_pool::Done>,
     /// Scratch for jobs finished while submitting.
     finished: Vec<crate::unpack_pool::Done>,
+    /// Making a skeleton: the nodes listed instead of made.
+    skeleton: Option<Vec<Vec<u8>>>,
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -258,6 +289,14 @@ impl State {
             }
         }
 
+        if let Some(listed) = self.skeleton.as_mut() {
+            let data = matches!(kind, T::Regular | T::Continuous | T::GNUSparse | T::Link | T::Char | T::Block | T::Fifo);
+            let joined = comps.join(&b'/');
+            if data && !SKELETON_KEEPS.contains(&joined.as_slice()) {
+                listed.push(joined);
+                return Ok(true);
+            }
+        }
         let cname = cstr(name).map_err(io_err(path, "name"))?;
         match kind {
             T::Regular | T::Continuous if fresh && entry.size() <= crate::unpack_pool::MAX_JOB_BYTES => {

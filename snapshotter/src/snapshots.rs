@@ -31,7 +31,7 @@ pub enum SnapshotError {
     DiffIdMismatch { expected: Digest, actual: Digest },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io { path: path.to_path_buf(), source }
 }
 
@@ -57,7 +57,7 @@ impl std::str::FromStr for SnapshotterKind {
 }
 
 pub struct SnapshotStore {
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     empty: PathBuf,
     kind: SnapshotterKind,
     max_lowers: usize,
@@ -77,7 +77,7 @@ impl Drop for SnapshotStore {
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-fn unique_name() -> String {
+pub(crate) fn unique_name() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -86,7 +86,7 @@ fn unique_name() -> String {
 }
 
 /// A short key for a stack of layer directories (bottom first): their paths.
-fn chain_key(lowers: &[PathBuf]) -> String {
+pub(crate) fn chain_key(lowers: &[PathBuf]) -> String {
     let mut h = kiln_oci::Sha256Writer::new(std::io::sink());
     for l in lowers {
         use std::io::Write;
@@ -248,7 +248,7 @@ impl SnapshotStore {
         self.install_at(dir, self.layer_dir(diff_id))
     }
 
-    fn install_at(&self, dir: &Path, dest: PathBuf) -> Result<PathBuf, SnapshotError> {
+    pub(crate) fn install_at(&self, dir: &Path, dest: PathBuf) -> Result<PathBuf, SnapshotError> {
         match fs::rename(dir, &dest) {
             Ok(()) => Ok(dest),
             Err(_) if dest.is_dir() => {

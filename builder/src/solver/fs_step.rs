@@ -4,6 +4,16 @@
 use super::*;
 
 pub(super) fn run_fs_step(cx: &Ctx, state: &mut ImageState, step: &Step, sources: &Sources<'_>, step_no: usize) -> Result<()> {
+    if let StepKind::Copy(spec) | StepKind::Add(spec) = &step.kind {
+        let copy = |state: &ImageState, active: &mut ActiveSnapshot, root: &Path| {
+            let workdir = state.workdir();
+            copy::mkdir_p_as(root, Path::new(&workdir), Some(workdir_owner(root, state)))?;
+            copy_step(cx, active, root, &workdir, step, spec, sources)
+        };
+        if unpack_free(cx, state, copy)? {
+            return Ok(());
+        }
+    }
     let lowers = lower_dirs(cx, state)?;
     let t0 = std::time::Instant::now();
     let mut active = cx.snaps.prepare(&lowers)?;

@@ -89,6 +89,96 @@ pub(super) fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
+/// The lowers of a step that only adds files, with the base left packed: the
+/// skeletons (`kiln_snapshotter::skeleton`) of the leading layers that have no
+/// snapshot yet, then the snapshots of the layers above them.
+pub(super) struct SparseLowers {
+    lowers: Vec<PathBuf>,
+    skeletons: Vec<PathBuf>,
+}
+
+/// `None` where skeletons cannot serve: native snapshots (no overlay to merge them),
+/// every layer unpacked already (nothing to save), a layer above the leading ones
+/// without its snapshot, or `KILN_UNPACK_FREE=0` (the escape hatch, and how the
+/// tests build the same image the unpacking way).
+fn sparse_lowers(cx: &Ctx, state: &ImageState) -> Result<Option<SparseLowers>> {
+    if std::env::var("KILN_UNPACK_FREE").as_deref() == Ok("0") {
+        return Ok(None);
+    }
+    let (kind, _) = cx.snaps.select(cx.opts.snapshotter);
+    if kind != kiln_snapshotter::SnapshotterKind::Overlay {
+        return Ok(None);
+    }
+    let lead = state.layers.iter().take_while(|l| cx.snaps.layer(&l.diff_id).is_none()).count();
+    if lead == 0 {
+        return Ok(None);
+    }
+    let mut rest = Vec::new();
+    for l in &state.layers[lead..] {
+        match cx.snaps.layer(&l.diff_id) {
+            Some(p) => rest.push(p),
+            None => return Ok(None),
+        }
+    }
+    let mut skeletons: Vec<PathBuf> = Vec::with_capacity(lead);
+    for l in &state.layers[..lead] {
+        let dir = match cx.snaps.skeleton(&l.diff_id, &skeletons) {
+            Some(p) => p,
+            None => {
+                let compression = media::layer_compression(&l.media_type)
+                    .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
+                cx.ensure_blob(l)?;
+                let blob = cx.store.open_blob(&l.digest)?;
+                let t0 = std::time::Instant::now();
+                let dir = cx
+                    .snaps
+                    .skeleton_onto(&l.diff_id, &skeletons, std::io::BufReader::new(blob), compression)
+                    .with_context(|| format!("reading layer {}", l.digest))?;
+                tracing::debug!(layer = %l.digest, ms = t0.elapsed().as_millis() as u64, "layer skeleton made");
+                dir
+            }
+        };
+        skeletons.push(dir);
+    }
+    let mut lowers = skeletons.clone();
+    lowers.extend(rest);
+    Ok(Some(SparseLowers { lowers, skeletons }))
+}
+
+/// Run `work` (a step that only adds files: COPY, ADD, WORKDIR) on skeletons and
+/// commit its layer: `true`. `false` when it must run on the unpacked layers
+/// instead: skeletons cannot serve, the work failed there (the unpacked run gives
+/// the error, or succeeds where a skeleton lacked something), or it touched a path
+/// where the base has a file (`listed_node_in`). The layer is then the one the
+/// unpacked base gives, byte for byte (`integration/tests/e2e_unpack_free.rs`).
+pub(super) fn unpack_free(
+    cx: &Ctx,
+    state: &mut ImageState,
+    work: impl FnOnce(&ImageState, &mut ActiveSnapshot, &Path) -> Result<()>,
+) -> Result<bool> {
+    let sparse = match sparse_lowers(cx, state) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(false),
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "no skeletons: unpacking");
+            return Ok(false);
+        }
+    };
+    let mut active = cx.snaps.prepare(&sparse.lowers)?;
+    let root = active.merged().to_path_buf();
+    if let Err(e) = work(state, &mut active, &root) {
+        tracing::debug!(error = %format!("{e:#}"), "the step failed on skeletons: unpacking");
+        return Ok(false);
+    }
+    let upper = active.diff().context("computing the step's changes")?;
+    if let Some(p) = kiln_snapshotter::skeleton::listed_node_in(upper, &sparse.skeletons).context("checking the step's changes")? {
+        tracing::debug!(path = %p, "the step touched a file of the base: unpacking");
+        return Ok(false);
+    }
+    commit_layer(cx, state, active)?;
+    Ok(true)
+}
+
 /// Whether a step is a WORKDIR that makes a layer (any but `/`, as BuildKit).
 pub(super) fn workdir_layer(kind: &StepKind) -> bool {
     matches!(kind, StepKind::Workdir(w) if w.trim_end_matches('/') != "")
@@ -102,6 +192,12 @@ pub(super) fn workdir_owner(root: &Path, state: &ImageState) -> Owner {
 /// WORKDIR's layer: its directory made with its parents (an empty layer when it
 /// exists already).
 pub(super) fn materialize_workdir(cx: &Ctx, state: &mut ImageState) -> Result<()> {
+    let mkdir = |state: &ImageState, _: &mut ActiveSnapshot, root: &Path| {
+        copy::mkdir_p_as(root, Path::new(&state.workdir()), Some(workdir_owner(root, state)))
+    };
+    if unpack_free(cx, state, mkdir)? {
+        return Ok(());
+    }
     let lowers = lower_dirs(cx, state)?;
     let active = cx.snaps.prepare(&lowers)?;
     let root = active.merged().to_path_buf();

@@ -1,0 +1,132 @@
+//! End-to-end: a stage that only adds files onto a base (COPY, ADD, WORKDIR) runs on
+//! the base's skeletons (issue 18 part 2: `kiln_snapshotter::skeleton`) and never
+//! unpacks it, and the image is byte for byte the one the unpacking way gives
+//! (`KILN_UNPACK_FREE=0`), on a real Debian base (merged /usr: `/bin -> usr/bin`,
+//! `/etc/passwd` with `nobody`, `_apt`). A step that replaces a file of the base, and
+//! a RUN, unpack the base when they are reached.
+
+use kiln_integration::{registry::seed_debian_image, Image, Kind, Registry, Sandbox};
+
+const EPOCH: &str = "1700000000";
+
+/// Build `ctx` in a fresh sandbox; `unpack_free` false forces the unpacking way.
+fn build(ctx_files: &[(&str, &str)], dockerfile: &str, unpack_free: bool) -> (Image, Sandbox) {
+    let sb = Sandbox::new();
+    let mut c = sb.new_context("app").file("Dockerfile", dockerfile);
+    for (p, body) in ctx_files {
+        c = c.file(p, body);
+    }
+    let ctx = c.build();
+    let out = sb.out_path("oci");
+    let mut cmd = sb.kiln().build().output_oci(&out).env("SOURCE_DATE_EPOCH", EPOCH).env("RUST_LOG", "kiln=debug");
+    if !unpack_free {
+        cmd = cmd.env("KILN_UNPACK_FREE", "0");
+    }
+    let run = cmd.arg(&ctx).run();
+    run.assert_success();
+    let img = Image::from_layout(&out, None);
+    img.assert_consistent();
+    (img, sb)
+}
+
+/// Base layers (by diffID) that have an unpacked snapshot in `sb`'s store.
+fn unpacked_base_layers(sb: &Sandbox, base: &Image) -> Vec<String> {
+    let layers = sb.kiln_root().join("snapshots/layers");
+    let names: Vec<String> = std::fs::read_dir(&layers)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    base.config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().trim_start_matches("sha256:").to_string())
+        .filter(|hex| names.iter().any(|n| n.starts_with(hex.as_str())))
+        .collect()
+}
+
+fn skeletons(sb: &Sandbox) -> usize {
+    let dir = sb.kiln_root().join("snapshots/skeletons");
+    std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).count()).unwrap_or(0)
+}
+
+fn files() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("app.py", "print('hello')\n"),
+        ("tool", "#!/bin/sh\necho tool\n"),
+        ("hello", "#!/bin/sh\necho hello\n"),
+        ("data/a.txt", "a\n"),
+        ("data/sub/b.txt", "b\n"),
+        ("etcfiles/myapp/app.conf", "x=1\n"),
+        ("etcfiles/apt/apt.conf.d/99kiln", "APT::Install-Recommends \"false\";\n"),
+        ("secret.sh", "#!/bin/sh\n"),
+    ]
+}
+
+#[test]
+fn copy_only_stage_is_byte_identical_without_unpacking_the_base() {
+    let registry = Registry::start();
+    let base_ref = seed_debian_image(&registry);
+    let base = Image::pull_from(&registry, "base/debian:bookworm");
+    assert!(base.layers.len() >= 1);
+    let dockerfile = format!(
+        "FROM {base_ref}\n\
+         COPY app.py /app/\n\
+         COPY tool /usr/local/bin/\n\
+         COPY --chown=nobody:nogroup data/ /srv/data/\n\
+         COPY etcfiles/ /etc/\n\
+         COPY hello /bin/hello\n\
+         WORKDIR /opt/work\n\
+         USER _apt\n\
+         WORKDIR /home/apt-work\n\
+         WORKDIR /usr\n\
+         COPY --chmod=0700 secret.sh /usr/local/sbin/\n\
+         CMD [\"python3\", \"/app/app.py\"]\n"
+    );
+    let (unpacked, sb_a) = build(&files(), &dockerfile, false);
+    let (free, sb_b) = build(&files(), &dockerfile, true);
+    assert!(!unpacked_base_layers(&sb_a, &base).is_empty(), "the unpacking way unpacks the base");
+    assert_eq!(unpacked_base_layers(&sb_b, &base), Vec::<String>::new(), "the base was unpacked");
+    assert!(skeletons(&sb_b) >= base.layers.len(), "no skeleton per base layer");
+    assert_eq!(free.manifest_digest, unpacked.manifest_digest, "images differ:\n{}\n---\n{}", free.tree.listing(), unpacked.tree.listing());
+
+    // What the steps did, seen in the image: through the /bin symlink, owners from
+    // the base's /etc/passwd, into existing and new directories.
+    let t = &free.tree;
+    t.assert_file("/usr/bin/hello", 0o644, 0, 0, "#!/bin/sh\necho hello\n");
+    t.assert_entry("/srv/data/sub/b.txt", Kind::File, 0o644, 65534, 65534);
+    t.assert_file("/etc/apt/apt.conf.d/99kiln", 0o644, 0, 0, "APT::Install-Recommends \"false\";\n");
+    t.assert_entry("/usr/local/sbin/secret.sh", Kind::File, 0o700, 0, 0);
+    let apt_uid = t.node("/home/apt-work").uid;
+    assert_ne!(apt_uid, 0, "WORKDIR as USER _apt is owned by _apt");
+    assert!(t.contains("/usr/bin/python3") || t.contains("/usr/bin/sh"), "the base is still there");
+}
+
+#[test]
+fn replacing_a_file_of_the_base_unpacks_it_and_gives_the_same_image() {
+    let registry = Registry::start();
+    let base_ref = seed_debian_image(&registry);
+    let base = Image::pull_from(&registry, "base/debian:bookworm");
+    let dockerfile = format!("FROM {base_ref}\nCOPY app.py /app/\nCOPY version /etc/debian_version\n");
+    let ctx = [("app.py", "print(1)\n"), ("version", "kiln\n")];
+    let (unpacked, _a) = build(&ctx, &dockerfile, false);
+    let (free, sb_b) = build(&ctx, &dockerfile, true);
+    assert_eq!(free.manifest_digest, unpacked.manifest_digest);
+    free.tree.assert_file("/etc/debian_version", 0o644, 0, 0, "kiln\n");
+    assert!(!unpacked_base_layers(&sb_b, &base).is_empty(), "a file of the base was replaced on a skeleton");
+}
+
+#[test]
+fn a_run_after_copy_only_steps_unpacks_when_reached() {
+    let registry = Registry::start();
+    let base_ref = seed_debian_image(&registry);
+    let dockerfile = format!(
+        "FROM {base_ref} AS files\nCOPY app.py /app/\nWORKDIR /app\n\
+         FROM files\nRUN cat /app/app.py /etc/debian_version > /app/seen\n"
+    );
+    let ctx = [("app.py", "print(2)\n")];
+    let (unpacked, _a) = build(&ctx, &dockerfile, false);
+    let (free, _b) = build(&ctx, &dockerfile, true);
+    assert_eq!(free.manifest_digest, unpacked.manifest_digest);
+    let seen = free.tree.node("/app/seen").text();
+    assert!(seen.starts_with("print(2)\n") && seen.len() > 9, "{seen:?}");
+}
