@@ -171,6 +171,44 @@ def make_debian(d):
     return layout
 
 
+BIG_PACKAGES = "build-essential,python3,python3-venv,nodejs,npm,default-jre-headless"
+
+
+def make_big(d):
+    """base/big (issue 18): bookworm minbase + compilers, python3, nodejs/npm and a JRE,
+    split into three gzip layers (all but /usr/lib and /usr/share; /usr/lib; /usr/share)."""
+    layout = os.path.join(d, "big-layout")
+    if os.path.exists(os.path.join(layout, "index.json")):
+        return layout
+    rootfs = os.path.join(d, "big-rootfs")
+    if not os.path.exists(os.path.join(rootfs, "usr", "bin", "node")):
+        log(f"mmdebstrap --variant=minbase --include={BIG_PACKAGES} bookworm; this downloads ~250 MB of .debs")
+        shutil.rmtree(rootfs, ignore_errors=True)
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH))
+        subprocess.run(["mmdebstrap", "--variant=minbase", "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+                        f"--include={BIG_PACKAGES}", "bookworm", rootfs], check=True, env=env)
+    lst = os.path.join(d, "big-files")
+    subprocess.run(f"cd '{rootfs}' && find . -mindepth 1 -printf '%P\\n' | grep -v '^dev/' | LC_ALL=C sort > '{lst}'",
+                   shell=True, check=True)
+    names = open(lst).read().splitlines()
+    parts = [[n for n in names if not (n.startswith("usr/lib/") or n.startswith("usr/share/"))],
+             ["usr", "usr/lib"] + [n for n in names if n.startswith("usr/lib/")],
+             ["usr", "usr/share"] + [n for n in names if n.startswith("usr/share/")]]
+    layers = []
+    for i, part in enumerate(parts):
+        plst = f"{lst}.{i}"
+        open(plst, "w").write("".join(n + "\n" for n in part))
+        tar = os.path.join(d, f"big-{i}.tar")
+        subprocess.run(["tar", "-C", rootfs, "--no-recursion", "-T", plst, "--format=posix",
+                        "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+                        "--numeric-owner", f"--mtime=@{EPOCH}", "--clamp-mtime", "-cf", tar], check=True)
+        gz = tar + ".gz"
+        layers.append((gz, gzip_tar(tar, gz)))
+        os.unlink(tar)
+    write_layout(layout, layers, cmd=["bash"])
+    return layout
+
+
 def make_files(d, name, n, bb):
     layout = os.path.join(d, f"files-{name}-layout")
     if os.path.exists(os.path.join(layout, "index.json")):

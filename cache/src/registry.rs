@@ -270,6 +270,29 @@ impl Registry {
         platform: &Platform,
         store: &ContentStore,
     ) -> Result<PulledImage, RegistryError> {
+        self.pull_image_with(r, platform, store, true).await.map(|(img, _)| img)
+    }
+
+    /// Like [`Registry::pull_image`] without the layers: manifest (and index) and
+    /// config only. Also returns the source that served them (a mirror, or `r` as
+    /// `registry_map` rewrites it), where [`Registry::pull_blob`] finds the layers
+    /// when (and if) the build needs their bytes.
+    pub async fn pull_image_config(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+        store: &ContentStore,
+    ) -> Result<(PulledImage, Reference), RegistryError> {
+        self.pull_image_with(r, platform, store, false).await
+    }
+
+    async fn pull_image_with(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+        store: &ContentStore,
+        with_layers: bool,
+    ) -> Result<(PulledImage, Reference), RegistryError> {
         let mut sources = self.pull_sources(r);
         let opts = &self.inner.opts;
         // Kaniko's --skip-default-registry-fallback (pkg/image/remote/remote.go): the
@@ -281,12 +304,12 @@ impl Registry {
         let last = if mirrors_only { usize::MAX } else { sources.len() - 1 };
         let mut failures = Vec::new();
         for (i, src) in sources.iter().enumerate() {
-            match self.pull_image_from(src, platform, store).await {
+            match self.pull_image_from(src, platform, store, with_layers).await {
                 Err(e) if i < last => {
                     tracing::warn!("mirror {} failed, trying the next source: {e}", src.name());
                     failures.push(e.to_string());
                 }
-                res => return res,
+                res => return res.map(|img| (img, src.clone())),
             }
         }
         Err(RegistryError::NotOnMirrors { target: r.to_string(), mirrors: opts.mirrors.join(", "), failures: failures.join("; ") })
@@ -297,6 +320,7 @@ impl Registry {
         r: &Reference,
         platform: &Platform,
         store: &ContentStore,
+        with_layers: bool,
     ) -> Result<PulledImage, RegistryError> {
         let t = self.transport(r.registry(), self.reads)?;
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
@@ -361,6 +385,9 @@ impl Registry {
             let d = parse_oci_digest(l.digest())
                 .map_err(|e| into_error("reading manifest of".into(), r.to_string(), e))?;
             wanted.push((d, l.size()));
+        }
+        if !with_layers {
+            wanted.clear();
         }
         futures_util::stream::iter(wanted.iter())
             .map(|(d, size)| self.fetch_blob(&t, r, d, Some(*size), store))

@@ -60,6 +60,8 @@ use stage::*;
 struct Pulled {
     state: ImageState,
     manifest_digest: String,
+    /// Where the layers not in the store are pulled from when needed (`Ctx::ensure_blob`).
+    layers_from: Option<Reference>,
 }
 
 /// Pulled images by (reference as written, platform).
@@ -84,6 +86,9 @@ pub(crate) struct Ctx {
     urls: BTreeMap<String, crate::steps::urlcache::Resolved>,
     /// Cached layers not downloaded yet (lazy: only when a later step needs them).
     lazy: std::sync::Mutex<BTreeMap<Digest, usize>>,
+    /// Base image layers not downloaded yet: the repository that has each, its size.
+    lazy_base: std::sync::Mutex<BTreeMap<Digest, (Reference, u64)>>,
+    registry: Registry,
     /// Records of the steps that ran, stored in the caches after the build.
     new_records: std::sync::Mutex<Vec<CacheRecord>>,
     /// The cache hits the build took (from any cache), for the exporting caches.
@@ -114,9 +119,41 @@ impl Ctx {
         Ok(view.as_ref().map(|v| v.path().to_path_buf()).unwrap_or_default())
     }
 
+    /// Pull the base layers among `digests` that are not here yet, four at a time
+    /// (each pull bounded by the registry client as always).
+    async fn pull_base_layers(&self, digests: &[Digest]) -> Result<()> {
+        let wanted: Vec<(Digest, (Reference, u64))> = {
+            let lazy = self.lazy_base.lock().expect("lazy base map");
+            digests.iter().filter_map(|d| lazy.get(d).map(|v| (d.clone(), v.clone()))).collect()
+        };
+        for chunk in wanted.chunks(4) {
+            let mut set = tokio::task::JoinSet::new();
+            for (d, (repo, size)) in chunk.iter().cloned() {
+                let (registry, store) = (self.registry.clone(), self.store.clone());
+                set.spawn(async move {
+                    registry.pull_blob(&repo, &d, Some(size), &store).await.with_context(|| format!("pulling layer {d} of {repo}"))?;
+                    Ok::<_, anyhow::Error>(d)
+                });
+            }
+            while let Some(done) = set.join_next().await {
+                let d = done.context("a layer pull was interrupted")??;
+                self.lazy_base.lock().expect("lazy base map").remove(&d);
+            }
+        }
+        Ok(())
+    }
+
     /// Make sure a layer blob is in the content store, fetching a lazily cached one.
     fn ensure_blob(&self, layer: &Layer) -> Result<()> {
         if self.store.has(&layer.digest) {
+            return Ok(());
+        }
+        let base = self.lazy_base.lock().expect("lazy base map").get(&layer.digest).cloned();
+        if let Some((repo, size)) = base {
+            self.rt
+                .block_on(self.registry.pull_blob(&repo, &layer.digest, Some(size), &self.store))
+                .with_context(|| format!("pulling layer {} of {repo}", layer.digest))?;
+            self.lazy_base.lock().expect("lazy base map").remove(&layer.digest);
             return Ok(());
         }
         let from = self.lazy.lock().expect("lazy map").get(&layer.digest).copied();
@@ -237,6 +274,13 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         .values()
         .filter_map(|(i, r)| r.layer.as_ref().filter(|l| !store.has(&l.digest)).map(|l| (l.digest.clone(), *i)))
         .collect();
+    let mut lazy_base = BTreeMap::new();
+    for p in pulled.values() {
+        let Some(repo) = &p.layers_from else { continue };
+        for l in p.state.layers.iter().filter(|l| !store.has(&l.digest)) {
+            lazy_base.insert(l.digest.clone(), (repo.clone(), l.size));
+        }
+    }
     let cx = Ctx {
         opts,
         store,
@@ -250,6 +294,8 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         keys,
         urls: resolved,
         lazy: std::sync::Mutex::new(lazy),
+        lazy_base: std::sync::Mutex::new(lazy_base),
+        registry: registry.clone(),
         new_records: std::sync::Mutex::new(Vec::new()),
         used_hits: std::sync::Mutex::new(Vec::new()),
         mounts_used: Default::default(),
@@ -316,7 +362,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         fetch_lazy(&cx).await?;
     }
     let digest = match export::export(&cx.opts, &cx.store, &registry, images.clone(), &mount_from, attest_input.as_ref()).await {
-        Err(e) if !cx.lazy.lock().expect("lazy map").is_empty() && missing_blob(&e) => {
+        Err(e) if (!cx.lazy.lock().expect("lazy map").is_empty() || !cx.lazy_base.lock().expect("lazy base map").is_empty()) && missing_blob(&e) => {
             fetch_lazy(&cx).await?;
             export::export(&cx.opts, &cx.store, &registry, images, &mount_from, attest_input.as_ref()).await?
         }
@@ -547,6 +593,9 @@ fn missing_blob(e: &anyhow::Error) -> bool {
 
 /// Download every cached layer that was not needed so far.
 async fn fetch_lazy(cx: &Ctx) -> Result<()> {
+    // Base layers nothing needed so far, for an output that needs every blob.
+    let base: Vec<Digest> = cx.lazy_base.lock().expect("lazy base map").keys().cloned().collect();
+    cx.pull_base_layers(&base).await?;
     let lazy: Vec<(Digest, usize)> = cx.lazy.lock().expect("lazy map").iter().map(|(d, i)| (d.clone(), *i)).collect();
     for (digest, i) in lazy {
         let rec = cx

@@ -193,11 +193,11 @@ async fn resolve_image(
     ttl: std::time::Duration,
     reference: &Reference,
     platform: &Platform,
-) -> Result<kiln_cache::PulledImage> {
+) -> Result<(kiln_cache::PulledImage, Option<Reference>)> {
     if policy != PullPolicy::Always {
         if let Some(img) = store.local_image(reference, platform)? {
             progress::get().info("pull", &format!("using the local image {reference} ({platform})"));
-            return Ok(img);
+            return Ok((img, None));
         }
     }
     if policy == PullPolicy::Never {
@@ -207,11 +207,15 @@ async fn resolve_image(
     }
     if let Some(dir) = base_cache {
         if let Some(img) = from_base_cache(registry, store, dir, ttl, reference, platform).await {
-            return Ok(img);
+            return Ok((img, None));
         }
     }
     progress::get().info("pull", &format!("pulling {reference} ({platform})"));
-    Ok(registry.pull_image(reference, platform, store).await?)
+    // Layers are fetched when a step or an output needs their bytes (`Ctx::ensure_blob`):
+    // a stage that only adds files may need none of them (`rootfs::unpack_free`), and
+    // a push mounts them from their repository.
+    let (img, source) = registry.pull_image_config(reference, platform, store).await?;
+    Ok((img, Some(source)))
 }
 
 /// The image from the `--base-image-cache` directory, found as Kaniko finds it: by the
@@ -265,11 +269,13 @@ pub(super) async fn pull_all(
             continue;
         }
         let named = super::named::lookup(&opts.named_contexts, name);
-        let img = match named {
+        let (img, layers_from) = match named {
             Some(NamedContext::Layout { path, select }) => {
-                super::named::layout_image(store, path, select.as_deref(), p).with_context(|| format!("--build-context {name}"))?
+                (super::named::layout_image(store, path, select.as_deref(), p).with_context(|| format!("--build-context {name}"))?, None)
             }
-            Some(NamedContext::Dir(dir)) => super::named::dir_image(store, dir, p).with_context(|| format!("--build-context {name}"))?,
+            Some(NamedContext::Dir(dir)) => {
+                (super::named::dir_image(store, dir, p).with_context(|| format!("--build-context {name}"))?, None)
+            }
             _ => {
                 let reference: Reference = match named {
                     Some(NamedContext::Image(r)) => r.clone(),
@@ -297,7 +303,8 @@ pub(super) async fn pull_all(
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        pulled.insert(key, Pulled { state: ImageState::new(img.config, layers), manifest_digest: img.manifest_digest.to_string() });
+        let manifest_digest = img.manifest_digest.to_string();
+        pulled.insert(key, Pulled { state: ImageState::new(img.config, layers), manifest_digest, layers_from });
     }
     Ok(())
 }

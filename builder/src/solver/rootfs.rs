@@ -58,6 +58,9 @@ pub(super) fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
     if let Some(n) = notice {
         crate::progress::get().info("note", &format!("note: {n}"));
     }
+    // Base layers not pulled yet come down together, not one per unpack.
+    let missing: Vec<Digest> = state.layers.iter().filter(|l| cx.snaps.layer(&l.diff_id).is_none()).map(|l| l.digest.clone()).collect();
+    cx.rt.block_on(cx.pull_base_layers(&missing))?;
     // Each layer is unpacked knowing the ones below it (symlinked parents and
     // hardlinks into lower layers resolve as on a merged rootfs).
     let mut dirs: Vec<PathBuf> = Vec::with_capacity(state.layers.len());
@@ -121,6 +124,8 @@ fn sparse_lowers(cx: &Ctx, state: &ImageState) -> Result<Option<SparseLowers>> {
         }
     }
     let mut skeletons: Vec<PathBuf> = Vec::with_capacity(lead);
+    let wanted: Vec<Digest> = state.layers[..lead].iter().map(|l| l.digest.clone()).collect();
+    cx.rt.block_on(cx.pull_base_layers(&wanted))?;
     for l in &state.layers[..lead] {
         let dir = match cx.snaps.skeleton(&l.diff_id, &skeletons) {
             Some(p) => p,
