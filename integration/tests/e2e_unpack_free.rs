@@ -130,3 +130,64 @@ fn a_run_after_copy_only_steps_unpacks_when_reached() {
     let seen = free.tree.node("/app/seen").text();
     assert!(seen.starts_with("print(2)\n") && seen.len() > 9, "{seen:?}");
 }
+
+/// Issue 18's fresh runner: the skeletons travel in the registry cache, so a runner
+/// with nothing local builds a COPY-only stage and pushes it without one byte of the
+/// base: no base blob is fetched (registry access log) or stored, the push mounts
+/// them, and the image is the unpacking way's.
+#[test]
+fn a_fresh_runner_takes_skeletons_from_the_registry_cache_and_never_pulls_the_base() {
+    let registry = Registry::start();
+    let base_ref = seed_debian_image(&registry);
+    let base = Image::pull_from(&registry, "base/debian:bookworm");
+    let cache = registry.reference("uf/app:cache");
+    let dockerfile = format!("FROM {base_ref}\nCOPY app.py /app/\nWORKDIR /app\nCOPY --chown=nobody data/ /srv/data/\n");
+    let run = |version: &str, tag: &str, flags: &[String], unpack_free: bool| {
+        let sb = Sandbox::new();
+        let ctx = sb
+            .new_context("app")
+            .file("Dockerfile", &dockerfile)
+            .file("app.py", format!("print({version:?})\n"))
+            .file("data/d.txt", "d\n")
+            .build();
+        let mut cmd = sb
+            .kiln()
+            .build()
+            .tag(&registry.reference(tag))
+            .push()
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .args(flags);
+        if !unpack_free {
+            cmd = cmd.env("KILN_UNPACK_FREE", "0");
+        }
+        let out = cmd.arg(&ctx).run();
+        out.assert_success();
+        sb
+    };
+    let from = vec!["--cache-from".to_string(), format!("type=registry,ref={cache}")];
+    let mut to = from.clone();
+    to.extend(["--cache-to".to_string(), format!("type=registry,ref={cache}")]);
+    // Runner A: the base is read once, its skeletons go into the cache (mode=min).
+    let _a = run("v1", "uf/app:1", &to, true);
+
+    let mark = registry.log_mark();
+    let b = run("v2", "uf/app:2", &from, true);
+    let log = registry.log_since(mark);
+    for l in &base.layers {
+        let fetched = log.lines().any(|line| {
+            (line.contains("\"GET /v2/") || line.contains("method=GET")) && line.contains(&format!("/blobs/{}", l.digest))
+        });
+        assert!(!fetched, "runner B fetched base layer {}:\n{log}", l.digest);
+        let hex = l.digest.trim_start_matches("sha256:");
+        assert!(!b.kiln_root().join("content/blobs/sha256").join(hex).exists(), "base layer {hex} written on runner B");
+    }
+    assert!(unpacked_base_layers(&b, &base).is_empty());
+
+    // The same build the unpacking way, from nothing: the same image.
+    let _c = run("v2", "uf/app:3", &[], false);
+    let (two, three) = (Image::pull_from(&registry, "uf/app:2"), Image::pull_from(&registry, "uf/app:3"));
+    assert_eq!(two.manifest_digest, three.manifest_digest);
+    two.tree.assert_file("/app/app.py", 0o644, 0, 0, "print(\"v2\")\n");
+    assert_eq!(two.tree.node("/srv/data/d.txt").uid, 65534, "--chown=nobody from the base's /etc/passwd");
+    assert!(two.tree.contains("/etc/debian_version"), "the base layers are in the pushed image");
+}

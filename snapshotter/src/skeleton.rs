@@ -19,12 +19,13 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use kiln_oci::media::LayerCompression;
 use kiln_oci::Digest;
 
+use crate::diff::{write_layer, DiffOptions, LayerDigests};
 use crate::snapshots::{chain_key, io_err, remove_tree, unique_name, SnapshotError, SnapshotStore};
 
 impl SnapshotStore {
@@ -38,41 +39,105 @@ impl SnapshotStore {
         (p.is_dir() && list_path(&p).is_file()).then_some(p)
     }
 
-    /// Make (unless there) the skeleton of the layer `reader` holds on `below`.
+    /// Make (unless there) the skeleton of the layer `reader` holds on `below`. With
+    /// `blob`, a new skeleton is also written there as a layer of its own (`tree/` and
+    /// `list`, see [`SnapshotStore::restore_skeleton`]), for caches that travel:
+    /// `Some` digests then.
     pub fn skeleton_onto<R: Read>(
         &self,
         diff_id: &Digest,
         below: &[PathBuf],
         reader: R,
         compression: LayerCompression,
-    ) -> Result<PathBuf, SnapshotError> {
+        blob: Option<(&DiffOptions, &mut dyn Write)>,
+    ) -> Result<(PathBuf, Option<LayerDigests>), SnapshotError> {
         if let Some(p) = self.skeleton(diff_id, below) {
-            return Ok(p);
+            return Ok((p, None));
         }
-        let parent = self.root.join("skeletons");
-        fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-        let tmp = self.root.join("active").join(format!("skeleton-{}", unique_name()));
-        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-        let made = crate::apply::apply_skeleton_onto(reader, compression, &tmp, below);
+        let tmp = self.scratch("skeleton")?;
+        let tree = tmp.join("tree");
+        let made = fs::create_dir(&tree)
+            .map_err(io_err(&tree))
+            .and_then(|()| crate::apply::apply_skeleton_onto(reader, compression, &tree, below).map_err(SnapshotError::from));
         let (applied, listed) = match made {
             Ok(m) => m,
             Err(e) => {
                 remove_tree(&tmp);
-                return Err(e.into());
+                return Err(e);
             }
         };
         if &applied.diff_id != diff_id {
             remove_tree(&tmp);
             return Err(SnapshotError::DiffIdMismatch { expected: diff_id.clone(), actual: applied.diff_id });
         }
+        let list = tmp.join("list");
+        let written = fs::write(&list, listed.join(&0u8)).map_err(io_err(&list)).and_then(|()| match blob {
+            Some((opts, w)) => write_layer(&tmp, opts, w).map(Some).map_err(|e| SnapshotError::Io {
+                path: tmp.clone(),
+                source: io::Error::other(e.to_string()),
+            }),
+            None => Ok(None),
+        });
+        let digests = match written {
+            Ok(d) => d,
+            Err(e) => {
+                remove_tree(&tmp);
+                return Err(e);
+            }
+        };
+        let dir = self.install_skeleton(&tmp, diff_id, below)?;
+        Ok((dir, digests))
+    }
+
+    /// A skeleton from a layer [`SnapshotStore::skeleton_onto`] wrote (from a cache):
+    /// unpacked as any layer, checked against `blob_diff_id`, installed as the
+    /// skeleton of `diff_id` on `below`.
+    pub fn restore_skeleton<R: Read>(
+        &self,
+        diff_id: &Digest,
+        below: &[PathBuf],
+        reader: R,
+        compression: LayerCompression,
+        blob_diff_id: &Digest,
+    ) -> Result<PathBuf, SnapshotError> {
+        if let Some(p) = self.skeleton(diff_id, below) {
+            return Ok(p);
+        }
+        let tmp = self.scratch("skeleton-restore")?;
+        let checked = crate::apply::apply_layer(reader, compression, &tmp).map_err(SnapshotError::from).and_then(|a| {
+            if &a.diff_id != blob_diff_id {
+                return Err(SnapshotError::DiffIdMismatch { expected: blob_diff_id.clone(), actual: a.diff_id });
+            }
+            let (tree, list) = (tmp.join("tree"), tmp.join("list"));
+            if !tree.is_dir() || !list.is_file() {
+                return Err(SnapshotError::Io { path: tmp.clone(), source: io::Error::other("not a skeleton layer") });
+            }
+            Ok(())
+        });
+        if let Err(e) = checked {
+            remove_tree(&tmp);
+            return Err(e);
+        }
+        self.install_skeleton(&tmp, diff_id, below)
+    }
+
+    fn scratch(&self, what: &str) -> Result<PathBuf, SnapshotError> {
+        let parent = self.root.join("skeletons");
+        fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        let tmp = self.root.join("active").join(format!("{what}-{}", unique_name()));
+        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+        Ok(tmp)
+    }
+
+    /// `tmp/list` then `tmp/tree` into place: a skeleton counts as made only when
+    /// both are there (a concurrent build's equal one may win; it is the same).
+    fn install_skeleton(&self, tmp: &Path, diff_id: &Digest, below: &[PathBuf]) -> Result<PathBuf, SnapshotError> {
         let dest = self.skeleton_dir(diff_id, below);
-        // The list first (temp + rename), then the directory: a skeleton counts as
-        // made only when both are there.
         let list = list_path(&dest);
-        let list_tmp = parent.join(format!(".{}.list", unique_name()));
-        fs::write(&list_tmp, listed.join(&0u8)).map_err(io_err(&list_tmp))?;
-        fs::rename(&list_tmp, &list).map_err(io_err(&list))?;
-        self.install_at(&tmp, dest)
+        let moved = fs::rename(tmp.join("list"), &list).map_err(io_err(&list));
+        let installed = moved.and_then(|()| self.install_at(&tmp.join("tree"), dest));
+        remove_tree(tmp);
+        installed
     }
 }
 

@@ -93,7 +93,9 @@ pub(super) fn push_mount_sources(cx: &Ctx, plans: &[TargetPlan]) -> Vec<Referenc
 /// The keys of the steps whose layers the built images hold: the target stage's and
 /// those of the stages it is built `FROM`, on every platform (`--cache-to mode=min`).
 fn image_step_keys(cx: &Ctx, plans: &[TargetPlan]) -> Vec<String> {
-    plans.iter().flat_map(|p| plan_step_keys(cx, p)).collect()
+    let mut keys: Vec<String> = plans.iter().flat_map(|p| plan_step_keys(cx, p)).collect();
+    keys.extend(cx.skeleton_keys.lock().expect("skeleton keys").iter().cloned());
+    keys
 }
 
 /// The step keys of one target's image (see [`image_step_keys`]).

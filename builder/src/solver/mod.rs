@@ -91,6 +91,9 @@ pub(crate) struct Ctx {
     registry: Registry,
     /// Records of the steps that ran, stored in the caches after the build.
     new_records: std::sync::Mutex<Vec<CacheRecord>>,
+    /// Keys of the skeleton records this build made (`rootfs::make_skeleton`): part
+    /// of a `mode=min` export, as the base they stand for is part of the image.
+    skeleton_keys: std::sync::Mutex<Vec<String>>,
     /// The cache hits the build took (from any cache), for the exporting caches.
     used_hits: std::sync::Mutex<Vec<CacheRecord>>,
     /// Cache mounts the steps that ran used (`mountcache`).
@@ -298,6 +301,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         registry: registry.clone(),
         new_records: std::sync::Mutex::new(Vec::new()),
         used_hits: std::sync::Mutex::new(Vec::new()),
+        skeleton_keys: Default::default(),
         mounts_used: Default::default(),
         inline_records: Default::default(),
         context_files,

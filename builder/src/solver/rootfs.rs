@@ -124,23 +124,27 @@ fn sparse_lowers(cx: &Ctx, state: &ImageState) -> Result<Option<SparseLowers>> {
         }
     }
     let mut skeletons: Vec<PathBuf> = Vec::with_capacity(lead);
-    let wanted: Vec<Digest> = state.layers[..lead].iter().map(|l| l.digest.clone()).collect();
-    cx.rt.block_on(cx.pull_base_layers(&wanted))?;
-    for l in &state.layers[..lead] {
+    let mut pulled = false;
+    for (i, l) in state.layers[..lead].iter().enumerate() {
         let dir = match cx.snaps.skeleton(&l.diff_id, &skeletons) {
             Some(p) => p,
             None => {
-                let compression = media::layer_compression(&l.media_type)
-                    .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
-                cx.ensure_blob(l)?;
-                let blob = cx.store.open_blob(&l.digest)?;
-                let t0 = std::time::Instant::now();
-                let dir = cx
-                    .snaps
-                    .skeleton_onto(&l.diff_id, &skeletons, std::io::BufReader::new(blob), compression)
-                    .with_context(|| format!("reading layer {}", l.digest))?;
-                tracing::debug!(layer = %l.digest, ms = t0.elapsed().as_millis() as u64, "layer skeleton made");
-                dir
+                let key = skeleton_key(&state.layers[..=i]);
+                match probe_late(cx, &key).map(|rec| restore_skeleton(cx, l, &skeletons, rec)) {
+                    Some(Ok(dir)) => dir,
+                    found => {
+                        if let Some(Err(e)) = found {
+                            tracing::debug!(error = %format!("{e:#}"), "cached skeleton not used");
+                        }
+                        if !pulled {
+                            // The rest of the base comes down together, not one per skeleton.
+                            let wanted: Vec<Digest> = state.layers[i..lead].iter().map(|l| l.digest.clone()).collect();
+                            cx.rt.block_on(cx.pull_base_layers(&wanted))?;
+                            pulled = true;
+                        }
+                        make_skeleton(cx, l, &skeletons, &key)?
+                    }
+                }
             }
         };
         skeletons.push(dir);
@@ -148,6 +152,50 @@ fn sparse_lowers(cx: &Ctx, state: &ImageState) -> Result<Option<SparseLowers>> {
     let mut lowers = skeletons.clone();
     lowers.extend(rest);
     Ok(Some(SparseLowers { lowers, skeletons }))
+}
+
+/// The cache key of the skeleton of the top of `layers` (a skeleton depends on the
+/// layers below it: parents resolved through them).
+fn skeleton_key(layers: &[Layer]) -> CacheKey {
+    CacheKey::from_parts(std::iter::once("kiln skeleton v1".to_string()).chain(layers.iter().map(|l| l.diff_id.to_string())))
+}
+
+/// A skeleton from a cache's record of one (its blob fetched by `probe_late`).
+fn restore_skeleton(cx: &Ctx, l: &Layer, below: &[PathBuf], rec: CacheRecord) -> Result<PathBuf> {
+    let (Some(blob), Some(blob_diff_id)) = (&rec.layer, &rec.diff_id) else { bail!("a skeleton record without its layer") };
+    let compression = media::layer_compression(&blob.media_type).with_context(|| format!("media type {}", blob.media_type))?;
+    let reader = std::io::BufReader::new(cx.store.open_blob(&blob.digest)?);
+    let dir = cx.snaps.restore_skeleton(&l.diff_id, below, reader, compression, blob_diff_id)?;
+    tracing::debug!(layer = %l.digest, skeleton = %blob.digest, "layer skeleton from the cache");
+    cx.used_hits.lock().expect("hits").push(rec);
+    Ok(dir)
+}
+
+/// A skeleton made from the layer itself; written as a layer too when a cache
+/// travels (`--cache-to`, `--cache-repo`), so that a fresh runner takes it from there
+/// and needs no byte of the base.
+fn make_skeleton(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey) -> Result<PathBuf> {
+    let compression = media::layer_compression(&l.media_type)
+        .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
+    cx.ensure_blob(l)?;
+    let blob = std::io::BufReader::new(cx.store.open_blob(&l.digest)?);
+    let t0 = std::time::Instant::now();
+    let travels = cx.opts.cache_to.is_some() || cx.opts.cache_repo.is_some();
+    let opts = DiffOptions { compression: kiln_snapshotter::Compression::Zstd, ..Default::default() };
+    let mut w = cx.store.writer()?;
+    let (dir, digests) = cx
+        .snaps
+        .skeleton_onto(&l.diff_id, below, blob, compression, travels.then_some((&opts, &mut w as &mut dyn std::io::Write)))
+        .with_context(|| format!("reading layer {}", l.digest))?;
+    tracing::debug!(layer = %l.digest, ms = t0.elapsed().as_millis() as u64, "layer skeleton made");
+    if let Some(d) = digests {
+        let (digest, size) = w.commit(Some(&d.digest))?;
+        let layer = LayerRecord { media_type: d.media_type.to_string(), digest, size };
+        let rec = CacheRecord::new(key, Some(layer), Some(d.diff_id), &format!("kiln skeleton of {}", l.diff_id));
+        cx.new_records.lock().expect("records").push(rec);
+        cx.skeleton_keys.lock().expect("skeleton keys").push(key.hex().to_string());
+    }
+    Ok(dir)
 }
 
 /// Run `work` (a step that only adds files: COPY, ADD, WORKDIR) on skeletons and
