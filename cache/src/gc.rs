@@ -152,7 +152,19 @@ fn scan(store: &ContentStore) -> Result<Scan, StoreError> {
 
     let mut entries = Vec::new();
     let mut broken = Vec::new();
+    // Files being written (`store::create_unique`: `.<what>-<pid>-….tmp` beside their
+    // destination): under the exclusive lock no build runs, so any left is a killed
+    // build's, counted with the ingest leftovers.
+    let mut ingest = Vec::new();
     let kdir = root.join(KEYS_DIR);
+    for dir in [root.to_path_buf(), kdir.clone()] {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") && e.file_type().is_ok_and(|t| t.is_file()) {
+                ingest.push((e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)));
+            }
+        }
+    }
     if let Ok(rd) = fs::read_dir(&kdir) {
         for e in rd.flatten() {
             let p = e.path();
@@ -179,7 +191,6 @@ fn scan(store: &ContentStore) -> Result<Scan, StoreError> {
         }
     }
 
-    let mut ingest = Vec::new();
     let idir = root.join("ingest");
     if let Ok(rd) = fs::read_dir(&idir) {
         for e in rd.flatten() {
@@ -442,19 +453,22 @@ mod tests {
         let mut w = s.writer().unwrap();
         w.write_all(&[4u8; 50]).unwrap();
         std::mem::forget(w); // a killed build's temp file
+        // A key file a killed build was writing (`write_atomic`'s temp name).
+        fs::write(s.root().join(KEYS_DIR).join(".write-99-0-1.tmp"), [5u8; 7]).unwrap();
 
         let u = s.df().unwrap();
         assert_eq!(u.images.count, 3);
         assert_eq!(u.cache.count, 2); // record + layer
         assert_eq!(u.cache_records, 1);
         assert_eq!(u.unreferenced, Usage { count: 1, bytes: 300 });
-        assert_eq!(u.ingest, Usage { count: 1, bytes: 50 });
+        assert_eq!(u.ingest, Usage { count: 2, bytes: 57 });
         assert!(u.total_bytes() > 1850);
 
         let rep = s.prune(&PruneOptions::default()).unwrap();
         assert_eq!(rep.removed_blobs, 1);
-        assert_eq!(rep.removed_ingest, 1);
-        assert_eq!(rep.freed_bytes, 350);
+        assert_eq!(rep.removed_ingest, 2);
+        assert_eq!(rep.freed_bytes, 357);
+        assert!(!s.root().join(KEYS_DIR).join(".write-99-0-1.tmp").exists());
         assert!(!s.has(&loose));
         for d in &img_blobs {
             assert!(s.has(d));

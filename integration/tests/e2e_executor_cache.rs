@@ -123,12 +123,13 @@ fn cache_copy_and_run_layers_choose_what_the_cache_repo_holds() {
         .file("a.txt", "a\n")
         .build();
     let cases = [
-        // Kaniko's defaults are run only; kiln caches COPY layers too unless told not to.
-        ("both", vec![], 2),
-        ("run", vec!["--cache-copy-layers=false"], 1),
-        ("none", vec!["--cache-copy-layers=false", "--cache-run-layers=false"], 0),
+        // Kaniko's defaults are run only; kiln caches COPY layers too unless told not to,
+        // and with them the skeleton of the base layer the COPY ran on (`skeletons`).
+        ("both", vec![], 2, 1),
+        ("run", vec!["--cache-copy-layers=false"], 1, 0),
+        ("none", vec!["--cache-copy-layers=false", "--cache-run-layers=false"], 0, 0),
     ];
-    for (name, flags, want) in cases {
+    for (name, flags, want, want_skeletons) in cases {
         // A fresh runner each time: the steps run, and their records are stored.
         let sb = Sandbox::new();
         let repo = format!("demo/layers-{name}/cache");
@@ -146,7 +147,13 @@ fn cache_copy_and_run_layers_choose_what_the_cache_repo_holds() {
         // (for miss explanations), one per key too.
         let tags = registry.tags(&repo);
         let (pos, keys): (Vec<&String>, Vec<&String>) = tags.iter().partition(|t| t.starts_with("pos-"));
-        assert_eq!((keys.len(), pos.len()), (want, want), "{name}: {tags:?}\n{out}");
+        let (skeletons, steps): (Vec<&String>, Vec<&String>) = keys.iter().partition(|t| {
+            let manifest = registry.manifest(&repo, t);
+            let config: serde_json::Value =
+                serde_json::from_slice(&registry.blob(&repo, manifest["config"]["digest"].as_str().unwrap_or_default())).unwrap_or_default();
+            config["history"].as_array().into_iter().flatten().any(|h| h["created_by"].as_str().is_some_and(|c| c.starts_with("kiln skeleton of ")))
+        });
+        assert_eq!((steps.len(), pos.len(), skeletons.len()), (want, want, want_skeletons), "{name}: {tags:?}\n{out}");
     }
 }
 

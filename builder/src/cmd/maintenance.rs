@@ -57,17 +57,18 @@ pub fn prune(args: &PruneArgs, state_dir: &Path) -> Result<()> {
 fn remove_beside_store(state_dir: &Path, all: bool, until: Option<std::time::Duration>) -> (usize, u64) {
     let (mut layers, mut freed) = (0usize, 0u64);
     let snap_root = state_dir.join("snapshots");
-    if let Ok(rd) = std::fs::read_dir(snap_root.join("layers")) {
+    // Unpacked layers and skeletons (a directory and its `.list` each) are rebuilt
+    // from blobs on demand: --all removes them (those older than --filter, if given);
+    // a plain prune keeps them.
+    for rd in ["layers", "skeletons"].map(|d| std::fs::read_dir(snap_root.join(d))).into_iter().flatten() {
         for e in rd.flatten() {
-            // Unpacked layers are rebuilt from blobs on demand: --all removes them
-            // (those older than --filter, if given); a plain prune keeps them.
             let old_enough = until.is_none_or(|u| {
                 e.metadata().and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() >= u).unwrap_or(true)
             });
             if all && old_enough {
                 freed += disk_usage(&e.path());
+                layers += usize::from(e.file_type().is_ok_and(|t| t.is_dir()));
                 kiln_snapshotter::snapshots::remove_tree(&e.path());
-                layers += 1;
             }
         }
     }
@@ -107,6 +108,9 @@ pub fn df(state_dir: &Path) -> Result<()> {
     let snapshots = state_dir.join("snapshots/layers");
     let count = std::fs::read_dir(&snapshots).map(|r| r.count()).unwrap_or(0);
     println!("{:<28} {:>8} {:>12}", "unpacked layers", count, human(disk_usage(&snapshots)));
+    let skeletons = state_dir.join("snapshots/skeletons");
+    let count = std::fs::read_dir(&skeletons).map(|r| r.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).count()).unwrap_or(0);
+    println!("{:<28} {:>8} {:>12}", "layer skeletons", count, human(disk_usage(&skeletons)));
     let mounts = state_dir.join("cache-mounts");
     let count = std::fs::read_dir(&mounts).map(|r| r.count()).unwrap_or(0);
     println!("{:<28} {:>8} {:>12}", "RUN cache mounts", count, human(disk_usage(&mounts)));

@@ -152,6 +152,9 @@ impl CacheRepoSteps {
         match created_by.split_whitespace().next() {
             Some("RUN") => self.run,
             Some("COPY" | "ADD") => self.copy,
+            // A base layer's skeleton serves only COPY, ADD and WORKDIR steps
+            // (`solver/rootfs.rs`): stored with the COPY layers or not at all.
+            Some("kiln") if created_by.starts_with("kiln skeleton ") => self.copy,
             _ => true,
         }
     }

@@ -39,6 +39,7 @@ mod fs_step;
 mod named;
 mod squash;
 mod prepare;
+mod lazy;
 mod rootfs;
 mod schedule;
 mod caches;
@@ -52,6 +53,7 @@ mod in_process_tests;
 use fs_step::*;
 pub use fs_step::RunFailed;
 use prepare::*;
+use lazy::*;
 use rootfs::*;
 use schedule::*;
 use stage::*;
@@ -122,59 +124,6 @@ impl Ctx {
         Ok(view.as_ref().map(|v| v.path().to_path_buf()).unwrap_or_default())
     }
 
-    /// Pull the base layers among `digests` that are not here yet, four at a time
-    /// (each pull bounded by the registry client as always).
-    async fn pull_base_layers(&self, digests: &[Digest]) -> Result<()> {
-        let wanted: Vec<(Digest, (Reference, u64))> = {
-            let lazy = self.lazy_base.lock().expect("lazy base map");
-            digests.iter().filter_map(|d| lazy.get(d).map(|v| (d.clone(), v.clone()))).collect()
-        };
-        for chunk in wanted.chunks(4) {
-            let mut set = tokio::task::JoinSet::new();
-            for (d, (repo, size)) in chunk.iter().cloned() {
-                let (registry, store) = (self.registry.clone(), self.store.clone());
-                set.spawn(async move {
-                    registry.pull_blob(&repo, &d, Some(size), &store).await.with_context(|| format!("pulling layer {d} of {repo}"))?;
-                    Ok::<_, anyhow::Error>(d)
-                });
-            }
-            while let Some(done) = set.join_next().await {
-                let d = done.context("a layer pull was interrupted")??;
-                self.lazy_base.lock().expect("lazy base map").remove(&d);
-            }
-        }
-        Ok(())
-    }
-
-    /// Make sure a layer blob is in the content store, fetching a lazily cached one.
-    fn ensure_blob(&self, layer: &Layer) -> Result<()> {
-        if self.store.has(&layer.digest) {
-            return Ok(());
-        }
-        let base = self.lazy_base.lock().expect("lazy base map").get(&layer.digest).cloned();
-        if let Some((repo, size)) = base {
-            self.rt
-                .block_on(self.registry.pull_blob(&repo, &layer.digest, Some(size), &self.store))
-                .with_context(|| format!("pulling layer {} of {repo}", layer.digest))?;
-            self.lazy_base.lock().expect("lazy base map").remove(&layer.digest);
-            return Ok(());
-        }
-        let from = self.lazy.lock().expect("lazy map").get(&layer.digest).copied();
-        let Some(i) = from else {
-            bail!("layer {} is missing from the content store", layer.digest);
-        };
-        let rec = self
-            .hits
-            .values()
-            .find(|(c, r)| *c == i && r.layer.as_ref().map(|l| &l.digest) == Some(&layer.digest))
-            .map(|(_, r)| r.clone())
-            .context("cache record for a lazy layer")?;
-        self.rt
-            .block_on(self.caches[i].fetch_layer(&rec, &self.store))
-            .with_context(|| format!("fetching cached layer {}", layer.digest))?;
-        self.lazy.lock().expect("lazy map").remove(&layer.digest);
-        Ok(())
-    }
 }
 
 /// A scratch directory removed when dropped.
@@ -277,13 +226,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         .values()
         .filter_map(|(i, r)| r.layer.as_ref().filter(|l| !store.has(&l.digest)).map(|l| (l.digest.clone(), *i)))
         .collect();
-    let mut lazy_base = BTreeMap::new();
-    for p in pulled.values() {
-        let Some(repo) = &p.layers_from else { continue };
-        for l in p.state.layers.iter().filter(|l| !store.has(&l.digest)) {
-            lazy_base.insert(l.digest.clone(), (repo.clone(), l.size));
-        }
-    }
+    let lazy_base = lazy::base_layers_to_pull(&pulled, &store);
     let cx = Ctx {
         opts,
         store,
@@ -583,35 +526,6 @@ async fn keys_and_hits(
         }
     }
     Ok((keys, hits, context_files))
-}
-
-/// Whether an export failed because a blob is not in the content store (a lazily
-/// cached layer the registry could not mount).
-fn missing_blob(e: &anyhow::Error) -> bool {
-    use kiln_cache::{RegistryError, StoreError};
-    e.chain().any(|c| {
-        matches!(c.downcast_ref::<StoreError>(), Some(StoreError::NotFound(_)))
-            || matches!(c.downcast_ref::<RegistryError>(), Some(RegistryError::Store { source: StoreError::NotFound(_), .. }))
-    })
-}
-
-/// Download every cached layer that was not needed so far.
-async fn fetch_lazy(cx: &Ctx) -> Result<()> {
-    // Base layers nothing needed so far, for an output that needs every blob.
-    let base: Vec<Digest> = cx.lazy_base.lock().expect("lazy base map").keys().cloned().collect();
-    cx.pull_base_layers(&base).await?;
-    let lazy: Vec<(Digest, usize)> = cx.lazy.lock().expect("lazy map").iter().map(|(d, i)| (d.clone(), *i)).collect();
-    for (digest, i) in lazy {
-        let rec = cx
-            .hits
-            .values()
-            .find(|(c, r)| *c == i && r.layer.as_ref().map(|l| &l.digest) == Some(&digest))
-            .map(|(_, r)| r.clone())
-            .context("cache record for a lazy layer")?;
-        cx.caches[i].fetch_layer(&rec, &cx.store).await.with_context(|| format!("fetching cached layer {digest}"))?;
-        cx.lazy.lock().expect("lazy map").remove(&digest);
-    }
-    Ok(())
 }
 
 /// `--output type=local,dest=DIR`: the final root filesystem, owned by the invoking

@@ -74,6 +74,8 @@ mod tests {
         assert!(!kaniko_default.admits("COPY src/ /app # buildkit"));
         assert!(!kaniko_default.admits("ADD https://x/y /y # buildkit"));
         assert!(kaniko_default.admits("WORKDIR /app"), "config-and-directory steps are not Kaniko's to filter");
+        assert!(!kaniko_default.admits("kiln skeleton of sha256:00"), "skeletons go with the COPY layers");
+        assert!(CacheRepoSteps::default().admits("kiln skeleton of sha256:00"));
         let none = CacheRepoSteps::parse("none").unwrap();
         assert!(!none.admits("RUN true") && !none.admits("COPY a b"));
         assert_eq!(CacheRepoSteps::parse("run,copy").unwrap(), CacheRepoSteps::default());

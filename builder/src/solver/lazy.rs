@@ -1,0 +1,103 @@
+//! Blobs fetched when needed: base image layers (pulled from their repository) and
+//! cached layers (from the cache that had the record), for a step that needs their
+//! bytes (`Ctx::ensure_blob`) or an output that needs every blob (`fetch_lazy`).
+
+use super::*;
+
+/// The layers of the pulled images that are not in the store, by digest: where each
+/// is pulled from, and its size.
+pub(super) fn base_layers_to_pull(pulled: &PulledMap, store: &ContentStore) -> BTreeMap<Digest, (Reference, u64)> {
+    let mut lazy_base = BTreeMap::new();
+    for p in pulled.values() {
+        let Some(repo) = &p.layers_from else { continue };
+        for l in p.state.layers.iter().filter(|l| !store.has(&l.digest)) {
+            lazy_base.insert(l.digest.clone(), (repo.clone(), l.size));
+        }
+    }
+    lazy_base
+}
+
+impl Ctx {
+    /// Pull the base layers among `digests` that are not here yet, four at a time
+    /// (each pull bounded by the registry client as always).
+    pub(super) async fn pull_base_layers(&self, digests: &[Digest]) -> Result<()> {
+        let wanted: Vec<(Digest, (Reference, u64))> = {
+            let lazy = self.lazy_base.lock().expect("lazy base map");
+            digests.iter().filter_map(|d| lazy.get(d).map(|v| (d.clone(), v.clone()))).collect()
+        };
+        for chunk in wanted.chunks(4) {
+            let mut set = tokio::task::JoinSet::new();
+            for (d, (repo, size)) in chunk.iter().cloned() {
+                let (registry, store) = (self.registry.clone(), self.store.clone());
+                set.spawn(async move {
+                    registry.pull_blob(&repo, &d, Some(size), &store).await.with_context(|| format!("pulling layer {d} of {repo}"))?;
+                    Ok::<_, anyhow::Error>(d)
+                });
+            }
+            while let Some(done) = set.join_next().await {
+                let d = done.context("a layer pull was interrupted")??;
+                self.lazy_base.lock().expect("lazy base map").remove(&d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Make sure a layer blob is in the content store, fetching a lazily cached one.
+    pub(super) fn ensure_blob(&self, layer: &Layer) -> Result<()> {
+        if self.store.has(&layer.digest) {
+            return Ok(());
+        }
+        let base = self.lazy_base.lock().expect("lazy base map").get(&layer.digest).cloned();
+        if let Some((repo, size)) = base {
+            self.rt
+                .block_on(self.registry.pull_blob(&repo, &layer.digest, Some(size), &self.store))
+                .with_context(|| format!("pulling layer {} of {repo}", layer.digest))?;
+            self.lazy_base.lock().expect("lazy base map").remove(&layer.digest);
+            return Ok(());
+        }
+        let from = self.lazy.lock().expect("lazy map").get(&layer.digest).copied();
+        let Some(i) = from else {
+            bail!("layer {} is missing from the content store", layer.digest);
+        };
+        let rec = self
+            .hits
+            .values()
+            .find(|(c, r)| *c == i && r.layer.as_ref().map(|l| &l.digest) == Some(&layer.digest))
+            .map(|(_, r)| r.clone())
+            .context("cache record for a lazy layer")?;
+        self.rt
+            .block_on(self.caches[i].fetch_layer(&rec, &self.store))
+            .with_context(|| format!("fetching cached layer {}", layer.digest))?;
+        self.lazy.lock().expect("lazy map").remove(&layer.digest);
+        Ok(())
+    }
+}
+
+/// Whether an export failed because a blob is not in the content store (a lazily
+/// cached layer the registry could not mount).
+pub(super) fn missing_blob(e: &anyhow::Error) -> bool {
+    use kiln_cache::{RegistryError, StoreError};
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<StoreError>(), Some(StoreError::NotFound(_)))
+            || matches!(c.downcast_ref::<RegistryError>(), Some(RegistryError::Store { source: StoreError::NotFound(_), .. }))
+    })
+}
+
+/// Download every cached layer that was not needed so far.
+pub(super) async fn fetch_lazy(cx: &Ctx) -> Result<()> {
+    // Base layers nothing needed so far, for an output that needs every blob.
+    let base: Vec<Digest> = cx.lazy_base.lock().expect("lazy base map").keys().cloned().collect();
+    cx.pull_base_layers(&base).await?;
+    let lazy: Vec<(Digest, usize)> = cx.lazy.lock().expect("lazy map").iter().map(|(d, i)| (d.clone(), *i)).collect();
+    for (digest, i) in lazy {
+        let rec = cx
+            .hits
+            .values()
+            .find(|(c, r)| *c == i && r.layer.as_ref().map(|l| &l.digest) == Some(&digest))
+            .map(|(_, r)| r.clone())
+            .context("cache record for a lazy layer")?;
+        cx.caches[i].fetch_layer(&rec, &cx.store).await.with_context(|| format!("fetching cached layer {digest}"))?;
+        cx.lazy.lock().expect("lazy map").remove(&digest);
+    }
+    Ok(())
+}
