@@ -26,6 +26,9 @@ pub struct ImageState {
     pub layers: Vec<Layer>,
     /// Whether CMD was set in this stage (ENTRYPOINT resets an inherited CMD only).
     pub cmd_set_here: bool,
+    /// The layers the stage being built adds never leave this machine (the solver
+    /// decides, `solver/leaves.rs`): they are kept uncompressed.
+    pub layers_stay: bool,
     /// Where each name is in the config's Env, so that an ENV step does not scan
     /// the list (100,000 ENV lines were quadratic: 59 s).
     env_index: EnvIndex,
@@ -79,7 +82,7 @@ impl EnvIndex {
 
 impl ImageState {
     pub fn new(config: ImageConfig, layers: Vec<Layer>) -> Self {
-        ImageState { config, layers, cmd_set_here: false, env_index: EnvIndex::default() }
+        ImageState { config, layers, cmd_set_here: false, layers_stay: false, env_index: EnvIndex::default() }
     }
 
     pub fn env(&self) -> Vec<String> {

@@ -179,6 +179,20 @@ pub fn write_layer<W: Write>(upper: &Path, opts: &DiffOptions, out: W) -> Result
     Ok(LayerDigests { diff_id, digest, size, media_type: opts.compression.media_type() })
 }
 
+/// Compress an uncompressed layer (`tar`, as a layer that never left the machine was
+/// kept) as `opts.compression` says: the blob [`write_layer`] would have written from
+/// the same tree, byte for byte (the encoders' output depends on the bytes and the
+/// level only). Returns the digests; the caller checks `diff_id` against its record.
+pub fn compress_tar<R: Read, W: Write>(mut tar: R, opts: &DiffOptions, out: W) -> Result<LayerDigests, DiffError> {
+    let enc = Encoder::new(opts.compression, opts, Sha256Writer::new(out)).map_err(DiffError::Write)?;
+    let mut hashed_tar = Sha256Writer::new(enc);
+    io::copy(&mut tar, &mut hashed_tar).map_err(DiffError::Write)?;
+    let (enc, diff_id, _) = hashed_tar.finish();
+    let (mut out, digest, size) = enc.finish().map_err(DiffError::Write)?.finish();
+    out.flush().map_err(DiffError::Write)?;
+    Ok(LayerDigests { diff_id, digest, size, media_type: opts.compression.media_type() })
+}
+
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> DiffError + 'a {
     move |source| DiffError::Io { path: path.to_path_buf(), op, source }
 }

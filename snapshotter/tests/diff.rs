@@ -277,6 +277,32 @@ fn digests_match_bytes() {
     assert_eq!(&out[4..8], &[0, 0, 0, 0]);
 }
 
+/// A layer kept uncompressed (it never left the machine) and compressed later is the
+/// blob compressing it at once gives, for every compression and level.
+#[test]
+fn compressing_a_kept_tar_later_gives_the_same_blob() {
+    use kiln_snapshotter::diff::compress_tar;
+    use kiln_snapshotter::Compression;
+    let tmp = tempfile::tempdir().unwrap();
+    make_upper(tmp.path(), false);
+    // More than one parallel-gzip block, and data that does not compress away.
+    let mut x = 1u64;
+    let noise: Vec<u8> = (0..3_000_000).map(|_| { x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (x >> 56) as u8 }).collect();
+    std::fs::write(tmp.path().join("noise"), &noise).unwrap();
+    let mut tar = Vec::new();
+    let kept = write_layer(tmp.path(), &DiffOptions { compression: Compression::None, ..Default::default() }, &mut tar).unwrap();
+    assert_eq!(kept.digest, kept.diff_id);
+    for (compression, level) in [(Compression::Gzip, None), (Compression::Gzip, Some(1)), (Compression::Zstd, None), (Compression::Zstd, Some(9))] {
+        let o = DiffOptions { compression, gzip_level: level.map(|l: i32| l as u32), zstd_level: level, ..Default::default() };
+        let (mut at_once, mut later) = (Vec::new(), Vec::new());
+        let direct = write_layer(tmp.path(), &o, &mut at_once).unwrap();
+        let lazy = compress_tar(&tar[..], &o, &mut later).unwrap();
+        assert_eq!((lazy.diff_id.clone(), lazy.media_type), (kept.diff_id.clone(), direct.media_type));
+        assert_eq!((lazy.digest.clone(), lazy.size), (direct.digest.clone(), direct.size), "{compression:?} {level:?}");
+        assert!(at_once == later, "{compression:?} {level:?}: not the same bytes");
+    }
+}
+
 #[test]
 fn excluded_paths_absent() {
     let tmp = tempfile::tempdir().unwrap();

@@ -40,6 +40,7 @@ mod named;
 mod squash;
 mod prepare;
 mod lazy;
+mod leaves;
 mod rootfs;
 mod schedule;
 mod caches;
@@ -93,6 +94,8 @@ pub(crate) struct Ctx {
     registry: Registry,
     /// Records of the steps that ran, stored in the caches after the build.
     new_records: std::sync::Mutex<Vec<CacheRecord>>,
+    /// Jobs whose layers never leave this machine: kept uncompressed (`leaves`).
+    stays: std::collections::BTreeSet<JobId>,
     /// Keys of the skeleton records this build made (`rootfs::make_skeleton`): part
     /// of a `mode=min` export, as the base they stand for is part of the image.
     skeleton_keys: std::sync::Mutex<Vec<String>>,
@@ -227,6 +230,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         .filter_map(|(i, r)| r.layer.as_ref().filter(|l| !store.has(&l.digest)).map(|l| (l.digest.clone(), *i)))
         .collect();
     let lazy_base = lazy::base_layers_to_pull(&pulled, &store);
+    let stays = leaves::jobs_that_stay(&opts, &plans, &jobs);
     let cx = Ctx {
         opts,
         store,
@@ -245,6 +249,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         new_records: std::sync::Mutex::new(Vec::new()),
         used_hits: std::sync::Mutex::new(Vec::new()),
         skeleton_keys: Default::default(),
+        stays,
         mounts_used: Default::default(),
         inline_records: Default::default(),
         context_files,

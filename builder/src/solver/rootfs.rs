@@ -291,7 +291,11 @@ pub(super) fn diff_options(cx: &Ctx) -> DiffOptions {
 }
 
 pub(super) fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveSnapshot) -> Result<()> {
-    let opts = diff_options(cx);
+    let mut opts = diff_options(cx);
+    if state.layers_stay {
+        // Never leaves this machine as it is: kept uncompressed (`leaves.rs`).
+        opts.compression = kiln_snapshotter::Compression::None;
+    }
     let mut w = cx.store.writer()?;
     // overlay: the upperdir (hardlinks broken by copy-up repaired); native: the
     // walk-and-compare diff in the same format.

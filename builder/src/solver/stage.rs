@@ -57,6 +57,7 @@ pub(super) fn run_stage(cx: &Ctx, job_id: JobId, job: &Job, pulled: &PulledMap, 
     let names = StepNames::of(job);
     progress::get().step(&StepRef { platform: &job.label, name: &names.from, n, total, text: &from_line }, progress::State::Running, None, None);
     let sources = Sources { stages: inputs, pulled, platform: &plat };
+    state.layers_stay = cx.stays.contains(&job_id);
     let keys = &cx.keys[&job_id];
     // History times: a step that ran gets the build's time, a cached one the time
     // it first ran, a config-only step the time of the step before it — so a build
@@ -83,7 +84,7 @@ pub(super) fn run_stage(cx: &Ctx, job_id: JobId, job: &Job, pulled: &PulledMap, 
             continue;
         }
         if let Some((_, rec)) = cx.hits.get(key.hex()) {
-            last_time = take_hit(cx, &sref, &mut state, rec, &step.created_by);
+            last_time = take_hit(cx, &sref, &mut state, rec, &step.created_by)?;
             content_parent = None;
             continue;
         }
@@ -95,7 +96,7 @@ pub(super) fn run_stage(cx: &Ctx, job_id: JobId, job: &Job, pulled: &PulledMap, 
         };
         let explained = cacheable.then(|| super::explain::step_inputs(cx, job_id, job, i, pulled));
         if let Some(rec) = content.as_ref().and_then(|c| probe_late(cx, c)) {
-            last_time = take_hit(cx, &sref, &mut state, &rec, &step.created_by);
+            last_time = take_hit(cx, &sref, &mut state, &rec, &step.created_by)?;
             // Found by content: the step's own key leads to the same layer next time.
             remember(cx, key, &state, &step.created_by, &last_time, explained.as_ref());
             content_parent = content;
@@ -211,15 +212,16 @@ pub(super) fn probe_late(cx: &Ctx, key: &CacheKey) -> Option<CacheRecord> {
 
 /// A step served from the cache: reported and counted as cached, its layer taken;
 /// returns the history time it first ran.
-fn take_hit(cx: &Ctx, sref: &StepRef<'_>, state: &mut ImageState, rec: &CacheRecord, created_by: &str) -> String {
+fn take_hit(cx: &Ctx, sref: &StepRef<'_>, state: &mut ImageState, rec: &CacheRecord, created_by: &str) -> Result<String> {
+    let rec = super::leaves::hit_for_stage(cx, state, rec).with_context(|| format!("step {}/{}: the cached layer", sref.n, sref.total))?;
+    let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { bail!("step {}/{}: a cache record without its layer", sref.n, sref.total) };
     progress::get().step(sref, progress::State::Cached, None, None);
     cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    cx.used_hits.lock().expect("hits").push(rec.clone());
-    let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { unreachable!("hits carry a layer") };
     state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone() });
     let time = rec.history_created.clone().unwrap_or_else(|| cx.created.clone());
     state.push_history(&time, created_by, false);
-    time
+    cx.used_hits.lock().expect("hits").push(rec);
+    Ok(time)
 }
 
 /// Queue a cache record for the step that just added the last layer of `state`.
