@@ -15,6 +15,9 @@ Cases (each on a fresh state)
 - run-read: `FROM big` + a RUN that reads one file of the base
 - copy, fresh runner with a registry cache (kiln only: its skeletons travel in the cache;
   primed once by another fresh runner with --cache-to)
+- builder-stage: a builder stage whose RUN copies /usr/lib (a ~600 MB layer no output
+  holds), and a final stage that copies one file from it; kiln also with
+  KILN_COMPRESS_ALL=1 (every layer compressed as it is made, as before issue 18 part 4)
 - warm: the copy case again on the state its build left (everything cached)
 Floors on this machine: `curl | gzip -d > /dev/null` and `curl | gzip -d | tar -x` of the
 three layers in parallel into a fresh filesystem. Peak RSS is the tool's process tree.
@@ -41,6 +44,9 @@ CASES = {
     "copy": "FROM {REG}/base/big:latest\nCOPY app.py /app/\n",
     "run-one": "FROM {REG}/base/big:latest\nRUN echo one > /one.txt\n",
     "run-read": "FROM {REG}/base/big:latest\nRUN cat /etc/os-release > /seen.txt\n",
+    # Issue 18 part 4: a builder stage with a big layer that never leaves the machine.
+    "builder-stage": "FROM {REG}/base/big:latest AS builder\nRUN cp -a /usr/lib /opt/lib-copy\n"
+                     "FROM {REG}/base/big:latest\nCOPY --from=builder /opt/lib-copy/os-release /app/\n",
 }
 
 
@@ -66,10 +72,11 @@ class Bench(cicache.Bench):
         for d in ("home", "run", "bin", "ctx"):
             chown_tree(os.path.join(self.w, d))
 
-    def cmds(self, tool, state, case, ref, flags=()):
+    def cmds(self, tool, state, case, ref, flags=(), env=None):
         ctx = os.path.join(self.w, "ctx", case)
         if tool == "kiln":
-            return [self.as_user("KILN_ROOT=" + os.path.join(state, "root"), self.kiln, "build", "--progress", "plain",
+            extra_env = [f"{k}={v}" for k, v in (env or {}).items()]
+            return [self.as_user("KILN_ROOT=" + os.path.join(state, "root"), *extra_env, self.kiln, "build", "--progress", "plain",
                                  "-t", ref, "--push", *flags, ctx)]
         if tool == "buildah":
             b = ["buildah", "--root", os.path.join(state, "root"), "--runroot", os.path.join(state, "runroot"),
@@ -79,23 +86,23 @@ class Bench(cicache.Bench):
         d = ["/usr/bin/docker", "-H", f"unix://{self.dockerd_sock}"]
         return [["env", "DOCKER_BUILDKIT=1"] + d + ["build", "--network", "host", "-t", ref, ctx], d + ["push", ref]]
 
-    def one(self, tool, state, case, label, flags=()):
+    def one(self, tool, state, case, label, flags=(), env=None):
         log = os.path.join(self.w, "logs", f"{label}.log")
         ref = f"{self.reg}/bench/{label}:latest"
-        ok, secs, rss, polled = timed(self.cmds(tool, state, case, ref, flags), log, dict(os.environ))
+        ok, secs, rss, polled = timed(self.cmds(tool, state, case, ref, flags, env), log, dict(os.environ))
         if not ok:
             sys.exit(f"{label} failed: see {log}")
         # dockerd is not below the timed command: its memory is not the CLI's.
         peak = 0 if tool == "docker" else (polled.get(tool, 0) or rss)
         return secs, peak
 
-    def fresh(self, tool, case, label, flags=(), keep=False):
+    def fresh(self, tool, case, label, flags=(), keep=False, env=None):
         st = self.state_fs(f"{tool}-{label}")
         if tool == "docker":
             self.dockerd_sock = self.start_dockerd(label, st)
         try:
-            secs, peak = self.one(tool, st, case, label, flags)
-            warm = self.one(tool, st, case, label + "-warm", flags)[0] if keep else None
+            secs, peak = self.one(tool, st, case, label, flags, env)
+            warm = self.one(tool, st, case, label + "-warm", flags, env)[0] if keep else None
         finally:
             if tool == "docker":
                 self.stop_dockerd(label)
@@ -114,6 +121,9 @@ class Bench(cicache.Bench):
                     print(f"{case} {tool} #{k}: {s:.2f} s, peak {peak / 1024:.0f} MiB"
                           + (f", warm {warm:.2f} s" if warm is not None else ""), flush=True)
             if "kiln" in self.a.tools:
+                s, peak, _ = self.fresh("kiln", "builder-stage", f"compress-all-{k}", env={"KILN_COMPRESS_ALL": "1"})
+                rows.setdefault(("builder-stage, KILN_COMPRESS_ALL=1", "kiln"), []).append((s, peak))
+                print(f"builder-stage compress-all kiln #{k}: {s:.2f} s, peak {peak / 1024:.0f} MiB", flush=True)
                 cache = f"type=registry,ref={self.reg}/bench/bigcache-{k}:cache"
                 self.fresh("kiln", "copy", f"prime-{k}", ("--cache-to", cache))
                 s, peak, _ = self.fresh("kiln", "copy", f"cached-{k}", ("--cache-from", cache))

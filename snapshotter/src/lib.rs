@@ -23,6 +23,7 @@ mod native;
 pub mod overlay;
 pub mod pgzip;
 mod safepath;
+pub mod side_by_side;
 pub mod skeleton;
 pub mod snapshots;
 mod sys;

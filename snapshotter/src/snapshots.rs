@@ -172,7 +172,7 @@ impl SnapshotStore {
         r
     }
 
-    fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+    pub(crate) fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
         self.root.join("layers").join(diff_id.hex())
     }
 

@@ -58,9 +58,14 @@ pub(super) fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
     if let Some(n) = notice {
         crate::progress::get().info("note", &format!("note: {n}"));
     }
-    // Base layers not pulled yet come down together, not one per unpack.
-    let missing: Vec<Digest> = state.layers.iter().filter(|l| cx.snaps.layer(&l.diff_id).is_none()).map(|l| l.digest.clone()).collect();
-    cx.rt.block_on(cx.pull_base_layers(&missing))?;
+    let missing: Vec<&Layer> = state.layers.iter().filter(|l| cx.snaps.layer(&l.diff_id).is_none()).collect();
+    if missing.len() > 1 && std::env::var("KILN_SIDE_BY_SIDE").as_deref() != Ok("0") {
+        unpack_side_by_side(cx, &missing)?;
+    } else {
+        // Base layers not pulled yet come down together, not one per unpack.
+        let digests: Vec<Digest> = missing.iter().map(|l| l.digest.clone()).collect();
+        cx.rt.block_on(cx.pull_base_layers(&digests))?;
+    }
     // Each layer is unpacked knowing the ones below it (symlinked parents and
     // hardlinks into lower layers resolve as on a merged rootfs).
     let mut dirs: Vec<PathBuf> = Vec::with_capacity(state.layers.len());
@@ -90,6 +95,45 @@ pub(super) fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
         dirs.push(dir);
     }
     Ok(dirs)
+}
+
+/// Several layers without snapshots: each fetched and unpacked on its own thread, on
+/// nothing (`kiln_snapshotter::side_by_side`); those that lean on their lowers are
+/// left for `lower_dirs` to unpack in order, their blobs fetched by then. As many
+/// at once as there are cores (at least 2, at most 4): unpacking is bound by one
+/// core's inflate and the kernel's inode creation, so layers side by side scale.
+fn unpack_side_by_side(cx: &Ctx, layers: &[&Layer]) -> Result<()> {
+    let at_once = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..at_once.min(layers.len()))
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let Some(l) = layers.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return Ok(()) };
+                        let compression = media::layer_compression(&l.media_type)
+                            .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
+                        let t0 = std::time::Instant::now();
+                        cx.ensure_blob(l)?;
+                        let t1 = std::time::Instant::now();
+                        let blob = std::io::BufReader::new(cx.store.open_blob(&l.digest)?);
+                        let alone = cx.snaps.unpack_alone(&l.diff_id, blob, compression).with_context(|| format!("unpacking layer {}", l.digest))?;
+                        tracing::debug!(
+                            layer = %l.digest,
+                            alone = alone.is_some(),
+                            fetch_ms = (t1 - t0).as_millis() as u64,
+                            unpack_ms = t1.elapsed().as_millis() as u64,
+                            "layer unpacked side by side"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow!("a layer unpack thread panicked"))??;
+        }
+        Ok(())
+    })
 }
 
 /// The lowers of a step that only adds files, with the base left packed: the
