@@ -4,14 +4,13 @@
 //! base's layers with mode, owner, size and mtime, so the two images are the same only
 //! if the two rootfs are.
 
+use kiln_integration::faultproxy::{Fault, FaultProxy, Rule};
 use kiln_integration::{seed_base_images, Image, Registry, Sandbox};
 
-#[test]
-fn a_base_unpacked_side_by_side_is_the_base_unpacked_in_order() {
-    let registry = Registry::start();
-    let base = seed_base_images(&registry);
-    // A base of five layers: files, a hard link, a replaced and a deleted file, a
-    // directory made opaque, a symlink.
+/// Push a base of five layers (files, a hard link, a replaced and a deleted file, a
+/// directory made opaque, a symlink) as `test/five-layers:latest`; its reference.
+fn push_five_layer_base(registry: &Registry) -> String {
+    let base = seed_base_images(registry);
     let sb = Sandbox::new();
     let base_df = format!(
         "FROM {}\n\
@@ -24,8 +23,20 @@ fn a_base_unpacked_side_by_side_is_the_base_unpacked_in_order() {
     let ctx = sb.new_context("multi-base").file("Dockerfile", &base_df).build();
     let base_ref = registry.reference("test/five-layers:latest");
     sb.kiln().build().env("SOURCE_DATE_EPOCH", "1700000000").arg("-t").arg(&base_ref).arg("--push").arg(&ctx).run().assert_success();
+    base_ref
+}
 
-    let df = format!("FROM {base_ref}\nRUN find /opt /srv /bin -exec stat -c '%n %A %u %g %s %Y %h' {{}} + | sort > /listing\n");
+/// A RUN that lists every path of the base's layers with mode, owner, size, mtime
+/// and link count.
+fn listing_dockerfile(base_ref: &str) -> String {
+    format!("FROM {base_ref}\nRUN find /opt /srv /bin -exec stat -c '%n %A %u %g %s %Y %h' {{}} + | sort > /listing\n")
+}
+
+#[test]
+fn a_base_unpacked_side_by_side_is_the_base_unpacked_in_order() {
+    let registry = Registry::start();
+    let base_ref = push_five_layer_base(&registry);
+    let df = listing_dockerfile(&base_ref);
     let build = |side_by_side: bool| {
         let sb = Sandbox::new();
         let ctx = sb.new_context("on-it").file("Dockerfile", &df).build();
@@ -46,4 +57,42 @@ fn a_base_unpacked_side_by_side_is_the_base_unpacked_in_order() {
     let listing = side.tree.node("/listing").text();
     assert!(listing.contains("/opt/a/f-link -rw-r----- 0 0 2 ") && listing.contains("/opt/a/deep/h") && !listing.contains("/opt/a/deep/g"), "{listing}");
     assert_eq!(side.manifest_digest, ordered.manifest_digest, "side by side:\n{listing}\nin order:\n{}", ordered.tree.node("/listing").text());
+}
+
+/// A base layer cut off mid-stream, or with a flipped byte, while the layers unpack
+/// side by side: the build fails naming the registry, and keeps nothing a later
+/// build trusts: the next build on the same state (the registry honest again) makes
+/// the image a fresh state makes.
+#[test]
+fn a_layer_cut_or_corrupted_while_unpacking_side_by_side_leaves_nothing_trusted() {
+    let registry = Registry::start();
+    let base_ref = push_five_layer_base(&registry);
+    let layers: Vec<String> = registry.manifest("test/five-layers", "latest")["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let sb = Sandbox::new();
+    for (n, fault) in [Fault::DropResponseAfter(700), Fault::CorruptResponseBody(300)].into_iter().enumerate() {
+        let proxy = FaultProxy::start(&registry.host());
+        // The busybox layer (the biggest), and the top one.
+        for l in [&layers[0], &layers[4]] {
+            proxy.add_rule(Rule::new("GET", &format!("/blobs/{l}"), fault.clone(), 100));
+        }
+        let through = base_ref.replacen(&registry.host(), &proxy.host(), 1);
+        let ctx = sb.new_context(&format!("faulty-{n}")).file("Dockerfile", listing_dockerfile(&through)).build();
+        let out = sb.kiln().build().arg(&ctx).run();
+        out.assert_failure_containing(&proxy.host());
+        assert!(!out.stderr.contains("panicked"), "{fault:?}\n{out}");
+        assert!(proxy.injected() > 0, "{fault:?}: {:?}", proxy.log());
+    }
+    let oci = |sb: &Sandbox, name: &str| {
+        let ctx = sb.new_context(name).file("Dockerfile", listing_dockerfile(&base_ref)).build();
+        let out = sb.out_path(name);
+        sb.kiln().build().env("SOURCE_DATE_EPOCH", "1700000000").output_oci(&out).arg(&ctx).run().assert_success();
+        Image::from_layout(&out, None).manifest_digest
+    };
+    let after = oci(&sb, "after-faults");
+    assert_eq!(after, oci(&Sandbox::new(), "fresh"), "the state the faulty builds left gave another image");
 }
