@@ -14,7 +14,8 @@ Cases (each on a fresh state)
 - run-one: `FROM big` + a RUN that writes one file
 - run-read: `FROM big` + a RUN that reads one file of the base
 - copy, fresh runner with a registry cache (kiln only: its skeletons travel in the cache;
-  primed once by another fresh runner with --cache-to)
+  primed once by another fresh runner with --cache-to; app.py changed since, so the
+  COPY runs on the skeletons from the cache)
 - builder-stage: a builder stage whose RUN copies /usr/lib (a ~600 MB layer no output
   holds), and a final stage that copies one file from it; kiln also with
   KILN_COMPRESS_ALL=1 (every layer compressed as it is made, as before issue 18 part 4)
@@ -64,11 +65,12 @@ class Bench(cicache.Bench):
         sh(os.path.join(REPO, "scripts/registry.sh"), "start", str(self.a.port), env=env)
         self.layout = bases.make_big(self.a.bases)
         bases.push(self.layout, "base/big:latest", self.reg)
-        for name, df in CASES.items():
+        for name, df in list(CASES.items()) + [("copy-changed", CASES["copy"])]:
             d = os.path.join(self.w, "ctx", name)
             os.makedirs(d, exist_ok=True)
             open(os.path.join(d, "Dockerfile"), "w").write(df.replace("{REG}", self.reg))
-            open(os.path.join(d, "app.py"), "w").write("print('hello')\n")
+            # copy-changed: the app changed since the cache was primed, so the COPY runs.
+            open(os.path.join(d, "app.py"), "w").write("print('hello, changed')\n" if name == "copy-changed" else "print('hello')\n")
         for d in ("home", "run", "bin", "ctx"):
             chown_tree(os.path.join(self.w, d))
 
@@ -126,7 +128,7 @@ class Bench(cicache.Bench):
                 print(f"builder-stage compress-all kiln #{k}: {s:.2f} s, peak {peak / 1024:.0f} MiB", flush=True)
                 cache = f"type=registry,ref={self.reg}/bench/bigcache-{k}:cache"
                 self.fresh("kiln", "copy", f"prime-{k}", ("--cache-to", cache))
-                s, peak, _ = self.fresh("kiln", "copy", f"cached-{k}", ("--cache-from", cache))
+                s, peak, _ = self.fresh("kiln", "copy-changed", f"cached-{k}", ("--cache-from", cache))
                 rows.setdefault(("copy, fresh runner + registry cache", "kiln"), []).append((s, peak))
                 print(f"copy+cache kiln #{k}: {s:.2f} s, peak {peak / 1024:.0f} MiB", flush=True)
             floors = self.floors()

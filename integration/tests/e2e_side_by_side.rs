@@ -96,3 +96,34 @@ fn a_layer_cut_or_corrupted_while_unpacking_side_by_side_leaves_nothing_trusted(
     let after = oci(&sb, "after-faults");
     assert_eq!(after, oci(&Sandbox::new(), "fresh"), "the state the faulty builds left gave another image");
 }
+
+/// A COPY-only stage on the five-layer base: the skeletons are made side by side, no
+/// layer is unpacked, and the image is the one the ordered way makes.
+#[test]
+fn skeletons_side_by_side_give_the_ordered_image() {
+    let registry = Registry::start();
+    let base_ref = push_five_layer_base(&registry);
+    let df = format!("FROM {base_ref}\nCOPY app /opt/a/deep/app\nCOPY app /srv/x/app\n");
+    let build = |side_by_side: bool| {
+        let sb = Sandbox::new();
+        let ctx = sb.new_context("copy-on-it").file("Dockerfile", &df).file("app", "app\n").build();
+        let out = sb.out_path("oci");
+        let mut k = sb.kiln().build().env("SOURCE_DATE_EPOCH", "1700000000").env("KILN_LOG", "kiln_builder::solver::rootfs=debug").output_oci(&out);
+        if !side_by_side {
+            k = k.env("KILN_SIDE_BY_SIDE", "0");
+        }
+        let run = k.arg(&ctx).run();
+        run.assert_success();
+        let layers = std::fs::read_dir(sb.kiln_root().join("snapshots/layers")).map(|d| d.count()).unwrap_or(0);
+        (Image::from_layout(&out, None), run, layers)
+    };
+    let (side, run, unpacked) = build(true);
+    let alone = run.combined().lines().filter(|l| l.contains("layer skeleton made") && l.contains("alone=true")).count();
+    assert_eq!(alone, 5, "{run}");
+    let (ordered, run_ordered, unpacked_ordered) = build(false);
+    assert!(!run_ordered.combined().contains("alone=true"), "{run_ordered}");
+    // The two COPY layers are the only snapshots: the base stayed packed both ways.
+    assert_eq!((unpacked, unpacked_ordered), (2, 2), "{run}");
+    side.tree.assert_file("/srv/x/app", 0o644, 0, 0, "app\n");
+    assert_eq!(side.manifest_digest, ordered.manifest_digest);
+}

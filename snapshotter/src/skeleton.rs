@@ -39,6 +39,12 @@ impl SnapshotStore {
         (p.is_dir() && list_path(&p).is_file()).then_some(p)
     }
 
+    /// Where the skeleton of `diff_id` on `below` is kept, made or not (so that the
+    /// skeletons of a stack can be named before any is made).
+    pub fn skeleton_path(&self, diff_id: &Digest, below: &[PathBuf]) -> PathBuf {
+        self.skeleton_dir(diff_id, below)
+    }
+
     /// Make (unless there) the skeleton of the layer `reader` holds on `below`. With
     /// `blob`, a new skeleton is also written there as a layer of its own (`tree/` and
     /// `list`, see [`SnapshotStore::restore_skeleton`]), for caches that travel:
@@ -51,24 +57,64 @@ impl SnapshotStore {
         compression: LayerCompression,
         blob: Option<(&DiffOptions, &mut dyn Write)>,
     ) -> Result<(PathBuf, Option<LayerDigests>), SnapshotError> {
+        let made = self.make_skeleton(diff_id, below, below, reader, compression, blob)?;
+        made.ok_or_else(|| SnapshotError::Io { path: self.skeleton_dir(diff_id, below), source: io::Error::other("skeleton not made") })
+    }
+
+    /// The skeleton of the layer made on nothing, kept as its skeleton on `below`
+    /// (the skeletons below, named by [`SnapshotStore::skeleton_path`], need not be
+    /// made yet) when it does not reach below itself: then it is the skeleton made on
+    /// `below`, by `side_by_side`'s rule, and the skeletons of a stack can be made at
+    /// once. `None`: it reaches below (or cannot be made alone); nothing is kept.
+    pub fn skeleton_alone<R: Read>(
+        &self,
+        diff_id: &Digest,
+        below: &[PathBuf],
+        reader: R,
+        compression: LayerCompression,
+        blob: Option<(&DiffOptions, &mut dyn Write)>,
+    ) -> Result<Option<(PathBuf, Option<LayerDigests>)>, SnapshotError> {
+        self.make_skeleton(diff_id, &[], below, reader, compression, blob)
+    }
+
+    /// The skeleton made on `apply_on` (everything below it, or nothing: then `None`
+    /// when it reaches below), kept as the skeleton on `below`.
+    fn make_skeleton<R: Read>(
+        &self,
+        diff_id: &Digest,
+        apply_on: &[PathBuf],
+        below: &[PathBuf],
+        reader: R,
+        compression: LayerCompression,
+        blob: Option<(&DiffOptions, &mut dyn Write)>,
+    ) -> Result<Option<(PathBuf, Option<LayerDigests>)>, SnapshotError> {
         if let Some(p) = self.skeleton(diff_id, below) {
-            return Ok((p, None));
+            return Ok(Some((p, None)));
         }
+        let alone = apply_on.is_empty() && !below.is_empty();
         let tmp = self.scratch("skeleton")?;
         let tree = tmp.join("tree");
         let made = fs::create_dir(&tree)
             .map_err(io_err(&tree))
-            .and_then(|()| crate::apply::apply_skeleton_onto(reader, compression, &tree, below).map_err(SnapshotError::from));
+            .and_then(|()| crate::apply::apply_skeleton_onto(reader, compression, &tree, apply_on).map_err(SnapshotError::from));
         let (applied, listed) = match made {
             Ok(m) => m,
             Err(e) => {
                 remove_tree(&tmp);
+                if alone {
+                    tracing::debug!(layer = %diff_id, error = %e, "skeleton not made alone");
+                    return Ok(None);
+                }
                 return Err(e);
             }
         };
         if &applied.diff_id != diff_id {
             remove_tree(&tmp);
             return Err(SnapshotError::DiffIdMismatch { expected: diff_id.clone(), actual: applied.diff_id });
+        }
+        if alone && applied.depends_on_lowers {
+            remove_tree(&tmp);
+            return Ok(None);
         }
         let list = tmp.join("list");
         let written = fs::write(&list, listed.join(&0u8)).map_err(io_err(&list)).and_then(|()| match blob {
@@ -86,7 +132,7 @@ impl SnapshotStore {
             }
         };
         let dir = self.install_skeleton(&tmp, diff_id, below)?;
-        Ok((dir, digests))
+        Ok(Some((dir, digests)))
     }
 
     /// A skeleton from a layer [`SnapshotStore::skeleton_onto`] wrote (from a cache):

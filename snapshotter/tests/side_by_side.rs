@@ -90,3 +90,57 @@ fn a_lying_diff_id_keeps_nothing() {
     assert!(s.layer(&Digest::of(&tar)).is_none() && s.layer(&Digest::of(b"another layer")).is_none());
     assert_eq!(std::fs::read_dir(t.path().join("snaps/active")).unwrap().count(), 0);
 }
+
+/// Skeletons (`kiln_snapshotter::skeleton`) made side by side, then in order, are the
+/// skeletons made in order: the same trees and the same lists of nodes left out.
+#[test]
+fn skeletons_side_by_side_then_in_order_are_in_order() {
+    let layers = stack();
+    let make = |side: bool| {
+        let t = tempfile::tempdir().unwrap();
+        let s = SnapshotStore::open_with(&t.path().join("snaps"), SnapshotterKind::Overlay).unwrap();
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for (_, tar) in &layers {
+            paths.push(s.skeleton_path(&Digest::of(tar), &paths));
+        }
+        let alone: Vec<bool> = if side {
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = layers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, tar))| {
+                        let (s, below) = (&s, &paths[..i]);
+                        sc.spawn(move || s.skeleton_alone(&Digest::of(tar), below, &tar[..], LayerCompression::None, None).unwrap().is_some())
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            })
+        } else {
+            Vec::new()
+        };
+        let mut made: Vec<PathBuf> = Vec::new();
+        for (_, tar) in &layers {
+            let (dir, _) = s.skeleton_onto(&Digest::of(tar), &made, &tar[..], LayerCompression::None, None).unwrap();
+            made.push(dir);
+        }
+        assert_eq!(made, paths, "skeletons kept where they were named");
+        let trees: Vec<_> = made
+            .iter()
+            .map(|d| {
+                let mut list = d.as_os_str().to_owned();
+                list.push(".list");
+                (snapshot(d), std::fs::read(PathBuf::from(list)).unwrap())
+            })
+            .collect();
+        assert_eq!(std::fs::read_dir(t.path().join("snaps/active")).unwrap().count(), 0);
+        (alone, trees)
+    };
+    let (alone, side) = make(true);
+    // A skeleton only lists a hard link (by where it lands), so the link to a lower
+    // file needs nothing below; parents from below still do.
+    assert_eq!(alone, [true, true, false, true, false, true]);
+    let (_, ordered) = make(false);
+    for (((n, _), a), b) in layers.iter().zip(&side).zip(&ordered) {
+        assert_eq!(a, b, "{n}: another skeleton");
+    }
+}

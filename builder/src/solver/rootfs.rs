@@ -167,6 +167,9 @@ fn sparse_lowers(cx: &Ctx, state: &ImageState) -> Result<Option<SparseLowers>> {
             None => return Ok(None),
         }
     }
+    if lead > 1 && std::env::var("KILN_SIDE_BY_SIDE").as_deref() != Ok("0") {
+        skeletons_side_by_side(cx, &state.layers[..lead])?;
+    }
     let mut skeletons: Vec<PathBuf> = Vec::with_capacity(lead);
     let mut pulled = false;
     for (i, l) in state.layers[..lead].iter().enumerate() {
@@ -198,6 +201,50 @@ fn sparse_lowers(cx: &Ctx, state: &ImageState) -> Result<Option<SparseLowers>> {
     Ok(Some(SparseLowers { lowers, skeletons }))
 }
 
+/// The skeletons of `lead` (the bottom layers, none unpacked) that neither this
+/// machine nor a cache has, made at once, each on its own thread on nothing
+/// (`SnapshotStore::skeleton_alone`; as `unpack_side_by_side` for unpacking). Those
+/// that reach below themselves are left to `sparse_lowers`' ordered pass.
+fn skeletons_side_by_side(cx: &Ctx, lead: &[Layer]) -> Result<()> {
+    let mut paths: Vec<PathBuf> = Vec::with_capacity(lead.len());
+    let mut todo: Vec<(usize, CacheKey)> = Vec::new();
+    for (i, l) in lead.iter().enumerate() {
+        if cx.snaps.skeleton(&l.diff_id, &paths).is_none() {
+            let key = skeleton_key(&lead[..=i]);
+            match probe_late(cx, &key).map(|rec| restore_skeleton(cx, l, &paths, rec)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %format!("{e:#}"), "cached skeleton not used");
+                    todo.push((i, key));
+                }
+                None => todo.push((i, key)),
+            }
+        }
+        paths.push(cx.snaps.skeleton_path(&l.diff_id, &paths));
+    }
+    if todo.len() < 2 {
+        return Ok(());
+    }
+    let at_once = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..at_once.min(todo.len()))
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    while let Some((i, key)) = todo.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                        make_skeleton_as(cx, &lead[*i], &paths[..*i], key, true)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow!("a layer skeleton thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
 /// The cache key of the skeleton of the top of `layers` (a skeleton depends on the
 /// layers below it: parents resolved through them).
 fn skeleton_key(layers: &[Layer]) -> CacheKey {
@@ -219,6 +266,12 @@ fn restore_skeleton(cx: &Ctx, l: &Layer, below: &[PathBuf], rec: CacheRecord) ->
 /// travels (`--cache-to`, `--cache-repo`), so that a fresh runner takes it from there
 /// and needs no byte of the base.
 fn make_skeleton(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey) -> Result<PathBuf> {
+    make_skeleton_as(cx, l, below, key, false)?.context("skeleton not made")
+}
+
+/// [`make_skeleton`], or with `alone` made on nothing to stand on `below` (not made
+/// yet): `None` when the layer reaches below itself (`SnapshotStore::skeleton_alone`).
+fn make_skeleton_as(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey, alone: bool) -> Result<Option<PathBuf>> {
     let compression = media::layer_compression(&l.media_type)
         .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
     cx.ensure_blob(l)?;
@@ -227,11 +280,17 @@ fn make_skeleton(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey) -> Resu
     let travels = cx.opts.cache_to.is_some() || cx.opts.cache_repo.is_some();
     let opts = DiffOptions { compression: kiln_snapshotter::Compression::Zstd, ..Default::default() };
     let mut w = cx.store.writer()?;
-    let (dir, digests) = cx
-        .snaps
-        .skeleton_onto(&l.diff_id, below, blob, compression, travels.then_some((&opts, &mut w as &mut dyn std::io::Write)))
-        .with_context(|| format!("reading layer {}", l.digest))?;
-    tracing::debug!(layer = %l.digest, ms = t0.elapsed().as_millis() as u64, "layer skeleton made");
+    let to = travels.then_some((&opts, &mut w as &mut dyn std::io::Write));
+    let made = if alone {
+        cx.snaps.skeleton_alone(&l.diff_id, below, blob, compression, to)
+    } else {
+        cx.snaps.skeleton_onto(&l.diff_id, below, blob, compression, to).map(Some)
+    };
+    let Some((dir, digests)) = made.with_context(|| format!("reading layer {}", l.digest))? else {
+        tracing::debug!(layer = %l.digest, "layer skeleton reaches below: made in order");
+        return Ok(None);
+    };
+    tracing::debug!(layer = %l.digest, alone, ms = t0.elapsed().as_millis() as u64, "layer skeleton made");
     if let Some(d) = digests {
         let (digest, size) = w.commit(Some(&d.digest))?;
         let layer = LayerRecord { media_type: d.media_type.to_string(), digest, size };
@@ -239,7 +298,7 @@ fn make_skeleton(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey) -> Resu
         cx.new_records.lock().expect("records").push(rec);
         cx.skeleton_keys.lock().expect("skeleton keys").push(key.hex().to_string());
     }
-    Ok(dir)
+    Ok(Some(dir))
 }
 
 /// Run `work` (a step that only adds files: COPY, ADD, WORKDIR) on skeletons and
