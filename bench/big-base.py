@@ -168,12 +168,7 @@ def main():
         sys.exit("big-base.py: run as root")
     b = Bench(a)
     b.setup()
-    kv = subprocess.run([b.kiln, "--version"], capture_output=True, text=True).stdout.strip()
-    bv = subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip()
-    dv = subprocess.run(["/usr/bin/docker", "--version"], capture_output=True, text=True).stdout.strip()
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    head = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs ({cpu}); Linux "
-            f"{os.uname().release}; {kv}; {bv}; {dv}; runs {a.runs}, medians")
+    head = cicache.header(b.kiln, a.runs)
     print("#", head, flush=True)
     try:
         rows = b.run_all()

@@ -302,6 +302,16 @@ class Bench(compare.Bench):
         return json.load(urllib.request.urlopen(f"http://{self.reg}/v2/{repo}/blobs/{m['config']['digest']}"))
 
 
+def header(kiln, runs):
+    """When, on what and with which versions of the three tools a run was made."""
+    kv = subprocess.run([kiln, "--version"], capture_output=True, text=True).stdout.strip()
+    bv = subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip()
+    dv = subprocess.run(["/usr/bin/docker", "--version"], capture_output=True, text=True).stdout.strip()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs ({cpu}); Linux "
+            f"{os.uname().release}; {kv}; {bv}; {dv}; runs {runs}, medians")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
@@ -316,12 +326,7 @@ def main():
         sys.exit("ci-cache.py: run as root")
     b = Bench(a)
     b.setup()
-    kv = subprocess.run([b.kiln, "--version"], capture_output=True, text=True).stdout.strip()
-    bv = subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip()
-    dv = subprocess.run(["/usr/bin/docker", "--version"], capture_output=True, text=True).stdout.strip()
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    head = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs ({cpu}); Linux "
-            f"{os.uname().release}; {kv}; {bv}; {dv}; runs {a.runs}, medians; load {open('/proc/loadavg').read().split()[:3]}")
+    head = header(b.kiln, a.runs) + f"; load {open('/proc/loadavg').read().split()[:3]}"
     print("#", head, flush=True)
     try:
         for c in a.cases.split(","):

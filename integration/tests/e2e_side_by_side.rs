@@ -32,27 +32,32 @@ fn listing_dockerfile(base_ref: &str) -> String {
     format!("FROM {base_ref}\nRUN find /opt /srv /bin -exec stat -c '%n %A %u %g %s %Y %h' {{}} + | sort > /listing\n")
 }
 
+/// Build `df` (with an `app` file in the context) to an OCI layout in a fresh sandbox,
+/// side by side or in order (`KILN_SIDE_BY_SIDE=0`), with the rootfs debug lines;
+/// the image, the run, and how many unpacked layers the state holds.
+fn build_on_base(df: &str, side_by_side: bool) -> (Image, kiln_integration::RunOutput, usize) {
+    let sb = Sandbox::new();
+    let ctx = sb.new_context("on-it").file("Dockerfile", df).file("app", "app\n").build();
+    let out = sb.out_path("oci");
+    let mut k = sb.kiln().build().env("SOURCE_DATE_EPOCH", "1700000000").env("KILN_LOG", "kiln_builder::solver::rootfs=debug").output_oci(&out);
+    if !side_by_side {
+        k = k.env("KILN_SIDE_BY_SIDE", "0");
+    }
+    let run = k.arg(&ctx).run();
+    run.assert_success();
+    let layers = std::fs::read_dir(sb.kiln_root().join("snapshots/layers")).map(|d| d.count()).unwrap_or(0);
+    (Image::from_layout(&out, None), run, layers)
+}
+
 #[test]
 fn a_base_unpacked_side_by_side_is_the_base_unpacked_in_order() {
     let registry = Registry::start();
     let base_ref = push_five_layer_base(&registry);
     let df = listing_dockerfile(&base_ref);
-    let build = |side_by_side: bool| {
-        let sb = Sandbox::new();
-        let ctx = sb.new_context("on-it").file("Dockerfile", &df).build();
-        let out = sb.out_path("oci");
-        let mut k = sb.kiln().build().env("SOURCE_DATE_EPOCH", "1700000000").env("KILN_LOG", "kiln_builder::solver::rootfs=debug").output_oci(&out);
-        if !side_by_side {
-            k = k.env("KILN_SIDE_BY_SIDE", "0");
-        }
-        let run = k.arg(&ctx).run();
-        run.assert_success();
-        (Image::from_layout(&out, None), run)
-    };
-    let (side, run) = build(true);
+    let (side, run, _) = build_on_base(&df, true);
     let unpacked_alone = run.combined().lines().filter(|l| l.contains("layer unpacked side by side") && l.contains("alone=true")).count();
     assert_eq!(unpacked_alone, 5, "every layer of the base unpacked on its own\n{run}");
-    let (ordered, run) = build(false);
+    let (ordered, run, _) = build_on_base(&df, false);
     assert!(!run.combined().contains("side by side"), "{run}");
     let listing = side.tree.node("/listing").text();
     assert!(listing.contains("/opt/a/f-link -rw-r----- 0 0 2 ") && listing.contains("/opt/a/deep/h") && !listing.contains("/opt/a/deep/g"), "{listing}");
@@ -104,23 +109,10 @@ fn skeletons_side_by_side_give_the_ordered_image() {
     let registry = Registry::start();
     let base_ref = push_five_layer_base(&registry);
     let df = format!("FROM {base_ref}\nCOPY app /opt/a/deep/app\nCOPY app /srv/x/app\n");
-    let build = |side_by_side: bool| {
-        let sb = Sandbox::new();
-        let ctx = sb.new_context("copy-on-it").file("Dockerfile", &df).file("app", "app\n").build();
-        let out = sb.out_path("oci");
-        let mut k = sb.kiln().build().env("SOURCE_DATE_EPOCH", "1700000000").env("KILN_LOG", "kiln_builder::solver::rootfs=debug").output_oci(&out);
-        if !side_by_side {
-            k = k.env("KILN_SIDE_BY_SIDE", "0");
-        }
-        let run = k.arg(&ctx).run();
-        run.assert_success();
-        let layers = std::fs::read_dir(sb.kiln_root().join("snapshots/layers")).map(|d| d.count()).unwrap_or(0);
-        (Image::from_layout(&out, None), run, layers)
-    };
-    let (side, run, unpacked) = build(true);
+    let (side, run, unpacked) = build_on_base(&df, true);
     let alone = run.combined().lines().filter(|l| l.contains("layer skeleton made") && l.contains("alone=true")).count();
     assert_eq!(alone, 5, "{run}");
-    let (ordered, run_ordered, unpacked_ordered) = build(false);
+    let (ordered, run_ordered, unpacked_ordered) = build_on_base(&df, false);
     assert!(!run_ordered.combined().contains("alone=true"), "{run_ordered}");
     // The two COPY layers are the only snapshots: the base stayed packed both ways.
     assert_eq!((unpacked, unpacked_ordered), (2, 2), "{run}");
