@@ -35,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "compare"))
 import bases  # noqa: E402
-from run import chown_tree, sh, timed  # noqa: E402
+from run import chown_tree, timed  # noqa: E402
 
 spec = importlib.util.spec_from_file_location("cicache", os.path.join(HERE, "ci-cache.py"))
 cicache = importlib.util.module_from_spec(spec)
@@ -53,16 +53,7 @@ CASES = {
 
 class Bench(cicache.Bench):
     def setup(self):
-        for d in ("home", "run", "logs", "bin", "ctx", "states"):
-            os.makedirs(os.path.join(self.w, d), exist_ok=True)
-        os.chmod(os.path.join(self.w, "run"), 0o700)
-        import shutil
-        shutil.copyfile(self.a.kiln, self.kiln)
-        os.chmod(self.kiln, 0o755)
-        env = dict(os.environ, KILN_REGISTRY_DIR=self.regdir)
-        subprocess.run([os.path.join(REPO, "scripts/registry.sh"), "stop", str(self.a.port)], env=env, capture_output=True)
-        shutil.rmtree(self.regdir, ignore_errors=True)
-        sh(os.path.join(REPO, "scripts/registry.sh"), "start", str(self.a.port), env=env)
+        self.fresh_start()
         self.layout = bases.make_big(self.a.bases)
         bases.push(self.layout, "base/big:latest", self.reg)
         for name, df in list(CASES.items()) + [("copy-changed", CASES["copy"])]:
@@ -154,19 +145,21 @@ class Bench(cicache.Bench):
         return read, unpack
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_main(bench_cls, doc, name, port, out_dir):
+    """The command line of this script and of the ones built on its Bench: parse, set
+    up, run `bench_cls.run_all`, stop what was started, write out_dir/results.md."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--port", type=int, default=5090)
+    ap.add_argument("--port", type=int, default=port)
     ap.add_argument("--tools", default="kiln,buildah,docker")
     ap.add_argument("--kiln", default=os.path.join(REPO, "target/release/kiln"))
-    ap.add_argument("--out", default="/var/tmp/kiln-bigbase/run")
+    ap.add_argument("--out", default=out_dir)
     ap.add_argument("--bases", default="/var/tmp/kiln-bigbase")
     ap.add_argument("--fs-gib", type=int, default=12, help="size of each sparse state filesystem")
     a = ap.parse_args()
     if os.getuid() != 0:
-        sys.exit("big-base.py: run as root")
-    b = Bench(a)
+        sys.exit(f"{name}: run as root")
+    b = bench_cls(a)
     b.setup()
     head = cicache.header(b.kiln, a.runs)
     print("#", head, flush=True)
@@ -184,6 +177,10 @@ def main():
         out += f"| {case} | {tool} | {s:.2f} | {f'{p / 1024:.0f} MiB' if p else ''} |\n"
     print("\n" + out)
     open(os.path.join(a.out, "results.md"), "w").write(out)
+
+
+def main():
+    run_main(Bench, __doc__, "big-base.py", 5090, "/var/tmp/kiln-bigbase/run")
 
 
 if __name__ == "__main__":

@@ -70,17 +70,21 @@ class Bench(compare.Bench):
         self.dockerd = {}
 
     # ------------------------------------------------------------------ setup
-    def setup(self):
+    def fresh_start(self):
+        """The working directories, the kiln under test, and a new empty registry (caches
+        a previous run left would be hits)."""
         for d in ("home", "run", "logs", "bin", "ctx", "states"):
             os.makedirs(os.path.join(self.w, d), exist_ok=True)
         os.chmod(os.path.join(self.w, "run"), 0o700)
         shutil.copyfile(self.a.kiln, self.kiln)
         os.chmod(self.kiln, 0o755)
         env = dict(os.environ, KILN_REGISTRY_DIR=self.regdir)
-        # A new registry each time: caches a previous run left would be hits.
         subprocess.run([os.path.join(REPO, "scripts/registry.sh"), "stop", str(self.a.port)], env=env, capture_output=True)
         shutil.rmtree(self.regdir, ignore_errors=True)
         sh(os.path.join(REPO, "scripts/registry.sh"), "start", str(self.a.port), env=env)
+
+    def setup(self):
+        self.fresh_start()
         sh("bash", os.path.join(REPO, "testdata/scripts/seed-registry.sh"), "--debian", self.reg)
         for name, df in (("app", APP_DF), ("app-copy", APP_COPY_DF), ("mount", MOUNT_DF), ("probe", probe_df())):
             d = os.path.join(self.w, "ctx", name)

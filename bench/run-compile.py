@@ -12,11 +12,9 @@ each run changes a build arg that only the RUN uses, so exactly that step runs a
 and the whole build (no push, the image kept by the tool) is timed. The floor is the
 same `make -j2` on the host, in a fresh directory of the same filesystem.
 """
-import argparse
 import importlib.util
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -115,33 +113,7 @@ class Bench(bigbase.Bench):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--port", type=int, default=5091)
-    ap.add_argument("--tools", default="kiln,buildah,docker")
-    ap.add_argument("--kiln", default=os.path.join(REPO, "target/release/kiln"))
-    ap.add_argument("--out", default="/var/tmp/kiln-bigbase/compile")
-    ap.add_argument("--bases", default="/var/tmp/kiln-bigbase")
-    ap.add_argument("--fs-gib", type=int, default=12, help="size of each sparse state filesystem")
-    a = ap.parse_args()
-    if os.getuid() != 0:
-        sys.exit("run-compile.py: run as root")
-    b = Bench(a)
-    b.setup()
-    head = bigbase.cicache.header(b.kiln, a.runs)
-    print("#", head, flush=True)
-    try:
-        rows = b.run_all()
-    finally:
-        for n in list(b.dockerd):
-            b.stop_dockerd(n)
-        subprocess.run([os.path.join(REPO, "scripts/registry.sh"), "stop", str(a.port)],
-                       env=dict(os.environ, KILN_REGISTRY_DIR=b.regdir))
-    out = f"# {head}\n\n| case | tool | seconds |\n|---|---|---|\n"
-    for (case, tool), xs in rows.items():
-        out += f"| {case} | {tool} | {statistics.median(x[0] for x in xs):.2f} |\n"
-    print("\n" + out)
-    open(os.path.join(a.out, "results.md"), "w").write(out)
+    bigbase.run_main(Bench, __doc__, "run-compile.py", 5091, "/var/tmp/kiln-bigbase/compile")
 
 
 if __name__ == "__main__":
