@@ -100,18 +100,5 @@ fn image_step_keys(cx: &Ctx, plans: &[TargetPlan]) -> Vec<String> {
 
 /// The step keys of one target's image (see [`image_step_keys`]).
 pub(super) fn plan_step_keys(cx: &Ctx, plan: &TargetPlan) -> Vec<String> {
-    let mut keys = Vec::new();
-    {
-        let mut stage = Some(plan.graph.target);
-        while let Some(s) = stage {
-            if let Some(k) = plan.jobs.get(&s).and_then(|j| cx.keys.get(j)) {
-                keys.extend(k.steps.iter().map(|k| k.hex().to_string()));
-            }
-            stage = match plan.graph.stages.get(s.0).map(|st| &st.base) {
-                Some(kiln_frontend::Base::Stage(parent)) => Some(*parent),
-                _ => None,
-            };
-        }
-    }
-    keys
+    plan.image_jobs().iter().filter_map(|j| cx.keys.get(j)).flat_map(|k| k.steps.iter().map(|k| k.hex().to_string())).collect()
 }

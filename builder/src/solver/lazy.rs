@@ -47,28 +47,26 @@ impl Ctx {
         if self.store.has(&layer.digest) {
             return Ok(());
         }
-        let base = self.lazy_base.lock().expect("lazy base map").get(&layer.digest).cloned();
-        if let Some((repo, size)) = base {
-            self.rt
-                .block_on(self.registry.pull_blob(&repo, &layer.digest, Some(size), &self.store))
-                .with_context(|| format!("pulling layer {} of {repo}", layer.digest))?;
-            self.lazy_base.lock().expect("lazy base map").remove(&layer.digest);
-            return Ok(());
+        if self.lazy_base.lock().expect("lazy base map").contains_key(&layer.digest) {
+            return self.rt.block_on(self.pull_base_layers(std::slice::from_ref(&layer.digest)));
         }
         let from = self.lazy.lock().expect("lazy map").get(&layer.digest).copied();
         let Some(i) = from else {
             bail!("layer {} is missing from the content store", layer.digest);
         };
+        self.rt.block_on(self.fetch_cached_layer(&layer.digest, i))
+    }
+
+    /// Fetch the lazily cached layer `digest` from cache `i`, the one whose hit named it.
+    async fn fetch_cached_layer(&self, digest: &Digest, i: usize) -> Result<()> {
         let rec = self
             .hits
             .values()
-            .find(|(c, r)| *c == i && r.layer.as_ref().map(|l| &l.digest) == Some(&layer.digest))
+            .find(|(c, r)| *c == i && r.layer.as_ref().map(|l| &l.digest) == Some(digest))
             .map(|(_, r)| r.clone())
             .context("cache record for a lazy layer")?;
-        self.rt
-            .block_on(self.caches[i].fetch_layer(&rec, &self.store))
-            .with_context(|| format!("fetching cached layer {}", layer.digest))?;
-        self.lazy.lock().expect("lazy map").remove(&layer.digest);
+        self.caches[i].fetch_layer(&rec, &self.store).await.with_context(|| format!("fetching cached layer {digest}"))?;
+        self.lazy.lock().expect("lazy map").remove(digest);
         Ok(())
     }
 }
@@ -90,14 +88,7 @@ pub(super) async fn fetch_lazy(cx: &Ctx) -> Result<()> {
     cx.pull_base_layers(&base).await?;
     let lazy: Vec<(Digest, usize)> = cx.lazy.lock().expect("lazy map").iter().map(|(d, i)| (d.clone(), *i)).collect();
     for (digest, i) in lazy {
-        let rec = cx
-            .hits
-            .values()
-            .find(|(c, r)| *c == i && r.layer.as_ref().map(|l| &l.digest) == Some(&digest))
-            .map(|(_, r)| r.clone())
-            .context("cache record for a lazy layer")?;
-        cx.caches[i].fetch_layer(&rec, &cx.store).await.with_context(|| format!("fetching cached layer {digest}"))?;
-        cx.lazy.lock().expect("lazy map").remove(&digest);
+        cx.fetch_cached_layer(&digest, i).await?;
     }
     Ok(())
 }

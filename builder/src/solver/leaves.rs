@@ -26,17 +26,7 @@ pub(super) fn jobs_that_stay(opts: &BuildOptions, plans: &[TargetPlan], jobs: &[
     if every_step_exported || opts.compression == kiln_snapshotter::Compression::None || keep_compressing() {
         return BTreeSet::new();
     }
-    let mut leave = BTreeSet::new();
-    for plan in plans {
-        let mut stage = Some(plan.graph.target);
-        while let Some(s) = stage {
-            leave.extend(plan.jobs.get(&s).copied());
-            stage = match plan.graph.stages.get(s.0).map(|st| &st.base) {
-                Some(Base::Stage(parent)) => Some(*parent),
-                _ => None,
-            };
-        }
-    }
+    let leave: BTreeSet<JobId> = plans.iter().flat_map(TargetPlan::image_jobs).collect();
     (0..jobs.len()).map(JobId).filter(|j| !leave.contains(j)).collect()
 }
 

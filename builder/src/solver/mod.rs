@@ -175,6 +175,23 @@ struct TargetPlan {
     jobs: BTreeMap<StageIdx, JobId>,
 }
 
+impl TargetPlan {
+    /// The jobs whose layers the target's image holds: the target stage's and those
+    /// of the stages it is built `FROM`, target first.
+    fn image_jobs(&self) -> Vec<JobId> {
+        let mut jobs = Vec::new();
+        let mut stage = Some(self.graph.target);
+        while let Some(s) = stage {
+            jobs.extend(self.jobs.get(&s).copied());
+            stage = match self.graph.stages.get(s.0).map(|st| &st.base) {
+                Some(Base::Stage(parent)) => Some(*parent),
+                _ => None,
+            };
+        }
+        jobs
+    }
+}
+
 pub async fn build(mut opts: BuildOptions) -> Result<()> {
     let started = timefmt::now_secs();
     let text = crate::fsutil::read_dockerfile(&opts.dockerfile)?;

@@ -59,7 +59,7 @@ pub(super) fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
         crate::progress::get().info("note", &format!("note: {n}"));
     }
     let missing: Vec<&Layer> = state.layers.iter().filter(|l| cx.snaps.layer(&l.diff_id).is_none()).collect();
-    if missing.len() > 1 && std::env::var("KILN_SIDE_BY_SIDE").as_deref() != Ok("0") {
+    if missing.len() > 1 && side_by_side() {
         unpack_side_by_side(cx, &missing)?;
     } else {
         // Base layers not pulled yet come down together, not one per unpack.
@@ -73,8 +73,7 @@ pub(super) fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
         let dir = match cx.snaps.layer_on(&l.diff_id, &dirs) {
             Some(p) => p,
             None => {
-                let compression = media::layer_compression(&l.media_type)
-                    .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
+                let compression = compression_of(l)?;
                 let t0 = std::time::Instant::now();
                 cx.ensure_blob(l)?;
                 let t1 = std::time::Instant::now();
@@ -103,37 +102,55 @@ pub(super) fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
 /// at once as there are cores (at least 2, at most 4): unpacking is bound by one
 /// core's inflate and the kernel's inode creation, so layers side by side scale.
 fn unpack_side_by_side(cx: &Ctx, layers: &[&Layer]) -> Result<()> {
+    on_threads(layers, "a layer unpack", |l| {
+        let compression = compression_of(l)?;
+        let t0 = std::time::Instant::now();
+        cx.ensure_blob(l)?;
+        let t1 = std::time::Instant::now();
+        let blob = std::io::BufReader::new(cx.store.open_blob(&l.digest)?);
+        let alone = cx.snaps.unpack_alone(&l.diff_id, blob, compression).with_context(|| format!("unpacking layer {}", l.digest))?;
+        tracing::debug!(
+            layer = %l.digest,
+            alone = alone.is_some(),
+            fetch_ms = (t1 - t0).as_millis() as u64,
+            unpack_ms = t1.elapsed().as_millis() as u64,
+            "layer unpacked side by side"
+        );
+        Ok(())
+    })
+}
+
+/// `work` on every item, as many at once as there are cores (at least 2, at most 4),
+/// each thread taking the next item until none is left; the first error is returned.
+fn on_threads<T: Sync>(items: &[T], what: &str, work: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
     let at_once = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 4);
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..at_once.min(layers.len()))
+        let workers: Vec<_> = (0..at_once.min(items.len()))
             .map(|_| {
                 s.spawn(|| -> Result<()> {
-                    loop {
-                        let Some(l) = layers.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return Ok(()) };
-                        let compression = media::layer_compression(&l.media_type)
-                            .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
-                        let t0 = std::time::Instant::now();
-                        cx.ensure_blob(l)?;
-                        let t1 = std::time::Instant::now();
-                        let blob = std::io::BufReader::new(cx.store.open_blob(&l.digest)?);
-                        let alone = cx.snaps.unpack_alone(&l.diff_id, blob, compression).with_context(|| format!("unpacking layer {}", l.digest))?;
-                        tracing::debug!(
-                            layer = %l.digest,
-                            alone = alone.is_some(),
-                            fetch_ms = (t1 - t0).as_millis() as u64,
-                            unpack_ms = t1.elapsed().as_millis() as u64,
-                            "layer unpacked side by side"
-                        );
+                    while let Some(item) = items.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                        work(item)?;
                     }
+                    Ok(())
                 })
             })
             .collect();
         for w in workers {
-            w.join().map_err(|_| anyhow!("a layer unpack thread panicked"))??;
+            w.join().map_err(|_| anyhow!("{what} thread panicked"))??;
         }
         Ok(())
     })
+}
+
+/// `KILN_SIDE_BY_SIDE=0` unpacks (and makes skeletons of) a base's layers in order.
+fn side_by_side() -> bool {
+    std::env::var("KILN_SIDE_BY_SIDE").as_deref() != Ok("0")
+}
+
+/// How a layer's blob is compressed, from its media type.
+fn compression_of(l: &Layer) -> Result<LayerCompression> {
+    media::layer_compression(&l.media_type).with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))
 }
 
 /// The lowers of a step that only adds files, with the base left packed: the
@@ -167,7 +184,7 @@ fn sparse_lowers(cx: &Ctx, state: &ImageState) -> Result<Option<SparseLowers>> {
             None => return Ok(None),
         }
     }
-    if lead > 1 && std::env::var("KILN_SIDE_BY_SIDE").as_deref() != Ok("0") {
+    if lead > 1 && side_by_side() {
         skeletons_side_by_side(cx, &state.layers[..lead])?;
     }
     let mut skeletons: Vec<PathBuf> = Vec::with_capacity(lead);
@@ -225,24 +242,7 @@ fn skeletons_side_by_side(cx: &Ctx, lead: &[Layer]) -> Result<()> {
     if todo.len() < 2 {
         return Ok(());
     }
-    let at_once = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 4);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..at_once.min(todo.len()))
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    while let Some((i, key)) = todo.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                        make_skeleton_as(cx, &lead[*i], &paths[..*i], key, true)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().map_err(|_| anyhow!("a layer skeleton thread panicked"))??;
-        }
-        Ok(())
-    })
+    on_threads(&todo, "a layer skeleton", |(i, key)| make_skeleton_as(cx, &lead[*i], &paths[..*i], key, true).map(|_| ()))
 }
 
 /// The cache key of the skeleton of the top of `layers` (a skeleton depends on the
@@ -272,8 +272,7 @@ fn make_skeleton(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey) -> Resu
 /// [`make_skeleton`], or with `alone` made on nothing to stand on `below` (not made
 /// yet): `None` when the layer reaches below itself (`SnapshotStore::skeleton_alone`).
 fn make_skeleton_as(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey, alone: bool) -> Result<Option<PathBuf>> {
-    let compression = media::layer_compression(&l.media_type)
-        .with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))?;
+    let compression = compression_of(l)?;
     cx.ensure_blob(l)?;
     let blob = std::io::BufReader::new(cx.store.open_blob(&l.digest)?);
     let t0 = std::time::Instant::now();
