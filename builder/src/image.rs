@@ -17,6 +17,9 @@ pub struct Layer {
     pub digest: Digest,
     pub size: u64,
     pub diff_id: Digest,
+    /// Descriptor annotations that describe the blob (the lazy formats' TOC digest
+    /// and position), written on the manifest's layer descriptor.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The state of a stage between steps.

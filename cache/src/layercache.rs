@@ -100,6 +100,10 @@ pub struct LayerRecord {
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
+    /// Descriptor annotations of the blob (the lazy formats' TOC digest and
+    /// position); absent in records of plain layers.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// What a cached step produced. Serialised as small JSON.
@@ -530,7 +534,7 @@ mod tests {
 
     fn layer(store: &ContentStore, bytes: &[u8]) -> LayerRecord {
         let d = store.put(bytes).unwrap();
-        LayerRecord { media_type: media::OCI_LAYER_GZIP.into(), digest: d, size: bytes.len() as u64 }
+        LayerRecord { media_type: media::OCI_LAYER_GZIP.into(), digest: d, size: bytes.len() as u64, annotations: Default::default() }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::process::run_with_timeout;
 use crate::require_program;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -405,7 +405,8 @@ impl BlobDir {
 fn decompress(blob: &[u8], media_type: &str, digest: &str) -> Vec<u8> {
     if blob.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        GzDecoder::new(blob)
+        // All members: a gzip file may be several (eStargz is one per file).
+        MultiGzDecoder::new(blob)
             .read_to_end(&mut out)
             .unwrap_or_else(|e| panic!("layer {digest}: gunzip: {e}"));
         assert!(

@@ -143,6 +143,7 @@ fn apply_inner<R: Read>(
         done: Vec::new(),
         finished: Vec::new(),
         skeleton,
+        gzip: compression == LayerCompression::Gzip,
     };
     let mut entries = 0u64;
     {
@@ -169,6 +170,8 @@ fn apply_inner<R: Read>(
 
 struct State {
     root: Root,
+    /// A gzip layer: root-level eStargz bookkeeping entries are not unpacked.
+    gzip: bool,
     /// (entry number, message), sorted at the end: workers report out of order.
     skipped: Vec<(u64, String)>,
     /// Directory mtimes, applied at the end: writing children changes them.
@@ -223,6 +226,13 @@ impl State {
             NormalizeError::Escapes => unsafe_err(path, "path climbs out of the root with \"..\""),
             NormalizeError::Nul => unsafe_err(path, "path contains a NUL byte"),
         })?;
+        if self.gzip && kind == tar::EntryType::Regular && comps.len() == 1 && crate::lazy::estargz::RESERVED.contains(&comps[0].as_slice()) {
+            // eStargz's landmark and TOC: format bookkeeping, not files of the image.
+            // stargz-snapshotter hides them from the mounted root; kiln unpacks as it
+            // shows the layer, so an eStargz layer unpacked here is the tree that was
+            // built (and that a lazy pull shows).
+            return Ok(false);
+        }
         let meta = read_meta(&mut entry, path)?;
 
         let Some((name, parent)) = comps.split_last() else {

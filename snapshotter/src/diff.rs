@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use kiln_oci::{Digest, Sha256Writer};
 
 pub use crate::error::DiffError;
+use crate::lazy::estargz::EstargzWriter;
+use crate::lazy::tar_events::TarEvents;
+use crate::lazy::zstd_chunked::ZstdChunkedWriter;
 use crate::safepath::{join, normalize};
 use crate::whiteout::{is_overlay_whiteout, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::xattr;
@@ -48,14 +51,46 @@ pub enum Compression {
     Gzip,
     Zstd,
     None,
+    /// gzip laid out as eStargz ([`crate::lazy::estargz`]).
+    Estargz,
+    /// zstd laid out as zstd:chunked ([`crate::lazy::zstd_chunked`]).
+    ZstdChunked,
 }
 
 impl Compression {
     pub fn media_type(self) -> &'static str {
         match self {
-            Compression::Gzip => kiln_oci::media::OCI_LAYER_GZIP,
-            Compression::Zstd => kiln_oci::media::OCI_LAYER_ZSTD,
+            Compression::Gzip | Compression::Estargz => kiln_oci::media::OCI_LAYER_GZIP,
+            Compression::Zstd | Compression::ZstdChunked => kiln_oci::media::OCI_LAYER_ZSTD,
             Compression::None => kiln_oci::media::OCI_LAYER_TAR,
+        }
+    }
+
+    /// A format lazy-pulling snapshotters read (its layers carry TOC annotations).
+    pub fn is_lazy(self) -> bool {
+        matches!(self, Compression::Estargz | Compression::ZstdChunked)
+    }
+
+    /// The name `--compression` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+            Compression::Estargz => "estargz",
+            Compression::ZstdChunked => "zstd:chunked",
+        }
+    }
+
+    /// Whether a layer with this media type and these descriptor annotations is
+    /// already in this format (what `force-compression` leaves alone).
+    pub fn describes(self, media_type: &str, annotations: &std::collections::BTreeMap<String, String>) -> bool {
+        let has = |k: &str| annotations.contains_key(k);
+        let plain = media_type == self.media_type() || (self == Compression::Gzip && media_type == kiln_oci::media::DOCKER_LAYER_GZIP);
+        match self {
+            Compression::Estargz => plain && has(crate::lazy::estargz::TOC_DIGEST),
+            Compression::ZstdChunked => plain && has(crate::lazy::zstd_chunked::MANIFEST_CHECKSUM),
+            _ => plain,
         }
     }
 }
@@ -67,7 +102,9 @@ impl std::str::FromStr for Compression {
             "gzip" => Ok(Compression::Gzip),
             "zstd" => Ok(Compression::Zstd),
             "none" | "uncompressed" => Ok(Compression::None),
-            o => Err(format!("unknown compression {o:?} (expected gzip, zstd or none)")),
+            "estargz" => Ok(Compression::Estargz),
+            "zstd:chunked" | "zstd-chunked" => Ok(Compression::ZstdChunked),
+            o => Err(format!("unknown compression {o:?} (expected gzip, zstd, estargz, zstd:chunked or none)")),
         }
     }
 }
@@ -83,6 +120,9 @@ pub struct LayerDigests {
     pub size: u64,
     /// OCI media type of the blob (`…tar+gzip`, `…tar+zstd`, `…tar`).
     pub media_type: &'static str,
+    /// Layer descriptor annotations the format asks for (the lazy formats' TOC
+    /// digest and position); empty for plain layers.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Compression threads: the machine's parallelism, at most 8.
@@ -95,6 +135,16 @@ enum Encoder<W: Write> {
     Gzip(crate::pgzip::ParGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
+    Estargz(TarEvents<EstargzWriter<W>>),
+    ZstdChunked(TarEvents<ZstdChunkedWriter<W>>),
+}
+
+/// What the compressor leaves besides the blob: a diffID when the decompressed
+/// stream is not the tar written into it (eStargz), and descriptor annotations.
+struct Ending<W> {
+    out: W,
+    diff_id: Option<Digest>,
+    annotations: Vec<(String, String)>,
 }
 
 impl<W: Write> Encoder<W> {
@@ -115,14 +165,21 @@ impl<W: Write> Encoder<W> {
                 Encoder::Zstd(e)
             }
             Compression::None => Encoder::None(out),
+            // Members and frames per file: compressed on the writing thread.
+            Compression::Estargz => Encoder::Estargz(TarEvents::new(EstargzWriter::new(out, opts.gzip_level.unwrap_or(6), 0)?)),
+            Compression::ZstdChunked => Encoder::ZstdChunked(TarEvents::new(ZstdChunkedWriter::new(out, opts.zstd_level.unwrap_or(3))?)),
         })
     }
 
-    fn finish(self) -> io::Result<W> {
+    fn finish(self) -> io::Result<Ending<W>> {
+        let plain = |out| Ending { out, diff_id: None, annotations: Vec::new() };
+        let lazy = |f: crate::lazy::Finished<W>| Ending { out: f.out, diff_id: f.diff_id, annotations: f.annotations };
         match self {
-            Encoder::Gzip(g) => g.finish(),
-            Encoder::Zstd(z) => z.finish(),
-            Encoder::None(w) => Ok(w),
+            Encoder::Gzip(g) => g.finish().map(plain),
+            Encoder::Zstd(z) => z.finish().map(plain),
+            Encoder::None(w) => Ok(plain(w)),
+            Encoder::Estargz(t) => t.finish()?.close().map(lazy),
+            Encoder::ZstdChunked(t) => t.finish()?.close().map(lazy),
         }
     }
 }
@@ -133,6 +190,8 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Gzip(g) => g.write(buf),
             Encoder::Zstd(z) => z.write(buf),
             Encoder::None(w) => w.write(buf),
+            Encoder::Estargz(t) => t.write(buf),
+            Encoder::ZstdChunked(t) => t.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -140,6 +199,8 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Gzip(g) => g.flush(),
             Encoder::Zstd(z) => z.flush(),
             Encoder::None(w) => w.flush(),
+            Encoder::Estargz(t) => t.flush(),
+            Encoder::ZstdChunked(t) => t.flush(),
         }
     }
 }
@@ -172,11 +233,7 @@ pub fn write_layer<W: Write>(upper: &Path, opts: &DiffOptions, out: W) -> Result
     w.walk_dir(upper, b"")?;
 
     let hashed_tar = w.tar.into_inner().map_err(DiffError::Write)?;
-    let (enc, diff_id, _) = hashed_tar.finish();
-    let hashed_blob = enc.finish().map_err(DiffError::Write)?;
-    let (mut out, digest, size) = hashed_blob.finish();
-    out.flush().map_err(DiffError::Write)?;
-    Ok(LayerDigests { diff_id, digest, size, media_type: opts.compression.media_type() })
+    finish(hashed_tar, opts)
 }
 
 /// Compress an uncompressed layer (`tar`, as a layer that never left the machine was
@@ -187,10 +244,17 @@ pub fn compress_tar<R: Read, W: Write>(mut tar: R, opts: &DiffOptions, out: W) -
     let enc = Encoder::new(opts.compression, opts, Sha256Writer::new(out)).map_err(DiffError::Write)?;
     let mut hashed_tar = Sha256Writer::new(enc);
     io::copy(&mut tar, &mut hashed_tar).map_err(DiffError::Write)?;
-    let (enc, diff_id, _) = hashed_tar.finish();
-    let (mut out, digest, size) = enc.finish().map_err(DiffError::Write)?.finish();
+    finish(hashed_tar, opts)
+}
+
+/// Ends the tar, the compressor and the blob: the layer's identities.
+fn finish<W: Write>(hashed_tar: Out<W>, opts: &DiffOptions) -> Result<LayerDigests, DiffError> {
+    let (enc, tar_diff_id, _) = hashed_tar.finish();
+    let end = enc.finish().map_err(DiffError::Write)?;
+    let (mut out, digest, size) = end.out.finish();
     out.flush().map_err(DiffError::Write)?;
-    Ok(LayerDigests { diff_id, digest, size, media_type: opts.compression.media_type() })
+    let diff_id = end.diff_id.unwrap_or(tar_diff_id);
+    Ok(LayerDigests { diff_id, digest, size, media_type: opts.compression.media_type(), annotations: end.annotations.into_iter().collect() })
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> DiffError + 'a {

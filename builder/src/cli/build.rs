@@ -182,12 +182,21 @@ pub struct BuildArgs {
     /// (a copied rootfs and a walk-and-compare diff), or auto (overlay if it mounts).
     #[arg(long, value_name = "overlay|native|auto", default_value = "auto")]
     pub snapshotter: String,
-    /// Compression of the layers kiln writes: gzip, zstd or none.
-    #[arg(long, value_name = "gzip|zstd|none", default_value = "gzip")]
-    pub compression: String,
-    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    /// Compression of the layers kiln writes: gzip (default), zstd, none, or the
+    /// lazily pullable estargz and zstd:chunked (plain gzip/zstd layers with a TOC).
+    /// Also `--compression-format` (Buildah, Podman) or `--output
+    /// type=image,compression=…` (BuildKit).
+    #[arg(long, visible_alias = "compression-format", value_name = "gzip|zstd|estargz|zstd:chunked|none")]
+    pub compression: Option<String>,
+    /// Compression level (gzip and estargz 0-9, default 6; zstd and zstd:chunked
+    /// 1-22, default 3).
     #[arg(long = "compression-level", value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
+    /// Also recompress the base image's layers that are not already in the
+    /// `--compression` format (BuildKit's `force-compression=true`, Buildah's
+    /// `--force-compression`), e.g. to make a whole image eStargz.
+    #[arg(long = "force-compression")]
+    pub force_compression: bool,
     /// Network of RUN steps without their own `--network`: default (the host's
     /// network: rootless kiln has no bridge), host, or none.
     #[arg(long = "network", value_name = "default|none|host", default_value = "default")]
@@ -322,8 +331,9 @@ impl BuildArgs {
             _ => None,
         };
         if let Some(c) = to.as_ref().and_then(|t| t.compression.as_deref()) {
-            if c.parse::<kiln_snapshotter::Compression>().ok() != self.compression.parse::<kiln_snapshotter::Compression>().ok() {
-                bail!("--cache-to compression={c}: the cache holds the layers this build makes, compressed with --compression {}; pass --compression {c} to build with it", self.compression);
+            let own = self.compression.as_deref().unwrap_or("gzip");
+            if c.parse::<kiln_snapshotter::Compression>().ok() != own.parse::<kiln_snapshotter::Compression>().ok() {
+                bail!("--cache-to compression={c}: the cache holds the layers this build makes, compressed with --compression {own}; pass --compression {c} to build with it");
             }
         }
         let explain = match self.explain.as_deref() {
@@ -347,10 +357,35 @@ impl BuildArgs {
             .iter()
             .map(|t| t.parse::<Reference>().map_err(|e| anyhow!("-t {t}: {e}")))
             .collect::<Result<Vec<_>>>()?;
-        if self.push && !self.no_push && tags.is_empty() {
-            bail!("--push needs at least one -t REF to push to");
+        let mut image = crate::cli::values::ImageOutput::default();
+        let mut outputs = Vec::new();
+        for o in &self.outputs {
+            if !image.take(o)? {
+                outputs.push(parse_output(o)?);
+            }
         }
-        let outputs = self.outputs.iter().map(|o| parse_output(o)).collect::<Result<Vec<_>>>()?;
+        let mut tags = tags;
+        for n in &image.names {
+            tags.push(n.parse::<Reference>().map_err(|e| anyhow!("--output name={n}: {e}"))?);
+        }
+        let push = (self.push || image.push) && !self.no_push;
+        if push && tags.is_empty() {
+            bail!("--push needs at least one -t REF (or --output type=image,name=REF,push=true) to push to");
+        }
+        let compression_name = match (&self.compression, &image.compression) {
+            (Some(a), Some(b)) if a.parse::<kiln_snapshotter::Compression>().ok() != b.parse::<kiln_snapshotter::Compression>().ok() => {
+                bail!("--compression {a} and --output compression={b} disagree; give one")
+            }
+            (Some(a), _) => a.clone(),
+            (None, Some(b)) => b.clone(),
+            (None, None) => "gzip".to_string(),
+        };
+        let compression: kiln_snapshotter::Compression = compression_name.parse().map_err(|e| anyhow!("--compression: {e}"))?;
+        let compression_level = self.compression_level.or(image.compression_level);
+        let format = match (image.oci_mediatypes, self.format.as_str()) {
+            (Some(false), "oci") => "docker".to_string(),
+            _ => self.format.clone(),
+        };
         let to_stdout = outputs
             .iter()
             .filter(|o| match o {
@@ -406,14 +441,14 @@ impl BuildArgs {
             context,
             dockerfile,
             tags,
-            push: self.push && !self.no_push,
+            push,
             outputs,
             build_args,
             target: self.stage.target,
             digest_file: self.digest_file,
             metadata_file: self.metadata_file,
             iidfile: self.iidfile,
-            format: self.format.parse().map_err(|e| anyhow!("--format: {e}"))?,
+            format: format.parse().map_err(|e| anyhow!("--format: {e}"))?,
             progress: if self.quiet { crate::progress::Mode::Quiet } else { self.progress.parse().map_err(|e| anyhow!("--progress: {e}"))? },
             print_id: self.quiet,
             isolation_choice: self.isolation.parse().map_err(|e| anyhow!("--isolation: {e}"))?,
@@ -475,13 +510,19 @@ impl BuildArgs {
                 "auto" => None,
                 s => Some(s.parse().map_err(|e| anyhow!("--snapshotter: {e}"))?),
             },
-            compression: self.compression.parse().map_err(|e| anyhow!("--compression: {e}"))?,
-            compression_level: match (self.compression.as_str(), self.compression_level) {
-                ("gzip", Some(l)) if !(0..=9).contains(&l) => bail!("--compression-level {l}: gzip takes 0-9"),
-                ("zstd", Some(l)) if !(-7..=22).contains(&l) => bail!("--compression-level {l}: zstd takes 1-22 (or -7..-1 for fast modes)"),
-                ("none", Some(_)) => bail!("--compression-level: nothing to set with --compression none"),
-                (_, l) => l,
+            compression,
+            compression_level: {
+                use kiln_snapshotter::Compression as C;
+                match (compression, compression_level) {
+                    (C::Gzip | C::Estargz, Some(l)) if !(0..=9).contains(&l) => bail!("--compression-level {l}: {} takes 0-9", compression.name()),
+                    (C::Zstd | C::ZstdChunked, Some(l)) if !(-7..=22).contains(&l) => {
+                        bail!("--compression-level {l}: {} takes 1-22 (or -7..-1 for fast modes)", compression.name())
+                    }
+                    (C::None, Some(_)) => bail!("--compression-level: nothing to set with --compression none"),
+                    (_, l) => l,
+                }
             },
+            force_compression: self.force_compression || image.force_compression,
         })
     }
 }

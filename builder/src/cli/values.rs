@@ -52,8 +52,77 @@ pub fn parse_output(spec: &str) -> Result<Output> {
         Some("docker") => Ok(Output::DockerArchive { dest: dest.ok_or_else(|| need("FILE.tar"))? }),
         Some("local") => Ok(Output::Local { dest: dest.ok_or_else(|| need("DIR"))? }),
         Some("tar") => Ok(Output::Tar { dest: dest.ok_or_else(|| need("FILE.tar or -"))? }),
-        Some(other) => bail!("--output {spec:?}: unsupported type {other:?} (supported: oci, docker, local, tar)"),
+        Some(other) => bail!("--output {spec:?}: unsupported type {other:?} (supported: oci, docker, local, tar, image, registry)"),
         None => bail!("--output {spec:?}: missing type= (e.g. type=oci,dest=DIR)"),
+    }
+}
+
+/// `--output type=image|registry,…` as BuildKit takes it: where an image goes and
+/// how its layers are written, gathered over all such outputs and applied as `-t`,
+/// `--push` and the compression flags would be.
+#[derive(Debug, Default, PartialEq)]
+pub struct ImageOutput {
+    pub names: Vec<String>,
+    pub push: bool,
+    pub compression: Option<String>,
+    pub compression_level: Option<i32>,
+    pub force_compression: bool,
+    pub oci_mediatypes: Option<bool>,
+}
+
+fn flag_bool(spec: &str, k: &str, v: &str) -> Result<bool> {
+    match v {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => bail!("--output {spec:?}: {k}={v}: expected true or false"),
+    }
+}
+
+impl ImageOutput {
+    /// Takes `spec` when it is an image output (returns false for the others).
+    pub fn take(&mut self, spec: &str) -> Result<bool> {
+        let kind = spec.split(',').find_map(|p| p.strip_prefix("type="));
+        let push_default = match kind {
+            Some("image") => false,
+            Some("registry") => true,
+            _ => return Ok(false),
+        };
+        let mut push = push_default;
+        let mut after_name = false;
+        for part in spec.split(',').map(|p| p.trim_matches('"')) {
+            let Some((k, v)) = part.split_once('=') else {
+                // `name=a,b` without BuildKit's CSV quotes: b is another name.
+                if after_name && !part.is_empty() {
+                    self.names.push(part.to_string());
+                    continue;
+                }
+                bail!("--output {spec:?}: {part:?} is not KEY=VALUE");
+            };
+            after_name = k == "name";
+            match k {
+                "type" => {}
+                "name" => self.names.extend(v.split(',').filter(|n| !n.is_empty()).map(str::to_string)),
+                "push" => push = flag_bool(spec, k, v)?,
+                "compression" => {
+                    v.parse::<kiln_snapshotter::Compression>().map_err(|e| anyhow!("--output {spec:?}: compression={v}: {e}"))?;
+                    self.compression = Some(v.to_string());
+                }
+                "compression-level" => {
+                    self.compression_level = Some(v.parse().map_err(|_| anyhow!("--output {spec:?}: compression-level={v}: expected a number"))?)
+                }
+                "force-compression" => self.force_compression = flag_bool(spec, k, v)?,
+                "oci-mediatypes" => self.oci_mediatypes = Some(flag_bool(spec, k, v)?),
+                // What kiln does anyway: nothing is stored in a daemon, the image is
+                // complete in the content store.
+                "store" | "unpack" if flag_bool(spec, k, v).is_ok() => {}
+                "registry.insecure" => bail!("--output {spec:?}: registry.insecure= is not supported here; pass --insecure-registry HOST"),
+                _ => bail!(
+                    "--output {spec:?}: {k}= is not supported (supported: name, push, compression, compression-level, force-compression, oci-mediatypes)"
+                ),
+            }
+        }
+        self.push |= push;
+        Ok(true)
     }
 }
 

@@ -65,7 +65,11 @@ pub fn write_manifest(store: &ContentStore, state: &ImageState, format: Format, 
     let mut blobs = vec![descriptor(format.config(), &config_digest, config_bytes.len() as u64)?];
     for l in &state.layers {
         let mt = format.layer(&l.media_type)?;
-        layers.push(json!({"mediaType": mt, "digest": l.digest.to_string(), "size": l.size}));
+        let mut d = json!({"mediaType": mt, "digest": l.digest.to_string(), "size": l.size});
+        if !l.annotations.is_empty() {
+            d["annotations"] = l.annotations.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>().into();
+        }
+        layers.push(d);
         blobs.push(descriptor(&mt, &l.digest, l.size)?);
     }
     let mut manifest = json!({

@@ -211,8 +211,8 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheExport, String> {
                 boolean(flag, k, v)?;
             }
             (_, "compression") => match v {
-                "gzip" | "zstd" | "uncompressed" => compression = Some(v.to_string()),
-                _ => return Err(format!("{flag}: compression={v}: expected gzip, zstd or uncompressed")),
+                "gzip" | "zstd" | "uncompressed" | "estargz" | "zstd:chunked" => compression = Some(v.to_string()),
+                _ => return Err(format!("{flag}: compression={v}: expected gzip, zstd, estargz, zstd:chunked or uncompressed")),
             },
             (_, "compression-level" | "force-compression") => {
                 return Err(format!("{flag}: {k}= is not supported: the cache holds the layers the build made; set --compression-level for the build"));
@@ -271,7 +271,7 @@ mod tests {
             ("type=s3,bucket=b", false, "no s3 cache backend"),
             ("type=inline,mode=max", true, "holds the image's own layers only"),
             ("type=registry,ref=r/a:c,oci-mediatypes=false", true, "OCI media types only"),
-            ("type=registry,ref=r/a:c,compression=brotli", true, "expected gzip, zstd or uncompressed"),
+            ("type=registry,ref=r/a:c,compression=brotli", true, "expected gzip, zstd, estargz, zstd:chunked or uncompressed"),
             ("type=registry,ref=r/a:c,force-compression=true", true, "force-compression= is not supported"),
             ("type=registry,mode=max", true, "missing ref="),
             ("type=local,dest=/c", false, "dest= is where --cache-to writes"),

@@ -97,6 +97,8 @@ pub struct BuildOptions {
     pub snapshotter: Option<kiln_snapshotter::SnapshotterKind>,
     pub compression: kiln_snapshotter::Compression,
     pub compression_level: Option<i32>,
+    /// Recompress base layers not already in `compression` (`--force-compression`).
+    pub force_compression: bool,
     /// `--base-image-cache DIR`: base images taken from a Kaniko-style cache directory
     /// (`kiln warmer`, Kaniko's warmer) before the registry's layers are fetched.
     pub base_image_cache: Option<PathBuf>,
@@ -208,6 +210,7 @@ impl BuildOptions {
             snapshotter: None,
             compression: kiln_snapshotter::Compression::default(),
             compression_level: None,
+            force_compression: false,
             base_image_cache: None,
             all_stages: false,
             cache_repo_steps: CacheRepoSteps::default(),

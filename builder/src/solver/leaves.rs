@@ -23,7 +23,9 @@ use super::*;
 pub(super) fn jobs_that_stay(opts: &BuildOptions, plans: &[TargetPlan], jobs: &[Job]) -> BTreeSet<JobId> {
     let every_step_exported = opts.cache_repo.is_some()
         || opts.cache_to.as_ref().is_some_and(|c| c.mode == kiln_cache::registrycache::CacheMode::Max);
-    if every_step_exported || opts.compression == kiln_snapshotter::Compression::None || keep_compressing() {
+    // Lazy formats are written as made: an eStargz layer is not its plain tar
+    // compressed later (it adds entries), and both carry their TOC annotations.
+    if every_step_exported || opts.compression == kiln_snapshotter::Compression::None || opts.compression.is_lazy() || keep_compressing() {
         return BTreeSet::new();
     }
     let leave: BTreeSet<JobId> = plans.iter().flat_map(TargetPlan::image_jobs).collect();
@@ -56,7 +58,7 @@ pub(super) fn hit_for_stage(cx: &Ctx, state: &ImageState, rec: &CacheRecord) -> 
     let (digest, size) = w.commit(Some(&d.digest))?;
     tracing::debug!(kept = %l.digest, layer = %digest, ms = t0.elapsed().as_millis() as u64, "kept layer compressed");
     let mut out = rec.clone();
-    out.layer = Some(LayerRecord { media_type: d.media_type.to_string(), digest, size });
+    out.layer = Some(LayerRecord { media_type: d.media_type.to_string(), digest, size, annotations: d.annotations });
     cx.new_records.lock().expect("records").push(out.clone());
     Ok(out)
 }

@@ -41,6 +41,7 @@ mod squash;
 mod prepare;
 mod lazy;
 mod leaves;
+mod recompress;
 mod rootfs;
 mod schedule;
 mod caches;
@@ -366,6 +367,7 @@ fn final_images(cx: &Ctx, plans: &[TargetPlan], results: &BTreeMap<JobId, ImageS
                 Ok(state)
             })?;
         }
+        tokio::task::block_in_place(|| recompress::force(cx, &mut state))?;
         images.push((plan.platform.clone(), state));
     }
     Ok(images)
@@ -510,6 +512,7 @@ async fn keys_and_hits(
             platform: job.platform.to_string(),
             urls: resolved,
             ignore_paths: &opts.ignore_paths,
+            compression: opts.compression,
         };
         let k = crate::plan::keys::job_keys(&job.stage, &job.platform.to_string(), &mut ki)?;
         keys.insert(JobId(id), k);
@@ -608,11 +611,19 @@ struct KeySources<'a> {
     platform: String,
     urls: &'a BTreeMap<String, crate::steps::urlcache::Resolved>,
     ignore_paths: &'a [PathBuf],
+    compression: kiln_snapshotter::Compression,
 }
 
 impl crate::plan::keys::KeyInputs for KeySources<'_> {
     fn layer_filter(&self) -> String {
-        self.ignore_paths.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join("\n")
+        let mut parts: Vec<String> = self.ignore_paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        // A lazy format is another layer (eStargz: other entries and diffID;
+        // zstd:chunked: its TOC annotations), so another key chain: a gzip build
+        // never takes an eStargz layer, nor an eStargz build a plain one.
+        if self.compression.is_lazy() {
+            parts.push(format!("format {}", self.compression.name()));
+        }
+        parts.join("\n")
     }
 
     fn context_digest(&mut self, sources: &[String]) -> Result<String> {

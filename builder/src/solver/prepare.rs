@@ -300,6 +300,7 @@ pub(super) async fn pull_all(
                     digest: d.digest().to_string().parse()?,
                     size: d.size(),
                     diff_id: diff_id.clone(),
+                    annotations: blob_annotations(d.annotations().as_ref()),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -307,4 +308,17 @@ pub(super) async fn pull_all(
         pulled.insert(key, Pulled { state: ImageState::new(img.config, layers), manifest_digest, layers_from });
     }
     Ok(())
+}
+
+/// The annotations of a base layer's descriptor that describe its blob and so stay
+/// with it in the images built on it: the lazy formats' TOC digest and position
+/// (BuildKit keeps them too, so stargz and zstd:chunked bases stay lazy-pullable).
+/// Other descriptor annotations belong to the base's manifest and are dropped.
+fn blob_annotations(a: Option<&std::collections::HashMap<String, String>>) -> BTreeMap<String, String> {
+    a
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("containerd.io/snapshot/stargz/") || k.starts_with("io.containers.estargz.") || k.starts_with("io.github.containers.zstd-chunked."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }

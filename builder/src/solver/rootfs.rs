@@ -292,7 +292,7 @@ fn make_skeleton_as(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey, alon
     tracing::debug!(layer = %l.digest, alone, ms = t0.elapsed().as_millis() as u64, "layer skeleton made");
     if let Some(d) = digests {
         let (digest, size) = w.commit(Some(&d.digest))?;
-        let layer = LayerRecord { media_type: d.media_type.to_string(), digest, size };
+        let layer = LayerRecord { media_type: d.media_type.to_string(), digest, size, annotations: Default::default() };
         let rec = CacheRecord::new(key, Some(layer), Some(d.diff_id), &format!("kiln skeleton of {}", l.diff_id));
         cx.new_records.lock().expect("records").push(rec);
         cx.skeleton_keys.lock().expect("skeleton keys").push(key.hex().to_string());
@@ -416,6 +416,6 @@ pub(super) fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveS
         commit_ms = t2.elapsed().as_millis() as u64,
         "layer committed"
     );
-    state.push_layer(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id });
+    state.push_layer(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id, annotations: digests.annotations });
     Ok(())
 }
