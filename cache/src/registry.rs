@@ -310,6 +310,7 @@ impl Registry {
         d: &Digest,
         size: Option<u64>,
         store: &ContentStore,
+        tee: Option<&std::sync::Mutex<Option<tokio::sync::mpsc::Sender<Piece>>>>,
     ) -> Result<(), RegistryError> {
         if store.has(d) {
             return Ok(());
@@ -317,6 +318,8 @@ impl Registry {
         let oref = r.to_oci();
         let ds = d.to_string();
         self.attempt(t, format!("pulling blob {} from", short(d)), r, || async {
+            // Only the first attempt feeds the reader (a retry starts the bytes over).
+            let mut tee = tee.and_then(|s| s.lock().ok().and_then(|mut g| g.take()));
             let mut stream = t.client.pull_blob_stream(&oref, ds.as_str()).await?;
             let mut w = store.writer()?;
             let mut n: u64 = 0;
@@ -331,6 +334,11 @@ impl Registry {
                 // Blocking write of a page-cache-bound file: short, and keeps the blob
                 // writer (with its atomic commit) the single way into the store.
                 w.write_all(&chunk).map_err(|e| StoreError::io("writing", w.temp_path(), e))?;
+                if let Some(tx) = &tee {
+                    if tx.send(Piece::Data(chunk.clone())).await.is_err() {
+                        tee = None; // the reader stopped: download on
+                    }
+                }
                 if let Some(c) = &self.inner.opts.transferred {
                     c.pulled.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -345,6 +353,9 @@ impl Registry {
             tokio::task::spawn_blocking(move || w.commit(Some(&expected)))
                 .await
                 .map_err(|e| Failure::Bad(format!("commit task failed: {e}")))??;
+            if let Some(tx) = tee {
+                let _ = tx.send(Piece::End).await;
+            }
             Ok(())
         })
         .await
@@ -429,7 +440,27 @@ impl Registry {
         }
         let t = self.transport(r.registry(), self.reads)?;
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
-        self.fetch_blob(&t, r, d, size, store).await
+        self.fetch_blob(&t, r, d, size, store, None).await
+    }
+
+    /// [`Registry::pull_blob`], handing every chunk of the first attempt to `tee` as
+    /// it arrives, so that the blob is read (unpacked) while it downloads. `tee`
+    /// gets [`Piece::End`] only once the blob is in the store with its digest
+    /// checked; a retried attempt does not feed it, so a reader that saw no `End`
+    /// must not trust what it read. A reader that stops early does not stop the
+    /// download.
+    pub async fn pull_blob_tee(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        size: Option<u64>,
+        store: &ContentStore,
+        tee: tokio::sync::mpsc::Sender<Piece>,
+    ) -> Result<(), RegistryError> {
+        let t = self.transport(r.registry(), self.reads)?;
+        self.authenticate(&t, r, RegistryOperation::Pull).await?;
+        let slot = std::sync::Mutex::new(Some(tee));
+        self.fetch_blob(&t, r, d, size, store, Some(&slot)).await
     }
 
     /// Skips (exists), mounts (from `mount_from`, same registry) or uploads (streamed
@@ -575,3 +606,45 @@ enum Outcome {
     Uploaded,
 }
 
+
+/// What [`Registry::pull_blob_tee`] hands its reader.
+#[derive(Debug)]
+pub enum Piece {
+    Data(bytes::Bytes),
+    /// The blob is complete and stored with its digest checked.
+    End,
+}
+
+/// A blocking `Read` over the pieces [`Registry::pull_blob_tee`] sends: EOF at
+/// [`Piece::End`]; an error when the sender goes away without it (the attempt
+/// failed: what was read is not the blob).
+pub struct TeeReader {
+    rx: tokio::sync::mpsc::Receiver<Piece>,
+    cur: bytes::Bytes,
+    ended: bool,
+}
+
+impl TeeReader {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Piece>) -> Self {
+        TeeReader { rx, cur: bytes::Bytes::new(), ended: false }
+    }
+}
+
+impl std::io::Read for TeeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Piece::Data(b)) => self.cur = b,
+                Some(Piece::End) => self.ended = true,
+                None => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the blob download was interrupted")),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
+}

@@ -39,7 +39,7 @@ fn build_on_base(df: &str, side_by_side: bool) -> (Image, kiln_integration::RunO
     let sb = Sandbox::new();
     let ctx = sb.new_context("on-it").file("Dockerfile", df).file("app", "app\n").build();
     let out = sb.out_path("oci");
-    let mut k = sb.kiln().build().env("SOURCE_DATE_EPOCH", "1700000000").env("KILN_LOG", "kiln_builder::solver::rootfs=debug").output_oci(&out);
+    let mut k = sb.kiln().build().env("SOURCE_DATE_EPOCH", "1700000000").env("KILN_LOG", "kiln_builder::solver::rootfs=debug,kiln_builder::solver::lazy=debug").output_oci(&out);
     if !side_by_side {
         k = k.env("KILN_SIDE_BY_SIDE", "0");
     }
@@ -57,6 +57,8 @@ fn a_base_unpacked_side_by_side_is_the_base_unpacked_in_order() {
     let (side, run, _) = build_on_base(&df, true);
     let unpacked_alone = run.combined().lines().filter(|l| l.contains("layer unpacked side by side") && l.contains("alone=true")).count();
     assert_eq!(unpacked_alone, 5, "every layer of the base unpacked on its own\n{run}");
+    // ...each as it downloaded (issue 18 part 1), not after.
+    assert_eq!(run.combined().matches("layer read as it downloaded").count(), 5, "{run}");
     let (ordered, run, _) = build_on_base(&df, false);
     assert!(!run.combined().contains("side by side"), "{run}");
     let listing = side.tree.node("/listing").text();

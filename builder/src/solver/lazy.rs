@@ -57,6 +57,37 @@ impl Ctx {
         self.rt.block_on(self.fetch_cached_layer(&layer.digest, i))
     }
 
+    /// `work` on the blob of `l`. A base layer not pulled yet is read as it downloads
+    /// (issue 18 part 1: inflate and unpack overlap the transfer); the reader sees
+    /// the end of the blob only once it is stored with its digest checked, and when
+    /// the download had to start over, or `work` failed on the streamed bytes, `work`
+    /// runs again on the stored blob. Otherwise `work` reads the stored blob.
+    pub(super) fn read_blob<T>(&self, l: &Layer, work: impl Fn(Box<dyn std::io::Read>) -> Result<T>) -> Result<T> {
+        let pulling = self.lazy_base.lock().expect("lazy base map").get(&l.digest).cloned();
+        let from_store = |cx: &Ctx| -> Result<T> {
+            cx.ensure_blob(l)?;
+            work(Box::new(std::io::BufReader::new(cx.store.open_blob(&l.digest)?)))
+        };
+        let Some((repo, size)) = pulling.filter(|_| !self.store.has(&l.digest) && streaming()) else { return from_store(self) };
+        let (tx, rx) = tokio::sync::mpsc::channel(32);
+        let (registry, store, d) = (self.registry.clone(), self.store.clone(), l.digest.clone());
+        let download = self.rt.spawn(async move { registry.pull_blob_tee(&repo, &d, Some(size), &store, tx).await });
+        let streamed = work(Box::new(std::io::BufReader::with_capacity(256 * 1024, kiln_cache::registry::TeeReader::new(rx))));
+        let done = self.rt.block_on(download).context("a layer download was interrupted")?;
+        done.with_context(|| format!("pulling layer {}", l.digest))?;
+        self.lazy_base.lock().expect("lazy base map").remove(&l.digest);
+        match streamed {
+            Ok(v) => {
+                tracing::debug!(layer = %l.digest, "layer read as it downloaded");
+                Ok(v)
+            }
+            Err(e) => {
+                tracing::debug!(layer = %l.digest, error = %format!("{e:#}"), "reading the layer as it downloaded failed: again from the store");
+                from_store(self)
+            }
+        }
+    }
+
     /// Fetch the lazily cached layer `digest` from cache `i`, the one whose hit named it.
     async fn fetch_cached_layer(&self, digest: &Digest, i: usize) -> Result<()> {
         let rec = self
@@ -91,4 +122,10 @@ pub(super) async fn fetch_lazy(cx: &Ctx) -> Result<()> {
         cx.fetch_cached_layer(&digest, i).await?;
     }
     Ok(())
+}
+
+/// `KILN_STREAM_PULL=0` downloads a layer completely before reading it (for
+/// comparisons).
+fn streaming() -> bool {
+    std::env::var("KILN_STREAM_PULL").as_deref() != Ok("0")
 }

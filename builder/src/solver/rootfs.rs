@@ -105,17 +105,8 @@ fn unpack_side_by_side(cx: &Ctx, layers: &[&Layer]) -> Result<()> {
     on_threads(layers, "a layer unpack", |l| {
         let compression = compression_of(l)?;
         let t0 = std::time::Instant::now();
-        cx.ensure_blob(l)?;
-        let t1 = std::time::Instant::now();
-        let blob = std::io::BufReader::new(cx.store.open_blob(&l.digest)?);
-        let alone = cx.snaps.unpack_alone(&l.diff_id, blob, compression).with_context(|| format!("unpacking layer {}", l.digest))?;
-        tracing::debug!(
-            layer = %l.digest,
-            alone = alone.is_some(),
-            fetch_ms = (t1 - t0).as_millis() as u64,
-            unpack_ms = t1.elapsed().as_millis() as u64,
-            "layer unpacked side by side"
-        );
+        let alone = cx.read_blob(l, |blob| cx.snaps.unpack_alone(&l.diff_id, blob, compression).with_context(|| format!("unpacking layer {}", l.digest)))?;
+        tracing::debug!(layer = %l.digest, alone = alone.is_some(), ms = t0.elapsed().as_millis() as u64, "layer unpacked side by side");
         Ok(())
     })
 }
@@ -273,19 +264,21 @@ fn make_skeleton(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey) -> Resu
 /// yet): `None` when the layer reaches below itself (`SnapshotStore::skeleton_alone`).
 fn make_skeleton_as(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey, alone: bool) -> Result<Option<PathBuf>> {
     let compression = compression_of(l)?;
-    cx.ensure_blob(l)?;
-    let blob = std::io::BufReader::new(cx.store.open_blob(&l.digest)?);
     let t0 = std::time::Instant::now();
     let travels = cx.opts.cache_to.is_some() || cx.opts.cache_repo.is_some();
     let opts = DiffOptions { compression: kiln_snapshotter::Compression::Zstd, ..Default::default() };
-    let mut w = cx.store.writer()?;
-    let to = travels.then_some((&opts, &mut w as &mut dyn std::io::Write));
-    let made = if alone {
-        cx.snaps.skeleton_alone(&l.diff_id, below, blob, compression, to)
-    } else {
-        cx.snaps.skeleton_onto(&l.diff_id, below, blob, compression, to).map(Some)
-    };
-    let Some((dir, digests)) = made.with_context(|| format!("reading layer {}", l.digest))? else {
+    let made = cx.read_blob(l, |blob| {
+        let mut w = cx.store.writer()?;
+        let to = travels.then_some((&opts, &mut w as &mut dyn std::io::Write));
+        let made = if alone {
+            cx.snaps.skeleton_alone(&l.diff_id, below, blob, compression, to)
+        } else {
+            cx.snaps.skeleton_onto(&l.diff_id, below, blob, compression, to).map(Some)
+        };
+        Ok((made.with_context(|| format!("reading layer {}", l.digest))?, w))
+    })?;
+    let (made, w) = made;
+    let Some((dir, digests)) = made else {
         tracing::debug!(layer = %l.digest, "layer skeleton reaches below: made in order");
         return Ok(None);
     };
