@@ -69,6 +69,8 @@ class Bench(cicache.Bench):
         ctx = os.path.join(self.w, "ctx", case)
         if tool == "kiln":
             extra_env = [f"{k}={v}" for k, v in (env or {}).items()]
+            # KILN_BENCH_ENV="K=V,K2=V2": extra environment for every kiln build (A/B runs).
+            extra_env += [kv for kv in os.environ.get("KILN_BENCH_ENV", "").split(",") if kv]
             return [self.as_user("KILN_ROOT=" + os.path.join(state, "root"), *extra_env, self.kiln, "build", "--progress", "plain",
                                  "-t", ref, "--push", *flags, ctx)]
         if tool == "buildah":
@@ -104,8 +106,9 @@ class Bench(cicache.Bench):
 
     def run_all(self):
         rows = {}
+        only = [c for c in self.a.cases.split(",") if c]
         for k in range(1, self.a.runs + 1):
-            for case in CASES:
+            for case in [c for c in CASES if not only or c in only]:
                 for tool in self.a.tools.split(","):
                     s, peak, warm = self.fresh(tool, case, f"{case}-{tool}-{k}", keep=(case == "copy"))
                     rows.setdefault((case, tool), []).append((s, peak))
@@ -113,6 +116,8 @@ class Bench(cicache.Bench):
                         rows.setdefault(("warm", tool), []).append((warm, 0))
                     print(f"{case} {tool} #{k}: {s:.2f} s, peak {peak / 1024:.0f} MiB"
                           + (f", warm {warm:.2f} s" if warm is not None else ""), flush=True)
+            if only:
+                continue
             if "kiln" in self.a.tools:
                 s, peak, _ = self.fresh("kiln", "builder-stage", f"compress-all-{k}", env={"KILN_COMPRESS_ALL": "1"})
                 rows.setdefault(("builder-stage, KILN_COMPRESS_ALL=1", "kiln"), []).append((s, peak))
@@ -156,6 +161,7 @@ def run_main(bench_cls, doc, name, port, out_dir):
     ap.add_argument("--out", default=out_dir)
     ap.add_argument("--bases", default="/var/tmp/kiln-bigbase")
     ap.add_argument("--fs-gib", type=int, default=12, help="size of each sparse state filesystem")
+    ap.add_argument("--cases", default="", help="only these cases (comma-separated; default all, with the cache, KILN_COMPRESS_ALL and floor rows)")
     a = ap.parse_args()
     if os.getuid() != 0:
         sys.exit(f"{name}: run as root")

@@ -102,7 +102,12 @@ pub(super) fn lower_dirs(cx: &Ctx, state: &ImageState) -> Result<Vec<PathBuf>> {
 /// at once as there are cores (at least 2, at most 4): unpacking is bound by one
 /// core's inflate and the kernel's inode creation, so layers side by side scale.
 fn unpack_side_by_side(cx: &Ctx, layers: &[&Layer]) -> Result<()> {
-    on_threads(layers, "a layer unpack", |l| {
+    // Largest first: with one layer much bigger than the rest (a toolchain layer),
+    // it starts at once and the small ones share the other cores, instead of it
+    // starting last and running alone at the end.
+    let mut layers = layers.to_vec();
+    layers.sort_by_key(|l| std::cmp::Reverse(l.size));
+    on_threads(&layers, "a layer unpack", |l| {
         let compression = compression_of(l)?;
         let t0 = std::time::Instant::now();
         let alone = cx.read_blob(l, |blob| cx.snaps.unpack_alone(&l.diff_id, blob, compression).with_context(|| format!("unpacking layer {}", l.digest)))?;
@@ -233,6 +238,8 @@ fn skeletons_side_by_side(cx: &Ctx, lead: &[Layer]) -> Result<()> {
     if todo.len() < 2 {
         return Ok(());
     }
+    // Largest first, as in `unpack_side_by_side`.
+    todo.sort_by_key(|(i, _)| std::cmp::Reverse(lead[*i].size));
     on_threads(&todo, "a layer skeleton", |(i, key)| make_skeleton_as(cx, &lead[*i], &paths[..*i], key, true).map(|_| ()))
 }
 
