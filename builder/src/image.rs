@@ -20,6 +20,8 @@ pub struct Layer {
     /// Descriptor annotations that describe the blob (the lazy formats' TOC digest
     /// and position), written on the manifest's layer descriptor.
     pub annotations: BTreeMap<String, String>,
+    /// The layer's SOCI ztoc in the content store (`--soci`, gzip layers kiln wrote).
+    pub ztoc: Option<kiln_cache::layercache::BlobRef>,
 }
 
 /// The state of a stage between steps.

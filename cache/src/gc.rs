@@ -434,7 +434,7 @@ mod tests {
         let l = store.put(layer).unwrap();
         let r = CacheRecord::new(
             &k,
-            Some(LayerRecord { media_type: media::OCI_LAYER_GZIP.into(), digest: l.clone(), size: layer.len() as u64, annotations: Default::default() }),
+            Some(LayerRecord { media_type: media::OCI_LAYER_GZIP.into(), digest: l.clone(), size: layer.len() as u64, annotations: Default::default(), ztoc: None }),
             None,
             name,
         );

@@ -104,6 +104,16 @@ pub struct LayerRecord {
     /// position); absent in records of plain layers.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The layer's SOCI ztoc (`--soci`), a blob of the same store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ztoc: Option<BlobRef>,
+}
+
+/// A blob of the content store by digest and size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub digest: Digest,
+    pub size: u64,
 }
 
 /// What a cached step produced. Serialised as small JSON.
@@ -534,7 +544,7 @@ mod tests {
 
     fn layer(store: &ContentStore, bytes: &[u8]) -> LayerRecord {
         let d = store.put(bytes).unwrap();
-        LayerRecord { media_type: media::OCI_LAYER_GZIP.into(), digest: d, size: bytes.len() as u64, annotations: Default::default() }
+        LayerRecord { media_type: media::OCI_LAYER_GZIP.into(), digest: d, size: bytes.len() as u64, annotations: Default::default(), ztoc: None }
     }
 
     #[test]

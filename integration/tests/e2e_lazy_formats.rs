@@ -171,3 +171,68 @@ fn force_compression_rewrites_the_base_and_output_spelling_works() {
     bad.assert_failure();
     assert!(bad.stderr.contains("estargz takes 0-9"), "{}", bad.stderr);
 }
+
+/// `--soci`: the image becomes soci-snapshotter's SOCI-enabled image (index manifest
+/// v2): an index with the image manifest (annotated with the SOCI index's digest) and
+/// the SOCI index manifest (annotated with the image manifest's digest) whose ztocs
+/// pass the reader written from `ztoc.fbs` and `gzip_zinfo.c` against the layers
+/// they describe. skopeo and Buildah still pull the image itself.
+#[test]
+fn soci_index_v2_lists_ztocs_that_describe_the_layers() {
+    let registry = Registry::start();
+    let base = seed_base_images(&registry);
+    let sb = Sandbox::new();
+    let big: String = (0..600_000).map(|i| format!("{i:08}\n")).collect();
+    let ctx = sb
+        .new_context("app")
+        .file("Dockerfile", &format!("FROM {}\nCOPY big.txt /app/big.txt\nRUN echo small > /small\n", base.latest))
+        .file("big.txt", &big)
+        .build();
+    let reference = registry.reference("soci/app:1");
+    let flags = ["--soci", "--soci-span-size", "1048576", "--soci-min-layer-size", "1024", "--force-compression"];
+    build(&sb, &ctx, &reference, &flags);
+    let index = registry.manifest("soci/app", "1");
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{index}");
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    let (image, soci) = (&entries[0], &entries[1]);
+    assert_eq!(soci["artifactType"], "application/vnd.amazon.soci.index.v2+json");
+    assert_eq!(soci["platform"], image["platform"]);
+    assert_eq!(soci["annotations"]["com.amazon.soci.image-manifest-digest"], image["digest"]);
+    let manifest = registry.manifest("soci/app", image["digest"].as_str().unwrap());
+    assert_eq!(manifest["annotations"]["com.amazon.soci.index-digest"], soci["digest"]);
+    let soci_m = registry.manifest("soci/app", soci["digest"].as_str().unwrap());
+    assert_eq!(soci_m["config"]["mediaType"], "application/vnd.amazon.soci.index.v2+json");
+    assert_eq!(registry.blob("soci/app", soci_m["config"]["digest"].as_str().unwrap()), b"{}");
+    assert_eq!(soci_m["annotations"]["com.amazon.soci.build-tool-identifier"].as_str().unwrap().split(' ').next(), Some("kiln"));
+    let ztocs = soci_m["layers"].as_array().unwrap();
+    // Every layer of at least 1 KiB: the base's (rewritten by --force-compression to get
+    // one), the COPY's; the RUN's few bytes are below the minimum.
+    let image_layers = manifest["layers"].as_array().unwrap();
+    let want: Vec<&Value> = image_layers.iter().filter(|l| l["size"].as_u64().unwrap() >= 1024).collect();
+    assert_eq!(ztocs.len(), want.len(), "{soci_m}");
+    for (z, l) in ztocs.iter().zip(want) {
+        assert_eq!(z["mediaType"], "application/octet-stream");
+        assert_eq!(z["annotations"]["com.amazon.soci.image-layer-digest"], l["digest"]);
+        assert_eq!(z["annotations"]["com.amazon.soci.image-layer-mediaType"], l["mediaType"]);
+        assert_eq!(z["annotations"]["com.amazon.soci.span-size"], "1048576");
+        let blob = registry.blob("soci/app", l["digest"].as_str().unwrap());
+        let ztoc = registry.blob("soci/app", z["digest"].as_str().unwrap());
+        lazy_read::check_ztoc(&blob, &ztoc).unwrap_or_else(|e| panic!("ztoc of {}: {e}", l["digest"]));
+    }
+    // The image pulls as any image: skopeo takes the platform's image manifest, and
+    // Buildah unpacks it.
+    let img = Image::pull_from(&registry, "soci/app:1");
+    assert_eq!(img.tree.node("/app/big.txt").size, big.len() as u64);
+    assert_eq!(img.tree.node("/small").text(), "small\n");
+    let tree = buildah_tree(&sb, &reference, "buildah-soci");
+    assert_eq!(full_listing(&tree), full_listing(&img.tree));
+    // A rebuild from the cache gives the same index (the ztocs come with the records).
+    let again = registry.reference("soci/app:2");
+    build(&sb, &ctx, &again, &flags);
+    assert_eq!(registry.manifest("soci/app", "2"), index);
+    // What it cannot do is said.
+    let bad = sb.kiln().build().args(["--soci", "--compression", "zstd"]).arg(&ctx).run();
+    bad.assert_failure();
+    assert!(bad.stderr.contains("--soci indexes gzip layers"), "{}", bad.stderr);
+}

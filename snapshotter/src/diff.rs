@@ -22,6 +22,7 @@ use kiln_oci::{Digest, Sha256Writer};
 
 pub use crate::error::DiffError;
 use crate::lazy::estargz::EstargzWriter;
+use crate::lazy::soci::ZtocRecorder;
 use crate::lazy::tar_events::TarEvents;
 use crate::lazy::zstd_chunked::ZstdChunkedWriter;
 use crate::safepath::{join, normalize};
@@ -42,6 +43,9 @@ pub struct DiffOptions {
     pub compression: Compression,
     /// zstd level 1-22 (negative = fast modes); 3 when unset.
     pub zstd_level: Option<i32>,
+    /// A SOCI ztoc of a gzip layer, with access points this many uncompressed bytes
+    /// apart ([`crate::lazy::soci`]); `LayerDigests::ztoc` holds it.
+    pub soci_span: Option<u64>,
 }
 
 /// Layer compression for writing. The media type follows from it.
@@ -123,6 +127,8 @@ pub struct LayerDigests {
     /// Layer descriptor annotations the format asks for (the lazy formats' TOC
     /// digest and position); empty for plain layers.
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The layer's SOCI ztoc, when `DiffOptions::soci_span` asked for one.
+    pub ztoc: Option<Vec<u8>>,
 }
 
 /// Compression threads: the machine's parallelism, at most 8.
@@ -137,6 +143,8 @@ enum Encoder<W: Write> {
     None(W),
     Estargz(TarEvents<EstargzWriter<W>>),
     ZstdChunked(TarEvents<ZstdChunkedWriter<W>>),
+    /// gzip with a SOCI ztoc recorded on the way.
+    GzipSoci(TarEvents<ZtocRecorder<crate::pgzip::ParGzEncoder<W>>>),
 }
 
 /// What the compressor leaves besides the blob: a diffID when the decompressed
@@ -145,6 +153,7 @@ struct Ending<W> {
     out: W,
     diff_id: Option<Digest>,
     annotations: Vec<(String, String)>,
+    ztoc: Option<Vec<u8>>,
 }
 
 impl<W: Write> Encoder<W> {
@@ -154,7 +163,11 @@ impl<W: Write> Encoder<W> {
                 let level = opts.gzip_level.unwrap_or(6).min(9);
                 // Blocks compressed in parallel; the bytes depend on the level only
                 // (not on the worker count), with no name or time in the header.
-                Encoder::Gzip(crate::pgzip::ParGzEncoder::new(out, level, workers()))
+                let gz = crate::pgzip::ParGzEncoder::new(out, level, workers());
+                match opts.soci_span {
+                    Some(span) => Encoder::GzipSoci(TarEvents::new(ZtocRecorder::new(gz.with_index(span)))),
+                    None => Encoder::Gzip(gz),
+                }
             }
             Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(out, opts.zstd_level.unwrap_or(3))?;
@@ -172,14 +185,21 @@ impl<W: Write> Encoder<W> {
     }
 
     fn finish(self) -> io::Result<Ending<W>> {
-        let plain = |out| Ending { out, diff_id: None, annotations: Vec::new() };
-        let lazy = |f: crate::lazy::Finished<W>| Ending { out: f.out, diff_id: f.diff_id, annotations: f.annotations };
+        let plain = |out| Ending { out, diff_id: None, annotations: Vec::new(), ztoc: None };
+        let lazy = |f: crate::lazy::Finished<W>| Ending { out: f.out, diff_id: f.diff_id, annotations: f.annotations, ztoc: None };
         match self {
             Encoder::Gzip(g) => g.finish().map(plain),
             Encoder::Zstd(z) => z.finish().map(plain),
             Encoder::None(w) => Ok(plain(w)),
             Encoder::Estargz(t) => t.finish()?.close().map(lazy),
             Encoder::ZstdChunked(t) => t.finish()?.close().map(lazy),
+            Encoder::GzipSoci(t) => {
+                let (gz, toc) = t.finish()?.into_parts();
+                let (out, zinfo) = gz.finish_indexed()?;
+                let zinfo = zinfo.ok_or_else(|| io::Error::other("gzip access points were not recorded"))?;
+                let tool = concat!("kiln ", env!("CARGO_PKG_VERSION"));
+                Ok(Ending { out, diff_id: None, annotations: Vec::new(), ztoc: Some(crate::lazy::soci::ztoc(&toc, &zinfo, tool)) })
+            }
         }
     }
 }
@@ -192,6 +212,7 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::None(w) => w.write(buf),
             Encoder::Estargz(t) => t.write(buf),
             Encoder::ZstdChunked(t) => t.write(buf),
+            Encoder::GzipSoci(t) => t.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -201,6 +222,7 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::None(w) => w.flush(),
             Encoder::Estargz(t) => t.flush(),
             Encoder::ZstdChunked(t) => t.flush(),
+            Encoder::GzipSoci(t) => t.flush(),
         }
     }
 }
@@ -254,7 +276,7 @@ fn finish<W: Write>(hashed_tar: Out<W>, opts: &DiffOptions) -> Result<LayerDiges
     let (mut out, digest, size) = end.out.finish();
     out.flush().map_err(DiffError::Write)?;
     let diff_id = end.diff_id.unwrap_or(tar_diff_id);
-    Ok(LayerDigests { diff_id, digest, size, media_type: opts.compression.media_type(), annotations: end.annotations.into_iter().collect() })
+    Ok(LayerDigests { diff_id, digest, size, media_type: opts.compression.media_type(), annotations: end.annotations.into_iter().collect(), ztoc: end.ztoc })
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> DiffError + 'a {

@@ -129,6 +129,79 @@ pub struct ParGzEncoder<W: Write> {
     next_seq: u64,
     next_out: u64,
     pending: BTreeMap<u64, Vec<u8>>,
+    /// Access points for random reads (SOCI's zinfo), when asked for.
+    index: Option<Index>,
+}
+
+/// One access point: inflate raw deflate from `comp` (a byte boundary: every block
+/// starts after a sync flush) with `window` as dictionary to get the stream's bytes
+/// from `uncomp` on. What zran.c and SOCI's zinfo record, with no bits left over.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub comp: u64,
+    pub uncomp: u64,
+    /// The 32 KiB before `uncomp`, zeros in front when the stream has less.
+    pub window: Vec<u8>,
+}
+
+/// The access points of a finished stream, at least one `span` of uncompressed
+/// bytes apart (at block starts), and the sha256 of the compressed bytes of each
+/// span (from its access point to the next one, the last to the end of the file).
+#[derive(Debug, Clone, Default)]
+pub struct Zinfo {
+    pub span: u64,
+    pub checkpoints: Vec<Checkpoint>,
+    pub span_digests: Vec<kiln_oci::Digest>,
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
+}
+
+struct Index {
+    span: u64,
+    last: Option<u64>,
+    /// Blocks that start an access point: their uncompressed offset and window.
+    due: BTreeMap<u64, (u64, Vec<u8>)>,
+    zinfo: Zinfo,
+    span_hash: Option<kiln_oci::Sha256Writer<io::Sink>>,
+    written: u64,
+}
+
+impl Index {
+    /// Block `seq` is about to be compressed with `dict` before it.
+    fn consider(&mut self, seq: u64, dict: &[u8]) {
+        let at = seq * BLOCK as u64;
+        if self.last.is_some_and(|l| at - l <= self.span) {
+            return;
+        }
+        let mut window = vec![0; DICT - dict.len().min(DICT)];
+        window.extend_from_slice(&dict[dict.len().saturating_sub(DICT)..]);
+        self.due.insert(seq, (at, window));
+        self.last = Some(at);
+    }
+
+    /// Block `seq`'s compressed bytes are written next, at `10 + written`.
+    fn block(&mut self, seq: u64, bytes: &[u8]) {
+        if let Some((uncomp, window)) = self.due.remove(&seq) {
+            self.end_span();
+            self.zinfo.checkpoints.push(Checkpoint { comp: 10 + self.written, uncomp, window });
+            self.span_hash = Some(kiln_oci::Sha256Writer::new(io::sink()));
+        }
+        self.hash(bytes);
+        self.written += bytes.len() as u64;
+    }
+
+    fn hash(&mut self, bytes: &[u8]) {
+        if let Some(h) = self.span_hash.as_mut() {
+            // Writing into a sink cannot fail.
+            let _ = h.write_all(bytes);
+        }
+    }
+
+    fn end_span(&mut self) {
+        if let Some(h) = self.span_hash.take() {
+            self.zinfo.span_digests.push(h.finish().1);
+        }
+    }
 }
 
 impl<W: Write> ParGzEncoder<W> {
@@ -147,7 +220,15 @@ impl<W: Write> ParGzEncoder<W> {
             next_seq: 0,
             next_out: 0,
             pending: BTreeMap::new(),
+            index: None,
         }
+    }
+
+    /// Also records access points at least `span` uncompressed bytes apart
+    /// ([`ParGzEncoder::finish_indexed`]). The compressed bytes do not change.
+    pub fn with_index(mut self, span: u64) -> Self {
+        self.index = Some(Index { span: span.max(1), last: None, due: BTreeMap::new(), zinfo: Zinfo { span, ..Default::default() }, span_hash: None, written: 0 });
+        self
     }
 
     /// As flate2's `GzBuilder::new().mtime(0)`: no name, no time, XFL from the
@@ -176,6 +257,9 @@ impl<W: Write> ParGzEncoder<W> {
     fn submit(&mut self, last: bool) -> io::Result<()> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
         let dict = std::mem::take(&mut self.dict);
+        if let Some(ix) = self.index.as_mut() {
+            ix.consider(self.next_seq, &dict);
+        }
         self.dict = data[data.len().saturating_sub(DICT)..].to_vec();
         let job = Job { seq: self.next_seq, data, dict, last };
         self.next_seq += 1;
@@ -197,6 +281,9 @@ impl<W: Write> ParGzEncoder<W> {
         self.pending.insert(seq, out?);
         while let Some(out) = self.pending.remove(&self.next_out) {
             self.write_header()?;
+            if let Some(ix) = self.index.as_mut() {
+                ix.block(self.next_out, &out);
+            }
             self.inner.write_all(&out)?;
             self.next_out += 1;
         }
@@ -204,11 +291,21 @@ impl<W: Write> ParGzEncoder<W> {
     }
 
     /// Compress what is left, write the trailer, stop the workers; returns the writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_indexed().map(|(w, _)| w)
+    }
+
+    /// [`ParGzEncoder::finish`], with the access points when [`ParGzEncoder::with_index`]
+    /// asked for them.
+    pub fn finish_indexed(mut self) -> io::Result<(W, Option<Zinfo>)> {
         self.write_header()?;
         if self.pool.is_none() {
             // The whole stream is one block: no threads needed.
             let out = Deflaters::new(self.level).block(&self.buf, &[], true)?;
+            if let Some(ix) = self.index.as_mut() {
+                ix.consider(0, &[]);
+                ix.block(0, &out);
+            }
             self.inner.write_all(&out)?;
         } else {
             self.submit(true)?;
@@ -218,10 +315,19 @@ impl<W: Write> ParGzEncoder<W> {
             self.pool = None;
         }
         let crc = std::mem::take(&mut self.crc).finalize();
-        self.inner.write_all(&crc.to_le_bytes())?;
-        self.inner.write_all(&(self.size as u32).to_le_bytes())?;
-        let ParGzEncoder { inner, .. } = self;
-        Ok(inner)
+        let mut trailer = crc.to_le_bytes().to_vec();
+        trailer.extend_from_slice(&(self.size as u32).to_le_bytes());
+        self.inner.write_all(&trailer)?;
+        let size = self.size;
+        let ParGzEncoder { inner, index, .. } = self;
+        let zinfo = index.map(|mut ix| {
+            ix.hash(&trailer);
+            ix.end_span();
+            ix.zinfo.compressed_size = 10 + ix.written + 8;
+            ix.zinfo.uncompressed_size = size;
+            ix.zinfo
+        });
+        Ok((inner, zinfo))
     }
 }
 

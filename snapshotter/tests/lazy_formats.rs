@@ -110,3 +110,32 @@ fn the_readers_catch_a_lying_toc() {
     assert!(lazy_read::check_zstd_chunked(&blob, &a).is_err());
 }
 
+
+#[test]
+fn a_soci_ztoc_describes_the_same_gzip_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    make_tree(t.path());
+    let (plain, _) = write(t.path(), Compression::Gzip);
+    let opts = DiffOptions { compression: Compression::Gzip, source_date_epoch: Some(1_700_000_000), soci_span: Some(1 << 20), ..Default::default() };
+    let mut blob = Vec::new();
+    let d = write_layer(t.path(), &opts, &mut blob).unwrap();
+    assert_eq!(blob, plain, "the ztoc is made beside the layer; its bytes do not change");
+    let ztoc = d.ztoc.expect("a ztoc");
+    lazy_read::check_ztoc(&blob, &ztoc).unwrap_or_else(|e| panic!("ztoc reader: {e}"));
+    // 13 MiB of tar with a 1 MiB span: a dozen access points or so, each checked.
+    let points = i32::from_le_bytes(find_zinfo_count(&ztoc));
+    assert!((8..=16).contains(&points), "{points} access points");
+    // A ztoc that lies about a span is caught.
+    let mut bad = ztoc.clone();
+    let at = bad.windows(7).position(|w| w == b"sha256:").unwrap() + 7;
+    bad[at] = if bad[at] == b'0' { b'1' } else { b'0' };
+    assert!(lazy_read::check_ztoc(&blob, &bad).unwrap_err().contains(": digest is not the sha256"));
+}
+
+/// The checkpoint count at the head of the zinfo blob inside a ztoc: the 4 bytes
+/// before the span size (1 MiB, little endian) that follows it.
+fn find_zinfo_count(ztoc: &[u8]) -> [u8; 4] {
+    let span = (1u64 << 20).to_le_bytes();
+    let at = ztoc.windows(8).position(|w| w == span).unwrap();
+    ztoc[at - 4..at].try_into().unwrap()
+}

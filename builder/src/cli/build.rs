@@ -197,6 +197,18 @@ pub struct BuildArgs {
     /// `--force-compression`), e.g. to make a whole image eStargz.
     #[arg(long = "force-compression")]
     pub force_compression: bool,
+    /// Write a SOCI index (v2, soci-snapshotter's "SOCI-enabled image"): the image
+    /// becomes an index with the image manifest and a SOCI index manifest listing a
+    /// ztoc (TOC + gzip access points) per gzip layer of at least
+    /// --soci-min-layer-size that kiln wrote (all layers with --force-compression).
+    #[arg(long = "soci")]
+    pub soci: bool,
+    /// Uncompressed bytes between the access points of a ztoc (default 4 MiB).
+    #[arg(long = "soci-span-size", value_name = "BYTES")]
+    pub soci_span_size: Option<u64>,
+    /// Layers smaller than this (compressed) get no ztoc (default 10 MiB).
+    #[arg(long = "soci-min-layer-size", value_name = "BYTES")]
+    pub soci_min_layer_size: Option<u64>,
     /// Network of RUN steps without their own `--network`: default (the host's
     /// network: rootless kiln has no bridge), host, or none.
     #[arg(long = "network", value_name = "default|none|host", default_value = "default")]
@@ -523,6 +535,24 @@ impl BuildArgs {
                 }
             },
             force_compression: self.force_compression || image.force_compression,
+            soci: match (self.soci, compression, format.as_str()) {
+                (false, _, _) => {
+                    if self.soci_span_size.is_some() || self.soci_min_layer_size.is_some() {
+                        bail!("--soci-span-size and --soci-min-layer-size need --soci");
+                    }
+                    None
+                }
+                (true, kiln_snapshotter::Compression::Gzip, "oci") => Some(crate::options::SociOptions {
+                    span: match self.soci_span_size {
+                        Some(0) => bail!("--soci-span-size 0: expected a number of bytes > 0"),
+                        Some(s) => s,
+                        None => kiln_snapshotter::lazy::soci::DEFAULT_SPAN,
+                    },
+                    min_layer_size: self.soci_min_layer_size.unwrap_or(kiln_snapshotter::lazy::soci::DEFAULT_MIN_LAYER_SIZE),
+                }),
+                (true, kiln_snapshotter::Compression::Gzip, _) => bail!("--soci: a SOCI index is an OCI artifact; it needs --format oci"),
+                (true, c, _) => bail!("--soci indexes gzip layers; --compression {} has none (use --compression gzip)", c.name()),
+            },
         })
     }
 }

@@ -178,6 +178,7 @@ pub fn into_buildkit_index(store: &ContentStore, opts: &BuildOptions, built: &mu
         );
         built.attached.push(Manifest { bytes: manifest, digest, blobs });
     }
+    let entries: Vec<kiln_oci::IndexEntry> = built.extra.iter().cloned().chain(entries).collect();
     let (bytes, digest) = super::write_index(store, opts, &built.manifests, opts.format, media::OCI_INDEX, entries)?;
     built.top = descriptor(media::OCI_INDEX, &digest, bytes.len() as u64)?;
     built.top_bytes = bytes;

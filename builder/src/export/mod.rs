@@ -18,6 +18,7 @@ pub mod archive;
 pub mod attach;
 pub mod base_cache;
 pub mod rootfs_tar;
+pub mod soci;
 
 /// The stored manifest of a finished image.
 pub struct Manifest {
@@ -95,9 +96,12 @@ pub struct Built {
     pub top_media_type: &'static str,
     /// (platform, manifest) for each platform.
     pub manifests: Vec<(Platform, Manifest)>,
-    /// Further manifests the index lists (BuildKit-style attestation manifests),
-    /// pushed by digest before it.
+    /// Further manifests the index lists (BuildKit-style attestation manifests,
+    /// SOCI index manifests), pushed by digest before it.
     pub attached: Vec<Manifest>,
+    /// The index entries of `attached` manifests that other writers of the index
+    /// keep (the SOCI indexes').
+    pub extra: Vec<kiln_oci::IndexEntry>,
 }
 
 fn annotations_for(opts: &BuildOptions, target: AnnotationTarget, platform: Option<&Platform>) -> serde_json::Map<String, serde_json::Value> {
@@ -145,12 +149,40 @@ pub async fn export(
     attest: Option<&attach::AttestInput>,
 ) -> Result<Digest> {
     let mut manifests = Vec::new();
+    let mut socis = Vec::new();
     for (p, state) in &images {
-        manifests.push((p.clone(), write_manifest(store, state, opts.format, &annotations_for(opts, AnnotationTarget::Manifest, Some(p)))?));
+        let mut ann = annotations_for(opts, AnnotationTarget::Manifest, Some(p));
+        let soci = match &opts.soci {
+            Some(s) => soci::index_manifest(store, s, state, opts.format)?,
+            None => None,
+        };
+        if let Some(m) = &soci {
+            ann.insert(soci::IMAGE_INDEX_DIGEST.to_string(), json!(m.digest.to_string()));
+        } else if let Some(s) = &opts.soci {
+            crate::progress::get().warn(&format!("--soci: no gzip layer of the {p} image that kiln wrote is {} bytes or more: no SOCI index for it", s.min_layer_size));
+        }
+        manifests.push((p.clone(), write_manifest(store, state, opts.format, &ann)?));
+        socis.push(soci);
     }
     // One platform asked for (or defaulted): a plain manifest, as `docker build`.
-    // Several: an OCI index with a platform on each entry.
-    let mut built = if manifests.len() == 1 {
+    // Several, or a SOCI index: an OCI index with a platform on each entry.
+    let mut built = if socis.iter().any(Option::is_some) {
+        let mut extra = Vec::new();
+        let mut attached = Vec::new();
+        for ((p, m), s) in manifests.iter().zip(socis) {
+            let Some(s) = s else { continue };
+            extra.push(
+                kiln_oci::IndexEntry::new(media::OCI_MANIFEST, &s.digest, s.bytes.len() as u64)
+                    .with_artifact_type(soci::INDEX_V2)
+                    .with_platform(p.to_json())
+                    .annotate(soci::IMAGE_MANIFEST_DIGEST, &m.digest.to_string()),
+            );
+            attached.push(s);
+        }
+        let (bytes, digest) = write_index(store, opts, &manifests, opts.format, media::OCI_INDEX, extra.clone())?;
+        let top = descriptor(media::OCI_INDEX, &digest, bytes.len() as u64)?;
+        Built { top, top_bytes: bytes, top_media_type: media::OCI_INDEX, manifests, attached, extra }
+    } else if manifests.len() == 1 {
         let m = &manifests[0].1;
         Built {
             top: descriptor(opts.format.manifest(), &m.digest, m.bytes.len() as u64)?,
@@ -158,6 +190,7 @@ pub async fn export(
             top_media_type: opts.format.manifest(),
             manifests,
             attached: Vec::new(),
+            extra: Vec::new(),
         }
     } else {
         let (bytes, digest) = write_index(store, opts, &manifests, opts.format, opts.format.index(), Vec::new())?;
@@ -165,7 +198,7 @@ pub async fn export(
             crate::progress::get().info("image", &format!("image {} {}", (p).to_string(), m.digest));
         }
         let mt = opts.format.index();
-        Built { top: descriptor(mt, &digest, bytes.len() as u64)?, top_bytes: bytes, top_media_type: mt, manifests, attached: Vec::new() }
+        Built { top: descriptor(mt, &digest, bytes.len() as u64)?, top_bytes: bytes, top_media_type: mt, manifests, attached: Vec::new(), extra: Vec::new() }
     };
     let docs = match attest {
         Some(input) if opts.attestations.any() => attach::documents(opts, input, &built, &input.created),
@@ -335,7 +368,8 @@ pub fn load_built(store: &ContentStore, top: &Descriptor) -> Result<Built> {
         for e in index.manifests() {
             let d: Digest = e.digest().to_string().parse()?;
             let is_attestation = e.annotations().as_ref().and_then(|a| a.get("vnd.docker.reference.type")).is_some_and(|t| t == "attestation-manifest");
-            if is_attestation {
+            let is_soci = e.artifact_type().as_ref().is_some_and(|t| t.to_string() == soci::INDEX_V2);
+            if is_attestation || is_soci {
                 attached.push(one(&d, store.read(&d)?)?);
                 continue;
             }
@@ -349,7 +383,7 @@ pub fn load_built(store: &ContentStore, top: &Descriptor) -> Result<Built> {
         let p = Platform::new(&config.os, &config.architecture, config.variant.as_deref());
         vec![(p, one(&top_digest, top_bytes.clone())?)]
     };
-    Ok(Built { top, top_bytes, top_media_type, manifests, attached })
+    Ok(Built { top, top_bytes, top_media_type, manifests, attached, extra: Vec::new() })
 }
 
 fn print_report(report: &kiln_cache::registry::PushReport, p: Option<&Platform>) {

@@ -99,6 +99,8 @@ pub struct BuildOptions {
     pub compression_level: Option<i32>,
     /// Recompress base layers not already in `compression` (`--force-compression`).
     pub force_compression: bool,
+    /// `--soci`: a SOCI index (v2) for the image.
+    pub soci: Option<SociOptions>,
     /// `--base-image-cache DIR`: base images taken from a Kaniko-style cache directory
     /// (`kiln warmer`, Kaniko's warmer) before the registry's layers are fetched.
     pub base_image_cache: Option<PathBuf>,
@@ -211,6 +213,7 @@ impl BuildOptions {
             compression: kiln_snapshotter::Compression::default(),
             compression_level: None,
             force_compression: false,
+            soci: None,
             base_image_cache: None,
             all_stages: false,
             cache_repo_steps: CacheRepoSteps::default(),
@@ -531,4 +534,12 @@ pub enum SecretSource {
 pub struct SshSpec {
     pub id: String,
     pub socket: PathBuf,
+}
+
+/// `--soci`, `--soci-span-size`, `--soci-min-layer-size` (soci-snapshotter's
+/// `soci convert --span-size`, `--min-layer-size`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SociOptions {
+    pub span: u64,
+    pub min_layer_size: u64,
 }

@@ -58,7 +58,8 @@ pub(super) fn hit_for_stage(cx: &Ctx, state: &ImageState, rec: &CacheRecord) -> 
     let (digest, size) = w.commit(Some(&d.digest))?;
     tracing::debug!(kept = %l.digest, layer = %digest, ms = t0.elapsed().as_millis() as u64, "kept layer compressed");
     let mut out = rec.clone();
-    out.layer = Some(LayerRecord { media_type: d.media_type.to_string(), digest, size, annotations: d.annotations });
+    let ztoc = super::rootfs::store_ztoc(cx, d.ztoc.as_deref())?;
+    out.layer = Some(LayerRecord { media_type: d.media_type.to_string(), digest, size, annotations: d.annotations, ztoc });
     cx.new_records.lock().expect("records").push(out.clone());
     Ok(out)
 }

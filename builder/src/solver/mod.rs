@@ -513,6 +513,7 @@ async fn keys_and_hits(
             urls: resolved,
             ignore_paths: &opts.ignore_paths,
             compression: opts.compression,
+            soci_span: opts.soci.as_ref().map(|s| s.span),
         };
         let k = crate::plan::keys::job_keys(&job.stage, &job.platform.to_string(), &mut ki)?;
         keys.insert(JobId(id), k);
@@ -612,6 +613,7 @@ struct KeySources<'a> {
     urls: &'a BTreeMap<String, crate::steps::urlcache::Resolved>,
     ignore_paths: &'a [PathBuf],
     compression: kiln_snapshotter::Compression,
+    soci_span: Option<u64>,
 }
 
 impl crate::plan::keys::KeyInputs for KeySources<'_> {
@@ -622,6 +624,10 @@ impl crate::plan::keys::KeyInputs for KeySources<'_> {
         // never takes an eStargz layer, nor an eStargz build a plain one.
         if self.compression.is_lazy() {
             parts.push(format!("format {}", self.compression.name()));
+        }
+        // --soci: records in this chain carry their layer's ztoc.
+        if let Some(span) = self.soci_span {
+            parts.push(format!("soci span {span}"));
         }
         parts.join("\n")
     }

@@ -191,7 +191,7 @@ fn pack(cx: &Ctx, id: &str, dir: &Path) -> Result<MountRecord> {
     let mut rec = MountRecord { id: String::new(), bundles: Vec::new(), bytes: 0, entries: 0, platforms: Vec::new(), last_used: 0 };
     for b in bundles {
         let (digest, size) = b.out.commit(Some(&b.digest))?;
-        rec.bundles.push(LayerRecord { media_type: BUNDLE_MEDIA_TYPE.to_string(), digest, size, annotations: Default::default() });
+        rec.bundles.push(LayerRecord { media_type: BUNDLE_MEDIA_TYPE.to_string(), digest, size, annotations: Default::default(), ztoc: None });
         rec.bytes += b.bytes;
         rec.entries += b.entries;
     }

@@ -301,6 +301,7 @@ pub(super) async fn pull_all(
                     size: d.size(),
                     diff_id: diff_id.clone(),
                     annotations: blob_annotations(d.annotations().as_ref()),
+                    ztoc: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

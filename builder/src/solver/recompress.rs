@@ -12,7 +12,8 @@ use super::*;
 
 fn key(l: &Layer, cx: &Ctx) -> CacheKey {
     let level = cx.opts.compression_level.map(|l| l.to_string()).unwrap_or_default();
-    CacheKey::from_parts(["kiln.recompress.v1", &l.digest.to_string(), cx.opts.compression.name(), &level])
+    let soci = cx.opts.soci.as_ref().map(|s| format!("soci span {}", s.span)).unwrap_or_default();
+    CacheKey::from_parts(["kiln.recompress.v1", &l.digest.to_string(), cx.opts.compression.name(), &level, &soci])
 }
 
 /// Rewrites the layers of `state` not in the build's format.
@@ -24,7 +25,8 @@ pub(super) fn force(cx: &Ctx, state: &mut ImageState) -> Result<()> {
     let mut rewritten = 0;
     for i in 0..state.layers.len() {
         let l = state.layers[i].clone();
-        if want.describes(&l.media_type, &l.annotations) {
+        // With --soci, a gzip layer without a ztoc is rewritten too (to get one).
+        if want.describes(&l.media_type, &l.annotations) && (cx.opts.soci.is_none() || l.ztoc.is_some()) {
             continue;
         }
         let k = key(&l, cx);
@@ -38,7 +40,8 @@ pub(super) fn force(cx: &Ctx, state: &mut ImageState) -> Result<()> {
                 done
             }
         };
-        state.layers[i] = Layer { media_type: rec.media_type, digest: rec.digest, size: rec.size, diff_id: diff_id.clone(), annotations: rec.annotations };
+        let ztoc = rec.ztoc.filter(|z| cx.store.has(&z.digest));
+        state.layers[i] = Layer { media_type: rec.media_type, digest: rec.digest, size: rec.size, diff_id: diff_id.clone(), annotations: rec.annotations, ztoc };
         state.config.rootfs.diff_ids[i] = diff_id;
         rewritten += 1;
     }
@@ -67,5 +70,6 @@ fn rewrite(cx: &Ctx, l: &Layer) -> Result<(LayerRecord, Digest)> {
         bail!("the blob's tar is {tar_digest}, not the diffID {} the image config names", l.diff_id);
     }
     let (digest, size) = w.commit(Some(&d.digest))?;
-    Ok((LayerRecord { media_type: d.media_type.to_string(), digest, size, annotations: d.annotations }, d.diff_id))
+    let ztoc = super::rootfs::store_ztoc(cx, d.ztoc.as_deref())?;
+    Ok((LayerRecord { media_type: d.media_type.to_string(), digest, size, annotations: d.annotations, ztoc }, d.diff_id))
 }

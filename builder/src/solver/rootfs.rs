@@ -292,7 +292,7 @@ fn make_skeleton_as(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey, alon
     tracing::debug!(layer = %l.digest, alone, ms = t0.elapsed().as_millis() as u64, "layer skeleton made");
     if let Some(d) = digests {
         let (digest, size) = w.commit(Some(&d.digest))?;
-        let layer = LayerRecord { media_type: d.media_type.to_string(), digest, size, annotations: Default::default() };
+        let layer = LayerRecord { media_type: d.media_type.to_string(), digest, size, annotations: Default::default(), ztoc: None };
         let rec = CacheRecord::new(key, Some(layer), Some(d.diff_id), &format!("kiln skeleton of {}", l.diff_id));
         cx.new_records.lock().expect("records").push(rec);
         cx.skeleton_keys.lock().expect("skeleton keys").push(key.hex().to_string());
@@ -389,6 +389,7 @@ pub(super) fn diff_options(cx: &Ctx) -> DiffOptions {
         gzip_level: cx.opts.compression_level.map(|l| l.clamp(0, 9) as u32),
         compression: cx.opts.compression,
         zstd_level: cx.opts.compression_level,
+        soci_span: cx.opts.soci.as_ref().map(|s| s.span),
     }
 }
 
@@ -416,6 +417,13 @@ pub(super) fn commit_layer(cx: &Ctx, state: &mut ImageState, mut active: ActiveS
         commit_ms = t2.elapsed().as_millis() as u64,
         "layer committed"
     );
-    state.push_layer(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id, annotations: digests.annotations });
+    let ztoc = store_ztoc(cx, digests.ztoc.as_deref())?;
+    state.push_layer(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id, annotations: digests.annotations, ztoc });
     Ok(())
+}
+
+/// A layer's SOCI ztoc into the content store.
+pub(super) fn store_ztoc(cx: &Ctx, ztoc: Option<&[u8]>) -> Result<Option<kiln_cache::layercache::BlobRef>> {
+    let Some(z) = ztoc else { return Ok(None) };
+    Ok(Some(kiln_cache::layercache::BlobRef { digest: cx.store.put(z)?, size: z.len() as u64 }))
 }

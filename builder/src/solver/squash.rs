@@ -36,7 +36,8 @@ pub(super) fn squash(cx: &Ctx, state: &mut ImageState, keep: usize) -> Result<()
         let mut w = cx.store.writer()?;
         let digests = write_layer(&merged, &opts, &mut w).context("writing the squashed layer")?;
         let (digest, size) = w.commit(Some(&digests.digest))?;
-        Ok(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id, annotations: digests.annotations })
+        let ztoc = super::rootfs::store_ztoc(cx, digests.ztoc.as_deref())?;
+        Ok(Layer { media_type: digests.media_type.to_string(), digest, size, diff_id: digests.diff_id, annotations: digests.annotations, ztoc })
     })();
     cx.snaps.remove_scratch(&merged);
     let layer = written?;

@@ -217,7 +217,7 @@ fn take_hit(cx: &Ctx, sref: &StepRef<'_>, state: &mut ImageState, rec: &CacheRec
     let (Some(l), Some(diff_id)) = (&rec.layer, &rec.diff_id) else { bail!("step {}/{}: a cache record without its layer", sref.n, sref.total) };
     progress::get().step(sref, progress::State::Cached, None, None);
     cx.counts.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone(), annotations: l.annotations.clone() });
+    state.push_layer(Layer { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, diff_id: diff_id.clone(), annotations: l.annotations.clone(), ztoc: l.ztoc.clone().filter(|z| cx.store.has(&z.digest)) });
     let time = rec.history_created.clone().unwrap_or_else(|| cx.created.clone());
     state.push_history(&time, created_by, false);
     cx.used_hits.lock().expect("hits").push(rec);
@@ -229,7 +229,7 @@ pub(super) fn remember(cx: &Ctx, key: &CacheKey, state: &ImageState, created_by:
     let l = state.layers.last().expect("the step added a layer");
     let mut rec = CacheRecord::new(
         key,
-        Some(LayerRecord { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, annotations: l.annotations.clone() }),
+        Some(LayerRecord { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, annotations: l.annotations.clone(), ztoc: l.ztoc.clone() }),
         Some(l.diff_id.clone()),
         created_by,
     );

@@ -13,6 +13,7 @@
 //! position) comes back as annotations.
 
 pub mod estargz;
+pub mod soci;
 pub mod tar_events;
 mod toc;
 pub mod zstd_chunked;

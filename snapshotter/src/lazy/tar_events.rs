@@ -28,6 +28,8 @@ pub struct EntryMeta {
     pub gname: String,
     /// `SCHILY.xattr.*` PAX records: name without the prefix, raw value.
     pub xattrs: Vec<(String, Vec<u8>)>,
+    /// Every PAX record of the entry, as written (SOCI's TOC keeps them all).
+    pub pax: Vec<(String, Vec<u8>)>,
 }
 
 impl EntryMeta {
@@ -184,6 +186,7 @@ impl<S: TarSink> TarEvents<S> {
             uname: String::new(),
             gname: String::new(),
             xattrs: Vec::new(),
+            pax: Vec::new(),
         };
         if &b[257..262] == b"ustar" {
             m.uname = String::from_utf8_lossy(cstr(&b[265..297])).into_owned();
@@ -202,6 +205,7 @@ impl<S: TarSink> TarEvents<S> {
         if let Some(l) = self.long_link.take() {
             m.link = l;
         }
+        m.pax = self.pax.clone();
         for (k, v) in std::mem::take(&mut self.pax) {
             let num = || std::str::from_utf8(&v).ok().and_then(|s| s.split('.').next().and_then(|i| i.parse::<i64>().ok()));
             match k.as_str() {

@@ -353,3 +353,140 @@ pub fn check_zstd_chunked(blob: &[u8], annotations: &BTreeMap<String, String>) -
     }
     Ok(tar_bytes)
 }
+
+/// A flatbuffer read by hand (root table, vtables, strings, vectors): the reader
+/// of SOCI's `ztoc.fbs` needs no generated code and shares nothing with the writer.
+struct Fb<'a>(&'a [u8]);
+
+impl<'a> Fb<'a> {
+    fn u16(&self, at: usize) -> Result<u16, String> {
+        self.0.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]])).ok_or_else(|| format!("flatbuffer: read past the end at {at}"))
+    }
+    fn u32(&self, at: usize) -> Result<u32, String> {
+        self.0.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4"))).ok_or_else(|| format!("flatbuffer: read past the end at {at}"))
+    }
+    fn i64(&self, at: usize) -> Result<i64, String> {
+        self.0.get(at..at + 8).map(|b| i64::from_le_bytes(b.try_into().expect("8"))).ok_or_else(|| format!("flatbuffer: read past the end at {at}"))
+    }
+    fn root(&self) -> Result<usize, String> {
+        Ok(self.u32(0)? as usize)
+    }
+    /// The position of field `n` of the table at `t`, if present.
+    fn field(&self, t: usize, n: usize) -> Result<Option<usize>, String> {
+        let vt = (t as i64 - self.u32(t)? as i32 as i64) as usize;
+        let vt_len = self.u16(vt)? as usize;
+        if 4 + 2 * n >= vt_len {
+            return Ok(None);
+        }
+        let off = self.u16(vt + 4 + 2 * n)? as usize;
+        Ok((off != 0).then_some(t + off))
+    }
+    fn deref(&self, at: usize) -> Result<usize, String> {
+        Ok(at + self.u32(at)? as usize)
+    }
+    fn string(&self, t: usize, n: usize) -> Result<String, String> {
+        let Some(f) = self.field(t, n)? else { return Ok(String::new()) };
+        let s = self.deref(f)?;
+        let len = self.u32(s)? as usize;
+        let b = self.0.get(s + 4..s + 4 + len).ok_or("flatbuffer: string past the end")?;
+        String::from_utf8(b.to_vec()).map_err(|e| e.to_string())
+    }
+    fn long(&self, t: usize, n: usize) -> Result<i64, String> {
+        self.field(t, n)?.map(|f| self.i64(f)).unwrap_or(Ok(0))
+    }
+    fn table(&self, t: usize, n: usize) -> Result<usize, String> {
+        let f = self.field(t, n)?.ok_or_else(|| format!("flatbuffer: table field {n} missing"))?;
+        self.deref(f)
+    }
+    /// (position of the first element, count) of a vector field.
+    fn vector(&self, t: usize, n: usize) -> Result<(usize, usize), String> {
+        let Some(f) = self.field(t, n)? else { return Ok((0, 0)) };
+        let v = self.deref(f)?;
+        Ok((v + 4, self.u32(v)? as usize))
+    }
+}
+
+/// Checks a SOCI ztoc (soci-snapshotter `ztoc/fbs/ztoc.fbs`, zinfo v2 of
+/// `ztoc/compression/gzip_zinfo.c`) against the gzip layer it describes: sizes, every
+/// tar entry with the offset of its content, the access points (raw inflate from
+/// each with its window gives the tar's bytes there) and the span digests.
+pub fn check_ztoc(blob: &[u8], ztoc: &[u8]) -> Result<(), String> {
+    let fb = Fb(ztoc);
+    let root = fb.root()?;
+    if fb.string(root, 0)? != "0.9" {
+        return Err(format!("ztoc version {:?}", fb.string(root, 0)?));
+    }
+    let mut tar = Vec::new();
+    flate2::read::MultiGzDecoder::new(blob).read_to_end(&mut tar).map_err(|e| e.to_string())?;
+    if fb.long(root, 2)? as usize != blob.len() || fb.long(root, 3)? as usize != tar.len() {
+        return Err(format!("ztoc sizes {} / {}, blob {} / tar {}", fb.long(root, 2)?, fb.long(root, 3)?, blob.len(), tar.len()));
+    }
+    // The TOC: every tar entry, in order, its content where the ztoc says.
+    let toc = fb.table(root, 4)?;
+    let (at, n) = fb.vector(toc, 0)?;
+    let items = tar_items(&tar);
+    if n != items.len() {
+        return Err(format!("ztoc lists {n} entries, the tar has {}", items.len()));
+    }
+    for (i, item) in items.iter().enumerate() {
+        let t = fb.deref(at + 4 * i)?;
+        let (name, kind, off, size) = (fb.string(t, 0)?, fb.string(t, 1)?, fb.long(t, 2)? as usize, fb.long(t, 3)? as usize);
+        if clean(&name) != clean(&item.name) || kind != type_of(item.kind) {
+            return Err(format!("ztoc entry {i}: {name} {kind}, tar: {} {}", item.name, item.kind as char));
+        }
+        if fb.long(t, 5)? as u64 & 0o7777 != item.mode as u64 & 0o7777 {
+            return Err(format!("{name}: ztoc mode"));
+        }
+        if kind == "reg" && (size as u64 != item.size || tar.get(off..off + size) != Some(&item.data[..])) {
+            return Err(format!("{name}: the tar at uncompressed_offset {off} is not the file's {size} bytes"));
+        }
+    }
+    // The access points and spans.
+    let info = fb.table(root, 5)?;
+    if fb.field(info, 0)?.is_some_and(|f| ztoc[f] != 1) {
+        return Err("compression_algorithm is not gzip".into());
+    }
+    let (cp_at, cp_len) = fb.vector(info, 3)?;
+    let zinfo = &ztoc[cp_at..cp_at + cp_len];
+    let count = i32::from_le_bytes(zinfo[0..4].try_into().expect("4")) as usize;
+    const POINT: usize = 8 + 8 + 1 + 32768;
+    if zinfo.len() != 12 + count * POINT || count == 0 {
+        return Err(format!("zinfo blob of {} bytes for {count} checkpoints", zinfo.len()));
+    }
+    let max_span = fb.field(info, 1)?.map(|f| fb.u32(f)).transpose()?.unwrap_or(0) as usize;
+    let (dg_at, dg_n) = fb.vector(info, 2)?;
+    if max_span + 1 != count || dg_n != count {
+        return Err(format!("max_span_id {max_span}, {dg_n} span digests, {count} checkpoints"));
+    }
+    let point = |i: usize| {
+        let p = &zinfo[12 + i * POINT..12 + (i + 1) * POINT];
+        (u64::from_le_bytes(p[0..8].try_into().expect("8")) as usize, u64::from_le_bytes(p[8..16].try_into().expect("8")) as usize, p[16], &p[17..])
+    };
+    if point(0).0 != 10 || point(0).1 != 0 {
+        return Err("the first access point is not after the 10-byte gzip header at output 0".into());
+    }
+    for i in 0..count {
+        let (comp, out, bits, window) = point(i);
+        if bits != 0 {
+            return Err(format!("access point {i} has {bits} bits (kiln's are byte-aligned)"));
+        }
+        let end = if i + 1 < count { point(i + 1).0 } else { blob.len() };
+        let s = fb.deref(dg_at + 4 * i)?;
+        let len = fb.u32(s)? as usize;
+        let want = std::str::from_utf8(&ztoc[s + 4..s + 4 + len]).map_err(|e| e.to_string())?;
+        if want != sha256(&blob[comp..end]) {
+            return Err(format!("span {i}: digest is not the sha256 of bytes {comp}..{end}"));
+        }
+        // Raw inflate from the access point with its window: the tar's bytes there.
+        let mut d = flate2::Decompress::new(false);
+        d.set_dictionary(window).map_err(|e| format!("access point {i}: dictionary: {e}"))?;
+        let next_out = if i + 1 < count { point(i + 1).1 } else { tar.len() };
+        let mut got = vec![0u8; (next_out - out).min(256 * 1024)];
+        let _ = d.decompress(&blob[comp..], &mut got, flate2::FlushDecompress::Sync).map_err(|e| format!("access point {i}: inflate: {e}"))?;
+        let n = d.total_out() as usize;
+        if n < got.len() || got[..n] != tar[out..out + n] {
+            return Err(format!("access point {i} (in {comp}, out {out}): inflating gives {n} bytes that are not the tar's"));
+        }
+    }
+    Ok(())
+}
