@@ -10,6 +10,8 @@ Case: `FROM big` + `RUN cp -a /usr/share /opt/share-copy` (one new layer of a fe
 hundred MB), built and pushed
 - kiln: gzip; estargz and zstd:chunked (the new layer in the format, the base layers
   mounted as they are); both again with --force-compression (every layer rewritten);
+  gzip with a SOCI index (--soci: ztocs of the new layer; with --force-compression of
+  every layer);
 - Buildah 1.28: `bud` + `push` (gzip), and `push --compression-format zstd:chunked`
   (Buildah recompresses every layer, base included: the force-compression row);
 - Docker 20.10's BuildKit (2021): gzip only; it has no estargz or zstd:chunked output.
@@ -31,6 +33,8 @@ ROWS = [
     ("zstd:chunked (new layer)", "kiln", ("--compression", "zstd:chunked"), ()),
     ("estargz, every layer (--force-compression)", "kiln", ("--compression", "estargz", "--force-compression"), ()),
     ("zstd:chunked, every layer (--force-compression)", "kiln", ("--compression", "zstd:chunked", "--force-compression"), ()),
+    ("gzip + SOCI index (--soci)", "kiln", ("--soci",), ()),
+    ("gzip + SOCI index, every layer (--soci --force-compression)", "kiln", ("--soci", "--force-compression"), ()),
     ("gzip", "buildah", (), ()),
     ("zstd:chunked, every layer (push --compression-format)", "buildah", (), ("--compression-format", "zstd:chunked")),
     ("gzip", "docker", (), ()),
@@ -39,7 +43,6 @@ ROWS = [
 
 class Bench(bigbase.Bench):
     def setup(self):
-        bigbase.CASES.clear()
         bigbase.CASES["lazy-run"] = CASE
         super().setup()
 

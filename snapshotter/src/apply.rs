@@ -61,12 +61,7 @@ pub fn apply_layer<R: Read>(reader: R, compression: LayerCompression, target: &P
 
 /// Like [`apply_layer`] for a layer that goes on top of `lowers` (overlay-format
 /// layer directories, bottom first), which are read, never written.
-pub fn apply_layer_onto<R: Read>(
-    reader: R,
-    compression: LayerCompression,
-    target: &Path,
-    lowers: &[std::path::PathBuf],
-) -> Result<Applied, ApplyError> {
+pub fn apply_layer_onto<R: Read>(reader: R, compression: LayerCompression, target: &Path, lowers: &[std::path::PathBuf]) -> Result<Applied, ApplyError> {
     // KILN_UNPACK_WORKERS overrides (0: none), for measuring and as an escape hatch.
     let workers = match std::env::var("KILN_UNPACK_WORKERS").ok().and_then(|v| v.parse::<usize>().ok()) {
         Some(n) => n.min(16),
@@ -170,7 +165,8 @@ fn apply_inner<R: Read>(
 
 struct State {
     root: Root,
-    /// A gzip layer: root-level eStargz bookkeeping entries are not unpacked.
+    /// A gzip layer: its root-level eStargz landmark and TOC are the format's, not the
+    /// image's, and are not unpacked (the tree the stargz snapshotter shows).
     gzip: bool,
     /// (entry number, message), sorted at the end: workers report out of order.
     skipped: Vec<(u64, String)>,
@@ -227,10 +223,6 @@ impl State {
             NormalizeError::Nul => unsafe_err(path, "path contains a NUL byte"),
         })?;
         if self.gzip && kind == tar::EntryType::Regular && comps.len() == 1 && crate::lazy::estargz::RESERVED.contains(&comps[0].as_slice()) {
-            // eStargz's landmark and TOC: format bookkeeping, not files of the image.
-            // stargz-snapshotter hides them from the mounted root; kiln unpacks as it
-            // shows the layer, so an eStargz layer unpacked here is the tree that was
-            // built (and that a lazy pull shows).
             return Ok(false);
         }
         let meta = read_meta(&mut entry, path)?;

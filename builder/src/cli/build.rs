@@ -220,6 +220,15 @@ pub struct BuildArgs {
     pub context: PathBuf,
 }
 
+/// How the build writes layers (`BuildArgs::layer_format`).
+struct LayerFormat {
+    compression: kiln_snapshotter::Compression,
+    compression_level: Option<i32>,
+    force_compression: bool,
+    soci: Option<crate::options::SociOptions>,
+    format: String,
+}
+
 /// What `kiln executor` sets; everything else keeps `kiln build`'s defaults.
 pub struct ExecutorMapping {
     pub context: PathBuf,
@@ -357,13 +366,9 @@ impl BuildArgs {
         Ok((from, target, explain))
     }
 
-    pub fn validate(self) -> Result<BuildOptions> {
-        let (cache_from, cache_to, explain) = self.cache_options()?;
-        if !self.context.is_dir() {
-            bail!("build context {:?} is not a directory", self.context);
-        }
-        let context = self.context.canonicalize().with_context(|| format!("resolving context {:?}", self.context))?;
-        let dockerfile = self.dockerfile.path(&context);
+    /// Where the image goes: `-t`, `--push`, `--output`s, with BuildKit's `--output
+    /// type=image|registry` taken apart into names, push and layer options.
+    fn destinations(&self) -> Result<(Vec<Reference>, Vec<Output>, crate::cli::values::ImageOutput, bool)> {
         let tags = self
             .tags
             .iter()
@@ -384,6 +389,13 @@ impl BuildArgs {
         if push && tags.is_empty() {
             bail!("--push needs at least one -t REF (or --output type=image,name=REF,push=true) to push to");
         }
+        Ok((tags, outputs, image, push))
+    }
+
+    /// How layers are written: `--compression`, `--compression-level`,
+    /// `--force-compression`, `--soci` and `--format`, merged with what an `--output
+    /// type=image` says, each checked against the others.
+    fn layer_format(&self, image: &crate::cli::values::ImageOutput) -> Result<LayerFormat> {
         let compression_name = match (&self.compression, &image.compression) {
             (Some(a), Some(b)) if a.parse::<kiln_snapshotter::Compression>().ok() != b.parse::<kiln_snapshotter::Compression>().ok() => {
                 bail!("--compression {a} and --output compression={b} disagree; give one")
@@ -398,6 +410,47 @@ impl BuildArgs {
             (Some(false), "oci") => "docker".to_string(),
             _ => self.format.clone(),
         };
+        let compression_level = {
+            use kiln_snapshotter::Compression as C;
+            match (compression, compression_level) {
+                (C::Gzip | C::Estargz, Some(l)) if !(0..=9).contains(&l) => bail!("--compression-level {l}: {} takes 0-9", compression.name()),
+                (C::Zstd | C::ZstdChunked, Some(l)) if !(-7..=22).contains(&l) => {
+                    bail!("--compression-level {l}: {} takes 1-22 (or -7..-1 for fast modes)", compression.name())
+                }
+                (C::None, Some(_)) => bail!("--compression-level: nothing to set with --compression none"),
+                (_, l) => l,
+            }
+        };
+        let soci = match (self.soci, compression, format.as_str()) {
+            (false, _, _) => {
+                if self.soci_span_size.is_some() || self.soci_min_layer_size.is_some() {
+                    bail!("--soci-span-size and --soci-min-layer-size need --soci");
+                }
+                None
+            }
+            (true, kiln_snapshotter::Compression::Gzip, "oci") => Some(crate::options::SociOptions {
+                span: match self.soci_span_size {
+                    Some(0) => bail!("--soci-span-size 0: expected a number of bytes > 0"),
+                    Some(s) => s,
+                    None => kiln_snapshotter::lazy::soci::DEFAULT_SPAN,
+                },
+                min_layer_size: self.soci_min_layer_size.unwrap_or(kiln_snapshotter::lazy::soci::DEFAULT_MIN_LAYER_SIZE),
+            }),
+            (true, kiln_snapshotter::Compression::Gzip, _) => bail!("--soci: a SOCI index is an OCI artifact; it needs --format oci"),
+            (true, c, _) => bail!("--soci indexes gzip layers; --compression {} has none (use --compression gzip)", c.name()),
+            };
+        Ok(LayerFormat { compression, compression_level, force_compression: self.force_compression || image.force_compression, soci, format })
+    }
+
+    pub fn validate(self) -> Result<BuildOptions> {
+        let (cache_from, cache_to, explain) = self.cache_options()?;
+        if !self.context.is_dir() {
+            bail!("build context {:?} is not a directory", self.context);
+        }
+        let context = self.context.canonicalize().with_context(|| format!("resolving context {:?}", self.context))?;
+        let dockerfile = self.dockerfile.path(&context);
+        let (tags, outputs, image, push) = self.destinations()?;
+        let layers = self.layer_format(&image)?;
         let to_stdout = outputs
             .iter()
             .filter(|o| match o {
@@ -460,7 +513,7 @@ impl BuildArgs {
             digest_file: self.digest_file,
             metadata_file: self.metadata_file,
             iidfile: self.iidfile,
-            format: format.parse().map_err(|e| anyhow!("--format: {e}"))?,
+            format: layers.format.parse().map_err(|e| anyhow!("--format: {e}"))?,
             progress: if self.quiet { crate::progress::Mode::Quiet } else { self.progress.parse().map_err(|e| anyhow!("--progress: {e}"))? },
             print_id: self.quiet,
             isolation_choice: self.isolation.parse().map_err(|e| anyhow!("--isolation: {e}"))?,
@@ -522,37 +575,10 @@ impl BuildArgs {
                 "auto" => None,
                 s => Some(s.parse().map_err(|e| anyhow!("--snapshotter: {e}"))?),
             },
-            compression,
-            compression_level: {
-                use kiln_snapshotter::Compression as C;
-                match (compression, compression_level) {
-                    (C::Gzip | C::Estargz, Some(l)) if !(0..=9).contains(&l) => bail!("--compression-level {l}: {} takes 0-9", compression.name()),
-                    (C::Zstd | C::ZstdChunked, Some(l)) if !(-7..=22).contains(&l) => {
-                        bail!("--compression-level {l}: {} takes 1-22 (or -7..-1 for fast modes)", compression.name())
-                    }
-                    (C::None, Some(_)) => bail!("--compression-level: nothing to set with --compression none"),
-                    (_, l) => l,
-                }
-            },
-            force_compression: self.force_compression || image.force_compression,
-            soci: match (self.soci, compression, format.as_str()) {
-                (false, _, _) => {
-                    if self.soci_span_size.is_some() || self.soci_min_layer_size.is_some() {
-                        bail!("--soci-span-size and --soci-min-layer-size need --soci");
-                    }
-                    None
-                }
-                (true, kiln_snapshotter::Compression::Gzip, "oci") => Some(crate::options::SociOptions {
-                    span: match self.soci_span_size {
-                        Some(0) => bail!("--soci-span-size 0: expected a number of bytes > 0"),
-                        Some(s) => s,
-                        None => kiln_snapshotter::lazy::soci::DEFAULT_SPAN,
-                    },
-                    min_layer_size: self.soci_min_layer_size.unwrap_or(kiln_snapshotter::lazy::soci::DEFAULT_MIN_LAYER_SIZE),
-                }),
-                (true, kiln_snapshotter::Compression::Gzip, _) => bail!("--soci: a SOCI index is an OCI artifact; it needs --format oci"),
-                (true, c, _) => bail!("--soci indexes gzip layers; --compression {} has none (use --compression gzip)", c.name()),
-            },
+            compression: layers.compression,
+            compression_level: layers.compression_level,
+            force_compression: layers.force_compression,
+            soci: layers.soci,
         })
     }
 }

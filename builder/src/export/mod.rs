@@ -110,7 +110,7 @@ fn annotations_for(opts: &BuildOptions, target: AnnotationTarget, platform: Opti
 
 /// The index of `manifests` (platforms and descriptor annotations) followed by
 /// `extra` entries (BuildKit-style attestation manifests), with the index annotations.
-fn write_index(
+pub(crate) fn write_index(
     store: &ContentStore,
     opts: &BuildOptions,
     manifests: &[(Platform, Manifest)],
@@ -167,21 +167,7 @@ pub async fn export(
     // One platform asked for (or defaulted): a plain manifest, as `docker build`.
     // Several, or a SOCI index: an OCI index with a platform on each entry.
     let mut built = if socis.iter().any(Option::is_some) {
-        let mut extra = Vec::new();
-        let mut attached = Vec::new();
-        for ((p, m), s) in manifests.iter().zip(socis) {
-            let Some(s) = s else { continue };
-            extra.push(
-                kiln_oci::IndexEntry::new(media::OCI_MANIFEST, &s.digest, s.bytes.len() as u64)
-                    .with_artifact_type(soci::INDEX_V2)
-                    .with_platform(p.to_json())
-                    .annotate(soci::IMAGE_MANIFEST_DIGEST, &m.digest.to_string()),
-            );
-            attached.push(s);
-        }
-        let (bytes, digest) = write_index(store, opts, &manifests, opts.format, media::OCI_INDEX, extra.clone())?;
-        let top = descriptor(media::OCI_INDEX, &digest, bytes.len() as u64)?;
-        Built { top, top_bytes: bytes, top_media_type: media::OCI_INDEX, manifests, attached, extra }
+        soci::enabled_image(store, opts, manifests, socis)?
     } else if manifests.len() == 1 {
         let m = &manifests[0].1;
         Built {

@@ -10,7 +10,9 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::{descriptor, Manifest};
+use super::{descriptor, Built, Manifest};
+use crate::options::BuildOptions;
+use kiln_frontend::Platform;
 use crate::image::ImageState;
 use crate::options::{Format, SociOptions};
 use kiln_cache::store::ContentStore;
@@ -58,4 +60,24 @@ pub fn index_manifest(store: &ContentStore, soci: &SociOptions, state: &ImageSta
     }))?;
     let digest = store.put(&bytes)?;
     Ok(Some(Manifest { bytes, digest, blobs }))
+}
+
+/// The SOCI-enabled image: an OCI index of the image manifests and, after them, the
+/// SOCI index manifest of each platform that has one (pushed before the index).
+pub fn enabled_image(store: &ContentStore, opts: &BuildOptions, manifests: Vec<(Platform, Manifest)>, socis: Vec<Option<Manifest>>) -> Result<Built> {
+    let mut extra = Vec::new();
+    let mut attached = Vec::new();
+    for ((p, m), s) in manifests.iter().zip(socis) {
+        let Some(s) = s else { continue };
+        extra.push(
+            kiln_oci::IndexEntry::new(media::OCI_MANIFEST, &s.digest, s.bytes.len() as u64)
+                .with_artifact_type(INDEX_V2)
+                .with_platform(p.to_json())
+                .annotate(IMAGE_MANIFEST_DIGEST, &m.digest.to_string()),
+        );
+        attached.push(s);
+    }
+    let (bytes, digest) = super::write_index(store, opts, &manifests, opts.format, media::OCI_INDEX, extra.clone())?;
+    let top = descriptor(media::OCI_INDEX, &digest, bytes.len() as u64)?;
+    Ok(Built { top, top_bytes: bytes, top_media_type: media::OCI_INDEX, manifests, attached, extra })
 }
