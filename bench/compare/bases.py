@@ -209,6 +209,31 @@ def make_big(d):
     return layout
 
 
+def make_rust(d):
+    """base/rust (issue 18 part 4): bookworm minbase + Debian's cargo and rustc, one
+    gzip layer."""
+    layout = os.path.join(d, "rust-layout")
+    if os.path.exists(os.path.join(layout, "index.json")):
+        return layout
+    rootfs = os.path.join(d, "rust-rootfs")
+    if not os.path.exists(os.path.join(rootfs, "usr", "bin", "cargo")):
+        log("mmdebstrap --variant=minbase --include=cargo,gcc,libc6-dev bookworm; this downloads ~150 MB of .debs")
+        shutil.rmtree(rootfs, ignore_errors=True)
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH))
+        subprocess.run(["mmdebstrap", "--variant=minbase", "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+                        "--include=cargo,gcc,libc6-dev", "bookworm", rootfs], check=True, env=env)
+    tar = os.path.join(d, "rust-0.tar")
+    subprocess.run(f"cd '{rootfs}' && find . -mindepth 1 -printf '%P\\n' | grep -v '^dev/' | LC_ALL=C sort > '{tar}.lst'", shell=True, check=True)
+    subprocess.run(["tar", "-C", rootfs, "--no-recursion", "-T", tar + ".lst", "--format=posix",
+                    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+                    "--numeric-owner", f"--mtime=@{EPOCH}", "--clamp-mtime", "-cf", tar], check=True)
+    gz = tar + ".gz"
+    layer = (gz, gzip_tar(tar, gz))
+    os.unlink(tar)
+    write_layout(layout, [layer], cmd=["bash"])
+    return layout
+
+
 def make_files(d, name, n, bb):
     layout = os.path.join(d, f"files-{name}-layout")
     if os.path.exists(os.path.join(layout, "index.json")):

@@ -17,7 +17,7 @@ use kiln_oci::{media, Digest};
 fn layer_record(store: &ContentStore, len: usize, salt: u64) -> LayerRecord {
     let bytes = random_bytes(len, salt);
     let d = store.put(&bytes).unwrap();
-    LayerRecord { media_type: media::OCI_LAYER_GZIP.into(), digest: d, size: len as u64 }
+    LayerRecord { media_type: media::OCI_LAYER_GZIP.into(), digest: d, size: len as u64, annotations: Default::default(), ztoc: None }
 }
 
 fn records(store: &ContentStore) -> Vec<CacheRecord> {

@@ -73,8 +73,8 @@ fn main() {
     let back = tmp.path().join("back");
     std::fs::create_dir(&back).expect("apply target");
     let media = match compression {
-        Compression::Gzip => kiln_oci::media::LayerCompression::Gzip,
-        Compression::Zstd => kiln_oci::media::LayerCompression::Zstd,
+        Compression::Gzip | Compression::Estargz => kiln_oci::media::LayerCompression::Gzip,
+        Compression::Zstd | Compression::ZstdChunked => kiln_oci::media::LayerCompression::Zstd,
         Compression::None => kiln_oci::media::LayerCompression::None,
     };
     let t = Instant::now();
