@@ -6,7 +6,7 @@ and Docker's BuildKit, against the same cargo on the host.
     sudo python3 bench/run-cargo.py [--runs 3] [--port 5094] [--tools kiln,buildah,docker]
 
 The base `base/rust` (bench/compare/bases.py `make_rust`: bookworm minbase + Debian's
-cargo 0.66 / rustc 1.63) is pushed to a registry of its own. The context is a generated
+cargo 1.65 / rustc 1.63) is pushed to a registry of its own. The context is a generated
 crate without dependencies (120 modules of 40 functions; a debug build, so cargo's
 incremental cache in target/ is what a warm build reuses). The step:
 

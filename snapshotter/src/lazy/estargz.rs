@@ -16,7 +16,7 @@ use flate2::write::GzEncoder;
 use serde::Serialize;
 
 use super::tar_events::{EntryMeta, TarSink};
-use super::toc::{rfc3339, type_name, Hasher};
+use super::toc::{rfc3339, type_name, ChunkCursor, Hasher};
 use super::{Counted, Finished, CHUNK};
 
 pub const TOC_NAME: &str = "stargz.index.json";
@@ -122,11 +122,7 @@ impl Entry {
 /// The regular file whose content is being written.
 struct OpenFile {
     entries: Vec<Entry>,
-    whole: Hasher,
-    chunk: Hasher,
-    /// Bytes of the file written, and of them in the current chunk.
-    done: u64,
-    in_chunk: u64,
+    at: ChunkCursor,
 }
 
 /// The writer: a [`TarSink`] for [`super::tar_events::TarEvents`].
@@ -235,9 +231,9 @@ impl<W: Write> EstargzWriter<W> {
 
     fn end_chunk(&mut self) {
         if let Some(f) = self.file.as_mut() {
-            let h = std::mem::replace(&mut f.chunk, Hasher::new());
+            let d = f.at.end_chunk();
             if let Some(e) = f.entries.last_mut() {
-                e.chunk_digest = h.finish().to_string();
+                e.chunk_digest = d.to_string();
             }
         }
     }
@@ -265,7 +261,7 @@ impl<W: Write> TarSink for EstargzWriter<W> {
             let offset = self.cut()?;
             let mut e = e;
             e.offset = offset;
-            self.file = Some(OpenFile { entries: vec![e], whole: Hasher::new(), chunk: Hasher::new(), done: 0, in_chunk: 0 });
+            self.file = Some(OpenFile { entries: vec![e], at: ChunkCursor::new() });
             return Ok(());
         }
         self.push_entry(&e)
@@ -273,25 +269,19 @@ impl<W: Write> TarSink for EstargzWriter<W> {
 
     fn content(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            let full = self.file.as_ref().is_some_and(|f| f.in_chunk == CHUNK);
-            if full {
+            if self.file.as_ref().is_some_and(|f| f.at.full()) {
                 self.end_chunk();
                 let offset = self.cut()?;
                 let f = self.file.as_mut().expect("checked");
                 f.entries.last_mut().expect("a file has an entry").chunk_size = CHUNK;
                 let name = f.entries[0].name.clone();
-                f.entries.push(Entry::chunk(&name, offset, f.done));
-                f.in_chunk = 0;
+                f.entries.push(Entry::chunk(&name, offset, f.at.done));
             }
             let Some(f) = self.file.as_mut() else {
                 // Content of an entry the TOC does not locate (not a regular file).
                 return self.put(data);
             };
-            let take = (CHUNK - f.in_chunk).min(data.len() as u64) as usize;
-            f.whole.update(&data[..take]);
-            f.chunk.update(&data[..take]);
-            f.done += take as u64;
-            f.in_chunk += take as u64;
+            let take = f.at.take(data);
             self.put(&data[..take])?;
             data = &data[take..];
         }
@@ -307,7 +297,7 @@ impl<W: Write> TarSink for EstargzWriter<W> {
             if let Some(last) = entries.last_mut() {
                 last.chunk_size = 0;
             }
-            entries[0].digest = f.whole.finish().to_string();
+            entries[0].digest = f.at.whole.finish().to_string();
             for e in &entries {
                 self.push_entry(e)?;
             }

@@ -53,6 +53,43 @@ impl Hasher {
     }
 }
 
+/// Where a regular file's content is, chunk by chunk: the sha256 of the whole file
+/// and of the current chunk, bytes done in all and in the chunk. Both TOC writers
+/// cut content every [`super::CHUNK`] bytes.
+pub struct ChunkCursor {
+    pub whole: Hasher,
+    pub chunk: Hasher,
+    pub done: u64,
+    pub in_chunk: u64,
+}
+
+impl ChunkCursor {
+    pub fn new() -> Self {
+        ChunkCursor { whole: Hasher::new(), chunk: Hasher::new(), done: 0, in_chunk: 0 }
+    }
+
+    /// Whether the current chunk is full (a new one starts before more content).
+    pub fn full(&self) -> bool {
+        self.in_chunk == super::CHUNK
+    }
+
+    /// Takes as much of `data` as fits in the current chunk; returns how much.
+    pub fn take(&mut self, data: &[u8]) -> usize {
+        let n = (super::CHUNK - self.in_chunk).min(data.len() as u64) as usize;
+        self.whole.update(&data[..n]);
+        self.chunk.update(&data[..n]);
+        self.done += n as u64;
+        self.in_chunk += n as u64;
+        n
+    }
+
+    /// The digest of the chunk just ended; the next one starts empty.
+    pub fn end_chunk(&mut self) -> kiln_oci::Digest {
+        self.in_chunk = 0;
+        std::mem::replace(&mut self.chunk, Hasher::new()).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

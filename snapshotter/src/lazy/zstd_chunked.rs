@@ -18,8 +18,8 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use super::tar_events::{EntryMeta, TarSink};
-use super::toc::{rfc3339, type_name, Hasher};
-use super::{Counted, Finished, CHUNK};
+use super::toc::{rfc3339, type_name, ChunkCursor};
+use super::{Counted, Finished};
 
 pub const MANIFEST_CHECKSUM: &str = "io.github.containers.zstd-chunked.manifest-checksum";
 pub const MANIFEST_POSITION: &str = "io.github.containers.zstd-chunked.manifest-position";
@@ -133,14 +133,11 @@ struct OpenFile {
     main: Entry,
     /// (blob offset, offset in the file, size, digest) of each chunk.
     chunks: Vec<(u64, u64, u64, String)>,
-    whole: Hasher,
-    chunk: Hasher,
+    at: ChunkCursor,
     crc: Crc64,
     start: u64,
     /// Blob offset of the current chunk's first frame.
     chunk_start: u64,
-    done: u64,
-    in_chunk: u64,
     name: String,
     name_raw: Option<Vec<u8>>,
 }
@@ -232,10 +229,10 @@ impl<W: Write> ZstdChunkedWriter<W> {
     fn end_chunk(&mut self) -> io::Result<u64> {
         let end = self.cut()?;
         if let Some(f) = self.file.as_mut() {
-            let h = std::mem::replace(&mut f.chunk, Hasher::new());
-            f.chunks.push((f.chunk_start, f.done - f.in_chunk, f.in_chunk, h.finish().to_string()));
+            let size = f.at.in_chunk;
+            let d = f.at.end_chunk();
+            f.chunks.push((f.chunk_start, f.at.done - size, size, d.to_string()));
             f.chunk_start = end;
-            f.in_chunk = 0;
         }
         Ok(end)
     }
@@ -311,29 +308,22 @@ impl<W: Write> TarSink for ZstdChunkedWriter<W> {
             name_raw,
             main,
             chunks: Vec::new(),
-            whole: Hasher::new(),
-            chunk: Hasher::new(),
+            at: ChunkCursor::new(),
             crc: Crc64::new(),
             start,
             chunk_start: start,
-            done: 0,
-            in_chunk: 0,
         });
         Ok(())
     }
 
     fn content(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            if self.file.as_ref().is_some_and(|f| f.in_chunk == CHUNK) {
+            if self.file.as_ref().is_some_and(|f| f.at.full()) {
                 self.end_chunk()?;
             }
             let Some(f) = self.file.as_mut() else { return self.put(data) };
-            let take = (CHUNK - f.in_chunk).min(data.len() as u64) as usize;
-            f.whole.update(&data[..take]);
-            f.chunk.update(&data[..take]);
+            let take = f.at.take(data);
             f.crc.update(&data[..take]);
-            f.done += take as u64;
-            f.in_chunk += take as u64;
             self.put(&data[..take])?;
             data = &data[take..];
         }
@@ -348,7 +338,7 @@ impl<W: Write> TarSink for ZstdChunkedWriter<W> {
         let end = self.end_chunk()?;
         let f = self.file.take().expect("checked");
         let mut main = f.main;
-        main.digest = f.whole.finish().to_string();
+        main.digest = f.at.whole.finish().to_string();
         main.offset = f.start;
         main.end_offset = end;
         let mut entries = vec![main];
@@ -366,7 +356,7 @@ impl<W: Write> TarSink for ZstdChunkedWriter<W> {
             self.push_entry(e)?;
         }
         let name = f.name_raw.clone().unwrap_or_else(|| f.name.clone().into_bytes());
-        self.file_line(&name, f.done, Some(f.crc.value()))
+        self.file_line(&name, f.at.done, Some(f.crc.value()))
     }
 
     fn trailer(&mut self, raw: &[u8]) -> io::Result<()> {
