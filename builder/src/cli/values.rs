@@ -116,9 +116,11 @@ impl ImageOutput {
                 // complete in the content store.
                 "store" | "unpack" if flag_bool(spec, k, v).is_ok() => {}
                 "registry.insecure" => bail!("--output {spec:?}: registry.insecure= is not supported here; pass --insecure-registry HOST"),
-                _ => bail!(
-                    "--output {spec:?}: {k}= is not supported (supported: name, push, compression, compression-level, force-compression, oci-mediatypes)"
-                ),
+                _ => {
+                    const KEYS: [&str; 8] = ["name", "push", "compression", "compression-level", "force-compression", "oci-mediatypes", "store", "unpack"];
+                    let hint = kiln_frontend::suggest::did_you_mean(kiln_frontend::suggest::search(k, KEYS, true).as_deref());
+                    bail!("--output {spec:?}: {k}= is not supported{hint} (supported: {})", KEYS[..6].join(", "))
+                }
             }
         }
         self.push |= push;
@@ -273,6 +275,38 @@ mod tests {
         assert!(parse_secret("src=/x").unwrap_err().to_string().contains("missing id"));
         assert!(parse_secret("id=a,src=/x,env=Y").is_err());
         assert!(parse_secret("id=a,bogus=1").is_err());
+    }
+
+    #[test]
+    fn image_outputs_are_buildkits_spelling() {
+        let mut o = ImageOutput::default();
+        assert!(o.take("type=image,name=r/a:1,push=true,compression=estargz,compression-level=3,force-compression=true").unwrap());
+        assert_eq!(
+            o,
+            ImageOutput {
+                names: vec!["r/a:1".into()],
+                push: true,
+                compression: Some("estargz".into()),
+                compression_level: Some(3),
+                force_compression: true,
+                oci_mediatypes: None,
+            }
+        );
+        // type=registry pushes; a second name after name= without CSV quotes is a name.
+        let mut o = ImageOutput::default();
+        assert!(o.take("type=registry,name=r/a:1,r/a:latest").unwrap());
+        assert_eq!((o.names.len(), o.push), (2, true));
+        // Other types are not image outputs.
+        assert!(!ImageOutput::default().take("type=oci,dest=x").unwrap());
+        for (spec, want) in [
+            ("type=image,name=r/a,compresion=zstd", "compresion= is not supported (did you mean compression?)"),
+            ("type=image,name=r/a,compression=brotli", "compression=brotli"),
+            ("type=image,name=r/a,push=maybe", "push=maybe: expected true or false"),
+            ("type=image,name=r/a,registry.insecure=true", "--insecure-registry"),
+        ] {
+            let e = ImageOutput::default().take(spec).unwrap_err().to_string();
+            assert!(e.contains(want), "{spec}: {e}");
+        }
     }
 
     #[test]
