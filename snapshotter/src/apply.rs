@@ -75,13 +75,7 @@ pub fn apply_layer_onto<R: Read>(reader: R, compression: LayerCompression, targe
 
 /// [`apply_layer_onto`] with `workers` file-creating threads (0: everything on the
 /// calling thread). The result does not depend on it; tests compare the two.
-pub fn apply_layer_onto_with_workers<R: Read>(
-    reader: R,
-    compression: LayerCompression,
-    target: &Path,
-    lowers: &[std::path::PathBuf],
-    workers: usize,
-) -> Result<Applied, ApplyError> {
+pub fn apply_layer_onto_with_workers<R: Read>(reader: R, compression: LayerCompression, target: &Path, lowers: &[std::path::PathBuf], workers: usize) -> Result<Applied, ApplyError> {
     apply_inner(reader, compression, target, lowers, workers, None).map(|(a, _)| a)
 }
 
@@ -102,6 +96,16 @@ pub(crate) fn apply_skeleton_onto<R: Read>(
 /// rootfs it writes into (`--chown` and USER names).
 pub(crate) const SKELETON_KEEPS: [&[u8]; 2] = [b"etc/passwd", b"etc/group"];
 
+/// The tar stream of a layer blob compressed as `compression` (gzip read across all
+/// its members: some tools, and eStargz, write several).
+pub fn decompressed<'a, R: Read + 'a>(reader: R, compression: LayerCompression) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match compression {
+        LayerCompression::None => Box::new(reader),
+        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        LayerCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+    })
+}
+
 fn apply_inner<R: Read>(
     reader: R,
     compression: LayerCompression,
@@ -110,12 +114,7 @@ fn apply_inner<R: Read>(
     workers: usize,
     skeleton: Option<Vec<Vec<u8>>>,
 ) -> Result<(Applied, Option<Vec<Vec<u8>>>), ApplyError> {
-    let decoded: Box<dyn Read + '_> = match compression {
-        LayerCompression::None => Box::new(reader),
-        // Multi-member: some tools write concatenated gzip members.
-        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        LayerCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader).map_err(ApplyError::Read)?),
-    };
+    let decoded = decompressed(reader, compression).map_err(ApplyError::Read)?;
     // The tar reader reads 512-byte headers one at a time: buffer the decoded stream
     // so that each of those is not a decompressor (or, uncompressed, a syscall) call.
     let decoded = io::BufReader::with_capacity(128 * 1024, decoded);

@@ -49,17 +49,12 @@ pub(super) fn hit_for_stage(cx: &Ctx, state: &ImageState, rec: &CacheRecord) -> 
     }
     let diff_id = rec.diff_id.as_ref().context("a cache record without its diffID")?;
     let t0 = std::time::Instant::now();
-    let mut w = cx.store.writer()?;
     let blob = std::io::BufReader::new(cx.store.open_blob(&l.digest)?);
-    let d = kiln_snapshotter::diff::compress_tar(blob, &diff_options(cx), &mut w).with_context(|| format!("compressing the kept layer {}", l.digest))?;
-    if &d.diff_id != diff_id {
-        bail!("the kept layer {} is not the layer {diff_id} its cache record names", l.digest);
-    }
-    let (digest, size) = w.commit(Some(&d.digest))?;
-    tracing::debug!(kept = %l.digest, layer = %digest, ms = t0.elapsed().as_millis() as u64, "kept layer compressed");
+    let (layer, _) = super::recompress::compress_from(cx, blob, diff_id)
+        .with_context(|| format!("compressing the kept layer {} (the layer its cache record names)", l.digest))?;
+    tracing::debug!(kept = %l.digest, layer = %layer.digest, ms = t0.elapsed().as_millis() as u64, "kept layer compressed");
     let mut out = rec.clone();
-    let ztoc = super::rootfs::store_ztoc(cx, d.ztoc.as_deref())?;
-    out.layer = Some(LayerRecord { media_type: d.media_type.to_string(), digest, size, annotations: d.annotations, ztoc });
+    out.layer = Some(layer);
     cx.new_records.lock().expect("records").push(out.clone());
     Ok(out)
 }

@@ -51,23 +51,24 @@ pub(super) fn force(cx: &Ctx, state: &mut ImageState) -> Result<()> {
     Ok(())
 }
 
-/// Decompresses the blob, checks its tar against the layer's diffID, and writes it
-/// in the build's format.
+/// Decompresses the blob and writes its tar in the build's format.
 fn rewrite(cx: &Ctx, l: &Layer) -> Result<(LayerRecord, Digest)> {
     cx.ensure_blob(l)?;
-    let compression = media::layer_compression(&l.media_type).with_context(|| format!("media type {}", l.media_type))?;
     let blob = std::io::BufReader::new(cx.store.open_blob(&l.digest)?);
-    let tar: Box<dyn std::io::Read> = match compression {
-        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
-        LayerCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(blob)?),
-        LayerCompression::None => Box::new(blob),
-    };
+    let tar = kiln_snapshotter::apply::decompressed(blob, super::rootfs::compression_of(l)?)?;
+    compress_from(cx, tar, &l.diff_id).map_err(|e| e.context("the image config names it"))
+}
+
+/// `tar` (whose sha256 must be `diff_id`) written as the build writes layers, into
+/// the store, with its ztoc: the layer's record and its diffID (another one for
+/// eStargz). Nothing is kept when the tar is not `diff_id`.
+pub(super) fn compress_from(cx: &Ctx, tar: impl std::io::Read, diff_id: &Digest) -> Result<(LayerRecord, Digest)> {
     let mut hashed = kiln_oci::Sha256Reader::new(tar);
     let mut w = cx.store.writer()?;
     let d = kiln_snapshotter::diff::compress_tar(&mut hashed, &super::rootfs::diff_options(cx), &mut w)?;
     let (_, tar_digest, _) = hashed.finish();
-    if tar_digest != l.diff_id {
-        bail!("the blob's tar is {tar_digest}, not the diffID {} the image config names", l.diff_id);
+    if &tar_digest != diff_id {
+        bail!("the layer's tar is {tar_digest}, not the diffID {diff_id}");
     }
     let (digest, size) = w.commit(Some(&d.digest))?;
     let ztoc = super::rootfs::store_ztoc(cx, d.ztoc.as_deref())?;

@@ -145,7 +145,7 @@ fn side_by_side() -> bool {
 }
 
 /// How a layer's blob is compressed, from its media type.
-fn compression_of(l: &Layer) -> Result<LayerCompression> {
+pub(super) fn compression_of(l: &Layer) -> Result<LayerCompression> {
     media::layer_compression(&l.media_type).with_context(|| format!("layer {} has unsupported media type {}", l.digest, l.media_type))
 }
 

@@ -11,7 +11,6 @@
 
 use std::io::{self, Write};
 
-use base64::Engine as _;
 use flate2::write::GzEncoder;
 use serde::Serialize;
 
@@ -30,7 +29,7 @@ pub const RESERVED: [&[u8]; 3] = [b"stargz.index.json", b".no.prefetch.landmark"
 pub const FOOTER_LEN: usize = 51;
 
 /// One TOC entry, as stargz-snapshotter's `TOCEntry` marshals.
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct Entry {
     name: String,
     #[serde(rename = "type")]
@@ -86,36 +85,13 @@ impl Entry {
             group_name: m.gname.clone(),
             dev_major: dev.then_some(m.dev.0),
             dev_minor: dev.then_some(m.dev.1),
-            xattrs: m.xattrs.iter().map(|(k, v)| (k.clone(), base64::engine::general_purpose::STANDARD.encode(v))).collect(),
-            digest: String::new(),
-            offset: 0,
-            chunk_offset: 0,
-            chunk_size: 0,
-            chunk_digest: String::new(),
+            xattrs: m.xattrs_base64(),
+            ..Default::default()
         }
     }
 
     fn chunk(name: &str, offset: u64, chunk_offset: u64) -> Entry {
-        Entry {
-            name: name.to_string(),
-            kind: "chunk",
-            size: 0,
-            modtime: String::new(),
-            link_name: String::new(),
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            user_name: String::new(),
-            group_name: String::new(),
-            dev_major: None,
-            dev_minor: None,
-            xattrs: Default::default(),
-            digest: String::new(),
-            offset,
-            chunk_offset,
-            chunk_size: 0,
-            chunk_digest: String::new(),
-        }
+        Entry { name: name.to_string(), kind: "chunk", offset, chunk_offset, ..Default::default() }
     }
 }
 

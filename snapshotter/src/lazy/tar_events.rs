@@ -26,9 +26,8 @@ pub struct EntryMeta {
     pub dev: (u64, u64),
     pub uname: String,
     pub gname: String,
-    /// `SCHILY.xattr.*` PAX records: name without the prefix, raw value.
-    pub xattrs: Vec<(String, Vec<u8>)>,
-    /// Every PAX record of the entry, as written (SOCI's TOC keeps them all).
+    /// Every PAX record of the entry, as written (SOCI's TOC keeps them all; the
+    /// xattrs are among them, [`EntryMeta::xattrs_base64`]).
     pub pax: Vec<(String, Vec<u8>)>,
 }
 
@@ -39,6 +38,16 @@ impl EntryMeta {
 
     pub fn name_str(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    /// The `SCHILY.xattr.*` PAX records by name without the prefix, values in
+    /// base64 (as both TOC formats' Go writers marshal bytes).
+    pub fn xattrs_base64(&self) -> std::collections::BTreeMap<String, String> {
+        use base64::Engine as _;
+        self.pax
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("SCHILY.xattr.").map(|x| (x.to_string(), base64::engine::general_purpose::STANDARD.encode(v))))
+            .collect()
     }
 }
 
@@ -185,7 +194,6 @@ impl<S: TarSink> TarEvents<S> {
             dev: (0, 0),
             uname: String::new(),
             gname: String::new(),
-            xattrs: Vec::new(),
             pax: Vec::new(),
         };
         if &b[257..262] == b"ustar" {
@@ -217,11 +225,7 @@ impl<S: TarSink> TarEvents<S> {
                 "mtime" => m.mtime = num().ok_or_else(|| bad("PAX mtime"))?,
                 "uname" => m.uname = String::from_utf8_lossy(&v).into_owned(),
                 "gname" => m.gname = String::from_utf8_lossy(&v).into_owned(),
-                _ => {
-                    if let Some(x) = k.strip_prefix("SCHILY.xattr.") {
-                        m.xattrs.push((x.to_string(), v.clone()));
-                    }
-                }
+                _ => {}
             }
         }
         let raw = std::mem::take(&mut self.raw);

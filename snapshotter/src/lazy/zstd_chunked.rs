@@ -294,7 +294,7 @@ impl<W: Write> TarSink for ZstdChunkedWriter<W> {
             modtime: Some(rfc3339(meta.mtime)),
             dev_major: meta.dev.0,
             dev_minor: meta.dev.1,
-            xattrs: meta.xattrs.iter().map(|(k, v)| (k.clone(), base64::engine::general_purpose::STANDARD.encode(v))).collect(),
+            xattrs: meta.xattrs_base64(),
             ..Default::default()
         };
         if meta.size == 0 {
