@@ -34,6 +34,8 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(docker-registry uidmap busybox-static qemu-user-static buildah skopeo umoci git mmdebstrap
           apache2-utils jq python3 curl ca-certificates openssl bubblewrap rpm
           zstd e2fsprogs
+          # Building ISA-L (snapshotter's isal-sys, the gzip inflate of layer blobs).
+          nasm autoconf automake libtool make
           # Docker's engine with its 2021 BuildKit: the second peer of bench/ (not the tests).
           docker.io)
 

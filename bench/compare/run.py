@@ -171,6 +171,7 @@ def timed(cmds, log_path, env):
             poll.stop.set()
             poll.join()
             tree_max = max(tree_max, ru.ru_maxrss)
+            log.write(f"\n# cpu: user {ru.ru_utime:.2f} s, sys {ru.ru_stime:.2f} s\n")
             for k, v in poll.peak.items():
                 polled[k] = max(polled.get(k, 0), v)
             if proc.returncode != 0:

@@ -101,7 +101,7 @@ pub(crate) const SKELETON_KEEPS: [&[u8]; 2] = [b"etc/passwd", b"etc/group"];
 pub fn decompressed<'a, R: Read + 'a>(reader: R, compression: LayerCompression) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         LayerCompression::None => Box::new(reader),
-        LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        LayerCompression::Gzip => Box::new(crate::gunzip::MultiGzDecoder::new(reader)),
         LayerCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
     })
 }

@@ -17,6 +17,7 @@ pub mod diff;
 mod entry_meta;
 pub mod error;
 mod fsops;
+pub mod gunzip;
 pub mod lazy;
 mod links;
 mod merged;

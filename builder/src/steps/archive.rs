@@ -65,7 +65,7 @@ pub fn detect(head: &[u8]) -> Compression {
 pub fn decompress<'a, R: Read + 'a>(r: R, c: Compression) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match c {
         Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Compression::Gzip => Box::new(kiln_snapshotter::gunzip::MultiGzDecoder::new(r)),
         Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(r)),
         Compression::Xz => Box::new(lzma_rust2::XzReader::new(r, true)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),

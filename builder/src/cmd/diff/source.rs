@@ -303,7 +303,7 @@ fn open_archive(path: &Path) -> Result<Files> {
     file.seek(SeekFrom::Start(0))?;
     if n == 2 && magic == [0x1f, 0x8b] {
         let mut tmp = tempfile::tempfile().context("creating a temp file for the unpacked archive")?;
-        io::copy(&mut flate2::read::MultiGzDecoder::new(io::BufReader::new(file)), &mut tmp).context("gunzipping the archive")?;
+        io::copy(&mut kiln_snapshotter::gunzip::MultiGzDecoder::new(file), &mut tmp).context("gunzipping the archive")?;
         tmp.seek(SeekFrom::Start(0))?;
         return Files::index_tar(tmp);
     }
