@@ -311,6 +311,7 @@ impl Registry {
         size: Option<u64>,
         store: &ContentStore,
         tee: Option<&std::sync::Mutex<Option<tokio::sync::mpsc::Sender<Piece>>>>,
+        keep: bool,
     ) -> Result<(), RegistryError> {
         if store.has(d) {
             return Ok(());
@@ -321,7 +322,7 @@ impl Registry {
             // Only the first attempt feeds the reader (a retry starts the bytes over).
             let mut tee = tee.and_then(|s| s.lock().ok().and_then(|mut g| g.take()));
             let mut stream = t.client.pull_blob_stream(&oref, ds.as_str()).await?;
-            let mut w = store.writer()?;
+            let mut w = if keep { Sink::Store(store.writer()?) } else { Sink::Check(kiln_oci::Sha256Writer::new(std::io::sink())) };
             let mut n: u64 = 0;
             let mut floor = crate::bounded::RateFloor::new(self.answer_deadline());
             while let Some(chunk) = stream.next().await {
@@ -331,9 +332,7 @@ impl Registry {
                 if let Some(s) = size.filter(|s| n > *s) {
                     return Err(Failure::Bad(format!("blob is larger than the {s} bytes announced")));
                 }
-                // Blocking write of a page-cache-bound file: short, and keeps the blob
-                // writer (with its atomic commit) the single way into the store.
-                w.write_all(&chunk).map_err(|e| StoreError::io("writing", w.temp_path(), e))?;
+                w.write(&chunk)?;
                 if let Some(tx) = &tee {
                     if tx.send(Piece::Data(chunk.clone())).await.is_err() {
                         tee = None; // the reader stopped: download on
@@ -349,10 +348,20 @@ impl Registry {
                 }
             }
             let expected = d.clone();
-            // fsync may take a while: off the async threads.
-            tokio::task::spawn_blocking(move || w.commit(Some(&expected)))
-                .await
-                .map_err(|e| Failure::Bad(format!("commit task failed: {e}")))??;
+            match w {
+                // fsync may take a while: off the async threads.
+                Sink::Store(w) => {
+                    tokio::task::spawn_blocking(move || w.commit(Some(&expected)))
+                        .await
+                        .map_err(|e| Failure::Bad(format!("commit task failed: {e}")))??;
+                }
+                Sink::Check(h) => {
+                    let (_, actual, _) = h.finish();
+                    if actual != expected {
+                        return Err(StoreError::DigestMismatch { expected, actual }.into());
+                    }
+                }
+            }
             if let Some(tx) = tee {
                 let _ = tx.send(Piece::End).await;
             }
@@ -440,13 +449,14 @@ impl Registry {
         }
         let t = self.transport(r.registry(), self.reads)?;
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
-        self.fetch_blob(&t, r, d, size, store, None).await
+        self.fetch_blob(&t, r, d, size, store, None, true).await
     }
 
     /// [`Registry::pull_blob`], handing every chunk of the first attempt to `tee` as
     /// it arrives, so that the blob is read (unpacked) while it downloads. `tee`
     /// gets [`Piece::End`] only once the blob is in the store with its digest
-    /// checked; a retried attempt does not feed it, so a reader that saw no `End`
+    /// checked (with `keep` false: once its size and digest are checked, nothing
+    /// stored — a base read only for its skeleton is never written to disk); a retried attempt does not feed it, so a reader that saw no `End`
     /// must not trust what it read. A reader that stops early does not stop the
     /// download.
     pub async fn pull_blob_tee(
@@ -456,11 +466,12 @@ impl Registry {
         size: Option<u64>,
         store: &ContentStore,
         tee: tokio::sync::mpsc::Sender<Piece>,
+        keep: bool,
     ) -> Result<(), RegistryError> {
         let t = self.transport(r.registry(), self.reads)?;
         self.authenticate(&t, r, RegistryOperation::Pull).await?;
         let slot = std::sync::Mutex::new(Some(tee));
-        self.fetch_blob(&t, r, d, size, store, Some(&slot)).await
+        self.fetch_blob(&t, r, d, size, store, Some(&slot), keep).await
     }
 
     /// Skips (exists), mounts (from `mount_from`, same registry) or uploads (streamed
@@ -606,6 +617,26 @@ enum Outcome {
     Uploaded,
 }
 
+
+/// Where a download goes: the content store, or only a digest check.
+enum Sink {
+    Store(crate::store::BlobWriter),
+    Check(kiln_oci::Sha256Writer<std::io::Sink>),
+}
+
+impl Sink {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        match self {
+            // Blocking write of a page-cache-bound file: short, and keeps the blob
+            // writer (with its atomic commit) the single way into the store.
+            Sink::Store(w) => w.write_all(chunk).map_err(|e| StoreError::io("writing", w.temp_path(), e)),
+            Sink::Check(h) => {
+                let _ = h.write_all(chunk); // into io::sink: cannot fail
+                Ok(())
+            }
+        }
+    }
+}
 
 /// What [`Registry::pull_blob_tee`] hands its reader.
 #[derive(Debug)]

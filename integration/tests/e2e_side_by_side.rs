@@ -93,6 +93,14 @@ fn a_layer_cut_or_corrupted_while_unpacking_side_by_side_leaves_nothing_trusted(
         out.assert_failure_containing(&proxy.host());
         assert!(!out.stderr.contains("panicked"), "{fault:?}\n{out}");
         assert!(proxy.injected() > 0, "{fault:?}: {:?}", proxy.log());
+        // The same faults under a COPY-only stage: the layers are read for their
+        // skeletons as they download and not stored; the bad bytes are not trusted.
+        let before = proxy.injected();
+        let ctx = sb.new_context(&format!("faulty-copy-{n}")).file("Dockerfile", format!("FROM {through}\nCOPY app /srv/app\n")).file("app", "app\n").build();
+        let out = sb.kiln().build().tag(&format!("{}/test/faulty-copy:{n}", proxy.host())).push().arg(&ctx).run();
+        out.assert_failure_containing(&proxy.host());
+        assert!(!out.stderr.contains("panicked"), "{fault:?}\n{out}");
+        assert!(proxy.injected() > before, "{fault:?}: {:?}", proxy.log());
     }
     let oci = |sb: &Sandbox, name: &str| {
         let ctx = sb.new_context(name).file("Dockerfile", listing_dockerfile(&base_ref)).build();
@@ -102,6 +110,13 @@ fn a_layer_cut_or_corrupted_while_unpacking_side_by_side_leaves_nothing_trusted(
     };
     let after = oci(&sb, "after-faults");
     assert_eq!(after, oci(&Sandbox::new(), "fresh"), "the state the faulty builds left gave another image");
+    let copy_only = |sb: &Sandbox, tag: &str| {
+        let ctx = sb.new_context(tag).file("Dockerfile", format!("FROM {base_ref}\nCOPY app /srv/app\n")).file("app", "app\n").build();
+        let r = registry.reference(&format!("test/copy-after:{tag}"));
+        sb.kiln().build().env("SOURCE_DATE_EPOCH", "1700000000").tag(&r).push().arg(&ctx).run().assert_success();
+        registry.manifest("test/copy-after", tag).to_string()
+    };
+    assert_eq!(copy_only(&sb, "faulted"), copy_only(&Sandbox::new(), "fresh"), "the skeletons the faulty builds left gave another image");
 }
 
 /// A COPY-only stage on the five-layer base: the skeletons are made side by side, no

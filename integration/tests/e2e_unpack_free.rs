@@ -134,7 +134,8 @@ fn a_run_after_copy_only_steps_unpacks_when_reached() {
 /// Issue 18's fresh runner: the skeletons travel in the registry cache, so a runner
 /// with nothing local builds a COPY-only stage and pushes it without one byte of the
 /// base: no base blob is fetched (registry access log) or stored, the push mounts
-/// them, and the image is the unpacking way's.
+/// them, and the image is the unpacking way's. The runner that primed the cache read
+/// the base as it downloaded and stored none of it either.
 #[test]
 fn a_fresh_runner_takes_skeletons_from_the_registry_cache_and_never_pulls_the_base() {
     let registry = Registry::start();
@@ -167,8 +168,16 @@ fn a_fresh_runner_takes_skeletons_from_the_registry_cache_and_never_pulls_the_ba
     let from = vec!["--cache-from".to_string(), format!("type=registry,ref={cache}")];
     let mut to = from.clone();
     to.extend(["--cache-to".to_string(), format!("type=registry,ref={cache}")]);
-    // Runner A: the base is read once, its skeletons go into the cache (mode=min).
-    let _a = run("v1", "uf/app:1", &to, true);
+    // Runner A: the base is read once, as it downloads, for its skeletons, which go
+    // into the cache (mode=min); it is never written to disk (the push mounts it).
+    let mark = registry.log_mark();
+    let a = run("v1", "uf/app:1", &to, true);
+    let log = registry.log_since(mark);
+    for l in &base.layers {
+        let hex = l.digest.trim_start_matches("sha256:");
+        assert!(log.contains(&format!("/blobs/{}", l.digest)), "runner A did not read base layer {hex}:\n{log}");
+        assert!(!a.kiln_root().join("content/blobs/sha256").join(hex).exists(), "base layer {hex} written on runner A");
+    }
 
     let mark = registry.log_mark();
     let b = run("v2", "uf/app:2", &from, true);

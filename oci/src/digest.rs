@@ -153,6 +153,70 @@ impl<R: Read> Read for Sha256Reader<R> {
     }
 }
 
+/// [`Sha256Reader`] with the hashing on a thread of its own: for a long stream read
+/// by a thread with other work per byte (a layer's diffID while the layer is
+/// inflated and unpacked), so that the two use two cores. What is read is copied
+/// into a few recycled 256 KiB buffers, at most `IN_FLIGHT` of them waiting for the
+/// hasher. Dropped without [`finish`](Self::finish), the thread ends on its own.
+pub struct BackgroundSha256Reader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    len: u64,
+    to_hasher: std::sync::mpsc::SyncSender<Vec<u8>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    hasher: std::thread::JoinHandle<Sha256>,
+}
+
+impl<R: Read> BackgroundSha256Reader<R> {
+    const CHUNK: usize = 256 * 1024;
+    const IN_FLIGHT: usize = 4;
+
+    pub fn new(inner: R) -> io::Result<Self> {
+        let (to_hasher, work) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::IN_FLIGHT);
+        let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let hasher = std::thread::Builder::new().name("kiln-sha256".into()).spawn(move || {
+            let mut h = Sha256::new();
+            for mut b in work {
+                h.update(&b);
+                b.clear();
+                let _ = give_back.send(b);
+            }
+            h
+        })?;
+        Ok(BackgroundSha256Reader { inner, buf: Vec::with_capacity(Self::CHUNK), len: 0, to_hasher, spare, hasher })
+    }
+
+    fn send(&mut self) {
+        let next = self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(Self::CHUNK));
+        // The hasher stops only when the sender goes: a failed send means it
+        // panicked, which finish() reports.
+        let _ = self.to_hasher.send(std::mem::replace(&mut self.buf, next));
+    }
+
+    /// The inner reader, the digest and the byte count of what was read.
+    pub fn finish(mut self) -> io::Result<(R, Digest, u64)> {
+        if !self.buf.is_empty() {
+            self.send();
+        }
+        let BackgroundSha256Reader { inner, to_hasher, hasher, len, .. } = self;
+        drop(to_hasher);
+        let h = hasher.join().map_err(|_| io::Error::other("the sha256 thread panicked"))?;
+        Ok((inner, Digest::from_sha256_bytes(&h.finalize()), len))
+    }
+}
+
+impl<R: Read> Read for BackgroundSha256Reader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.buf.extend_from_slice(&out[..n]);
+        self.len += n as u64;
+        if self.buf.len() >= Self::CHUNK {
+            self.send();
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +246,28 @@ mod tests {
         assert_eq!(inner, b"hello");
         assert_eq!(n, 5);
         assert_eq!(d, Digest::of(b"hello"));
+    }
+
+    #[test]
+    fn background_reader_hashes_what_was_read_in_order() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for step in [1usize, 511, 65536, 1 << 20] {
+            let mut r = BackgroundSha256Reader::new(&data[..]).unwrap();
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; step];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                if step == 1 && seen.len() > 300_000 {
+                    break; // stopped early: the digest is of what was read
+                }
+            }
+            let (_, d, n) = r.finish().unwrap();
+            assert_eq!(n as usize, seen.len(), "step {step}");
+            assert_eq!(d, Digest::of(&seen), "step {step}");
+        }
     }
 }

@@ -14,7 +14,7 @@ pub mod percent;
 pub mod platform;
 
 pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};
-pub use digest::{Digest, DigestError, Sha256Reader, Sha256Writer};
+pub use digest::{BackgroundSha256Reader, Digest, DigestError, Sha256Reader, Sha256Writer};
 pub use index::{index_json, IndexEntry};
 pub use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 pub use platform::{Platform, PlatformError};

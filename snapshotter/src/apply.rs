@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use kiln_oci::media::LayerCompression;
-use kiln_oci::{Digest, Sha256Reader};
+use kiln_oci::{BackgroundSha256Reader, Digest};
 
 use crate::entry_meta::{chown_failed, finish_file, ids, read_meta, set_owner_mode, set_xattrs, set_xattrs_with, Meta};
 use crate::error::{io_err, unsafe_err};
@@ -115,10 +115,11 @@ fn apply_inner<R: Read>(
     skeleton: Option<Vec<Vec<u8>>>,
 ) -> Result<(Applied, Option<Vec<Vec<u8>>>), ApplyError> {
     let decoded = decompressed(reader, compression).map_err(ApplyError::Read)?;
+    // The diffID is hashed on a second core while this thread inflates and unpacks.
+    let hashed = BackgroundSha256Reader::new(decoded).map_err(ApplyError::Read)?;
     // The tar reader reads 512-byte headers one at a time: buffer the decoded stream
     // so that each of those is not a decompressor (or, uncompressed, a syscall) call.
-    let decoded = io::BufReader::with_capacity(128 * 1024, decoded);
-    let mut hashing = Sha256Reader::new(decoded);
+    let mut hashing = io::BufReader::with_capacity(128 * 1024, hashed);
 
     let root = Root::open(target).map_err(|source| ApplyError::Target { path: target.to_path_buf(), source })?;
     let mut state = State {
@@ -154,7 +155,7 @@ fn apply_inner<R: Read>(
     io::copy(&mut hashing, &mut io::sink()).map_err(ApplyError::Read)?;
     state.barrier()?;
     state.finish_dir_times()?;
-    let (_, diff_id, _) = hashing.finish();
+    let (_, diff_id, _) = hashing.into_inner().finish().map_err(ApplyError::Read)?;
     // In tar order, whichever thread noticed them.
     let mut skipped = std::mem::take(&mut state.skipped);
     skipped.sort_by_key(|(seq, _)| *seq);

@@ -62,7 +62,10 @@ impl Ctx {
     /// the end of the blob only once it is stored with its digest checked, and when
     /// the download had to start over, or `work` failed on the streamed bytes, `work`
     /// runs again on the stored blob. Otherwise `work` reads the stored blob.
-    pub(super) fn read_blob<T>(&self, l: &Layer, work: impl Fn(Box<dyn std::io::Read>) -> Result<T>) -> Result<T> {
+    /// With `keep` false a streamed blob is checked but not stored, and stays lazy
+    /// (a skeleton's read: issue 18 part 2, the base is never written to disk; an
+    /// output or a step that needs it later downloads it then).
+    pub(super) fn read_blob<T>(&self, l: &Layer, keep: bool, work: impl Fn(Box<dyn std::io::Read>) -> Result<T>) -> Result<T> {
         let pulling = self.lazy_base.lock().expect("lazy base map").get(&l.digest).cloned();
         let from_store = |cx: &Ctx| -> Result<T> {
             cx.ensure_blob(l)?;
@@ -71,14 +74,16 @@ impl Ctx {
         let Some((repo, size)) = pulling.filter(|_| !self.store.has(&l.digest) && streaming()) else { return from_store(self) };
         let (tx, rx) = tokio::sync::mpsc::channel(32);
         let (registry, store, d) = (self.registry.clone(), self.store.clone(), l.digest.clone());
-        let download = self.rt.spawn(async move { registry.pull_blob_tee(&repo, &d, Some(size), &store, tx).await });
+        let download = self.rt.spawn(async move { registry.pull_blob_tee(&repo, &d, Some(size), &store, tx, keep).await });
         let streamed = work(Box::new(std::io::BufReader::with_capacity(256 * 1024, kiln_cache::registry::TeeReader::new(rx))));
         let done = self.rt.block_on(download).context("a layer download was interrupted")?;
         done.with_context(|| format!("pulling layer {}", l.digest))?;
-        self.lazy_base.lock().expect("lazy base map").remove(&l.digest);
+        if keep {
+            self.lazy_base.lock().expect("lazy base map").remove(&l.digest);
+        }
         match streamed {
             Ok(v) => {
-                tracing::debug!(layer = %l.digest, "layer read as it downloaded");
+                tracing::debug!(layer = %l.digest, kept = keep, "layer read as it downloaded");
                 Ok(v)
             }
             Err(e) => {

@@ -110,7 +110,7 @@ fn unpack_side_by_side(cx: &Ctx, layers: &[&Layer]) -> Result<()> {
     on_threads(&layers, "a layer unpack", |l| {
         let compression = compression_of(l)?;
         let t0 = std::time::Instant::now();
-        let alone = cx.read_blob(l, |blob| cx.snaps.unpack_alone(&l.diff_id, blob, compression).with_context(|| format!("unpacking layer {}", l.digest)))?;
+        let alone = cx.read_blob(l, true, |blob| cx.snaps.unpack_alone(&l.diff_id, blob, compression).with_context(|| format!("unpacking layer {}", l.digest)))?;
         tracing::debug!(layer = %l.digest, alone = alone.is_some(), ms = t0.elapsed().as_millis() as u64, "layer unpacked side by side");
         Ok(())
     })
@@ -197,9 +197,13 @@ fn sparse_lowers(cx: &Ctx, state: &ImageState) -> Result<Option<SparseLowers>> {
                             tracing::debug!(error = %format!("{e:#}"), "cached skeleton not used");
                         }
                         if !pulled {
-                            // The rest of the base comes down together, not one per skeleton.
-                            let wanted: Vec<Digest> = state.layers[i..lead].iter().map(|l| l.digest.clone()).collect();
-                            cx.rt.block_on(cx.pull_base_layers(&wanted))?;
+                            // The rest of the base still without skeletons comes down
+                            // together, not one per skeleton; one layer alone is read
+                            // as it downloads and not kept (`make_skeleton`).
+                            let wanted = without_skeletons(cx, &state.layers[..lead], &skeletons);
+                            if wanted.len() > 1 {
+                                cx.rt.block_on(cx.pull_base_layers(&wanted))?;
+                            }
                             pulled = true;
                         }
                         make_skeleton(cx, l, &skeletons, &key)?
@@ -212,6 +216,20 @@ fn sparse_lowers(cx: &Ctx, state: &ImageState) -> Result<Option<SparseLowers>> {
     let mut lowers = skeletons.clone();
     lowers.extend(rest);
     Ok(Some(SparseLowers { lowers, skeletons }))
+}
+
+/// The blobs of the layers of `lead` above the skeletons `made` (its bottom ones)
+/// whose skeletons are not made yet, each named on the skeletons below it.
+fn without_skeletons(cx: &Ctx, lead: &[Layer], made: &[PathBuf]) -> Vec<Digest> {
+    let mut below = made.to_vec();
+    let mut wanted = Vec::new();
+    for l in &lead[made.len()..] {
+        if cx.snaps.skeleton(&l.diff_id, &below).is_none() {
+            wanted.push(l.digest.clone());
+        }
+        below.push(cx.snaps.skeleton_path(&l.diff_id, &below));
+    }
+    wanted
 }
 
 /// The skeletons of `lead` (the bottom layers, none unpacked) that neither this
@@ -274,7 +292,7 @@ fn make_skeleton_as(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey, alon
     let t0 = std::time::Instant::now();
     let travels = cx.opts.cache_to.is_some() || cx.opts.cache_repo.is_some();
     let opts = DiffOptions { compression: kiln_snapshotter::Compression::Zstd, ..Default::default() };
-    let made = cx.read_blob(l, |blob| {
+    let made = cx.read_blob(l, false, |blob| {
         let mut w = cx.store.writer()?;
         let to = travels.then_some((&opts, &mut w as &mut dyn std::io::Write));
         let made = if alone {

@@ -118,7 +118,7 @@ impl Registry {
 
         let config_digest = parse_oci_digest(manifest.config().digest())
             .map_err(|e| into_error("reading manifest of".into(), r.to_string(), e))?;
-        self.fetch_blob(&t, r, &config_digest, Some(manifest.config().size()), store, None).await?;
+        self.fetch_blob(&t, r, &config_digest, Some(manifest.config().size()), store, None, true).await?;
         let config_bytes = store.read(&config_digest).map_err(|source| RegistryError::Store {
             op: "reading config of".into(),
             target: r.to_string(),
@@ -141,7 +141,7 @@ impl Registry {
             wanted.clear();
         }
         futures_util::stream::iter(wanted.iter())
-            .map(|(d, size)| self.fetch_blob(&t, r, d, Some(*size), store, None))
+            .map(|(d, size)| self.fetch_blob(&t, r, d, Some(*size), store, None, true))
             .buffer_unordered(self.concurrency())
             .try_collect::<Vec<()>>()
             .await?;
