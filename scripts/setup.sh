@@ -34,8 +34,9 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(docker-registry uidmap busybox-static qemu-user-static buildah skopeo umoci git mmdebstrap
           apache2-utils jq python3 curl ca-certificates openssl bubblewrap rpm
           zstd e2fsprogs
-          # Building ISA-L (snapshotter's isal-sys, the gzip inflate of layer blobs).
-          nasm autoconf automake libtool make
+          # Building ISA-L (snapshotter's isal-sys, the gzip inflate of layer blobs);
+          # isal's igzip is bench/inflate.sh's reference.
+          nasm autoconf automake libtool make isal
           # Docker's engine with its 2021 BuildKit: the second peer of bench/ (not the tests).
           docker.io)
 

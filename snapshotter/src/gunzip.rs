@@ -41,10 +41,11 @@ pub struct MultiGzDecoder<R> {
 // and `input`, which the decoder owns, and are only used during one ISA-L call.
 unsafe impl<R: Send> Send for MultiGzDecoder<R> {}
 
-fn zeroed<T>() -> Box<T> {
+/// # Safety
+/// All-zero bytes must be a valid `T` (ISA-L's C structs: integers, arrays, pointers;
+/// their init functions then set what they need).
+unsafe fn zeroed<T>() -> Box<T> {
     let mut b: Box<MaybeUninit<T>> = Box::new_uninit();
-    // SAFETY: only used for ISA-L's C structs (integers, arrays, pointers), for which
-    // all-zero is valid; their init functions then set what they need.
     unsafe {
         std::ptr::write_bytes(b.as_mut_ptr(), 0, 1);
         b.assume_init()
@@ -59,8 +60,9 @@ impl<R: Read> MultiGzDecoder<R> {
     pub fn new(inner: R) -> Self {
         let mut d = MultiGzDecoder {
             inner,
-            state: zeroed(),
-            header: zeroed(),
+            // SAFETY: both are C structs of integers, arrays and pointers.
+            state: unsafe { zeroed() },
+            header: unsafe { zeroed() },
             input: vec![0; IN_BUF].into_boxed_slice(),
             pos: 0,
             len: 0,
