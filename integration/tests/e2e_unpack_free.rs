@@ -200,3 +200,32 @@ fn a_fresh_runner_takes_skeletons_from_the_registry_cache_and_never_pulls_the_ba
     assert_eq!(two.tree.node("/srv/data/d.txt").uid, 65534, "--chown=nobody from the base's /etc/passwd");
     assert!(two.tree.contains("/etc/debian_version"), "the base layers are in the pushed image");
 }
+
+/// The base of a COPY-only stage that a later RUN builds on is read once: the
+/// skeleton's read keeps the blob as it streams (`lazy::skeleton_reads_stay_remote`
+/// is false with a RUN in the build), and the RUN's unpack reads it from the store.
+#[test]
+fn a_base_under_copy_and_then_run_is_downloaded_once() {
+    let registry = Registry::start();
+    let base_ref = seed_debian_image(&registry);
+    let base = Image::pull_from(&registry, "base/debian:bookworm");
+    let sb = Sandbox::new();
+    let ctx = sb
+        .new_context("app")
+        .file("Dockerfile", format!("FROM {base_ref} AS files\nCOPY app.py /app/\nFROM files\nRUN cat /app/app.py > /app/seen\n"))
+        .file("app.py", "print(3)\n")
+        .build();
+    let mark = registry.log_mark();
+    sb.kiln().build().tag(&registry.reference("uf/run:1")).push().arg(&ctx).run().assert_success();
+    let log = registry.log_since(mark);
+    for l in &base.layers {
+        let gets = log
+            .lines()
+            // distribution's access-log line, one per request
+            .filter(|line| line.contains("\"GET /v2/") && line.contains(&format!("/blobs/{}", l.digest)))
+            .count();
+        assert_eq!(gets, 1, "base layer {} fetched {gets} times:\n{log}", l.digest);
+    }
+    Image::pull_from(&registry, "uf/run:1").tree.assert_file("/app/seen", 0o644, 0, 0, "print(3)\n");
+}
+

@@ -17,6 +17,23 @@ pub(super) fn base_layers_to_pull(pulled: &PulledMap, store: &ContentStore) -> B
     lazy_base
 }
 
+/// Whether nothing in this build needs a base layer's bytes beyond its skeleton, so
+/// that a skeleton's read stores nothing (issue 18 part 2: a COPY-only push never
+/// writes the base to disk): every output is a push to the registry every lazy base
+/// comes from (its blobs are mounted there), no stage has a RUN (which unpacks) and no
+/// SBOM scans the image. Else the blob is kept as it streams, so that a later unpack,
+/// output or upload does not download it again. A step that fails on skeletons, or
+/// touches a file of the base, still unpacks and downloads again then.
+pub(super) fn skeleton_reads_stay_remote(opts: &BuildOptions, jobs: &[Job], pulled: &PulledMap) -> bool {
+    let pushes_only = opts.push && opts.outputs.is_empty() && !opts.tags.is_empty();
+    let same_registry = pulled
+        .values()
+        .filter_map(|p| p.layers_from.as_ref())
+        .all(|from| opts.tags.iter().all(|t| t.registry() == from.registry()));
+    let no_run = jobs.iter().all(|j| j.stage.steps.iter().all(|s| !matches!(s.kind, StepKind::Run { .. })));
+    pushes_only && same_registry && no_run && opts.attestations.sbom.is_none()
+}
+
 impl Ctx {
     /// Pull the base layers among `digests` that are not here yet, four at a time
     /// (each pull bounded by the registry client as always).

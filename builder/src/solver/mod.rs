@@ -92,6 +92,8 @@ pub(crate) struct Ctx {
     lazy: std::sync::Mutex<BTreeMap<Digest, usize>>,
     /// Base image layers not downloaded yet: the repository that has each, its size.
     lazy_base: std::sync::Mutex<BTreeMap<Digest, (Reference, u64)>>,
+    /// A skeleton's read of a base layer stores nothing (`lazy::skeleton_reads_stay_remote`).
+    skeletons_only: bool,
     registry: Registry,
     /// Records of the steps that ran, stored in the caches after the build.
     new_records: std::sync::Mutex<Vec<CacheRecord>>,
@@ -249,6 +251,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         .collect();
     let lazy_base = lazy::base_layers_to_pull(&pulled, &store);
     let stays = leaves::jobs_that_stay(&opts, &plans, &jobs);
+    let skeletons_only = lazy::skeleton_reads_stay_remote(&opts, &jobs, &pulled);
     let cx = Ctx {
         opts,
         store,
@@ -263,6 +266,7 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
         urls: resolved,
         lazy: std::sync::Mutex::new(lazy),
         lazy_base: std::sync::Mutex::new(lazy_base),
+        skeletons_only,
         registry: registry.clone(),
         new_records: std::sync::Mutex::new(Vec::new()),
         used_hits: std::sync::Mutex::new(Vec::new()),

@@ -292,7 +292,7 @@ fn make_skeleton_as(cx: &Ctx, l: &Layer, below: &[PathBuf], key: &CacheKey, alon
     let t0 = std::time::Instant::now();
     let travels = cx.opts.cache_to.is_some() || cx.opts.cache_repo.is_some();
     let opts = DiffOptions { compression: kiln_snapshotter::Compression::Zstd, ..Default::default() };
-    let made = cx.read_blob(l, false, |blob| {
+    let made = cx.read_blob(l, !cx.skeletons_only, |blob| {
         let mut w = cx.store.writer()?;
         let to = travels.then_some((&opts, &mut w as &mut dyn std::io::Write));
         let made = if alone {
