@@ -245,13 +245,10 @@ pub async fn build(mut opts: BuildOptions) -> Result<()> {
     for notice in caches.iter().flat_map(|c| c.take_notices()) {
         progress::get().warn(&notice);
     }
-    let lazy: BTreeMap<Digest, usize> = hits
-        .values()
-        .filter_map(|(i, r)| r.layer.as_ref().filter(|l| !store.has(&l.digest)).map(|l| (l.digest.clone(), *i)))
-        .collect();
+    let lazy: BTreeMap<Digest, usize> =
+        hits.values().filter_map(|(i, r)| r.layer.as_ref().filter(|l| !store.has(&l.digest)).map(|l| (l.digest.clone(), *i))).collect();
     let lazy_base = lazy::base_layers_to_pull(&pulled, &store);
-    let stays = leaves::jobs_that_stay(&opts, &plans, &jobs);
-    let skeletons_only = lazy::skeleton_reads_stay_remote(&opts, &jobs, &pulled);
+    let (stays, skeletons_only) = (leaves::jobs_that_stay(&opts, &plans, &jobs), lazy::skeleton_reads_stay_remote(&opts, &jobs, &pulled));
     let cx = Ctx {
         opts,
         store,
