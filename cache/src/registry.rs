@@ -456,9 +456,9 @@ impl Registry {
     /// it arrives, so that the blob is read (unpacked) while it downloads. `tee`
     /// gets [`Piece::End`] only once the blob is in the store with its digest
     /// checked (with `keep` false: once its size and digest are checked, nothing
-    /// stored — a base read only for its skeleton is never written to disk); a retried attempt does not feed it, so a reader that saw no `End`
-    /// must not trust what it read. A reader that stops early does not stop the
-    /// download.
+    /// stored — a base read only for its skeleton is never written to disk); a
+    /// retried attempt does not feed it, so a reader that saw no `End` must not
+    /// trust what it read. A reader that stops early does not stop the download.
     pub async fn pull_blob_tee(
         &self,
         r: &Reference,
