@@ -72,10 +72,6 @@ impl<R: Read> MultiGzDecoder<R> {
         d
     }
 
-    pub fn get_ref(&self) -> &R {
-        &self.inner
-    }
-
     fn new_member(&mut self) {
         // SAFETY: both point to initialised, owned structs.
         unsafe {
@@ -107,8 +103,8 @@ impl<R: Read> MultiGzDecoder<R> {
     }
 
     /// One ISA-L call on the buffered input: the header reader until the member's
-    /// header is read, then inflate into `out`. Returns (rc, consumed, produced).
-    fn step(&mut self, out: &mut [u8]) -> io::Result<(i32, usize, usize)> {
+    /// header is read, then inflate into `out`. Returns (consumed, produced).
+    fn step(&mut self, out: &mut [u8]) -> io::Result<(usize, usize)> {
         let avail = self.len - self.pos;
         self.state.next_in = self.input[self.pos..].as_mut_ptr();
         self.state.avail_in = avail as u32;
@@ -136,7 +132,7 @@ impl<R: Read> MultiGzDecoder<R> {
             return Err(corrupt("the decoder reported more than it was given"));
         };
         self.pos += consumed;
-        Ok((rc, consumed, produced))
+        Ok((consumed, produced))
     }
 }
 
@@ -158,7 +154,7 @@ impl<R: Read> Read for MultiGzDecoder<R> {
                 }
                 self.new_member(); // another member follows
             }
-            let (_, consumed, produced) = self.step(out)?;
+            let (consumed, produced) = self.step(out)?;
             if produced > 0 {
                 return Ok(produced);
             }

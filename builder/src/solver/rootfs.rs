@@ -199,7 +199,8 @@ fn sparse_lowers(cx: &Ctx, state: &ImageState) -> Result<Option<SparseLowers>> {
                         if !pulled {
                             // The rest of the base still without skeletons comes down
                             // together, not one per skeleton; one layer alone is read
-                            // as it downloads and not kept (`make_skeleton`).
+                            // as it downloads (`make_skeleton`, kept unless
+                            // `Ctx::skeletons_only`).
                             let wanted = without_skeletons(cx, &state.layers[..lead], &skeletons);
                             if wanted.len() > 1 {
                                 cx.rt.block_on(cx.pull_base_layers(&wanted))?;
